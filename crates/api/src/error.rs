@@ -1,0 +1,105 @@
+//! The one mapping from domain errors to HTTP status and the UKO error body (spec §1.8).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyplane_core::error::{Error, ErrorCode, Target};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error on its way out; the correlation middleware renders it with the request's trace id.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub params: Vec<String>,
+    pub target: Option<Target>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), params: Vec::new(), target: None }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Invalid { code, target, .. } => Self { target, ..Self::new(StatusCode::BAD_REQUEST, code, message) },
+            Error::Unauthorized(_) => Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message),
+            Error::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message),
+            Error::Conflict { code, params, .. } => Self { params, ..Self::new(StatusCode::CONFLICT, code, message) },
+            Error::PreconditionRequired => Self {
+                target: Some(Target { kind: keyplane_core::error::TargetKind::Header, name: "If-Match".into() }),
+                ..Self::new(StatusCode::PRECONDITION_REQUIRED, ErrorCode::PreconditionRequired, message)
+            },
+            Error::EtagMismatch => Self {
+                target: Some(Target { kind: keyplane_core::error::TargetKind::Header, name: "If-Match".into() }),
+                ..Self::new(StatusCode::PRECONDITION_FAILED, ErrorCode::EtagMismatch, message)
+            },
+            Error::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Sealed, message),
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::InternalError,
+                    "an internal error occurred; the server log has the details under this trace id",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorTarget {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorItem {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more_info: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub message_params: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<ErrorTarget>,
+}
+
+/// `ApiError` of the UKO API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub status_code: u16,
+    pub trace: String,
+    pub errors: Vec<ErrorItem>,
+}
+
+impl ApiError {
+    pub fn body(&self, trace: &str) -> ErrorBody {
+        ErrorBody {
+            status_code: self.status.as_u16(),
+            trace: trace.to_owned(),
+            errors: vec![ErrorItem {
+                code: self.code.as_str().to_owned(),
+                message: self.message.clone(),
+                more_info: None,
+                message_params: self.params.clone(),
+                target: self.target.as_ref().map(|t| ErrorTarget { kind: t.kind.as_str().to_owned(), name: t.name.clone() }),
+            }],
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,153 @@
+//! Request extractors that fail with UKO error bodies: JSON bodies, ids, `If-Match`, queries.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use keyplane_core::error::{Error, ErrorCode};
+use keyplane_core::etag::IfMatch as CoreIfMatch;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted (413 above it).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body: `Content-Type: application/json` (415 otherwise), at most 1 MiB (413), parsed
+/// with the failing field named in the error's target.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "the request body must be JSON sent with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, "the request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = inner.to_string();
+        // serde's own words, minus its line/column suffix, are clear enough and carry no secrets
+        // beyond what the caller sent; values of secret fields are strings and never echoed.
+        let detail = detail.split(" at line ").next().unwrap_or(&detail).to_owned();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            ApiError::from(Error::Invalid {
+                code: ErrorCode::InvalidField,
+                message: format!("the request body is not valid JSON for this operation: {detail}"),
+                target: None,
+            })
+        } else {
+            ApiError::from(Error::invalid_field(&path, format!("{path}: {detail}")))
+        }
+    })
+}
+
+/// The `{id}` path segment as a UUID (400 naming the parameter otherwise).
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = parts
+            .uri
+            .path()
+            .trim_start_matches("/api/v4/")
+            .split('/')
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        Uuid::parse_str(&raw)
+            .map(PathId)
+            .map_err(|_| Error::invalid_parameter("id", format!("'{raw}' is not a UUID")).into())
+    }
+}
+
+/// The optional `If-Match` header; services turn its absence into 428.
+pub struct IfMatch(pub Option<CoreIfMatch>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get(header::IF_MATCH) {
+            None => Ok(IfMatch(None)),
+            Some(v) => v
+                .to_str()
+                .map(|s| IfMatch(Some(CoreIfMatch::parse(s))))
+                .map_err(|_| Error::invalid_header("If-Match", "If-Match is not valid text").into()),
+        }
+    }
+}
+
+/// The raw query string as ordered pairs; list endpoints parse it into typed queries.
+pub struct RawQuery(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .map(RawQuery)
+            .map_err(|_| Error::invalid_parameter("query", "the query string is malformed").into())
+    }
+}
+
+/// The legacy `UKO-Vault` header (API ≤ 4.7): accepted, and checked against the resource's vault.
+pub struct LegacyVault(pub Option<Uuid>);
+
+impl<S: Send + Sync> FromRequestParts<S> for LegacyVault {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get("uko-vault") {
+            None => Ok(LegacyVault(None)),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| Uuid::parse_str(s.trim()).ok())
+                .map(|id| LegacyVault(Some(id)))
+                .ok_or_else(|| Error::invalid_header("UKO-Vault", "UKO-Vault must be a vault UUID").into()),
+        }
+    }
+}
+
+impl LegacyVault {
+    /// 400 when the header names a vault other than the resource's.
+    pub fn check(&self, resource_vault: Uuid) -> Result<(), ApiError> {
+        match self.0 {
+            Some(v) if v != resource_vault => Err(Error::invalid_header(
+                "UKO-Vault",
+                format!("UKO-Vault names vault {v}, but the resource belongs to vault {resource_vault}"),
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The UKO v4 REST API over `keyplane_core` services: routes, wire shapes, auth, errors, OpenAPI.
+
+pub mod error;
+pub mod extract;
+pub mod params;
+mod routes;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use keyplane_core::ErrorCode;
+use keyplane_core::model::Actor;
+use keyplane_core::service::Keyplane;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::wire::Links;
+
+/// Checks bearer tokens; the binary decides how tokens are stored.
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// The caller a token belongs to, or `None` for an unknown token.
+    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>>;
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub keyplane: Keyplane,
+    pub links: Links,
+    pub auth: Arc<dyn Authenticator>,
+}
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Base of absolute hrefs and `Location` (e.g. `http://127.0.0.1:8080`).
+    pub public_url: String,
+    pub request_timeout: Duration,
+}
+
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The request's correlation id, echoed as `X-Correlation-ID` and as `trace` in error bodies.
+#[derive(Debug, Clone)]
+pub struct Trace(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Trace {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(parts.extensions.get::<Trace>().cloned().unwrap_or_else(|| Trace(String::new())))
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "authentication is required"))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyplane", description = "Key orchestration over the UKO v4 wire contract."),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of every routed operation.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::api(ApiDoc::openapi()).split_for_parts().1
+}
+
+/// The whole HTTP application.
+pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSettings) -> Router {
+    let state = AppState {
+        keyplane,
+        links: Links { base: settings.public_url.trim_end_matches('/').to_owned() },
+        auth,
+    };
+    let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
+    let doc = Arc::new(doc);
+    let api = api
+        .route(
+            "/api/v4/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .route("/health", axum::routing::get(routes::health))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(middleware::from_fn(correlate))
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::RouteNotFound, "no such API path")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "this method is not allowed on this path")
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 4096);
+    let unauthorized = |message: &str| {
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    };
+    let Some(token) = bearer else {
+        return unauthorized("send an Authorization: Bearer <token> header");
+    };
+    match state.auth.authenticate(token).await {
+        Ok(Some(actor)) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        Ok(None) => unauthorized("the bearer token is not valid"),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn acceptable_correlation_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+/// Gives every request a correlation id and renders every error with it as the UKO error body.
+async fn correlate(mut req: Request, next: Next) -> Response {
+    let trace = req
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable_correlation_id(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(Trace(trace.clone()));
+    let mut response = next.run(req).await;
+    let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
+        // Errors produced by layers below the routes (timeout, body limit, media type).
+        let status = response.status();
+        let code = match status {
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            _ => return None,
+        };
+        Some(ApiError::new(status, code, status.canonical_reason().unwrap_or("request failed")))
+    });
+    if let Some(error) = error {
+        let headers = std::mem::take(response.headers_mut());
+        response = (error.status, axum::Json(error.body(&trace))).into_response();
+        for (name, value) in headers.iter() {
+            if name == header::WWW_AUTHENTICATE || name == header::ALLOW {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace) {
+        response.headers_mut().insert(HeaderName::from_static(CORRELATION_HEADER), v);
+    }
+    response
+}

@@ -1,0 +1,126 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyplane_core::model::KeystoreDeleteMode;
+use keyplane_core::query::ASSOCIATED_RESOURCE_SORT_FIELDS;
+
+use super::{json_values, resource};
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
+use crate::params::{self, Params};
+use crate::wire::{self, KeystoreBody, KeystoreOut, KeystoreStatusOut};
+use crate::{AppState, Caller, Trace};
+
+const PATH: &str = "/api/v4/keystores";
+
+/// List keystores.
+#[utoipa::path(get, path = "/api/v4/keystores", tag = "keystores",
+    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("sort" = Option<String>, Query),
+           ("type" = Option<String>, Query), ("name" = Option<String>, Query), ("description" = Option<String>, Query),
+           ("group" = Option<String>, Query), ("groups[]" = Option<String>, Query), ("vault.id" = Option<String>, Query),
+           ("location" = Option<String>, Query)),
+    responses((status = 200, description = "KeystoreList", body = Object), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+    let query = params::keystore_query(&Params::new(&q))?;
+    let page = s.keyplane.list_keystores(&query).await?;
+    let items = json_values(page.items.iter().map(|k| wire::keystore(&s.links, k)));
+    Ok(Json(params::envelope(&s.links, PATH, &q, query.paging, page.total_count, "keystores", items)))
+}
+
+/// Create (connect) a keystore; `dry_run=true` validates without saving (200).
+#[utoipa::path(post, path = "/api/v4/keystores", tag = "keystores", request_body = KeystoreBody,
+    params(("dry_run" = Option<bool>, Query)),
+    responses((status = 201, body = KeystoreOut), (status = 200, description = "dry run", body = KeystoreOut),
+              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    legacy: LegacyVault,
+    RawQuery(q): RawQuery,
+    JsonBody(body): JsonBody<KeystoreBody>,
+) -> ApiResult<Response> {
+    let dry_run = Params::new(&q).bool("dry_run")?;
+    let input = body.into_new()?;
+    if let Some(v) = input.vault_id {
+        legacy.check(v)?;
+    }
+    let k = s.keyplane.create_keystore(&actor, input, dry_run).await?;
+    let out = wire::keystore(&s.links, &k);
+    if dry_run {
+        return Ok((StatusCode::OK, Json(out)).into_response());
+    }
+    let href = out.href.clone();
+    Ok(resource(StatusCode::CREATED, &out, k.revision, k.id, Some(&href)))
+}
+
+/// Get a keystore (secrets are never returned).
+#[utoipa::path(get, path = "/api/v4/keystores/{id}", tag = "keystores", params(("id" = String, Path)),
+    responses((status = 200, body = KeystoreOut), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId, legacy: LegacyVault) -> ApiResult<Response> {
+    let k = s.keyplane.get_keystore(id).await?;
+    legacy.check(k.vault.id)?;
+    Ok(resource(StatusCode::OK, &wire::keystore(&s.links, &k), k.revision, id, None))
+}
+
+/// Update a keystore's connection; identifying fields are locked.
+#[utoipa::path(patch, path = "/api/v4/keystores/{id}", tag = "keystores", request_body = KeystoreBody,
+    params(("id" = String, Path), ("If-Match" = String, Header)),
+    responses((status = 200, body = KeystoreOut), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub(crate) async fn update(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    JsonBody(body): JsonBody<KeystoreBody>,
+) -> ApiResult<Response> {
+    let k = s.keyplane.update_keystore(&actor, id, m.as_ref(), body.into_patch()?).await?;
+    Ok(resource(StatusCode::OK, &wire::keystore(&s.links, &k), k.revision, id, None))
+}
+
+/// Delete (disconnect) a keystore; `mode` = restrict (default), disconnect, deactivate or destroy.
+#[utoipa::path(delete, path = "/api/v4/keystores/{id}", tag = "keystores",
+    params(("id" = String, Path), ("If-Match" = String, Header), ("mode" = Option<String>, Query)),
+    responses((status = 204), (status = 409, description = "keys block the disconnect", body = ErrorBody),
+              (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatch(m): IfMatch, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let mode = match Params::new(&q).get("mode") {
+        None => KeystoreDeleteMode::Restrict,
+        Some(v) => KeystoreDeleteMode::parse(v).ok_or_else(|| {
+            keyplane_core::Error::invalid_parameter("mode", format!("mode '{v}' is not one of: {}", KeystoreDeleteMode::allowed()))
+        })?,
+    };
+    s.keyplane.delete_keystore(id, m.as_ref(), mode).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Health of a keystore's connection.
+#[utoipa::path(get, path = "/api/v4/keystores/{id}/status", tag = "keystores", params(("id" = String, Path)),
+    responses((status = 200, body = KeystoreStatusOut), (status = 404, body = ErrorBody)))]
+pub(crate) async fn status(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Json<KeystoreStatusOut>> {
+    Ok(Json(wire::keystore_status(&s.keyplane.keystore_status(id).await?)))
+}
+
+/// Managed keys installed in a keystore.
+#[utoipa::path(get, path = "/api/v4/keystores/{id}/managed_keys", tag = "keystores", params(("id" = String, Path)),
+    responses((status = 200, description = "ManagedKeyList", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn managed_keys(State(s): State<AppState>, PathId(id): PathId, RawQuery(q): RawQuery, Trace(trace): Trace) -> ApiResult<Json<serde_json::Value>> {
+    let query = params::key_query(&Params::new(&q), true)?;
+    let paging = query.paging;
+    let page = s.keyplane.list_keystore_keys(id, query).await?;
+    let items = json_values(page.items.iter().map(|k| wire::managed_key(&s.links, k, &trace)));
+    let path = format!("{PATH}/{id}/managed_keys");
+    Ok(Json(params::envelope(&s.links, &path, &q, paging, page.total_count, "managed_keys", items)))
+}
+
+/// Resources associated with a keystore's keys (only IBM Cloud KMS registrations produce any).
+#[utoipa::path(get, path = "/api/v4/keystores/{id}/associated_resources", tag = "keystores", params(("id" = String, Path)),
+    responses((status = 200, description = "AssociatedResourceList", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn associated_resources(State(s): State<AppState>, PathId(id): PathId, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+    s.keyplane.get_keystore(id).await?;
+    let p = Params::new(&q);
+    let paging = p.paging()?;
+    keyplane_core::query::parse_sort(p.get("sort"), ASSOCIATED_RESOURCE_SORT_FIELDS, "name")?;
+    let path = format!("{PATH}/{id}/associated_resources");
+    Ok(Json(params::envelope(&s.links, &path, &q, paging, 0, "associated_resources", Vec::new())))
+}

@@ -1,0 +1,277 @@
+//! Where keys go and what keystores hold: target resolution (spec §7.2), per-keystore status
+//! (spec §4.3), algorithm support per keystore type, and the seed's disconnect rule.
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::*;
+
+/// The keystores a template entry distributes to: same vault (the caller passes only the
+/// vault's keystores), same type, and the entry's group among the keystore's groups.
+pub fn resolve_targets<'a>(entry: &TemplateKeystore, vault_keystores: &'a [Keystore]) -> Vec<&'a Keystore> {
+    vault_keystores
+        .iter()
+        .filter(|k| k.keystore_type == entry.keystore_type && k.groups.iter().any(|g| *g == entry.group))
+        .collect()
+}
+
+/// What one keystore was seen to hold for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    NotPresent,
+    Enabled,
+    Disabled,
+}
+
+/// Compares the managed state with what a keystore holds (the pairing table of spec §4.3).
+pub fn compare(state: KeyState, seen: Observation) -> (KeystoreKeyStatus, SyncFlag, SyncFlagDetail) {
+    use KeyState as K;
+    use Observation as O;
+    use SyncFlagDetail as D;
+    let status = match seen {
+        O::NotPresent => KeystoreKeyStatus::NotPresent,
+        O::Enabled => KeystoreKeyStatus::Active,
+        O::Disabled => KeystoreKeyStatus::NotActive,
+    };
+    let (ok, detail) = match (state, seen) {
+        (K::PreActivation, O::NotPresent) => (true, D::PreActiveKeyIsNotPresentInKeystore),
+        (K::PreActivation, _) => (false, D::PreActiveKeyIsPresentInKeystore),
+        (K::Active, O::Enabled) => (true, D::ActiveKeyIsActiveInKeystore),
+        (K::Active, _) => (false, D::ActiveKeyIsNotActiveInKeystore),
+        (K::Deactivated | K::Compromised, O::Enabled) => (false, D::DeactivatedKeyIsNotDeactivatedInKeystore),
+        (K::Deactivated | K::Compromised, _) => (true, D::DeactivatedKeyIsDeactivatedInKeystore),
+        (K::Destroyed | K::DestroyedCompromised, O::NotPresent) => (true, D::DestroyedKeyIsNotPresentInKeystore),
+        (K::Destroyed | K::DestroyedCompromised, _) => (false, D::DestroyedKeyIsPresentInKeystore),
+    };
+    (status, if ok { SyncFlag::Ok } else { SyncFlag::OutOfSync }, detail)
+}
+
+/// Status of a key in an internal keystore, read from the copy that keystore really holds.
+pub fn internal_status(key: &ManagedKey, keystore: &KeystoreRef, copy: Option<&InternalCopy>) -> KeyStatusInKeystore {
+    let seen = match copy {
+        None => Observation::NotPresent,
+        Some(c) if c.enabled => Observation::Enabled,
+        Some(_) => Observation::Disabled,
+    };
+    let (status, keystore_sync_flag, keystore_sync_flag_detail) = compare(key.state, seen);
+    KeyStatusInKeystore {
+        keystore: keystore.clone(),
+        status,
+        keystore_sync_flag,
+        keystore_sync_flag_detail,
+        error: None,
+        key_id_in_keystore: copy.map(|c| c.key_id_in_keystore.to_string()),
+        removed: false,
+    }
+}
+
+/// Status of a key in an external keystore while no connector can reach it: an honest error.
+pub fn unreachable_status(keystore: &KeystoreRef) -> KeyStatusInKeystore {
+    KeyStatusInKeystore {
+        keystore: keystore.clone(),
+        status: KeystoreKeyStatus::Error,
+        keystore_sync_flag: SyncFlag::Error,
+        keystore_sync_flag_detail: SyncFlagDetail::ConnectionError,
+        error: Some(StatusError {
+            code: ErrorCode::KeystoreUnreachable.as_str().to_owned(),
+            message: connector_unavailable_message(keystore.keystore_type),
+        }),
+        key_id_in_keystore: None,
+        removed: false,
+    }
+}
+
+pub fn connector_unavailable_message(keystore_type: KeystoreType) -> String {
+    format!(
+        "no connector for keystore type {keystore_type} is available in this keyplane version; \
+         the connection is stored but nothing is distributed to or read from it"
+    )
+}
+
+/// Marks a status entry as belonging to a keystore that was deleted or disconnected.
+pub fn mark_removed(entry: &mut KeyStatusInKeystore) {
+    let held_active = entry.status == KeystoreKeyStatus::Active;
+    entry.removed = true;
+    entry.error = None;
+    if held_active {
+        entry.keystore_sync_flag = SyncFlag::OutOfSync;
+        entry.keystore_sync_flag_detail = SyncFlagDetail::TargetKeystoreRemovedByUserContainsAnActiveKey;
+    } else {
+        entry.keystore_sync_flag = SyncFlag::Ok;
+        entry.keystore_sync_flag_detail = SyncFlagDetail::TargetKeystoreRemovedByUser;
+    }
+}
+
+/// The seed's rule for `DELETE /keystores/{id}?mode=restrict`: refused while any key that
+/// targets the keystore is active or deactivated. Templates never block.
+pub fn check_restricted_disconnect(keystore: &Keystore, targeting: &[ManagedKey]) -> Result<()> {
+    let blocking: Vec<&ManagedKey> = targeting.iter().filter(|k| k.state.lives_in_keystores()).collect();
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 20;
+    let params: Vec<String> = blocking
+        .iter()
+        .take(SHOWN)
+        .map(|k| format!("{} ({}, {})", k.id, k.label, k.state))
+        .collect();
+    let more = blocking.len().saturating_sub(SHOWN);
+    let mut message = format!(
+        "keystore '{}' cannot be disconnected: {} managed key(s) targeting it are active or deactivated; \
+         only pre-active or destroyed keys may remain. Blocking keys: {}",
+        keystore.name,
+        blocking.len(),
+        params.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    Err(Error::Conflict {
+        code: ErrorCode::KeystoreNotEmpty,
+        message,
+        params,
+    })
+}
+
+/// Algorithms and sizes a keystore type accepts (decisions.md §2 "Algorithms").
+pub fn supported_sizes(keystore_type: KeystoreType, algorithm: Algorithm) -> &'static [u32] {
+    use Algorithm::*;
+    use KeystoreType::*;
+    match (keystore_type, algorithm) {
+        (_, Des | Dilithium) => &[],
+        (IbmCloudKms | Pkcs11, a) => a.supported_sizes(),
+        (AwsKms, Aes) => &[256],
+        (AwsKms | AzureKeyVault | HashicorpVault, a) if a != Aes => a.supported_sizes(),
+        (AzureKeyVault, Aes) => &[128, 192, 256],
+        (HashicorpVault, Aes) => &[128, 256],
+        (GoogleKms, Aes) => &[256],
+        (GoogleKms, Rsa) => &[2048, 3072, 4096],
+        (GoogleKms, Ec) => &[256, 384],
+        (GoogleKms, Hmac) => &[256],
+        (Kmip, Aes | Hmac) => algorithm.supported_sizes(),
+        (Cca, Aes) => &[128, 192, 256],
+        _ => &[],
+    }
+}
+
+pub fn check_algorithm(keystore_type: KeystoreType, algorithm: Algorithm, size: u32) -> Result<()> {
+    if matches!(algorithm, Algorithm::Des | Algorithm::Dilithium) {
+        return Err(Error::invalid_field(
+            "key.algorithm",
+            format!("algorithm {algorithm} is not supported by keyplane"),
+        ));
+    }
+    if !algorithm.supported_sizes().contains(&size) {
+        return Err(Error::invalid_field(
+            "key.size",
+            format!(
+                "size {size} is not valid for {algorithm}; use one of {:?}",
+                algorithm.supported_sizes()
+            ),
+        ));
+    }
+    let sizes = supported_sizes(keystore_type, algorithm);
+    if !sizes.contains(&size) {
+        let hint = if sizes.is_empty() {
+            format!("{keystore_type} keystores do not accept {algorithm} keys")
+        } else {
+            format!("{keystore_type} keystores accept {algorithm} keys of sizes {sizes:?} only")
+        };
+        return Err(Error::invalid_field("key.size", format!("{algorithm} {size}: {hint}")));
+    }
+    Ok(())
+}
+
+/// The name a key copy gets in a keystore: the key's label, fitted to the target's naming rule (spec §6).
+pub fn label_in_keystore(label: &str, keystore_type: KeystoreType) -> String {
+    let (max, allowed): (usize, fn(char) -> bool) = match keystore_type {
+        KeystoreType::AwsKms => (250, |c| c.is_ascii_alphanumeric() || "/_-".contains(c)),
+        KeystoreType::AzureKeyVault => (127, |c| c.is_ascii_alphanumeric() || c == '-'),
+        KeystoreType::GoogleKms => (63, |c| c.is_ascii_alphanumeric() || "_-".contains(c)),
+        KeystoreType::IbmCloudKms => (50, |c| c.is_ascii_alphanumeric() || c == ' '),
+        _ => (255, |c| c.is_ascii_alphanumeric() || "._ /-".contains(c)),
+    };
+    let replacement = if allowed('-') { '-' } else { ' ' };
+    let mut name: String = label
+        .chars()
+        .map(|c| if allowed(c) { c } else { replacement })
+        .take(max)
+        .collect();
+    if keystore_type == KeystoreType::AwsKms && name.to_ascii_uppercase().starts_with("AWS/") {
+        name.insert_str(0, "k-");
+        name.truncate(max);
+    }
+    if keystore_type == KeystoreType::IbmCloudKms && name.chars().count() < 2 {
+        name.push_str("  ");
+        name.truncate(2);
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    fn keystore(name: &str, t: KeystoreType, groups: &[&str]) -> Keystore {
+        Keystore {
+            id: Uuid::new_v4(),
+            vault: VaultRef { id: Uuid::nil(), name: "v".into() },
+            name: name.into(),
+            keystore_type: t,
+            ibm_variant: Some(IbmVariant::Internal),
+            description: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            location: String::new(),
+            tls_proxy: String::new(),
+            connection: Default::default(),
+            secret_fields: vec![],
+            sealed_secrets: None,
+            stamps: Stamps::new(&Actor("t".into()), Utc::now()),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn targets_match_type_and_group() {
+        let all = vec![
+            keystore("a", KeystoreType::IbmCloudKms, &["prod", "eu"]),
+            keystore("b", KeystoreType::IbmCloudKms, &["dev"]),
+            keystore("c", KeystoreType::AwsKms, &["prod"]),
+        ];
+        let entry = TemplateKeystore {
+            keystore_type: KeystoreType::IbmCloudKms,
+            group: "prod".into(),
+            naming_scheme: None,
+            properties: Default::default(),
+        };
+        let names: Vec<_> = resolve_targets(&entry, &all).iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["a"]);
+    }
+
+    #[test]
+    fn pairing_table() {
+        use KeyState as K;
+        use Observation as O;
+        assert_eq!(compare(K::Active, O::Enabled).1, SyncFlag::Ok);
+        assert_eq!(compare(K::Active, O::Disabled).2, SyncFlagDetail::ActiveKeyIsNotActiveInKeystore);
+        assert_eq!(compare(K::Deactivated, O::NotPresent).1, SyncFlag::Ok);
+        assert_eq!(compare(K::Destroyed, O::Disabled).2, SyncFlagDetail::DestroyedKeyIsPresentInKeystore);
+        assert_eq!(compare(K::PreActivation, O::NotPresent).2, SyncFlagDetail::PreActiveKeyIsNotPresentInKeystore);
+    }
+
+    #[test]
+    fn algorithm_matrix() {
+        assert!(check_algorithm(KeystoreType::IbmCloudKms, Algorithm::Rsa, 3072).is_ok());
+        assert!(check_algorithm(KeystoreType::AwsKms, Algorithm::Aes, 128).is_err());
+        assert!(check_algorithm(KeystoreType::IbmCloudKms, Algorithm::Aes, 100).is_err());
+        assert!(check_algorithm(KeystoreType::IbmCloudKms, Algorithm::Des, 168).is_err());
+        assert!(check_algorithm(KeystoreType::Kmip, Algorithm::Rsa, 2048).is_err());
+    }
+
+    #[test]
+    fn labels_fit_the_target() {
+        assert_eq!(label_in_keystore("a.b c", KeystoreType::AzureKeyVault), "a-b-c");
+        assert_eq!(label_in_keystore("AWS/x", KeystoreType::AwsKms), "k-AWS/x");
+        assert_eq!(label_in_keystore("a_b", KeystoreType::IbmCloudKms), "a b");
+    }
+}

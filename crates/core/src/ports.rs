@@ -1,0 +1,125 @@
+//! What `core` needs from the outside: a store and a key-material engine. Adapters implement
+//! these; only the binary wires them together.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::*;
+use crate::query::*;
+
+/// Everything written for one managed key in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct KeyWrite {
+    /// New material versions (sealed) to store.
+    pub new_material: Vec<SealedMaterial>,
+    /// State changes of existing versions.
+    pub version_states: Vec<(u32, KeyState)>,
+    /// Erase every stored material version of the key (destroy).
+    pub erase_material: bool,
+    /// Internal keystore copies to insert or replace.
+    pub upsert_copies: Vec<InternalCopy>,
+    /// Internal keystores whose copy of the key is removed.
+    pub remove_copies_from: Vec<Uuid>,
+}
+
+/// A hashed API token that may call the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: Uuid,
+    pub name: String,
+    pub token_hash: String,
+}
+
+/// Persistence of every resource. Implementations enforce uniqueness (409 `duplicate_name`) and
+/// optimistic concurrency: an update or delete carrying `revision` fails with `EtagMismatch`
+/// unless the stored revision is the one the caller read.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<()>;
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>>;
+    async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+
+    async fn insert_api_token(&self, token: &ApiToken) -> Result<()>;
+    async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+    async fn count_api_tokens(&self) -> Result<i64>;
+
+    async fn insert_vault(&self, vault: &Vault) -> Result<()>;
+    async fn get_vault(&self, id: Uuid) -> Result<Option<VaultView>>;
+    /// Saves `vault`, whose `revision` is already the new one; `read_revision` is the one read.
+    async fn update_vault(&self, vault: &Vault, read_revision: i64) -> Result<()>;
+    /// Deletes an empty vault together with its archived templates; `Conflict` when not empty.
+    async fn delete_vault(&self, id: Uuid, read_revision: i64) -> Result<()>;
+    async fn list_vaults(&self, query: &VaultQuery) -> Result<Page<VaultView>>;
+
+    async fn insert_template(&self, template: &Template) -> Result<()>;
+    async fn get_template(&self, id: Uuid) -> Result<Option<Template>>;
+    async fn find_template(&self, vault_id: Uuid, name: &str) -> Result<Option<Template>>;
+    async fn update_template(&self, template: &Template, read_revision: i64) -> Result<()>;
+    /// Deletes a template no key references; `Conflict` otherwise.
+    async fn delete_template(&self, id: Uuid, read_revision: i64) -> Result<()>;
+    async fn list_templates(&self, query: &TemplateQuery) -> Result<Page<Template>>;
+
+    async fn insert_keystore(&self, keystore: &Keystore) -> Result<()>;
+    async fn get_keystore(&self, id: Uuid) -> Result<Option<Keystore>>;
+    async fn update_keystore(&self, keystore: &Keystore, read_revision: i64) -> Result<()>;
+    async fn list_keystores(&self, query: &KeystoreQuery) -> Result<Page<Keystore>>;
+    /// All keystores of one vault (distribution targets are resolved among them).
+    async fn vault_keystores(&self, vault_id: Uuid) -> Result<Vec<Keystore>>;
+    /// Deletes the keystore and applies the changes to the keys that targeted it, atomically.
+    async fn delete_keystore(
+        &self,
+        id: Uuid,
+        read_revision: i64,
+        key_changes: &[(ManagedKey, i64, KeyWrite)],
+    ) -> Result<()>;
+
+    /// Inserts (when `read_revision` is `None`) or updates a managed key with its material and copies.
+    async fn save_managed_key(
+        &self,
+        key: &ManagedKey,
+        read_revision: Option<i64>,
+        write: &KeyWrite,
+    ) -> Result<()>;
+    async fn get_managed_key(&self, id: Uuid) -> Result<Option<ManagedKey>>;
+    async fn delete_managed_key(&self, id: Uuid, read_revision: i64) -> Result<()>;
+    async fn list_managed_keys(&self, query: &KeyQuery) -> Result<Page<ManagedKey>>;
+    /// Every key (any state) whose distribution status names the keystore and is not removed.
+    async fn keys_targeting_keystore(&self, keystore_id: Uuid) -> Result<Vec<ManagedKey>>;
+    async fn key_versions(&self, key_id: Uuid) -> Result<Vec<KeyVersion>>;
+    async fn internal_copies_of_key(&self, key_id: Uuid) -> Result<Vec<InternalCopy>>;
+}
+
+/// How a key's material is generated and protected. Plaintext never leaves the implementation.
+pub trait MaterialEngine: Send + Sync + 'static {
+    /// Generates material for `(algorithm, size)` and returns it sealed under the master key,
+    /// bound to `(vault, key, version)`.
+    fn generate(
+        &self,
+        algorithm: Algorithm,
+        size: u32,
+        binding: &MaterialBinding,
+    ) -> Result<SealedMaterial>;
+
+    /// Opens sealed material and recomputes its verification patterns (proves it is intact).
+    fn verify(&self, algorithm: Algorithm, size: u32, binding: &MaterialBinding, material: &SealedMaterial)
+    -> Result<Vec<VerificationPattern>>;
+
+    /// Seals connection secrets (JSON) of a keystore, bound to its id.
+    fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// What sealed material is bound to (the AES-GCM associated data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaterialBinding {
+    pub vault_id: Uuid,
+    pub key_id: Uuid,
+    pub version: u32,
+}
+
+impl MaterialBinding {
+    pub fn aad(&self) -> Vec<u8> {
+        format!("keyplane-material:v1:{}:{}:{}", self.vault_id, self.key_id, self.version).into_bytes()
+    }
+}

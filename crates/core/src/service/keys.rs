@@ -1,0 +1,483 @@
+use chrono::NaiveDate;
+use uuid::Uuid;
+
+use super::{Keyplane, now};
+use crate::distribution;
+use crate::error::{Error, ErrorCode, Result};
+use crate::etag::{self, IfMatch};
+use crate::lifecycle::{self, KeyAction, KeyFacts};
+use crate::model::*;
+use crate::naming::{NamingContext, NamingError, NamingScheme};
+use crate::ports::{KeyWrite, MaterialBinding};
+use crate::query::KeyQuery;
+use crate::validate::{self, DateDuration};
+
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub template_name: Option<String>,
+    pub vault_id: Option<Uuid>,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub label: Option<String>,
+    pub activation_date: Option<String>,
+    pub expiration_date: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<Tag>>,
+}
+
+fn naming_error(e: NamingError) -> Error {
+    match e {
+        NamingError::MissingPlaceholders(names) => Error::Invalid {
+            code: ErrorCode::MissingField,
+            message: format!(
+                "the label is required: the template's naming scheme needs values for {}",
+                names.join(", ")
+            ),
+            target: Some(crate::error::Target {
+                kind: crate::error::TargetKind::Field,
+                name: "label".to_owned(),
+            }),
+        },
+        other => Error::invalid_field("label", other.to_string()),
+    }
+}
+
+fn tags_of(pairs: Vec<(String, String)>) -> Vec<Tag> {
+    pairs.into_iter().map(|(name, value)| Tag { name, value }).collect()
+}
+
+fn facts(key: &ManagedKey, template_scheme: Option<&str>) -> KeyFacts {
+    KeyFacts {
+        state: key.state,
+        deactivated_at: key.deactivated_at,
+        rotated_at: key.rotated_at,
+        created_at: key.stamps.created_at,
+        label_uses_system_placeholders: key.label_from_scheme
+            && template_scheme
+                .and_then(|s| NamingScheme::parse(s).ok())
+                .is_some_and(|s| s.uses_system_placeholders()),
+    }
+}
+
+/// Whether an internal keystore should hold the key, and enabled or not, in a managed state.
+fn desired_copy(state: KeyState, present: bool) -> Option<bool> {
+    match state {
+        KeyState::PreActivation | KeyState::Destroyed | KeyState::DestroyedCompromised => None,
+        KeyState::Active => Some(true),
+        KeyState::Deactivated | KeyState::Compromised => present.then_some(false),
+    }
+}
+
+impl Keyplane {
+    pub async fn get_key(&self, id: Uuid) -> Result<ManagedKey> {
+        self.store.get_managed_key(id).await?.ok_or_else(|| Error::not_found("managed key", id))
+    }
+
+    pub async fn list_keys(&self, query: &KeyQuery) -> Result<Page<ManagedKey>> {
+        self.store.list_managed_keys(query).await
+    }
+
+    pub async fn create_key(&self, actor: &Actor, input: NewKey) -> Result<ManagedKey> {
+        let template_name = input.template_name.ok_or_else(|| Error::missing_field("template_name"))?;
+        validate::template_name("template_name", &template_name)?;
+        let vault_id = input.vault_id.ok_or_else(|| Error::missing_field("vault.id"))?;
+        let description = input.description.unwrap_or_default();
+        validate::description("description", &description)?;
+        let tags = input.tags.unwrap_or_default();
+        validate::tags("tags", &tags)?;
+        if let Some(l) = &input.label {
+            validate::key_label(l)?;
+        }
+        let vault = self.get_vault(vault_id).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist")),
+            other => other,
+        })?;
+        let template = self.store.find_template(vault_id, &template_name).await?.ok_or_else(|| {
+            Error::invalid_field(
+                "template_name",
+                format!("no template named '{template_name}' exists in vault '{}'", vault.vault.name),
+            )
+        })?;
+        if template.state == TemplateState::Archived {
+            return Err(Error::conflict(
+                ErrorCode::TemplateArchived,
+                format!("template '{template_name}' is archived; no new keys can be created from it"),
+            ));
+        }
+        let created = now();
+        let today = created.date_naive();
+        let activation_date = DateDuration::parse("key.activation_date", &template.key.activation_date)?.after(today);
+        let expiration_date = DateDuration::parse("key.expiration_date", &template.key.expiration_date)?.after(today);
+        let ctx = NamingContext { created: today, expiration: expiration_date };
+        let (label, label_tags, label_from_scheme) = match (&template.naming_scheme, input.label) {
+            (Some(raw), label) => {
+                let scheme = NamingScheme::parse(raw).map_err(|e| Error::internal(e.to_string()))?;
+                match label {
+                    Some(l) => {
+                        let tags = scheme.match_label(&l, &ctx).map_err(naming_error)?;
+                        (l, tags_of(tags), true)
+                    }
+                    None => {
+                        let (l, tags) = scheme.generate_label(&ctx).map_err(naming_error)?;
+                        (l, tags_of(tags), true)
+                    }
+                }
+            }
+            (None, Some(l)) => (l, Vec::new(), false),
+            (None, None) => return Err(Error::missing_field("label")),
+        };
+        validate::key_label(&label)?;
+        let entry = template.keystore();
+        let label_in_keystore = match &entry.naming_scheme {
+            Some(raw) => NamingScheme::parse(raw)
+                .ok()
+                .and_then(|s| s.generate_label(&ctx).ok())
+                .map_or_else(|| label.clone(), |(l, _)| l),
+            None => label.clone(),
+        };
+        let mut key = ManagedKey {
+            id: Uuid::new_v4(),
+            vault: VaultRef { id: vault_id, name: vault.vault.name },
+            template: TemplateRef { id: template.id, name: template.name.clone(), types: template.types.clone(), version: template.version },
+            template_version: template.version,
+            version: 1,
+            label,
+            description,
+            state: KeyState::PreActivation,
+            algorithm: template.key.algorithm,
+            size: template.key.size,
+            verification_patterns: Vec::new(),
+            activation_date,
+            expiration_date,
+            label_tags,
+            tags,
+            instances: vec![KeyInstance {
+                id: Uuid::new_v4(),
+                label_in_keystore: distribution::label_in_keystore(&label_in_keystore, entry.keystore_type),
+                instance_type: template.key.algorithm.instance_type(),
+                keystore_type: entry.keystore_type,
+                group: entry.group.clone(),
+                properties: entry.properties.clone(),
+            }],
+            status_in_keystores: Vec::new(),
+            deactivate_on_rotation: template.key.deactivate_on_rotation,
+            managing_systems: template.managing_systems.clone(),
+            rotated_at: None,
+            deactivated_at: None,
+            label_from_scheme,
+            stamps: Stamps::new(actor, created),
+            revision: 1,
+        };
+        let targets = self.store.vault_keystores(vault_id).await?;
+        let targets: Vec<Keystore> = distribution::resolve_targets(entry, &targets).into_iter().cloned().collect();
+        let mut write = KeyWrite::default();
+        if template.key.state == InitialKeyState::Active {
+            key.state = KeyState::Active;
+            self.add_material(&mut key, &mut write)?;
+        }
+        self.distribute(&mut key, &targets, &[], &mut write);
+        self.store.save_managed_key(&key, None, &write).await?;
+        self.get_key(key.id).await
+    }
+
+    /// Generates the material of `key.version` and records its verification patterns.
+    fn add_material(&self, key: &mut ManagedKey, write: &mut KeyWrite) -> Result<()> {
+        let binding = MaterialBinding { vault_id: key.vault.id, key_id: key.id, version: key.version };
+        let material = self.engine.generate(key.algorithm, key.size, &binding)?;
+        key.verification_patterns = material.verification_patterns.clone();
+        write.new_material.push(material);
+        Ok(())
+    }
+
+    /// Brings every internal target keystore in line with the managed state and records the
+    /// resulting status of every target. External targets get an honest error status.
+    fn distribute(&self, key: &mut ManagedKey, targets: &[Keystore], copies: &[InternalCopy], write: &mut KeyWrite) {
+        let removed: Vec<KeyStatusInKeystore> = key
+            .status_in_keystores
+            .iter()
+            .filter(|s| s.removed && !targets.iter().any(|t| t.id == s.keystore.id))
+            .cloned()
+            .collect();
+        let mut statuses = Vec::with_capacity(targets.len() + removed.len());
+        for target in targets {
+            let reference = target.reference();
+            if !target.is_internal() {
+                statuses.push(distribution::unreachable_status(&reference));
+                continue;
+            }
+            let existing = copies.iter().find(|c| c.keystore_id == target.id);
+            let after = match desired_copy(key.state, existing.is_some()) {
+                None => {
+                    if existing.is_some() {
+                        write.remove_copies_from.push(target.id);
+                    }
+                    None
+                }
+                Some(enabled) => {
+                    let copy = InternalCopy {
+                        keystore_id: target.id,
+                        managed_key_id: key.id,
+                        key_id_in_keystore: existing.map_or_else(Uuid::new_v4, |c| c.key_id_in_keystore),
+                        label: key.instances[0].label_in_keystore.clone(),
+                        enabled,
+                        version: key.version,
+                    };
+                    if existing != Some(&copy) {
+                        write.upsert_copies.push(copy.clone());
+                    }
+                    Some(copy)
+                }
+            };
+            statuses.push(distribution::internal_status(key, &reference, after.as_ref()));
+        }
+        statuses.extend(removed);
+        key.status_in_keystores = statuses;
+    }
+
+    /// The keystores a key targets now: its current ones that still exist.
+    async fn current_targets(&self, key: &ManagedKey) -> Result<Vec<Keystore>> {
+        let all = self.store.vault_keystores(key.vault.id).await?;
+        Ok(all
+            .into_iter()
+            .filter(|k| key.referenced_keystores().any(|r| r.id == k.id))
+            .collect())
+    }
+
+    async fn apply(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, action: KeyAction) -> Result<ManagedKey> {
+        let mut key = self.get_key(id).await?;
+        etag::check(if_match, key.revision, id)?;
+        let template = self.store.get_template(key.template.id).await?;
+        let at = now();
+        let next = lifecycle::transition(
+            &facts(&key, template.as_ref().and_then(|t| t.naming_scheme.as_deref())),
+            action,
+            &self.policy,
+            at,
+        )?;
+        let read_revision = key.revision;
+        let mut write = KeyWrite::default();
+        match action {
+            KeyAction::Activate => {
+                if key.verification_patterns.is_empty() {
+                    self.add_material(&mut key, &mut write)?;
+                }
+                key.deactivated_at = None;
+            }
+            KeyAction::Deactivate => key.deactivated_at = Some(at),
+            KeyAction::Compromise => {
+                if key.deactivated_at.is_none() {
+                    key.deactivated_at = Some(at);
+                }
+            }
+            KeyAction::Destroy => write.erase_material = true,
+            KeyAction::Rotate => {
+                if key.deactivate_on_rotation {
+                    write.version_states.push((key.version, KeyState::Deactivated));
+                }
+                key.version += 1;
+                key.rotated_at = Some(at);
+                self.add_material(&mut key, &mut write)?;
+            }
+            KeyAction::Remove | KeyAction::Edit => {}
+        }
+        key.state = next;
+        key.stamps.touch(actor, at);
+        key.revision += 1;
+        let targets = self.current_targets(&key).await?;
+        let copies = self.store.internal_copies_of_key(id).await?;
+        self.distribute(&mut key, &targets, &copies, &mut write);
+        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.get_key(id).await
+    }
+
+    pub async fn activate_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+        self.apply(actor, id, if_match, KeyAction::Activate).await
+    }
+
+    pub async fn deactivate_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+        self.apply(actor, id, if_match, KeyAction::Deactivate).await
+    }
+
+    pub async fn destroy_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+        self.apply(actor, id, if_match, KeyAction::Destroy).await
+    }
+
+    pub async fn rotate_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+        self.apply(actor, id, if_match, KeyAction::Rotate).await
+    }
+
+    pub async fn compromise_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+        self.apply(actor, id, if_match, KeyAction::Compromise).await
+    }
+
+    pub async fn update_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, patch: KeyPatch) -> Result<ManagedKey> {
+        let mut key = self.get_key(id).await?;
+        etag::check(if_match, key.revision, id)?;
+        lifecycle::transition(&facts(&key, None), KeyAction::Edit, &self.policy, now())?;
+        let read_revision = key.revision;
+        if let Some(label) = patch.label.filter(|l| *l != key.label) {
+            if key.label_from_scheme {
+                return Err(Error::invalid_field(
+                    "label",
+                    "the label was built from the template's naming scheme and cannot be changed",
+                ));
+            }
+            validate::key_label(&label)?;
+            for instance in &mut key.instances {
+                instance.label_in_keystore = distribution::label_in_keystore(&label, instance.keystore_type);
+            }
+            key.label = label;
+        }
+        if let Some(d) = patch.description {
+            validate::description("description", &d)?;
+            key.description = d;
+        }
+        let parse_date = |field: &str, v: &str| -> Result<Option<NaiveDate>> {
+            if v.is_empty() { Ok(None) } else { validate::date(field, v, false).map(Some) }
+        };
+        if let Some(d) = &patch.activation_date {
+            key.activation_date = parse_date("activation_date", d)?;
+        }
+        if let Some(d) = &patch.expiration_date {
+            key.expiration_date = parse_date("expiration_date", d)?;
+        }
+        if let (Some(a), Some(e)) = (key.activation_date, key.expiration_date)
+            && e < a
+        {
+            return Err(Error::invalid_field("expiration_date", "expiration_date must not be before activation_date"));
+        }
+        if let Some(tags) = patch.tags {
+            validate::tags("tags", &tags)?;
+            key.tags = tags;
+        }
+        key.stamps.touch(actor, now());
+        key.revision += 1;
+        let targets = self.current_targets(&key).await?;
+        let copies = self.store.internal_copies_of_key(id).await?;
+        let mut write = KeyWrite::default();
+        // A rename reaches the copies the internal keystores hold.
+        self.distribute(&mut key, &targets, &copies, &mut write);
+        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.get_key(id).await
+    }
+
+    pub async fn delete_key(&self, id: Uuid, if_match: Option<&IfMatch>) -> Result<()> {
+        let key = self.get_key(id).await?;
+        etag::check(if_match, key.revision, id)?;
+        lifecycle::transition(&facts(&key, None), KeyAction::Remove, &self.policy, now())?;
+        self.store.delete_managed_key(id, key.revision).await
+    }
+
+    /// Reads what every target keystore holds (no change).
+    pub async fn key_status_in_keystores(&self, id: Uuid) -> Result<Vec<KeyStatusInKeystore>> {
+        let key = self.get_key(id).await?;
+        let targets = self.current_targets(&key).await?;
+        let copies = self.store.internal_copies_of_key(id).await?;
+        // Compare the managed state with what is held, without fixing anything.
+        let mut statuses = Vec::new();
+        for target in &targets {
+            let reference = target.reference();
+            statuses.push(if target.is_internal() {
+                distribution::internal_status(&key, &reference, copies.iter().find(|c| c.keystore_id == target.id))
+            } else {
+                distribution::unreachable_status(&reference)
+            });
+        }
+        statuses.extend(key.status_in_keystores.iter().filter(|s| s.removed).cloned());
+        Ok(statuses)
+    }
+
+    /// Pushes the managed state to every target keystore; removed keystores are dropped.
+    pub async fn sync_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<Vec<KeyStatusInKeystore>> {
+        let mut key = self.get_key(id).await?;
+        etag::check(if_match, key.revision, id)?;
+        let read_revision = key.revision;
+        key.status_in_keystores.retain(|s| !s.removed);
+        let targets = self.current_targets(&key).await?;
+        let copies = self.store.internal_copies_of_key(id).await?;
+        let mut write = KeyWrite::default();
+        self.distribute(&mut key, &targets, &copies, &mut write);
+        key.stamps.touch(actor, now());
+        key.revision += 1;
+        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        Ok(self.get_key(id).await?.status_in_keystores)
+    }
+
+    /// Re-resolves the key's targets from its template: installs where the group now reaches,
+    /// and takes copies out of keystores that left it. `dry_run` returns the would-be key.
+    pub async fn update_key_from_template(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, dry_run: bool) -> Result<ManagedKey> {
+        let mut key = self.get_key(id).await?;
+        etag::check(if_match, key.revision, id)?;
+        let template = self
+            .store
+            .get_template(key.template.id)
+            .await?
+            .ok_or_else(|| Error::not_found("template", key.template.id))?;
+        if template.state == TemplateState::Archived {
+            return Err(Error::conflict(
+                ErrorCode::TemplateArchived,
+                format!("template '{}' is archived; its keys cannot be realigned", template.name),
+            ));
+        }
+        if !matches!(key.state, KeyState::Active | KeyState::Deactivated | KeyState::PreActivation) {
+            return Err(Error::invalid_transition(format!(
+                "cannot update a key in state {} from its template",
+                key.state
+            )));
+        }
+        let read_revision = key.revision;
+        let entry = template.keystore();
+        let all = self.store.vault_keystores(key.vault.id).await?;
+        let targets: Vec<Keystore> = distribution::resolve_targets(entry, &all).into_iter().cloned().collect();
+        let copies = self.store.internal_copies_of_key(id).await?;
+        let mut write = KeyWrite::default();
+        // Keystores that left the group: their copies are deactivated (internal ones removed from targets).
+        for left in copies.iter().filter(|c| !targets.iter().any(|t| t.id == c.keystore_id)) {
+            write.upsert_copies.push(InternalCopy { enabled: false, ..left.clone() });
+        }
+        key.status_in_keystores.retain(|s| s.removed);
+        key.instances[0].group = entry.group.clone();
+        key.instances[0].properties = entry.properties.clone();
+        key.deactivate_on_rotation = template.key.deactivate_on_rotation;
+        key.template.name = template.name.clone();
+        key.template_version = template.version;
+        self.distribute(&mut key, &targets, &copies, &mut write);
+        if dry_run {
+            return Ok(key);
+        }
+        key.stamps.touch(actor, now());
+        key.revision += 1;
+        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.get_key(id).await
+    }
+
+    /// Every version of the key as a key body, newest first, filtered like a key list.
+    pub async fn key_versions(&self, id: Uuid, query: &KeyQuery) -> Result<Page<ManagedKey>> {
+        let key = self.get_key(id).await?;
+        let versions = self.store.key_versions(id).await?;
+        let mut items: Vec<ManagedKey> = versions
+            .into_iter()
+            .map(|v| {
+                let mut k = key.clone();
+                if v.version != key.version {
+                    k.state = v.state;
+                    k.verification_patterns = v.verification_patterns;
+                    k.rotated_at = None;
+                }
+                k.version = v.version;
+                k
+            })
+            .filter(|k| query.matches(k))
+            .collect();
+        items.sort_by(|a, b| b.version.cmp(&a.version));
+        let total_count = items.len() as i64;
+        let start = usize::try_from(query.paging.offset).unwrap_or(usize::MAX).min(items.len());
+        let items = items.into_iter().skip(start).take(query.paging.limit as usize).collect();
+        Ok(Page { items, total_count })
+    }
+}

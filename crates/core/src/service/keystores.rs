@@ -1,0 +1,240 @@
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Keyplane, now, set};
+use crate::distribution;
+use crate::error::{Error, Result};
+use crate::etag::{self, IfMatch};
+use crate::keystore_types::{self, CheckedConnection};
+use crate::model::*;
+use crate::ports::KeyWrite;
+use crate::query::{KeyQuery, KeyScope, KeystoreQuery};
+use crate::validate;
+
+#[derive(Debug, Clone, Default)]
+pub struct NewKeystore {
+    pub vault_id: Option<Uuid>,
+    pub keystore_type: Option<KeystoreType>,
+    pub ibm_variant: Option<IbmVariant>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub location: Option<String>,
+    pub tls_proxy: Option<String>,
+    /// Type-specific connection fields as sent.
+    pub connection: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeystorePatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub location: Option<String>,
+    pub tls_proxy: Option<String>,
+    pub connection: Map<String, Value>,
+}
+
+fn check_common(description: &str, groups: &[String], location: &str, tls_proxy: &str) -> Result<()> {
+    validate::description("description", description)?;
+    validate::groups(groups)?;
+    if !location.is_empty() {
+        validate::short_text("location", location, 100)?;
+    }
+    if !tls_proxy.is_empty() {
+        validate::short_text("tls_proxy", tls_proxy, 2048)?;
+    }
+    Ok(())
+}
+
+impl Keyplane {
+    fn seal_connection_secrets(&self, id: Uuid, secrets: &Map<String, Value>) -> Result<Option<Vec<u8>>> {
+        if secrets.is_empty() {
+            return Ok(None);
+        }
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(secrets).map_err(|e| Error::internal(e.to_string()))?);
+        self.engine.seal_secrets(id, &json).map(Some)
+    }
+
+    /// Validates a keystore; with `dry_run` nothing is saved and the would-be keystore is returned.
+    pub async fn create_keystore(&self, actor: &Actor, input: NewKeystore, dry_run: bool) -> Result<Keystore> {
+        let keystore_type = input.keystore_type.ok_or_else(|| Error::missing_field("type"))?;
+        let vault_id = input.vault_id.ok_or_else(|| Error::missing_field("vault.id"))?;
+        let ibm_variant = match keystore_type {
+            KeystoreType::IbmCloudKms => Some(input.ibm_variant.ok_or_else(|| Error::missing_field("ibm_variant"))?),
+            _ if input.ibm_variant.is_some() => {
+                return Err(Error::invalid_field("ibm_variant", "ibm_variant applies to ibm_cloud_kms keystores only"));
+            }
+            _ => None,
+        };
+        let name = match input.name {
+            Some(n) => n,
+            // Azure keystores may omit the name (spec §4.4); the Key Vault's name stands in.
+            None if keystore_type == KeystoreType::AzureKeyVault => input
+                .connection
+                .get("azure_service_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::missing_field("name"))?,
+            None => return Err(Error::missing_field("name")),
+        };
+        validate::keystore_name(&name)?;
+        let description = input.description.unwrap_or_default();
+        let groups = match input.groups {
+            Some(g) if !g.is_empty() => g,
+            _ => vec![name.clone()],
+        };
+        let location = input.location.unwrap_or_default();
+        let tls_proxy = input.tls_proxy.unwrap_or_default();
+        check_common(&description, &groups, &location, &tls_proxy)?;
+        let CheckedConnection { clear, secrets } =
+            keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
+        let vault = self.get_vault(vault_id).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist")),
+            other => other,
+        })?;
+        let id = Uuid::new_v4();
+        let keystore = Keystore {
+            id,
+            vault: VaultRef { id: vault_id, name: vault.vault.name },
+            name,
+            keystore_type,
+            ibm_variant,
+            description,
+            groups,
+            location,
+            tls_proxy,
+            connection: clear,
+            secret_fields: secrets.keys().cloned().collect(),
+            sealed_secrets: self.seal_connection_secrets(id, &secrets)?,
+            stamps: Stamps::new(actor, now()),
+            revision: 1,
+        };
+        if dry_run {
+            return Ok(keystore);
+        }
+        self.store.insert_keystore(&keystore).await?;
+        self.get_keystore(id).await
+    }
+
+    pub async fn get_keystore(&self, id: Uuid) -> Result<Keystore> {
+        self.store.get_keystore(id).await?.ok_or_else(|| Error::not_found("keystore", id))
+    }
+
+    pub async fn update_keystore(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, patch: KeystorePatch) -> Result<Keystore> {
+        let mut k = self.get_keystore(id).await?;
+        etag::check(if_match, k.revision, id)?;
+        let read_revision = k.revision;
+        if let Some(n) = &patch.name {
+            validate::keystore_name(n)?;
+        }
+        set(&mut k.name, patch.name);
+        set(&mut k.description, patch.description);
+        if let Some(g) = patch.groups {
+            k.groups = if g.is_empty() { vec![k.name.clone()] } else { g };
+        }
+        set(&mut k.location, patch.location);
+        set(&mut k.tls_proxy, patch.tls_proxy);
+        check_common(&k.description, &k.groups, &k.location, &k.tls_proxy)?;
+        let specs = keystore_types::connection_fields(k.keystore_type, k.ibm_variant);
+        keystore_types::refuse_foreign_fields(specs, &patch.connection)?;
+        let mut changed_secrets = Map::new();
+        for spec in specs {
+            let Some(value) = patch.connection.get(spec.name).filter(|v| !v.is_null()) else { continue };
+            // Clients echo masked secrets back as "": that means "unchanged".
+            if spec.secret && value.as_str() == Some("") {
+                continue;
+            }
+            let checked = keystore_types::check_value(spec, value)?;
+            if spec.locked && k.connection.get(spec.name) != Some(&checked) {
+                return Err(Error::invalid_field(
+                    spec.name,
+                    format!("{} identifies the connected keystore and cannot be changed; connect a new keystore instead", spec.name),
+                ));
+            }
+            if spec.secret {
+                changed_secrets.insert(spec.name.to_owned(), checked);
+            } else {
+                k.connection.insert(spec.name.to_owned(), checked);
+            }
+        }
+        if !changed_secrets.is_empty() {
+            // Secrets are write-only: a change replaces the whole sealed set with the fields sent,
+            // so every secret the type requires must be sent together.
+            for spec in specs.iter().filter(|s| s.secret && s.required) {
+                if !changed_secrets.contains_key(spec.name) {
+                    return Err(Error::invalid_field(
+                        spec.name,
+                        format!("send {} together with the other credentials when changing them", spec.name),
+                    ));
+                }
+            }
+            keystore_types::check_combinations(
+                k.keystore_type,
+                &CheckedConnection { clear: k.connection.clone(), secrets: changed_secrets.clone() },
+            )?;
+            k.secret_fields = changed_secrets.keys().cloned().collect();
+            k.sealed_secrets = self.seal_connection_secrets(id, &changed_secrets)?;
+        }
+        k.revision += 1;
+        k.stamps.touch(actor, now());
+        self.store.update_keystore(&k, read_revision).await?;
+        self.get_keystore(id).await
+    }
+
+    /// `DELETE /keystores/{id}` with its four modes (decisions.md §2).
+    pub async fn delete_keystore(&self, id: Uuid, if_match: Option<&IfMatch>, mode: KeystoreDeleteMode) -> Result<()> {
+        let keystore = self.get_keystore(id).await?;
+        etag::check(if_match, keystore.revision, id)?;
+        let targeting = self.store.keys_targeting_keystore(id).await?;
+        if mode == KeystoreDeleteMode::Restrict || keystore.is_internal() {
+            distribution::check_restricted_disconnect(&keystore, &targeting)?;
+        }
+        let mut changes = Vec::with_capacity(targeting.len());
+        for mut key in targeting {
+            let read_revision = key.revision;
+            let mut write = KeyWrite::default();
+            if keystore.is_internal() {
+                // An internal keystore's copies go with it.
+                write.remove_copies_from.push(id);
+            }
+            // External copies stay where they are until connectors can reach them; the key only
+            // drops the keystore from its targets.
+            for entry in key.status_in_keystores.iter_mut().filter(|s| s.keystore.id == id) {
+                distribution::mark_removed(entry);
+            }
+            key.revision += 1;
+            key.stamps.updated_at = now();
+            changes.push((key, read_revision, write));
+        }
+        self.store.delete_keystore(id, keystore.revision, &changes).await
+    }
+
+    pub async fn keystore_status(&self, id: Uuid) -> Result<KeystoreStatus> {
+        let k = self.get_keystore(id).await?;
+        if k.is_internal() {
+            self.store.ping().await?;
+            return Ok(KeystoreStatus {
+                health_status: HealthStatus::Ok,
+                last_heartbeat: Some(now()),
+                message: "Internal keystore is available: its key store answered.".to_owned(),
+            });
+        }
+        Ok(KeystoreStatus {
+            health_status: HealthStatus::ConfigurationError,
+            last_heartbeat: None,
+            message: distribution::connector_unavailable_message(k.keystore_type),
+        })
+    }
+
+    pub async fn list_keystores(&self, query: &KeystoreQuery) -> Result<Page<Keystore>> {
+        self.store.list_keystores(query).await
+    }
+
+    /// Keys installed in a keystore (never pre-active or destroyed ones).
+    pub async fn list_keystore_keys(&self, id: Uuid, mut query: KeyQuery) -> Result<Page<ManagedKey>> {
+        self.get_keystore(id).await?;
+        query.scope = KeyScope::InKeystore(id);
+        self.store.list_managed_keys(&query).await
+    }
+}

@@ -1,0 +1,53 @@
+//! Use cases: each public method is one operation of the API, applying the domain rules and
+//! persisting through the ports.
+
+mod keys;
+mod keystores;
+mod templates;
+mod vaults;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::lifecycle::LifecyclePolicy;
+use crate::ports::{MaterialEngine, Store};
+
+pub use keys::{KeyPatch, NewKey};
+pub use keystores::{KeystorePatch, NewKeystore};
+pub use templates::{KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch};
+pub use vaults::{NewVault, VaultPatch};
+
+/// The services of one keyplane node.
+#[derive(Clone)]
+pub struct Keyplane {
+    store: Arc<dyn Store>,
+    engine: Arc<dyn MaterialEngine>,
+    policy: LifecyclePolicy,
+}
+
+impl Keyplane {
+    pub fn new(store: Arc<dyn Store>, engine: Arc<dyn MaterialEngine>, policy: LifecyclePolicy) -> Self {
+        Self { store, engine, policy }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &LifecyclePolicy {
+        &self.policy
+    }
+}
+
+/// Timestamps are kept at millisecond precision, as they are emitted.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// Applies `Some` values of a patch.
+pub(crate) fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}

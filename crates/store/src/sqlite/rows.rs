@@ -1,0 +1,222 @@
+//! Row ⇄ record mapping.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use keyplane_core::error::{Error, Result};
+use keyplane_core::model::*;
+
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn corrupt(column: &str) -> Error {
+    Error::internal(format!("stored value of column {column} is unreadable"))
+}
+
+pub(crate) fn ts_col(r: &SqliteRow, c: &str) -> Result<DateTime<Utc>> {
+    let s: String = r.get(c);
+    DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(c))
+}
+
+pub(crate) fn opt_ts_col(r: &SqliteRow, c: &str) -> Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = r.get(c);
+    s.map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(c)))
+        .transpose()
+}
+
+pub(crate) fn opt_date_col(r: &SqliteRow, c: &str) -> Result<Option<NaiveDate>> {
+    let s: Option<String> = r.get(c);
+    s.map(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| corrupt(c))).transpose()
+}
+
+pub(crate) fn uuid_col(r: &SqliteRow, c: &str) -> Result<Uuid> {
+    let s: String = r.get(c);
+    Uuid::parse_str(&s).map_err(|_| corrupt(c))
+}
+
+pub(crate) fn u32_col(r: &SqliteRow, c: &str) -> Result<u32> {
+    u32::try_from(r.get::<i64, _>(c)).map_err(|_| corrupt(c))
+}
+
+pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::internal(e.to_string()))
+}
+
+pub(crate) fn json_col<T: DeserializeOwned>(r: &SqliteRow, c: &str) -> Result<T> {
+    let s: String = r.get(c);
+    serde_json::from_str(&s).map_err(|_| corrupt(c))
+}
+
+pub(crate) fn enum_col<T>(r: &SqliteRow, c: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let s: String = r.get(c);
+    parse(&s).ok_or_else(|| corrupt(c))
+}
+
+fn stamps(r: &SqliteRow) -> Result<Stamps> {
+    Ok(Stamps {
+        created_at: ts_col(r, "created_at")?,
+        updated_at: ts_col(r, "updated_at")?,
+        created_by: r.get("created_by"),
+        updated_by: r.get("updated_by"),
+    })
+}
+
+pub(crate) const VAULT_SELECT: &str = "SELECT v.*,
+    (SELECT COUNT(*) FROM managed_keys WHERE vault_id = v.id) AS keys_count,
+    (SELECT COUNT(*) FROM templates WHERE vault_id = v.id) AS key_templates_count,
+    (SELECT COUNT(*) FROM keystores WHERE vault_id = v.id) AS keystores_count
+    FROM vaults v";
+
+pub(crate) fn vault_from_row(r: &SqliteRow) -> Result<VaultView> {
+    Ok(VaultView {
+        vault: Vault {
+            id: uuid_col(r, "id")?,
+            name: r.get("name"),
+            description: r.get("description"),
+            recovery_key_label: r.get("recovery_key_label"),
+            stamps: stamps(r)?,
+            revision: r.get("revision"),
+        },
+        keys_count: r.get("keys_count"),
+        key_templates_count: r.get("key_templates_count"),
+        keystores_count: r.get("keystores_count"),
+    })
+}
+
+/// Template fields kept as one JSON document (never filtered on).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TemplateDoc {
+    pub key: KeyProperties,
+    pub keystores: Vec<TemplateKeystore>,
+    pub description: String,
+}
+
+impl TemplateDoc {
+    pub fn of(t: &Template) -> Self {
+        Self { key: t.key.clone(), keystores: t.keystores.clone(), description: t.description.clone() }
+    }
+}
+
+pub(crate) const TEMPLATE_SELECT: &str = "SELECT t.*, v.name AS vault_name,
+    (SELECT COUNT(*) FROM managed_keys WHERE template_id = t.id) AS keys_count
+    FROM templates t JOIN vaults v ON v.id = t.vault_id";
+
+pub(crate) fn template_from_row(r: &SqliteRow) -> Result<Template> {
+    let doc: TemplateDoc = json_col(r, "doc")?;
+    Ok(Template {
+        id: uuid_col(r, "id")?,
+        vault: VaultRef { id: uuid_col(r, "vault_id")?, name: r.get("vault_name") },
+        name: r.get("name"),
+        version: r.get("version"),
+        naming_scheme: r.get("naming_scheme"),
+        types: json_col(r, "types")?,
+        state: enum_col(r, "state", TemplateState::parse)?,
+        key: doc.key,
+        keystores: doc.keystores,
+        description: doc.description,
+        managing_systems: json_col(r, "managing_systems")?,
+        keys_count: r.get("keys_count"),
+        stamps: stamps(r)?,
+        revision: r.get("revision"),
+    })
+}
+
+pub(crate) const KEYSTORE_SELECT: &str =
+    "SELECT ks.*, v.name AS vault_name FROM keystores ks JOIN vaults v ON v.id = ks.vault_id";
+
+pub(crate) fn keystore_from_row(r: &SqliteRow) -> Result<Keystore> {
+    let variant: Option<String> = r.get("ibm_variant");
+    Ok(Keystore {
+        id: uuid_col(r, "id")?,
+        vault: VaultRef { id: uuid_col(r, "vault_id")?, name: r.get("vault_name") },
+        name: r.get("name"),
+        keystore_type: enum_col(r, "type", KeystoreType::parse)?,
+        ibm_variant: variant
+            .map(|v| IbmVariant::parse(&v).ok_or_else(|| corrupt("ibm_variant")))
+            .transpose()?,
+        description: r.get("description"),
+        groups: json_col(r, "groups")?,
+        location: r.get("location"),
+        tls_proxy: r.get("tls_proxy"),
+        connection: json_col(r, "connection")?,
+        secret_fields: json_col(r, "secret_fields")?,
+        sealed_secrets: r.get("sealed_secrets"),
+        stamps: stamps(r)?,
+        revision: r.get("revision"),
+    })
+}
+
+/// Managed-key fields kept as one JSON document (never filtered on in SQL).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct KeyDoc {
+    pub description: String,
+    pub template_version: i64,
+    pub verification_patterns: Vec<VerificationPattern>,
+    pub label_tags: Vec<Tag>,
+    pub tags: Vec<Tag>,
+    pub instances: Vec<KeyInstance>,
+    pub deactivate_on_rotation: bool,
+    pub managing_systems: Vec<ManagingSystem>,
+    pub deactivated_at: Option<DateTime<Utc>>,
+    pub label_from_scheme: bool,
+}
+
+impl KeyDoc {
+    pub fn of(k: &ManagedKey) -> Self {
+        Self {
+            description: k.description.clone(),
+            template_version: k.template_version,
+            verification_patterns: k.verification_patterns.clone(),
+            label_tags: k.label_tags.clone(),
+            tags: k.tags.clone(),
+            instances: k.instances.clone(),
+            deactivate_on_rotation: k.deactivate_on_rotation,
+            managing_systems: k.managing_systems.clone(),
+            deactivated_at: k.deactivated_at,
+            label_from_scheme: k.label_from_scheme,
+        }
+    }
+}
+
+pub(crate) const KEY_SELECT: &str = "SELECT k.*, v.name AS vault_name, t.name AS template_name, t.types AS template_types, t.version AS template_current_version
+    FROM managed_keys k JOIN vaults v ON v.id = k.vault_id JOIN templates t ON t.id = k.template_id";
+
+/// A key without its distribution status (loaded separately).
+pub(crate) fn key_from_row(r: &SqliteRow) -> Result<ManagedKey> {
+    let doc: KeyDoc = json_col(r, "doc")?;
+    Ok(ManagedKey {
+        id: uuid_col(r, "id")?,
+        vault: VaultRef { id: uuid_col(r, "vault_id")?, name: r.get("vault_name") },
+        template: TemplateRef {
+            id: uuid_col(r, "template_id")?,
+            name: r.get("template_name"),
+            types: json_col(r, "template_types")?,
+            version: r.get("template_current_version"),
+        },
+        template_version: doc.template_version,
+        version: u32_col(r, "version")?,
+        label: r.get("label"),
+        description: doc.description,
+        state: enum_col(r, "state", KeyState::parse)?,
+        algorithm: enum_col(r, "algorithm", Algorithm::parse)?,
+        size: u32_col(r, "size")?,
+        verification_patterns: doc.verification_patterns,
+        activation_date: opt_date_col(r, "activation_date")?,
+        expiration_date: opt_date_col(r, "expiration_date")?,
+        label_tags: doc.label_tags,
+        tags: doc.tags,
+        instances: doc.instances,
+        status_in_keystores: Vec::new(),
+        deactivate_on_rotation: doc.deactivate_on_rotation,
+        managing_systems: doc.managing_systems,
+        rotated_at: opt_ts_col(r, "rotated_at")?,
+        deactivated_at: doc.deactivated_at,
+        label_from_scheme: doc.label_from_scheme,
+        stamps: stamps(r)?,
+        revision: r.get("revision"),
+    })
+}
