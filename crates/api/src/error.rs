@@ -18,7 +18,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), params: Vec::new(), target: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            params: Vec::new(),
+            target: None,
+        }
     }
 }
 
@@ -26,17 +32,41 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let message = e.to_string();
         match e {
-            Error::Invalid { code, target, .. } => Self { target, ..Self::new(StatusCode::BAD_REQUEST, code, message) },
-            Error::Unauthorized(_) => Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message),
-            Error::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message),
-            Error::Conflict { code, params, .. } => Self { params, ..Self::new(StatusCode::CONFLICT, code, message) },
+            Error::Invalid { code, target, .. } => Self {
+                target,
+                ..Self::new(StatusCode::BAD_REQUEST, code, message)
+            },
+            Error::Unauthorized(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+            }
+            Error::NotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+            }
+            Error::Conflict { code, params, .. } => Self {
+                params,
+                ..Self::new(StatusCode::CONFLICT, code, message)
+            },
             Error::PreconditionRequired => Self {
-                target: Some(Target { kind: keyplane_core::error::TargetKind::Header, name: "If-Match".into() }),
-                ..Self::new(StatusCode::PRECONDITION_REQUIRED, ErrorCode::PreconditionRequired, message)
+                target: Some(Target {
+                    kind: keyplane_core::error::TargetKind::Header,
+                    name: "If-Match".into(),
+                }),
+                ..Self::new(
+                    StatusCode::PRECONDITION_REQUIRED,
+                    ErrorCode::PreconditionRequired,
+                    message,
+                )
             },
             Error::EtagMismatch => Self {
-                target: Some(Target { kind: keyplane_core::error::TargetKind::Header, name: "If-Match".into() }),
-                ..Self::new(StatusCode::PRECONDITION_FAILED, ErrorCode::EtagMismatch, message)
+                target: Some(Target {
+                    kind: keyplane_core::error::TargetKind::Header,
+                    name: "If-Match".into(),
+                }),
+                ..Self::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    ErrorCode::EtagMismatch,
+                    message,
+                )
             },
             Error::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Sealed, message),
             Error::Internal(detail) => {
@@ -96,7 +126,10 @@ impl ApiError {
                 message: self.message.clone(),
                 more_info: None,
                 message_params: self.params.clone(),
-                target: self.target.as_ref().map(|t| ErrorTarget { kind: t.kind.as_str().to_owned(), name: t.name.clone() }),
+                target: self.target.as_ref().map(|t| ErrorTarget {
+                    kind: t.kind.as_str().to_owned(),
+                    name: t.name.clone(),
+                }),
             }],
         }
     }

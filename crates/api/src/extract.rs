@@ -22,9 +22,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
@@ -39,7 +50,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
                 )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, "the request body could not be read")
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidField,
+                    "the request body could not be read",
+                )
             }
         })?;
         parse_json(&bytes).map(JsonBody)
@@ -54,7 +69,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let detail = inner.to_string();
         // serde's own words, minus its line/column suffix, are clear enough and carry no secrets
         // beyond what the caller sent; values of secret fields are strings and never echoed.
-        let detail = detail.split(" at line ").next().unwrap_or(&detail).to_owned();
+        let detail = detail
+            .split(" at line ")
+            .next()
+            .unwrap_or(&detail)
+            .to_owned();
         if inner.is_syntax() || inner.is_eof() || path == "." {
             ApiError::from(Error::Invalid {
                 code: ErrorCode::InvalidField,
@@ -100,7 +119,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             Some(v) => v
                 .to_str()
                 .map(|s| IfMatch(Some(CoreIfMatch::parse(s))))
-                .map_err(|_| Error::invalid_header("If-Match", "If-Match is not valid text").into()),
+                .map_err(|_| {
+                    Error::invalid_header("If-Match", "If-Match is not valid text").into()
+                }),
         }
     }
 }
@@ -133,7 +154,9 @@ impl<S: Send + Sync> FromRequestParts<S> for LegacyVault {
                 .ok()
                 .and_then(|s| Uuid::parse_str(s.trim()).ok())
                 .map(|id| LegacyVault(Some(id)))
-                .ok_or_else(|| Error::invalid_header("UKO-Vault", "UKO-Vault must be a vault UUID").into()),
+                .ok_or_else(|| {
+                    Error::invalid_header("UKO-Vault", "UKO-Vault must be a vault UUID").into()
+                }),
         }
     }
 }
@@ -144,7 +167,9 @@ impl LegacyVault {
         match self.0 {
             Some(v) if v != resource_vault => Err(Error::invalid_header(
                 "UKO-Vault",
-                format!("UKO-Vault names vault {v}, but the resource belongs to vault {resource_vault}"),
+                format!(
+                    "UKO-Vault names vault {v}, but the resource belongs to vault {resource_vault}"
+                ),
             )
             .into()),
             _ => Ok(()),

@@ -57,7 +57,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(parts.extensions.get::<Trace>().cloned().unwrap_or_else(|| Trace(String::new())))
+        Ok(parts
+            .extensions
+            .get::<Trace>()
+            .cloned()
+            .unwrap_or_else(|| Trace(String::new())))
     }
 }
 
@@ -74,7 +78,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Actor>()
             .cloned()
             .map(Caller)
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "authentication is required"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    "authentication is required",
+                )
+            })
     }
 }
 
@@ -109,7 +119,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSettings) -> Router {
     let state = AppState {
         keyplane,
-        links: Links { base: settings.public_url.trim_end_matches('/').to_owned() },
+        links: Links {
+            base: settings.public_url.trim_end_matches('/').to_owned(),
+        },
         auth,
     };
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
@@ -130,17 +142,28 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(middleware::from_fn(correlate))
 }
 
 async fn fallback() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::RouteNotFound, "no such API path")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::RouteNotFound,
+        "no such API path",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "this method is not allowed on this path")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "this method is not allowed on this path",
+    )
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -148,12 +171,17 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 4096);
     let unauthorized = |message: &str| {
-        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).into_response();
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+            .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
     };
     let Some(token) = bearer else {
@@ -170,7 +198,10 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 }
 
 fn acceptable_correlation_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    !v.is_empty()
+        && v.len() <= 128
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
 /// Gives every request a correlation id and renders every error with it as the UKO error body.
@@ -193,7 +224,11 @@ async fn correlate(mut req: Request, next: Next) -> Response {
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             _ => return None,
         };
-        Some(ApiError::new(status, code, status.canonical_reason().unwrap_or("request failed")))
+        Some(ApiError::new(
+            status,
+            code,
+            status.canonical_reason().unwrap_or("request failed"),
+        ))
     });
     if let Some(error) = error {
         let headers = std::mem::take(response.headers_mut());
@@ -205,7 +240,9 @@ async fn correlate(mut req: Request, next: Next) -> Response {
         }
     }
     if let Ok(v) = HeaderValue::from_str(&trace) {
-        response.headers_mut().insert(HeaderName::from_static(CORRELATION_HEADER), v);
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(CORRELATION_HEADER), v);
     }
     response
 }

@@ -22,15 +22,20 @@ impl<'a> Params<'a> {
 
     /// The last value given for a scalar parameter.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn text(&self, name: &str, max: usize) -> Result<Option<String>> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) if v.is_empty() || v.chars().count() > max => {
-                Err(Error::invalid_parameter(name, format!("{name} must be 1 to {max} characters long")))
-            }
+            Some(v) if v.is_empty() || v.chars().count() > max => Err(Error::invalid_parameter(
+                name,
+                format!("{name} must be 1 to {max} characters long"),
+            )),
             Some(v) => Ok(Some(v.to_owned())),
         }
     }
@@ -47,11 +52,18 @@ impl<'a> Params<'a> {
             .collect()
     }
 
-    fn enums<T>(&self, name: &str, parse: fn(&str) -> Option<T>, allowed: fn() -> String) -> Result<Vec<T>> {
+    fn enums<T>(
+        &self,
+        name: &str,
+        parse: fn(&str) -> Option<T>,
+        allowed: fn() -> String,
+    ) -> Result<Vec<T>> {
         self.list(name)
             .iter()
             .map(|v| {
-                parse(v).ok_or_else(|| Error::invalid_parameter(name, format!("'{v}' is not one of: {}", allowed())))
+                parse(v).ok_or_else(|| {
+                    Error::invalid_parameter(name, format!("'{v}' is not one of: {}", allowed()))
+                })
             })
             .collect()
     }
@@ -59,12 +71,17 @@ impl<'a> Params<'a> {
     fn uuids(&self, name: &str) -> Result<Vec<Uuid>> {
         self.list(name)
             .iter()
-            .map(|v| Uuid::parse_str(v).map_err(|_| Error::invalid_parameter(name, format!("'{v}' is not a UUID"))))
+            .map(|v| {
+                Uuid::parse_str(v)
+                    .map_err(|_| Error::invalid_parameter(name, format!("'{v}' is not a UUID")))
+            })
             .collect()
     }
 
     fn date(&self, name: &str) -> Result<Option<NaiveDate>> {
-        self.get(name).map(|v| validate::date(name, v, true)).transpose()
+        self.get(name)
+            .map(|v| validate::date(name, v, true))
+            .transpose()
     }
 
     /// `base` (exact) or `base_min`/`base_max`, never both forms.
@@ -77,12 +94,21 @@ impl<'a> Params<'a> {
 
     fn size(&self, name: &str) -> Result<Option<u32>> {
         self.get(name)
-            .map(|v| v.parse::<u32>().map_err(|_| Error::invalid_parameter(name, format!("{name} must be a whole number"))))
+            .map(|v| {
+                v.parse::<u32>().map_err(|_| {
+                    Error::invalid_parameter(name, format!("{name} must be a whole number"))
+                })
+            })
             .transpose()
     }
 
     fn size_range(&self, base: &str) -> Result<Range<u32>> {
-        range(base, self.size(base)?, self.size(&format!("{base}_min"))?, self.size(&format!("{base}_max"))?)
+        range(
+            base,
+            self.size(base)?,
+            self.size(&format!("{base}_min"))?,
+            self.size(&format!("{base}_max"))?,
+        )
     }
 
     pub fn bool(&self, name: &str) -> Result<bool> {
@@ -90,7 +116,10 @@ impl<'a> Params<'a> {
             None => Ok(false),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(v) => Err(Error::invalid_parameter(name, format!("{name} must be true or false, not '{v}'"))),
+            Some(v) => Err(Error::invalid_parameter(
+                name,
+                format!("{name} must be true or false, not '{v}'"),
+            )),
         }
     }
 
@@ -99,7 +128,12 @@ impl<'a> Params<'a> {
             None => DEFAULT_LIMIT,
             Some(v) => match v.parse::<u32>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => return Err(Error::invalid_parameter("limit", format!("limit must be between 1 and {MAX_LIMIT}"))),
+                _ => {
+                    return Err(Error::invalid_parameter(
+                        "limit",
+                        format!("limit must be between 1 and {MAX_LIMIT}"),
+                    ));
+                }
             },
         };
         let offset = match self.get("offset") {
@@ -108,24 +142,35 @@ impl<'a> Params<'a> {
                 .parse::<u64>()
                 .ok()
                 .filter(|o| *o <= i64::MAX as u64)
-                .ok_or_else(|| Error::invalid_parameter("offset", "offset must be a whole number, 0 or more"))?,
+                .ok_or_else(|| {
+                    Error::invalid_parameter("offset", "offset must be a whole number, 0 or more")
+                })?,
         };
         Ok(Paging { limit, offset })
     }
 
     pub fn sort(&self, allowed: &[&'static str]) -> Result<Vec<SortKey>> {
         if let Some(raw) = self.get("sort") {
-            static ITEM: std::sync::LazyLock<regex::Regex> =
-                std::sync::LazyLock::new(|| regex::Regex::new(r"^-?[a-z0-9_.\[\],-]+$").expect("static regex"));
+            static ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+                regex::Regex::new(r"^-?[a-z0-9_.\[\],-]+$").expect("static regex")
+            });
             if !ITEM.is_match(raw) {
-                return Err(Error::invalid_parameter("sort", "sort must be a comma-joined list of field names, '-' for descending"));
+                return Err(Error::invalid_parameter(
+                    "sort",
+                    "sort must be a comma-joined list of field names, '-' for descending",
+                ));
             }
         }
         parse_sort(self.get("sort"), allowed, "-updated_at")
     }
 }
 
-fn range<T: Copy + PartialOrd>(base: &str, exact: Option<T>, min: Option<T>, max: Option<T>) -> Result<Range<T>> {
+fn range<T: Copy + PartialOrd>(
+    base: &str,
+    exact: Option<T>,
+    min: Option<T>,
+    max: Option<T>,
+) -> Result<Range<T>> {
     if exact.is_some() && (min.is_some() || max.is_some()) {
         return Err(Error::invalid_parameter(
             base,
@@ -135,10 +180,16 @@ fn range<T: Copy + PartialOrd>(base: &str, exact: Option<T>, min: Option<T>, max
     if let (Some(a), Some(b)) = (min, max)
         && a > b
     {
-        return Err(Error::invalid_parameter(&format!("{base}_min"), format!("{base}_min is after {base}_max")));
+        return Err(Error::invalid_parameter(
+            &format!("{base}_min"),
+            format!("{base}_min is after {base}_max"),
+        ));
     }
     Ok(match exact {
-        Some(v) => Range { min: Some(v), max: Some(v) },
+        Some(v) => Range {
+            min: Some(v),
+            max: Some(v),
+        },
         None => Range { min, max },
     })
 }
@@ -159,13 +210,21 @@ pub fn template_query(p: &Params) -> Result<TemplateQuery> {
         vault_ids: p.uuids("vault.id")?,
         algorithms: p.enums("key.algorithm", Algorithm::parse, Algorithm::allowed)?,
         size: p.size_range("key.size")?,
-        keystore_types: p.enums("keystores[].type", KeystoreType::parse, KeystoreType::allowed)?,
+        keystore_types: p.enums(
+            "keystores[].type",
+            KeystoreType::parse,
+            KeystoreType::allowed,
+        )?,
         keystore_groups: p.list("keystores[].group"),
         created_at: p.date_range("created_at")?,
         updated_at: p.date_range("updated_at")?,
         types: p.enums("type[]", TemplateType::parse, TemplateType::allowed)?,
         states: p.enums("state", TemplateState::parse, TemplateState::allowed)?,
-        managing_systems: p.enums("managing_systems", ManagingSystem::parse, ManagingSystem::allowed)?,
+        managing_systems: p.enums(
+            "managing_systems",
+            ManagingSystem::parse,
+            ManagingSystem::allowed,
+        )?,
         sort: p.sort(TEMPLATE_SORT_FIELDS)?,
         paging: p.paging()?,
     })
@@ -175,7 +234,10 @@ pub fn keystore_query(p: &Params) -> Result<KeystoreQuery> {
     let group = p.list("group");
     let groups = p.list("groups[]");
     if !group.is_empty() && !groups.is_empty() {
-        return Err(Error::invalid_parameter("group", "group cannot be combined with groups[]"));
+        return Err(Error::invalid_parameter(
+            "group",
+            "group cannot be combined with groups[]",
+        ));
     }
     Ok(KeystoreQuery {
         types: p.enums("type", KeystoreType::parse, KeystoreType::allowed)?,
@@ -199,8 +261,16 @@ pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
             "deactivation_date filters cannot be combined with expiration_date filters (they filter the same date)",
         ));
     }
-    let referenced_types = p.enums("referenced_keystores[].type", KeystoreType::parse, KeystoreType::allowed)?;
-    let instance_types = p.enums("instances[].keystore.type", KeystoreType::parse, KeystoreType::allowed)?;
+    let referenced_types = p.enums(
+        "referenced_keystores[].type",
+        KeystoreType::parse,
+        KeystoreType::allowed,
+    )?;
+    let instance_types = p.enums(
+        "instances[].keystore.type",
+        KeystoreType::parse,
+        KeystoreType::allowed,
+    )?;
     if !referenced_types.is_empty() && !instance_types.is_empty() {
         return Err(Error::invalid_parameter(
             "instances[].keystore.type",
@@ -211,8 +281,14 @@ pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
     if states.is_empty() && default_states {
         states = vec![KeyState::PreActivation, KeyState::Active];
     }
-    let rotated_min = p.get("rotated_at_min").map(|v| day_of(v, "rotated_at_min")).transpose()?;
-    let rotated_max = p.get("rotated_at_max").map(|v| day_of(v, "rotated_at_max")).transpose()?;
+    let rotated_min = p
+        .get("rotated_at_min")
+        .map(|v| day_of(v, "rotated_at_min"))
+        .transpose()?;
+    let rotated_max = p
+        .get("rotated_at_max")
+        .map(|v| day_of(v, "rotated_at_max"))
+        .transpose()?;
     Ok(KeyQuery {
         scope: KeyScope::All,
         vault_ids: p.uuids("vault.id")?,
@@ -220,7 +296,11 @@ pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
         states,
         label: p.text("label", 255)?,
         activation_date: p.date_range("activation_date")?,
-        deactivation_date: if deactivation.is_set() { deactivation } else { expiration },
+        deactivation_date: if deactivation.is_set() {
+            deactivation
+        } else {
+            expiration
+        },
         created_at: p.date_range("created_at")?,
         updated_at: p.date_range("updated_at")?,
         rotated_at: range("rotated_at", None, rotated_min, rotated_max)?,
@@ -230,8 +310,16 @@ pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
         instance_keystore_types: instance_types,
         template_name_prefix: p.text("template.name", 100)?,
         template_ids: p.uuids("template.id")?,
-        template_types: p.enums("template.type[]", TemplateType::parse, TemplateType::allowed)?,
-        managing_systems: p.enums("managing_systems", ManagingSystem::parse, ManagingSystem::allowed)?,
+        template_types: p.enums(
+            "template.type[]",
+            TemplateType::parse,
+            TemplateType::allowed,
+        )?,
+        managing_systems: p.enums(
+            "managing_systems",
+            ManagingSystem::parse,
+            ManagingSystem::allowed,
+        )?,
         sort: p.sort(KEY_SORT_FIELDS)?,
         paging: p.paging()?,
     })
@@ -243,8 +331,20 @@ fn day_of(v: &str, name: &str) -> Result<NaiveDate> {
 }
 
 /// The list envelope with navigation links that carry `offset=` (SDK pagers read it).
-pub fn envelope(links: &Links, path: &str, pairs: &[(String, String)], paging: Paging, total: i64, collection: &str, items: Vec<Value>) -> Value {
-    let kept: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "limit" && k != "offset").cloned().collect();
+pub fn envelope(
+    links: &Links,
+    path: &str,
+    pairs: &[(String, String)],
+    paging: Paging,
+    total: i64,
+    collection: &str,
+    items: Vec<Value>,
+) -> Value {
+    let kept: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "limit" && k != "offset")
+        .cloned()
+        .collect();
     let href = |offset: u64| {
         let mut q = kept.clone();
         q.push(("limit".into(), paging.limit.to_string()));
@@ -254,7 +354,11 @@ pub fn envelope(links: &Links, path: &str, pairs: &[(String, String)], paging: P
     };
     let limit = u64::from(paging.limit);
     let total_u = u64::try_from(total).unwrap_or(0);
-    let last = if total_u == 0 { 0 } else { (total_u - 1) / limit * limit };
+    let last = if total_u == 0 {
+        0
+    } else {
+        (total_u - 1) / limit * limit
+    };
     let mut body = json!({
         "total_count": total,
         "limit": paging.limit,

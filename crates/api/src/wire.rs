@@ -31,9 +31,10 @@ pub struct IdRef {
 pub fn vault_id(field: &str, r: Option<IdRef>) -> Result<Option<Uuid>, ApiError> {
     match r.and_then(|r| r.id) {
         None => Ok(None),
-        Some(s) => Uuid::parse_str(&s)
-            .map(Some)
-            .map_err(|_| keyplane_core::Error::invalid_field(field, format!("{field} '{s}' is not a UUID")).into()),
+        Some(s) => Uuid::parse_str(&s).map(Some).map_err(|_| {
+            keyplane_core::Error::invalid_field(field, format!("{field} '{s}' is not a UUID"))
+                .into()
+        }),
     }
 }
 
@@ -51,7 +52,13 @@ impl Size {
             Size::Text(s) => s.trim().parse::<u32>().ok(),
             Size::Number(n) => u32::try_from(n).ok(),
         };
-        n.ok_or_else(|| keyplane_core::Error::invalid_field(field, format!("{field} must be a whole number of bits")).into())
+        n.ok_or_else(|| {
+            keyplane_core::Error::invalid_field(
+                field,
+                format!("{field} must be a whole number of bits"),
+            )
+            .into()
+        })
     }
 }
 
@@ -63,7 +70,14 @@ pub struct TagBody {
 }
 
 fn tags(list: Option<Vec<TagBody>>) -> Option<Vec<Tag>> {
-    list.map(|l| l.into_iter().map(|t| Tag { name: t.name, value: t.value }).collect())
+    list.map(|l| {
+        l.into_iter()
+            .map(|t| Tag {
+                name: t.name,
+                value: t.value,
+            })
+            .collect()
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -75,11 +89,19 @@ pub struct VaultBody {
 
 impl VaultBody {
     pub fn into_new(self) -> service::NewVault {
-        service::NewVault { name: self.name, description: self.description, recovery_key_label: self.recovery_key_label }
+        service::NewVault {
+            name: self.name,
+            description: self.description,
+            recovery_key_label: self.recovery_key_label,
+        }
     }
 
     pub fn into_patch(self) -> service::VaultPatch {
-        service::VaultPatch { name: self.name, description: self.description, recovery_key_label: self.recovery_key_label }
+        service::VaultPatch {
+            name: self.name,
+            description: self.description,
+            recovery_key_label: self.recovery_key_label,
+        }
     }
 }
 
@@ -144,10 +166,12 @@ impl TemplateBody {
                 list.into_iter()
                     .map(|e| {
                         Ok(TemplateKeystore {
-                            keystore_type: e
-                                .keystore_type
-                                .ok_or_else(|| keyplane_core::Error::missing_field("keystores.type"))?,
-                            group: e.group.ok_or_else(|| keyplane_core::Error::missing_field("keystores.group"))?,
+                            keystore_type: e.keystore_type.ok_or_else(|| {
+                                keyplane_core::Error::missing_field("keystores.type")
+                            })?,
+                            group: e.group.ok_or_else(|| {
+                                keyplane_core::Error::missing_field("keystores.group")
+                            })?,
                             naming_scheme: e.naming_scheme.filter(|s| !s.is_empty()),
                             properties: e.properties,
                         })
@@ -221,7 +245,9 @@ pub struct KeystoreBody {
 
 impl KeystoreBody {
     fn connection(rest: Map<String, Value>) -> Map<String, Value> {
-        rest.into_iter().filter(|(k, _)| keystore_types::is_connection_field(k)).collect()
+        rest.into_iter()
+            .filter(|(k, _)| keystore_types::is_connection_field(k))
+            .collect()
     }
 
     pub fn into_new(self) -> Result<service::NewKeystore, ApiError> {
@@ -240,7 +266,11 @@ impl KeystoreBody {
 
     pub fn into_patch(self) -> Result<service::KeystorePatch, ApiError> {
         if self.vault.is_some() {
-            return Err(keyplane_core::Error::invalid_field("vault", "a keystore cannot move to another vault").into());
+            return Err(keyplane_core::Error::invalid_field(
+                "vault",
+                "a keystore cannot move to another vault",
+            )
+            .into());
         }
         Ok(service::KeystorePatch {
             name: self.name,
@@ -318,7 +348,11 @@ pub struct VaultRefOut {
 }
 
 fn vault_ref(l: &Links, v: &VaultRef) -> VaultRefOut {
-    VaultRefOut { id: v.id.to_string(), name: v.name.clone(), href: l.of("vaults", v.id) }
+    VaultRefOut {
+        id: v.id.to_string(),
+        name: v.name.clone(),
+        href: l.of("vaults", v.id),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -595,7 +629,10 @@ pub struct ManagedKeyOut {
 fn instance(i: &KeyInstance) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), Value::String(i.id.to_string()));
-    m.insert("label_in_keystore".into(), Value::String(i.label_in_keystore.clone()));
+    m.insert(
+        "label_in_keystore".into(),
+        Value::String(i.label_in_keystore.clone()),
+    );
     m.insert("type".into(), Value::String(i.instance_type.to_string()));
     m.insert(
         "keystore".into(),
@@ -632,11 +669,18 @@ pub fn managed_key(l: &Links, k: &ManagedKey, trace: &str) -> ManagedKeyOut {
         updated_at: time(&k.stamps.updated_at),
         created_by: k.stamps.created_by.clone(),
         updated_by: k.stamps.updated_by.clone(),
-        referenced_keystores: k.referenced_keystores().map(|r| keystore_ref(l, r)).collect(),
+        referenced_keystores: k
+            .referenced_keystores()
+            .map(|r| keystore_ref(l, r))
+            .collect(),
         instances: k.instances.iter().map(instance).collect(),
         href: l.of("managed_keys", k.id),
         rotated_at: k.rotated_at.as_ref().map(time),
-        status_in_keystores: k.status_in_keystores.iter().map(|s| status_in_keystore(l, s, trace)).collect(),
+        status_in_keystores: k
+            .status_in_keystores
+            .iter()
+            .map(|s| status_in_keystore(l, s, trace))
+            .collect(),
         deactivate_on_rotation: k.deactivate_on_rotation,
         managing_systems: strs(&k.managing_systems),
         aligned: k.template.version == k.template_version,
@@ -647,4 +691,3 @@ pub fn managed_key(l: &Links, k: &ManagedKey, trace: &str) -> ManagedKeyOut {
 pub fn etag_of(revision: i64, id: Uuid) -> String {
     etag::etag(revision, id)
 }
-

@@ -1,1 +1,43 @@
-fn main() {}
+//! The `keyplane` binary: `serve` runs the server; more verbs join as they are built.
+
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "keyplane",
+    version,
+    about = "Keyplane: a self-hosted key orchestrator speaking the UKO v4 API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (zero configuration: SQLite in ./keyplane-data, dev seal, 127.0.0.1:8080).
+    Serve(config::ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYPLANE_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = config::Config::resolve(args)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::run(config))
+        }
+    }
+}

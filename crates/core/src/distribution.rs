@@ -6,10 +6,15 @@ use crate::model::*;
 
 /// The keystores a template entry distributes to: same vault (the caller passes only the
 /// vault's keystores), same type, and the entry's group among the keystore's groups.
-pub fn resolve_targets<'a>(entry: &TemplateKeystore, vault_keystores: &'a [Keystore]) -> Vec<&'a Keystore> {
+pub fn resolve_targets<'a>(
+    entry: &TemplateKeystore,
+    vault_keystores: &'a [Keystore],
+) -> Vec<&'a Keystore> {
     vault_keystores
         .iter()
-        .filter(|k| k.keystore_type == entry.keystore_type && k.groups.iter().any(|g| *g == entry.group))
+        .filter(|k| {
+            k.keystore_type == entry.keystore_type && k.groups.iter().any(|g| *g == entry.group)
+        })
         .collect()
 }
 
@@ -22,7 +27,10 @@ pub enum Observation {
 }
 
 /// Compares the managed state with what a keystore holds (the pairing table of spec §4.3).
-pub fn compare(state: KeyState, seen: Observation) -> (KeystoreKeyStatus, SyncFlag, SyncFlagDetail) {
+pub fn compare(
+    state: KeyState,
+    seen: Observation,
+) -> (KeystoreKeyStatus, SyncFlag, SyncFlagDetail) {
     use KeyState as K;
     use Observation as O;
     use SyncFlagDetail as D;
@@ -36,16 +44,32 @@ pub fn compare(state: KeyState, seen: Observation) -> (KeystoreKeyStatus, SyncFl
         (K::PreActivation, _) => (false, D::PreActiveKeyIsPresentInKeystore),
         (K::Active, O::Enabled) => (true, D::ActiveKeyIsActiveInKeystore),
         (K::Active, _) => (false, D::ActiveKeyIsNotActiveInKeystore),
-        (K::Deactivated | K::Compromised, O::Enabled) => (false, D::DeactivatedKeyIsNotDeactivatedInKeystore),
+        (K::Deactivated | K::Compromised, O::Enabled) => {
+            (false, D::DeactivatedKeyIsNotDeactivatedInKeystore)
+        }
         (K::Deactivated | K::Compromised, _) => (true, D::DeactivatedKeyIsDeactivatedInKeystore),
-        (K::Destroyed | K::DestroyedCompromised, O::NotPresent) => (true, D::DestroyedKeyIsNotPresentInKeystore),
+        (K::Destroyed | K::DestroyedCompromised, O::NotPresent) => {
+            (true, D::DestroyedKeyIsNotPresentInKeystore)
+        }
         (K::Destroyed | K::DestroyedCompromised, _) => (false, D::DestroyedKeyIsPresentInKeystore),
     };
-    (status, if ok { SyncFlag::Ok } else { SyncFlag::OutOfSync }, detail)
+    (
+        status,
+        if ok {
+            SyncFlag::Ok
+        } else {
+            SyncFlag::OutOfSync
+        },
+        detail,
+    )
 }
 
 /// Status of a key in an internal keystore, read from the copy that keystore really holds.
-pub fn internal_status(key: &ManagedKey, keystore: &KeystoreRef, copy: Option<&InternalCopy>) -> KeyStatusInKeystore {
+pub fn internal_status(
+    key: &ManagedKey,
+    keystore: &KeystoreRef,
+    copy: Option<&InternalCopy>,
+) -> KeyStatusInKeystore {
     let seen = match copy {
         None => Observation::NotPresent,
         Some(c) if c.enabled => Observation::Enabled,
@@ -93,7 +117,8 @@ pub fn mark_removed(entry: &mut KeyStatusInKeystore) {
     entry.error = None;
     if held_active {
         entry.keystore_sync_flag = SyncFlag::OutOfSync;
-        entry.keystore_sync_flag_detail = SyncFlagDetail::TargetKeystoreRemovedByUserContainsAnActiveKey;
+        entry.keystore_sync_flag_detail =
+            SyncFlagDetail::TargetKeystoreRemovedByUserContainsAnActiveKey;
     } else {
         entry.keystore_sync_flag = SyncFlag::Ok;
         entry.keystore_sync_flag_detail = SyncFlagDetail::TargetKeystoreRemovedByUser;
@@ -103,7 +128,10 @@ pub fn mark_removed(entry: &mut KeyStatusInKeystore) {
 /// The seed's rule for `DELETE /keystores/{id}?mode=restrict`: refused while any key that
 /// targets the keystore is active or deactivated. Templates never block.
 pub fn check_restricted_disconnect(keystore: &Keystore, targeting: &[ManagedKey]) -> Result<()> {
-    let blocking: Vec<&ManagedKey> = targeting.iter().filter(|k| k.state.lives_in_keystores()).collect();
+    let blocking: Vec<&ManagedKey> = targeting
+        .iter()
+        .filter(|k| k.state.lives_in_keystores())
+        .collect();
     if blocking.is_empty() {
         return Ok(());
     }
@@ -175,7 +203,10 @@ pub fn check_algorithm(keystore_type: KeystoreType, algorithm: Algorithm, size: 
         } else {
             format!("{keystore_type} keystores accept {algorithm} keys of sizes {sizes:?} only")
         };
-        return Err(Error::invalid_field("key.size", format!("{algorithm} {size}: {hint}")));
+        return Err(Error::invalid_field(
+            "key.size",
+            format!("{algorithm} {size}: {hint}"),
+        ));
     }
     Ok(())
 }
@@ -215,7 +246,10 @@ mod tests {
     fn keystore(name: &str, t: KeystoreType, groups: &[&str]) -> Keystore {
         Keystore {
             id: Uuid::new_v4(),
-            vault: VaultRef { id: Uuid::nil(), name: "v".into() },
+            vault: VaultRef {
+                id: Uuid::nil(),
+                name: "v".into(),
+            },
             name: name.into(),
             keystore_type: t,
             ibm_variant: Some(IbmVariant::Internal),
@@ -244,7 +278,10 @@ mod tests {
             naming_scheme: None,
             properties: Default::default(),
         };
-        let names: Vec<_> = resolve_targets(&entry, &all).iter().map(|k| k.name.as_str()).collect();
+        let names: Vec<_> = resolve_targets(&entry, &all)
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
         assert_eq!(names, ["a"]);
     }
 
@@ -253,10 +290,19 @@ mod tests {
         use KeyState as K;
         use Observation as O;
         assert_eq!(compare(K::Active, O::Enabled).1, SyncFlag::Ok);
-        assert_eq!(compare(K::Active, O::Disabled).2, SyncFlagDetail::ActiveKeyIsNotActiveInKeystore);
+        assert_eq!(
+            compare(K::Active, O::Disabled).2,
+            SyncFlagDetail::ActiveKeyIsNotActiveInKeystore
+        );
         assert_eq!(compare(K::Deactivated, O::NotPresent).1, SyncFlag::Ok);
-        assert_eq!(compare(K::Destroyed, O::Disabled).2, SyncFlagDetail::DestroyedKeyIsPresentInKeystore);
-        assert_eq!(compare(K::PreActivation, O::NotPresent).2, SyncFlagDetail::PreActiveKeyIsNotPresentInKeystore);
+        assert_eq!(
+            compare(K::Destroyed, O::Disabled).2,
+            SyncFlagDetail::DestroyedKeyIsPresentInKeystore
+        );
+        assert_eq!(
+            compare(K::PreActivation, O::NotPresent).2,
+            SyncFlagDetail::PreActiveKeyIsNotPresentInKeystore
+        );
     }
 
     #[test]
@@ -270,7 +316,10 @@ mod tests {
 
     #[test]
     fn labels_fit_the_target() {
-        assert_eq!(label_in_keystore("a.b c", KeystoreType::AzureKeyVault), "a-b-c");
+        assert_eq!(
+            label_in_keystore("a.b c", KeystoreType::AzureKeyVault),
+            "a-b-c"
+        );
         assert_eq!(label_in_keystore("AWS/x", KeystoreType::AwsKms), "k-AWS/x");
         assert_eq!(label_in_keystore("a_b", KeystoreType::IbmCloudKms), "a b");
     }

@@ -112,7 +112,9 @@ pub enum Error {
         params: Vec<String>,
     },
     /// 428.
-    #[error("the If-Match header is required for this operation; read the resource first and send its ETag")]
+    #[error(
+        "the If-Match header is required for this operation; read the resource first and send its ETag"
+    )]
     PreconditionRequired,
     /// 412.
     #[error("the resource has changed since it was read (ETag mismatch); read it again and retry")]

@@ -67,7 +67,10 @@ mod tests {
         assert!(check(Some(&IfMatch::parse(&format!("W/{tag}"))), 7, id).is_ok());
         assert!(check(Some(&IfMatch::parse(tag.trim_matches('"'))), 7, id).is_ok());
         assert!(check(Some(&IfMatch::parse("*")), 9, id).is_ok());
-        assert_eq!(check(Some(&IfMatch::parse(&tag)), 8, id), Err(Error::EtagMismatch));
+        assert_eq!(
+            check(Some(&IfMatch::parse(&tag)), 8, id),
+            Err(Error::EtagMismatch)
+        );
         assert_eq!(check(None, 8, id), Err(Error::PreconditionRequired));
     }
 }

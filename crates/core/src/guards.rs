@@ -23,7 +23,11 @@ pub fn vault_delete(name: &str, c: VaultContents) -> Result<()> {
              and {} unarchived template(s); remove them (or archive the templates) first",
             c.keys, c.keystores, c.unarchived_templates
         ),
-        params: vec![c.keys.to_string(), c.keystores.to_string(), c.unarchived_templates.to_string()],
+        params: vec![
+            c.keys.to_string(),
+            c.keystores.to_string(),
+            c.unarchived_templates.to_string(),
+        ],
     })
 }
 
@@ -49,13 +53,25 @@ mod tests {
     fn vault_guard_counts_everything_but_archived_templates() {
         assert!(vault_delete("v", VaultContents::default()).is_ok());
         for c in [
-            VaultContents { keys: 1, ..Default::default() },
-            VaultContents { keystores: 1, ..Default::default() },
-            VaultContents { unarchived_templates: 1, ..Default::default() },
+            VaultContents {
+                keys: 1,
+                ..Default::default()
+            },
+            VaultContents {
+                keystores: 1,
+                ..Default::default()
+            },
+            VaultContents {
+                unarchived_templates: 1,
+                ..Default::default()
+            },
         ] {
             assert!(matches!(
                 vault_delete("v", c),
-                Err(Error::Conflict { code: ErrorCode::VaultNotEmpty, .. })
+                Err(Error::Conflict {
+                    code: ErrorCode::VaultNotEmpty,
+                    ..
+                })
             ));
         }
     }
@@ -63,6 +79,12 @@ mod tests {
     #[test]
     fn template_guard() {
         assert!(template_delete("t", 0).is_ok());
-        assert!(matches!(template_delete("t", 2), Err(Error::Conflict { code: ErrorCode::TemplateInUse, .. })));
+        assert!(matches!(
+            template_delete("t", 2),
+            Err(Error::Conflict {
+                code: ErrorCode::TemplateInUse,
+                ..
+            })
+        ));
     }
 }

@@ -28,21 +28,74 @@ pub struct FieldSpec {
     pub kind: FieldKind,
 }
 
-const fn f(name: &'static str, required: bool, secret: bool, locked: bool, kind: FieldKind) -> FieldSpec {
-    FieldSpec { name, required, secret, locked, kind }
+const fn f(
+    name: &'static str,
+    required: bool,
+    secret: bool,
+    locked: bool,
+    kind: FieldKind,
+) -> FieldSpec {
+    FieldSpec {
+        name,
+        required,
+        secret,
+        locked,
+        kind,
+    }
 }
 
 const AZURE_LOCATIONS: &[&str] = &[
-    "asia_east", "asia_southeast", "australia_central", "australia_central_2", "australia_east",
-    "australia_southeast", "brazil_south", "canada_central", "canada_east", "china_east", "china_east_2",
-    "china_north", "china_north_2", "europe_north", "europe_west", "france_central", "france_south",
-    "germany_central", "germany_northeast", "india_central", "india_south", "india_west", "japan_east",
-    "japan_west", "korea_central", "korea_south", "south_africa_north", "south_africa_west", "uk_south",
-    "uk_west", "us_central", "us_dod_central", "us_dod_east", "us_east", "us_east_2", "us_gov_arizona",
-    "us_gov_iowa", "us_gov_texas", "us_gov_virginia", "us_north_central", "us_south_central", "us_west",
-    "us_west_2", "us_west_central",
+    "asia_east",
+    "asia_southeast",
+    "australia_central",
+    "australia_central_2",
+    "australia_east",
+    "australia_southeast",
+    "brazil_south",
+    "canada_central",
+    "canada_east",
+    "china_east",
+    "china_east_2",
+    "china_north",
+    "china_north_2",
+    "europe_north",
+    "europe_west",
+    "france_central",
+    "france_south",
+    "germany_central",
+    "germany_northeast",
+    "india_central",
+    "india_south",
+    "india_west",
+    "japan_east",
+    "japan_west",
+    "korea_central",
+    "korea_south",
+    "south_africa_north",
+    "south_africa_west",
+    "uk_south",
+    "uk_west",
+    "us_central",
+    "us_dod_central",
+    "us_dod_east",
+    "us_east",
+    "us_east_2",
+    "us_gov_arizona",
+    "us_gov_iowa",
+    "us_gov_texas",
+    "us_gov_virginia",
+    "us_north_central",
+    "us_south_central",
+    "us_west",
+    "us_west_2",
+    "us_west_central",
 ];
-const AZURE_ENVIRONMENTS: &[&str] = &["azure", "azure_china", "azure_germany", "azure_us_government"];
+const AZURE_ENVIRONMENTS: &[&str] = &[
+    "azure",
+    "azure_china",
+    "azure_germany",
+    "azure_us_government",
+];
 const KMIP_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3", "1.4", "2.0", "2.1"];
 
 use FieldKind::*;
@@ -57,11 +110,29 @@ const AZURE: &[FieldSpec] = &[
     f("azure_service_name", true, false, true, Text(100)),
     f("azure_resource_group", true, false, true, Text(100)),
     f("azure_location", true, false, false, OneOf(AZURE_LOCATIONS)),
-    f("azure_service_principal_client_id", true, false, false, Text(100)),
-    f("azure_service_principal_password", true, true, false, Text(512)),
+    f(
+        "azure_service_principal_client_id",
+        true,
+        false,
+        false,
+        Text(100),
+    ),
+    f(
+        "azure_service_principal_password",
+        true,
+        true,
+        false,
+        Text(512),
+    ),
     f("azure_tenant", true, false, true, Text(100)),
     f("azure_subscription_id", true, false, true, Text(100)),
-    f("azure_environment", true, false, false, OneOf(AZURE_ENVIRONMENTS)),
+    f(
+        "azure_environment",
+        true,
+        false,
+        false,
+        OneOf(AZURE_ENVIRONMENTS),
+    ),
     f("azure_vault_url", false, false, false, Url),
     f("azure_login_url", false, false, false, Url),
 ];
@@ -115,7 +186,10 @@ const PKCS11: &[FieldSpec] = &[
 ];
 
 /// The connection fields of a keystore type (internal keystores have none).
-pub fn connection_fields(keystore_type: KeystoreType, variant: Option<IbmVariant>) -> &'static [FieldSpec] {
+pub fn connection_fields(
+    keystore_type: KeystoreType,
+    variant: Option<IbmVariant>,
+) -> &'static [FieldSpec] {
     match keystore_type {
         KeystoreType::AwsKms => AWS,
         KeystoreType::AzureKeyVault => AZURE,
@@ -131,9 +205,18 @@ pub fn connection_fields(keystore_type: KeystoreType, variant: Option<IbmVariant
 
 /// Every connection field of every type, so a field of another type can be refused by name.
 pub fn is_connection_field(name: &str) -> bool {
-    [AWS, AZURE, GOOGLE, IBM_EXTERNAL, CCA, HASHICORP, KMIP, PKCS11]
-        .iter()
-        .any(|set| set.iter().any(|s| s.name == name))
+    [
+        AWS,
+        AZURE,
+        GOOGLE,
+        IBM_EXTERNAL,
+        CCA,
+        HASHICORP,
+        KMIP,
+        PKCS11,
+    ]
+    .iter()
+    .any(|set| set.iter().any(|s| s.name == name))
 }
 
 /// Checks one value and returns it in its stored form.
@@ -153,8 +236,13 @@ pub fn check_value(spec: &FieldSpec, value: &Value) -> Result<Value> {
         Url => {
             let s = text(value)?;
             validate::short_text(name, &s, 2048)?;
-            if !(s.starts_with("https://") || s.starts_with("http://")) || s.contains(char::is_whitespace) {
-                return Err(Error::invalid_field(name, format!("{name} must be an http(s) URL")));
+            if !(s.starts_with("https://") || s.starts_with("http://"))
+                || s.contains(char::is_whitespace)
+            {
+                return Err(Error::invalid_field(
+                    name,
+                    format!("{name} must be an http(s) URL"),
+                ));
             }
             Ok(Value::String(s))
         }
@@ -166,7 +254,10 @@ pub fn check_value(spec: &FieldSpec, value: &Value) -> Result<Value> {
             };
             match port {
                 Some(p) if (1..=65535).contains(&p) => Ok(Value::from(p)),
-                _ => Err(Error::invalid_field(name, format!("{name} must be a port number 1-65535"))),
+                _ => Err(Error::invalid_field(
+                    name,
+                    format!("{name} must be a port number 1-65535"),
+                )),
             }
         }
         Bool => value
@@ -177,7 +268,10 @@ pub fn check_value(spec: &FieldSpec, value: &Value) -> Result<Value> {
             let s = text(value)?;
             validate::short_text(name, &s, 256)?;
             if !s.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(Error::invalid_field(name, format!("{name} must be hexadecimal")));
+                return Err(Error::invalid_field(
+                    name,
+                    format!("{name} must be hexadecimal"),
+                ));
             }
             Ok(Value::String(s))
         }
@@ -185,7 +279,10 @@ pub fn check_value(spec: &FieldSpec, value: &Value) -> Result<Value> {
             let s = text(value)?;
             validate::short_text(name, &s.replace(['\n', '\r'], " "), 65536)?;
             if !s.contains("-----BEGIN ") {
-                return Err(Error::invalid_field(name, format!("{name} must be PEM text")));
+                return Err(Error::invalid_field(
+                    name,
+                    format!("{name} must be PEM text"),
+                ));
             }
             Ok(Value::String(s))
         }
@@ -240,7 +337,10 @@ pub fn check_connection(
 pub fn refuse_foreign_fields(specs: &[FieldSpec], supplied: &Map<String, Value>) -> Result<()> {
     for name in supplied.keys() {
         if is_connection_field(name) && !specs.iter().any(|s| s.name == name) {
-            return Err(Error::invalid_field(name, format!("{name} does not apply to this keystore type")));
+            return Err(Error::invalid_field(
+                name,
+                format!("{name} does not apply to this keystore type"),
+            ));
         }
     }
     Ok(())
@@ -262,7 +362,9 @@ pub fn check_combinations(keystore_type: KeystoreType, c: &CheckedConnection) ->
             ));
         }
     }
-    if keystore_type == KeystoreType::Kmip && c.clear.contains_key("kmip_client_cert") != c.secrets.contains_key("kmip_client_key") {
+    if keystore_type == KeystoreType::Kmip
+        && c.clear.contains_key("kmip_client_cert") != c.secrets.contains_key("kmip_client_key")
+    {
         return Err(Error::invalid_field(
             "kmip_client_key",
             "a KMIP client certificate needs its private key (kmip_client_key), and the other way round",
@@ -296,7 +398,8 @@ mod tests {
         assert!(c.clear.contains_key("aws_region"));
         assert!(c.secrets.contains_key("aws_secret_access_key"));
         assert!(!c.clear.contains_key("aws_secret_access_key"));
-        let e = check_connection(KeystoreType::AwsKms, None, &map(json!({"aws_region": "x"}))).unwrap_err();
+        let e = check_connection(KeystoreType::AwsKms, None, &map(json!({"aws_region": "x"})))
+            .unwrap_err();
         assert!(e.to_string().contains("aws_access_key_id"));
     }
 
@@ -321,7 +424,11 @@ mod tests {
 
     #[test]
     fn vault_needs_a_token_or_approle() {
-        let e = check_connection(KeystoreType::HashicorpVault, None, &map(json!({"hashicorp_address": "http://127.0.0.1:8200"})));
+        let e = check_connection(
+            KeystoreType::HashicorpVault,
+            None,
+            &map(json!({"hashicorp_address": "http://127.0.0.1:8200"})),
+        );
         assert!(e.is_err());
         assert!(
             check_connection(

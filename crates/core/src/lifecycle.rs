@@ -73,7 +73,12 @@ fn human(d: Duration) -> String {
 }
 
 /// Checks `action` on a key and returns the state it leads to.
-pub fn transition(facts: &KeyFacts, action: KeyAction, policy: &LifecyclePolicy, now: DateTime<Utc>) -> Result<KeyState> {
+pub fn transition(
+    facts: &KeyFacts,
+    action: KeyAction,
+    policy: &LifecyclePolicy,
+    now: DateTime<Utc>,
+) -> Result<KeyState> {
     use KeyState::*;
     let refuse = |why: &str| {
         Err(Error::invalid_transition(format!(
@@ -101,10 +106,14 @@ pub fn transition(facts: &KeyFacts, action: KeyAction, policy: &LifecyclePolicy,
             }
             Ok(Destroyed)
         }
-        (KeyAction::Destroy, _) => refuse("deactivate the key first; only pre-active or deactivated keys can be destroyed"),
+        (KeyAction::Destroy, _) => {
+            refuse("deactivate the key first; only pre-active or deactivated keys can be destroyed")
+        }
         (KeyAction::Rotate, Active) => {
             if facts.label_uses_system_placeholders {
-                return refuse("its label uses date placeholders of the naming scheme, so it cannot be rotated");
+                return refuse(
+                    "its label uses date placeholders of the naming scheme, so it cannot be rotated",
+                );
             }
             let last = facts.rotated_at.unwrap_or(facts.created_at);
             let ready_at = last + policy.rotation_min_interval;
@@ -118,11 +127,15 @@ pub fn transition(facts: &KeyFacts, action: KeyAction, policy: &LifecyclePolicy,
             Ok(Active)
         }
         (KeyAction::Rotate, _) => refuse("only active keys can be rotated"),
-        (KeyAction::Compromise, Destroyed | DestroyedCompromised) => refuse("destroyed keys cannot be marked compromised"),
+        (KeyAction::Compromise, Destroyed | DestroyedCompromised) => {
+            refuse("destroyed keys cannot be marked compromised")
+        }
         (KeyAction::Compromise, _) => Ok(Compromised),
         (KeyAction::Remove, Destroyed | DestroyedCompromised) => Ok(facts.state),
         (KeyAction::Remove, _) => refuse("only destroyed keys can be deleted; destroy it first"),
-        (KeyAction::Edit, Destroyed | DestroyedCompromised) => refuse("destroyed keys cannot be changed"),
+        (KeyAction::Edit, Destroyed | DestroyedCompromised) => {
+            refuse("destroyed keys cannot be changed")
+        }
         (KeyAction::Edit, state) => Ok(state),
     }
 }
@@ -143,7 +156,13 @@ mod tests {
     }
 
     fn is_transition_error(r: Result<KeyState>) -> bool {
-        matches!(r, Err(Error::Conflict { code: ErrorCode::InvalidStateTransition, .. }))
+        matches!(
+            r,
+            Err(Error::Conflict {
+                code: ErrorCode::InvalidStateTransition,
+                ..
+            })
+        )
     }
 
     #[test]
@@ -175,7 +194,10 @@ mod tests {
             let r = transition(&facts(from), action, &p, now);
             match to {
                 Some(s) => assert_eq!(r.unwrap(), s, "{from:?} {action:?}"),
-                None => assert!(is_transition_error(r), "{from:?} {action:?} should be refused"),
+                None => assert!(
+                    is_transition_error(r),
+                    "{from:?} {action:?} should be refused"
+                ),
             }
         }
     }
@@ -186,13 +208,28 @@ mod tests {
         let now = Utc::now();
         let mut f = facts(KeyState::Deactivated);
         f.deactivated_at = Some(now - Duration::hours(3));
-        let Err(e) = transition(&f, KeyAction::Destroy, &p, now) else { panic!("must wait") };
-        assert!(e.to_string().contains("try again in 1h 00m") || e.to_string().contains("try again in 59m"), "{e}");
+        let Err(e) = transition(&f, KeyAction::Destroy, &p, now) else {
+            panic!("must wait")
+        };
+        assert!(
+            e.to_string().contains("try again in 1h 00m")
+                || e.to_string().contains("try again in 59m"),
+            "{e}"
+        );
         f.deactivated_at = Some(now - Duration::hours(4));
-        assert_eq!(transition(&f, KeyAction::Destroy, &p, now).unwrap(), KeyState::Destroyed);
-        let zero = LifecyclePolicy { destroy_grace_period: Duration::zero(), ..p };
+        assert_eq!(
+            transition(&f, KeyAction::Destroy, &p, now).unwrap(),
+            KeyState::Destroyed
+        );
+        let zero = LifecyclePolicy {
+            destroy_grace_period: Duration::zero(),
+            ..p
+        };
         f.deactivated_at = Some(now);
-        assert_eq!(transition(&f, KeyAction::Destroy, &zero, now).unwrap(), KeyState::Destroyed);
+        assert_eq!(
+            transition(&f, KeyAction::Destroy, &zero, now).unwrap(),
+            KeyState::Destroyed
+        );
     }
 
     #[test]
@@ -202,10 +239,20 @@ mod tests {
         let mut f = facts(KeyState::Active);
         assert!(transition(&f, KeyAction::Rotate, &p, now).is_ok());
         f.rotated_at = Some(now - Duration::minutes(10));
-        assert!(is_transition_error(transition(&f, KeyAction::Rotate, &p, now)));
+        assert!(is_transition_error(transition(
+            &f,
+            KeyAction::Rotate,
+            &p,
+            now
+        )));
         f.rotated_at = Some(now - Duration::minutes(61));
         assert!(transition(&f, KeyAction::Rotate, &p, now).is_ok());
         f.label_uses_system_placeholders = true;
-        assert!(is_transition_error(transition(&f, KeyAction::Rotate, &p, now)));
+        assert!(is_transition_error(transition(
+            &f,
+            KeyAction::Rotate,
+            &p,
+            now
+        )));
     }
 }

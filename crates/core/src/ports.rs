@@ -103,8 +103,13 @@ pub trait MaterialEngine: Send + Sync + 'static {
     ) -> Result<SealedMaterial>;
 
     /// Opens sealed material and recomputes its verification patterns (proves it is intact).
-    fn verify(&self, algorithm: Algorithm, size: u32, binding: &MaterialBinding, material: &SealedMaterial)
-    -> Result<Vec<VerificationPattern>>;
+    fn verify(
+        &self,
+        algorithm: Algorithm,
+        size: u32,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+    ) -> Result<Vec<VerificationPattern>>;
 
     /// Seals connection secrets (JSON) of a keystore, bound to its id.
     fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
@@ -120,6 +125,10 @@ pub struct MaterialBinding {
 
 impl MaterialBinding {
     pub fn aad(&self) -> Vec<u8> {
-        format!("keyplane-material:v1:{}:{}:{}", self.vault_id, self.key_id, self.version).into_bytes()
+        format!(
+            "keyplane-material:v1:{}:{}:{}",
+            self.vault_id, self.key_id, self.version
+        )
+        .into_bytes()
     }
 }

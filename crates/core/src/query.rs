@@ -32,7 +32,11 @@ pub struct SortKey {
 }
 
 /// Parses `sort` (comma-joined, `-` for descending) against the fields a resource allows.
-pub fn parse_sort(raw: Option<&str>, allowed: &[&'static str], default: &str) -> Result<Vec<SortKey>> {
+pub fn parse_sort(
+    raw: Option<&str>,
+    allowed: &[&'static str],
+    default: &str,
+) -> Result<Vec<SortKey>> {
     let raw = raw.filter(|s| !s.is_empty()).unwrap_or(default);
     let mut keys = Vec::new();
     for item in raw.split(',') {
@@ -43,7 +47,10 @@ pub fn parse_sort(raw: Option<&str>, allowed: &[&'static str], default: &str) ->
         let field = allowed.iter().find(|f| **f == name).ok_or_else(|| {
             Error::invalid_parameter(
                 "sort",
-                format!("cannot sort by '{name}'; sortable fields are: {}", allowed.join(", ")),
+                format!(
+                    "cannot sort by '{name}'; sortable fields are: {}",
+                    allowed.join(", ")
+                ),
             )
         })?;
         keys.push(SortKey { field, descending });
@@ -52,8 +59,16 @@ pub fn parse_sort(raw: Option<&str>, allowed: &[&'static str], default: &str) ->
 }
 
 pub const VAULT_SORT_FIELDS: &[&str] = &["name", "created_at", "updated_at", "id"];
-pub const TEMPLATE_SORT_FIELDS: &[&str] = &["name", "created_at", "updated_at", "version", "vault.id", "id"];
-pub const KEYSTORE_SORT_FIELDS: &[&str] = &["name", "created_at", "updated_at", "vault.id", "type", "id"];
+pub const TEMPLATE_SORT_FIELDS: &[&str] = &[
+    "name",
+    "created_at",
+    "updated_at",
+    "version",
+    "vault.id",
+    "id",
+];
+pub const KEYSTORE_SORT_FIELDS: &[&str] =
+    &["name", "created_at", "updated_at", "vault.id", "type", "id"];
 pub const KEY_SORT_FIELDS: &[&str] = &[
     "label",
     "algorithm",
@@ -177,21 +192,44 @@ impl KeyQuery {
             && self.label.as_ref().is_none_or(|l| *l == key.label)
             && self.activation_date.contains(key.activation_date)
             && self.deactivation_date.contains(key.expiration_date)
-            && self.created_at.contains(Some(key.stamps.created_at.date_naive()))
-            && self.updated_at.contains(Some(key.stamps.updated_at.date_naive()))
-            && self.rotated_at.contains(key.rotated_at.map(|t| t.date_naive()))
+            && self
+                .created_at
+                .contains(Some(key.stamps.created_at.date_naive()))
+            && self
+                .updated_at
+                .contains(Some(key.stamps.updated_at.date_naive()))
+            && self
+                .rotated_at
+                .contains(key.rotated_at.map(|t| t.date_naive()))
             && self.size.contains(Some(key.size))
             && (self.referenced_keystore_types.is_empty()
-                || referenced.iter().any(|r| self.referenced_keystore_types.contains(&r.keystore_type)))
+                || referenced
+                    .iter()
+                    .any(|r| self.referenced_keystore_types.contains(&r.keystore_type)))
             && (self.referenced_keystore_names.is_empty()
-                || referenced.iter().any(|r| self.referenced_keystore_names.contains(&r.name)))
+                || referenced
+                    .iter()
+                    .any(|r| self.referenced_keystore_names.contains(&r.name)))
             && (self.instance_keystore_types.is_empty()
-                || key.instances.iter().any(|i| self.instance_keystore_types.contains(&i.keystore_type)))
-            && self.template_name_prefix.as_ref().is_none_or(|p| key.template.name.starts_with(p.as_str()))
+                || key
+                    .instances
+                    .iter()
+                    .any(|i| self.instance_keystore_types.contains(&i.keystore_type)))
+            && self
+                .template_name_prefix
+                .as_ref()
+                .is_none_or(|p| key.template.name.starts_with(p.as_str()))
             && any_or(&self.template_ids, &key.template.id)
             && (self.template_types.is_empty()
-                || key.template.types.iter().any(|t| self.template_types.contains(t)))
+                || key
+                    .template
+                    .types
+                    .iter()
+                    .any(|t| self.template_types.contains(t)))
             && (self.managing_systems.is_empty()
-                || key.managing_systems.iter().any(|m| self.managing_systems.contains(m)))
+                || key
+                    .managing_systems
+                    .iter()
+                    .any(|m| self.managing_systems.contains(m)))
     }
 }

@@ -8,17 +8,21 @@ use regex::Regex;
 use crate::error::{Error, Result};
 use crate::model::Tag;
 
-static VAULT_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9#@!$%'_-][A-Za-z0-9#@!$% '_-]*$").expect("static regex"));
+static VAULT_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9#@!$%'_-][A-Za-z0-9#@!$% '_-]*$").expect("static regex")
+});
 static TEMPLATE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9-]*$").expect("static regex"));
 static KEYSTORE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$").expect("static regex"));
-static KEY_LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._ /-]+$").expect("static regex"));
+static KEY_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._ /-]+$").expect("static regex"));
 static ISO_DURATION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?$").expect("static regex")
+    Regex::new(r"^P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?$")
+        .expect("static regex")
 });
-static DATE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$").expect("static regex"));
+static DATE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$").expect("static regex"));
 
 fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<()> {
     let len = value.chars().count();
@@ -35,7 +39,10 @@ fn check_pattern(field: &str, value: &str, re: &Regex, rule: &str) -> Result<()>
     if re.is_match(value) {
         Ok(())
     } else {
-        Err(Error::invalid_field(field, format!("{field} '{value}' is invalid: {rule}")))
+        Err(Error::invalid_field(
+            field,
+            format!("{field} '{value}' is invalid: {rule}"),
+        ))
     }
 }
 
@@ -51,7 +58,12 @@ pub fn vault_name(value: &str) -> Result<()> {
 
 pub fn template_name(field: &str, value: &str) -> Result<()> {
     check_len(field, value, 1, 30)?;
-    check_pattern(field, value, &TEMPLATE_NAME, "start with a letter, then letters, digits and -")
+    check_pattern(
+        field,
+        value,
+        &TEMPLATE_NAME,
+        "start with a letter, then letters, digits and -",
+    )
 }
 
 pub fn keystore_name(value: &str) -> Result<()> {
@@ -66,7 +78,12 @@ pub fn keystore_name(value: &str) -> Result<()> {
 
 pub fn key_label(value: &str) -> Result<()> {
     check_len("label", value, 1, 255)?;
-    check_pattern("label", value, &KEY_LABEL, "use letters, digits, spaces and . _ / -")
+    check_pattern(
+        "label",
+        value,
+        &KEY_LABEL,
+        "use letters, digits, spaces and . _ / -",
+    )
 }
 
 pub fn description(field: &str, value: &str) -> Result<()> {
@@ -77,14 +94,20 @@ pub fn description(field: &str, value: &str) -> Result<()> {
 pub fn short_text(field: &str, value: &str, max: usize) -> Result<()> {
     check_len(field, value, 1, max)?;
     if value.chars().any(char::is_control) {
-        return Err(Error::invalid_field(field, format!("{field} must not contain control characters")));
+        return Err(Error::invalid_field(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
     }
     Ok(())
 }
 
 pub fn groups(values: &[String]) -> Result<()> {
     if values.len() > 128 {
-        return Err(Error::invalid_field("groups", "a keystore belongs to at most 128 groups"));
+        return Err(Error::invalid_field(
+            "groups",
+            "a keystore belongs to at most 128 groups",
+        ));
     }
     for g in values {
         short_text("groups", g, 100)?;
@@ -94,7 +117,10 @@ pub fn groups(values: &[String]) -> Result<()> {
 
 pub fn tags(field: &str, values: &[Tag]) -> Result<()> {
     if values.len() > 128 {
-        return Err(Error::invalid_field(field, format!("{field} holds at most 128 items")));
+        return Err(Error::invalid_field(
+            field,
+            format!("{field} holds at most 128 items"),
+        ));
     }
     for t in values {
         short_text(&format!("{field}.name"), &t.name, 128)?;
@@ -130,13 +156,21 @@ pub struct DateDuration {
 
 impl DateDuration {
     pub fn parse(field: &str, value: &str) -> Result<Self> {
-        let caps = ISO_DURATION.captures(value).filter(|_| value.len() > 1).ok_or_else(|| {
-            Error::invalid_field(
-                field,
-                format!("{field} '{value}' is not an ISO-8601 duration such as P0D, P90D or P1Y6M"),
-            )
-        })?;
-        let n = |i: usize| caps.get(i).map_or(0, |m| m.as_str().parse::<u32>().unwrap_or(0));
+        let caps = ISO_DURATION
+            .captures(value)
+            .filter(|_| value.len() > 1)
+            .ok_or_else(|| {
+                Error::invalid_field(
+                    field,
+                    format!(
+                        "{field} '{value}' is not an ISO-8601 duration such as P0D, P90D or P1Y6M"
+                    ),
+                )
+            })?;
+        let n = |i: usize| {
+            caps.get(i)
+                .map_or(0, |m| m.as_str().parse::<u32>().unwrap_or(0))
+        };
         Ok(Self {
             years: n(1),
             months: n(2),
@@ -174,7 +208,10 @@ mod tests {
 
     #[test]
     fn invalid_field_errors_name_the_field() {
-        let Err(Error::Invalid { target: Some(t), .. }) = template_name("template_name", "9") else {
+        let Err(Error::Invalid {
+            target: Some(t), ..
+        }) = template_name("template_name", "9")
+        else {
             panic!("expected a field error");
         };
         assert_eq!(t.name, "template_name");
@@ -189,7 +226,10 @@ mod tests {
             DateDuration::parse("x", "P1M").unwrap().after(start),
             NaiveDate::from_ymd_opt(2025, 2, 28)
         );
-        assert_eq!(DateDuration::parse("x", "P0D").unwrap().after(start), Some(start));
+        assert_eq!(
+            DateDuration::parse("x", "P0D").unwrap().after(start),
+            Some(start)
+        );
         assert!(DateDuration::parse("x", "P").is_err());
         assert!(DateDuration::parse("x", "1Y").is_err());
         assert!(DateDuration::parse("x", "PT5H").is_err());

@@ -28,10 +28,18 @@ fn kind(algorithm: Algorithm, size: u32) -> Result<KeyKind> {
             256 => EcCurve::P256,
             384 => EcCurve::P384,
             521 => EcCurve::P521,
-            _ => return Err(Error::invalid_field("key.size", format!("no EC curve of size {size}"))),
+            _ => {
+                return Err(Error::invalid_field(
+                    "key.size",
+                    format!("no EC curve of size {size}"),
+                ));
+            }
         }),
         Algorithm::Des | Algorithm::Dilithium => {
-            return Err(Error::invalid_field("key.algorithm", format!("algorithm {algorithm} is not supported")));
+            return Err(Error::invalid_field(
+                "key.algorithm",
+                format!("algorithm {algorithm} is not supported"),
+            ));
         }
     })
 }
@@ -42,7 +50,12 @@ fn crypto_err(e: CryptoError) -> Error {
 }
 
 fn patterns(list: Vec<material::VerificationPattern>) -> Vec<VerificationPattern> {
-    list.into_iter().map(|p| VerificationPattern { method: p.method, value: p.value }).collect()
+    list.into_iter()
+        .map(|p| VerificationPattern {
+            method: p.method,
+            value: p.value,
+        })
+        .collect()
 }
 
 fn secrets_aad(keystore_id: Uuid) -> Vec<u8> {
@@ -50,9 +63,17 @@ fn secrets_aad(keystore_id: Uuid) -> Vec<u8> {
 }
 
 impl MaterialEngine for MasterKeyEngine {
-    fn generate(&self, algorithm: Algorithm, size: u32, binding: &MaterialBinding) -> Result<SealedMaterial> {
+    fn generate(
+        &self,
+        algorithm: Algorithm,
+        size: u32,
+        binding: &MaterialBinding,
+    ) -> Result<SealedMaterial> {
         let generated = material::generate_key(kind(algorithm, size)?).map_err(crypto_err)?;
-        let sealed = self.master.seal(generated.material.expose(), &binding.aad()).map_err(crypto_err)?;
+        let sealed = self
+            .master
+            .seal(generated.material.expose(), &binding.aad())
+            .map_err(crypto_err)?;
         Ok(SealedMaterial {
             version: binding.version,
             sealed,
@@ -60,15 +81,26 @@ impl MaterialEngine for MasterKeyEngine {
         })
     }
 
-    fn verify(&self, algorithm: Algorithm, size: u32, binding: &MaterialBinding, m: &SealedMaterial) -> Result<Vec<VerificationPattern>> {
-        let plain = self.master.open(&m.sealed, &binding.aad()).map_err(crypto_err)?;
+    fn verify(
+        &self,
+        algorithm: Algorithm,
+        size: u32,
+        binding: &MaterialBinding,
+        m: &SealedMaterial,
+    ) -> Result<Vec<VerificationPattern>> {
+        let plain = self
+            .master
+            .open(&m.sealed, &binding.aad())
+            .map_err(crypto_err)?;
         material::verification_patterns(kind(algorithm, size)?, plain.expose())
             .map(patterns)
             .map_err(crypto_err)
     }
 
     fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>> {
-        self.master.seal(secrets, &secrets_aad(keystore_id)).map_err(crypto_err)
+        self.master
+            .seal(secrets, &secrets_aad(keystore_id))
+            .map_err(crypto_err)
     }
 }
 
@@ -79,10 +111,20 @@ mod tests {
     #[test]
     fn sealed_material_is_bound_and_verifiable() {
         let engine = MasterKeyEngine::new(MasterKey::generate().unwrap());
-        let binding = MaterialBinding { vault_id: Uuid::new_v4(), key_id: Uuid::new_v4(), version: 1 };
+        let binding = MaterialBinding {
+            vault_id: Uuid::new_v4(),
+            key_id: Uuid::new_v4(),
+            version: 1,
+        };
         let m = engine.generate(Algorithm::Aes, 256, &binding).unwrap();
-        assert_eq!(engine.verify(Algorithm::Aes, 256, &binding, &m).unwrap(), m.verification_patterns);
-        let other = MaterialBinding { version: 2, ..binding };
+        assert_eq!(
+            engine.verify(Algorithm::Aes, 256, &binding, &m).unwrap(),
+            m.verification_patterns
+        );
+        let other = MaterialBinding {
+            version: 2,
+            ..binding
+        };
         assert!(engine.verify(Algorithm::Aes, 256, &other, &m).is_err());
         assert!(engine.generate(Algorithm::Des, 168, &binding).is_err());
     }

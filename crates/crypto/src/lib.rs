@@ -1,8 +1,8 @@
 //! Cryptographic primitives for Keyplane: the master key that seals stored
 //! key material, and generation/verification of managed keys.
 
-mod error;
 pub mod engine;
+mod error;
 pub mod master;
 pub mod material;
 
@@ -49,4 +49,20 @@ impl From<Zeroizing<Vec<u8>>> for SecretBytes {
     fn from(v: Zeroizing<Vec<u8>>) -> Self {
         Self(v)
     }
+}
+
+/// A one-way digest of an API token (SHA-256, hex); tokens are stored only as this.
+pub fn token_digest(token: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+/// A fresh random API token (256 bits, hex, with a recognisable prefix).
+pub fn new_token() -> Result<String, CryptoError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut())
+        .map_err(|_| CryptoError::Generate("no randomness".into()))?;
+    Ok(format!("kp_{}", hex::encode(bytes.as_ref())))
 }

@@ -48,7 +48,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Maps a failed write: a unique violation is a duplicate name of `resource`.
 pub(crate) fn write_err(e: sqlx::Error, resource: &str, name: &str) -> Error {
-    if is_unique_violation(&e) { Error::duplicate_name(resource, name) } else { db_err(e) }
+    if is_unique_violation(&e) {
+        Error::duplicate_name(resource, name)
+    } else {
+        db_err(e)
+    }
 }
 
 impl SqliteStore {
@@ -85,7 +89,9 @@ impl SqliteStore {
 
     /// Checkpoints the WAL and closes every connection.
     pub async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.write).await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.write)
+            .await;
         self.read.close().await;
         self.write.close().await;
     }
@@ -107,13 +113,20 @@ pub(crate) async fn check_updated(
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_err)?;
-    Err(if exists.is_some() { Error::EtagMismatch } else { Error::not_found(resource, id) })
+    Err(if exists.is_some() {
+        Error::EtagMismatch
+    } else {
+        Error::not_found(resource, id)
+    })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -137,14 +150,16 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_token(&self, token: &ApiToken) -> Result<()> {
-        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(token.id.to_string())
-            .bind(&token.name)
-            .bind(&token.token_hash)
-            .bind(ts(&chrono::Utc::now()))
-            .execute(&self.write)
-            .await
-            .map_err(|e| write_err(e, "token", &token.name))?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token.id.to_string())
+        .bind(&token.name)
+        .bind(&token.token_hash)
+        .bind(ts(&chrono::Utc::now()))
+        .execute(&self.write)
+        .await
+        .map_err(|e| write_err(e, "token", &token.name))?;
         Ok(())
     }
 
@@ -278,12 +293,14 @@ impl Store for SqliteStore {
     }
 
     async fn find_template(&self, vault_id: Uuid, name: &str) -> Result<Option<Template>> {
-        let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.vault_id = ? AND t.name = ?"))
-            .bind(vault_id.to_string())
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
+        let row = sqlx::query(&format!(
+            "{TEMPLATE_SELECT} WHERE t.vault_id = ? AND t.name = ?"
+        ))
+        .bind(vault_id.to_string())
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
         row.as_ref().map(template_from_row).transpose()
     }
 
@@ -339,15 +356,22 @@ impl Store for SqliteStore {
     }
 
     async fn vault_keystores(&self, vault_id: Uuid) -> Result<Vec<Keystore>> {
-        let rows = sqlx::query(&format!("{KEYSTORE_SELECT} WHERE ks.vault_id = ? ORDER BY ks.created_at, ks.id"))
-            .bind(vault_id.to_string())
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query(&format!(
+            "{KEYSTORE_SELECT} WHERE ks.vault_id = ? ORDER BY ks.created_at, ks.id"
+        ))
+        .bind(vault_id.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
         rows.iter().map(keystore_from_row).collect()
     }
 
-    async fn delete_keystore(&self, id: Uuid, read_revision: i64, changes: &[(ManagedKey, i64, KeyWrite)]) -> Result<()> {
+    async fn delete_keystore(
+        &self,
+        id: Uuid,
+        read_revision: i64,
+        changes: &[(ManagedKey, i64, KeyWrite)],
+    ) -> Result<()> {
         let mut tx = self.write.begin().await.map_err(db_err)?;
         for (key, revision, write) in changes {
             keys::save(&mut tx, key, Some(*revision), write).await?;
@@ -367,14 +391,24 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn save_managed_key(&self, key: &ManagedKey, read_revision: Option<i64>, write: &KeyWrite) -> Result<()> {
+    async fn save_managed_key(
+        &self,
+        key: &ManagedKey,
+        read_revision: Option<i64>,
+        write: &KeyWrite,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await.map_err(db_err)?;
         keys::save(&mut tx, key, read_revision, write).await?;
         tx.commit().await.map_err(db_err)
     }
 
     async fn get_managed_key(&self, id: Uuid) -> Result<Option<ManagedKey>> {
-        let mut keys = keys::load(&self.read, &format!("{KEY_SELECT} WHERE k.id = ?"), &[id.to_string()]).await?;
+        let mut keys = keys::load(
+            &self.read,
+            &format!("{KEY_SELECT} WHERE k.id = ?"),
+            &[id.to_string()],
+        )
+        .await?;
         Ok(keys.pop())
     }
 
@@ -386,7 +420,14 @@ impl Store for SqliteStore {
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
-        check_updated(&mut conn, "managed_keys", "managed key", id, done.rows_affected()).await
+        check_updated(
+            &mut conn,
+            "managed_keys",
+            "managed key",
+            id,
+            done.rows_affected(),
+        )
+        .await
     }
 
     async fn list_managed_keys(&self, q: &KeyQuery) -> Result<Page<ManagedKey>> {
@@ -425,11 +466,13 @@ impl Store for SqliteStore {
     }
 
     async fn internal_copies_of_key(&self, key_id: Uuid) -> Result<Vec<InternalCopy>> {
-        let rows = sqlx::query("SELECT * FROM internal_copies WHERE managed_key_id = ? ORDER BY keystore_id")
-            .bind(key_id.to_string())
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query(
+            "SELECT * FROM internal_copies WHERE managed_key_id = ? ORDER BY keystore_id",
+        )
+        .bind(key_id.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
         rows.iter()
             .map(|r| {
                 Ok(InternalCopy {
@@ -445,8 +488,13 @@ impl Store for SqliteStore {
     }
 }
 
-async fn write_template(conn: &mut SqliteConnection, t: &Template, read_revision: Option<i64>) -> Result<()> {
-    let doc = serde_json::to_string(&TemplateDoc::of(t)).map_err(|e| Error::internal(e.to_string()))?;
+async fn write_template(
+    conn: &mut SqliteConnection,
+    t: &Template,
+    read_revision: Option<i64>,
+) -> Result<()> {
+    let doc =
+        serde_json::to_string(&TemplateDoc::of(t)).map_err(|e| Error::internal(e.to_string()))?;
     let entry = t.keystore();
     let sql = match read_revision {
         None => "INSERT INTO templates (name, state, types, version, naming_scheme, algorithm, size, keystore_type, keystore_group,
@@ -482,7 +530,11 @@ async fn write_template(conn: &mut SqliteConnection, t: &Template, read_revision
     check_updated(conn, "templates", "template", t.id, done.rows_affected()).await
 }
 
-async fn write_keystore(conn: &mut SqliteConnection, k: &Keystore, read_revision: Option<i64>) -> Result<()> {
+async fn write_keystore(
+    conn: &mut SqliteConnection,
+    k: &Keystore,
+    read_revision: Option<i64>,
+) -> Result<()> {
     let sql = match read_revision {
         None => "INSERT INTO keystores (name, description, location, groups, tls_proxy, connection, secret_fields, sealed_secrets,
                  updated_at, updated_by, revision, type, ibm_variant, created_at, created_by, vault_id, id)

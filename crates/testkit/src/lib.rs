@@ -1,1 +1,234 @@
+//! Test harnesses: the API in-process over a real SQLite store, and the real `keyplane` binary.
 
+pub mod process;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use keyplane_api::{Authenticator, HttpSettings};
+use keyplane_core::lifecycle::LifecyclePolicy;
+use keyplane_core::model::Actor;
+use keyplane_core::service::Keyplane;
+use keyplane_crypto::{MasterKey, MasterKeyEngine};
+use keyplane_store::{Durability, SqliteStore};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+pub const PUBLIC_URL: &str = "http://keyplane.test";
+
+/// One fixed token, for in-process tests; the binary's stored tokens are tested end to end.
+struct FixedToken;
+
+#[async_trait]
+impl Authenticator for FixedToken {
+    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
+        Ok((bearer == TEST_TOKEN).then(|| Actor("tester".into())))
+    }
+}
+
+/// The router over a fresh SQLite database in a temporary directory.
+pub struct TestApp {
+    pub router: Router,
+    pub store: Arc<SqliteStore>,
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn etag(&self) -> String {
+        self.headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn id(&self) -> String {
+        self.body["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The first error's code of a UKO error body.
+    pub fn code(&self) -> &str {
+        self.body["errors"][0]["code"].as_str().unwrap_or_default()
+    }
+
+    pub fn target(&self) -> &str {
+        self.body["errors"][0]["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_policy(LifecyclePolicy {
+            destroy_grace_period: chrono::Duration::zero(),
+            rotation_min_interval: chrono::Duration::zero(),
+        })
+        .await
+    }
+
+    pub async fn with_policy(policy: LifecyclePolicy) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("test.sqlite"), Durability::Normal)
+                .await
+                .expect("open store"),
+        );
+        let engine = Arc::new(MasterKeyEngine::new(
+            MasterKey::generate().expect("master key"),
+        ));
+        let keyplane = Keyplane::new(store.clone(), engine, policy);
+        let router = keyplane_api::app(
+            keyplane,
+            Arc::new(FixedToken),
+            &HttpSettings {
+                public_url: PUBLIC_URL.into(),
+                request_timeout: std::time::Duration::from_secs(30),
+            },
+        );
+        Self { router, store, dir }
+    }
+
+    /// Sends a request as the test caller. `body` is sent as JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(path)
+            .header("authorization", format!("Bearer {TEST_TOKEN}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.call("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.call("POST", path, Some(body), &[]).await
+    }
+
+    /// Reads the resource's ETag, then sends the change with it.
+    pub async fn with_etag(
+        &self,
+        method: &str,
+        resource: &str,
+        action: &str,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let etag = self.get(resource).await.expect(200).etag();
+        self.call(
+            method,
+            &format!("{resource}{action}"),
+            body,
+            &[("if-match", &etag)],
+        )
+        .await
+    }
+
+    pub async fn vault(&self, name: &str) -> String {
+        self.post("/api/v4/vaults", json!({ "name": name }))
+            .await
+            .expect(201)
+            .id()
+    }
+
+    pub async fn internal_keystore(&self, vault: &str, name: &str, groups: &[&str]) -> String {
+        self.post(
+            "/api/v4/keystores",
+            json!({ "type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": { "id": vault }, "name": name, "groups": groups }),
+        )
+        .await
+        .expect(201)
+        .id()
+    }
+
+    pub async fn template(
+        &self,
+        vault: &str,
+        name: &str,
+        algorithm: &str,
+        size: &str,
+        state: &str,
+        group: &str,
+    ) -> String {
+        self.post(
+            "/api/v4/templates",
+            json!({
+                "vault": { "id": vault }, "name": name,
+                "key": { "algorithm": algorithm, "size": size, "state": state },
+                "keystores": [{ "type": "ibm_cloud_kms", "group": group }]
+            }),
+        )
+        .await
+        .expect(201)
+        .id()
+    }
+
+    pub async fn key(&self, vault: &str, template: &str, label: &str) -> TestResponse {
+        self.post(
+            "/api/v4/managed_keys",
+            json!({ "vault": { "id": vault }, "template_name": template, "label": label }),
+        )
+        .await
+    }
+}

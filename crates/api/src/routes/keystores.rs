@@ -21,11 +21,22 @@ const PATH: &str = "/api/v4/keystores";
            ("group" = Option<String>, Query), ("groups[]" = Option<String>, Query), ("vault.id" = Option<String>, Query),
            ("location" = Option<String>, Query)),
     responses((status = 200, description = "KeystoreList", body = Object), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
     let query = params::keystore_query(&Params::new(&q))?;
     let page = s.keyplane.list_keystores(&query).await?;
     let items = json_values(page.items.iter().map(|k| wire::keystore(&s.links, k)));
-    Ok(Json(params::envelope(&s.links, PATH, &q, query.paging, page.total_count, "keystores", items)))
+    Ok(Json(params::envelope(
+        &s.links,
+        PATH,
+        &q,
+        query.paging,
+        page.total_count,
+        "keystores",
+        items,
+    )))
 }
 
 /// Create (connect) a keystore; `dry_run=true` validates without saving (200).
@@ -51,16 +62,32 @@ pub(crate) async fn create(
         return Ok((StatusCode::OK, Json(out)).into_response());
     }
     let href = out.href.clone();
-    Ok(resource(StatusCode::CREATED, &out, k.revision, k.id, Some(&href)))
+    Ok(resource(
+        StatusCode::CREATED,
+        &out,
+        k.revision,
+        k.id,
+        Some(&href),
+    ))
 }
 
 /// Get a keystore (secrets are never returned).
 #[utoipa::path(get, path = "/api/v4/keystores/{id}", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, body = KeystoreOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId, legacy: LegacyVault) -> ApiResult<Response> {
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    legacy: LegacyVault,
+) -> ApiResult<Response> {
     let k = s.keyplane.get_keystore(id).await?;
     legacy.check(k.vault.id)?;
-    Ok(resource(StatusCode::OK, &wire::keystore(&s.links, &k), k.revision, id, None))
+    Ok(resource(
+        StatusCode::OK,
+        &wire::keystore(&s.links, &k),
+        k.revision,
+        id,
+        None,
+    ))
 }
 
 /// Update a keystore's connection; identifying fields are locked.
@@ -74,8 +101,17 @@ pub(crate) async fn update(
     IfMatch(m): IfMatch,
     JsonBody(body): JsonBody<KeystoreBody>,
 ) -> ApiResult<Response> {
-    let k = s.keyplane.update_keystore(&actor, id, m.as_ref(), body.into_patch()?).await?;
-    Ok(resource(StatusCode::OK, &wire::keystore(&s.links, &k), k.revision, id, None))
+    let k = s
+        .keyplane
+        .update_keystore(&actor, id, m.as_ref(), body.into_patch()?)
+        .await?;
+    Ok(resource(
+        StatusCode::OK,
+        &wire::keystore(&s.links, &k),
+        k.revision,
+        id,
+        None,
+    ))
 }
 
 /// Delete (disconnect) a keystore; `mode` = restrict (default), disconnect, deactivate or destroy.
@@ -83,11 +119,22 @@ pub(crate) async fn update(
     params(("id" = String, Path), ("If-Match" = String, Header), ("mode" = Option<String>, Query)),
     responses((status = 204), (status = 409, description = "keys block the disconnect", body = ErrorBody),
               (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatch(m): IfMatch, RawQuery(q): RawQuery) -> ApiResult<Response> {
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let mode = match Params::new(&q).get("mode") {
         None => KeystoreDeleteMode::Restrict,
         Some(v) => KeystoreDeleteMode::parse(v).ok_or_else(|| {
-            keyplane_core::Error::invalid_parameter("mode", format!("mode '{v}' is not one of: {}", KeystoreDeleteMode::allowed()))
+            keyplane_core::Error::invalid_parameter(
+                "mode",
+                format!(
+                    "mode '{v}' is not one of: {}",
+                    KeystoreDeleteMode::allowed()
+                ),
+            )
         })?,
     };
     s.keyplane.delete_keystore(id, m.as_ref(), mode).await?;
@@ -97,30 +144,64 @@ pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatc
 /// Health of a keystore's connection.
 #[utoipa::path(get, path = "/api/v4/keystores/{id}/status", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, body = KeystoreStatusOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn status(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Json<KeystoreStatusOut>> {
-    Ok(Json(wire::keystore_status(&s.keyplane.keystore_status(id).await?)))
+pub(crate) async fn status(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<KeystoreStatusOut>> {
+    Ok(Json(wire::keystore_status(
+        &s.keyplane.keystore_status(id).await?,
+    )))
 }
 
 /// Managed keys installed in a keystore.
 #[utoipa::path(get, path = "/api/v4/keystores/{id}/managed_keys", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 404, body = ErrorBody)))]
-pub(crate) async fn managed_keys(State(s): State<AppState>, PathId(id): PathId, RawQuery(q): RawQuery, Trace(trace): Trace) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn managed_keys(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    RawQuery(q): RawQuery,
+    Trace(trace): Trace,
+) -> ApiResult<Json<serde_json::Value>> {
     let query = params::key_query(&Params::new(&q), true)?;
     let paging = query.paging;
     let page = s.keyplane.list_keystore_keys(id, query).await?;
-    let items = json_values(page.items.iter().map(|k| wire::managed_key(&s.links, k, &trace)));
+    let items = json_values(
+        page.items
+            .iter()
+            .map(|k| wire::managed_key(&s.links, k, &trace)),
+    );
     let path = format!("{PATH}/{id}/managed_keys");
-    Ok(Json(params::envelope(&s.links, &path, &q, paging, page.total_count, "managed_keys", items)))
+    Ok(Json(params::envelope(
+        &s.links,
+        &path,
+        &q,
+        paging,
+        page.total_count,
+        "managed_keys",
+        items,
+    )))
 }
 
 /// Resources associated with a keystore's keys (only IBM Cloud KMS registrations produce any).
 #[utoipa::path(get, path = "/api/v4/keystores/{id}/associated_resources", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, description = "AssociatedResourceList", body = Object), (status = 404, body = ErrorBody)))]
-pub(crate) async fn associated_resources(State(s): State<AppState>, PathId(id): PathId, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn associated_resources(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
     s.keyplane.get_keystore(id).await?;
     let p = Params::new(&q);
     let paging = p.paging()?;
     keyplane_core::query::parse_sort(p.get("sort"), ASSOCIATED_RESOURCE_SORT_FIELDS, "name")?;
     let path = format!("{PATH}/{id}/associated_resources");
-    Ok(Json(params::envelope(&s.links, &path, &q, paging, 0, "associated_resources", Vec::new())))
+    Ok(Json(params::envelope(
+        &s.links,
+        &path,
+        &q,
+        paging,
+        0,
+        "associated_resources",
+        Vec::new(),
+    )))
 }

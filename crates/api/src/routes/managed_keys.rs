@@ -41,11 +41,27 @@ fn key_response(s: &AppState, k: &ManagedKey, trace: &str, status: StatusCode) -
            ("template.id" = Option<String>, Query), ("template.type[]" = Option<String>, Query),
            ("managing_systems" = Option<String>, Query)),
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery, Trace(trace): Trace) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+    Trace(trace): Trace,
+) -> ApiResult<Json<serde_json::Value>> {
     let query = params::key_query(&Params::new(&q), true)?;
     let page = s.keyplane.list_keys(&query).await?;
-    let items = json_values(page.items.iter().map(|k| wire::managed_key(&s.links, k, &trace)));
-    Ok(Json(params::envelope(&s.links, PATH, &q, query.paging, page.total_count, "managed_keys", items)))
+    let items = json_values(
+        page.items
+            .iter()
+            .map(|k| wire::managed_key(&s.links, k, &trace)),
+    );
+    Ok(Json(params::envelope(
+        &s.links,
+        PATH,
+        &q,
+        query.paging,
+        page.total_count,
+        "managed_keys",
+        items,
+    )))
 }
 
 /// Create a managed key from a template.
@@ -77,7 +93,12 @@ async fn check_legacy(s: &AppState, legacy: &LegacyVault, id: Uuid) -> ApiResult
 /// Get a managed key.
 #[utoipa::path(get, path = "/api/v4/managed_keys/{id}", tag = "managed_keys", params(("id" = String, Path)),
     responses((status = 200, body = ManagedKeyOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId, legacy: LegacyVault, Trace(trace): Trace) -> ApiResult<Response> {
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    legacy: LegacyVault,
+    Trace(trace): Trace,
+) -> ApiResult<Response> {
     let k = s.keyplane.get_key(id).await?;
     legacy.check(k.vault.id)?;
     Ok(key_response(&s, &k, &trace, StatusCode::OK))
@@ -98,7 +119,10 @@ pub(crate) async fn update(
     JsonBody(body): JsonBody<KeyUpdateBody>,
 ) -> ApiResult<Response> {
     check_legacy(&s, &legacy, id).await?;
-    let k = s.keyplane.update_key(&actor, id, m.as_ref(), body.into_patch()).await?;
+    let k = s
+        .keyplane
+        .update_key(&actor, id, m.as_ref(), body.into_patch())
+        .await?;
     Ok(key_response(&s, &k, &trace, StatusCode::OK))
 }
 
@@ -106,7 +130,12 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/api/v4/managed_keys/{id}", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 204), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatch(m): IfMatch, legacy: LegacyVault) -> ApiResult<Response> {
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    legacy: LegacyVault,
+) -> ApiResult<Response> {
     check_legacy(&s, &legacy, id).await?;
     s.keyplane.delete_key(id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -115,25 +144,53 @@ pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatc
 /// Every version of a key, newest first.
 #[utoipa::path(get, path = "/api/v4/managed_keys/{id}/versions", tag = "managed_keys", params(("id" = String, Path)),
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 404, body = ErrorBody)))]
-pub(crate) async fn versions(State(s): State<AppState>, PathId(id): PathId, RawQuery(q): RawQuery, Trace(trace): Trace) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn versions(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    RawQuery(q): RawQuery,
+    Trace(trace): Trace,
+) -> ApiResult<Json<serde_json::Value>> {
     // Older versions are usually deactivated: no default state filter here.
     let query = params::key_query(&Params::new(&q), false)?;
     let page = s.keyplane.key_versions(id, &query).await?;
-    let items = json_values(page.items.iter().map(|k| wire::managed_key(&s.links, k, &trace)));
+    let items = json_values(
+        page.items
+            .iter()
+            .map(|k| wire::managed_key(&s.links, k, &trace)),
+    );
     let path = format!("{PATH}/{id}/versions");
-    Ok(Json(params::envelope(&s.links, &path, &q, query.paging, page.total_count, "managed_keys", items)))
+    Ok(Json(params::envelope(
+        &s.links,
+        &path,
+        &q,
+        query.paging,
+        page.total_count,
+        "managed_keys",
+        items,
+    )))
 }
 
-fn statuses(s: &AppState, list: &[keyplane_core::model::KeyStatusInKeystore], trace: &str) -> StatusInKeystoresOut {
+fn statuses(
+    s: &AppState,
+    list: &[keyplane_core::model::KeyStatusInKeystore],
+    trace: &str,
+) -> StatusInKeystoresOut {
     StatusInKeystoresOut {
-        status_in_keystores: list.iter().map(|x| wire::status_in_keystore(&s.links, x, trace)).collect(),
+        status_in_keystores: list
+            .iter()
+            .map(|x| wire::status_in_keystore(&s.links, x, trace))
+            .collect(),
     }
 }
 
 /// What each target keystore holds, compared with the managed state (no change).
 #[utoipa::path(get, path = "/api/v4/managed_keys/{id}/status_in_keystores", tag = "managed_keys", params(("id" = String, Path)),
     responses((status = 200, body = StatusInKeystoresOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn status_in_keystores(State(s): State<AppState>, PathId(id): PathId, Trace(trace): Trace) -> ApiResult<Json<StatusInKeystoresOut>> {
+pub(crate) async fn status_in_keystores(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    Trace(trace): Trace,
+) -> ApiResult<Json<StatusInKeystoresOut>> {
     let list = s.keyplane.key_status_in_keystores(id).await?;
     Ok(Json(statuses(&s, &list, &trace)))
 }
@@ -142,7 +199,13 @@ pub(crate) async fn status_in_keystores(State(s): State<AppState>, PathId(id): P
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/sync_status_in_keystores", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = StatusInKeystoresOut), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn sync(State(s): State<AppState>, Caller(actor): Caller, PathId(id): PathId, IfMatch(m): IfMatch, Trace(trace): Trace) -> ApiResult<Json<StatusInKeystoresOut>> {
+pub(crate) async fn sync(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    Trace(trace): Trace,
+) -> ApiResult<Json<StatusInKeystoresOut>> {
     let list = s.keyplane.sync_key(&actor, id, m.as_ref()).await?;
     Ok(Json(statuses(&s, &list, &trace)))
 }
@@ -160,14 +223,28 @@ pub(crate) async fn update_from_template(
     Trace(trace): Trace,
 ) -> ApiResult<Response> {
     let dry_run = Params::new(&q).bool("dry_run")?;
-    let k = s.keyplane.update_key_from_template(&actor, id, m.as_ref(), dry_run).await?;
+    let k = s
+        .keyplane
+        .update_key_from_template(&actor, id, m.as_ref(), dry_run)
+        .await?;
     Ok(key_response(&s, &k, &trace, StatusCode::OK))
 }
 
-type Action = for<'a> fn(&'a keyplane_core::service::Keyplane, &'a Actor, Uuid, Option<&'a CoreIfMatch>)
-    -> futures::future::BoxFuture<'a, keyplane_core::Result<ManagedKey>>;
+type Action = for<'a> fn(
+    &'a keyplane_core::service::Keyplane,
+    &'a Actor,
+    Uuid,
+    Option<&'a CoreIfMatch>,
+) -> futures::future::BoxFuture<'a, keyplane_core::Result<ManagedKey>>;
 
-async fn lifecycle(s: AppState, actor: Actor, id: Uuid, m: Option<CoreIfMatch>, trace: String, action: Action) -> ApiResult<Response> {
+async fn lifecycle(
+    s: AppState,
+    actor: Actor,
+    id: Uuid,
+    m: Option<CoreIfMatch>,
+    trace: String,
+    action: Action,
+) -> ApiResult<Response> {
     let k = action(&s.keyplane, &actor, id, m.as_ref()).await?;
     Ok(key_response(&s, &k, &trace, StatusCode::OK))
 }
@@ -176,50 +253,107 @@ async fn lifecycle(s: AppState, actor: Actor, id: Uuid, m: Option<CoreIfMatch>, 
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/activate", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = ManagedKeyOut), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn activate(State(s): State<AppState>, Caller(a): Caller, PathId(id): PathId, IfMatch(m): IfMatch, Trace(t): Trace) -> ApiResult<Response> {
-    lifecycle(s, a, id, m, t, |k, a, id, m| Box::pin(k.activate_key(a, id, m))).await
+pub(crate) async fn activate(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    Trace(t): Trace,
+) -> ApiResult<Response> {
+    lifecycle(s, a, id, m, t, |k, a, id, m| {
+        Box::pin(k.activate_key(a, id, m))
+    })
+    .await
 }
 
 /// Deactivate an active key.
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/deactivate", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = ManagedKeyOut), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn deactivate(State(s): State<AppState>, Caller(a): Caller, PathId(id): PathId, IfMatch(m): IfMatch, Trace(t): Trace) -> ApiResult<Response> {
-    lifecycle(s, a, id, m, t, |k, a, id, m| Box::pin(k.deactivate_key(a, id, m))).await
+pub(crate) async fn deactivate(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    Trace(t): Trace,
+) -> ApiResult<Response> {
+    lifecycle(s, a, id, m, t, |k, a, id, m| {
+        Box::pin(k.deactivate_key(a, id, m))
+    })
+    .await
 }
 
 /// Destroy a pre-active key, or a deactivated one after the grace period.
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/destroy", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = ManagedKeyOut), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn destroy(State(s): State<AppState>, Caller(a): Caller, PathId(id): PathId, IfMatch(m): IfMatch, Trace(t): Trace) -> ApiResult<Response> {
-    lifecycle(s, a, id, m, t, |k, a, id, m| Box::pin(k.destroy_key(a, id, m))).await
+pub(crate) async fn destroy(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    Trace(t): Trace,
+) -> ApiResult<Response> {
+    lifecycle(s, a, id, m, t, |k, a, id, m| {
+        Box::pin(k.destroy_key(a, id, m))
+    })
+    .await
 }
 
 /// Rotate an active key: new material, version + 1.
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/rotate", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = ManagedKeyOut), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn rotate(State(s): State<AppState>, Caller(a): Caller, PathId(id): PathId, IfMatch(m): IfMatch, Trace(t): Trace) -> ApiResult<Response> {
-    lifecycle(s, a, id, m, t, |k, a, id, m| Box::pin(k.rotate_key(a, id, m))).await
+pub(crate) async fn rotate(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    Trace(t): Trace,
+) -> ApiResult<Response> {
+    lifecycle(s, a, id, m, t, |k, a, id, m| {
+        Box::pin(k.rotate_key(a, id, m))
+    })
+    .await
 }
 
 /// Extension: mark a key compromised; its copies are deactivated.
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/compromise", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = ManagedKeyOut), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn compromise(State(s): State<AppState>, Caller(a): Caller, PathId(id): PathId, IfMatch(m): IfMatch, Trace(t): Trace) -> ApiResult<Response> {
-    lifecycle(s, a, id, m, t, |k, a, id, m| Box::pin(k.compromise_key(a, id, m))).await
+pub(crate) async fn compromise(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+    Trace(t): Trace,
+) -> ApiResult<Response> {
+    lifecycle(s, a, id, m, t, |k, a, id, m| {
+        Box::pin(k.compromise_key(a, id, m))
+    })
+    .await
 }
 
 /// Resources associated with a key (only IBM Cloud KMS registrations produce any).
 #[utoipa::path(get, path = "/api/v4/managed_keys/{id}/associated_resources", tag = "managed_keys", params(("id" = String, Path)),
     responses((status = 200, description = "AssociatedResourceList", body = Object), (status = 404, body = ErrorBody)))]
-pub(crate) async fn associated_resources(State(s): State<AppState>, PathId(id): PathId, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn associated_resources(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
     s.keyplane.get_key(id).await?;
     let p = Params::new(&q);
     let paging = p.paging()?;
     keyplane_core::query::parse_sort(p.get("sort"), ASSOCIATED_RESOURCE_SORT_FIELDS, "name")?;
     let path = format!("{PATH}/{id}/associated_resources");
-    Ok(Json(params::envelope(&s.links, &path, &q, paging, 0, "associated_resources", Vec::new())))
+    Ok(Json(params::envelope(
+        &s.links,
+        &path,
+        &q,
+        paging,
+        0,
+        "associated_resources",
+        Vec::new(),
+    )))
 }

@@ -21,17 +21,29 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(vaults::list, vaults::create))
         .routes(routes!(vaults::get, vaults::update, vaults::delete))
         .routes(routes!(templates::list, templates::create))
-        .routes(routes!(templates::get, templates::update, templates::delete))
+        .routes(routes!(
+            templates::get,
+            templates::update,
+            templates::delete
+        ))
         .routes(routes!(templates::archive))
         .routes(routes!(templates::unarchive))
         .routes(routes!(templates::expose))
         .routes(routes!(keystores::list, keystores::create))
-        .routes(routes!(keystores::get, keystores::update, keystores::delete))
+        .routes(routes!(
+            keystores::get,
+            keystores::update,
+            keystores::delete
+        ))
         .routes(routes!(keystores::status))
         .routes(routes!(keystores::managed_keys))
         .routes(routes!(keystores::associated_resources))
         .routes(routes!(managed_keys::list, managed_keys::create))
-        .routes(routes!(managed_keys::get, managed_keys::update, managed_keys::delete))
+        .routes(routes!(
+            managed_keys::get,
+            managed_keys::update,
+            managed_keys::delete
+        ))
         .routes(routes!(managed_keys::versions))
         .routes(routes!(managed_keys::status_in_keystores))
         .routes(routes!(managed_keys::update_from_template))
@@ -49,7 +61,13 @@ pub(crate) async fn health() -> Json<serde_json::Value> {
 }
 
 /// A single resource with its `ETag` (and `Location` when created).
-pub(crate) fn resource<T: Serialize>(status: StatusCode, body: &T, revision: i64, id: Uuid, location: Option<&str>) -> Response {
+pub(crate) fn resource<T: Serialize>(
+    status: StatusCode,
+    body: &T,
+    revision: i64,
+    id: Uuid,
+    location: Option<&str>,
+) -> Response {
     let mut response = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&wire::etag_of(revision, id)) {
         response.headers_mut().insert(header::ETAG, v);
@@ -60,6 +78,11 @@ pub(crate) fn resource<T: Serialize>(status: StatusCode, body: &T, revision: i64
     response
 }
 
-pub(crate) fn json_values<T: Serialize>(items: impl IntoIterator<Item = T>) -> Vec<serde_json::Value> {
-    items.into_iter().filter_map(|i| serde_json::to_value(i).ok()).collect()
+pub(crate) fn json_values<T: Serialize>(
+    items: impl IntoIterator<Item = T>,
+) -> Vec<serde_json::Value> {
+    items
+        .into_iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .collect()
 }

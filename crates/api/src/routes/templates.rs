@@ -24,11 +24,22 @@ const PATH: &str = "/api/v4/templates";
            ("updated_at_max" = Option<String>, Query), ("type[]" = Option<String>, Query), ("state" = Option<String>, Query),
            ("managing_systems" = Option<String>, Query)),
     responses((status = 200, description = "TemplateList", body = Object), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
     let query = params::template_query(&Params::new(&q))?;
     let page = s.keyplane.list_templates(&query).await?;
     let items = json_values(page.items.iter().map(|t| wire::template(&s.links, t)));
-    Ok(Json(params::envelope(&s.links, PATH, &q, query.paging, page.total_count, "templates", items)))
+    Ok(Json(params::envelope(
+        &s.links,
+        PATH,
+        &q,
+        query.paging,
+        page.total_count,
+        "templates",
+        items,
+    )))
 }
 
 /// Create a key template.
@@ -47,16 +58,32 @@ pub(crate) async fn create(
     let t = s.keyplane.create_template(&actor, input).await?;
     let out = wire::template(&s.links, &t);
     let href = out.href.clone();
-    Ok(resource(StatusCode::CREATED, &out, t.revision, t.id, Some(&href)))
+    Ok(resource(
+        StatusCode::CREATED,
+        &out,
+        t.revision,
+        t.id,
+        Some(&href),
+    ))
 }
 
 /// Get a key template.
 #[utoipa::path(get, path = "/api/v4/templates/{id}", tag = "templates", params(("id" = String, Path)),
     responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId, legacy: LegacyVault) -> ApiResult<Response> {
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    legacy: LegacyVault,
+) -> ApiResult<Response> {
     let t = s.keyplane.get_template(id).await?;
     legacy.check(t.vault.id)?;
-    Ok(resource(StatusCode::OK, &wire::template(&s.links, &t), t.revision, id, None))
+    Ok(resource(
+        StatusCode::OK,
+        &wire::template(&s.links, &t),
+        t.revision,
+        id,
+        None,
+    ))
 }
 
 /// Update a key template; naming scheme, algorithm, size and keystore type are immutable.
@@ -72,17 +99,34 @@ pub(crate) async fn update(
     JsonBody(body): JsonBody<TemplateBody>,
 ) -> ApiResult<Response> {
     if body.vault.is_some() {
-        return Err(keyplane_core::Error::invalid_field("vault", "a template cannot move to another vault").into());
+        return Err(keyplane_core::Error::invalid_field(
+            "vault",
+            "a template cannot move to another vault",
+        )
+        .into());
     }
-    let t = s.keyplane.update_template(&actor, id, m.as_ref(), body.into_patch()?).await?;
-    Ok(resource(StatusCode::OK, &wire::template(&s.links, &t), t.revision, id, None))
+    let t = s
+        .keyplane
+        .update_template(&actor, id, m.as_ref(), body.into_patch()?)
+        .await?;
+    Ok(resource(
+        StatusCode::OK,
+        &wire::template(&s.links, &t),
+        t.revision,
+        id,
+        None,
+    ))
 }
 
 /// Delete a key template no key was created from.
 #[utoipa::path(delete, path = "/api/v4/templates/{id}", tag = "templates",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 204), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatch(m): IfMatch) -> ApiResult<Response> {
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+) -> ApiResult<Response> {
     s.keyplane.delete_template(id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -91,25 +135,61 @@ pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatc
 #[utoipa::path(post, path = "/api/v4/templates/{id}/archive", tag = "templates",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = TemplateOut), (status = 409, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn archive(State(s): State<AppState>, Caller(actor): Caller, PathId(id): PathId, IfMatch(m): IfMatch) -> ApiResult<Response> {
+pub(crate) async fn archive(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+) -> ApiResult<Response> {
     let t = s.keyplane.archive_template(&actor, id, m.as_ref()).await?;
-    Ok(resource(StatusCode::OK, &wire::template(&s.links, &t), t.revision, id, None))
+    Ok(resource(
+        StatusCode::OK,
+        &wire::template(&s.links, &t),
+        t.revision,
+        id,
+        None,
+    ))
 }
 
 /// Unarchive a key template.
 #[utoipa::path(post, path = "/api/v4/templates/{id}/unarchive", tag = "templates",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = TemplateOut), (status = 409, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn unarchive(State(s): State<AppState>, Caller(actor): Caller, PathId(id): PathId, IfMatch(m): IfMatch) -> ApiResult<Response> {
-    let t = s.keyplane.unarchive_template(&actor, id, m.as_ref()).await?;
-    Ok(resource(StatusCode::OK, &wire::template(&s.links, &t), t.revision, id, None))
+pub(crate) async fn unarchive(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+) -> ApiResult<Response> {
+    let t = s
+        .keyplane
+        .unarchive_template(&actor, id, m.as_ref())
+        .await?;
+    Ok(resource(
+        StatusCode::OK,
+        &wire::template(&s.links, &t),
+        t.revision,
+        id,
+        None,
+    ))
 }
 
 /// Expose a shadow template as a regular one.
 #[utoipa::path(post, path = "/api/v4/templates/{id}/expose", tag = "templates",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = TemplateOut), (status = 409, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn expose(State(s): State<AppState>, Caller(actor): Caller, PathId(id): PathId, IfMatch(m): IfMatch) -> ApiResult<Response> {
+pub(crate) async fn expose(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+) -> ApiResult<Response> {
     let t = s.keyplane.expose_template(&actor, id, m.as_ref()).await?;
-    Ok(resource(StatusCode::OK, &wire::template(&s.links, &t), t.revision, id, None))
+    Ok(resource(
+        StatusCode::OK,
+        &wire::template(&s.links, &t),
+        t.revision,
+        id,
+        None,
+    ))
 }

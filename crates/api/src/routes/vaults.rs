@@ -17,21 +17,42 @@ const PATH: &str = "/api/v4/vaults";
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("sort" = Option<String>, Query),
            ("name" = Option<String>, Query), ("description" = Option<String>, Query)),
     responses((status = 200, description = "VaultList", body = Object), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
     let query = params::vault_query(&Params::new(&q))?;
     let page = s.keyplane.list_vaults(&query).await?;
     let items = json_values(page.items.iter().map(|v| wire::vault(&s.links, v)));
-    Ok(Json(params::envelope(&s.links, PATH, &q, query.paging, page.total_count, "vaults", items)))
+    Ok(Json(params::envelope(
+        &s.links,
+        PATH,
+        &q,
+        query.paging,
+        page.total_count,
+        "vaults",
+        items,
+    )))
 }
 
 /// Create a vault.
 #[utoipa::path(post, path = "/api/v4/vaults", tag = "vaults", request_body = VaultBody,
     responses((status = 201, body = VaultOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn create(State(s): State<AppState>, Caller(actor): Caller, JsonBody(body): JsonBody<VaultBody>) -> ApiResult<Response> {
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    JsonBody(body): JsonBody<VaultBody>,
+) -> ApiResult<Response> {
     let v = s.keyplane.create_vault(&actor, body.into_new()).await?;
     let out = wire::vault(&s.links, &v);
     let href = out.href.clone();
-    Ok(resource(StatusCode::CREATED, &out, v.vault.revision, v.vault.id, Some(&href)))
+    Ok(resource(
+        StatusCode::CREATED,
+        &out,
+        v.vault.revision,
+        v.vault.id,
+        Some(&href),
+    ))
 }
 
 /// Get a vault.
@@ -39,7 +60,13 @@ pub(crate) async fn create(State(s): State<AppState>, Caller(actor): Caller, Jso
     responses((status = 200, body = VaultOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
     let v = s.keyplane.get_vault(id).await?;
-    Ok(resource(StatusCode::OK, &wire::vault(&s.links, &v), v.vault.revision, id, None))
+    Ok(resource(
+        StatusCode::OK,
+        &wire::vault(&s.links, &v),
+        v.vault.revision,
+        id,
+        None,
+    ))
 }
 
 /// Update a vault.
@@ -53,16 +80,28 @@ pub(crate) async fn update(
     IfMatch(m): IfMatch,
     JsonBody(body): JsonBody<VaultBody>,
 ) -> ApiResult<Response> {
-    let v = s.keyplane.update_vault(&actor, id, m.as_ref(), body.into_patch()).await?;
-    Ok(resource(StatusCode::OK, &wire::vault(&s.links, &v), v.vault.revision, id, None))
+    let v = s
+        .keyplane
+        .update_vault(&actor, id, m.as_ref(), body.into_patch())
+        .await?;
+    Ok(resource(
+        StatusCode::OK,
+        &wire::vault(&s.links, &v),
+        v.vault.revision,
+        id,
+        None,
+    ))
 }
 
 /// Delete an empty vault (its archived templates go with it).
 #[utoipa::path(delete, path = "/api/v4/vaults/{id}", tag = "vaults",
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 204), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
-pub(crate) async fn delete(State(s): State<AppState>, PathId(id): PathId, IfMatch(m): IfMatch) -> ApiResult<Response> {
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+    IfMatch(m): IfMatch,
+) -> ApiResult<Response> {
     s.keyplane.delete_vault(id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-

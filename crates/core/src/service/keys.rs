@@ -48,7 +48,10 @@ fn naming_error(e: NamingError) -> Error {
 }
 
 fn tags_of(pairs: Vec<(String, String)>) -> Vec<Tag> {
-    pairs.into_iter().map(|(name, value)| Tag { name, value }).collect()
+    pairs
+        .into_iter()
+        .map(|(name, value)| Tag { name, value })
+        .collect()
 }
 
 fn facts(key: &ManagedKey, template_scheme: Option<&str>) -> KeyFacts {
@@ -75,7 +78,10 @@ fn desired_copy(state: KeyState, present: bool) -> Option<bool> {
 
 impl Keyplane {
     pub async fn get_key(&self, id: Uuid) -> Result<ManagedKey> {
-        self.store.get_managed_key(id).await?.ok_or_else(|| Error::not_found("managed key", id))
+        self.store
+            .get_managed_key(id)
+            .await?
+            .ok_or_else(|| Error::not_found("managed key", id))
     }
 
     pub async fn list_keys(&self, query: &KeyQuery) -> Result<Page<ManagedKey>> {
@@ -83,9 +89,13 @@ impl Keyplane {
     }
 
     pub async fn create_key(&self, actor: &Actor, input: NewKey) -> Result<ManagedKey> {
-        let template_name = input.template_name.ok_or_else(|| Error::missing_field("template_name"))?;
+        let template_name = input
+            .template_name
+            .ok_or_else(|| Error::missing_field("template_name"))?;
         validate::template_name("template_name", &template_name)?;
-        let vault_id = input.vault_id.ok_or_else(|| Error::missing_field("vault.id"))?;
+        let vault_id = input
+            .vault_id
+            .ok_or_else(|| Error::missing_field("vault.id"))?;
         let description = input.description.unwrap_or_default();
         validate::description("description", &description)?;
         let tags = input.tags.unwrap_or_default();
@@ -94,29 +104,46 @@ impl Keyplane {
             validate::key_label(l)?;
         }
         let vault = self.get_vault(vault_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist")),
+            Error::NotFound { .. } => {
+                Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
+            }
             other => other,
         })?;
-        let template = self.store.find_template(vault_id, &template_name).await?.ok_or_else(|| {
-            Error::invalid_field(
-                "template_name",
-                format!("no template named '{template_name}' exists in vault '{}'", vault.vault.name),
-            )
-        })?;
+        let template = self
+            .store
+            .find_template(vault_id, &template_name)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid_field(
+                    "template_name",
+                    format!(
+                        "no template named '{template_name}' exists in vault '{}'",
+                        vault.vault.name
+                    ),
+                )
+            })?;
         if template.state == TemplateState::Archived {
             return Err(Error::conflict(
                 ErrorCode::TemplateArchived,
-                format!("template '{template_name}' is archived; no new keys can be created from it"),
+                format!(
+                    "template '{template_name}' is archived; no new keys can be created from it"
+                ),
             ));
         }
         let created = now();
         let today = created.date_naive();
-        let activation_date = DateDuration::parse("key.activation_date", &template.key.activation_date)?.after(today);
-        let expiration_date = DateDuration::parse("key.expiration_date", &template.key.expiration_date)?.after(today);
-        let ctx = NamingContext { created: today, expiration: expiration_date };
+        let activation_date =
+            DateDuration::parse("key.activation_date", &template.key.activation_date)?.after(today);
+        let expiration_date =
+            DateDuration::parse("key.expiration_date", &template.key.expiration_date)?.after(today);
+        let ctx = NamingContext {
+            created: today,
+            expiration: expiration_date,
+        };
         let (label, label_tags, label_from_scheme) = match (&template.naming_scheme, input.label) {
             (Some(raw), label) => {
-                let scheme = NamingScheme::parse(raw).map_err(|e| Error::internal(e.to_string()))?;
+                let scheme =
+                    NamingScheme::parse(raw).map_err(|e| Error::internal(e.to_string()))?;
                 match label {
                     Some(l) => {
                         let tags = scheme.match_label(&l, &ctx).map_err(naming_error)?;
@@ -142,8 +169,16 @@ impl Keyplane {
         };
         let mut key = ManagedKey {
             id: Uuid::new_v4(),
-            vault: VaultRef { id: vault_id, name: vault.vault.name },
-            template: TemplateRef { id: template.id, name: template.name.clone(), types: template.types.clone(), version: template.version },
+            vault: VaultRef {
+                id: vault_id,
+                name: vault.vault.name,
+            },
+            template: TemplateRef {
+                id: template.id,
+                name: template.name.clone(),
+                types: template.types.clone(),
+                version: template.version,
+            },
             template_version: template.version,
             version: 1,
             label,
@@ -158,7 +193,10 @@ impl Keyplane {
             tags,
             instances: vec![KeyInstance {
                 id: Uuid::new_v4(),
-                label_in_keystore: distribution::label_in_keystore(&label_in_keystore, entry.keystore_type),
+                label_in_keystore: distribution::label_in_keystore(
+                    &label_in_keystore,
+                    entry.keystore_type,
+                ),
                 instance_type: template.key.algorithm.instance_type(),
                 keystore_type: entry.keystore_type,
                 group: entry.group.clone(),
@@ -174,7 +212,10 @@ impl Keyplane {
             revision: 1,
         };
         let targets = self.store.vault_keystores(vault_id).await?;
-        let targets: Vec<Keystore> = distribution::resolve_targets(entry, &targets).into_iter().cloned().collect();
+        let targets: Vec<Keystore> = distribution::resolve_targets(entry, &targets)
+            .into_iter()
+            .cloned()
+            .collect();
         let mut write = KeyWrite::default();
         if template.key.state == InitialKeyState::Active {
             key.state = KeyState::Active;
@@ -187,7 +228,11 @@ impl Keyplane {
 
     /// Generates the material of `key.version` and records its verification patterns.
     fn add_material(&self, key: &mut ManagedKey, write: &mut KeyWrite) -> Result<()> {
-        let binding = MaterialBinding { vault_id: key.vault.id, key_id: key.id, version: key.version };
+        let binding = MaterialBinding {
+            vault_id: key.vault.id,
+            key_id: key.id,
+            version: key.version,
+        };
         let material = self.engine.generate(key.algorithm, key.size, &binding)?;
         key.verification_patterns = material.verification_patterns.clone();
         write.new_material.push(material);
@@ -196,7 +241,13 @@ impl Keyplane {
 
     /// Brings every internal target keystore in line with the managed state and records the
     /// resulting status of every target. External targets get an honest error status.
-    fn distribute(&self, key: &mut ManagedKey, targets: &[Keystore], copies: &[InternalCopy], write: &mut KeyWrite) {
+    fn distribute(
+        &self,
+        key: &mut ManagedKey,
+        targets: &[Keystore],
+        copies: &[InternalCopy],
+        write: &mut KeyWrite,
+    ) {
         let removed: Vec<KeyStatusInKeystore> = key
             .status_in_keystores
             .iter()
@@ -222,7 +273,8 @@ impl Keyplane {
                     let copy = InternalCopy {
                         keystore_id: target.id,
                         managed_key_id: key.id,
-                        key_id_in_keystore: existing.map_or_else(Uuid::new_v4, |c| c.key_id_in_keystore),
+                        key_id_in_keystore: existing
+                            .map_or_else(Uuid::new_v4, |c| c.key_id_in_keystore),
                         label: key.instances[0].label_in_keystore.clone(),
                         enabled,
                         version: key.version,
@@ -233,7 +285,11 @@ impl Keyplane {
                     Some(copy)
                 }
             };
-            statuses.push(distribution::internal_status(key, &reference, after.as_ref()));
+            statuses.push(distribution::internal_status(
+                key,
+                &reference,
+                after.as_ref(),
+            ));
         }
         statuses.extend(removed);
         key.status_in_keystores = statuses;
@@ -248,13 +304,22 @@ impl Keyplane {
             .collect())
     }
 
-    async fn apply(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, action: KeyAction) -> Result<ManagedKey> {
+    async fn apply(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        action: KeyAction,
+    ) -> Result<ManagedKey> {
         let mut key = self.get_key(id).await?;
         etag::check(if_match, key.revision, id)?;
         let template = self.store.get_template(key.template.id).await?;
         let at = now();
         let next = lifecycle::transition(
-            &facts(&key, template.as_ref().and_then(|t| t.naming_scheme.as_deref())),
+            &facts(
+                &key,
+                template.as_ref().and_then(|t| t.naming_scheme.as_deref()),
+            ),
             action,
             &self.policy,
             at,
@@ -277,7 +342,9 @@ impl Keyplane {
             KeyAction::Destroy => write.erase_material = true,
             KeyAction::Rotate => {
                 if key.deactivate_on_rotation {
-                    write.version_states.push((key.version, KeyState::Deactivated));
+                    write
+                        .version_states
+                        .push((key.version, KeyState::Deactivated));
                 }
                 key.version += 1;
                 key.rotated_at = Some(at);
@@ -291,31 +358,64 @@ impl Keyplane {
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         self.distribute(&mut key, &targets, &copies, &mut write);
-        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.store
+            .save_managed_key(&key, Some(read_revision), &write)
+            .await?;
         self.get_key(id).await
     }
 
-    pub async fn activate_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+    pub async fn activate_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ManagedKey> {
         self.apply(actor, id, if_match, KeyAction::Activate).await
     }
 
-    pub async fn deactivate_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+    pub async fn deactivate_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ManagedKey> {
         self.apply(actor, id, if_match, KeyAction::Deactivate).await
     }
 
-    pub async fn destroy_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+    pub async fn destroy_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ManagedKey> {
         self.apply(actor, id, if_match, KeyAction::Destroy).await
     }
 
-    pub async fn rotate_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+    pub async fn rotate_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ManagedKey> {
         self.apply(actor, id, if_match, KeyAction::Rotate).await
     }
 
-    pub async fn compromise_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<ManagedKey> {
+    pub async fn compromise_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<ManagedKey> {
         self.apply(actor, id, if_match, KeyAction::Compromise).await
     }
 
-    pub async fn update_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, patch: KeyPatch) -> Result<ManagedKey> {
+    pub async fn update_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        patch: KeyPatch,
+    ) -> Result<ManagedKey> {
         let mut key = self.get_key(id).await?;
         etag::check(if_match, key.revision, id)?;
         lifecycle::transition(&facts(&key, None), KeyAction::Edit, &self.policy, now())?;
@@ -329,7 +429,8 @@ impl Keyplane {
             }
             validate::key_label(&label)?;
             for instance in &mut key.instances {
-                instance.label_in_keystore = distribution::label_in_keystore(&label, instance.keystore_type);
+                instance.label_in_keystore =
+                    distribution::label_in_keystore(&label, instance.keystore_type);
             }
             key.label = label;
         }
@@ -338,7 +439,11 @@ impl Keyplane {
             key.description = d;
         }
         let parse_date = |field: &str, v: &str| -> Result<Option<NaiveDate>> {
-            if v.is_empty() { Ok(None) } else { validate::date(field, v, false).map(Some) }
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                validate::date(field, v, false).map(Some)
+            }
         };
         if let Some(d) = &patch.activation_date {
             key.activation_date = parse_date("activation_date", d)?;
@@ -349,7 +454,10 @@ impl Keyplane {
         if let (Some(a), Some(e)) = (key.activation_date, key.expiration_date)
             && e < a
         {
-            return Err(Error::invalid_field("expiration_date", "expiration_date must not be before activation_date"));
+            return Err(Error::invalid_field(
+                "expiration_date",
+                "expiration_date must not be before activation_date",
+            ));
         }
         if let Some(tags) = patch.tags {
             validate::tags("tags", &tags)?;
@@ -362,7 +470,9 @@ impl Keyplane {
         let mut write = KeyWrite::default();
         // A rename reaches the copies the internal keystores hold.
         self.distribute(&mut key, &targets, &copies, &mut write);
-        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.store
+            .save_managed_key(&key, Some(read_revision), &write)
+            .await?;
         self.get_key(id).await
     }
 
@@ -383,17 +493,31 @@ impl Keyplane {
         for target in &targets {
             let reference = target.reference();
             statuses.push(if target.is_internal() {
-                distribution::internal_status(&key, &reference, copies.iter().find(|c| c.keystore_id == target.id))
+                distribution::internal_status(
+                    &key,
+                    &reference,
+                    copies.iter().find(|c| c.keystore_id == target.id),
+                )
             } else {
                 distribution::unreachable_status(&reference)
             });
         }
-        statuses.extend(key.status_in_keystores.iter().filter(|s| s.removed).cloned());
+        statuses.extend(
+            key.status_in_keystores
+                .iter()
+                .filter(|s| s.removed)
+                .cloned(),
+        );
         Ok(statuses)
     }
 
     /// Pushes the managed state to every target keystore; removed keystores are dropped.
-    pub async fn sync_key(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<Vec<KeyStatusInKeystore>> {
+    pub async fn sync_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<Vec<KeyStatusInKeystore>> {
         let mut key = self.get_key(id).await?;
         etag::check(if_match, key.revision, id)?;
         let read_revision = key.revision;
@@ -404,13 +528,21 @@ impl Keyplane {
         self.distribute(&mut key, &targets, &copies, &mut write);
         key.stamps.touch(actor, now());
         key.revision += 1;
-        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.store
+            .save_managed_key(&key, Some(read_revision), &write)
+            .await?;
         Ok(self.get_key(id).await?.status_in_keystores)
     }
 
     /// Re-resolves the key's targets from its template: installs where the group now reaches,
     /// and takes copies out of keystores that left it. `dry_run` returns the would-be key.
-    pub async fn update_key_from_template(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, dry_run: bool) -> Result<ManagedKey> {
+    pub async fn update_key_from_template(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        dry_run: bool,
+    ) -> Result<ManagedKey> {
         let mut key = self.get_key(id).await?;
         etag::check(if_match, key.revision, id)?;
         let template = self
@@ -421,10 +553,16 @@ impl Keyplane {
         if template.state == TemplateState::Archived {
             return Err(Error::conflict(
                 ErrorCode::TemplateArchived,
-                format!("template '{}' is archived; its keys cannot be realigned", template.name),
+                format!(
+                    "template '{}' is archived; its keys cannot be realigned",
+                    template.name
+                ),
             ));
         }
-        if !matches!(key.state, KeyState::Active | KeyState::Deactivated | KeyState::PreActivation) {
+        if !matches!(
+            key.state,
+            KeyState::Active | KeyState::Deactivated | KeyState::PreActivation
+        ) {
             return Err(Error::invalid_transition(format!(
                 "cannot update a key in state {} from its template",
                 key.state
@@ -433,12 +571,21 @@ impl Keyplane {
         let read_revision = key.revision;
         let entry = template.keystore();
         let all = self.store.vault_keystores(key.vault.id).await?;
-        let targets: Vec<Keystore> = distribution::resolve_targets(entry, &all).into_iter().cloned().collect();
+        let targets: Vec<Keystore> = distribution::resolve_targets(entry, &all)
+            .into_iter()
+            .cloned()
+            .collect();
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
         // Keystores that left the group: their copies are deactivated (internal ones removed from targets).
-        for left in copies.iter().filter(|c| !targets.iter().any(|t| t.id == c.keystore_id)) {
-            write.upsert_copies.push(InternalCopy { enabled: false, ..left.clone() });
+        for left in copies
+            .iter()
+            .filter(|c| !targets.iter().any(|t| t.id == c.keystore_id))
+        {
+            write.upsert_copies.push(InternalCopy {
+                enabled: false,
+                ..left.clone()
+            });
         }
         key.status_in_keystores.retain(|s| s.removed);
         key.instances[0].group = entry.group.clone();
@@ -452,7 +599,9 @@ impl Keyplane {
         }
         key.stamps.touch(actor, now());
         key.revision += 1;
-        self.store.save_managed_key(&key, Some(read_revision), &write).await?;
+        self.store
+            .save_managed_key(&key, Some(read_revision), &write)
+            .await?;
         self.get_key(id).await
     }
 
@@ -476,8 +625,14 @@ impl Keyplane {
             .collect();
         items.sort_by(|a, b| b.version.cmp(&a.version));
         let total_count = items.len() as i64;
-        let start = usize::try_from(query.paging.offset).unwrap_or(usize::MAX).min(items.len());
-        let items = items.into_iter().skip(start).take(query.paging.limit as usize).collect();
+        let start = usize::try_from(query.paging.offset)
+            .unwrap_or(usize::MAX)
+            .min(items.len());
+        let items = items
+            .into_iter()
+            .skip(start)
+            .take(query.paging.limit as usize)
+            .collect();
         Ok(Page { items, total_count })
     }
 }

@@ -35,7 +35,12 @@ pub struct KeystorePatch {
     pub connection: Map<String, Value>,
 }
 
-fn check_common(description: &str, groups: &[String], location: &str, tls_proxy: &str) -> Result<()> {
+fn check_common(
+    description: &str,
+    groups: &[String],
+    location: &str,
+    tls_proxy: &str,
+) -> Result<()> {
     validate::description("description", description)?;
     validate::groups(groups)?;
     if !location.is_empty() {
@@ -48,22 +53,44 @@ fn check_common(description: &str, groups: &[String], location: &str, tls_proxy:
 }
 
 impl Keyplane {
-    fn seal_connection_secrets(&self, id: Uuid, secrets: &Map<String, Value>) -> Result<Option<Vec<u8>>> {
+    fn seal_connection_secrets(
+        &self,
+        id: Uuid,
+        secrets: &Map<String, Value>,
+    ) -> Result<Option<Vec<u8>>> {
         if secrets.is_empty() {
             return Ok(None);
         }
-        let json = zeroize::Zeroizing::new(serde_json::to_vec(secrets).map_err(|e| Error::internal(e.to_string()))?);
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(secrets).map_err(|e| Error::internal(e.to_string()))?,
+        );
         self.engine.seal_secrets(id, &json).map(Some)
     }
 
     /// Validates a keystore; with `dry_run` nothing is saved and the would-be keystore is returned.
-    pub async fn create_keystore(&self, actor: &Actor, input: NewKeystore, dry_run: bool) -> Result<Keystore> {
-        let keystore_type = input.keystore_type.ok_or_else(|| Error::missing_field("type"))?;
-        let vault_id = input.vault_id.ok_or_else(|| Error::missing_field("vault.id"))?;
+    pub async fn create_keystore(
+        &self,
+        actor: &Actor,
+        input: NewKeystore,
+        dry_run: bool,
+    ) -> Result<Keystore> {
+        let keystore_type = input
+            .keystore_type
+            .ok_or_else(|| Error::missing_field("type"))?;
+        let vault_id = input
+            .vault_id
+            .ok_or_else(|| Error::missing_field("vault.id"))?;
         let ibm_variant = match keystore_type {
-            KeystoreType::IbmCloudKms => Some(input.ibm_variant.ok_or_else(|| Error::missing_field("ibm_variant"))?),
+            KeystoreType::IbmCloudKms => Some(
+                input
+                    .ibm_variant
+                    .ok_or_else(|| Error::missing_field("ibm_variant"))?,
+            ),
             _ if input.ibm_variant.is_some() => {
-                return Err(Error::invalid_field("ibm_variant", "ibm_variant applies to ibm_cloud_kms keystores only"));
+                return Err(Error::invalid_field(
+                    "ibm_variant",
+                    "ibm_variant applies to ibm_cloud_kms keystores only",
+                ));
             }
             _ => None,
         };
@@ -90,13 +117,18 @@ impl Keyplane {
         let CheckedConnection { clear, secrets } =
             keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
         let vault = self.get_vault(vault_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist")),
+            Error::NotFound { .. } => {
+                Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
+            }
             other => other,
         })?;
         let id = Uuid::new_v4();
         let keystore = Keystore {
             id,
-            vault: VaultRef { id: vault_id, name: vault.vault.name },
+            vault: VaultRef {
+                id: vault_id,
+                name: vault.vault.name,
+            },
             name,
             keystore_type,
             ibm_variant,
@@ -118,10 +150,19 @@ impl Keyplane {
     }
 
     pub async fn get_keystore(&self, id: Uuid) -> Result<Keystore> {
-        self.store.get_keystore(id).await?.ok_or_else(|| Error::not_found("keystore", id))
+        self.store
+            .get_keystore(id)
+            .await?
+            .ok_or_else(|| Error::not_found("keystore", id))
     }
 
-    pub async fn update_keystore(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, patch: KeystorePatch) -> Result<Keystore> {
+    pub async fn update_keystore(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        patch: KeystorePatch,
+    ) -> Result<Keystore> {
         let mut k = self.get_keystore(id).await?;
         etag::check(if_match, k.revision, id)?;
         let read_revision = k.revision;
@@ -131,7 +172,11 @@ impl Keyplane {
         set(&mut k.name, patch.name);
         set(&mut k.description, patch.description);
         if let Some(g) = patch.groups {
-            k.groups = if g.is_empty() { vec![k.name.clone()] } else { g };
+            k.groups = if g.is_empty() {
+                vec![k.name.clone()]
+            } else {
+                g
+            };
         }
         set(&mut k.location, patch.location);
         set(&mut k.tls_proxy, patch.tls_proxy);
@@ -140,7 +185,9 @@ impl Keyplane {
         keystore_types::refuse_foreign_fields(specs, &patch.connection)?;
         let mut changed_secrets = Map::new();
         for spec in specs {
-            let Some(value) = patch.connection.get(spec.name).filter(|v| !v.is_null()) else { continue };
+            let Some(value) = patch.connection.get(spec.name).filter(|v| !v.is_null()) else {
+                continue;
+            };
             // Clients echo masked secrets back as "": that means "unchanged".
             if spec.secret && value.as_str() == Some("") {
                 continue;
@@ -149,7 +196,10 @@ impl Keyplane {
             if spec.locked && k.connection.get(spec.name) != Some(&checked) {
                 return Err(Error::invalid_field(
                     spec.name,
-                    format!("{} identifies the connected keystore and cannot be changed; connect a new keystore instead", spec.name),
+                    format!(
+                        "{} identifies the connected keystore and cannot be changed; connect a new keystore instead",
+                        spec.name
+                    ),
                 ));
             }
             if spec.secret {
@@ -165,13 +215,19 @@ impl Keyplane {
                 if !changed_secrets.contains_key(spec.name) {
                     return Err(Error::invalid_field(
                         spec.name,
-                        format!("send {} together with the other credentials when changing them", spec.name),
+                        format!(
+                            "send {} together with the other credentials when changing them",
+                            spec.name
+                        ),
                     ));
                 }
             }
             keystore_types::check_combinations(
                 k.keystore_type,
-                &CheckedConnection { clear: k.connection.clone(), secrets: changed_secrets.clone() },
+                &CheckedConnection {
+                    clear: k.connection.clone(),
+                    secrets: changed_secrets.clone(),
+                },
             )?;
             k.secret_fields = changed_secrets.keys().cloned().collect();
             k.sealed_secrets = self.seal_connection_secrets(id, &changed_secrets)?;
@@ -183,7 +239,12 @@ impl Keyplane {
     }
 
     /// `DELETE /keystores/{id}` with its four modes (decisions.md §2).
-    pub async fn delete_keystore(&self, id: Uuid, if_match: Option<&IfMatch>, mode: KeystoreDeleteMode) -> Result<()> {
+    pub async fn delete_keystore(
+        &self,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        mode: KeystoreDeleteMode,
+    ) -> Result<()> {
         let keystore = self.get_keystore(id).await?;
         etag::check(if_match, keystore.revision, id)?;
         let targeting = self.store.keys_targeting_keystore(id).await?;
@@ -200,14 +261,20 @@ impl Keyplane {
             }
             // External copies stay where they are until connectors can reach them; the key only
             // drops the keystore from its targets.
-            for entry in key.status_in_keystores.iter_mut().filter(|s| s.keystore.id == id) {
+            for entry in key
+                .status_in_keystores
+                .iter_mut()
+                .filter(|s| s.keystore.id == id)
+            {
                 distribution::mark_removed(entry);
             }
             key.revision += 1;
             key.stamps.updated_at = now();
             changes.push((key, read_revision, write));
         }
-        self.store.delete_keystore(id, keystore.revision, &changes).await
+        self.store
+            .delete_keystore(id, keystore.revision, &changes)
+            .await
     }
 
     pub async fn keystore_status(&self, id: Uuid) -> Result<KeystoreStatus> {
@@ -232,7 +299,11 @@ impl Keyplane {
     }
 
     /// Keys installed in a keystore (never pre-active or destroyed ones).
-    pub async fn list_keystore_keys(&self, id: Uuid, mut query: KeyQuery) -> Result<Page<ManagedKey>> {
+    pub async fn list_keystore_keys(
+        &self,
+        id: Uuid,
+        mut query: KeyQuery,
+    ) -> Result<Page<ManagedKey>> {
         self.get_keystore(id).await?;
         query.scope = KeyScope::InKeystore(id);
         self.store.list_managed_keys(&query).await

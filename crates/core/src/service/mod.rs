@@ -15,7 +15,9 @@ use crate::ports::{MaterialEngine, Store};
 
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
-pub use templates::{KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch};
+pub use templates::{
+    KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch,
+};
 pub use vaults::{NewVault, VaultPatch};
 
 /// The services of one keyplane node.
@@ -27,8 +29,16 @@ pub struct Keyplane {
 }
 
 impl Keyplane {
-    pub fn new(store: Arc<dyn Store>, engine: Arc<dyn MaterialEngine>, policy: LifecyclePolicy) -> Self {
-        Self { store, engine, policy }
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<dyn MaterialEngine>,
+        policy: LifecyclePolicy,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            policy,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

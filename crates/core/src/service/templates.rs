@@ -65,20 +65,27 @@ pub struct TemplatePatch {
 }
 
 fn immutable(field: &str) -> Error {
-    Error::invalid_field(field, format!("{field} cannot be changed after the template is created"))
+    Error::invalid_field(
+        field,
+        format!("{field} cannot be changed after the template is created"),
+    )
 }
 
 fn check_keystores(entries: &[TemplateKeystore], algorithm: Algorithm, size: u32) -> Result<()> {
     if entries.len() != 1 {
         return Err(Error::invalid_field(
             "keystores",
-            format!("a template has exactly one keystores entry (got {})", entries.len()),
+            format!(
+                "a template has exactly one keystores entry (got {})",
+                entries.len()
+            ),
         ));
     }
     let entry = &entries[0];
     validate::short_text("keystores.group", &entry.group, 100)?;
     if let Some(scheme) = &entry.naming_scheme {
-        NamingScheme::parse(scheme).map_err(|e| Error::invalid_field("keystores.naming_scheme", e.to_string()))?;
+        NamingScheme::parse(scheme)
+            .map_err(|e| Error::invalid_field("keystores.naming_scheme", e.to_string()))?;
     }
     distribution::check_algorithm(entry.keystore_type, algorithm, size)?;
     check_type_properties(entry)
@@ -87,9 +94,12 @@ fn check_keystores(entries: &[TemplateKeystore], algorithm: Algorithm, size: u32
 /// Keystore-specific properties belong to their own keystore type only.
 fn check_type_properties(entry: &TemplateKeystore) -> Result<()> {
     let p = &entry.properties;
-    let google = p.google_key_protection_level.is_some() || p.google_key_purpose.is_some() || p.google_kms_algorithm.is_some();
+    let google = p.google_key_protection_level.is_some()
+        || p.google_key_purpose.is_some()
+        || p.google_kms_algorithm.is_some();
     let azure = p.azure_key_protection_level.is_some() || p.azure_key_operations.is_some();
-    let cca = p.cca_usage_control.is_some() || p.cca_key_type.is_some() || p.cca_key_words.is_some();
+    let cca =
+        p.cca_usage_control.is_some() || p.cca_key_type.is_some() || p.cca_key_words.is_some();
     let wrong = match entry.keystore_type {
         KeystoreType::GoogleKms => (azure || cca).then_some("azure_*/cca_*"),
         KeystoreType::AzureKeyVault => (google || cca).then_some("google_*/cca_*"),
@@ -99,7 +109,10 @@ fn check_type_properties(entry: &TemplateKeystore) -> Result<()> {
     if let Some(fields) = wrong {
         return Err(Error::invalid_field(
             "keystores",
-            format!("{fields} properties do not apply to {} keystores", entry.keystore_type),
+            format!(
+                "{fields} properties do not apply to {} keystores",
+                entry.keystore_type
+            ),
         ));
     }
     if let Some(words) = &p.cca_key_words {
@@ -118,13 +131,17 @@ fn check_dates(activation: &str, expiration: &str) -> Result<()> {
 
 impl Keyplane {
     pub async fn create_template(&self, actor: &Actor, input: NewTemplate) -> Result<Template> {
-        let vault_id = input.vault_id.ok_or_else(|| Error::missing_field("vault.id"))?;
+        let vault_id = input
+            .vault_id
+            .ok_or_else(|| Error::missing_field("vault.id"))?;
         let name = input.name.ok_or_else(|| Error::missing_field("name"))?;
         validate::template_name("name", &name)?;
         let description = input.description.unwrap_or_default();
         validate::description("description", &description)?;
         let key = input.key.ok_or_else(|| Error::missing_field("key"))?;
-        let algorithm = key.algorithm.ok_or_else(|| Error::missing_field("key.algorithm"))?;
+        let algorithm = key
+            .algorithm
+            .ok_or_else(|| Error::missing_field("key.algorithm"))?;
         let size = key.size.ok_or_else(|| Error::missing_field("key.size"))?;
         let key = KeyProperties {
             algorithm,
@@ -135,23 +152,36 @@ impl Keyplane {
             deactivate_on_rotation: key.deactivate_on_rotation.unwrap_or(false),
         };
         check_dates(&key.activation_date, &key.expiration_date)?;
-        let keystores = input.keystores.ok_or_else(|| Error::missing_field("keystores"))?;
+        let keystores = input
+            .keystores
+            .ok_or_else(|| Error::missing_field("keystores"))?;
         check_keystores(&keystores, algorithm, size)?;
         let naming_scheme = input.naming_scheme.filter(|s| !s.is_empty());
         if let Some(s) = &naming_scheme {
-            NamingScheme::parse(s).map_err(|e| Error::invalid_field("naming_scheme", e.to_string()))?;
+            NamingScheme::parse(s)
+                .map_err(|e| Error::invalid_field("naming_scheme", e.to_string()))?;
         }
-        let types = input.types.unwrap_or_else(|| vec![TemplateType::UserDefined]);
+        let types = input
+            .types
+            .unwrap_or_else(|| vec![TemplateType::UserDefined]);
         if types.is_empty() {
-            return Err(Error::invalid_field("type", "type needs at least one value"));
+            return Err(Error::invalid_field(
+                "type",
+                "type needs at least one value",
+            ));
         }
         let vault = self.get_vault(vault_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist")),
+            Error::NotFound { .. } => {
+                Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
+            }
             other => other,
         })?;
         let template = Template {
             id: Uuid::new_v4(),
-            vault: VaultRef { id: vault_id, name: vault.vault.name },
+            vault: VaultRef {
+                id: vault_id,
+                name: vault.vault.name,
+            },
             name,
             version: 1,
             naming_scheme,
@@ -160,7 +190,9 @@ impl Keyplane {
             key,
             keystores,
             description,
-            managing_systems: input.managing_systems.unwrap_or_else(|| vec![ManagingSystem::Web]),
+            managing_systems: input
+                .managing_systems
+                .unwrap_or_else(|| vec![ManagingSystem::Web]),
             keys_count: 0,
             stamps: Stamps::new(actor, now()),
             revision: 1,
@@ -170,16 +202,28 @@ impl Keyplane {
     }
 
     pub async fn get_template(&self, id: Uuid) -> Result<Template> {
-        self.store.get_template(id).await?.ok_or_else(|| Error::not_found("template", id))
+        self.store
+            .get_template(id)
+            .await?
+            .ok_or_else(|| Error::not_found("template", id))
     }
 
-    pub async fn update_template(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, patch: TemplatePatch) -> Result<Template> {
+    pub async fn update_template(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        patch: TemplatePatch,
+    ) -> Result<Template> {
         let mut t = self.get_template(id).await?;
         etag::check(if_match, t.revision, id)?;
         if t.state == TemplateState::Archived {
             return Err(Error::conflict(
                 ErrorCode::TemplateArchived,
-                format!("template '{}' is archived; unarchive it before editing", t.name),
+                format!(
+                    "template '{}' is archived; unarchive it before editing",
+                    t.name
+                ),
             ));
         }
         if let Some(n) = &patch.name {
@@ -212,9 +256,14 @@ impl Keyplane {
         }
         if let Some(entries) = patch.keystores {
             if entries.len() != 1 {
-                return Err(Error::invalid_field("keystores", "a template has exactly one keystores entry"));
+                return Err(Error::invalid_field(
+                    "keystores",
+                    "a template has exactly one keystores entry",
+                ));
             }
-            let Some(p) = entries.into_iter().next() else { unreachable!("length checked") };
+            let Some(p) = entries.into_iter().next() else {
+                unreachable!("length checked")
+            };
             let current = &mut t.keystores[0];
             if p.keystore_type.is_some_and(|k| k != current.keystore_type) {
                 return Err(immutable("keystores.type"));
@@ -226,8 +275,16 @@ impl Keyplane {
             let props = p.properties;
             let cur = &mut current.properties;
             macro_rules! merge { ($($f:ident),*) => { $( if props.$f.is_some() { cur.$f = props.$f; } )* } }
-            merge!(google_key_protection_level, google_key_purpose, google_kms_algorithm, azure_key_protection_level,
-                azure_key_operations, cca_usage_control, cca_key_type, cca_key_words);
+            merge!(
+                google_key_protection_level,
+                google_key_purpose,
+                google_kms_algorithm,
+                azure_key_protection_level,
+                azure_key_operations,
+                cca_usage_control,
+                cca_key_type,
+                cca_key_words
+            );
             check_keystores(&t.keystores, t.key.algorithm, t.key.size)?;
         }
         t.version += 1;
@@ -261,10 +318,18 @@ impl Keyplane {
         self.get_template(id).await
     }
 
-    pub async fn archive_template(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<Template> {
+    pub async fn archive_template(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<Template> {
         self.change_template(actor, id, if_match, |t| {
             if t.state == TemplateState::Archived {
-                return Err(Error::invalid_transition(format!("template '{}' is already archived", t.name)));
+                return Err(Error::invalid_transition(format!(
+                    "template '{}' is already archived",
+                    t.name
+                )));
             }
             t.state = TemplateState::Archived;
             Ok(())
@@ -272,10 +337,18 @@ impl Keyplane {
         .await
     }
 
-    pub async fn unarchive_template(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<Template> {
+    pub async fn unarchive_template(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<Template> {
         self.change_template(actor, id, if_match, |t| {
             if t.state == TemplateState::Unarchived {
-                return Err(Error::invalid_transition(format!("template '{}' is not archived", t.name)));
+                return Err(Error::invalid_transition(format!(
+                    "template '{}' is not archived",
+                    t.name
+                )));
             }
             t.state = TemplateState::Unarchived;
             Ok(())
@@ -284,7 +357,12 @@ impl Keyplane {
     }
 
     /// Turns a shadow template into a regular, visible one.
-    pub async fn expose_template(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>) -> Result<Template> {
+    pub async fn expose_template(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<Template> {
         self.change_template(actor, id, if_match, |t| {
             if !t.types.contains(&TemplateType::Shadow) {
                 return Err(Error::invalid_transition(format!(

@@ -47,10 +47,19 @@ impl Keyplane {
     }
 
     pub async fn get_vault(&self, id: Uuid) -> Result<VaultView> {
-        self.store.get_vault(id).await?.ok_or_else(|| Error::not_found("vault", id))
+        self.store
+            .get_vault(id)
+            .await?
+            .ok_or_else(|| Error::not_found("vault", id))
     }
 
-    pub async fn update_vault(&self, actor: &Actor, id: Uuid, if_match: Option<&IfMatch>, patch: VaultPatch) -> Result<VaultView> {
+    pub async fn update_vault(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        patch: VaultPatch,
+    ) -> Result<VaultView> {
         let mut vault = self.get_vault(id).await?.vault;
         etag::check(if_match, vault.revision, id)?;
         if let Some(n) = &patch.name {

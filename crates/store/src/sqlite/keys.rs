@@ -12,7 +12,12 @@ use super::rows::*;
 use super::{check_updated, db_err, write_err};
 
 /// Inserts or updates one key and everything its write carries, inside the caller's transaction.
-pub(crate) async fn save(conn: &mut SqliteConnection, k: &ManagedKey, read_revision: Option<i64>, w: &KeyWrite) -> Result<()> {
+pub(crate) async fn save(
+    conn: &mut SqliteConnection,
+    k: &ManagedKey,
+    read_revision: Option<i64>,
+    w: &KeyWrite,
+) -> Result<()> {
     let id = k.id.to_string();
     let sql = match read_revision {
         None => "INSERT INTO managed_keys (label, state, algorithm, size, version, activation_date, expiration_date, rotated_at,
@@ -45,10 +50,27 @@ pub(crate) async fn save(conn: &mut SqliteConnection, k: &ManagedKey, read_revis
         .bind(read_revision.unwrap_or_default())
         .execute(&mut *conn)
         .await
-        .map_err(|e| write_err(e, "managed key labelled like this in the vault; label", &k.label))?;
-    check_updated(conn, "managed_keys", "managed key", k.id, done.rows_affected()).await?;
+        .map_err(|e| {
+            write_err(
+                e,
+                "managed key labelled like this in the vault; label",
+                &k.label,
+            )
+        })?;
+    check_updated(
+        conn,
+        "managed_keys",
+        "managed key",
+        k.id,
+        done.rows_affected(),
+    )
+    .await?;
 
-    sqlx::query("DELETE FROM key_targets WHERE key_id = ?").bind(&id).execute(&mut *conn).await.map_err(db_err)?;
+    sqlx::query("DELETE FROM key_targets WHERE key_id = ?")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
     for (position, s) in k.status_in_keystores.iter().enumerate() {
         sqlx::query(
             "INSERT INTO key_targets (key_id, keystore_id, keystore_name, keystore_type, removed, position, status)
@@ -139,7 +161,11 @@ pub(crate) async fn save(conn: &mut SqliteConnection, k: &ManagedKey, read_revis
 }
 
 /// Loads keys selected by `sql` (which starts with `KEY_SELECT`) with their distribution status.
-pub(crate) async fn load(pool: &SqlitePool, sql: &str, binds: &[String]) -> Result<Vec<ManagedKey>> {
+pub(crate) async fn load(
+    pool: &SqlitePool,
+    sql: &str,
+    binds: &[String],
+) -> Result<Vec<ManagedKey>> {
     let mut query = sqlx::query(sql);
     for b in binds {
         query = query.bind(b);
@@ -179,4 +205,3 @@ pub(crate) async fn attach_status(pool: &SqlitePool, keys: &mut [ManagedKey]) ->
     }
     Ok(())
 }
-

@@ -25,7 +25,9 @@ struct Filter {
 }
 
 fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 impl Filter {
@@ -40,12 +42,14 @@ impl Filter {
 
     fn prefix(&mut self, column: &str, value: &str) {
         self.clauses.push(format!("{column} LIKE ? ESCAPE '\\'"));
-        self.binds.push(Bind::Text(format!("{}%", like_escape(value))));
+        self.binds
+            .push(Bind::Text(format!("{}%", like_escape(value))));
     }
 
     fn contains(&mut self, column: &str, value: &str) {
         self.clauses.push(format!("{column} LIKE ? ESCAPE '\\'"));
-        self.binds.push(Bind::Text(format!("%{}%", like_escape(value))));
+        self.binds
+            .push(Bind::Text(format!("%{}%", like_escape(value))));
     }
 
     /// `column IN (…)` over text values; `template` receives the placeholder list for subqueries.
@@ -55,7 +59,8 @@ impl Filter {
         }
         let marks = vec!["?"; values.len()].join(",");
         self.clauses.push(template(&marks));
-        self.binds.extend(values.iter().map(|v| Bind::Text(v.to_string())));
+        self.binds
+            .extend(values.iter().map(|v| Bind::Text(v.to_string())));
     }
 
     fn one_of<T: ToString>(&mut self, column: &str, values: &[T]) {
@@ -99,10 +104,21 @@ impl Filter {
     }
 
     fn sql(&self) -> String {
-        if self.clauses.is_empty() { String::new() } else { format!(" WHERE {}", self.clauses.join(" AND ")) }
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
     }
 
-    async fn page(&self, pool: &SqlitePool, select: &str, count_from: &str, order: &str, paging: Paging) -> Result<(Vec<SqliteRow>, i64)> {
+    async fn page(
+        &self,
+        pool: &SqlitePool,
+        select: &str,
+        count_from: &str,
+        order: &str,
+        paging: Paging,
+    ) -> Result<(Vec<SqliteRow>, i64)> {
         let where_sql = self.sql();
         let count_sql = format!("SELECT COUNT(*) FROM {count_from}{where_sql}");
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
@@ -134,7 +150,13 @@ impl Filter {
 fn order_by(sort: &[SortKey], column: impl Fn(&str) -> &'static str, id: &str) -> String {
     let mut parts: Vec<String> = sort
         .iter()
-        .map(|k| format!("{} {}", column(k.field), if k.descending { "DESC" } else { "ASC" }))
+        .map(|k| {
+            format!(
+                "{} {}",
+                column(k.field),
+                if k.descending { "DESC" } else { "ASC" }
+            )
+        })
         .collect();
     parts.push(format!("{id} ASC"));
     parts.join(", ")
@@ -158,8 +180,13 @@ pub(crate) async fn vaults(pool: &SqlitePool, q: &VaultQuery) -> Result<Page<Vau
         },
         "v.id",
     );
-    let (rows, total_count) = f.page(pool, VAULT_SELECT, "vaults v", &order, q.paging).await?;
-    Ok(Page { items: rows.iter().map(vault_from_row).collect::<Result<_>>()?, total_count })
+    let (rows, total_count) = f
+        .page(pool, VAULT_SELECT, "vaults v", &order, q.paging)
+        .await?;
+    Ok(Page {
+        items: rows.iter().map(vault_from_row).collect::<Result<_>>()?,
+        total_count,
+    })
 }
 
 pub(crate) async fn templates(pool: &SqlitePool, q: &TemplateQuery) -> Result<Page<Template>> {
@@ -177,7 +204,9 @@ pub(crate) async fn templates(pool: &SqlitePool, q: &TemplateQuery) -> Result<Pa
     f.one_of("t.keystore_group", &q.keystore_groups);
     f.day_range("t.created_at", &q.created_at);
     f.day_range("t.updated_at", &q.updated_at);
-    f.any_of(&q.types, |m| format!("EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m}))"));
+    f.any_of(&q.types, |m| {
+        format!("EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m}))")
+    });
     f.one_of("t.state", &q.states);
     f.any_of(&q.managing_systems, |m| {
         format!("EXISTS (SELECT 1 FROM json_each(t.managing_systems) WHERE value IN ({m}))")
@@ -194,8 +223,13 @@ pub(crate) async fn templates(pool: &SqlitePool, q: &TemplateQuery) -> Result<Pa
         },
         "t.id",
     );
-    let (rows, total_count) = f.page(pool, TEMPLATE_SELECT, "templates t", &order, q.paging).await?;
-    Ok(Page { items: rows.iter().map(template_from_row).collect::<Result<_>>()?, total_count })
+    let (rows, total_count) = f
+        .page(pool, TEMPLATE_SELECT, "templates t", &order, q.paging)
+        .await?;
+    Ok(Page {
+        items: rows.iter().map(template_from_row).collect::<Result<_>>()?,
+        total_count,
+    })
 }
 
 pub(crate) async fn keystores(pool: &SqlitePool, q: &KeystoreQuery) -> Result<Page<Keystore>> {
@@ -207,7 +241,9 @@ pub(crate) async fn keystores(pool: &SqlitePool, q: &KeystoreQuery) -> Result<Pa
     if let Some(d) = &q.description_contains {
         f.contains("ks.description", d);
     }
-    f.any_of(&q.groups, |m| format!("EXISTS (SELECT 1 FROM json_each(ks.groups) WHERE value IN ({m}))"));
+    f.any_of(&q.groups, |m| {
+        format!("EXISTS (SELECT 1 FROM json_each(ks.groups) WHERE value IN ({m}))")
+    });
     f.one_of("ks.vault_id", &q.vault_ids);
     f.one_of("ks.location", &q.locations);
     let order = order_by(
@@ -222,8 +258,13 @@ pub(crate) async fn keystores(pool: &SqlitePool, q: &KeystoreQuery) -> Result<Pa
         },
         "ks.id",
     );
-    let (rows, total_count) = f.page(pool, KEYSTORE_SELECT, "keystores ks", &order, q.paging).await?;
-    Ok(Page { items: rows.iter().map(keystore_from_row).collect::<Result<_>>()?, total_count })
+    let (rows, total_count) = f
+        .page(pool, KEYSTORE_SELECT, "keystores ks", &order, q.paging)
+        .await?;
+    Ok(Page {
+        items: rows.iter().map(keystore_from_row).collect::<Result<_>>()?,
+        total_count,
+    })
 }
 
 pub(crate) async fn keys(pool: &SqlitePool, q: &KeyQuery) -> Result<Page<ManagedKey>> {
@@ -258,9 +299,13 @@ pub(crate) async fn keys(pool: &SqlitePool, q: &KeyQuery) -> Result<Page<Managed
         f.prefix("t.name", p);
     }
     f.one_of("k.template_id", &q.template_ids);
-    f.any_of(&q.template_types, |m| format!("EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m}))"));
+    f.any_of(&q.template_types, |m| {
+        format!("EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m}))")
+    });
     f.any_of(&q.managing_systems, |m| {
-        format!("EXISTS (SELECT 1 FROM json_each(k.doc, '$.managing_systems') WHERE value IN ({m}))")
+        format!(
+            "EXISTS (SELECT 1 FROM json_each(k.doc, '$.managing_systems') WHERE value IN ({m}))"
+        )
     });
     let order = order_by(
         &q.sort,

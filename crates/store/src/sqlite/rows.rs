@@ -19,18 +19,25 @@ pub(crate) fn corrupt(column: &str) -> Error {
 
 pub(crate) fn ts_col(r: &SqliteRow, c: &str) -> Result<DateTime<Utc>> {
     let s: String = r.get(c);
-    DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(c))
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| corrupt(c))
 }
 
 pub(crate) fn opt_ts_col(r: &SqliteRow, c: &str) -> Result<Option<DateTime<Utc>>> {
     let s: Option<String> = r.get(c);
-    s.map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(c)))
-        .transpose()
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| corrupt(c))
+    })
+    .transpose()
 }
 
 pub(crate) fn opt_date_col(r: &SqliteRow, c: &str) -> Result<Option<NaiveDate>> {
     let s: Option<String> = r.get(c);
-    s.map(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| corrupt(c))).transpose()
+    s.map(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| corrupt(c)))
+        .transpose()
 }
 
 pub(crate) fn uuid_col(r: &SqliteRow, c: &str) -> Result<Uuid> {
@@ -97,7 +104,11 @@ pub(crate) struct TemplateDoc {
 
 impl TemplateDoc {
     pub fn of(t: &Template) -> Self {
-        Self { key: t.key.clone(), keystores: t.keystores.clone(), description: t.description.clone() }
+        Self {
+            key: t.key.clone(),
+            keystores: t.keystores.clone(),
+            description: t.description.clone(),
+        }
     }
 }
 
@@ -109,7 +120,10 @@ pub(crate) fn template_from_row(r: &SqliteRow) -> Result<Template> {
     let doc: TemplateDoc = json_col(r, "doc")?;
     Ok(Template {
         id: uuid_col(r, "id")?,
-        vault: VaultRef { id: uuid_col(r, "vault_id")?, name: r.get("vault_name") },
+        vault: VaultRef {
+            id: uuid_col(r, "vault_id")?,
+            name: r.get("vault_name"),
+        },
         name: r.get("name"),
         version: r.get("version"),
         naming_scheme: r.get("naming_scheme"),
@@ -132,7 +146,10 @@ pub(crate) fn keystore_from_row(r: &SqliteRow) -> Result<Keystore> {
     let variant: Option<String> = r.get("ibm_variant");
     Ok(Keystore {
         id: uuid_col(r, "id")?,
-        vault: VaultRef { id: uuid_col(r, "vault_id")?, name: r.get("vault_name") },
+        vault: VaultRef {
+            id: uuid_col(r, "vault_id")?,
+            name: r.get("vault_name"),
+        },
         name: r.get("name"),
         keystore_type: enum_col(r, "type", KeystoreType::parse)?,
         ibm_variant: variant
@@ -190,7 +207,10 @@ pub(crate) fn key_from_row(r: &SqliteRow) -> Result<ManagedKey> {
     let doc: KeyDoc = json_col(r, "doc")?;
     Ok(ManagedKey {
         id: uuid_col(r, "id")?,
-        vault: VaultRef { id: uuid_col(r, "vault_id")?, name: r.get("vault_name") },
+        vault: VaultRef {
+            id: uuid_col(r, "vault_id")?,
+            name: r.get("vault_name"),
+        },
         template: TemplateRef {
             id: uuid_col(r, "template_id")?,
             name: r.get("template_name"),

@@ -1,0 +1,186 @@
+//! `keyplane serve`: opens the store, unseals the master key, makes sure an admin token exists,
+//! and serves the API until SIGINT or SIGTERM.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use keyplane_api::{Authenticator, HttpSettings};
+use keyplane_core::lifecycle::LifecyclePolicy;
+use keyplane_core::model::Actor;
+use keyplane_core::ports::{ApiToken, Store};
+use keyplane_core::service::Keyplane;
+use keyplane_crypto::{
+    DevSealOutcome, MasterKeyEngine, load_or_create_dev_master_key, new_token, token_digest,
+};
+use keyplane_store::{Durability, SqliteStore};
+use uuid::Uuid;
+
+use crate::config::Config;
+
+const MASTER_KEY_CHECK: &str = "master_key_check_value";
+/// How long a verified token is trusted without asking the store again.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Bearer tokens checked against their stored digests.
+struct StoredTokens {
+    store: Arc<dyn Store>,
+    cache: Mutex<HashMap<String, (Actor, Instant)>>,
+}
+
+#[async_trait]
+impl Authenticator for StoredTokens {
+    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
+        let digest = token_digest(bearer);
+        if let Some((actor, at)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            && at.elapsed() < TOKEN_CACHE_TTL
+        {
+            return Ok(Some(actor.clone()));
+        }
+        let Some(token) = self.store.find_api_token(&digest).await? else {
+            return Ok(None);
+        };
+        let actor = Actor(token.name);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(digest, (actor.clone(), Instant::now()));
+        Ok(Some(actor))
+    }
+}
+
+/// Prints to standard output: the lines operators and scripts read (address, first token).
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn ensure_admin_token(store: &dyn Store, bootstrap: Option<&str>) -> anyhow::Result<()> {
+    if let Some(token) = bootstrap {
+        if token.len() < 16 {
+            bail!("KEYPLANE_BOOTSTRAP_TOKEN must be at least 16 characters long");
+        }
+        if store.find_api_token(&token_digest(token)).await?.is_none() {
+            store
+                .insert_api_token(&ApiToken {
+                    id: Uuid::new_v4(),
+                    name: format!("admin-{}", &Uuid::new_v4().simple().to_string()[..8]),
+                    token_hash: token_digest(token),
+                })
+                .await?;
+            tracing::info!("bootstrap admin token registered");
+        }
+        return Ok(());
+    }
+    if store.count_api_tokens().await? == 0 {
+        let token = new_token().context("generating the admin token")?;
+        store
+            .insert_api_token(&ApiToken {
+                id: Uuid::new_v4(),
+                name: "admin".into(),
+                token_hash: token_digest(&token),
+            })
+            .await?;
+        announce(&format!("admin token (shown once, store it now): {token}"));
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (master, outcome) =
+        load_or_create_dev_master_key(&config.data_dir.join("master.key")).context("dev seal")?;
+    let warning = "DEV SEAL: the master key is a plain file in the data directory; anyone who can read it can \
+                   decrypt every key. Use it for development only.";
+    tracing::warn!("{warning}");
+    eprintln!("WARNING: {warning}");
+    if outcome == DevSealOutcome::Created {
+        tracing::info!("created a new dev master key");
+    }
+    let store = SqliteStore::open(
+        &config.data_dir.join("keyplane.sqlite"),
+        if config.durable {
+            Durability::Full
+        } else {
+            Durability::Normal
+        },
+    )
+    .await
+    .context("opening the database")?;
+    let store = Arc::new(store);
+    let check = master.key_check_value();
+    match store.get_setting(MASTER_KEY_CHECK).await? {
+        None => store.put_setting(MASTER_KEY_CHECK, &check).await?,
+        Some(stored) if stored == check => {}
+        Some(_) => bail!(
+            "the master key does not match the one this database was sealed with; refusing to start"
+        ),
+    }
+    ensure_admin_token(store.as_ref(), config.bootstrap_token.as_deref()).await?;
+
+    let policy = LifecyclePolicy {
+        destroy_grace_period: chrono::Duration::from_std(config.destroy_grace_period)?,
+        rotation_min_interval: chrono::Duration::from_std(config.rotation_min_interval)?,
+    };
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let keyplane = Keyplane::new(
+        dyn_store.clone(),
+        Arc::new(MasterKeyEngine::new(master)),
+        policy,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let app = keyplane_api::app(
+        keyplane,
+        Arc::new(StoredTokens {
+            store: dyn_store,
+            cache: Mutex::new(HashMap::new()),
+        }),
+        &HttpSettings {
+            public_url,
+            request_timeout: config.request_timeout,
+        },
+    );
+    announce(&format!("keyplane listening on http://{bound}"));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
