@@ -1,0 +1,314 @@
+//! End-to-end: the real `keyplane` binary over HTTP, as a UKO client would use it.
+
+use std::path::{Path, PathBuf};
+
+use keyplane_core::ports::MaterialBinding;
+use keyplane_crypto::MasterKey;
+use keyplane_testkit::process::{Client, Server};
+use serde_json::{Value, json};
+use sqlx::{Connection, Row, SqliteConnection};
+use uuid::Uuid;
+
+const TOKEN: &str = "e2e-bootstrap-token-0123456789";
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_keyplane"))
+}
+
+async fn start(dir: &Path) -> Server {
+    Server::start(&binary(), dir, &[("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN), ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s")])
+        .await
+        .expect("server starts")
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+async fn setup(c: &Client, template_state: &str, algorithm: &str, size: &str) -> (String, String) {
+    let vault = c.post("/api/v4/vaults", &json!({"name": format!("v-{}", Uuid::new_v4())})).await.unwrap();
+    assert_eq!(vault.status, 201);
+    let vault_id = id(&vault.body);
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault_id}, "name": "internal-1", "groups": ["prod"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ks.status, 201, "{}", ks.body);
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault_id}, "name": "T1",
+                    "key": {"algorithm": algorithm, "size": size, "state": template_state},
+                    "keystores": [{"type": "ibm_cloud_kms", "group": "prod"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    (vault_id, id(&ks.body))
+}
+
+async fn create_key(c: &Client, vault: &str, label: &str) -> Value {
+    let k = c.post("/api/v4/managed_keys", &json!({"vault": {"id": vault}, "template_name": "T1", "label": label})).await.unwrap();
+    assert_eq!(k.status, 201, "{}", k.body);
+    k.body
+}
+
+/// The seed page's flow: a disconnect is refused while a key lives in the keystore, and allowed
+/// once only pre-active or destroyed keys remain; afterwards the keystore is gone.
+#[tokio::test]
+async fn seed_disconnect_rule_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let (vault, keystore) = setup(&c, "active", "aes", "256").await;
+    let key = create_key(&c, &vault, "billing-key").await;
+    let key_path = format!("/api/v4/managed_keys/{}", id(&key));
+    let ks_path = format!("/api/v4/keystores/{keystore}");
+    assert_eq!(key["state"], "active");
+    assert_eq!(key["status_in_keystores"][0]["status"], "active");
+
+    let refused = c.with_etag("DELETE", &ks_path, "").await.unwrap();
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
+    let message = refused.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains(&id(&key)) && message.contains("billing-key"), "{message}");
+
+    // A pre-active key never blocks.
+    let pre = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T2", "key": {"algorithm": "aes", "size": "256", "state": "pre_activation"},
+                    "keystores": [{"type": "ibm_cloud_kms", "group": "prod"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pre.status, 201);
+    let pre_key = c.post("/api/v4/managed_keys", &json!({"vault": {"id": vault}, "template_name": "T2", "label": "later"})).await.unwrap();
+    assert_eq!(pre_key.status, 201);
+
+    assert_eq!(c.with_etag("POST", &key_path, "/deactivate").await.unwrap().status, 200);
+    let still = c.with_etag("DELETE", &ks_path, "").await.unwrap();
+    assert_eq!(still.status, 409, "a deactivated key still blocks");
+    let destroyed = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
+    assert_eq!(destroyed.status, 200, "{}", destroyed.body);
+    assert_eq!(destroyed.body["state"], "destroyed");
+    assert_eq!(destroyed.body["status_in_keystores"][0]["status"], "not_present");
+
+    let done = c.with_etag("DELETE", &ks_path, "").await.unwrap();
+    assert_eq!(done.status, 204, "{}", done.body);
+    assert_eq!(c.get(&ks_path).await.unwrap().status, 404);
+    let after = c.get(&key_path).await.unwrap().body;
+    assert_eq!(after["referenced_keystores"], json!([]));
+    assert_eq!(after["status_in_keystores"][0]["keystore_sync_flag_detail"], "target_keystore_removed_by_user");
+    assert!(server.terminate().await.unwrap(), "clean exit on SIGTERM");
+}
+
+#[tokio::test]
+async fn every_api_call_needs_a_valid_token_and_data_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut c = server.client();
+    let (vault, _) = setup(&c, "active", "aes", "256").await;
+    c.token = "not-the-token".into();
+    let denied = c.get("/api/v4/vaults").await.unwrap();
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.body["errors"][0]["code"], "unauthorized");
+    assert!(server.terminate().await.unwrap());
+
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let v = c.get(&format!("/api/v4/vaults/{vault}")).await.unwrap();
+    assert_eq!(v.status, 200);
+    assert_eq!(v.body["keystores_count"], 1);
+    assert!(server.terminate().await.unwrap());
+
+    // The database refuses a different master key.
+    std::fs::write(dir.path().join("master.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    assert!(Server::start(&binary(), dir.path(), &[("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN)]).await.is_err());
+}
+
+#[tokio::test]
+async fn zero_config_start_prints_a_working_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&binary(), dir.path(), &[]).await.unwrap();
+    assert!(server.token.starts_with("kp_"), "a token is printed on first start");
+    let c = server.client();
+    assert_eq!(c.get("/api/v4/vaults").await.unwrap().status, 200);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("master.key")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(server.terminate().await.unwrap());
+    // Only a hash is stored: the token's text is nowhere in the data directory.
+    for bytes in data_files(dir.path()) {
+        assert!(find(&bytes, c.token.as_bytes()).is_none());
+    }
+}
+
+fn data_files(dir: &Path) -> Vec<Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("keyplane.sqlite"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn db(dir: &Path) -> SqliteConnection {
+    SqliteConnection::connect(&format!("sqlite://{}?mode=ro", dir.join("keyplane.sqlite").display())).await.unwrap()
+}
+
+fn master_key(dir: &Path) -> MasterKey {
+    let hex_text = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    MasterKey::from_bytes(&hex::decode(hex_text.trim()).unwrap()).unwrap()
+}
+
+/// Generated key material is stored only sealed: the plaintext (opened here with the master key
+/// and checked against the key's verification pattern) appears in no database file.
+#[tokio::test]
+async fn database_files_hold_no_plaintext_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let mut keys = Vec::new();
+    for (i, (alg, size)) in [("aes", "256"), ("aes", "128"), ("hmac", "512"), ("ec", "384"), ("rsa", "2048")].iter().enumerate() {
+        let vault = c.post("/api/v4/vaults", &json!({"name": format!("scan-{i}")})).await.unwrap();
+        let vault_id = id(&vault.body);
+        c.post(
+            "/api/v4/keystores",
+            &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault_id}, "name": "ks", "groups": ["g"]}),
+        )
+        .await
+        .unwrap();
+        let t = c
+            .post(
+                "/api/v4/templates",
+                &json!({"vault": {"id": vault_id}, "name": "T1", "key": {"algorithm": alg, "size": size, "state": "active"},
+                        "keystores": [{"type": "ibm_cloud_kms", "group": "g"}]}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(t.status, 201, "{}", t.body);
+        keys.push((vault_id.clone(), create_key(&c, &vault_id, "scanned").await));
+    }
+    assert!(server.terminate().await.unwrap());
+
+    let master = master_key(dir.path());
+    let mut conn = db(dir.path()).await;
+    let files = data_files(dir.path());
+    for (vault_id, key) in &keys {
+        let row = sqlx::query("SELECT sealed FROM key_material WHERE key_id = ? AND version = 1")
+            .bind(id(key))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let sealed: Vec<u8> = row.get("sealed");
+        let binding = MaterialBinding {
+            vault_id: Uuid::parse_str(vault_id).unwrap(),
+            key_id: Uuid::parse_str(&id(key)).unwrap(),
+            version: 1,
+        };
+        let plain = master.open(&sealed, &binding.aad()).expect("material opens with its binding");
+        let kind = match (key["algorithm"].as_str().unwrap(), key["size"].as_str().unwrap()) {
+            ("aes", s) => keyplane_crypto::KeyKind::Aes { bits: s.parse().unwrap() },
+            ("hmac", s) => keyplane_crypto::KeyKind::Hmac { bits: s.parse().unwrap() },
+            ("rsa", s) => keyplane_crypto::KeyKind::Rsa { bits: s.parse().unwrap() },
+            _ => keyplane_crypto::KeyKind::Ec(keyplane_crypto::EcCurve::P384),
+        };
+        let patterns = keyplane_crypto::verification_patterns(kind, plain.expose()).unwrap();
+        assert_eq!(key["verification_patterns"][0]["value"], patterns[0].value, "opened the key's real material");
+        // Any 16-byte window of the plaintext would betray it.
+        let probe = &plain.expose()[..16];
+        for bytes in &files {
+            assert!(find(bytes, probe).is_none(), "plaintext of a {} key found in a database file", key["algorithm"]);
+            assert!(find(bytes, hex::encode(probe).as_bytes()).is_none());
+        }
+    }
+}
+
+/// Destroy erases the sealed material; the version row stays as a record.
+#[tokio::test]
+async fn destroy_erases_the_sealed_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let (vault, _) = setup(&c, "active", "aes", "256").await;
+    let key = create_key(&c, &vault, "short-lived").await;
+    let path = format!("/api/v4/managed_keys/{}", id(&key));
+    assert_eq!(c.with_etag("POST", &path, "/deactivate").await.unwrap().status, 200);
+    assert_eq!(c.with_etag("POST", &path, "/destroy").await.unwrap().status, 200);
+    assert!(server.terminate().await.unwrap());
+    let mut conn = db(dir.path()).await;
+    let row = sqlx::query("SELECT sealed, state FROM key_material WHERE key_id = ?").bind(id(&key)).fetch_one(&mut conn).await.unwrap();
+    assert!(row.get::<Option<Vec<u8>>, _>("sealed").is_none());
+    assert_eq!(row.get::<String, _>("state"), "destroyed");
+}
+
+/// SIGKILL during a burst of writes: every acknowledged write is there after a restart and the
+/// database passes SQLite's integrity check.
+#[tokio::test]
+async fn sigkill_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let (vault, _) = setup(&c, "active", "aes", "256").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let c = c.clone();
+        let tx = tx.clone();
+        let vault = vault.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                let body = json!({"vault": {"id": vault}, "template_name": "T1", "label": format!("burst-{w}-{i}")});
+                match c.post("/api/v4/managed_keys", &body).await {
+                    Ok(r) if r.status == 201 => {
+                        let _ = tx.send(id(&r.body));
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    drop(tx);
+    // Let the burst run, then kill without warning.
+    let mut acknowledged = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(k)) = tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await {
+            acknowledged.push(k);
+        }
+    }
+    server.kill().await;
+    for w in writers {
+        let _ = w.await;
+    }
+    while let Some(k) = rx.recv().await {
+        acknowledged.push(k);
+    }
+    assert!(acknowledged.len() > 20, "the burst wrote something before the kill ({})", acknowledged.len());
+
+    let server = start(dir.path()).await;
+    let c = server.client();
+    for k in &acknowledged {
+        let r = c.get(&format!("/api/v4/managed_keys/{k}")).await.unwrap();
+        assert_eq!(r.status, 200, "acknowledged key {k} is lost");
+        assert_eq!(r.body["state"], "active");
+    }
+    assert!(server.terminate().await.unwrap());
+    let mut conn = db(dir.path()).await;
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(check, "ok");
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM managed_keys k WHERE k.state = 'active' AND NOT EXISTS (SELECT 1 FROM key_material m WHERE m.key_id = k.id)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "every active key has its material");
+}
