@@ -1,1 +1,289 @@
-fn main() {}
+//! `keyplane-load`: a small closed-loop HTTP/1.1 load generator for Keyplane's API. Each
+//! connection sends one request at a time over keep-alive; latencies are recorded per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// Base URL of the server, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, env = "KEYPLANE_TOKEN")]
+    token: String,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// How long each measured run lasts.
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand, Clone)]
+enum Workload {
+    /// GET /managed_keys/{id} of one key.
+    GetKey,
+    /// GET /managed_keys?limit=100&state=active after seeding `keys` active keys.
+    ListActive {
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+    },
+    /// POST /managed_keys from a template whose keys are active at once (AES-256, internal keystore).
+    CreateActivate,
+}
+
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+    token: String,
+}
+
+impl Conn {
+    async fn open(url: &str, token: &str) -> anyhow::Result<Self> {
+        let host = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let stream = tokio::net::TcpStream::connect(&host)
+            .await
+            .with_context(|| format!("connecting {host}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Self {
+            sender,
+            host,
+            token: token.to_owned(),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {}", self.token));
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(b.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req.body(body)?).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        expect: u16,
+    ) -> anyhow::Result<Value> {
+        let (status, bytes) = self.send(method, path, body).await?;
+        if status != expect {
+            bail!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+/// A vault with an internal keystore and an active AES-256 template.
+async fn setup(c: &mut Conn) -> anyhow::Result<String> {
+    let suffix = std::process::id().to_string() + &Instant::now().elapsed().as_nanos().to_string();
+    let vault = c
+        .json(
+            "POST",
+            "/api/v4/vaults",
+            Some(&json!({"name": format!("bench-{suffix}")})),
+            201,
+        )
+        .await?;
+    let vault_id = vault["id"].as_str().context("vault id")?.to_owned();
+    c.json(
+        "POST",
+        "/api/v4/keystores",
+        Some(&json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault_id}, "name": "bench", "groups": ["bench"]})),
+        201,
+    )
+    .await?;
+    c.json(
+        "POST",
+        "/api/v4/templates",
+        Some(&json!({"vault": {"id": vault_id}, "name": "BENCH", "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                     "keystores": [{"type": "ibm_cloud_kms", "group": "bench"}]})),
+        201,
+    )
+    .await?;
+    Ok(vault_id)
+}
+
+struct Outcome {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+/// Runs `connections` closed loops for `duration`; `request(i)` gives each request.
+async fn run<F>(args: &Args, duration: Duration, request: F) -> anyhow::Result<(f64, Outcome)>
+where
+    F: Fn(u64) -> (&'static str, String, Option<Value>) + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let mut conn = Conn::open(&args.url, &args.token).await?;
+        let request = request.clone();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Outcome {
+                latencies_us: Vec::with_capacity(100_000),
+                errors: 0,
+            };
+            while Instant::now() < deadline {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let (method, path, body) = request(i);
+                let t = Instant::now();
+                match conn.send(method, &path, body.as_ref()).await {
+                    Ok((s, _)) if s < 300 => out
+                        .latencies_us
+                        .push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+                    _ => out.errors += 1,
+                }
+            }
+            out
+        }));
+    }
+    let mut all = Outcome {
+        latencies_us: Vec::new(),
+        errors: 0,
+    };
+    for t in tasks {
+        let o = t.await?;
+        all.latencies_us.extend(o.latencies_us);
+        all.errors += o.errors;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.latencies_us.sort_unstable();
+    Ok((secs, all))
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+fn report(name: &str, secs: f64, o: &Outcome) {
+    let n = o.latencies_us.len();
+    let line = json!({
+        "workload": name,
+        "ok": n,
+        "errors": o.errors,
+        "seconds": (secs * 100.0).round() / 100.0,
+        "per_second": (n as f64 / secs).round(),
+        "p50_ms": percentile(&o.latencies_us, 0.50),
+        "p99_ms": percentile(&o.latencies_us, 0.99),
+        "max_ms": percentile(&o.latencies_us, 1.0),
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
+}
+
+fn create_body(vault: &str, run: u128, i: u64) -> Value {
+    json!({"vault": {"id": vault}, "template_name": "BENCH", "label": format!("k-{run}-{i}")})
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration: Duration = args.duration.into();
+    let mut c = Conn::open(&args.url, &args.token).await?;
+    let vault = setup(&mut c).await?;
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    match args.workload.clone() {
+        Workload::GetKey => {
+            let key = c
+                .json(
+                    "POST",
+                    "/api/v4/managed_keys",
+                    Some(&create_body(&vault, run_id, 0)),
+                    201,
+                )
+                .await?;
+            let path = format!(
+                "/api/v4/managed_keys/{}",
+                key["id"].as_str().context("key id")?
+            );
+            let (secs, o) = run(&args, duration, move |_| ("GET", path.clone(), None)).await?;
+            report("get-key", secs, &o);
+        }
+        Workload::CreateActivate => {
+            let v = vault.clone();
+            let (secs, o) = run(&args, duration, move |i| {
+                (
+                    "POST",
+                    "/api/v4/managed_keys".into(),
+                    Some(create_body(&v, run_id, i)),
+                )
+            })
+            .await?;
+            report("create-activate", secs, &o);
+        }
+        Workload::ListActive { keys } => {
+            let v = vault.clone();
+            // Seed with the same closed loop until enough keys exist.
+            let mut seeded = 0u64;
+            let mut round = 0u128;
+            while seeded < keys {
+                round += 1;
+                let (_, o) = run(&args, Duration::from_secs(5), {
+                    let v = v.clone();
+                    move |i| {
+                        (
+                            "POST",
+                            "/api/v4/managed_keys".into(),
+                            Some(create_body(&v, run_id + round, i)),
+                        )
+                    }
+                })
+                .await?;
+                seeded += o.latencies_us.len() as u64;
+                eprintln!("seeded {seeded} keys");
+            }
+            let path = format!("/api/v4/managed_keys?limit=100&state=active&vault.id={vault}");
+            let (secs, o) = run(&args, duration, move |_| ("GET", path.clone(), None)).await?;
+            report("list-active", secs, &o);
+        }
+    }
+    Ok(())
+}

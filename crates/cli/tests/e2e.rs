@@ -16,9 +16,16 @@ fn binary() -> PathBuf {
 }
 
 async fn start(dir: &Path) -> Server {
-    Server::start(&binary(), dir, &[("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN), ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s")])
-        .await
-        .expect("server starts")
+    Server::start(
+        &binary(),
+        dir,
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
+        ],
+    )
+    .await
+    .expect("server starts")
 }
 
 fn id(v: &Value) -> String {
@@ -26,7 +33,13 @@ fn id(v: &Value) -> String {
 }
 
 async fn setup(c: &Client, template_state: &str, algorithm: &str, size: &str) -> (String, String) {
-    let vault = c.post("/api/v4/vaults", &json!({"name": format!("v-{}", Uuid::new_v4())})).await.unwrap();
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
     assert_eq!(vault.status, 201);
     let vault_id = id(&vault.body);
     let ks = c
@@ -51,7 +64,13 @@ async fn setup(c: &Client, template_state: &str, algorithm: &str, size: &str) ->
 }
 
 async fn create_key(c: &Client, vault: &str, label: &str) -> Value {
-    let k = c.post("/api/v4/managed_keys", &json!({"vault": {"id": vault}, "template_name": "T1", "label": label})).await.unwrap();
+    let k = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "T1", "label": label}),
+        )
+        .await
+        .unwrap();
     assert_eq!(k.status, 201, "{}", k.body);
     k.body
 }
@@ -74,7 +93,10 @@ async fn seed_disconnect_rule_end_to_end() {
     assert_eq!(refused.status, 409);
     assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
     let message = refused.body["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains(&id(&key)) && message.contains("billing-key"), "{message}");
+    assert!(
+        message.contains(&id(&key)) && message.contains("billing-key"),
+        "{message}"
+    );
 
     // A pre-active key never blocks.
     let pre = c
@@ -86,23 +108,41 @@ async fn seed_disconnect_rule_end_to_end() {
         .await
         .unwrap();
     assert_eq!(pre.status, 201);
-    let pre_key = c.post("/api/v4/managed_keys", &json!({"vault": {"id": vault}, "template_name": "T2", "label": "later"})).await.unwrap();
+    let pre_key = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "T2", "label": "later"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(pre_key.status, 201);
 
-    assert_eq!(c.with_etag("POST", &key_path, "/deactivate").await.unwrap().status, 200);
+    assert_eq!(
+        c.with_etag("POST", &key_path, "/deactivate")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let still = c.with_etag("DELETE", &ks_path, "").await.unwrap();
     assert_eq!(still.status, 409, "a deactivated key still blocks");
     let destroyed = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
     assert_eq!(destroyed.status, 200, "{}", destroyed.body);
     assert_eq!(destroyed.body["state"], "destroyed");
-    assert_eq!(destroyed.body["status_in_keystores"][0]["status"], "not_present");
+    assert_eq!(
+        destroyed.body["status_in_keystores"][0]["status"],
+        "not_present"
+    );
 
     let done = c.with_etag("DELETE", &ks_path, "").await.unwrap();
     assert_eq!(done.status, 204, "{}", done.body);
     assert_eq!(c.get(&ks_path).await.unwrap().status, 404);
     let after = c.get(&key_path).await.unwrap().body;
     assert_eq!(after["referenced_keystores"], json!([]));
-    assert_eq!(after["status_in_keystores"][0]["keystore_sync_flag_detail"], "target_keystore_removed_by_user");
+    assert_eq!(
+        after["status_in_keystores"][0]["keystore_sync_flag_detail"],
+        "target_keystore_removed_by_user"
+    );
     assert!(server.terminate().await.unwrap(), "clean exit on SIGTERM");
 }
 
@@ -126,18 +166,37 @@ async fn every_api_call_needs_a_valid_token_and_data_survives_a_restart() {
     assert!(server.terminate().await.unwrap());
 
     // The database refuses a different master key.
-    std::fs::write(dir.path().join("master.key"), format!("{}\n", "ab".repeat(32))).unwrap();
-    assert!(Server::start(&binary(), dir.path(), &[("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN)]).await.is_err());
+    std::fs::write(
+        dir.path().join("master.key"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    assert!(
+        Server::start(
+            &binary(),
+            dir.path(),
+            &[("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN)]
+        )
+        .await
+        .is_err()
+    );
 }
 
 #[tokio::test]
 async fn zero_config_start_prints_a_working_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&binary(), dir.path(), &[]).await.unwrap();
-    assert!(server.token.starts_with("kp_"), "a token is printed on first start");
+    assert!(
+        server.token.starts_with("kp_"),
+        "a token is printed on first start"
+    );
     let c = server.client();
     assert_eq!(c.get("/api/v4/vaults").await.unwrap().status, 200);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("master.key")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     assert!(server.terminate().await.unwrap());
     // Only a hash is stored: the token's text is nowhere in the data directory.
@@ -150,7 +209,11 @@ fn data_files(dir: &Path) -> Vec<Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("keyplane.sqlite"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("keyplane.sqlite")
+        })
         .map(|e| std::fs::read(e.path()).unwrap())
         .collect()
 }
@@ -160,7 +223,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 async fn db(dir: &Path) -> SqliteConnection {
-    SqliteConnection::connect(&format!("sqlite://{}?mode=ro", dir.join("keyplane.sqlite").display())).await.unwrap()
+    SqliteConnection::connect(&format!(
+        "sqlite://{}?mode=ro",
+        dir.join("keyplane.sqlite").display()
+    ))
+    .await
+    .unwrap()
 }
 
 fn master_key(dir: &Path) -> MasterKey {
@@ -176,8 +244,20 @@ async fn database_files_hold_no_plaintext_key_material() {
     let server = start(dir.path()).await;
     let c = server.client();
     let mut keys = Vec::new();
-    for (i, (alg, size)) in [("aes", "256"), ("aes", "128"), ("hmac", "512"), ("ec", "384"), ("rsa", "2048")].iter().enumerate() {
-        let vault = c.post("/api/v4/vaults", &json!({"name": format!("scan-{i}")})).await.unwrap();
+    for (i, (alg, size)) in [
+        ("aes", "256"),
+        ("aes", "128"),
+        ("hmac", "512"),
+        ("ec", "384"),
+        ("rsa", "2048"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let vault = c
+            .post("/api/v4/vaults", &json!({"name": format!("scan-{i}")}))
+            .await
+            .unwrap();
         let vault_id = id(&vault.body);
         c.post(
             "/api/v4/keystores",
@@ -213,19 +293,37 @@ async fn database_files_hold_no_plaintext_key_material() {
             key_id: Uuid::parse_str(&id(key)).unwrap(),
             version: 1,
         };
-        let plain = master.open(&sealed, &binding.aad()).expect("material opens with its binding");
-        let kind = match (key["algorithm"].as_str().unwrap(), key["size"].as_str().unwrap()) {
-            ("aes", s) => keyplane_crypto::KeyKind::Aes { bits: s.parse().unwrap() },
-            ("hmac", s) => keyplane_crypto::KeyKind::Hmac { bits: s.parse().unwrap() },
-            ("rsa", s) => keyplane_crypto::KeyKind::Rsa { bits: s.parse().unwrap() },
+        let plain = master
+            .open(&sealed, &binding.aad())
+            .expect("material opens with its binding");
+        let kind = match (
+            key["algorithm"].as_str().unwrap(),
+            key["size"].as_str().unwrap(),
+        ) {
+            ("aes", s) => keyplane_crypto::KeyKind::Aes {
+                bits: s.parse().unwrap(),
+            },
+            ("hmac", s) => keyplane_crypto::KeyKind::Hmac {
+                bits: s.parse().unwrap(),
+            },
+            ("rsa", s) => keyplane_crypto::KeyKind::Rsa {
+                bits: s.parse().unwrap(),
+            },
             _ => keyplane_crypto::KeyKind::Ec(keyplane_crypto::EcCurve::P384),
         };
         let patterns = keyplane_crypto::verification_patterns(kind, plain.expose()).unwrap();
-        assert_eq!(key["verification_patterns"][0]["value"], patterns[0].value, "opened the key's real material");
+        assert_eq!(
+            key["verification_patterns"][0]["value"], patterns[0].value,
+            "opened the key's real material"
+        );
         // Any 16-byte window of the plaintext would betray it.
         let probe = &plain.expose()[..16];
         for bytes in &files {
-            assert!(find(bytes, probe).is_none(), "plaintext of a {} key found in a database file", key["algorithm"]);
+            assert!(
+                find(bytes, probe).is_none(),
+                "plaintext of a {} key found in a database file",
+                key["algorithm"]
+            );
             assert!(find(bytes, hex::encode(probe).as_bytes()).is_none());
         }
     }
@@ -240,11 +338,24 @@ async fn destroy_erases_the_sealed_material() {
     let (vault, _) = setup(&c, "active", "aes", "256").await;
     let key = create_key(&c, &vault, "short-lived").await;
     let path = format!("/api/v4/managed_keys/{}", id(&key));
-    assert_eq!(c.with_etag("POST", &path, "/deactivate").await.unwrap().status, 200);
-    assert_eq!(c.with_etag("POST", &path, "/destroy").await.unwrap().status, 200);
+    assert_eq!(
+        c.with_etag("POST", &path, "/deactivate")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        c.with_etag("POST", &path, "/destroy").await.unwrap().status,
+        200
+    );
     assert!(server.terminate().await.unwrap());
     let mut conn = db(dir.path()).await;
-    let row = sqlx::query("SELECT sealed, state FROM key_material WHERE key_id = ?").bind(id(&key)).fetch_one(&mut conn).await.unwrap();
+    let row = sqlx::query("SELECT sealed, state FROM key_material WHERE key_id = ?")
+        .bind(id(&key))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert!(row.get::<Option<Vec<u8>>, _>("sealed").is_none());
     assert_eq!(row.get::<String, _>("state"), "destroyed");
 }
@@ -280,7 +391,9 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
     let mut acknowledged = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
     while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(k)) = tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await {
+        if let Ok(Some(k)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await
+        {
             acknowledged.push(k);
         }
     }
@@ -291,7 +404,11 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
     while let Some(k) = rx.recv().await {
         acknowledged.push(k);
     }
-    assert!(acknowledged.len() > 20, "the burst wrote something before the kill ({})", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "the burst wrote something before the kill ({})",
+        acknowledged.len()
+    );
 
     let server = start(dir.path()).await;
     let c = server.client();
@@ -302,7 +419,10 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
     }
     assert!(server.terminate().await.unwrap());
     let mut conn = db(dir.path()).await;
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(check, "ok");
     let orphans: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM managed_keys k WHERE k.state = 'active' AND NOT EXISTS (SELECT 1 FROM key_material m WHERE m.key_id = k.id)",

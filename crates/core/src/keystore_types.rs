@@ -306,6 +306,16 @@ pub struct CheckedConnection {
     pub secrets: Map<String, Value>,
 }
 
+/// Names only: secret values never reach a log.
+impl std::fmt::Debug for CheckedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedConnection")
+            .field("clear", &self.clear.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// Checks the connection fields of a create request: required present, each value valid.
 pub fn check_connection(
     keystore_type: KeystoreType,

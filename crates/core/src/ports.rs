@@ -47,6 +47,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_vault(&self, vault: &Vault) -> Result<()>;
     async fn get_vault(&self, id: Uuid) -> Result<Option<VaultView>>;
+    /// `{id, name}` of a vault, without its counts (cheap; used when creating resources in it).
+    async fn vault_ref(&self, id: Uuid) -> Result<Option<VaultRef>>;
     /// Saves `vault`, whose `revision` is already the new one; `read_revision` is the one read.
     async fn update_vault(&self, vault: &Vault, read_revision: i64) -> Result<()>;
     /// Deletes an empty vault together with its archived templates; `Conflict` when not empty.
@@ -55,6 +57,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_template(&self, template: &Template) -> Result<()>;
     async fn get_template(&self, id: Uuid) -> Result<Option<Template>>;
+    /// The template a key is created from. `keys_count` is not computed here (left at 0): key
+    /// creation does not need it, and counting would cost a scan per key.
     async fn find_template(&self, vault_id: Uuid, name: &str) -> Result<Option<Template>>;
     async fn update_template(&self, template: &Template, read_revision: i64) -> Result<()>;
     /// Deletes a template no key references; `Conflict` otherwise.

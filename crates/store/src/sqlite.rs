@@ -4,6 +4,8 @@
 mod keys;
 mod lists;
 mod rows;
+mod writer;
+mod writes;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,11 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use keyplane_core::error::{Error, Result};
-use keyplane_core::guards::{self, VaultContents};
 use keyplane_core::model::*;
 use keyplane_core::ports::{ApiToken, KeyWrite, Store};
 use keyplane_core::query::*;
@@ -33,26 +34,13 @@ pub enum Durability {
 
 pub struct SqliteStore {
     read: SqlitePool,
-    write: SqlitePool,
+    writer: writer::Writer,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
     Error::internal(format!("database: {e}"))
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-/// Maps a failed write: a unique violation is a duplicate name of `resource`.
-pub(crate) fn write_err(e: sqlx::Error, resource: &str, name: &str) -> Error {
-    if is_unique_violation(&e) {
-        Error::duplicate_name(resource, name)
-    } else {
-        db_err(e)
-    }
 }
 
 impl SqliteStore {
@@ -70,54 +58,36 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-65536");
-        let write = SqlitePoolOptions::new()
+        let migrate = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
             .await
             .map_err(db_err)?;
         MIGRATOR
-            .run(&write)
+            .run(&migrate)
             .await
             .map_err(|e| Error::internal(format!("database migration: {e}")))?;
+        migrate.close().await;
+        let writer = writer::Writer::start(path, durability)?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await
             .map_err(db_err)?;
-        Ok(Self { read, write })
+        Ok(Self { read, writer })
     }
 
     /// Checkpoints the WAL and closes every connection.
     pub async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.write)
-            .await;
+        let checkpoint = |c: &rusqlite::Connection| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(writer::sql_err)
+        };
         self.read.close().await;
-        self.write.close().await;
+        if let Err(e) = self.writer.outside_transaction(checkpoint).await {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        }
     }
-}
-
-/// Fails with `EtagMismatch` (row changed) or `NotFound` (row gone) when an update hit nothing.
-pub(crate) async fn check_updated(
-    conn: &mut SqliteConnection,
-    table: &str,
-    resource: &'static str,
-    id: Uuid,
-    rows: u64,
-) -> Result<()> {
-    if rows > 0 {
-        return Ok(());
-    }
-    let exists = sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = ?"))
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Err(if exists.is_some() {
-        Error::EtagMismatch
-    } else {
-        Error::not_found(resource, id)
-    })
 }
 
 #[async_trait]
@@ -140,27 +110,17 @@ impl Store for SqliteStore {
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-            .bind(name)
-            .bind(value)
-            .execute(&self.write)
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.writer
+            .write(move |c| writes::put_setting(c, &name, &value))
             .await
-            .map_err(db_err)?;
-        Ok(())
     }
 
     async fn insert_api_token(&self, token: &ApiToken) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(token.id.to_string())
-        .bind(&token.name)
-        .bind(&token.token_hash)
-        .bind(ts(&chrono::Utc::now()))
-        .execute(&self.write)
-        .await
-        .map_err(|e| write_err(e, "token", &token.name))?;
-        Ok(())
+        let token = token.clone();
+        self.writer
+            .write(move |c| writes::insert_api_token(c, &token))
+            .await
     }
 
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>> {
@@ -187,23 +147,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_vault(&self, v: &Vault) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO vaults (id, name, description, recovery_key_label, created_at, updated_at, created_by, updated_by, revision)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(v.id.to_string())
-        .bind(&v.name)
-        .bind(&v.description)
-        .bind(&v.recovery_key_label)
-        .bind(ts(&v.stamps.created_at))
-        .bind(ts(&v.stamps.updated_at))
-        .bind(&v.stamps.created_by)
-        .bind(&v.stamps.updated_by)
-        .bind(v.revision)
-        .execute(&self.write)
-        .await
-        .map_err(|e| write_err(e, "vault", &v.name))?;
-        Ok(())
+        let v = v.clone();
+        self.writer
+            .write(move |c| writes::insert_vault(c, &v))
+            .await
     }
 
     async fn get_vault(&self, id: Uuid) -> Result<Option<VaultView>> {
@@ -215,63 +162,29 @@ impl Store for SqliteStore {
         row.as_ref().map(vault_from_row).transpose()
     }
 
+    async fn vault_ref(&self, id: Uuid) -> Result<Option<VaultRef>> {
+        let row = sqlx::query("SELECT name FROM vaults WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| VaultRef {
+            id,
+            name: r.get("name"),
+        }))
+    }
+
     async fn update_vault(&self, v: &Vault, read_revision: i64) -> Result<()> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        let done = sqlx::query(
-            "UPDATE vaults SET name = ?, description = ?, recovery_key_label = ?, updated_at = ?, updated_by = ?, revision = ?
-             WHERE id = ? AND revision = ?",
-        )
-        .bind(&v.name)
-        .bind(&v.description)
-        .bind(&v.recovery_key_label)
-        .bind(ts(&v.stamps.updated_at))
-        .bind(&v.stamps.updated_by)
-        .bind(v.revision)
-        .bind(v.id.to_string())
-        .bind(read_revision)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| write_err(e, "vault", &v.name))?;
-        check_updated(&mut conn, "vaults", "vault", v.id, done.rows_affected()).await
+        let v = v.clone();
+        self.writer
+            .write(move |c| writes::update_vault(c, &v, read_revision))
+            .await
     }
 
     async fn delete_vault(&self, id: Uuid, read_revision: i64) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        let key = id.to_string();
-        let row = sqlx::query(
-            "SELECT name,
-               (SELECT COUNT(*) FROM managed_keys WHERE vault_id = ?1) AS keys,
-               (SELECT COUNT(*) FROM keystores WHERE vault_id = ?1) AS keystores,
-               (SELECT COUNT(*) FROM templates WHERE vault_id = ?1 AND state = 'unarchived') AS templates
-             FROM vaults WHERE id = ?1",
-        )
-        .bind(&key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| Error::not_found("vault", id))?;
-        guards::vault_delete(
-            row.get::<String, _>("name").as_str(),
-            VaultContents {
-                keys: row.get("keys"),
-                keystores: row.get("keystores"),
-                unarchived_templates: row.get("templates"),
-            },
-        )?;
-        // Archived templates go with the vault; deleted first for the foreign key.
-        sqlx::query("DELETE FROM templates WHERE vault_id = ?")
-            .bind(&key)
-            .execute(&mut *tx)
+        self.writer
+            .write(move |c| writes::delete_vault(c, id, read_revision))
             .await
-            .map_err(db_err)?;
-        let done = sqlx::query("DELETE FROM vaults WHERE id = ? AND revision = ?")
-            .bind(&key)
-            .bind(read_revision)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        check_updated(&mut tx, "vaults", "vault", id, done.rows_affected()).await?;
-        tx.commit().await.map_err(db_err)
     }
 
     async fn list_vaults(&self, q: &VaultQuery) -> Result<Page<VaultView>> {
@@ -279,8 +192,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_template(&self, t: &Template) -> Result<()> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        write_template(&mut conn, t, None).await
+        let t = t.clone();
+        self.writer
+            .write(move |c| writes::write_template(c, &t, None))
+            .await
     }
 
     async fn get_template(&self, id: Uuid) -> Result<Option<Template>> {
@@ -294,7 +209,7 @@ impl Store for SqliteStore {
 
     async fn find_template(&self, vault_id: Uuid, name: &str) -> Result<Option<Template>> {
         let row = sqlx::query(&format!(
-            "{TEMPLATE_SELECT} WHERE t.vault_id = ? AND t.name = ?"
+            "{TEMPLATE_SELECT_UNCOUNTED} WHERE t.vault_id = ? AND t.name = ?"
         ))
         .bind(vault_id.to_string())
         .bind(name)
@@ -305,27 +220,16 @@ impl Store for SqliteStore {
     }
 
     async fn update_template(&self, t: &Template, read_revision: i64) -> Result<()> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        write_template(&mut conn, t, Some(read_revision)).await
+        let t = t.clone();
+        self.writer
+            .write(move |c| writes::write_template(c, &t, Some(read_revision)))
+            .await
     }
 
     async fn delete_template(&self, id: Uuid, read_revision: i64) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        let row = sqlx::query("SELECT name, (SELECT COUNT(*) FROM managed_keys WHERE template_id = ?1) AS keys FROM templates WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        self.writer
+            .write(move |c| writes::delete_template(c, id, read_revision))
             .await
-            .map_err(db_err)?
-            .ok_or_else(|| Error::not_found("template", id))?;
-        guards::template_delete(row.get::<String, _>("name").as_str(), row.get("keys"))?;
-        let done = sqlx::query("DELETE FROM templates WHERE id = ? AND revision = ?")
-            .bind(id.to_string())
-            .bind(read_revision)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        check_updated(&mut tx, "templates", "template", id, done.rows_affected()).await?;
-        tx.commit().await.map_err(db_err)
     }
 
     async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>> {
@@ -333,8 +237,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_keystore(&self, k: &Keystore) -> Result<()> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        write_keystore(&mut conn, k, None).await
+        let k = k.clone();
+        self.writer
+            .write(move |c| writes::write_keystore(c, &k, None))
+            .await
     }
 
     async fn get_keystore(&self, id: Uuid) -> Result<Option<Keystore>> {
@@ -347,8 +253,10 @@ impl Store for SqliteStore {
     }
 
     async fn update_keystore(&self, k: &Keystore, read_revision: i64) -> Result<()> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        write_keystore(&mut conn, k, Some(read_revision)).await
+        let k = k.clone();
+        self.writer
+            .write(move |c| writes::write_keystore(c, &k, Some(read_revision)))
+            .await
     }
 
     async fn list_keystores(&self, q: &KeystoreQuery) -> Result<Page<Keystore>> {
@@ -372,23 +280,10 @@ impl Store for SqliteStore {
         read_revision: i64,
         changes: &[(ManagedKey, i64, KeyWrite)],
     ) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        for (key, revision, write) in changes {
-            keys::save(&mut tx, key, Some(*revision), write).await?;
-        }
-        sqlx::query("DELETE FROM internal_copies WHERE keystore_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
+        let changes = changes.to_vec();
+        self.writer
+            .write(move |c| writes::delete_keystore(c, id, read_revision, &changes))
             .await
-            .map_err(db_err)?;
-        let done = sqlx::query("DELETE FROM keystores WHERE id = ? AND revision = ?")
-            .bind(id.to_string())
-            .bind(read_revision)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        check_updated(&mut tx, "keystores", "keystore", id, done.rows_affected()).await?;
-        tx.commit().await.map_err(db_err)
     }
 
     async fn save_managed_key(
@@ -397,9 +292,10 @@ impl Store for SqliteStore {
         read_revision: Option<i64>,
         write: &KeyWrite,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        keys::save(&mut tx, key, read_revision, write).await?;
-        tx.commit().await.map_err(db_err)
+        let (key, write) = (key.clone(), write.clone());
+        self.writer
+            .write(move |c| writes::save_key(c, &key, read_revision, &write))
+            .await
     }
 
     async fn get_managed_key(&self, id: Uuid) -> Result<Option<ManagedKey>> {
@@ -413,21 +309,9 @@ impl Store for SqliteStore {
     }
 
     async fn delete_managed_key(&self, id: Uuid, read_revision: i64) -> Result<()> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        let done = sqlx::query("DELETE FROM managed_keys WHERE id = ? AND revision = ?")
-            .bind(id.to_string())
-            .bind(read_revision)
-            .execute(&mut *conn)
+        self.writer
+            .write(move |c| writes::delete_key(c, id, read_revision))
             .await
-            .map_err(db_err)?;
-        check_updated(
-            &mut conn,
-            "managed_keys",
-            "managed key",
-            id,
-            done.rows_affected(),
-        )
-        .await
     }
 
     async fn list_managed_keys(&self, q: &KeyQuery) -> Result<Page<ManagedKey>> {
@@ -486,84 +370,4 @@ impl Store for SqliteStore {
             })
             .collect()
     }
-}
-
-async fn write_template(
-    conn: &mut SqliteConnection,
-    t: &Template,
-    read_revision: Option<i64>,
-) -> Result<()> {
-    let doc =
-        serde_json::to_string(&TemplateDoc::of(t)).map_err(|e| Error::internal(e.to_string()))?;
-    let entry = t.keystore();
-    let sql = match read_revision {
-        None => "INSERT INTO templates (name, state, types, version, naming_scheme, algorithm, size, keystore_type, keystore_group,
-                 managing_systems, updated_at, updated_by, revision, doc, created_at, created_by, vault_id, id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        Some(_) => "UPDATE templates SET name = ?, state = ?, types = ?, version = ?, naming_scheme = ?, algorithm = ?, size = ?,
-                 keystore_type = ?, keystore_group = ?, managing_systems = ?, updated_at = ?, updated_by = ?, revision = ?, doc = ?
-                 WHERE created_at = ? AND created_by = ? AND vault_id = ? AND id = ? AND revision = ?",
-    };
-    let done = sqlx::query(sql)
-        .bind(&t.name)
-        .bind(t.state.as_str())
-        .bind(json(&t.types)?)
-        .bind(t.version)
-        .bind(&t.naming_scheme)
-        .bind(t.key.algorithm.as_str())
-        .bind(i64::from(t.key.size))
-        .bind(entry.keystore_type.as_str())
-        .bind(&entry.group)
-        .bind(json(&t.managing_systems)?)
-        .bind(ts(&t.stamps.updated_at))
-        .bind(&t.stamps.updated_by)
-        .bind(t.revision)
-        .bind(doc)
-        .bind(ts(&t.stamps.created_at))
-        .bind(&t.stamps.created_by)
-        .bind(t.vault.id.to_string())
-        .bind(t.id.to_string())
-        .bind(read_revision.unwrap_or_default())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| write_err(e, "template in this vault", &t.name))?;
-    check_updated(conn, "templates", "template", t.id, done.rows_affected()).await
-}
-
-async fn write_keystore(
-    conn: &mut SqliteConnection,
-    k: &Keystore,
-    read_revision: Option<i64>,
-) -> Result<()> {
-    let sql = match read_revision {
-        None => "INSERT INTO keystores (name, description, location, groups, tls_proxy, connection, secret_fields, sealed_secrets,
-                 updated_at, updated_by, revision, type, ibm_variant, created_at, created_by, vault_id, id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        Some(_) => "UPDATE keystores SET name = ?, description = ?, location = ?, groups = ?, tls_proxy = ?, connection = ?,
-                 secret_fields = ?, sealed_secrets = ?, updated_at = ?, updated_by = ?, revision = ?
-                 WHERE type = ? AND ibm_variant IS ? AND created_at = ? AND created_by = ? AND vault_id = ? AND id = ? AND revision = ?",
-    };
-    let done = sqlx::query(sql)
-        .bind(&k.name)
-        .bind(&k.description)
-        .bind(&k.location)
-        .bind(json(&k.groups)?)
-        .bind(&k.tls_proxy)
-        .bind(json(&k.connection)?)
-        .bind(json(&k.secret_fields)?)
-        .bind(&k.sealed_secrets)
-        .bind(ts(&k.stamps.updated_at))
-        .bind(&k.stamps.updated_by)
-        .bind(k.revision)
-        .bind(k.keystore_type.as_str())
-        .bind(k.ibm_variant.map(IbmVariant::as_str))
-        .bind(ts(&k.stamps.created_at))
-        .bind(&k.stamps.created_by)
-        .bind(k.vault.id.to_string())
-        .bind(k.id.to_string())
-        .bind(read_revision.unwrap_or_default())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| write_err(e, "keystore in this vault", &k.name))?;
-    check_updated(conn, "keystores", "keystore", k.id, done.rows_affected()).await
 }

@@ -103,12 +103,7 @@ impl Keyplane {
         if let Some(l) = &input.label {
             validate::key_label(l)?;
         }
-        let vault = self.get_vault(vault_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => {
-                Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
-            }
-            other => other,
-        })?;
+        let vault = self.target_vault(vault_id).await?;
         let template = self
             .store
             .find_template(vault_id, &template_name)
@@ -118,7 +113,7 @@ impl Keyplane {
                     "template_name",
                     format!(
                         "no template named '{template_name}' exists in vault '{}'",
-                        vault.vault.name
+                        vault.name
                     ),
                 )
             })?;
@@ -169,10 +164,7 @@ impl Keyplane {
         };
         let mut key = ManagedKey {
             id: Uuid::new_v4(),
-            vault: VaultRef {
-                id: vault_id,
-                name: vault.vault.name,
-            },
+            vault,
             template: TemplateRef {
                 id: template.id,
                 name: template.name.clone(),
@@ -223,7 +215,8 @@ impl Keyplane {
         }
         self.distribute(&mut key, &targets, &[], &mut write);
         self.store.save_managed_key(&key, None, &write).await?;
-        self.get_key(key.id).await
+        // The record as saved is what a read would return.
+        Ok(key)
     }
 
     /// Generates the material of `key.version` and records its verification patterns.
@@ -361,7 +354,7 @@ impl Keyplane {
         self.store
             .save_managed_key(&key, Some(read_revision), &write)
             .await?;
-        self.get_key(id).await
+        Ok(key)
     }
 
     pub async fn activate_key(
@@ -473,7 +466,7 @@ impl Keyplane {
         self.store
             .save_managed_key(&key, Some(read_revision), &write)
             .await?;
-        self.get_key(id).await
+        Ok(key)
     }
 
     pub async fn delete_key(&self, id: Uuid, if_match: Option<&IfMatch>) -> Result<()> {
@@ -531,7 +524,7 @@ impl Keyplane {
         self.store
             .save_managed_key(&key, Some(read_revision), &write)
             .await?;
-        Ok(self.get_key(id).await?.status_in_keystores)
+        Ok(key.status_in_keystores)
     }
 
     /// Re-resolves the key's targets from its template: installs where the group now reaches,
@@ -602,7 +595,7 @@ impl Keyplane {
         self.store
             .save_managed_key(&key, Some(read_revision), &write)
             .await?;
-        self.get_key(id).await
+        Ok(key)
     }
 
     /// Every version of the key as a key body, newest first, filtered like a key list.

@@ -116,19 +116,11 @@ impl Keyplane {
         check_common(&description, &groups, &location, &tls_proxy)?;
         let CheckedConnection { clear, secrets } =
             keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
-        let vault = self.get_vault(vault_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => {
-                Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
-            }
-            other => other,
-        })?;
+        let vault = self.target_vault(vault_id).await?;
         let id = Uuid::new_v4();
         let keystore = Keystore {
             id,
-            vault: VaultRef {
-                id: vault_id,
-                name: vault.vault.name,
-            },
+            vault,
             name,
             keystore_type,
             ibm_variant,

@@ -50,6 +50,18 @@ impl Keyplane {
     }
 }
 
+impl Keyplane {
+    /// The vault a new resource goes into; a missing vault is a bad `vault.id`, not a 404.
+    pub(crate) async fn target_vault(
+        &self,
+        vault_id: uuid::Uuid,
+    ) -> crate::Result<crate::model::VaultRef> {
+        self.store.vault_ref(vault_id).await?.ok_or_else(|| {
+            crate::Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
+        })
+    }
+}
+
 /// Timestamps are kept at millisecond precision, as they are emitted.
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)

@@ -170,18 +170,10 @@ impl Keyplane {
                 "type needs at least one value",
             ));
         }
-        let vault = self.get_vault(vault_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => {
-                Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
-            }
-            other => other,
-        })?;
+        let vault = self.target_vault(vault_id).await?;
         let template = Template {
             id: Uuid::new_v4(),
-            vault: VaultRef {
-                id: vault_id,
-                name: vault.vault.name,
-            },
+            vault,
             name,
             version: 1,
             naming_scheme,

@@ -9,7 +9,6 @@ use keyplane_core::model::*;
 use keyplane_core::query::*;
 
 use super::db_err;
-use super::keys::attach_status;
 use super::rows::*;
 
 enum Bind {
@@ -333,7 +332,8 @@ pub(crate) async fn keys(pool: &SqlitePool, q: &KeyQuery) -> Result<Page<Managed
             q.paging,
         )
         .await?;
-    let mut items = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
-    attach_status(pool, &mut items).await?;
-    Ok(Page { items, total_count })
+    Ok(Page {
+        items: rows.iter().map(key_from_row).collect::<Result<_>>()?,
+        total_count,
+    })
 }

@@ -116,6 +116,9 @@ pub(crate) const TEMPLATE_SELECT: &str = "SELECT t.*, v.name AS vault_name,
     (SELECT COUNT(*) FROM managed_keys WHERE template_id = t.id) AS keys_count
     FROM templates t JOIN vaults v ON v.id = t.vault_id";
 
+/// Like `TEMPLATE_SELECT` without counting the template's keys.
+pub(crate) const TEMPLATE_SELECT_UNCOUNTED: &str = "SELECT t.*, v.name AS vault_name, 0 AS keys_count FROM templates t JOIN vaults v ON v.id = t.vault_id";
+
 pub(crate) fn template_from_row(r: &SqliteRow) -> Result<Template> {
     let doc: TemplateDoc = json_col(r, "doc")?;
     Ok(Template {
@@ -199,10 +202,13 @@ impl KeyDoc {
     }
 }
 
-pub(crate) const KEY_SELECT: &str = "SELECT k.*, v.name AS vault_name, t.name AS template_name, t.types AS template_types, t.version AS template_current_version
+/// Keys with their distribution status in one query; live keystores are named by their current name.
+pub(crate) const KEY_SELECT: &str = "SELECT k.*, v.name AS vault_name, t.name AS template_name, t.types AS template_types,
+    t.version AS template_current_version,
+    (SELECT json_group_array(json_set(kt.status, '$.keystore.name', COALESCE(ks.name, kt.keystore_name)) ORDER BY kt.position)
+       FROM key_targets kt LEFT JOIN keystores ks ON ks.id = kt.keystore_id WHERE kt.key_id = k.id) AS statuses
     FROM managed_keys k JOIN vaults v ON v.id = k.vault_id JOIN templates t ON t.id = k.template_id";
 
-/// A key without its distribution status (loaded separately).
 pub(crate) fn key_from_row(r: &SqliteRow) -> Result<ManagedKey> {
     let doc: KeyDoc = json_col(r, "doc")?;
     Ok(ManagedKey {
@@ -230,7 +236,7 @@ pub(crate) fn key_from_row(r: &SqliteRow) -> Result<ManagedKey> {
         label_tags: doc.label_tags,
         tags: doc.tags,
         instances: doc.instances,
-        status_in_keystores: Vec::new(),
+        status_in_keystores: json_col(r, "statuses")?,
         deactivate_on_rotation: doc.deactivate_on_rotation,
         managing_systems: doc.managing_systems,
         rotated_at: opt_ts_col(r, "rotated_at")?,

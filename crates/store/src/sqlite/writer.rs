@@ -1,0 +1,163 @@
+//! The single writer: one thread owns the write connection and commits queued writes in groups.
+//!
+//! Every write runs synchronously on this thread (no thread hop per statement) inside its own
+//! savepoint, so a failing write is rolled back alone; the group commits once (one fsync) and
+//! only then is each caller answered. A write is acknowledged only after it is durable.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use keyplane_core::error::{Error, Result};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::Durability;
+
+/// Most writes committed together; bounds the latency one commit adds to the first of them.
+const MAX_GROUP: usize = 256;
+
+type Work = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
+
+struct Job {
+    work: Work,
+    /// Runs on its own, outside any transaction (checkpoints).
+    alone: bool,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+pub(crate) fn sql_err(e: rusqlite::Error) -> Error {
+    Error::internal(format!("database: {e}"))
+}
+
+/// A unique-constraint failure is a duplicate name of `resource`; anything else is internal.
+pub(crate) fn write_err(e: rusqlite::Error, resource: &str, name: &str) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Error::duplicate_name(resource, name)
+        }
+        _ => sql_err(e),
+    }
+}
+
+impl Writer {
+    pub(crate) fn start(path: &Path, durability: Durability) -> Result<Self> {
+        let conn = Connection::open(path).map_err(sql_err)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sql_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql_err)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )
+        .map_err(sql_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("keyplane-sqlite-writer".into())
+            .spawn(move || run(&conn, &queue))
+            .map_err(|e| Error::internal(format!("starting the database writer: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` on the writer thread and waits until it is committed.
+    pub(crate) async fn write(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        self.submit(Box::new(work), false).await
+    }
+
+    /// Runs `work` on the writer thread between transactions.
+    pub(crate) async fn outside_transaction(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        self.submit(Box::new(work), true).await
+    }
+
+    async fn submit(&self, work: Work, alone: bool) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { work, alone, reply })
+            .map_err(|_| Error::internal("the database writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::internal("the database writer stopped before answering"))?
+    }
+}
+
+fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+    let mut next = None;
+    loop {
+        let Some(first) = next.take().or_else(|| queue.recv().ok()) else {
+            return;
+        };
+        if first.alone {
+            let _ = first.reply.send((first.work)(conn));
+            continue;
+        }
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) if job.alone => {
+                    next = Some(job);
+                    break;
+                }
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(conn, group);
+    }
+}
+
+fn commit_group(conn: &Connection, group: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let message = format!("database: {e}");
+        for job in group {
+            let _ = job.reply.send(Err(Error::internal(message.clone())));
+        }
+        return;
+    }
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        let outcome = conn
+            .execute_batch("SAVEPOINT job")
+            .map_err(sql_err)
+            .and_then(|()| (job.work)(conn));
+        let settled = match &outcome {
+            Ok(()) => conn.execute_batch("RELEASE job"),
+            Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job"),
+        };
+        results.push((job.reply, settled.map_err(sql_err).and(outcome)));
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for (reply, result) in results {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            let message = format!("database commit: {e}");
+            for (reply, _) in results {
+                let _ = reply.send(Err(Error::internal(message.clone())));
+            }
+        }
+    }
+}
