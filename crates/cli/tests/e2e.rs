@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use keyplane_core::ports::MaterialBinding;
 use keyplane_crypto::MasterKey;
 use keyplane_testkit::process::{Client, Server};
+use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
-use sqlx::{Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 const TOKEN: &str = "e2e-bootstrap-token-0123456789";
@@ -222,12 +222,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn db(dir: &Path) -> SqliteConnection {
-    SqliteConnection::connect(&format!(
-        "sqlite://{}?mode=ro",
-        dir.join("keyplane.sqlite").display()
-    ))
-    .await
+fn db(dir: &Path) -> Connection {
+    Connection::open_with_flags(
+        dir.join("keyplane.sqlite"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
     .unwrap()
 }
 
@@ -279,15 +278,16 @@ async fn database_files_hold_no_plaintext_key_material() {
     assert!(server.terminate().await.unwrap());
 
     let master = master_key(dir.path());
-    let mut conn = db(dir.path()).await;
+    let conn = db(dir.path());
     let files = data_files(dir.path());
     for (vault_id, key) in &keys {
-        let row = sqlx::query("SELECT sealed FROM key_material WHERE key_id = ? AND version = 1")
-            .bind(id(key))
-            .fetch_one(&mut conn)
-            .await
+        let sealed: Vec<u8> = conn
+            .query_row(
+                "SELECT sealed FROM key_material WHERE key_id = ? AND version = 1",
+                [id(key)],
+                |r| r.get(0),
+            )
             .unwrap();
-        let sealed: Vec<u8> = row.get("sealed");
         let binding = MaterialBinding {
             vault_id: Uuid::parse_str(vault_id).unwrap(),
             key_id: Uuid::parse_str(&id(key)).unwrap(),
@@ -350,14 +350,16 @@ async fn destroy_erases_the_sealed_material() {
         200
     );
     assert!(server.terminate().await.unwrap());
-    let mut conn = db(dir.path()).await;
-    let row = sqlx::query("SELECT sealed, state FROM key_material WHERE key_id = ?")
-        .bind(id(&key))
-        .fetch_one(&mut conn)
-        .await
+    let conn = db(dir.path());
+    let (sealed, state): (Option<Vec<u8>>, String) = conn
+        .query_row(
+            "SELECT sealed, state FROM key_material WHERE key_id = ?",
+            [id(&key)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert!(row.get::<Option<Vec<u8>>, _>("sealed").is_none());
-    assert_eq!(row.get::<String, _>("state"), "destroyed");
+    assert!(sealed.is_none());
+    assert_eq!(state, "destroyed");
 }
 
 /// SIGKILL during a burst of writes: every acknowledged write is there after a restart and the
@@ -418,17 +420,17 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
         assert_eq!(r.body["state"], "active");
     }
     assert!(server.terminate().await.unwrap());
-    let mut conn = db(dir.path()).await;
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
-        .await
+    let conn = db(dir.path());
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
-    let orphans: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM managed_keys k WHERE k.state = 'active' AND NOT EXISTS (SELECT 1 FROM key_material m WHERE m.key_id = k.id)",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    let orphans: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM managed_keys k WHERE k.state = 'active' AND NOT EXISTS (SELECT 1 FROM key_material m WHERE m.key_id = k.id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(orphans, 0, "every active key has its material");
 }

@@ -12,9 +12,7 @@ pub fn resolve_targets<'a>(
 ) -> Vec<&'a Keystore> {
     vault_keystores
         .iter()
-        .filter(|k| {
-            k.keystore_type == entry.keystore_type && k.groups.iter().any(|g| *g == entry.group)
-        })
+        .filter(|k| k.keystore_type == entry.keystore_type && k.groups.contains(&entry.group))
         .collect()
 }
 

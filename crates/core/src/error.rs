@@ -172,7 +172,7 @@ impl Error {
         }
     }
 
-    pub fn not_found(resource: &'static str, id: impl ToString) -> Self {
+    pub fn not_found(resource: &'static str, id: impl std::fmt::Display) -> Self {
         Self::NotFound {
             resource,
             id: id.to_string(),

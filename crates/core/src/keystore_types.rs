@@ -362,7 +362,7 @@ pub fn check_combinations(keystore_type: KeystoreType, c: &CheckedConnection) ->
         let token = c.secrets.contains_key("hashicorp_token");
         let role = c.clear.contains_key("hashicorp_approle_role_id");
         let secret = c.secrets.contains_key("hashicorp_approle_secret_id");
-        if !token && !(role && secret) {
+        if !(token || (role && secret)) {
             return Err(Error::missing_field("hashicorp_token"));
         }
         if role != secret {

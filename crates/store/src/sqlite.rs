@@ -1,27 +1,26 @@
-//! The SQLite engine: WAL, one writer connection (so transactions never fight over the write
-//! lock), a pool of readers.
+//! The SQLite engine: WAL; one writer thread committing writes in groups; read-only
+//! connections used inline by readers.
 
-mod keys;
 mod lists;
+mod migrate;
+mod reader;
 mod rows;
 mod writer;
 mod writes;
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, Params, params};
 use uuid::Uuid;
 
-use keyplane_core::error::{Error, Result};
+use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::ports::{ApiToken, KeyWrite, Store};
 use keyplane_core::query::*;
 
 use rows::*;
+use writer::sql_err;
 
 /// How hard SQLite works to keep a commit across a power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,80 +32,104 @@ pub enum Durability {
 }
 
 pub struct SqliteStore {
-    read: SqlitePool,
+    reader: reader::Reader,
     writer: writer::Writer,
-}
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
-pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    Error::internal(format!("database: {e}"))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(db_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
-        let migrate = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_err)?;
-        MIGRATOR
-            .run(&migrate)
-            .await
-            .map_err(|e| Error::internal(format!("database migration: {e}")))?;
-        migrate.close().await;
         let writer = writer::Writer::start(path, durability)?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(db_err)?;
-        Ok(Self { read, writer })
+        Ok(Self {
+            reader: reader::Reader::new(path),
+            writer,
+        })
     }
 
-    /// Checkpoints the WAL and closes every connection.
+    /// Checkpoints the WAL and closes the read connections.
     pub async fn close(&self) {
-        let checkpoint = |c: &rusqlite::Connection| {
+        self.reader.close();
+        let checkpoint = |c: &Connection| {
             c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                .map_err(writer::sql_err)
+                .map_err(sql_err)
         };
-        self.read.close().await;
         if let Err(e) = self.writer.outside_transaction(checkpoint).await {
             tracing::warn!(error = %e, "WAL checkpoint at close failed");
         }
     }
 }
 
+/// Every row of a query, mapped.
+pub(crate) fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+    let mut rows = stmt.query(params).map_err(sql_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// The first row of a query, mapped.
+pub(crate) fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+    let mut rows = stmt.query(params).map_err(sql_err)?;
+    rows.next().map_err(sql_err)?.map(map).transpose()
+}
+
+fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<InternalCopy> {
+    Ok(InternalCopy {
+        keystore_id: uuid_col(r, "keystore_id")?,
+        managed_key_id: uuid_col(r, "managed_key_id")?,
+        key_id_in_keystore: uuid_col(r, "key_id_in_keystore")?,
+        label: col(r, "label")?,
+        enabled: col(r, "enabled")?,
+        version: u32_col(r, "version")?,
+    })
+}
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
+    Ok(KeyVersion {
+        version: u32_col(r, "version")?,
+        state: enum_col(r, "state", KeyState::parse)?,
+        verification_patterns: json_col(r, "verification_patterns")?,
+        created_at: ts_col(r, "created_at")?,
+    })
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: uuid_col(r, "id")?,
+        name: col(r, "name")?,
+        token_hash: col(r, "token_hash")?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        self.reader
+            .with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM settings WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        Ok(row.map(|r| r.get("value")))
+        self.reader.with(|c| {
+            c.query_row("SELECT value FROM settings WHERE name = ?", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql_err)
+        })
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> Result<()> {
@@ -124,26 +147,21 @@ impl Store for SqliteStore {
     }
 
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let row = sqlx::query("SELECT id, name, token_hash FROM api_tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        row.map(|r| {
-            Ok(ApiToken {
-                id: uuid_col(&r, "id")?,
-                name: r.get("name"),
-                token_hash: r.get("token_hash"),
-            })
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT id, name, token_hash FROM api_tokens WHERE token_hash = ?",
+                [token_hash],
+                token_from_row,
+            )
         })
-        .transpose()
     }
 
     async fn count_api_tokens(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
-            .fetch_one(&self.read)
-            .await
-            .map_err(db_err)
+        self.reader.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get(0))
+                .map_err(sql_err)
+        })
     }
 
     async fn insert_vault(&self, v: &Vault) -> Result<()> {
@@ -154,24 +172,27 @@ impl Store for SqliteStore {
     }
 
     async fn get_vault(&self, id: Uuid) -> Result<Option<VaultView>> {
-        let row = sqlx::query(&format!("{VAULT_SELECT} WHERE v.id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(vault_from_row).transpose()
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("{VAULT_SELECT} WHERE v.id = ?"),
+                [id.to_string()],
+                vault_from_row,
+            )
+        })
     }
 
     async fn vault_ref(&self, id: Uuid) -> Result<Option<VaultRef>> {
-        let row = sqlx::query("SELECT name FROM vaults WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        Ok(row.map(|r| VaultRef {
-            id,
-            name: r.get("name"),
-        }))
+        let name = self.reader.with(|c| {
+            c.query_row(
+                "SELECT name FROM vaults WHERE id = ?",
+                [id.to_string()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(sql_err)
+        })?;
+        Ok(name.map(|name| VaultRef { id, name }))
     }
 
     async fn update_vault(&self, v: &Vault, read_revision: i64) -> Result<()> {
@@ -188,7 +209,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_vaults(&self, q: &VaultQuery) -> Result<Page<VaultView>> {
-        lists::vaults(&self.read, q).await
+        self.reader.with(|c| lists::vaults(c, q))
     }
 
     async fn insert_template(&self, t: &Template) -> Result<()> {
@@ -199,24 +220,25 @@ impl Store for SqliteStore {
     }
 
     async fn get_template(&self, id: Uuid) -> Result<Option<Template>> {
-        let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(template_from_row).transpose()
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("{TEMPLATE_SELECT} WHERE t.id = ?"),
+                [id.to_string()],
+                template_from_row,
+            )
+        })
     }
 
     async fn find_template(&self, vault_id: Uuid, name: &str) -> Result<Option<Template>> {
-        let row = sqlx::query(&format!(
-            "{TEMPLATE_SELECT_UNCOUNTED} WHERE t.vault_id = ? AND t.name = ?"
-        ))
-        .bind(vault_id.to_string())
-        .bind(name)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(template_from_row).transpose()
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("{TEMPLATE_SELECT_UNCOUNTED} WHERE t.vault_id = ? AND t.name = ?"),
+                params![vault_id.to_string(), name],
+                template_from_row,
+            )
+        })
     }
 
     async fn update_template(&self, t: &Template, read_revision: i64) -> Result<()> {
@@ -233,7 +255,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>> {
-        lists::templates(&self.read, q).await
+        self.reader.with(|c| lists::templates(c, q))
     }
 
     async fn insert_keystore(&self, k: &Keystore) -> Result<()> {
@@ -244,12 +266,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_keystore(&self, id: Uuid) -> Result<Option<Keystore>> {
-        let row = sqlx::query(&format!("{KEYSTORE_SELECT} WHERE ks.id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(keystore_from_row).transpose()
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("{KEYSTORE_SELECT} WHERE ks.id = ?"),
+                [id.to_string()],
+                keystore_from_row,
+            )
+        })
     }
 
     async fn update_keystore(&self, k: &Keystore, read_revision: i64) -> Result<()> {
@@ -260,18 +284,18 @@ impl Store for SqliteStore {
     }
 
     async fn list_keystores(&self, q: &KeystoreQuery) -> Result<Page<Keystore>> {
-        lists::keystores(&self.read, q).await
+        self.reader.with(|c| lists::keystores(c, q))
     }
 
     async fn vault_keystores(&self, vault_id: Uuid) -> Result<Vec<Keystore>> {
-        let rows = sqlx::query(&format!(
-            "{KEYSTORE_SELECT} WHERE ks.vault_id = ? ORDER BY ks.created_at, ks.id"
-        ))
-        .bind(vault_id.to_string())
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(keystore_from_row).collect()
+        self.reader.with(|c| {
+            all(
+                c,
+                &format!("{KEYSTORE_SELECT} WHERE ks.vault_id = ? ORDER BY ks.created_at, ks.id"),
+                [vault_id.to_string()],
+                keystore_from_row,
+            )
+        })
     }
 
     async fn delete_keystore(
@@ -299,13 +323,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_managed_key(&self, id: Uuid) -> Result<Option<ManagedKey>> {
-        let mut keys = keys::load(
-            &self.read,
-            &format!("{KEY_SELECT} WHERE k.id = ?"),
-            &[id.to_string()],
-        )
-        .await?;
-        Ok(keys.pop())
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("{KEY_SELECT} WHERE k.id = ?"),
+                [id.to_string()],
+                key_from_row,
+            )
+        })
     }
 
     async fn delete_managed_key(&self, id: Uuid, read_revision: i64) -> Result<()> {
@@ -315,59 +340,42 @@ impl Store for SqliteStore {
     }
 
     async fn list_managed_keys(&self, q: &KeyQuery) -> Result<Page<ManagedKey>> {
-        lists::keys(&self.read, q).await
+        self.reader.with(|c| lists::keys(c, q))
     }
 
     async fn keys_targeting_keystore(&self, keystore_id: Uuid) -> Result<Vec<ManagedKey>> {
-        keys::load(
-            &self.read,
-            &format!(
-                "{KEY_SELECT} WHERE k.id IN (SELECT key_id FROM key_targets WHERE keystore_id = ? AND removed = 0) ORDER BY k.created_at, k.id"
-            ),
-            &[keystore_id.to_string()],
-        )
-        .await
+        self.reader.with(|c| {
+            all(
+                c,
+                &format!(
+                    "{KEY_SELECT} WHERE k.id IN (SELECT key_id FROM key_targets WHERE keystore_id = ? AND removed = 0)
+                     ORDER BY k.created_at, k.id"
+                ),
+                [keystore_id.to_string()],
+                key_from_row,
+            )
+        })
     }
 
     async fn key_versions(&self, key_id: Uuid) -> Result<Vec<KeyVersion>> {
-        let rows = sqlx::query(
-            "SELECT version, state, verification_patterns, created_at FROM key_material WHERE key_id = ? ORDER BY version DESC",
-        )
-        .bind(key_id.to_string())
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(KeyVersion {
-                    version: u32_col(r, "version")?,
-                    state: enum_col(r, "state", KeyState::parse)?,
-                    verification_patterns: json_col(r, "verification_patterns")?,
-                    created_at: ts_col(r, "created_at")?,
-                })
-            })
-            .collect()
+        self.reader.with(|c| {
+            all(
+                c,
+                "SELECT version, state, verification_patterns, created_at FROM key_material WHERE key_id = ? ORDER BY version DESC",
+                [key_id.to_string()],
+                version_from_row,
+            )
+        })
     }
 
     async fn internal_copies_of_key(&self, key_id: Uuid) -> Result<Vec<InternalCopy>> {
-        let rows = sqlx::query(
-            "SELECT * FROM internal_copies WHERE managed_key_id = ? ORDER BY keystore_id",
-        )
-        .bind(key_id.to_string())
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(InternalCopy {
-                    keystore_id: uuid_col(r, "keystore_id")?,
-                    managed_key_id: uuid_col(r, "managed_key_id")?,
-                    key_id_in_keystore: uuid_col(r, "key_id_in_keystore")?,
-                    label: r.get("label"),
-                    enabled: r.get::<i64, _>("enabled") != 0,
-                    version: u32_col(r, "version")?,
-                })
-            })
-            .collect()
+        self.reader.with(|c| {
+            all(
+                c,
+                "SELECT * FROM internal_copies WHERE managed_key_id = ? ORDER BY keystore_id",
+                [key_id.to_string()],
+                copy_from_row,
+            )
+        })
     }
 }

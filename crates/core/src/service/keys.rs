@@ -616,7 +616,7 @@ impl Keyplane {
             })
             .filter(|k| query.matches(k))
             .collect();
-        items.sort_by(|a, b| b.version.cmp(&a.version));
+        items.sort_by_key(|k| std::cmp::Reverse(k.version));
         let total_count = items.len() as i64;
         let start = usize::try_from(query.paging.offset)
             .unwrap_or(usize::MAX)

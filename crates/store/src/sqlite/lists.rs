@@ -1,26 +1,22 @@
 //! List queries: filters of spec §3 turned into SQL, counted and paged.
 
 use chrono::{Days, NaiveDate};
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Connection;
+use rusqlite::types::Value;
 
 use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::query::*;
 
-use super::db_err;
+use super::all;
 use super::rows::*;
-
-enum Bind {
-    Text(String),
-    Int(i64),
-}
+use super::writer::sql_err;
 
 /// A WHERE clause with its bound values, applied to both the count and the page.
 #[derive(Default)]
 struct Filter {
     clauses: Vec<String>,
-    binds: Vec<Bind>,
+    binds: Vec<Value>,
 }
 
 fn like_escape(s: &str) -> String {
@@ -36,19 +32,19 @@ impl Filter {
 
     fn eq(&mut self, column: &str, value: impl Into<String>) {
         self.clauses.push(format!("{column} = ?"));
-        self.binds.push(Bind::Text(value.into()));
+        self.binds.push(Value::Text(value.into()));
     }
 
     fn prefix(&mut self, column: &str, value: &str) {
         self.clauses.push(format!("{column} LIKE ? ESCAPE '\\'"));
         self.binds
-            .push(Bind::Text(format!("{}%", like_escape(value))));
+            .push(Value::Text(format!("{}%", like_escape(value))));
     }
 
     fn contains(&mut self, column: &str, value: &str) {
         self.clauses.push(format!("{column} LIKE ? ESCAPE '\\'"));
         self.binds
-            .push(Bind::Text(format!("%{}%", like_escape(value))));
+            .push(Value::Text(format!("%{}%", like_escape(value))));
     }
 
     /// `column IN (…)` over text values; `template` receives the placeholder list for subqueries.
@@ -59,7 +55,7 @@ impl Filter {
         let marks = vec!["?"; values.len()].join(",");
         self.clauses.push(template(&marks));
         self.binds
-            .extend(values.iter().map(|v| Bind::Text(v.to_string())));
+            .extend(values.iter().map(|v| Value::Text(v.to_string())));
     }
 
     fn one_of<T: ToString>(&mut self, column: &str, values: &[T]) {
@@ -69,11 +65,11 @@ impl Filter {
     fn int_range(&mut self, column: &str, range: &Range<u32>) {
         if let Some(min) = range.min {
             self.clauses.push(format!("{column} >= ?"));
-            self.binds.push(Bind::Int(i64::from(min)));
+            self.binds.push(Value::Integer(i64::from(min)));
         }
         if let Some(max) = range.max {
             self.clauses.push(format!("{column} <= ?"));
-            self.binds.push(Bind::Int(i64::from(max)));
+            self.binds.push(Value::Integer(i64::from(max)));
         }
     }
 
@@ -81,11 +77,11 @@ impl Filter {
     fn date_range(&mut self, column: &str, range: &Range<NaiveDate>) {
         if let Some(min) = range.min {
             self.clauses.push(format!("{column} >= ?"));
-            self.binds.push(Bind::Text(min.to_string()));
+            self.binds.push(Value::Text(min.to_string()));
         }
         if let Some(max) = range.max {
             self.clauses.push(format!("{column} <= ?"));
-            self.binds.push(Bind::Text(max.to_string()));
+            self.binds.push(Value::Text(max.to_string()));
         }
     }
 
@@ -93,12 +89,12 @@ impl Filter {
     fn day_range(&mut self, column: &str, range: &Range<NaiveDate>) {
         if let Some(min) = range.min {
             self.clauses.push(format!("{column} >= ?"));
-            self.binds.push(Bind::Text(min.to_string()));
+            self.binds.push(Value::Text(min.to_string()));
         }
         if let Some(max) = range.max {
             let next = max.checked_add_days(Days::new(1)).unwrap_or(max);
             self.clauses.push(format!("{column} < ?"));
-            self.binds.push(Bind::Text(next.to_string()));
+            self.binds.push(Value::Text(next.to_string()));
         }
     }
 
@@ -110,58 +106,52 @@ impl Filter {
         }
     }
 
-    async fn page(
+    /// The total count and one page of rows, mapped.
+    fn page<T>(
         &self,
-        pool: &SqlitePool,
+        conn: &Connection,
         select: &str,
         count_from: &str,
         order: &str,
         paging: Paging,
-    ) -> Result<(Vec<SqliteRow>, i64)> {
+        map: fn(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Page<T>> {
         let where_sql = self.sql();
-        let count_sql = format!("SELECT COUNT(*) FROM {count_from}{where_sql}");
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        for b in &self.binds {
-            count = match b {
-                Bind::Text(s) => count.bind(s),
-                Bind::Int(i) => count.bind(i),
-            };
-        }
-        let total = count.fetch_one(pool).await.map_err(db_err)?;
-        let page_sql = format!("{select}{where_sql} ORDER BY {order} LIMIT ? OFFSET ?");
-        let mut query = sqlx::query(&page_sql);
-        for b in &self.binds {
-            query = match b {
-                Bind::Text(s) => query.bind(s),
-                Bind::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query
-            .bind(i64::from(paging.limit))
-            .bind(i64::try_from(paging.offset).unwrap_or(i64::MAX))
-            .fetch_all(pool)
-            .await
-            .map_err(db_err)?;
-        Ok((rows, total))
+        let total_count: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM {count_from}{where_sql}"))
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(self.binds.iter()), |r| r.get(0))
+            })
+            .map_err(sql_err)?;
+        let mut binds = self.binds.clone();
+        binds.push(Value::Integer(i64::from(paging.limit)));
+        binds.push(Value::Integer(
+            i64::try_from(paging.offset).unwrap_or(i64::MAX),
+        ));
+        let items = all(
+            conn,
+            &format!("{select}{where_sql} ORDER BY {order} LIMIT ? OFFSET ?"),
+            rusqlite::params_from_iter(binds.iter()),
+            map,
+        )?;
+        Ok(Page { items, total_count })
     }
 }
 
+/// ORDER BY for the requested keys; ties are broken by id in the direction of the last key, so
+/// an index on (…, sort column, id) serves the whole order.
 fn order_by(sort: &[SortKey], column: impl Fn(&str) -> &'static str, id: &str) -> String {
+    let direction = |descending: bool| if descending { "DESC" } else { "ASC" };
     let mut parts: Vec<String> = sort
         .iter()
-        .map(|k| {
-            format!(
-                "{} {}",
-                column(k.field),
-                if k.descending { "DESC" } else { "ASC" }
-            )
-        })
+        .map(|k| format!("{} {}", column(k.field), direction(k.descending)))
         .collect();
-    parts.push(format!("{id} ASC"));
+    let last_descending = sort.last().is_some_and(|k| k.descending);
+    parts.push(format!("{id} {}", direction(last_descending)));
     parts.join(", ")
 }
 
-pub(crate) async fn vaults(pool: &SqlitePool, q: &VaultQuery) -> Result<Page<VaultView>> {
+pub(crate) fn vaults(conn: &Connection, q: &VaultQuery) -> Result<Page<VaultView>> {
     let mut f = Filter::default();
     if let Some(p) = &q.name_prefix {
         f.prefix("v.name", p);
@@ -179,16 +169,17 @@ pub(crate) async fn vaults(pool: &SqlitePool, q: &VaultQuery) -> Result<Page<Vau
         },
         "v.id",
     );
-    let (rows, total_count) = f
-        .page(pool, VAULT_SELECT, "vaults v", &order, q.paging)
-        .await?;
-    Ok(Page {
-        items: rows.iter().map(vault_from_row).collect::<Result<_>>()?,
-        total_count,
-    })
+    f.page(
+        conn,
+        VAULT_SELECT,
+        "vaults v",
+        &order,
+        q.paging,
+        vault_from_row,
+    )
 }
 
-pub(crate) async fn templates(pool: &SqlitePool, q: &TemplateQuery) -> Result<Page<Template>> {
+pub(crate) fn templates(conn: &Connection, q: &TemplateQuery) -> Result<Page<Template>> {
     let mut f = Filter::default();
     if let Some(p) = &q.name_prefix {
         f.prefix("t.name", p);
@@ -222,16 +213,17 @@ pub(crate) async fn templates(pool: &SqlitePool, q: &TemplateQuery) -> Result<Pa
         },
         "t.id",
     );
-    let (rows, total_count) = f
-        .page(pool, TEMPLATE_SELECT, "templates t", &order, q.paging)
-        .await?;
-    Ok(Page {
-        items: rows.iter().map(template_from_row).collect::<Result<_>>()?,
-        total_count,
-    })
+    f.page(
+        conn,
+        TEMPLATE_SELECT,
+        "templates t",
+        &order,
+        q.paging,
+        template_from_row,
+    )
 }
 
-pub(crate) async fn keystores(pool: &SqlitePool, q: &KeystoreQuery) -> Result<Page<Keystore>> {
+pub(crate) fn keystores(conn: &Connection, q: &KeystoreQuery) -> Result<Page<Keystore>> {
     let mut f = Filter::default();
     f.one_of("ks.type", &q.types);
     if let Some(n) = &q.name_contains {
@@ -257,20 +249,21 @@ pub(crate) async fn keystores(pool: &SqlitePool, q: &KeystoreQuery) -> Result<Pa
         },
         "ks.id",
     );
-    let (rows, total_count) = f
-        .page(pool, KEYSTORE_SELECT, "keystores ks", &order, q.paging)
-        .await?;
-    Ok(Page {
-        items: rows.iter().map(keystore_from_row).collect::<Result<_>>()?,
-        total_count,
-    })
+    f.page(
+        conn,
+        KEYSTORE_SELECT,
+        "keystores ks",
+        &order,
+        q.paging,
+        keystore_from_row,
+    )
 }
 
-pub(crate) async fn keys(pool: &SqlitePool, q: &KeyQuery) -> Result<Page<ManagedKey>> {
+pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> {
     let mut f = Filter::default();
     if let KeyScope::InKeystore(id) = q.scope {
         f.raw("k.id IN (SELECT managed_key_id FROM internal_copies WHERE keystore_id = ?)");
-        f.binds.push(Bind::Text(id.to_string()));
+        f.binds.push(Value::Text(id.to_string()));
     }
     f.one_of("k.vault_id", &q.vault_ids);
     f.one_of("k.algorithm", &q.algorithms);
@@ -323,17 +316,17 @@ pub(crate) async fn keys(pool: &SqlitePool, q: &KeyQuery) -> Result<Page<Managed
         },
         "k.id",
     );
-    let (rows, total_count) = f
-        .page(
-            pool,
-            KEY_SELECT,
-            "managed_keys k JOIN templates t ON t.id = k.template_id",
-            &order,
-            q.paging,
-        )
-        .await?;
-    Ok(Page {
-        items: rows.iter().map(key_from_row).collect::<Result<_>>()?,
-        total_count,
-    })
+    f.page(
+        conn,
+        KEY_SELECT,
+        // Counting joins templates only when a template filter needs it.
+        if q.template_name_prefix.is_some() || !q.template_types.is_empty() {
+            "managed_keys k JOIN templates t ON t.id = k.template_id"
+        } else {
+            "managed_keys k"
+        },
+        &order,
+        q.paging,
+        key_from_row,
+    )
 }

@@ -1,9 +1,9 @@
 //! Row ⇄ record mapping.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rusqlite::Row;
+use rusqlite::types::FromSql;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use keyplane_core::error::{Error, Result};
@@ -13,19 +13,24 @@ pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A column by name; a missing or mistyped column is reported without its value.
+pub(crate) fn col<T: FromSql>(r: &Row<'_>, c: &str) -> Result<T> {
+    r.get(c).map_err(|_| corrupt(c))
+}
+
 pub(crate) fn corrupt(column: &str) -> Error {
     Error::internal(format!("stored value of column {column} is unreadable"))
 }
 
-pub(crate) fn ts_col(r: &SqliteRow, c: &str) -> Result<DateTime<Utc>> {
-    let s: String = r.get(c);
+pub(crate) fn ts_col(r: &Row<'_>, c: &str) -> Result<DateTime<Utc>> {
+    let s: String = col(r, c)?;
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| corrupt(c))
 }
 
-pub(crate) fn opt_ts_col(r: &SqliteRow, c: &str) -> Result<Option<DateTime<Utc>>> {
-    let s: Option<String> = r.get(c);
+pub(crate) fn opt_ts_col(r: &Row<'_>, c: &str) -> Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = col(r, c)?;
     s.map(|s| {
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
@@ -34,41 +39,41 @@ pub(crate) fn opt_ts_col(r: &SqliteRow, c: &str) -> Result<Option<DateTime<Utc>>
     .transpose()
 }
 
-pub(crate) fn opt_date_col(r: &SqliteRow, c: &str) -> Result<Option<NaiveDate>> {
-    let s: Option<String> = r.get(c);
+pub(crate) fn opt_date_col(r: &Row<'_>, c: &str) -> Result<Option<NaiveDate>> {
+    let s: Option<String> = col(r, c)?;
     s.map(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| corrupt(c)))
         .transpose()
 }
 
-pub(crate) fn uuid_col(r: &SqliteRow, c: &str) -> Result<Uuid> {
-    let s: String = r.get(c);
+pub(crate) fn uuid_col(r: &Row<'_>, c: &str) -> Result<Uuid> {
+    let s: String = col(r, c)?;
     Uuid::parse_str(&s).map_err(|_| corrupt(c))
 }
 
-pub(crate) fn u32_col(r: &SqliteRow, c: &str) -> Result<u32> {
-    u32::try_from(r.get::<i64, _>(c)).map_err(|_| corrupt(c))
+pub(crate) fn u32_col(r: &Row<'_>, c: &str) -> Result<u32> {
+    u32::try_from(col::<i64>(r, c)?).map_err(|_| corrupt(c))
 }
 
 pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::internal(e.to_string()))
 }
 
-pub(crate) fn json_col<T: DeserializeOwned>(r: &SqliteRow, c: &str) -> Result<T> {
-    let s: String = r.get(c);
+pub(crate) fn json_col<T: DeserializeOwned>(r: &Row<'_>, c: &str) -> Result<T> {
+    let s: String = col(r, c)?;
     serde_json::from_str(&s).map_err(|_| corrupt(c))
 }
 
-pub(crate) fn enum_col<T>(r: &SqliteRow, c: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    let s: String = r.get(c);
+pub(crate) fn enum_col<T>(r: &Row<'_>, c: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let s: String = col(r, c)?;
     parse(&s).ok_or_else(|| corrupt(c))
 }
 
-fn stamps(r: &SqliteRow) -> Result<Stamps> {
+fn stamps(r: &Row<'_>) -> Result<Stamps> {
     Ok(Stamps {
         created_at: ts_col(r, "created_at")?,
         updated_at: ts_col(r, "updated_at")?,
-        created_by: r.get("created_by"),
-        updated_by: r.get("updated_by"),
+        created_by: col(r, "created_by")?,
+        updated_by: col(r, "updated_by")?,
     })
 }
 
@@ -78,19 +83,19 @@ pub(crate) const VAULT_SELECT: &str = "SELECT v.*,
     (SELECT COUNT(*) FROM keystores WHERE vault_id = v.id) AS keystores_count
     FROM vaults v";
 
-pub(crate) fn vault_from_row(r: &SqliteRow) -> Result<VaultView> {
+pub(crate) fn vault_from_row(r: &Row<'_>) -> Result<VaultView> {
     Ok(VaultView {
         vault: Vault {
             id: uuid_col(r, "id")?,
-            name: r.get("name"),
-            description: r.get("description"),
-            recovery_key_label: r.get("recovery_key_label"),
+            name: col(r, "name")?,
+            description: col(r, "description")?,
+            recovery_key_label: col(r, "recovery_key_label")?,
             stamps: stamps(r)?,
-            revision: r.get("revision"),
+            revision: col(r, "revision")?,
         },
-        keys_count: r.get("keys_count"),
-        key_templates_count: r.get("key_templates_count"),
-        keystores_count: r.get("keystores_count"),
+        keys_count: col(r, "keys_count")?,
+        key_templates_count: col(r, "key_templates_count")?,
+        keystores_count: col(r, "keystores_count")?,
     })
 }
 
@@ -119,54 +124,54 @@ pub(crate) const TEMPLATE_SELECT: &str = "SELECT t.*, v.name AS vault_name,
 /// Like `TEMPLATE_SELECT` without counting the template's keys.
 pub(crate) const TEMPLATE_SELECT_UNCOUNTED: &str = "SELECT t.*, v.name AS vault_name, 0 AS keys_count FROM templates t JOIN vaults v ON v.id = t.vault_id";
 
-pub(crate) fn template_from_row(r: &SqliteRow) -> Result<Template> {
+pub(crate) fn template_from_row(r: &Row<'_>) -> Result<Template> {
     let doc: TemplateDoc = json_col(r, "doc")?;
     Ok(Template {
         id: uuid_col(r, "id")?,
         vault: VaultRef {
             id: uuid_col(r, "vault_id")?,
-            name: r.get("vault_name"),
+            name: col(r, "vault_name")?,
         },
-        name: r.get("name"),
-        version: r.get("version"),
-        naming_scheme: r.get("naming_scheme"),
+        name: col(r, "name")?,
+        version: col(r, "version")?,
+        naming_scheme: col(r, "naming_scheme")?,
         types: json_col(r, "types")?,
         state: enum_col(r, "state", TemplateState::parse)?,
         key: doc.key,
         keystores: doc.keystores,
         description: doc.description,
         managing_systems: json_col(r, "managing_systems")?,
-        keys_count: r.get("keys_count"),
+        keys_count: col(r, "keys_count")?,
         stamps: stamps(r)?,
-        revision: r.get("revision"),
+        revision: col(r, "revision")?,
     })
 }
 
 pub(crate) const KEYSTORE_SELECT: &str =
     "SELECT ks.*, v.name AS vault_name FROM keystores ks JOIN vaults v ON v.id = ks.vault_id";
 
-pub(crate) fn keystore_from_row(r: &SqliteRow) -> Result<Keystore> {
-    let variant: Option<String> = r.get("ibm_variant");
+pub(crate) fn keystore_from_row(r: &Row<'_>) -> Result<Keystore> {
+    let variant: Option<String> = col(r, "ibm_variant")?;
     Ok(Keystore {
         id: uuid_col(r, "id")?,
         vault: VaultRef {
             id: uuid_col(r, "vault_id")?,
-            name: r.get("vault_name"),
+            name: col(r, "vault_name")?,
         },
-        name: r.get("name"),
+        name: col(r, "name")?,
         keystore_type: enum_col(r, "type", KeystoreType::parse)?,
         ibm_variant: variant
             .map(|v| IbmVariant::parse(&v).ok_or_else(|| corrupt("ibm_variant")))
             .transpose()?,
-        description: r.get("description"),
+        description: col(r, "description")?,
         groups: json_col(r, "groups")?,
-        location: r.get("location"),
-        tls_proxy: r.get("tls_proxy"),
+        location: col(r, "location")?,
+        tls_proxy: col(r, "tls_proxy")?,
         connection: json_col(r, "connection")?,
         secret_fields: json_col(r, "secret_fields")?,
-        sealed_secrets: r.get("sealed_secrets"),
+        sealed_secrets: col(r, "sealed_secrets")?,
         stamps: stamps(r)?,
-        revision: r.get("revision"),
+        revision: col(r, "revision")?,
     })
 }
 
@@ -209,23 +214,23 @@ pub(crate) const KEY_SELECT: &str = "SELECT k.*, v.name AS vault_name, t.name AS
        FROM key_targets kt LEFT JOIN keystores ks ON ks.id = kt.keystore_id WHERE kt.key_id = k.id) AS statuses
     FROM managed_keys k JOIN vaults v ON v.id = k.vault_id JOIN templates t ON t.id = k.template_id";
 
-pub(crate) fn key_from_row(r: &SqliteRow) -> Result<ManagedKey> {
+pub(crate) fn key_from_row(r: &Row<'_>) -> Result<ManagedKey> {
     let doc: KeyDoc = json_col(r, "doc")?;
     Ok(ManagedKey {
         id: uuid_col(r, "id")?,
         vault: VaultRef {
             id: uuid_col(r, "vault_id")?,
-            name: r.get("vault_name"),
+            name: col(r, "vault_name")?,
         },
         template: TemplateRef {
             id: uuid_col(r, "template_id")?,
-            name: r.get("template_name"),
+            name: col(r, "template_name")?,
             types: json_col(r, "template_types")?,
-            version: r.get("template_current_version"),
+            version: col(r, "template_current_version")?,
         },
         template_version: doc.template_version,
         version: u32_col(r, "version")?,
-        label: r.get("label"),
+        label: col(r, "label")?,
         description: doc.description,
         state: enum_col(r, "state", KeyState::parse)?,
         algorithm: enum_col(r, "algorithm", Algorithm::parse)?,
@@ -243,6 +248,6 @@ pub(crate) fn key_from_row(r: &SqliteRow) -> Result<ManagedKey> {
         deactivated_at: doc.deactivated_at,
         label_from_scheme: doc.label_from_scheme,
         stamps: stamps(r)?,
-        revision: r.get("revision"),
+        revision: col(r, "revision")?,
     })
 }

@@ -49,7 +49,7 @@ pub(crate) fn write_err(e: rusqlite::Error, resource: &str, name: &str) -> Error
 
 impl Writer {
     pub(crate) fn start(path: &Path, durability: Durability) -> Result<Self> {
-        let conn = Connection::open(path).map_err(sql_err)?;
+        let mut conn = Connection::open(path).map_err(sql_err)?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -66,6 +66,7 @@ impl Writer {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(64);
+        super::migrate::run(&mut conn)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("keyplane-sqlite-writer".into())

@@ -1,0 +1,47 @@
+//! Schema migrations: numbered SQL files, each applied once, in order, in one transaction.
+
+use keyplane_core::error::{Error, Result};
+use rusqlite::Connection;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_vault_indexes.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_key_list_order.sql"),
+    ),
+];
+
+pub(crate) fn run(conn: &mut Connection) -> Result<()> {
+    let err = |e: rusqlite::Error| Error::internal(format!("database migration: {e}"));
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        .map_err(err)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if let Some((newest, _)) = MIGRATIONS.last()
+        && current > *newest
+    {
+        return Err(Error::internal(format!(
+            "the database schema (version {current}) is newer than this keyplane knows ({newest}); upgrade keyplane"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            [version],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
