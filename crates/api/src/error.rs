@@ -68,6 +68,11 @@ impl From<Error> for ApiError {
                     message,
                 )
             },
+            Error::KeystoreUnavailable(_) => Self::new(
+                StatusCode::FAILED_DEPENDENCY,
+                ErrorCode::KeystoreUnreachable,
+                message,
+            ),
             Error::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Sealed, message),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -134,6 +134,10 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            legacy_vault_header,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
@@ -194,6 +198,45 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         }
         Ok(None) => unauthorized("the bearer token is not valid"),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's
+/// vault (400 otherwise). Creates check it against the body's vault in their handlers.
+async fn legacy_vault_header(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(header) = req.headers().get("uko-vault") else {
+        return next.run(req).await;
+    };
+    let Some(claimed) = header
+        .to_str()
+        .ok()
+        .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
+    else {
+        return ApiError::from(keyplane_core::Error::invalid_header(
+            "UKO-Vault",
+            "UKO-Vault must be a vault UUID",
+        ))
+        .into_response();
+    };
+    let mut segments = req.uri().path().trim_start_matches("/api/v4/").split('/');
+    let (collection, id) = (
+        segments.next(),
+        segments.next().and_then(|s| uuid::Uuid::parse_str(s).ok()),
+    );
+    let kp = &state.keyplane;
+    let owner = match (collection, id) {
+        (Some("templates"), Some(id)) => kp.get_template(id).await.map(|t| t.vault.id).ok(),
+        (Some("keystores"), Some(id)) => kp.get_keystore(id).await.map(|k| k.vault.id).ok(),
+        (Some("managed_keys"), Some(id)) => kp.get_key(id).await.map(|k| k.vault.id).ok(),
+        _ => None,
+    };
+    match owner {
+        Some(vault) => match (extract::LegacyVault(Some(claimed))).check(vault) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
+        // Unknown resources answer their own 404 in the handler.
+        None => next.run(req).await,
     }
 }
 

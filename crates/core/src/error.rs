@@ -119,6 +119,9 @@ pub enum Error {
     /// 412.
     #[error("the resource has changed since it was read (ETag mismatch); read it again and retry")]
     EtagMismatch,
+    /// A keystore the operation depends on cannot do its part: 424. Nothing was changed.
+    #[error("{0}")]
+    KeystoreUnavailable(String),
     /// 503.
     #[error("keyplane is sealed; unseal it before using keys")]
     Sealed,
@@ -191,10 +194,11 @@ impl Error {
         Self::conflict(ErrorCode::InvalidStateTransition, message)
     }
 
-    pub fn duplicate_name(resource: &str, name: &str) -> Self {
+    /// `what` names the kind of name and its scope, e.g. "the template name (unique per vault)".
+    pub fn duplicate_name(what: &str, name: &str) -> Self {
         Self::Conflict {
             code: ErrorCode::DuplicateName,
-            message: format!("a {resource} named '{name}' already exists"),
+            message: format!("{what} '{name}' is already in use"),
             params: vec![name.to_owned()],
         }
     }

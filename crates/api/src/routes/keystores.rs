@@ -74,13 +74,8 @@ pub(crate) async fn create(
 /// Get a keystore (secrets are never returned).
 #[utoipa::path(get, path = "/api/v4/keystores/{id}", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, body = KeystoreOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(
-    State(s): State<AppState>,
-    PathId(id): PathId,
-    legacy: LegacyVault,
-) -> ApiResult<Response> {
+pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
     let k = s.keyplane.get_keystore(id).await?;
-    legacy.check(k.vault.id)?;
     Ok(resource(
         StatusCode::OK,
         &wire::keystore(&s.links, &k),

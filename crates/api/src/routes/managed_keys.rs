@@ -82,25 +82,15 @@ pub(crate) async fn create(
     Ok(key_response(&s, &k, &trace, StatusCode::CREATED))
 }
 
-/// Reads the key first when a legacy `UKO-Vault` header must be checked against it.
-async fn check_legacy(s: &AppState, legacy: &LegacyVault, id: Uuid) -> ApiResult<()> {
-    if legacy.0.is_some() {
-        legacy.check(s.keyplane.get_key(id).await?.vault.id)?;
-    }
-    Ok(())
-}
-
 /// Get a managed key.
 #[utoipa::path(get, path = "/api/v4/managed_keys/{id}", tag = "managed_keys", params(("id" = String, Path)),
     responses((status = 200, body = ManagedKeyOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(s): State<AppState>,
     PathId(id): PathId,
-    legacy: LegacyVault,
     Trace(trace): Trace,
 ) -> ApiResult<Response> {
     let k = s.keyplane.get_key(id).await?;
-    legacy.check(k.vault.id)?;
     Ok(key_response(&s, &k, &trace, StatusCode::OK))
 }
 
@@ -114,11 +104,9 @@ pub(crate) async fn update(
     Caller(actor): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
-    legacy: LegacyVault,
     Trace(trace): Trace,
     JsonBody(body): JsonBody<KeyUpdateBody>,
 ) -> ApiResult<Response> {
-    check_legacy(&s, &legacy, id).await?;
     let k = s
         .keyplane
         .update_key(&actor, id, m.as_ref(), body.into_patch())
@@ -134,9 +122,7 @@ pub(crate) async fn delete(
     State(s): State<AppState>,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
-    legacy: LegacyVault,
 ) -> ApiResult<Response> {
-    check_legacy(&s, &legacy, id).await?;
     s.keyplane.delete_key(id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -70,13 +70,8 @@ pub(crate) async fn create(
 /// Get a key template.
 #[utoipa::path(get, path = "/api/v4/templates/{id}", tag = "templates", params(("id" = String, Path)),
     responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(
-    State(s): State<AppState>,
-    PathId(id): PathId,
-    legacy: LegacyVault,
-) -> ApiResult<Response> {
+pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
     let t = s.keyplane.get_template(id).await?;
-    legacy.check(t.vault.id)?;
     Ok(resource(
         StatusCode::OK,
         &wire::template(&s.links, &t),

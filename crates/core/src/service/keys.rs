@@ -284,6 +284,20 @@ impl Keyplane {
                 after.as_ref(),
             ));
         }
+        // Copies in keystores the key no longer targets stay disabled until the key is destroyed.
+        for stray in copies
+            .iter()
+            .filter(|c| !targets.iter().any(|t| t.id == c.keystore_id))
+        {
+            match desired_copy(key.state, true) {
+                None => write.remove_copies_from.push(stray.keystore_id),
+                Some(_) if stray.enabled => write.upsert_copies.push(InternalCopy {
+                    enabled: false,
+                    ..stray.clone()
+                }),
+                Some(_) => {}
+            }
+        }
         statuses.extend(removed);
         key.status_in_keystores = statuses;
     }
@@ -326,10 +340,15 @@ impl Keyplane {
                 }
                 key.deactivated_at = None;
             }
-            KeyAction::Deactivate => key.deactivated_at = Some(at),
-            KeyAction::Compromise => {
-                if key.deactivated_at.is_none() {
+            KeyAction::Deactivate | KeyAction::Compromise => {
+                if key.deactivated_at.is_none() || action == KeyAction::Deactivate {
                     key.deactivated_at = Some(at);
+                }
+                // The key is out of use as a whole: older versions still active follow it.
+                for v in self.store.key_versions(id).await? {
+                    if v.version != key.version && v.state == KeyState::Active {
+                        write.version_states.push((v.version, next));
+                    }
                 }
             }
             KeyAction::Destroy => write.erase_material = true,
@@ -570,16 +589,6 @@ impl Keyplane {
             .collect();
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
-        // Keystores that left the group: their copies are deactivated (internal ones removed from targets).
-        for left in copies
-            .iter()
-            .filter(|c| !targets.iter().any(|t| t.id == c.keystore_id))
-        {
-            write.upsert_copies.push(InternalCopy {
-                enabled: false,
-                ..left.clone()
-            });
-        }
         key.status_in_keystores.retain(|s| s.removed);
         key.instances[0].group = entry.group.clone();
         key.instances[0].properties = entry.properties.clone();

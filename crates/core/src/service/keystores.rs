@@ -135,6 +135,19 @@ impl Keyplane {
             revision: 1,
         };
         if dry_run {
+            // A dry run answers what the real call would, name clash included.
+            if self
+                .store
+                .vault_keystores(vault_id)
+                .await?
+                .iter()
+                .any(|k| k.name == keystore.name)
+            {
+                return Err(Error::duplicate_name(
+                    "the keystore name (unique per vault)",
+                    &keystore.name,
+                ));
+            }
             return Ok(keystore);
         }
         self.store.insert_keystore(&keystore).await?;
@@ -242,6 +255,22 @@ impl Keyplane {
         let targeting = self.store.keys_targeting_keystore(id).await?;
         if mode == KeystoreDeleteMode::Restrict || keystore.is_internal() {
             distribution::check_restricted_disconnect(&keystore, &targeting)?;
+        }
+        let acts_remotely = matches!(
+            mode,
+            KeystoreDeleteMode::Deactivate | KeystoreDeleteMode::Destroy
+        );
+        if acts_remotely
+            && !keystore.is_internal()
+            && targeting.iter().any(|k| k.state.lives_in_keystores())
+        {
+            // Never report remote work that could not be done.
+            return Err(Error::KeystoreUnavailable(format!(
+                "keystore '{}' cannot {mode} its key copies: {}. Nothing was changed; use mode=disconnect to unlink \
+                 it and leave its remote material untouched",
+                keystore.name,
+                distribution::connector_unavailable_message(keystore.keystore_type)
+            )));
         }
         let mut changes = Vec::with_capacity(targeting.len());
         for mut key in targeting {

@@ -56,7 +56,7 @@ pub(crate) fn insert_api_token(conn: &Connection, token: &ApiToken) -> Result<()
             ts(&chrono::Utc::now())
         ],
     )
-    .map_err(|e| write_err(e, "token", &token.name))?;
+    .map_err(|e| write_err(e, "the token name", &token.name))?;
     Ok(())
 }
 
@@ -76,7 +76,7 @@ pub(crate) fn insert_vault(conn: &Connection, v: &Vault) -> Result<()> {
             v.revision
         ],
     )
-    .map_err(|e| write_err(e, "vault", &v.name))?;
+    .map_err(|e| write_err(e, "the vault name", &v.name))?;
     Ok(())
 }
 
@@ -96,7 +96,7 @@ pub(crate) fn update_vault(conn: &Connection, v: &Vault, read_revision: i64) -> 
                 read_revision
             ],
         )
-        .map_err(|e| write_err(e, "vault", &v.name))?;
+        .map_err(|e| write_err(e, "the vault name", &v.name))?;
     check_updated(conn, "vaults", "vault", v.id, rows)
 }
 
@@ -178,7 +178,7 @@ pub(crate) fn write_template(
     }
     let rows = conn
         .execute(sql, rusqlite::params_from_iter(values.iter()))
-        .map_err(|e| write_err(e, "template in this vault", &t.name))?;
+        .map_err(|e| write_err(e, "the template name (unique per vault)", &t.name))?;
     check_updated(conn, "templates", "template", t.id, rows)
 }
 
@@ -240,7 +240,7 @@ pub(crate) fn write_keystore(
     }
     let rows = conn
         .execute(sql, rusqlite::params_from_iter(values.iter()))
-        .map_err(|e| write_err(e, "keystore in this vault", &k.name))?;
+        .map_err(|e| write_err(e, "the keystore name (unique per vault)", &k.name))?;
     check_updated(conn, "keystores", "keystore", k.id, rows)
 }
 
@@ -321,13 +321,7 @@ pub(crate) fn save_key(
     let rows = conn
         .prepare_cached(sql)
         .and_then(|mut s| s.execute(rusqlite::params_from_iter(values.iter())))
-        .map_err(|e| {
-            write_err(
-                e,
-                "managed key labelled like this in the vault; label",
-                &k.label,
-            )
-        })?;
+        .map_err(|e| write_err(e, "the key label (unique per vault)", &k.label))?;
     check_updated(conn, "managed_keys", "managed key", k.id, rows)?;
 
     if read_revision.is_some() {
