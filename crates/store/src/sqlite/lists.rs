@@ -107,22 +107,25 @@ impl Filter {
     }
 
     /// The total count and one page of rows, mapped.
+    /// `SELECT <aggregate> FROM <from> WHERE …` as one number.
+    fn count(&self, conn: &Connection, aggregate: &str, from: &str) -> Result<i64> {
+        conn.prepare_cached(&format!("SELECT {aggregate} FROM {from}{}", self.sql()))
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(self.binds.iter()), |r| r.get(0))
+            })
+            .map_err(sql_err)
+    }
+
     fn page<T>(
         &self,
         conn: &Connection,
         select: &str,
-        count_from: &str,
+        total_count: i64,
         order: &str,
         paging: Paging,
         map: fn(&rusqlite::Row<'_>) -> Result<T>,
     ) -> Result<Page<T>> {
         let where_sql = self.sql();
-        let total_count: i64 = conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM {count_from}{where_sql}"))
-            .and_then(|mut s| {
-                s.query_row(rusqlite::params_from_iter(self.binds.iter()), |r| r.get(0))
-            })
-            .map_err(sql_err)?;
         let mut binds = self.binds.clone();
         binds.push(Value::Integer(i64::from(paging.limit)));
         binds.push(Value::Integer(
@@ -172,7 +175,7 @@ pub(crate) fn vaults(conn: &Connection, q: &VaultQuery) -> Result<Page<VaultView
     f.page(
         conn,
         VAULT_SELECT,
-        "vaults v",
+        f.count(conn, "COUNT(*)", "vaults v")?,
         &order,
         q.paging,
         vault_from_row,
@@ -216,7 +219,7 @@ pub(crate) fn templates(conn: &Connection, q: &TemplateQuery) -> Result<Page<Tem
     f.page(
         conn,
         TEMPLATE_SELECT,
-        "templates t",
+        f.count(conn, "COUNT(*)", "templates t")?,
         &order,
         q.paging,
         template_from_row,
@@ -252,7 +255,7 @@ pub(crate) fn keystores(conn: &Connection, q: &KeystoreQuery) -> Result<Page<Key
     f.page(
         conn,
         KEYSTORE_SELECT,
-        "keystores ks",
+        f.count(conn, "COUNT(*)", "keystores ks")?,
         &order,
         q.paging,
         keystore_from_row,
@@ -316,17 +319,32 @@ pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> 
         },
         "k.id",
     );
-    f.page(
-        conn,
-        KEY_SELECT,
-        // Counting joins templates only when a template filter needs it.
-        if q.template_name_prefix.is_some() || !q.template_types.is_empty() {
-            "managed_keys k JOIN templates t ON t.id = k.template_id"
-        } else {
-            "managed_keys k"
-        },
-        &order,
-        q.paging,
-        key_from_row,
-    )
+    let total = if filters_only_state_and_vault(q) {
+        // Kept per vault and state by triggers: no row counting for the usual lists.
+        let mut counted = Filter::default();
+        counted.one_of("vault_id", &q.vault_ids);
+        counted.one_of("state", &q.states);
+        counted.count(conn, "COALESCE(SUM(n), 0)", "key_state_counts")?
+    } else if q.template_name_prefix.is_some() || !q.template_types.is_empty() {
+        f.count(
+            conn,
+            "COUNT(*)",
+            "managed_keys k JOIN templates t ON t.id = k.template_id",
+        )?
+    } else {
+        f.count(conn, "COUNT(*)", "managed_keys k")?
+    };
+    f.page(conn, KEY_SELECT, total, &order, q.paging, key_from_row)
+}
+
+/// Whether a key query filters on nothing but states and vaults.
+fn filters_only_state_and_vault(q: &KeyQuery) -> bool {
+    let bare = KeyQuery {
+        vault_ids: Vec::new(),
+        states: Vec::new(),
+        sort: Vec::new(),
+        paging: Paging::default(),
+        ..q.clone()
+    };
+    bare == KeyQuery::default()
 }

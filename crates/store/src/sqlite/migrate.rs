@@ -13,6 +13,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_key_list_order.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_key_state_counts.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
