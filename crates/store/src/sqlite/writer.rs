@@ -65,6 +65,13 @@ impl Writer {
         .map_err(sql_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql_err)?;
+        // Savepoint journals stay in memory rather than in temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(sql_err)?;
+        // Checkpoint every ~32 MiB of WAL rather than 4 MiB: hot index pages are copied back
+        // once per checkpoint instead of many times.
+        conn.pragma_update(None, "wal_autocheckpoint", 8000)
+            .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         super::migrate::run(&mut conn)?;
         let (jobs, queue) = mpsc::channel::<Job>();

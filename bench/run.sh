@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs Keyplane's benchmarks on this machine against a release build with a fresh database
+# (SQLite synchronous=FULL: every acknowledged write is fsynced). Each workload runs three
+# times; the summary prints the median of each figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+KEYS=${KEYS:-100000}
+PORT=${PORT:-18089}
+TOKEN=bench-token-0123456789abcdef
+OUT=${OUT:-bench/results/latest.jsonl}
+
+cargo build --release --locked -p keyplane-cli -p keyplane-bench
+mkdir -p "$(dirname "$OUT")"
+: > "$OUT"
+DATA=$(mktemp -d)
+KEYPLANE_DATA_DIR=$DATA KEYPLANE_LISTEN=127.0.0.1:$PORT KEYPLANE_BOOTSTRAP_TOKEN=$TOKEN KEYPLANE_LOG=warn \
+    target/release/keyplane serve > "$DATA/server.out" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+for _ in $(seq 50); do grep -q listening "$DATA/server.out" && break; sleep 0.2; done
+
+load() { target/release/keyplane-load --url "http://127.0.0.1:$PORT" --token "$TOKEN" --duration "$DURATION" "$@"; }
+
+for _ in $(seq "$RUNS"); do load get-key | tee -a "$OUT"; done
+for _ in $(seq "$RUNS"); do load create-activate | tee -a "$OUT"; done
+# Seed once (create-activate rounds) until KEYS more active keys exist, then measure lists.
+load list-active --keys "$KEYS" > /dev/null
+for c in 16 4 1; do
+    for _ in $(seq "$RUNS"); do
+        load --connections "$c" list-active --keys 0 | sed "s/\"workload\":\"list-active\"/\"workload\":\"list-active-c$c\"/" | tee -a "$OUT"
+    done
+done
+
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'workload':<18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   (median of {len(rows)//5 or 1} runs)")
+for w in dict.fromkeys(r["workload"] for r in rows):
+    rs = [r for r in rows if r["workload"] == w]
+    med = lambda k: statistics.median(r[k] for r in rs)
+    print(f"{w:<18} {med('per_second'):>9.0f} {med('p50_ms'):>8.2f} {med('p99_ms'):>8.2f} {sum(r['errors'] for r in rs):>7}")
+PY
