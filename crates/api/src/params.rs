@@ -6,10 +6,10 @@ use keyplane_core::error::{Error, Result};
 use keyplane_core::model::*;
 use keyplane_core::query::*;
 use keyplane_core::validate;
-use serde_json::{Value, json};
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::wire::Links;
+use crate::wire::{Href, Links};
 
 pub struct Params<'a> {
     pairs: &'a [(String, String)],
@@ -330,16 +330,48 @@ fn day_of(v: &str, name: &str) -> Result<NaiveDate> {
     validate::date(name, v.get(..10).unwrap_or(v), true)
 }
 
-/// The list envelope with navigation links that carry `offset=` (SDK pagers read it).
-pub fn envelope(
+/// The list envelope with navigation links that carry `offset=` (SDK pagers read it); the
+/// items are serialized as they are, under the endpoint's collection name.
+pub struct ListBody<T> {
+    total_count: i64,
+    paging: Paging,
+    first: Href,
+    last: Href,
+    previous: Option<Href>,
+    next: Option<Href>,
+    collection: &'static str,
+    items: Vec<T>,
+}
+
+impl<T: Serialize> Serialize for ListBody<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("total_count", &self.total_count)?;
+        map.serialize_entry("limit", &self.paging.limit)?;
+        map.serialize_entry("offset", &self.paging.offset)?;
+        map.serialize_entry("first", &self.first)?;
+        map.serialize_entry("last", &self.last)?;
+        if let Some(p) = &self.previous {
+            map.serialize_entry("previous", p)?;
+        }
+        if let Some(n) = &self.next {
+            map.serialize_entry("next", n)?;
+        }
+        map.serialize_entry(self.collection, &self.items)?;
+        map.end()
+    }
+}
+
+pub fn envelope<T>(
     links: &Links,
     path: &str,
     pairs: &[(String, String)],
     paging: Paging,
     total: i64,
-    collection: &str,
-    items: Vec<Value>,
-) -> Value {
+    collection: &'static str,
+    items: Vec<T>,
+) -> ListBody<T> {
     let kept: Vec<(String, String)> = pairs
         .iter()
         .filter(|(k, _)| k != "limit" && k != "offset")
@@ -350,7 +382,9 @@ pub fn envelope(
         q.push(("limit".into(), paging.limit.to_string()));
         q.push(("offset".into(), offset.to_string()));
         let qs = serde_urlencoded::to_string(&q).unwrap_or_default();
-        json!({ "href": format!("{}{path}?{qs}", links.base) })
+        Href {
+            href: format!("{}{path}?{qs}", links.base),
+        }
     };
     let limit = u64::from(paging.limit);
     let total_u = u64::try_from(total).unwrap_or(0);
@@ -359,19 +393,14 @@ pub fn envelope(
     } else {
         (total_u - 1) / limit * limit
     };
-    let mut body = json!({
-        "total_count": total,
-        "limit": paging.limit,
-        "offset": paging.offset,
-        "first": href(0),
-        "last": href(last),
-    });
-    if paging.offset > 0 {
-        body["previous"] = href(paging.offset.saturating_sub(limit));
+    ListBody {
+        total_count: total,
+        paging,
+        first: href(0),
+        last: href(last),
+        previous: (paging.offset > 0).then(|| href(paging.offset.saturating_sub(limit))),
+        next: (paging.offset + limit < total_u).then(|| href(paging.offset + limit)),
+        collection,
+        items,
     }
-    if paging.offset + limit < total_u {
-        body["next"] = href(paging.offset + limit);
-    }
-    body[collection] = Value::Array(items);
-    body
 }

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use keyplane_core::model::KeystoreDeleteMode;
 use keyplane_core::query::ASSOCIATED_RESOURCE_SORT_FIELDS;
 
-use super::{json_values, resource};
+use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
@@ -24,10 +24,14 @@ const PATH: &str = "/api/v4/keystores";
 pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<KeystoreOut>>> {
     let query = params::keystore_query(&Params::new(&q))?;
     let page = s.keyplane.list_keystores(&query).await?;
-    let items = json_values(page.items.iter().map(|k| wire::keystore(&s.links, k)));
+    let items = page
+        .items
+        .iter()
+        .map(|k| wire::keystore(&s.links, k))
+        .collect::<Vec<_>>();
     Ok(Json(params::envelope(
         &s.links,
         PATH,
@@ -156,15 +160,15 @@ pub(crate) async fn managed_keys(
     PathId(id): PathId,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<wire::ManagedKeyOut>>> {
     let query = params::key_query(&Params::new(&q), true)?;
     let paging = query.paging;
     let page = s.keyplane.list_keystore_keys(id, query).await?;
-    let items = json_values(
-        page.items
-            .iter()
-            .map(|k| wire::managed_key(&s.links, k, &trace)),
-    );
+    let items = page
+        .items
+        .iter()
+        .map(|k| wire::managed_key(&s.links, k, &trace))
+        .collect::<Vec<_>>();
     let path = format!("{PATH}/{id}/managed_keys");
     Ok(Json(params::envelope(
         &s.links,
@@ -184,7 +188,7 @@ pub(crate) async fn associated_resources(
     State(s): State<AppState>,
     PathId(id): PathId,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<serde_json::Value>>> {
     s.keyplane.get_keystore(id).await?;
     let p = Params::new(&q);
     let paging = p.paging()?;

@@ -7,7 +7,7 @@ use keyplane_core::model::{Actor, ManagedKey};
 use keyplane_core::query::ASSOCIATED_RESOURCE_SORT_FIELDS;
 use uuid::Uuid;
 
-use super::{json_values, resource};
+use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
@@ -45,14 +45,14 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<ManagedKeyOut>>> {
     let query = params::key_query(&Params::new(&q), true)?;
     let page = s.keyplane.list_keys(&query).await?;
-    let items = json_values(
-        page.items
-            .iter()
-            .map(|k| wire::managed_key(&s.links, k, &trace)),
-    );
+    let items = page
+        .items
+        .iter()
+        .map(|k| wire::managed_key(&s.links, k, &trace))
+        .collect::<Vec<_>>();
     Ok(Json(params::envelope(
         &s.links,
         PATH,
@@ -135,15 +135,15 @@ pub(crate) async fn versions(
     PathId(id): PathId,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<ManagedKeyOut>>> {
     // Older versions are usually deactivated: no default state filter here.
     let query = params::key_query(&Params::new(&q), false)?;
     let page = s.keyplane.key_versions(id, &query).await?;
-    let items = json_values(
-        page.items
-            .iter()
-            .map(|k| wire::managed_key(&s.links, k, &trace)),
-    );
+    let items = page
+        .items
+        .iter()
+        .map(|k| wire::managed_key(&s.links, k, &trace))
+        .collect::<Vec<_>>();
     let path = format!("{PATH}/{id}/versions");
     Ok(Json(params::envelope(
         &s.links,
@@ -327,7 +327,7 @@ pub(crate) async fn associated_resources(
     State(s): State<AppState>,
     PathId(id): PathId,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<serde_json::Value>>> {
     s.keyplane.get_key(id).await?;
     let p = Params::new(&q);
     let paging = p.paging()?;

@@ -77,12 +77,3 @@ pub(crate) fn resource<T: Serialize>(
     }
     response
 }
-
-pub(crate) fn json_values<T: Serialize>(
-    items: impl IntoIterator<Item = T>,
-) -> Vec<serde_json::Value> {
-    items
-        .into_iter()
-        .filter_map(|i| serde_json::to_value(i).ok())
-        .collect()
-}

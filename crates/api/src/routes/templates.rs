@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{json_values, resource};
+use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
@@ -27,10 +27,14 @@ const PATH: &str = "/api/v4/templates";
 pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<TemplateOut>>> {
     let query = params::template_query(&Params::new(&q))?;
     let page = s.keyplane.list_templates(&query).await?;
-    let items = json_values(page.items.iter().map(|t| wire::template(&s.links, t)));
+    let items = page
+        .items
+        .iter()
+        .map(|t| wire::template(&s.links, t))
+        .collect::<Vec<_>>();
     Ok(Json(params::envelope(
         &s.links,
         PATH,

@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{json_values, resource};
+use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, PathId, RawQuery};
 use crate::params::{self, Params};
@@ -20,10 +20,14 @@ const PATH: &str = "/api/v4/vaults";
 pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<params::ListBody<VaultOut>>> {
     let query = params::vault_query(&Params::new(&q))?;
     let page = s.keyplane.list_vaults(&query).await?;
-    let items = json_values(page.items.iter().map(|v| wire::vault(&s.links, v)));
+    let items = page
+        .items
+        .iter()
+        .map(|v| wire::vault(&s.links, v))
+        .collect::<Vec<_>>();
     Ok(Json(params::envelope(
         &s.links,
         PATH,
