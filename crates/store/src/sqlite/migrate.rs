@@ -17,6 +17,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/sqlite/0004_key_state_counts.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_fewer_btrees.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
