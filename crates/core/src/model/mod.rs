@@ -9,6 +9,12 @@ use uuid::Uuid;
 
 pub use enums::*;
 
+/// A new resource id: a UUID whose leading bits are its creation time (RFC 9562 version 7), so
+/// ids sort by age and indexes on them grow at the end instead of at random pages.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 /// Who made a change; recorded as `created_by` / `updated_by`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);

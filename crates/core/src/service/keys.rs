@@ -163,7 +163,7 @@ impl Keyplane {
             None => label.clone(),
         };
         let mut key = ManagedKey {
-            id: Uuid::new_v4(),
+            id: new_id(),
             vault,
             template: TemplateRef {
                 id: template.id,
@@ -184,7 +184,7 @@ impl Keyplane {
             label_tags,
             tags,
             instances: vec![KeyInstance {
-                id: Uuid::new_v4(),
+                id: new_id(),
                 label_in_keystore: distribution::label_in_keystore(
                     &label_in_keystore,
                     entry.keystore_type,
@@ -266,8 +266,7 @@ impl Keyplane {
                     let copy = InternalCopy {
                         keystore_id: target.id,
                         managed_key_id: key.id,
-                        key_id_in_keystore: existing
-                            .map_or_else(Uuid::new_v4, |c| c.key_id_in_keystore),
+                        key_id_in_keystore: existing.map_or_else(new_id, |c| c.key_id_in_keystore),
                         label: key.instances[0].label_in_keystore.clone(),
                         enabled,
                         version: key.version,

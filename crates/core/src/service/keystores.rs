@@ -117,7 +117,7 @@ impl Keyplane {
         let CheckedConnection { clear, secrets } =
             keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
         let vault = self.target_vault(vault_id).await?;
-        let id = Uuid::new_v4();
+        let id = new_id();
         let keystore = Keystore {
             id,
             vault,

@@ -172,7 +172,7 @@ impl Keyplane {
         }
         let vault = self.target_vault(vault_id).await?;
         let template = Template {
-            id: Uuid::new_v4(),
+            id: new_id(),
             vault,
             name,
             version: 1,

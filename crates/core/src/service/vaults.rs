@@ -35,7 +35,7 @@ impl Keyplane {
             check_recovery_label(l)?;
         }
         let vault = Vault {
-            id: Uuid::new_v4(),
+            id: new_id(),
             name,
             description,
             recovery_key_label: input.recovery_key_label,
