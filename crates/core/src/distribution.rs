@@ -312,6 +312,113 @@ mod tests {
         assert!(check_algorithm(KeystoreType::Kmip, Algorithm::Rsa, 2048).is_err());
     }
 
+    fn key(label: &str, state: KeyState) -> ManagedKey {
+        let now = Utc::now();
+        ManagedKey {
+            id: Uuid::new_v4(),
+            vault: VaultRef {
+                id: Uuid::nil(),
+                name: "v".into(),
+            },
+            template: TemplateRef {
+                id: Uuid::nil(),
+                name: "T".into(),
+                types: vec![],
+                version: 1,
+            },
+            template_version: 1,
+            version: 1,
+            label: label.into(),
+            description: String::new(),
+            state,
+            algorithm: Algorithm::Aes,
+            size: 256,
+            verification_patterns: vec![],
+            activation_date: None,
+            expiration_date: None,
+            label_tags: vec![],
+            tags: vec![],
+            instances: vec![],
+            status_in_keystores: vec![],
+            deactivate_on_rotation: false,
+            managing_systems: vec![],
+            rotated_at: None,
+            deactivated_at: None,
+            label_from_scheme: false,
+            stamps: Stamps::new(&Actor("t".into()), now),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn seed_rule_blocks_only_keys_living_in_the_keystore() {
+        let ks = keystore("ks", KeystoreType::AwsKms, &["g"]);
+        let harmless = [
+            key("pre", KeyState::PreActivation),
+            key("gone", KeyState::Destroyed),
+        ];
+        assert!(check_restricted_disconnect(&ks, &harmless).is_ok());
+        assert!(check_restricted_disconnect(&ks, &[]).is_ok());
+        for state in [
+            KeyState::Active,
+            KeyState::Deactivated,
+            KeyState::Compromised,
+        ] {
+            let blocking = key("blocker", state);
+            let Err(Error::Conflict {
+                code,
+                message,
+                params,
+            }) = check_restricted_disconnect(&ks, &[harmless[0].clone(), blocking.clone()])
+            else {
+                panic!("a {state} key must block");
+            };
+            assert_eq!(code, ErrorCode::KeystoreNotEmpty);
+            assert_eq!(params.len(), 1);
+            assert!(params[0].contains(&blocking.id.to_string()) && params[0].contains("blocker"));
+            assert!(message.contains("blocker") && !message.contains("pre ("));
+        }
+        let many: Vec<ManagedKey> = (0..25)
+            .map(|i| key(&format!("k{i}"), KeyState::Active))
+            .collect();
+        let Err(Error::Conflict {
+            message, params, ..
+        }) = check_restricted_disconnect(&ks, &many)
+        else {
+            panic!("must block");
+        };
+        assert_eq!(params.len(), 20, "at most 20 blocking keys are listed");
+        assert!(message.contains("25 managed key(s)") && message.contains("and 5 more"));
+    }
+
+    #[test]
+    fn removed_keystores_are_flagged_by_what_they_held() {
+        let ks = keystore("ks", KeystoreType::IbmCloudKms, &["g"]);
+        let active = key("a", KeyState::Active);
+        let copy = InternalCopy {
+            keystore_id: ks.id,
+            managed_key_id: active.id,
+            key_id_in_keystore: Uuid::new_v4(),
+            label: "a".into(),
+            enabled: true,
+            version: 1,
+        };
+        let mut held = internal_status(&active, &ks.reference(), Some(&copy));
+        mark_removed(&mut held);
+        assert!(held.removed);
+        assert_eq!(
+            held.keystore_sync_flag_detail,
+            SyncFlagDetail::TargetKeystoreRemovedByUserContainsAnActiveKey
+        );
+        let mut empty = internal_status(&key("p", KeyState::PreActivation), &ks.reference(), None);
+        mark_removed(&mut empty);
+        assert_eq!(
+            empty.keystore_sync_flag_detail,
+            SyncFlagDetail::TargetKeystoreRemovedByUser
+        );
+        assert_eq!(empty.keystore_sync_flag, SyncFlag::Ok);
+    }
+
     #[test]
     fn labels_fit_the_target() {
         assert_eq!(

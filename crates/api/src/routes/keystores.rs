@@ -3,7 +3,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::model::KeystoreDeleteMode;
-use keyplane_core::query::ASSOCIATED_RESOURCE_SORT_FIELDS;
 
 use super::resource;
 use crate::error::{ApiResult, ErrorBody};
@@ -190,17 +189,5 @@ pub(crate) async fn associated_resources(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<params::ListBody<serde_json::Value>>> {
     s.keyplane.get_keystore(id).await?;
-    let p = Params::new(&q);
-    let paging = p.paging()?;
-    keyplane_core::query::parse_sort(p.get("sort"), ASSOCIATED_RESOURCE_SORT_FIELDS, "name")?;
-    let path = format!("{PATH}/{id}/associated_resources");
-    Ok(Json(params::envelope(
-        &s.links,
-        &path,
-        &q,
-        paging,
-        0,
-        "associated_resources",
-        Vec::new(),
-    )))
+    super::no_associated_resources(&s, &format!("{PATH}/{id}/associated_resources"), &q)
 }

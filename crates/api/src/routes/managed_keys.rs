@@ -4,7 +4,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::etag::IfMatch as CoreIfMatch;
 use keyplane_core::model::{Actor, ManagedKey};
-use keyplane_core::query::ASSOCIATED_RESOURCE_SORT_FIELDS;
 use uuid::Uuid;
 
 use super::resource;
@@ -329,17 +328,5 @@ pub(crate) async fn associated_resources(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<params::ListBody<serde_json::Value>>> {
     s.keyplane.get_key(id).await?;
-    let p = Params::new(&q);
-    let paging = p.paging()?;
-    keyplane_core::query::parse_sort(p.get("sort"), ASSOCIATED_RESOURCE_SORT_FIELDS, "name")?;
-    let path = format!("{PATH}/{id}/associated_resources");
-    Ok(Json(params::envelope(
-        &s.links,
-        &path,
-        &q,
-        paging,
-        0,
-        "associated_resources",
-        Vec::new(),
-    )))
+    super::no_associated_resources(&s, &format!("{PATH}/{id}/associated_resources"), &q)
 }

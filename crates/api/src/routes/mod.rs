@@ -77,3 +77,28 @@ pub(crate) fn resource<T: Serialize>(
     }
     response
 }
+
+/// The associated-resource list: only IBM Cloud KMS registrations produce entries, and no
+/// connector reads them yet, so it is an empty page (with the paging and sort still checked).
+pub(crate) fn no_associated_resources(
+    s: &AppState,
+    path: &str,
+    q: &[(String, String)],
+) -> crate::error::ApiResult<Json<crate::params::ListBody<serde_json::Value>>> {
+    let p = crate::params::Params::new(q);
+    let paging = p.paging()?;
+    keyplane_core::query::parse_sort(
+        p.get("sort"),
+        keyplane_core::query::ASSOCIATED_RESOURCE_SORT_FIELDS,
+        "name",
+    )?;
+    Ok(Json(crate::params::envelope(
+        &s.links,
+        path,
+        q,
+        paging,
+        0,
+        "associated_resources",
+        Vec::new(),
+    )))
+}
