@@ -900,3 +900,51 @@ async fn every_documented_operation_is_routed() {
         .await;
     assert_error(&r, 404, "route_not_found");
 }
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_gets_408_with_the_error_body() {
+    let app = TestApp::with_request_timeout(std::time::Duration::from_millis(200)).await;
+    // A body that never arrives keeps the request open past the timeout.
+    let stalled = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/v4/vaults")
+        .header(
+            "authorization",
+            format!("Bearer {}", keyplane_testkit::TEST_TOKEN),
+        )
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(stalled))
+        .unwrap();
+    let r = app.send(req).await.expect(408);
+    assert_eq!(r.code(), "request_timeout");
+    assert_eq!(
+        r.body["trace"],
+        r.headers["x-correlation-id"].to_str().unwrap()
+    );
+    assert_eq!(
+        app.get("/api/v4/vaults").await.expect(200).body["total_count"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn gzip_request_bodies_are_accepted() {
+    use std::io::Write;
+    let app = TestApp::new().await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"name":"compressed"}"#).unwrap();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/v4/vaults")
+        .header(
+            "authorization",
+            format!("Bearer {}", keyplane_testkit::TEST_TOKEN),
+        )
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(axum::body::Body::from(gz.finish().unwrap()))
+        .unwrap();
+    let r = app.send(req).await.expect(201);
+    assert_eq!(r.body["name"], "compressed");
+}

@@ -91,6 +91,15 @@ impl TestApp {
     }
 
     pub async fn with_policy(policy: LifecyclePolicy) -> Self {
+        Self::build(policy, std::time::Duration::from_secs(30)).await
+    }
+
+    /// An app whose requests time out after `timeout`.
+    pub async fn with_request_timeout(timeout: std::time::Duration) -> Self {
+        Self::build(LifecyclePolicy::default(), timeout).await
+    }
+
+    async fn build(policy: LifecyclePolicy, request_timeout: std::time::Duration) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(
             SqliteStore::open(&dir.path().join("test.sqlite"), Durability::Normal)
@@ -106,7 +115,7 @@ impl TestApp {
             Arc::new(FixedToken),
             &HttpSettings {
                 public_url: PUBLIC_URL.into(),
-                request_timeout: std::time::Duration::from_secs(30),
+                request_timeout,
             },
         );
         Self { router, store, dir }
