@@ -12,4 +12,11 @@ fi
 # The suite's peers so far are in-process (SQLite) or the keyplane binary itself; external
 # peers (PostgreSQL, LocalStack, OpenBao, SoftHSM2) are started here as their tests arrive.
 
-cargo test --workspace --all-targets --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
