@@ -224,7 +224,7 @@ impl TemplateBody {
 }
 
 /// Keystore create / update body: common fields plus the type's connection fields.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct KeystoreBody {
     #[serde(rename = "type")]
     #[schema(value_type = Option<String>)]
@@ -241,6 +241,17 @@ pub struct KeystoreBody {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub rest: Map<String, Value>,
+}
+
+/// Connection values may be secrets: only their names are shown.
+impl std::fmt::Debug for KeystoreBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoreBody")
+            .field("type", &self.keystore_type)
+            .field("name", &self.name)
+            .field("fields", &self.rest.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeystoreBody {

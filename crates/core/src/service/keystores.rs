@@ -11,7 +11,7 @@ use crate::ports::KeyWrite;
 use crate::query::{KeyQuery, KeyScope, KeystoreQuery};
 use crate::validate;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct NewKeystore {
     pub vault_id: Option<Uuid>,
     pub keystore_type: Option<KeystoreType>,
@@ -25,7 +25,7 @@ pub struct NewKeystore {
     pub connection: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct KeystorePatch {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -33,6 +33,31 @@ pub struct KeystorePatch {
     pub location: Option<String>,
     pub tls_proxy: Option<String>,
     pub connection: Map<String, Value>,
+}
+
+/// Connection values may be secrets: only their names are shown.
+fn field_names(connection: &Map<String, Value>) -> Vec<&str> {
+    connection.keys().map(String::as_str).collect()
+}
+
+impl std::fmt::Debug for NewKeystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKeystore")
+            .field("vault_id", &self.vault_id)
+            .field("keystore_type", &self.keystore_type)
+            .field("name", &self.name)
+            .field("connection_fields", &field_names(&self.connection))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for KeystorePatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystorePatch")
+            .field("name", &self.name)
+            .field("connection_fields", &field_names(&self.connection))
+            .finish_non_exhaustive()
+    }
 }
 
 fn check_common(
@@ -328,5 +353,31 @@ impl Keyplane {
         self.get_keystore(id).await?;
         query.scope = KeyScope::InKeystore(id);
         self.store.list_managed_keys(&query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_connection_values() {
+        let mut connection = Map::new();
+        connection.insert(
+            "aws_secret_access_key".into(),
+            Value::String("canary-secret-4242".into()),
+        );
+        let new = NewKeystore {
+            connection: connection.clone(),
+            ..Default::default()
+        };
+        let patch = KeystorePatch {
+            connection,
+            ..Default::default()
+        };
+        for shown in [format!("{new:?}"), format!("{patch:?}")] {
+            assert!(shown.contains("aws_secret_access_key"), "{shown}");
+            assert!(!shown.contains("canary-secret-4242"), "{shown}");
+        }
     }
 }
