@@ -434,3 +434,48 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
         .unwrap();
     assert_eq!(orphans, 0, "every active key has its material");
 }
+
+/// A data key the data plane generated reaches the caller and nowhere in the database.
+#[tokio::test]
+async fn wrapped_data_keys_are_not_stored() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let (vault, keystore) = setup(&c, "active", "aes", "256").await;
+    let key = create_key(&c, &vault, "envelope").await;
+    let key_ref = key["status_in_keystores"][0]["key_id_in_keystore"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut data_keys = Vec::new();
+    for _ in 0..20 {
+        let r = c
+            .http
+            .post(format!("{}/api/v2/keys/{key_ref}/actions/wrap", c.base))
+            .bearer_auth(&c.token)
+            .header("bluemix-instance", &keystore)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let plain = base64::engine::general_purpose::STANDARD
+            .decode(body["plaintext"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(plain.len(), 32);
+        data_keys.push(plain);
+    }
+    assert!(server.terminate().await.unwrap());
+    let files = data_files(dir.path());
+    assert!(!files.is_empty());
+    for data_key in &data_keys {
+        for bytes in &files {
+            assert!(
+                find(bytes, &data_key[..16]).is_none(),
+                "a data key was written to the database"
+            );
+        }
+    }
+}

@@ -93,6 +93,20 @@ pub trait Store: Send + Sync + 'static {
     async fn keys_targeting_keystore(&self, keystore_id: Uuid) -> Result<Vec<ManagedKey>>;
     async fn key_versions(&self, key_id: Uuid) -> Result<Vec<KeyVersion>>;
     async fn internal_copies_of_key(&self, key_id: Uuid) -> Result<Vec<InternalCopy>>;
+    /// The copy an internal keystore holds under `key_id_in_keystore`.
+    async fn internal_copy(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Option<InternalCopy>>;
+    /// The copies an internal keystore holds, oldest first.
+    async fn internal_copies_in_keystore(
+        &self,
+        keystore_id: Uuid,
+        paging: Paging,
+    ) -> Result<Page<InternalCopy>>;
+    /// Sealed material of one version; `None` when absent or erased (destroyed).
+    async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>>;
 }
 
 /// How a key's material is generated and protected. Plaintext never leaves the implementation.
@@ -117,6 +131,27 @@ pub trait MaterialEngine: Send + Sync + 'static {
 
     /// Seals connection secrets (JSON) of a keystore, bound to its id.
     fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
+
+    /// Encrypts `plaintext` (a data key) under an AES-256 key's material: AES-256-GCM with `aad`.
+    fn encrypt_with(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>>;
+
+    /// Decrypts what `encrypt_with` produced; any change to the ciphertext or `aad` fails.
+    fn decrypt_with(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>>;
+
+    /// A fresh random 256-bit data key.
+    fn random_data_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>>;
 }
 
 /// What sealed material is bound to (the AES-GCM associated data).

@@ -5,6 +5,7 @@ use keyplane_core::error::{Error, Result};
 use keyplane_core::model::{Algorithm, SealedMaterial, VerificationPattern};
 use keyplane_core::ports::{MaterialBinding, MaterialEngine};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use crate::material::{self, EcCurve, KeyKind};
 use crate::{CryptoError, MasterKey};
@@ -16,6 +17,20 @@ pub struct MasterKeyEngine {
 impl MasterKeyEngine {
     pub fn new(master: MasterKey) -> Self {
         Self { master }
+    }
+
+    /// An AES-256 managed key's material as a GCM cipher (the plaintext lives only inside it).
+    fn data_key_cipher(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+    ) -> Result<MasterKey> {
+        let plain = self
+            .master
+            .open(&material.sealed, &binding.aad())
+            .map_err(crypto_err)?;
+        MasterKey::from_bytes(plain.expose())
+            .map_err(|_| Error::invalid_field("key", "only AES-256 keys can wrap data keys"))
     }
 }
 
@@ -101,6 +116,41 @@ impl MaterialEngine for MasterKeyEngine {
         self.master
             .seal(secrets, &secrets_aad(keystore_id))
             .map_err(crypto_err)
+    }
+
+    fn encrypt_with(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.data_key_cipher(binding, material)?
+            .seal(plaintext, aad)
+            .map_err(crypto_err)
+    }
+
+    fn decrypt_with(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let plain = self.data_key_cipher(binding, material)?.open(ciphertext, aad).map_err(|_| {
+            Error::invalid_field(
+                "ciphertext",
+                "the ciphertext cannot be unwrapped: it was not wrapped by this key, the aad differs, or it was altered",
+            )
+        })?;
+        Ok(Zeroizing::new(plain.expose().to_vec()))
+    }
+
+    fn random_data_key(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let mut key = Zeroizing::new(vec![0u8; 32]);
+        aws_lc_rs::rand::fill(key.as_mut_slice())
+            .map_err(|_| Error::internal("no randomness for a data key"))?;
+        Ok(key)
     }
 }
 

@@ -378,4 +378,55 @@ impl Store for SqliteStore {
             )
         })
     }
+
+    async fn internal_copy(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Option<InternalCopy>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT * FROM internal_copies WHERE keystore_id = ? AND key_id_in_keystore = ?",
+                params![keystore_id.to_string(), key_id_in_keystore.to_string()],
+                copy_from_row,
+            )
+        })
+    }
+
+    async fn internal_copies_in_keystore(
+        &self,
+        keystore_id: Uuid,
+        paging: Paging,
+    ) -> Result<Page<InternalCopy>> {
+        self.reader.with(|c| {
+            let total_count = c
+                .query_row("SELECT COUNT(*) FROM internal_copies WHERE keystore_id = ?", [keystore_id.to_string()], |r| r.get(0))
+                .map_err(sql_err)?;
+            let items = all(
+                c,
+                "SELECT * FROM internal_copies WHERE keystore_id = ? ORDER BY managed_key_id LIMIT ? OFFSET ?",
+                params![keystore_id.to_string(), i64::from(paging.limit), i64::try_from(paging.offset).unwrap_or(i64::MAX)],
+                copy_from_row,
+            )?;
+            Ok(Page { items, total_count })
+        })
+    }
+
+    async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT version, sealed, verification_patterns FROM key_material WHERE key_id = ? AND version = ? AND sealed IS NOT NULL",
+                params![key_id.to_string(), i64::from(version)],
+                |r| {
+                    Ok(SealedMaterial {
+                        version: u32_col(r, "version")?,
+                        sealed: col(r, "sealed")?,
+                        verification_patterns: json_col(r, "verification_patterns")?,
+                    })
+                },
+            )
+        })
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per UKO resource; each handler is one operation of the endpoint catalogue.
 
+mod key_protect;
 mod keystores;
 mod managed_keys;
 mod templates;
@@ -54,6 +55,11 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(managed_keys::rotate))
         .routes(routes!(managed_keys::compromise))
         .routes(routes!(managed_keys::associated_resources))
+        .routes(routes!(key_protect::list))
+        .routes(routes!(key_protect::get))
+        .routes(routes!(key_protect::wrap))
+        .routes(routes!(key_protect::unwrap))
+        .routes(routes!(key_protect::rewrap))
 }
 
 pub(crate) async fn health() -> Json<serde_json::Value> {

@@ -1,6 +1,7 @@
 //! Use cases: each public method is one operation of the API, applying the domain rules and
 //! persisting through the ports.
 
+mod dataplane;
 mod keys;
 mod keystores;
 mod templates;
@@ -13,6 +14,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
+pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey};
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{

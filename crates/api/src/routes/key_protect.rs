@@ -1,0 +1,258 @@
+//! The Key Protect v2 subset that applications use for envelope encryption, served by internal
+//! keystores: `bluemix-instance` names the keystore, `{id}` is the key's `key_id_in_keystore`.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use keyplane_core::Error;
+use keyplane_core::model::KeyState;
+use keyplane_core::service::InstalledKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{JsonBody, RawQuery};
+use crate::params::Params;
+use crate::wire::time;
+
+/// The `bluemix-instance` header: the internal keystore addressed.
+pub(crate) struct Instance(Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Instance {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = parts
+            .headers
+            .get("bluemix-instance")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        match raw {
+            None => Err(Error::invalid_header(
+                "bluemix-instance",
+                "the bluemix-instance header naming the keystore is required",
+            )
+            .into()),
+            Some(v) => Uuid::parse_str(v).map(Instance).map_err(|_| {
+                Error::invalid_header(
+                    "bluemix-instance",
+                    format!("bluemix-instance '{v}' is not a keystore id"),
+                )
+                .into()
+            }),
+        }
+    }
+}
+
+fn key_ref(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| Error::invalid_parameter("id", format!("'{raw}' is not a key id")).into())
+}
+
+fn decode(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    B64.decode(value)
+        .map(Zeroizing::new)
+        .map_err(|_| Error::invalid_field(field, format!("{field} must be base64")).into())
+}
+
+/// A key version's id: stable, derived from the key's id in the keystore and the version number.
+fn version_id(key: Uuid, version: u32) -> String {
+    Uuid::new_v5(&key, version.to_string().as_bytes()).to_string()
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct WrapRequest {
+    /// Base64 data key; a 256-bit one is generated when absent.
+    plaintext: Option<String>,
+    #[serde(default)]
+    aad: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct CiphertextRequest {
+    ciphertext: Option<String>,
+    #[serde(default)]
+    aad: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionRef {
+    id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WrapResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<String>,
+    ciphertext: String,
+    key_version: VersionRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rewrapped_key_version: Option<VersionRef>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UnwrapResponse {
+    plaintext: String,
+    key_version: VersionRef,
+}
+
+fn ciphertext_of(body: &CiphertextRequest) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let c = body
+        .ciphertext
+        .as_deref()
+        .ok_or_else(|| Error::missing_field("ciphertext"))?;
+    decode("ciphertext", c)
+}
+
+/// Wrap a data key (Key Protect `wrap`).
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/wrap", tag = "key_protect", request_body = WrapRequest,
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 200, body = WrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn wrap(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<WrapRequest>,
+) -> ApiResult<Json<WrapResponse>> {
+    let id = key_ref(&id)?;
+    let plaintext = body
+        .plaintext
+        .as_deref()
+        .map(|p| decode("plaintext", p))
+        .transpose()?;
+    let w = s
+        .keyplane
+        .wrap_data_key(keystore, id, plaintext, &body.aad)
+        .await?;
+    Ok(Json(WrapResponse {
+        plaintext: w.generated.as_ref().map(|p| B64.encode(p.as_slice())),
+        ciphertext: B64.encode(&w.ciphertext),
+        key_version: VersionRef {
+            id: version_id(id, w.key_version),
+        },
+        rewrapped_key_version: None,
+    }))
+}
+
+/// Unwrap a data key (Key Protect `unwrap`); deactivated keys still unwrap.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/unwrap", tag = "key_protect", request_body = CiphertextRequest,
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 200, body = UnwrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn unwrap(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CiphertextRequest>,
+) -> ApiResult<Json<UnwrapResponse>> {
+    let id = key_ref(&id)?;
+    let u = s
+        .keyplane
+        .unwrap_data_key(keystore, id, &ciphertext_of(&body)?, &body.aad)
+        .await?;
+    Ok(Json(UnwrapResponse {
+        plaintext: B64.encode(u.plaintext.as_slice()),
+        key_version: VersionRef {
+            id: version_id(id, u.key_version),
+        },
+    }))
+}
+
+/// Rewrap a data key under the key's newest version (Key Protect `rewrap`).
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/rewrap", tag = "key_protect", request_body = CiphertextRequest,
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 200, body = WrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn rewrap(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CiphertextRequest>,
+) -> ApiResult<Json<WrapResponse>> {
+    let id = key_ref(&id)?;
+    let w = s
+        .keyplane
+        .rewrap_data_key(keystore, id, &ciphertext_of(&body)?, &body.aad)
+        .await?;
+    Ok(Json(WrapResponse {
+        plaintext: None,
+        ciphertext: B64.encode(&w.ciphertext),
+        key_version: VersionRef {
+            id: version_id(id, w.key_version),
+        },
+        rewrapped_key_version: w.previous_version.map(|v| VersionRef {
+            id: version_id(id, v),
+        }),
+    }))
+}
+
+/// NIST SP 800-57 state numbers, as Key Protect reports them.
+fn state_number(state: KeyState) -> u8 {
+    match state {
+        KeyState::PreActivation => 0,
+        KeyState::Active => 1,
+        KeyState::Deactivated | KeyState::Compromised => 3,
+        KeyState::Destroyed | KeyState::DestroyedCompromised => 5,
+    }
+}
+
+fn key_resource(k: &InstalledKey) -> Value {
+    json!({
+        "type": "application/vnd.ibm.kms.key+json",
+        "id": k.copy.key_id_in_keystore.to_string(),
+        "name": k.copy.label,
+        "state": state_number(k.key.state),
+        "extractable": false,
+        "algorithmType": "AES",
+        "creationDate": time(&k.key.stamps.created_at),
+        "lastUpdateDate": time(&k.key.stamps.updated_at),
+        "keyVersion": {
+            "id": version_id(k.copy.key_id_in_keystore, k.key.version),
+            "creationDate": time(&k.key.rotated_at.unwrap_or(k.key.stamps.created_at)),
+        },
+        "deleted": false,
+    })
+}
+
+fn collection(total: i64, resources: Vec<Value>) -> Value {
+    json!({
+        "metadata": { "collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": total },
+        "resources": resources,
+    })
+}
+
+/// Keys installed in the keystore (Key Protect `GET /api/v2/keys`).
+#[utoipa::path(get, path = "/api/v2/keys", tag = "key_protect",
+    params(("bluemix-instance" = String, Header), ("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query)),
+    responses((status = 200, description = "key collection", body = Object), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let paging = Params::new(&q).paging()?;
+    let page = s.keyplane.installed_keys(keystore, paging).await?;
+    Ok(Json(collection(
+        page.total_count,
+        page.items.iter().map(key_resource).collect(),
+    )))
+}
+
+/// One installed key's metadata (Key Protect `GET /api/v2/keys/{id}`).
+#[utoipa::path(get, path = "/api/v2/keys/{id}", tag = "key_protect",
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 200, description = "key collection of one", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let k = s.keyplane.installed_key(keystore, key_ref(&id)?).await?;
+    Ok(Json(collection(1, vec![key_resource(&k)])))
+}

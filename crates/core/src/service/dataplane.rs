@@ -1,0 +1,318 @@
+//! The internal keystores' data plane: wrap, unwrap and rewrap of data keys under an installed
+//! AES-256 key, addressed as a Key Protect client does (keystore, then the key's id there).
+
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::Keyplane;
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::*;
+use crate::ports::MaterialBinding;
+use crate::query::Paging;
+
+/// Largest data key accepted for wrapping.
+pub const MAX_DATA_KEY_BYTES: usize = 4096;
+/// At most this many additional-authenticated-data strings, each at most `MAX_AAD_LEN` long.
+pub const MAX_AAD_ITEMS: usize = 255;
+pub const MAX_AAD_LEN: usize = 255;
+
+const MAGIC: [u8; 3] = [b'K', b'P', 1];
+
+/// A key as an internal keystore holds it.
+#[derive(Debug, Clone)]
+pub struct InstalledKey {
+    pub copy: InternalCopy,
+    pub key: ManagedKey,
+}
+
+/// A wrapped data key; `generated` holds the data key when the server made it.
+pub struct DataKeyWrap {
+    pub ciphertext: Vec<u8>,
+    pub key_version: u32,
+    pub generated: Option<Zeroizing<Vec<u8>>>,
+    /// For a rewrap: the version the ciphertext was wrapped with before.
+    pub previous_version: Option<u32>,
+}
+
+pub struct DataKeyUnwrap {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    pub key_version: u32,
+    /// The key's newest version (a client rewraps when it differs).
+    pub current_version: u32,
+}
+
+/// Ciphertext: magic ‖ key version (big-endian) ‖ AES-256-GCM output.
+fn frame(version: u32, sealed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + sealed.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(sealed);
+    out
+}
+
+fn unframe(ciphertext: &[u8]) -> Result<(u32, &[u8])> {
+    let bad = || {
+        Error::invalid_field(
+            "ciphertext",
+            "the ciphertext is not one this keystore produced",
+        )
+    };
+    let rest = ciphertext.strip_prefix(&MAGIC[..]).ok_or_else(bad)?;
+    if rest.len() < 4 {
+        return Err(bad());
+    }
+    let (version, sealed) = rest.split_at(4);
+    let version = u32::from_be_bytes(version.try_into().map_err(|_| bad())?);
+    Ok((version, sealed))
+}
+
+/// The GCM associated data: the key's identity in the keystore, its version and the caller's AAD.
+fn bound_aad(key_id_in_keystore: Uuid, version: u32, aad: &[String]) -> Result<Vec<u8>> {
+    if aad.len() > MAX_AAD_ITEMS {
+        return Err(Error::invalid_field(
+            "aad",
+            format!("aad holds at most {MAX_AAD_ITEMS} strings"),
+        ));
+    }
+    let mut out = format!("keyplane-wrap:v1:{key_id_in_keystore}:{version}").into_bytes();
+    for item in aad {
+        if item.len() > MAX_AAD_LEN {
+            return Err(Error::invalid_field(
+                "aad",
+                format!("each aad string is at most {MAX_AAD_LEN} bytes"),
+            ));
+        }
+        out.extend_from_slice(&u32::try_from(item.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(item.as_bytes());
+    }
+    Ok(out)
+}
+
+fn not_active(key: &InstalledKey, what: &str) -> Error {
+    Error::Conflict {
+        code: ErrorCode::KeyNotActive,
+        message: format!(
+            "key {} is {} in keyplane: it can no longer {what}",
+            key.copy.key_id_in_keystore, key.key.state
+        ),
+        params: vec![key.copy.key_id_in_keystore.to_string()],
+    }
+}
+
+/// Only active keys wrap; deactivated keys still unwrap.
+fn check_usable(key: &InstalledKey, wrapping: bool) -> Result<()> {
+    let ok = match key.key.state {
+        KeyState::Active => key.copy.enabled,
+        KeyState::Deactivated => !wrapping,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(not_active(
+        key,
+        if wrapping {
+            "wrap data keys"
+        } else {
+            "unwrap data keys"
+        },
+    ))
+}
+
+impl Keyplane {
+    /// The key installed in an internal keystore under `key_ref` (its `key_id_in_keystore`).
+    pub async fn installed_key(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<InstalledKey> {
+        let keystore = self.store.get_keystore(keystore_id).await?.filter(Keystore::is_internal).ok_or_else(|| {
+            Error::invalid_header(
+                "bluemix-instance",
+                format!("bluemix-instance {keystore_id} is not an internal keystore of this keyplane"),
+            )
+        })?;
+        let copy = self.store.internal_copy(keystore.id, key_ref).await?.ok_or_else(|| Error::NotFound {
+            resource: "key",
+            id: format!("{key_ref} (not installed in keystore '{}': pre-active, destroyed or never there)", keystore.name),
+        })?;
+        let key = self.get_key(copy.managed_key_id).await?;
+        Ok(InstalledKey { copy, key })
+    }
+
+    pub async fn installed_keys(
+        &self,
+        keystore_id: Uuid,
+        paging: Paging,
+    ) -> Result<Page<InstalledKey>> {
+        self.store
+            .get_keystore(keystore_id)
+            .await?
+            .filter(Keystore::is_internal)
+            .ok_or_else(|| {
+                Error::invalid_header(
+                    "bluemix-instance",
+                    format!("bluemix-instance {keystore_id} is not an internal keystore"),
+                )
+            })?;
+        let copies = self
+            .store
+            .internal_copies_in_keystore(keystore_id, paging)
+            .await?;
+        let mut items = Vec::with_capacity(copies.items.len());
+        for copy in copies.items {
+            let key = self.get_key(copy.managed_key_id).await?;
+            items.push(InstalledKey { copy, key });
+        }
+        Ok(Page {
+            items,
+            total_count: copies.total_count,
+        })
+    }
+
+    async fn material(
+        &self,
+        key: &InstalledKey,
+        version: u32,
+    ) -> Result<(MaterialBinding, SealedMaterial)> {
+        if key.key.algorithm != Algorithm::Aes || key.key.size != 256 {
+            return Err(Error::invalid_field(
+                "key",
+                format!(
+                    "key {} is {} {}: only AES-256 keys wrap data keys",
+                    key.copy.key_id_in_keystore, key.key.algorithm, key.key.size
+                ),
+            ));
+        }
+        let binding = MaterialBinding {
+            vault_id: key.key.vault.id,
+            key_id: key.key.id,
+            version,
+        };
+        let material = self
+            .store
+            .sealed_material(key.key.id, version)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid_field(
+                    "ciphertext",
+                    format!("version {version} of this key no longer exists"),
+                )
+            })?;
+        Ok((binding, material))
+    }
+
+    async fn wrap_with(
+        &self,
+        key: &InstalledKey,
+        plaintext: &[u8],
+        aad: &[String],
+    ) -> Result<Vec<u8>> {
+        let version = key.key.version;
+        let (binding, material) = self.material(key, version).await?;
+        let sealed = self.engine.encrypt_with(
+            &binding,
+            &material,
+            plaintext,
+            &bound_aad(key.copy.key_id_in_keystore, version, aad)?,
+        )?;
+        Ok(frame(version, &sealed))
+    }
+
+    /// Wraps `plaintext`, or a fresh 256-bit data key when none is given.
+    pub async fn wrap_data_key(
+        &self,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+        plaintext: Option<Zeroizing<Vec<u8>>>,
+        aad: &[String],
+    ) -> Result<DataKeyWrap> {
+        let key = self.installed_key(keystore_id, key_ref).await?;
+        check_usable(&key, true)?;
+        let (data_key, generated) = match plaintext {
+            Some(p) if p.is_empty() || p.len() > MAX_DATA_KEY_BYTES => {
+                return Err(Error::invalid_field(
+                    "plaintext",
+                    format!("plaintext must be 1 to {MAX_DATA_KEY_BYTES} bytes (base64-encoded)"),
+                ));
+            }
+            Some(p) => (p, false),
+            None => (self.engine.random_data_key()?, true),
+        };
+        let ciphertext = self.wrap_with(&key, &data_key, aad).await?;
+        Ok(DataKeyWrap {
+            ciphertext,
+            key_version: key.key.version,
+            generated: generated.then_some(data_key),
+            previous_version: None,
+        })
+    }
+
+    pub async fn unwrap_data_key(
+        &self,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+        ciphertext: &[u8],
+        aad: &[String],
+    ) -> Result<DataKeyUnwrap> {
+        let key = self.installed_key(keystore_id, key_ref).await?;
+        check_usable(&key, false)?;
+        let (version, sealed) = unframe(ciphertext)?;
+        let (binding, material) = self.material(&key, version).await?;
+        let plaintext = self.engine.decrypt_with(
+            &binding,
+            &material,
+            sealed,
+            &bound_aad(key.copy.key_id_in_keystore, version, aad)?,
+        )?;
+        Ok(DataKeyUnwrap {
+            plaintext,
+            key_version: version,
+            current_version: key.key.version,
+        })
+    }
+
+    /// Unwraps and wraps again under the key's newest version.
+    pub async fn rewrap_data_key(
+        &self,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+        ciphertext: &[u8],
+        aad: &[String],
+    ) -> Result<DataKeyWrap> {
+        let unwrapped = self
+            .unwrap_data_key(keystore_id, key_ref, ciphertext, aad)
+            .await?;
+        let key = self.installed_key(keystore_id, key_ref).await?;
+        check_usable(&key, true)?;
+        let ciphertext = self.wrap_with(&key, &unwrapped.plaintext, aad).await?;
+        Ok(DataKeyWrap {
+            ciphertext,
+            key_version: key.key.version,
+            generated: None,
+            previous_version: Some(unwrapped.key_version),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_reject_foreign_input() {
+        let framed = frame(7, b"sealed-bytes");
+        let (v, rest) = unframe(&framed).unwrap();
+        assert_eq!((v, rest), (7, &b"sealed-bytes"[..]));
+        assert!(unframe(b"XX\x01\0\0\0\x01abc").is_err());
+        assert!(unframe(b"KP\x01\0").is_err());
+    }
+
+    #[test]
+    fn aad_binds_order_and_boundaries() {
+        let id = Uuid::new_v4();
+        let a = bound_aad(id, 1, &["ab".into(), "c".into()]).unwrap();
+        let b = bound_aad(id, 1, &["a".into(), "bc".into()]).unwrap();
+        let c = bound_aad(id, 2, &["ab".into(), "c".into()]).unwrap();
+        assert_ne!(a, b, "item boundaries are part of the binding");
+        assert_ne!(a, c, "the version is part of the binding");
+        assert!(bound_aad(id, 1, &vec!["x".into(); 256]).is_err());
+        assert!(bound_aad(id, 1, &["y".repeat(256)]).is_err());
+    }
+}
