@@ -41,12 +41,18 @@ enum Workload {
     },
     /// POST /managed_keys from a template whose keys are active at once (AES-256, internal keystore).
     CreateActivate,
+    /// Key Protect wrap of a 32-byte data key under an internal AES-256 key.
+    Wrap,
+    /// Key Protect unwrap of a wrapped 32-byte data key.
+    Unwrap,
 }
 
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: String,
     token: String,
+    /// The `bluemix-instance` header for data-plane calls.
+    instance: Option<String>,
 }
 
 impl Conn {
@@ -65,6 +71,7 @@ impl Conn {
             sender,
             host,
             token: token.to_owned(),
+            instance: None,
         })
     }
 
@@ -79,6 +86,9 @@ impl Conn {
             .uri(path)
             .header("host", &self.host)
             .header("authorization", format!("Bearer {}", self.token));
+        if let Some(i) = &self.instance {
+            req = req.header("bluemix-instance", i);
+        }
         let body = match body {
             Some(b) => {
                 req = req.header("content-type", "application/json");
@@ -111,8 +121,8 @@ impl Conn {
     }
 }
 
-/// A vault with an internal keystore and an active AES-256 template.
-async fn setup(c: &mut Conn) -> anyhow::Result<String> {
+/// A vault with an internal keystore and an active AES-256 template: (vault id, keystore id).
+async fn setup(c: &mut Conn) -> anyhow::Result<(String, String)> {
     let suffix = std::process::id().to_string() + &Instant::now().elapsed().as_nanos().to_string();
     let vault = c
         .json(
@@ -123,13 +133,14 @@ async fn setup(c: &mut Conn) -> anyhow::Result<String> {
         )
         .await?;
     let vault_id = vault["id"].as_str().context("vault id")?.to_owned();
-    c.json(
+    let keystore = c.json(
         "POST",
         "/api/v4/keystores",
         Some(&json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault_id}, "name": "bench", "groups": ["bench"]})),
         201,
     )
     .await?;
+    let keystore_id = keystore["id"].as_str().context("keystore id")?.to_owned();
     c.json(
         "POST",
         "/api/v4/templates",
@@ -138,7 +149,7 @@ async fn setup(c: &mut Conn) -> anyhow::Result<String> {
         201,
     )
     .await?;
-    Ok(vault_id)
+    Ok((vault_id, keystore_id))
 }
 
 struct Outcome {
@@ -147,7 +158,12 @@ struct Outcome {
 }
 
 /// Runs `connections` closed loops for `duration`; `request(i)` gives each request.
-async fn run<F>(args: &Args, duration: Duration, request: F) -> anyhow::Result<(f64, Outcome)>
+async fn run<F>(
+    args: &Args,
+    instance: Option<&str>,
+    duration: Duration,
+    request: F,
+) -> anyhow::Result<(f64, Outcome)>
 where
     F: Fn(u64) -> (&'static str, String, Option<Value>) + Send + Sync + 'static,
 {
@@ -158,6 +174,7 @@ where
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let mut conn = Conn::open(&args.url, &args.token).await?;
+        conn.instance = instance.map(str::to_owned);
         let request = request.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
@@ -226,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let duration: Duration = args.duration.into();
     let mut c = Conn::open(&args.url, &args.token).await?;
-    let vault = setup(&mut c).await?;
+    let (vault, keystore) = setup(&mut c).await?;
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
@@ -244,12 +261,46 @@ async fn main() -> anyhow::Result<()> {
                 "/api/v4/managed_keys/{}",
                 key["id"].as_str().context("key id")?
             );
-            let (secs, o) = run(&args, duration, move |_| ("GET", path.clone(), None)).await?;
+            let (secs, o) =
+                run(&args, None, duration, move |_| ("GET", path.clone(), None)).await?;
             report("get-key", secs, &o);
+        }
+        Workload::Wrap | Workload::Unwrap => {
+            let key = c
+                .json(
+                    "POST",
+                    "/api/v4/managed_keys",
+                    Some(&create_body(&vault, run_id, 0)),
+                    201,
+                )
+                .await?;
+            let key_ref = key["status_in_keystores"][0]["key_id_in_keystore"]
+                .as_str()
+                .context("key id in keystore")?
+                .to_owned();
+            let data_key = json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="});
+            let wrap_path = format!("/api/v2/keys/{key_ref}/actions/wrap");
+            let (name, path, body) = if matches!(args.workload, Workload::Wrap) {
+                ("wrap", wrap_path, data_key)
+            } else {
+                c.instance = Some(keystore.clone());
+                let wrapped = c.json("POST", &wrap_path, Some(&data_key), 200).await?;
+                let body = json!({"ciphertext": wrapped["ciphertext"]});
+                (
+                    "unwrap",
+                    format!("/api/v2/keys/{key_ref}/actions/unwrap"),
+                    body,
+                )
+            };
+            let (secs, o) = run(&args, Some(&keystore), duration, move |_| {
+                ("POST", path.clone(), Some(body.clone()))
+            })
+            .await?;
+            report(name, secs, &o);
         }
         Workload::CreateActivate => {
             let v = vault.clone();
-            let (secs, o) = run(&args, duration, move |i| {
+            let (secs, o) = run(&args, None, duration, move |i| {
                 (
                     "POST",
                     "/api/v4/managed_keys".into(),
@@ -266,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
             let mut round = 0u128;
             while seeded < keys {
                 round += 1;
-                let (_, o) = run(&args, Duration::from_secs(5), {
+                let (_, o) = run(&args, None, Duration::from_secs(5), {
                     let v = v.clone();
                     move |i| {
                         (
@@ -281,7 +332,8 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("seeded {seeded} keys");
             }
             let path = "/api/v4/managed_keys?limit=100&state=active".to_owned();
-            let (secs, o) = run(&args, duration, move |_| ("GET", path.clone(), None)).await?;
+            let (secs, o) =
+                run(&args, None, duration, move |_| ("GET", path.clone(), None)).await?;
             report("list-active", secs, &o);
         }
     }
