@@ -300,3 +300,74 @@ async fn installed_keys_are_listed_in_key_protect_form() {
         .await;
     assert_eq!(unauthenticated.status.as_u16(), 401);
 }
+
+#[tokio::test]
+async fn batches_wrap_and_unwrap_many_data_keys() {
+    let f = fixture("256").await;
+    let given: Vec<String> = (0..3u8).map(|i| B64.encode([i; 32])).collect();
+    let w = f
+        .action(
+            "wrap_batch",
+            json!({ "plaintexts": given, "count": 2, "aad": ["x"] }),
+        )
+        .await
+        .expect(200);
+    let results = w.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(
+        results[..3].iter().all(|r| r.get("plaintext").is_none()),
+        "given keys are not echoed"
+    );
+    assert!(
+        results[3..]
+            .iter()
+            .all(|r| b64(&r["plaintext"]).len() == 32),
+        "generated keys are returned"
+    );
+    let ciphertexts: Vec<Value> = results.iter().map(|r| r["ciphertext"].clone()).collect();
+    let u = f
+        .action(
+            "unwrap_batch",
+            json!({ "ciphertexts": ciphertexts, "aad": ["x"] }),
+        )
+        .await
+        .expect(200);
+    let plains: Vec<Value> = u.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["plaintext"].clone())
+        .collect();
+    assert_eq!(
+        &plains[..3],
+        &given.iter().map(|g| json!(g)).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(plains[3], results[3]["plaintext"]);
+    // A single wrapped key unwraps in a batch too, and one bad item names its position.
+    let single = f.action("wrap", json!({ "aad": ["x"] })).await.expect(200);
+    let mut mixed = ciphertexts.clone();
+    mixed.push(single.body["ciphertext"].clone());
+    f.action(
+        "unwrap_batch",
+        json!({ "ciphertexts": mixed, "aad": ["x"] }),
+    )
+    .await
+    .expect(200);
+    let mut bad = B64.decode(ciphertexts[1].as_str().unwrap()).unwrap();
+    bad[10] ^= 0x80;
+    let mut tampered = ciphertexts.clone();
+    tampered[1] = json!(B64.encode(&bad));
+    let r = f
+        .action(
+            "unwrap_batch",
+            json!({ "ciphertexts": tampered, "aad": ["x"] }),
+        )
+        .await
+        .expect(400);
+    assert_eq!(r.target(), "ciphertexts[1]");
+    let r = f.action("wrap_batch", json!({})).await.expect(400);
+    assert_eq!(r.target(), "plaintexts");
+    f.action("wrap_batch", json!({ "count": 1001 }))
+        .await
+        .expect(400);
+}

@@ -209,6 +209,29 @@ impl Error {
         Self::Internal(message.into())
     }
 
+    /// Names the item of a batch a field error is about (`field` alone for a batch of one).
+    pub fn within_index(self, field: &str, i: usize, len: usize) -> Self {
+        match self {
+            Self::Invalid {
+                code,
+                message,
+                target:
+                    Some(Target {
+                        kind: TargetKind::Field,
+                        ..
+                    }),
+            } => Self::Invalid {
+                code,
+                message,
+                target: Some(Target {
+                    kind: TargetKind::Field,
+                    name: indexed_field(field, i, len),
+                }),
+            },
+            other => other,
+        }
+    }
+
     /// Prefixes the field path of a field error, so nested validation names the full path.
     pub fn within(self, prefix: &str) -> Self {
         match self {
@@ -226,6 +249,15 @@ impl Error {
             },
             other => other,
         }
+    }
+}
+
+/// `field` for a single item, `fields[i]` for item `i` of a batch.
+pub fn indexed_field(field: &str, i: usize, len: usize) -> String {
+    if len == 1 {
+        field.to_owned()
+    } else {
+        format!("{field}s[{i}]")
     }
 }
 

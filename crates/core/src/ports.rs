@@ -132,23 +132,24 @@ pub trait MaterialEngine: Send + Sync + 'static {
     /// Seals connection secrets (JSON) of a keystore, bound to its id.
     fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
 
-    /// Encrypts `plaintext` (a data key) under an AES-256 key's material: AES-256-GCM with `aad`.
+    /// Encrypts each plaintext (a data key) under an AES-256 key's material: AES-256-GCM with
+    /// `aad`. The material is opened once for the whole batch.
     fn encrypt_with(
         &self,
         binding: &MaterialBinding,
         material: &SealedMaterial,
-        plaintext: &[u8],
+        plaintexts: &[&[u8]],
         aad: &[u8],
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<Vec<u8>>>;
 
-    /// Decrypts what `encrypt_with` produced; any change to the ciphertext or `aad` fails.
+    /// Decrypts what `encrypt_with` produced; an item whose ciphertext or `aad` changed is `None`.
     fn decrypt_with(
         &self,
         binding: &MaterialBinding,
         material: &SealedMaterial,
-        ciphertext: &[u8],
+        ciphertexts: &[&[u8]],
         aad: &[u8],
-    ) -> Result<zeroize::Zeroizing<Vec<u8>>>;
+    ) -> Result<Vec<Option<zeroize::Zeroizing<Vec<u8>>>>>;
 
     /// A fresh random 256-bit data key.
     fn random_data_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>>;

@@ -122,28 +122,33 @@ impl MaterialEngine for MasterKeyEngine {
         &self,
         binding: &MaterialBinding,
         material: &SealedMaterial,
-        plaintext: &[u8],
+        plaintexts: &[&[u8]],
         aad: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.data_key_cipher(binding, material)?
-            .seal(plaintext, aad)
-            .map_err(crypto_err)
+    ) -> Result<Vec<Vec<u8>>> {
+        let cipher = self.data_key_cipher(binding, material)?;
+        plaintexts
+            .iter()
+            .map(|p| cipher.seal(p, aad).map_err(crypto_err))
+            .collect()
     }
 
     fn decrypt_with(
         &self,
         binding: &MaterialBinding,
         material: &SealedMaterial,
-        ciphertext: &[u8],
+        ciphertexts: &[&[u8]],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        let plain = self.data_key_cipher(binding, material)?.open(ciphertext, aad).map_err(|_| {
-            Error::invalid_field(
-                "ciphertext",
-                "the ciphertext cannot be unwrapped: it was not wrapped by this key, the aad differs, or it was altered",
-            )
-        })?;
-        Ok(Zeroizing::new(plain.expose().to_vec()))
+    ) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>> {
+        let cipher = self.data_key_cipher(binding, material)?;
+        Ok(ciphertexts
+            .iter()
+            .map(|c| {
+                cipher
+                    .open(c, aad)
+                    .ok()
+                    .map(|p| Zeroizing::new(p.expose().to_vec()))
+            })
+            .collect())
     }
 
     fn random_data_key(&self) -> Result<Zeroizing<Vec<u8>>> {

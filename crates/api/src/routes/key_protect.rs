@@ -192,6 +192,126 @@ pub(crate) async fn rewrap(
     }))
 }
 
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct WrapBatchRequest {
+    /// Base64 data keys to wrap.
+    #[serde(default)]
+    plaintexts: Vec<String>,
+    /// How many fresh 256-bit data keys to generate and wrap.
+    #[serde(default)]
+    count: usize,
+    #[serde(default)]
+    aad: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WrappedItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<String>,
+    ciphertext: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WrapBatchResponse {
+    key_version: VersionRef,
+    results: Vec<WrappedItem>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct UnwrapBatchRequest {
+    #[serde(default)]
+    ciphertexts: Vec<String>,
+    #[serde(default)]
+    aad: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UnwrapBatchResponse {
+    results: Vec<UnwrapResponse>,
+}
+
+/// Extension: wrap many data keys in one request (given ones, `count` generated ones, or both).
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/wrap_batch", tag = "key_protect", request_body = WrapBatchRequest,
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 200, body = WrapBatchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn wrap_batch(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<WrapBatchRequest>,
+) -> ApiResult<Json<WrapBatchResponse>> {
+    let id = key_ref(&id)?;
+    let given = body
+        .plaintexts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            decode(
+                &keyplane_core::error::indexed_field("plaintext", i, body.plaintexts.len()),
+                p,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let wrapped = s
+        .keyplane
+        .wrap_data_keys(keystore, id, given, body.count, &body.aad)
+        .await?;
+    let version = wrapped.first().map_or(0, |w| w.key_version);
+    Ok(Json(WrapBatchResponse {
+        key_version: VersionRef {
+            id: version_id(id, version),
+        },
+        results: wrapped
+            .iter()
+            .map(|w| WrappedItem {
+                plaintext: w.generated.as_ref().map(|p| B64.encode(p.as_slice())),
+                ciphertext: B64.encode(&w.ciphertext),
+            })
+            .collect(),
+    }))
+}
+
+/// Extension: unwrap many data keys in one request.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/unwrap_batch", tag = "key_protect", request_body = UnwrapBatchRequest,
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 200, body = UnwrapBatchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn unwrap_batch(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UnwrapBatchRequest>,
+) -> ApiResult<Json<UnwrapBatchResponse>> {
+    let id = key_ref(&id)?;
+    let raw = body
+        .ciphertexts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            decode(
+                &keyplane_core::error::indexed_field("ciphertext", i, body.ciphertexts.len()),
+                c,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let items: Vec<&[u8]> = raw.iter().map(|c| c.as_slice()).collect();
+    let opened = s
+        .keyplane
+        .unwrap_data_keys(keystore, id, &items, &body.aad)
+        .await?;
+    Ok(Json(UnwrapBatchResponse {
+        results: opened
+            .iter()
+            .map(|u| UnwrapResponse {
+                plaintext: B64.encode(u.plaintext.as_slice()),
+                key_version: VersionRef {
+                    id: version_id(id, u.key_version),
+                },
+            })
+            .collect(),
+    }))
+}
+
 /// NIST SP 800-57 state numbers, as Key Protect reports them.
 fn state_number(state: KeyState) -> u8 {
     match state {

@@ -60,6 +60,8 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(key_protect::wrap))
         .routes(routes!(key_protect::unwrap))
         .routes(routes!(key_protect::rewrap))
+        .routes(routes!(key_protect::wrap_batch))
+        .routes(routes!(key_protect::unwrap_batch))
 }
 
 pub(crate) async fn health() -> Json<serde_json::Value> {

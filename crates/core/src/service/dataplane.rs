@@ -15,6 +15,8 @@ pub const MAX_DATA_KEY_BYTES: usize = 4096;
 /// At most this many additional-authenticated-data strings, each at most `MAX_AAD_LEN` long.
 pub const MAX_AAD_ITEMS: usize = 255;
 pub const MAX_AAD_LEN: usize = 255;
+/// Most data keys in one batch request.
+pub const MAX_BATCH: usize = 1000;
 
 const MAGIC: [u8; 3] = [b'K', b'P', 1];
 
@@ -198,21 +200,113 @@ impl Keyplane {
         Ok((binding, material))
     }
 
-    async fn wrap_with(
+    /// Wraps every data key under the key's newest version, opening its material once.
+    async fn wrap_all(
         &self,
         key: &InstalledKey,
-        plaintext: &[u8],
+        data_keys: &[&[u8]],
         aad: &[String],
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Vec<Vec<u8>>> {
         let version = key.key.version;
         let (binding, material) = self.material(key, version).await?;
-        let sealed = self.engine.encrypt_with(
-            &binding,
-            &material,
-            plaintext,
-            &bound_aad(key.copy.key_id_in_keystore, version, aad)?,
-        )?;
-        Ok(frame(version, &sealed))
+        let aad = bound_aad(key.copy.key_id_in_keystore, version, aad)?;
+        let sealed = self
+            .engine
+            .encrypt_with(&binding, &material, data_keys, &aad)?;
+        Ok(sealed.iter().map(|s| frame(version, s)).collect())
+    }
+
+    /// Unwraps every ciphertext (each may name another version); `field` names the input in errors.
+    async fn unwrap_all(
+        &self,
+        key: &InstalledKey,
+        ciphertexts: &[&[u8]],
+        aad: &[String],
+        field: &str,
+    ) -> Result<Vec<(u32, Zeroizing<Vec<u8>>)>> {
+        let framed: Vec<(u32, &[u8])> = ciphertexts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| unframe(c).map_err(|e| e.within_index(field, i, ciphertexts.len())))
+            .collect::<Result<_>>()?;
+        let mut out: Vec<Option<(u32, Zeroizing<Vec<u8>>)>> =
+            (0..framed.len()).map(|_| None).collect();
+        let mut versions: Vec<u32> = framed.iter().map(|(v, _)| *v).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        for version in versions {
+            let (binding, material) = self.material(key, version).await?;
+            let bound = bound_aad(key.copy.key_id_in_keystore, version, aad)?;
+            let positions: Vec<usize> = (0..framed.len())
+                .filter(|i| framed[*i].0 == version)
+                .collect();
+            let items: Vec<&[u8]> = positions.iter().map(|i| framed[*i].1).collect();
+            let opened = self
+                .engine
+                .decrypt_with(&binding, &material, &items, &bound)?;
+            for (position, plain) in positions.into_iter().zip(opened) {
+                let plain = plain.ok_or_else(|| {
+                    Error::invalid_field(
+                        &crate::error::indexed_field(field, position, framed.len()),
+                        "the ciphertext cannot be unwrapped: it was not wrapped by this key, the aad differs, or it was altered",
+                    )
+                })?;
+                out[position] = Some((version, plain));
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Wraps the given data keys, or `generate` fresh 256-bit ones when none are given.
+    pub async fn wrap_data_keys(
+        &self,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+        data_keys: Vec<Zeroizing<Vec<u8>>>,
+        generate: usize,
+        aad: &[String],
+    ) -> Result<Vec<DataKeyWrap>> {
+        let key = self.installed_key(keystore_id, key_ref).await?;
+        check_usable(&key, true)?;
+        let count = data_keys.len() + generate;
+        if count == 0 || count > MAX_BATCH {
+            return Err(Error::invalid_field(
+                "plaintexts",
+                format!("a batch holds 1 to {MAX_BATCH} data keys"),
+            ));
+        }
+        for (i, p) in data_keys.iter().enumerate() {
+            if p.is_empty() || p.len() > MAX_DATA_KEY_BYTES {
+                return Err(Error::invalid_field(
+                    &crate::error::indexed_field("plaintext", i, data_keys.len()),
+                    format!("a data key is 1 to {MAX_DATA_KEY_BYTES} bytes (base64-encoded)"),
+                ));
+            }
+        }
+        let generated_keys = (0..generate)
+            .map(|_| self.engine.random_data_key())
+            .collect::<Result<Vec<_>>>()?;
+        let all: Vec<&[u8]> = data_keys
+            .iter()
+            .chain(&generated_keys)
+            .map(|k| k.as_slice())
+            .collect();
+        let ciphertexts = self.wrap_all(&key, &all, aad).await?;
+        let mut generated = generated_keys.into_iter();
+        Ok(ciphertexts
+            .into_iter()
+            .enumerate()
+            .map(|(i, ciphertext)| DataKeyWrap {
+                ciphertext,
+                key_version: key.key.version,
+                generated: if i >= data_keys.len() {
+                    generated.next()
+                } else {
+                    None
+                },
+                previous_version: None,
+            })
+            .collect())
     }
 
     /// Wraps `plaintext`, or a fresh 256-bit data key when none is given.
@@ -223,25 +317,47 @@ impl Keyplane {
         plaintext: Option<Zeroizing<Vec<u8>>>,
         aad: &[String],
     ) -> Result<DataKeyWrap> {
+        let generate = usize::from(plaintext.is_none());
+        let mut wrapped = self
+            .wrap_data_keys(
+                keystore_id,
+                key_ref,
+                plaintext.into_iter().collect(),
+                generate,
+                aad,
+            )
+            .await?;
+        wrapped
+            .pop()
+            .ok_or_else(|| Error::internal("a wrap returned nothing"))
+    }
+
+    pub async fn unwrap_data_keys(
+        &self,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+        ciphertexts: &[&[u8]],
+        aad: &[String],
+    ) -> Result<Vec<DataKeyUnwrap>> {
+        if ciphertexts.is_empty() || ciphertexts.len() > MAX_BATCH {
+            return Err(Error::invalid_field(
+                "ciphertexts",
+                format!("a batch holds 1 to {MAX_BATCH} ciphertexts"),
+            ));
+        }
         let key = self.installed_key(keystore_id, key_ref).await?;
-        check_usable(&key, true)?;
-        let (data_key, generated) = match plaintext {
-            Some(p) if p.is_empty() || p.len() > MAX_DATA_KEY_BYTES => {
-                return Err(Error::invalid_field(
-                    "plaintext",
-                    format!("plaintext must be 1 to {MAX_DATA_KEY_BYTES} bytes (base64-encoded)"),
-                ));
-            }
-            Some(p) => (p, false),
-            None => (self.engine.random_data_key()?, true),
-        };
-        let ciphertext = self.wrap_with(&key, &data_key, aad).await?;
-        Ok(DataKeyWrap {
-            ciphertext,
-            key_version: key.key.version,
-            generated: generated.then_some(data_key),
-            previous_version: None,
-        })
+        check_usable(&key, false)?;
+        let opened = self
+            .unwrap_all(&key, ciphertexts, aad, "ciphertext")
+            .await?;
+        Ok(opened
+            .into_iter()
+            .map(|(key_version, plaintext)| DataKeyUnwrap {
+                plaintext,
+                key_version,
+                current_version: key.key.version,
+            })
+            .collect())
     }
 
     pub async fn unwrap_data_key(
@@ -251,21 +367,12 @@ impl Keyplane {
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<DataKeyUnwrap> {
-        let key = self.installed_key(keystore_id, key_ref).await?;
-        check_usable(&key, false)?;
-        let (version, sealed) = unframe(ciphertext)?;
-        let (binding, material) = self.material(&key, version).await?;
-        let plaintext = self.engine.decrypt_with(
-            &binding,
-            &material,
-            sealed,
-            &bound_aad(key.copy.key_id_in_keystore, version, aad)?,
-        )?;
-        Ok(DataKeyUnwrap {
-            plaintext,
-            key_version: version,
-            current_version: key.key.version,
-        })
+        let mut opened = self
+            .unwrap_data_keys(keystore_id, key_ref, &[ciphertext], aad)
+            .await?;
+        opened
+            .pop()
+            .ok_or_else(|| Error::internal("an unwrap returned nothing"))
     }
 
     /// Unwraps and wraps again under the key's newest version.
@@ -276,17 +383,22 @@ impl Keyplane {
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<DataKeyWrap> {
-        let unwrapped = self
-            .unwrap_data_key(keystore_id, key_ref, ciphertext, aad)
-            .await?;
         let key = self.installed_key(keystore_id, key_ref).await?;
         check_usable(&key, true)?;
-        let ciphertext = self.wrap_with(&key, &unwrapped.plaintext, aad).await?;
+        let mut opened = self
+            .unwrap_all(&key, &[ciphertext], aad, "ciphertext")
+            .await?;
+        let (previous, plaintext) = opened
+            .pop()
+            .ok_or_else(|| Error::internal("an unwrap returned nothing"))?;
+        let mut wrapped = self.wrap_all(&key, &[plaintext.as_slice()], aad).await?;
         Ok(DataKeyWrap {
-            ciphertext,
+            ciphertext: wrapped
+                .pop()
+                .ok_or_else(|| Error::internal("a wrap returned nothing"))?,
             key_version: key.key.version,
             generated: None,
-            previous_version: Some(unwrapped.key_version),
+            previous_version: Some(previous),
         })
     }
 }
