@@ -45,6 +45,11 @@ enum Workload {
     Wrap,
     /// Key Protect unwrap of a wrapped 32-byte data key.
     Unwrap,
+    /// `wrap_batch` generating `batch` 256-bit data keys per request; reports data keys per second.
+    WrapBatch {
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
 }
 
 struct Conn {
@@ -297,6 +302,34 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             report(name, secs, &o);
+        }
+        Workload::WrapBatch { batch } => {
+            let key = c
+                .json(
+                    "POST",
+                    "/api/v4/managed_keys",
+                    Some(&create_body(&vault, run_id, 0)),
+                    201,
+                )
+                .await?;
+            let key_ref = key["status_in_keystores"][0]["key_id_in_keystore"]
+                .as_str()
+                .context("key id in keystore")?
+                .to_owned();
+            let path = format!("/api/v2/keys/{key_ref}/actions/wrap_batch");
+            let body = json!({ "count": batch });
+            let (secs, o) = run(&args, Some(&keystore), duration, move |_| {
+                ("POST", path.clone(), Some(body.clone()))
+            })
+            .await?;
+            report(&format!("wrap-batch-{batch}"), secs, &o);
+            // Every request carried `batch` data keys.
+            let line = json!({
+                "workload": format!("wrap-batch-{batch}-data-keys"),
+                "per_second": ((o.latencies_us.len() * batch) as f64 / secs).round(),
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
         Workload::CreateActivate => {
             let v = vault.clone();
