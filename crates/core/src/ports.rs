@@ -105,6 +105,13 @@ pub trait Store: Send + Sync + 'static {
         keystore_id: Uuid,
         paging: Paging,
     ) -> Result<Page<InternalCopy>>;
+    /// What the data plane needs about the key an internal keystore holds under
+    /// `key_id_in_keystore`, with its newest material, in one read; `None` when there is none.
+    async fn usage_context(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Option<crate::service::UsageContext>>;
     /// Sealed material of one version; `None` when absent or erased (destroyed).
     async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>>;
 }

@@ -18,6 +18,7 @@ use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::ports::{ApiToken, KeyWrite, Store};
 use keyplane_core::query::*;
+use keyplane_core::service::UsageContext;
 
 use rows::*;
 use writer::sql_err;
@@ -410,6 +411,47 @@ impl Store for SqliteStore {
                 copy_from_row,
             )?;
             Ok(Page { items, total_count })
+        })
+    }
+
+    async fn usage_context(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Option<UsageContext>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT c.*, k.vault_id, k.state, k.algorithm, k.size, k.version AS key_version,
+                        m.sealed, m.verification_patterns
+                   FROM internal_copies c
+                   JOIN keystores ks ON ks.id = c.keystore_id AND ks.type = 'ibm_cloud_kms' AND ks.ibm_variant = 'internal'
+                   JOIN managed_keys k ON k.id = c.managed_key_id
+                   LEFT JOIN key_material m ON m.key_id = k.id AND m.version = k.version AND m.sealed IS NOT NULL
+                  WHERE c.keystore_id = ? AND c.key_id_in_keystore = ?",
+                params![keystore_id.to_string(), key_id_in_keystore.to_string()],
+                |r| {
+                    let version = u32_col(r, "key_version")?;
+                    let sealed: Option<Vec<u8>> = col(r, "sealed")?;
+                    Ok(UsageContext {
+                        copy: copy_from_row(r)?,
+                        key_id: uuid_col(r, "managed_key_id")?,
+                        vault_id: uuid_col(r, "vault_id")?,
+                        state: enum_col(r, "state", KeyState::parse)?,
+                        algorithm: enum_col(r, "algorithm", Algorithm::parse)?,
+                        size: u32_col(r, "size")?,
+                        version,
+                        current_material: match sealed {
+                            Some(sealed) => Some(SealedMaterial {
+                                version,
+                                sealed,
+                                verification_patterns: json_col(r, "verification_patterns")?,
+                            }),
+                            None => None,
+                        },
+                    })
+                },
+            )
         })
     }
 

@@ -27,6 +27,20 @@ pub struct InstalledKey {
     pub key: ManagedKey,
 }
 
+/// What wrapping and unwrapping need to know about a key, read in one query.
+#[derive(Debug, Clone)]
+pub struct UsageContext {
+    pub copy: InternalCopy,
+    pub key_id: Uuid,
+    pub vault_id: Uuid,
+    pub state: KeyState,
+    pub algorithm: Algorithm,
+    pub size: u32,
+    pub version: u32,
+    /// The newest version's material (absent once erased).
+    pub current_material: Option<SealedMaterial>,
+}
+
 /// A wrapped data key; `generated` holds the data key when the server made it.
 pub struct DataKeyWrap {
     pub ciphertext: Vec<u8>,
@@ -90,20 +104,20 @@ fn bound_aad(key_id_in_keystore: Uuid, version: u32, aad: &[String]) -> Result<V
     Ok(out)
 }
 
-fn not_active(key: &InstalledKey, what: &str) -> Error {
+fn not_active(key: &UsageContext, what: &str) -> Error {
     Error::Conflict {
         code: ErrorCode::KeyNotActive,
         message: format!(
             "key {} is {} in keyplane: it can no longer {what}",
-            key.copy.key_id_in_keystore, key.key.state
+            key.copy.key_id_in_keystore, key.state
         ),
         params: vec![key.copy.key_id_in_keystore.to_string()],
     }
 }
 
 /// Only active keys wrap; deactivated keys still unwrap.
-fn check_usable(key: &InstalledKey, wrapping: bool) -> Result<()> {
-    let ok = match key.key.state {
+fn check_usable(key: &UsageContext, wrapping: bool) -> Result<()> {
+    let ok = match key.state {
         KeyState::Active => key.copy.enabled,
         KeyState::Deactivated => !wrapping,
         _ => false,
@@ -138,6 +152,22 @@ impl Keyplane {
         Ok(InstalledKey { copy, key })
     }
 
+    /// The usage context of the key installed under `key_ref`, with the same errors as `installed_key`.
+    async fn usage_context(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<UsageContext> {
+        match self.store.usage_context(keystore_id, key_ref).await? {
+            Some(ctx) => Ok(ctx),
+            // Not there: let the full lookup say why (no such keystore, not internal, no such key).
+            None => self
+                .installed_key(keystore_id, key_ref)
+                .await
+                .and_then(|_| {
+                    Err(Error::internal(
+                        "a key was found by one lookup and not the other",
+                    ))
+                }),
+        }
+    }
+
     pub async fn installed_keys(
         &self,
         keystore_id: Uuid,
@@ -170,44 +200,44 @@ impl Keyplane {
 
     async fn material(
         &self,
-        key: &InstalledKey,
+        key: &UsageContext,
         version: u32,
     ) -> Result<(MaterialBinding, SealedMaterial)> {
-        if key.key.algorithm != Algorithm::Aes || key.key.size != 256 {
+        if key.algorithm != Algorithm::Aes || key.size != 256 {
             return Err(Error::invalid_field(
                 "key",
                 format!(
                     "key {} is {} {}: only AES-256 keys wrap data keys",
-                    key.copy.key_id_in_keystore, key.key.algorithm, key.key.size
+                    key.copy.key_id_in_keystore, key.algorithm, key.size
                 ),
             ));
         }
         let binding = MaterialBinding {
-            vault_id: key.key.vault.id,
-            key_id: key.key.id,
+            vault_id: key.vault_id,
+            key_id: key.key_id,
             version,
         };
-        let material = self
-            .store
-            .sealed_material(key.key.id, version)
-            .await?
-            .ok_or_else(|| {
-                Error::invalid_field(
-                    "ciphertext",
-                    format!("version {version} of this key no longer exists"),
-                )
-            })?;
+        let stored = match &key.current_material {
+            Some(m) if m.version == version => Some(m.clone()),
+            _ => self.store.sealed_material(key.key_id, version).await?,
+        };
+        let material = stored.ok_or_else(|| {
+            Error::invalid_field(
+                "ciphertext",
+                format!("version {version} of this key no longer exists"),
+            )
+        })?;
         Ok((binding, material))
     }
 
     /// Wraps every data key under the key's newest version, opening its material once.
     async fn wrap_all(
         &self,
-        key: &InstalledKey,
+        key: &UsageContext,
         data_keys: &[&[u8]],
         aad: &[String],
     ) -> Result<Vec<Vec<u8>>> {
-        let version = key.key.version;
+        let version = key.version;
         let (binding, material) = self.material(key, version).await?;
         let aad = bound_aad(key.copy.key_id_in_keystore, version, aad)?;
         let sealed = self
@@ -219,7 +249,7 @@ impl Keyplane {
     /// Unwraps every ciphertext (each may name another version); `field` names the input in errors.
     async fn unwrap_all(
         &self,
-        key: &InstalledKey,
+        key: &UsageContext,
         ciphertexts: &[&[u8]],
         aad: &[String],
         field: &str,
@@ -266,7 +296,7 @@ impl Keyplane {
         generate: usize,
         aad: &[String],
     ) -> Result<Vec<DataKeyWrap>> {
-        let key = self.installed_key(keystore_id, key_ref).await?;
+        let key = self.usage_context(keystore_id, key_ref).await?;
         check_usable(&key, true)?;
         let count = data_keys.len() + generate;
         if count == 0 || count > MAX_BATCH {
@@ -298,7 +328,7 @@ impl Keyplane {
             .enumerate()
             .map(|(i, ciphertext)| DataKeyWrap {
                 ciphertext,
-                key_version: key.key.version,
+                key_version: key.version,
                 generated: if i >= data_keys.len() {
                     generated.next()
                 } else {
@@ -345,7 +375,7 @@ impl Keyplane {
                 format!("a batch holds 1 to {MAX_BATCH} ciphertexts"),
             ));
         }
-        let key = self.installed_key(keystore_id, key_ref).await?;
+        let key = self.usage_context(keystore_id, key_ref).await?;
         check_usable(&key, false)?;
         let opened = self
             .unwrap_all(&key, ciphertexts, aad, "ciphertext")
@@ -355,7 +385,7 @@ impl Keyplane {
             .map(|(key_version, plaintext)| DataKeyUnwrap {
                 plaintext,
                 key_version,
-                current_version: key.key.version,
+                current_version: key.version,
             })
             .collect())
     }
@@ -383,7 +413,7 @@ impl Keyplane {
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<DataKeyWrap> {
-        let key = self.installed_key(keystore_id, key_ref).await?;
+        let key = self.usage_context(keystore_id, key_ref).await?;
         check_usable(&key, true)?;
         let mut opened = self
             .unwrap_all(&key, &[ciphertext], aad, "ciphertext")
@@ -396,7 +426,7 @@ impl Keyplane {
             ciphertext: wrapped
                 .pop()
                 .ok_or_else(|| Error::internal("a wrap returned nothing"))?,
-            key_version: key.key.version,
+            key_version: key.version,
             generated: None,
             previous_version: Some(previous),
         })

@@ -14,7 +14,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
-pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey};
+pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext};
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{
