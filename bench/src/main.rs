@@ -45,6 +45,13 @@ enum Workload {
     Wrap,
     /// Key Protect unwrap of a wrapped 32-byte data key.
     Unwrap,
+    /// The same JSON + base64 + AES-GCM work on a bare endpoint (`keyplane-bare`): the HTTP ceiling.
+    BareWrap,
+    /// OpenBao / Vault transit encrypt of a 32-byte value (`--token` is the Vault token).
+    BaoEncrypt {
+        #[arg(long, default_value = "bench")]
+        key: String,
+    },
     /// `wrap_batch` generating `batch` 256-bit data keys per request; reports data keys per second.
     WrapBatch {
         #[arg(long, default_value_t = 1000)]
@@ -248,6 +255,27 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let duration: Duration = args.duration.into();
     let mut c = Conn::open(&args.url, &args.token).await?;
+    let data_key = json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="});
+    match args.workload.clone() {
+        Workload::BareWrap => {
+            let (secs, o) = run(&args, None, duration, move |_| {
+                ("POST", "/wrap".into(), Some(data_key.clone()))
+            })
+            .await?;
+            report("bare-wrap", secs, &o);
+            return Ok(());
+        }
+        Workload::BaoEncrypt { key } => {
+            let path = format!("/v1/transit/encrypt/{key}");
+            let (secs, o) = run(&args, None, duration, move |_| {
+                ("POST", path.clone(), Some(data_key.clone()))
+            })
+            .await?;
+            report("openbao-transit-encrypt", secs, &o);
+            return Ok(());
+        }
+        _ => {}
+    }
     let (vault, keystore) = setup(&mut c).await?;
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -331,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
+        Workload::BareWrap | Workload::BaoEncrypt { .. } => unreachable!("handled before setup"),
         Workload::CreateActivate => {
             let v = vault.clone();
             let (secs, o) = run(&args, None, duration, move |i| {
