@@ -34,9 +34,15 @@ pub struct ServeArgs {
     /// SQLite durability: `full` (fsync every commit, default) or `normal`.
     #[arg(long, env = "KEYPLANE_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
-    /// Seal mode; only `dev` exists so far.
+    /// Seal mode: `dev` (key file) or `passphrase` (Argon2id).
     #[arg(long, env = "KEYPLANE_SEAL")]
     pub seal: Option<String>,
+    /// Passphrase of the `passphrase` seal (or use --seal-passphrase-file).
+    #[arg(long, env = "KEYPLANE_SEAL_PASSPHRASE", hide_env_values = true)]
+    pub seal_passphrase: Option<String>,
+    /// File holding the passphrase of the `passphrase` seal (trailing newline ignored).
+    #[arg(long, env = "KEYPLANE_SEAL_PASSPHRASE_FILE")]
+    pub seal_passphrase_file: Option<PathBuf>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -53,6 +59,15 @@ struct FileConfig {
     request_timeout: Option<String>,
     sqlite_synchronous: Option<String>,
     seal: Option<String>,
+    seal_passphrase_file: Option<PathBuf>,
+}
+
+/// How the master key is kept.
+pub enum Seal {
+    /// A plain key file in the data directory.
+    Dev,
+    /// Sealed under a key derived from this passphrase.
+    Passphrase(zeroize::Zeroizing<String>),
 }
 
 pub struct Config {
@@ -65,6 +80,7 @@ pub struct Config {
     pub rotation_min_interval: Duration,
     pub request_timeout: Duration,
     pub durable: bool,
+    pub seal: Seal,
 }
 
 fn duration(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Duration> {
@@ -84,10 +100,28 @@ impl Config {
                     .with_context(|| format!("parsing config file {}", path.display()))?
             }
         };
-        let seal = args.seal.or(file.seal).unwrap_or_else(|| "dev".into());
-        if seal != "dev" {
-            bail!("seal mode '{seal}' is not available in this version; use 'dev'");
-        }
+        let seal = match args.seal.or(file.seal).as_deref().unwrap_or("dev") {
+            "dev" => Seal::Dev,
+            "passphrase" => {
+                let from_file = args.seal_passphrase_file.or(file.seal_passphrase_file);
+                let passphrase = match (args.seal_passphrase, from_file) {
+                    (Some(p), _) => p,
+                    (None, Some(path)) => std::fs::read_to_string(&path)
+                        .with_context(|| {
+                            format!("reading the seal passphrase file {}", path.display())
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned(),
+                    (None, None) => bail!(
+                        "the passphrase seal needs KEYPLANE_SEAL_PASSPHRASE or KEYPLANE_SEAL_PASSPHRASE_FILE"
+                    ),
+                };
+                Seal::Passphrase(zeroize::Zeroizing::new(passphrase))
+            }
+            other => bail!(
+                "seal mode '{other}' is not available in this version; use 'dev' or 'passphrase'"
+            ),
+        };
         let durable = match args
             .sqlite_synchronous
             .or(file.sqlite_synchronous)
@@ -130,6 +164,7 @@ impl Config {
                 "30s",
             )?,
             durable,
+            seal,
         })
     }
 }
@@ -181,6 +216,23 @@ mod tests {
             })
             .is_err()
         );
+        assert!(
+            Config::resolve(ServeArgs {
+                seal: Some("passphrase".into()),
+                ..Default::default()
+            })
+            .is_err(),
+            "the passphrase seal needs a passphrase"
+        );
+        let secret = dir.join("passphrase");
+        std::fs::write(&secret, "from a file 12345\n").unwrap();
+        let c = Config::resolve(ServeArgs {
+            seal: Some("passphrase".into()),
+            seal_passphrase_file: Some(secret),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(&c.seal, Seal::Passphrase(p) if p.as_str() == "from a file 12345"));
         assert!(
             Config::resolve(ServeArgs {
                 destroy_grace_period: Some("soon".into()),

@@ -14,12 +14,13 @@ use keyplane_core::model::Actor;
 use keyplane_core::ports::{ApiToken, Store};
 use keyplane_core::service::Keyplane;
 use keyplane_crypto::{
-    DevSealOutcome, MasterKeyEngine, load_or_create_dev_master_key, new_token, token_digest,
+    DevSealOutcome, MasterKeyEngine, PassphraseOutcome, load_or_create_dev_master_key, new_token,
+    open_or_create_passphrase_sealed, token_digest,
 };
 use keyplane_store::{Durability, SqliteStore};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, Seal};
 
 const MASTER_KEY_CHECK: &str = "master_key_check_value";
 /// How long a verified token is trusted without asking the store again.
@@ -117,15 +118,32 @@ async fn shutdown_signal() {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let (master, outcome) =
-        load_or_create_dev_master_key(&config.data_dir.join("master.key")).context("dev seal")?;
-    let warning = "DEV SEAL: the master key is a plain file in the data directory; anyone who can read it can \
-                   decrypt every key. Use it for development only.";
-    tracing::warn!("{warning}");
-    eprintln!("WARNING: {warning}");
-    if outcome == DevSealOutcome::Created {
-        tracing::info!("created a new dev master key");
-    }
+    let master = match &config.seal {
+        Seal::Dev => {
+            let (master, outcome) =
+                load_or_create_dev_master_key(&config.data_dir.join("master.key"))
+                    .context("dev seal")?;
+            let warning = "DEV SEAL: the master key is a plain file in the data directory; anyone who can read it can \
+                           decrypt every key. Use it for development only.";
+            tracing::warn!("{warning}");
+            eprintln!("WARNING: {warning}");
+            if outcome == DevSealOutcome::Created {
+                tracing::info!("created a new dev master key");
+            }
+            master
+        }
+        Seal::Passphrase(passphrase) => {
+            let (master, outcome) = open_or_create_passphrase_sealed(
+                &config.data_dir.join("master.sealed"),
+                passphrase.as_bytes(),
+            )
+            .context("passphrase seal")?;
+            if outcome == PassphraseOutcome::Created {
+                tracing::info!("created a new master key, sealed under the passphrase");
+            }
+            master
+        }
+    };
     let store = SqliteStore::open(
         &config.data_dir.join("keyplane.sqlite"),
         if config.durable {

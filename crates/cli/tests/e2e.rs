@@ -479,3 +479,51 @@ async fn wrapped_data_keys_are_not_stored() {
         }
     }
 }
+
+/// The passphrase seal: the master key is stored only sealed; the right passphrase opens it
+/// after a restart; a wrong one refuses to start and opens nothing.
+#[tokio::test]
+async fn passphrase_seal_survives_restarts_and_refuses_a_wrong_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = |passphrase: &'static str| {
+        vec![
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_SEAL", "passphrase"),
+            ("KEYPLANE_SEAL_PASSPHRASE", passphrase),
+        ]
+    };
+    let server = Server::start(&binary(), dir.path(), &env("correct horse battery staple"))
+        .await
+        .unwrap();
+    let c = server.client();
+    let (vault, _) = setup(&c, "active", "aes", "256").await;
+    let key = create_key(&c, &vault, "sealed-key").await;
+    assert!(server.terminate().await.unwrap());
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "no plain key file in passphrase mode"
+    );
+    let sealed = std::fs::read_to_string(dir.path().join("master.sealed")).unwrap();
+    assert!(sealed.contains("kdf=argon2id"));
+
+    assert!(
+        Server::start(&binary(), dir.path(), &env("wrong horse battery staple"))
+            .await
+            .is_err()
+    );
+
+    let server = Server::start(&binary(), dir.path(), &env("correct horse battery staple"))
+        .await
+        .unwrap();
+    let c = server.client();
+    let again = c
+        .get(&format!("/api/v4/managed_keys/{}", id(&key)))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.body["verification_patterns"],
+        key["verification_patterns"]
+    );
+    assert!(server.terminate().await.unwrap());
+}

@@ -5,6 +5,7 @@ pub mod engine;
 mod error;
 pub mod master;
 pub mod material;
+pub mod passphrase;
 
 pub use engine::MasterKeyEngine;
 pub use error::CryptoError;
@@ -12,6 +13,7 @@ pub use master::{DevSealOutcome, MasterKey, load_or_create_dev_master_key};
 pub use material::{
     EcCurve, GeneratedKey, KeyKind, VerificationPattern, generate_key, verification_patterns,
 };
+pub use passphrase::{PassphraseOutcome, open_or_create_passphrase_sealed};
 
 use zeroize::Zeroizing;
 

@@ -49,6 +49,11 @@ impl MasterKey {
         Self::from_array(arr)
     }
 
+    /// The key bytes, for sealing the key itself under a key-encryption key.
+    pub(crate) fn expose_bytes(&self) -> &[u8] {
+        &self.bytes[..]
+    }
+
     fn from_array(bytes: Zeroizing<[u8; MASTER_KEY_LEN]>) -> Result<Self, CryptoError> {
         let aead = RandomizedNonceKey::new(&AES_256_GCM, &bytes[..])
             .map_err(|_| CryptoError::InvalidKeyLength)?;
@@ -128,7 +133,7 @@ pub fn load_or_create_dev_master_key(
     }
 }
 
-fn io_err(what: &str, path: &Path, e: &io::Error) -> CryptoError {
+pub(crate) fn io_err(what: &str, path: &Path, e: &io::Error) -> CryptoError {
     CryptoError::Io(format!("{what} {}: {e}", path.display()))
 }
 
@@ -192,16 +197,7 @@ fn read_dev_key(mut file: File, path: &Path) -> Result<MasterKey, CryptoError> {
 }
 
 fn create_dev_key(path: &Path) -> Result<(MasterKey, DevSealOutcome), CryptoError> {
-    let file_name = path.file_name().ok_or_else(|| {
-        CryptoError::Io(format!(
-            "master key path {} has no file name",
-            path.display()
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     create_private_dir_all(&dir)
         .map_err(|e| io_err("cannot create master key directory", &dir, &e))?;
 
@@ -211,6 +207,32 @@ fn create_dev_key(path: &Path) -> Result<(MasterKey, DevSealOutcome), CryptoErro
         .map_err(|_| CryptoError::Generate("hex encoding failed".into()))?;
     encoded[HEX_KEY_LEN] = b'\n';
 
+    let published = publish_new_private_file(path, &dir, &encoded[..])?;
+    if !published {
+        let file = File::open(path).map_err(|e| io_err("cannot open master key file", path, &e))?;
+        return Ok((read_dev_key(file, path)?, DevSealOutcome::Loaded));
+    }
+    Ok((key, DevSealOutcome::Created))
+}
+
+/// The directory a file lives in (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes `contents` to a new file at `path` (mode 0600) atomically: a temporary file, synced,
+/// then linked into place. `false` when another process created `path` first (it is kept).
+pub(crate) fn publish_new_private_file(
+    path: &Path,
+    dir: &Path,
+    contents: &[u8],
+) -> Result<bool, CryptoError> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| CryptoError::Io(format!("path {} has no file name", path.display())))?;
     let mut suffix = [0u8; 8];
     rand::fill(&mut suffix)
         .map_err(|_| CryptoError::Generate("random number generator failed".into()))?;
@@ -220,14 +242,12 @@ fn create_dev_key(path: &Path) -> Result<(MasterKey, DevSealOutcome), CryptoErro
         std::process::id(),
         hex::encode(suffix)
     ));
-
-    if let Err(e) = write_new_private_file(&tmp, &encoded[..]) {
+    if let Err(e) = write_new_private_file(&tmp, contents) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io_err("cannot write master key file", &tmp, &e));
+        return Err(io_err("cannot write key file", &tmp, &e));
     }
-
     // A hard link publishes the complete file atomically and, unlike rename,
-    // fails if another process created the key meanwhile; then that key wins.
+    // fails if another process created the file meanwhile; then that file wins.
     let published = match std::fs::hard_link(&tmp, path) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
@@ -236,21 +256,15 @@ fn create_dev_key(path: &Path) -> Result<(MasterKey, DevSealOutcome), CryptoErro
             Ok(()) => true,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(io_err(
-                    "cannot move master key file into place at",
-                    path,
-                    &e,
-                ));
+                return Err(io_err("cannot move key file into place at", path, &e));
             }
         },
     };
     let _ = std::fs::remove_file(&tmp);
-    if !published {
-        let file = File::open(path).map_err(|e| io_err("cannot open master key file", path, &e))?;
-        return Ok((read_dev_key(file, path)?, DevSealOutcome::Loaded));
+    if published {
+        sync_dir(dir);
     }
-    sync_dir(&dir);
-    Ok((key, DevSealOutcome::Created))
+    Ok(published)
 }
 
 fn write_new_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -266,7 +280,7 @@ fn write_new_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
-fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
