@@ -164,6 +164,22 @@ async fn setup(c: &mut Conn) -> anyhow::Result<(String, String)> {
     Ok((vault_id, keystore_id))
 }
 
+/// Creates a key in the bench vault and answers its id in the internal keystore.
+async fn installed_key_ref(c: &mut Conn, vault: &str, run_id: u128) -> anyhow::Result<String> {
+    let key = c
+        .json(
+            "POST",
+            "/api/v4/managed_keys",
+            Some(&create_body(vault, run_id, 0)),
+            201,
+        )
+        .await?;
+    Ok(key["status_in_keystores"][0]["key_id_in_keystore"]
+        .as_str()
+        .context("key id in keystore")?
+        .to_owned())
+}
+
 struct Outcome {
     latencies_us: Vec<u32>,
     errors: u64,
@@ -299,19 +315,7 @@ async fn main() -> anyhow::Result<()> {
             report("get-key", secs, &o);
         }
         Workload::Wrap | Workload::Unwrap => {
-            let key = c
-                .json(
-                    "POST",
-                    "/api/v4/managed_keys",
-                    Some(&create_body(&vault, run_id, 0)),
-                    201,
-                )
-                .await?;
-            let key_ref = key["status_in_keystores"][0]["key_id_in_keystore"]
-                .as_str()
-                .context("key id in keystore")?
-                .to_owned();
-            let data_key = json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="});
+            let key_ref = installed_key_ref(&mut c, &vault, run_id).await?;
             let wrap_path = format!("/api/v2/keys/{key_ref}/actions/wrap");
             let (name, path, body) = if matches!(args.workload, Workload::Wrap) {
                 ("wrap", wrap_path, data_key)
@@ -332,18 +336,7 @@ async fn main() -> anyhow::Result<()> {
             report(name, secs, &o);
         }
         Workload::WrapBatch { batch } => {
-            let key = c
-                .json(
-                    "POST",
-                    "/api/v4/managed_keys",
-                    Some(&create_body(&vault, run_id, 0)),
-                    201,
-                )
-                .await?;
-            let key_ref = key["status_in_keystores"][0]["key_id_in_keystore"]
-                .as_str()
-                .context("key id in keystore")?
-                .to_owned();
+            let key_ref = installed_key_ref(&mut c, &vault, run_id).await?;
             let path = format!("/api/v2/keys/{key_ref}/actions/wrap_batch");
             let body = json!({ "count": batch });
             let (secs, o) = run(&args, Some(&keystore), duration, move |_| {

@@ -61,6 +61,20 @@ fn decode(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
         .map_err(|_| Error::invalid_field(field, format!("{field} must be base64")).into())
 }
 
+/// Decodes every base64 item of a batch, naming the bad one (`fields[i]`).
+fn decode_all(field: &str, items: &[String]) -> Result<Vec<Zeroizing<Vec<u8>>>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            decode(
+                &keyplane_core::error::indexed_field(field, i, items.len()),
+                item,
+            )
+        })
+        .collect()
+}
+
 /// A key version's id: stable, derived from the key's id in the keystore and the version number.
 fn version_id(key: Uuid, version: u32) -> String {
     Uuid::new_v5(&key, version.to_string().as_bytes()).to_string()
@@ -242,17 +256,7 @@ pub(crate) async fn wrap_batch(
     JsonBody(body): JsonBody<WrapBatchRequest>,
 ) -> ApiResult<Json<WrapBatchResponse>> {
     let id = key_ref(&id)?;
-    let given = body
-        .plaintexts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            decode(
-                &keyplane_core::error::indexed_field("plaintext", i, body.plaintexts.len()),
-                p,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let given = decode_all("plaintext", &body.plaintexts)?;
     let wrapped = s
         .keyplane
         .wrap_data_keys(keystore, id, given, body.count, &body.aad)
@@ -283,17 +287,7 @@ pub(crate) async fn unwrap_batch(
     JsonBody(body): JsonBody<UnwrapBatchRequest>,
 ) -> ApiResult<Json<UnwrapBatchResponse>> {
     let id = key_ref(&id)?;
-    let raw = body
-        .ciphertexts
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            decode(
-                &keyplane_core::error::indexed_field("ciphertext", i, body.ciphertexts.len()),
-                c,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let raw = decode_all("ciphertext", &body.ciphertexts)?;
     let items: Vec<&[u8]> = raw.iter().map(|c| c.as_slice()).collect();
     let opened = s
         .keyplane
