@@ -92,15 +92,16 @@ pub struct PathId(pub Uuid);
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let raw = parts
-            .uri
-            .path()
-            .trim_start_matches("/api/v4/")
-            .split('/')
-            .nth(1)
-            .unwrap_or("")
-            .to_owned();
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::from(Error::invalid_parameter(
+                        "id",
+                        "the path has no resource id",
+                    ))
+                })?;
         Uuid::parse_str(&raw)
             .map(PathId)
             .map_err(|_| Error::invalid_parameter("id", format!("'{raw}' is not a UUID")).into())

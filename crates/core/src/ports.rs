@@ -71,12 +71,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keystores(&self, query: &KeystoreQuery) -> Result<Page<Keystore>>;
     /// All keystores of one vault (distribution targets are resolved among them).
     async fn vault_keystores(&self, vault_id: Uuid) -> Result<Vec<Keystore>>;
-    /// Deletes the keystore and applies the changes to the keys that targeted it, atomically.
+    /// Deletes the keystore, with every copy it holds, and saves the keys that targeted it (each
+    /// with the revision read), atomically.
     async fn delete_keystore(
         &self,
         id: Uuid,
         read_revision: i64,
-        key_changes: &[(ManagedKey, i64, KeyWrite)],
+        key_changes: &[(ManagedKey, i64)],
     ) -> Result<()>;
 
     /// Inserts (when `read_revision` is `None`) or updates a managed key with its material and copies.

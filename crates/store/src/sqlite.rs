@@ -303,7 +303,7 @@ impl Store for SqliteStore {
         &self,
         id: Uuid,
         read_revision: i64,
-        changes: &[(ManagedKey, i64, KeyWrite)],
+        changes: &[(ManagedKey, i64)],
     ) -> Result<()> {
         let changes = changes.to_vec();
         self.writer

@@ -2,7 +2,7 @@
 //! keystores: `bluemix-instance` names the keystore, `{id}` is the key's `key_id_in_keystore`.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{JsonBody, RawQuery};
+use crate::extract::{JsonBody, PathId, RawQuery};
 use crate::params::Params;
 use crate::wire::time;
 
@@ -48,11 +48,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
             }),
         }
     }
-}
-
-fn key_ref(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| Error::invalid_parameter("id", format!("'{raw}' is not a key id")).into())
 }
 
 fn decode(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
@@ -133,10 +128,9 @@ fn ciphertext_of(body: &CiphertextRequest) -> Result<Zeroizing<Vec<u8>>, ApiErro
 pub(crate) async fn wrap(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<WrapRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
-    let id = key_ref(&id)?;
     let plaintext = body
         .plaintext
         .as_deref()
@@ -163,10 +157,9 @@ pub(crate) async fn wrap(
 pub(crate) async fn unwrap(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<CiphertextRequest>,
 ) -> ApiResult<Json<UnwrapResponse>> {
-    let id = key_ref(&id)?;
     let u = s
         .keyplane
         .unwrap_data_key(keystore, id, &ciphertext_of(&body)?, &body.aad)
@@ -186,10 +179,9 @@ pub(crate) async fn unwrap(
 pub(crate) async fn rewrap(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<CiphertextRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
-    let id = key_ref(&id)?;
     let w = s
         .keyplane
         .rewrap_data_key(keystore, id, &ciphertext_of(&body)?, &body.aad)
@@ -252,10 +244,9 @@ pub(crate) struct UnwrapBatchResponse {
 pub(crate) async fn wrap_batch(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<WrapBatchRequest>,
 ) -> ApiResult<Json<WrapBatchResponse>> {
-    let id = key_ref(&id)?;
     let given = decode_all("plaintext", &body.plaintexts)?;
     let wrapped = s
         .keyplane
@@ -283,10 +274,9 @@ pub(crate) async fn wrap_batch(
 pub(crate) async fn unwrap_batch(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<UnwrapBatchRequest>,
 ) -> ApiResult<Json<UnwrapBatchResponse>> {
-    let id = key_ref(&id)?;
     let raw = decode_all("ciphertext", &body.ciphertexts)?;
     let items: Vec<&[u8]> = raw.iter().map(|c| c.as_slice()).collect();
     let opened = s
@@ -365,8 +355,8 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    let k = s.keyplane.installed_key(keystore, key_ref(&id)?).await?;
+    let k = s.keyplane.installed_key(keystore, id).await?;
     Ok(Json(collection(1, vec![key_resource(&k)])))
 }

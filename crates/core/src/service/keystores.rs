@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::etag::{self, IfMatch};
 use crate::keystore_types::{self, CheckedConnection};
 use crate::model::*;
-use crate::ports::KeyWrite;
 use crate::query::{KeyQuery, KeyScope, KeystoreQuery};
 use crate::validate;
 
@@ -300,11 +299,6 @@ impl Keyplane {
         let mut changes = Vec::with_capacity(targeting.len());
         for mut key in targeting {
             let read_revision = key.revision;
-            let mut write = KeyWrite::default();
-            if keystore.is_internal() {
-                // An internal keystore's copies go with it.
-                write.remove_copies_from.push(id);
-            }
             // External copies stay where they are until connectors can reach them; the key only
             // drops the keystore from its targets.
             for entry in key
@@ -316,7 +310,7 @@ impl Keyplane {
             }
             key.revision += 1;
             key.stamps.updated_at = now();
-            changes.push((key, read_revision, write));
+            changes.push((key, read_revision));
         }
         self.store
             .delete_keystore(id, keystore.revision, &changes)

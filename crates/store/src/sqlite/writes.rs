@@ -248,10 +248,10 @@ pub(crate) fn delete_keystore(
     conn: &Connection,
     id: Uuid,
     read_revision: i64,
-    changes: &[(ManagedKey, i64, KeyWrite)],
+    changes: &[(ManagedKey, i64)],
 ) -> Result<()> {
-    for (key, revision, write) in changes {
-        save_key(conn, key, Some(*revision), write)?;
+    for (key, revision) in changes {
+        save_key(conn, key, Some(*revision), &KeyWrite::default())?;
     }
     conn.execute(
         "DELETE FROM internal_copies WHERE keystore_id = ?",
