@@ -90,12 +90,6 @@ const AZURE_LOCATIONS: &[&str] = &[
     "us_west_2",
     "us_west_central",
 ];
-const AZURE_ENVIRONMENTS: &[&str] = &[
-    "azure",
-    "azure_china",
-    "azure_germany",
-    "azure_us_government",
-];
 const KMIP_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3", "1.4", "2.0", "2.1"];
 
 use FieldKind::*;
@@ -131,7 +125,7 @@ const AZURE: &[FieldSpec] = &[
         true,
         false,
         false,
-        OneOf(AZURE_ENVIRONMENTS),
+        OneOf(AzureEnvironment::WIRE),
     ),
     f("azure_vault_url", false, false, false, Url),
     f("azure_login_url", false, false, false, Url),
@@ -383,11 +377,6 @@ pub fn check_combinations(keystore_type: KeystoreType, c: &CheckedConnection) ->
     Ok(())
 }
 
-/// Keeps `AzureEnvironment` referenced from the shared enum list.
-pub fn azure_environment_names() -> Vec<&'static str> {
-    AzureEnvironment::ALL.iter().map(|e| e.as_str()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,7 +418,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("cca_port"));
-        assert_eq!(azure_environment_names().len(), AZURE_ENVIRONMENTS.len());
+        let azure = AZURE
+            .iter()
+            .find(|f| f.name == "azure_environment")
+            .unwrap();
+        assert!(check_value(azure, &json!("azure_china")).is_ok());
+        let e = check_value(azure, &json!("mars")).unwrap_err();
+        assert!(
+            e.to_string().contains("azure_us_government"),
+            "the allowed values are named: {e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ macro_rules! wire_enum {
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Every wire spelling, in declaration order.
+            pub const WIRE: &'static [&'static str] = &[$($wire),+];
 
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $wire),+ }
@@ -21,7 +23,7 @@ macro_rules! wire_enum {
 
             /// The accepted spellings, for error messages.
             pub fn allowed() -> String {
-                [$($wire),+].join(", ")
+                Self::WIRE.join(", ")
             }
         }
 
