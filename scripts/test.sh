@@ -9,8 +9,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# The suite's peers so far are in-process (SQLite) or the keyplane binary itself; external
-# peers (PostgreSQL, LocalStack, OpenBao, SoftHSM2) are started here as their tests arrive.
+# Peers: SQLite is in-process; the pkcs11 seal is tested on a real SoftHSM2 token (each test
+# makes its own token directory). Other peers (PostgreSQL, LocalStack, OpenBao) are started here
+# as their tests arrive.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
+    echo "installing softhsm2 (Debian package) for the PKCS#11 tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get install -y -q softhsm2 >/dev/null \
+        || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q softhsm2 >/dev/null; }
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -140,4 +140,35 @@ impl ApiError {
     }
 }
 
+/// The Key Protect media type of error bodies.
+const KEY_PROTECT_ERROR: &str = "application/vnd.ibm.kms.error+json";
+
+impl ApiError {
+    /// The error body Key Protect clients parse (the `/api/v2` data plane): a one-item collection
+    /// whose `errorMsg` starts with the status text, with the details in `reasons`.
+    pub fn key_protect_body(&self, trace: &str) -> serde_json::Value {
+        let mut reason = serde_json::json!({
+            "code": self.code.as_str(),
+            "message": self.message,
+            "status": self.status.as_u16(),
+            "moreInfo": "",
+        });
+        if let Some(t) = &self.target {
+            reason["target"] = serde_json::json!({ "type": t.kind.as_str(), "name": t.name });
+        }
+        serde_json::json!({
+            "metadata": { "collectionType": KEY_PROTECT_ERROR, "collectionTotal": 1 },
+            "resources": [{
+                "errorMsg": format!(
+                    "{}: {}",
+                    self.status.canonical_reason().unwrap_or("Error"),
+                    self.message
+                ),
+                "reasons": [reason],
+                "correlationId": trace,
+            }],
+        })
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;

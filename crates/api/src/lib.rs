@@ -138,6 +138,10 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
             state.clone(),
             legacy_vault_header,
         ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_while_sealed,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
@@ -201,6 +205,15 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     }
 }
 
+/// While sealed only the system endpoints (seal status, unseal) answer; everything else is a
+/// key operation or reveals key metadata, and answers 503 `sealed`.
+async fn refuse_while_sealed(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/api/v4/system/") && state.keyplane.seal_status().sealed {
+        return ApiError::from(keyplane_core::Error::Sealed).into_response();
+    }
+    next.run(req).await
+}
+
 /// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's
 /// vault (400 otherwise). Creates check it against the body's vault in their handlers.
 async fn legacy_vault_header(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -256,6 +269,7 @@ async fn correlate(mut req: Request, next: Next) -> Response {
         .filter(|v| acceptable_correlation_id(v))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(Trace(trace.clone()));
+    let key_protect = req.uri().path().starts_with("/api/v2/");
     let mut response = next.run(req).await;
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         // Errors produced by layers below the routes (timeout, body limit, media type).
@@ -275,7 +289,11 @@ async fn correlate(mut req: Request, next: Next) -> Response {
     });
     if let Some(error) = error {
         let headers = std::mem::take(response.headers_mut());
-        response = (error.status, axum::Json(error.body(&trace))).into_response();
+        response = if key_protect {
+            (error.status, axum::Json(error.key_protect_body(&trace))).into_response()
+        } else {
+            (error.status, axum::Json(error.body(&trace))).into_response()
+        };
         for (name, value) in headers.iter() {
             if name == header::WWW_AUTHENTICATE || name == header::ALLOW {
                 response.headers_mut().insert(name.clone(), value.clone());

@@ -214,6 +214,23 @@ async fn deactivated_keys_only_unwrap_and_destroyed_keys_refuse() {
     f.lifecycle("deactivate").await;
     let refused = f.action("wrap", json!({})).await.expect(409);
     assert_eq!(refused.code(), "key_not_active");
+    // Key Protect's error body, which its clients parse.
+    assert_eq!(
+        refused.body["metadata"],
+        json!({ "collectionType": "application/vnd.ibm.kms.error+json", "collectionTotal": 1 })
+    );
+    let error = &refused.body["resources"][0];
+    assert!(
+        error["errorMsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Conflict: ")
+    );
+    assert_eq!(error["reasons"][0]["status"], 409);
+    assert_eq!(
+        error["correlationId"].as_str().unwrap(),
+        refused.headers["x-correlation-id"].to_str().unwrap()
+    );
     f.action("rewrap", json!({ "ciphertext": w.body["ciphertext"] }))
         .await
         .expect(409);
@@ -227,24 +244,14 @@ async fn deactivated_keys_only_unwrap_and_destroyed_keys_refuse() {
         .action("unwrap", json!({ "ciphertext": w.body["ciphertext"] }))
         .await
         .expect(404);
-    assert!(
-        gone.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("destroyed")
-    );
+    assert!(gone.message().contains("destroyed"));
 }
 
 #[tokio::test]
 async fn only_aes_256_keys_wrap() {
     let f = fixture("128").await;
     let r = f.action("wrap", json!({})).await.expect(400);
-    assert!(
-        r.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("AES-256")
-    );
+    assert!(r.message().contains("AES-256"));
 }
 
 #[tokio::test]

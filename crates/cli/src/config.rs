@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// SQLite durability: `full` (fsync every commit, default) or `normal`.
     #[arg(long, env = "KEYPLANE_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
-    /// Seal mode: `dev` (key file) or `passphrase` (Argon2id).
+    /// Seal mode: `dev` (key file), `passphrase` (Argon2id), `shamir` (custodians' shares) or
+    /// `pkcs11` (master key inside a token).
     #[arg(long, env = "KEYPLANE_SEAL")]
     pub seal: Option<String>,
     /// Passphrase of the `passphrase` seal (or use --seal-passphrase-file).
@@ -43,6 +44,22 @@ pub struct ServeArgs {
     /// File holding the passphrase of the `passphrase` seal (trailing newline ignored).
     #[arg(long, env = "KEYPLANE_SEAL_PASSPHRASE_FILE")]
     pub seal_passphrase_file: Option<PathBuf>,
+    /// PKCS#11 module (shared library) of the `pkcs11` seal.
+    #[arg(long, env = "KEYPLANE_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the token holding the master key (default `keyplane`).
+    #[arg(long, env = "KEYPLANE_PKCS11_TOKEN")]
+    pub pkcs11_token: Option<String>,
+    /// User PIN of the token (or use --pkcs11-pin-file).
+    #[arg(long, env = "KEYPLANE_PKCS11_PIN", hide_env_values = true)]
+    pub pkcs11_pin: Option<String>,
+    /// File holding the token's user PIN (trailing newline ignored).
+    #[arg(long, env = "KEYPLANE_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// Pre-generated RSA key pairs to keep ready, as SIZE:COUNT pairs (e.g. `3072:4,4096:2`;
+    /// `0` for none).
+    #[arg(long, env = "KEYPLANE_RSA_POOL")]
+    pub rsa_pool: Option<String>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -60,6 +77,10 @@ struct FileConfig {
     sqlite_synchronous: Option<String>,
     seal: Option<String>,
     seal_passphrase_file: Option<PathBuf>,
+    pkcs11_module: Option<PathBuf>,
+    pkcs11_token: Option<String>,
+    pkcs11_pin_file: Option<PathBuf>,
+    rsa_pool: Option<String>,
 }
 
 /// How the master key is kept.
@@ -68,6 +89,35 @@ pub enum Seal {
     Dev,
     /// Sealed under a key derived from this passphrase.
     Passphrase(zeroize::Zeroizing<String>),
+    /// Split into custodians' shares; starts sealed.
+    Shamir,
+    /// The master key lives in a PKCS#11 token.
+    Pkcs11 {
+        module: PathBuf,
+        token: String,
+        pin: zeroize::Zeroizing<String>,
+    },
+}
+
+/// A secret given directly or as a file (trailing newline ignored).
+fn secret(
+    direct: Option<String>,
+    file: Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    Ok(match (direct, file) {
+        (Some(p), _) => Some(zeroize::Zeroizing::new(p)),
+        (None, Some(path)) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the {what} file {}", path.display()))?,
+            );
+            Some(zeroize::Zeroizing::new(
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            ))
+        }
+        (None, None) => None,
+    })
 }
 
 pub struct Config {
@@ -81,7 +131,11 @@ pub struct Config {
     pub request_timeout: Duration,
     pub durable: bool,
     pub seal: Seal,
+    pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
 }
+
+/// Enough pre-generated pairs for a burst of RSA activations, refilled in the background.
+const DEFAULT_RSA_POOL: &str = "3072:4,4096:2";
 
 fn duration(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Duration> {
     let raw = value.unwrap_or_else(|| default.to_owned());
@@ -102,24 +156,35 @@ impl Config {
         };
         let seal = match args.seal.or(file.seal).as_deref().unwrap_or("dev") {
             "dev" => Seal::Dev,
-            "passphrase" => {
-                let from_file = args.seal_passphrase_file.or(file.seal_passphrase_file);
-                let passphrase = match (args.seal_passphrase, from_file) {
-                    (Some(p), _) => p,
-                    (None, Some(path)) => std::fs::read_to_string(&path)
-                        .with_context(|| {
-                            format!("reading the seal passphrase file {}", path.display())
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned(),
-                    (None, None) => bail!(
-                        "the passphrase seal needs KEYPLANE_SEAL_PASSPHRASE or KEYPLANE_SEAL_PASSPHRASE_FILE"
-                    ),
-                };
-                Seal::Passphrase(zeroize::Zeroizing::new(passphrase))
-            }
+            "passphrase" => Seal::Passphrase(
+                secret(
+                    args.seal_passphrase,
+                    args.seal_passphrase_file.or(file.seal_passphrase_file),
+                    "seal passphrase",
+                )?
+                .context(
+                    "the passphrase seal needs KEYPLANE_SEAL_PASSPHRASE or KEYPLANE_SEAL_PASSPHRASE_FILE",
+                )?,
+            ),
+            "shamir" => Seal::Shamir,
+            "pkcs11" => Seal::Pkcs11 {
+                module: args
+                    .pkcs11_module
+                    .or(file.pkcs11_module)
+                    .context("the pkcs11 seal needs KEYPLANE_PKCS11_MODULE (the token's PKCS#11 library)")?,
+                token: args
+                    .pkcs11_token
+                    .or(file.pkcs11_token)
+                    .unwrap_or_else(|| "keyplane".into()),
+                pin: secret(
+                    args.pkcs11_pin,
+                    args.pkcs11_pin_file.or(file.pkcs11_pin_file),
+                    "PKCS#11 PIN",
+                )?
+                .context("the pkcs11 seal needs KEYPLANE_PKCS11_PIN or KEYPLANE_PKCS11_PIN_FILE")?,
+            },
             other => bail!(
-                "seal mode '{other}' is not available in this version; use 'dev' or 'passphrase'"
+                "seal mode '{other}' is unknown; use dev, passphrase, shamir or pkcs11"
             ),
         };
         let durable = match args
@@ -165,6 +230,13 @@ impl Config {
             )?,
             durable,
             seal,
+            rsa_pool: keyplane_core::service::KeyPoolPolicy::parse_rsa(
+                args.rsa_pool
+                    .or(file.rsa_pool)
+                    .as_deref()
+                    .unwrap_or(DEFAULT_RSA_POOL),
+            )
+            .map_err(|e| anyhow::anyhow!("KEYPLANE_RSA_POOL: {e}"))?,
         })
     }
 }
@@ -211,7 +283,23 @@ mod tests {
         );
         assert!(
             Config::resolve(ServeArgs {
-                seal: Some("shamir".into()),
+                seal: Some("vault".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Config::resolve(ServeArgs {
+                seal: Some("pkcs11".into()),
+                pkcs11_module: Some("/lib/p11.so".into()),
+                ..Default::default()
+            })
+            .is_err(),
+            "the pkcs11 seal needs a PIN"
+        );
+        assert!(
+            Config::resolve(ServeArgs {
+                rsa_pool: Some("1024:1".into()),
                 ..Default::default()
             })
             .is_err()

@@ -1,5 +1,6 @@
-//! The `keyplane` binary: `serve` runs the server; more verbs join as they are built.
+//! The `keyplane` binary: `serve` runs the server; `admin` runs the key ceremony and seal controls.
 
+mod admin;
 mod config;
 mod serve;
 
@@ -24,7 +25,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (zero configuration: SQLite in ./keyplane-data, dev seal, 127.0.0.1:8080).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
+    /// Operate the seal and the master key.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,11 +42,15 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => {
-            let config = config::Config::resolve(args)?;
+            let config = config::Config::resolve(*args)?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
                 .block_on(serve::run(config))
         }
+        Command::Admin(command) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(admin::run(command)),
     }
 }

@@ -1,5 +1,5 @@
-//! `keyplane serve`: opens the store, unseals the master key, makes sure an admin token exists,
-//! and serves the API until SIGINT or SIGTERM.
+//! `keyplane serve`: opens the store and the key hierarchy (unsealing it when the seal mode
+//! allows), makes sure an admin token exists, and serves the API until SIGINT or SIGTERM.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,16 +13,13 @@ use keyplane_core::lifecycle::LifecyclePolicy;
 use keyplane_core::model::Actor;
 use keyplane_core::ports::{ApiToken, Store};
 use keyplane_core::service::Keyplane;
-use keyplane_crypto::{
-    DevSealOutcome, MasterKeyEngine, PassphraseOutcome, load_or_create_dev_master_key, new_token,
-    open_or_create_passphrase_sealed, token_digest,
-};
+use keyplane_crypto::pkcs11::Pkcs11Config;
+use keyplane_crypto::{KeyHierarchy, SealMode, new_token, token_digest};
 use keyplane_store::{Durability, SqliteStore};
 use uuid::Uuid;
 
 use crate::config::{Config, Seal};
 
-const MASTER_KEY_CHECK: &str = "master_key_check_value";
 /// How long a verified token is trusted without asking the store again.
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 
@@ -115,38 +112,40 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let master = match &config.seal {
+fn seal_mode(config: &Config) -> SealMode {
+    match &config.seal {
         Seal::Dev => {
-            let (master, outcome) =
-                load_or_create_dev_master_key(&config.data_dir.join("master.key"))
-                    .context("dev seal")?;
-            let warning = "DEV SEAL: the master key is a plain file in the data directory; anyone who can read it can \
+            let warning = "DEV SEAL: the seal key is a plain file in the data directory; anyone who can read it can \
                            decrypt every key. Use it for development only.";
             tracing::warn!("{warning}");
             eprintln!("WARNING: {warning}");
-            if outcome == DevSealOutcome::Created {
-                tracing::info!("created a new dev master key");
+            SealMode::Dev {
+                key_file: config.data_dir.join("master.key"),
             }
-            master
         }
-        Seal::Passphrase(passphrase) => {
-            let (master, outcome) = open_or_create_passphrase_sealed(
-                &config.data_dir.join("master.sealed"),
-                passphrase.as_bytes(),
-            )
-            .context("passphrase seal")?;
-            if outcome == PassphraseOutcome::Created {
-                tracing::info!("created a new master key, sealed under the passphrase");
-            }
-            master
-        }
-    };
+        Seal::Passphrase(passphrase) => SealMode::Passphrase {
+            sealed_file: config.data_dir.join("master.sealed"),
+            passphrase: Some(passphrase.clone()),
+        },
+        Seal::Shamir => SealMode::Shamir,
+        Seal::Pkcs11 { module, token, pin } => SealMode::Pkcs11(Pkcs11Config {
+            module: module.clone(),
+            token_label: token.clone(),
+            pin: pin.clone(),
+        }),
+    }
+}
+
+/// Opens the data directory's database.
+pub async fn open_store(
+    data_dir: &std::path::Path,
+    durable: bool,
+) -> anyhow::Result<Arc<SqliteStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let store = SqliteStore::open(
-        &config.data_dir.join("keyplane.sqlite"),
-        if config.durable {
+        &data_dir.join("keyplane.sqlite"),
+        if durable {
             Durability::Full
         } else {
             Durability::Normal
@@ -154,15 +153,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("opening the database")?;
-    let store = Arc::new(store);
-    let check = master.key_check_value();
-    match store.get_setting(MASTER_KEY_CHECK).await? {
-        None => store.put_setting(MASTER_KEY_CHECK, &check).await?,
-        Some(stored) if stored == check => {}
-        Some(_) => bail!(
-            "the master key does not match the one this database was sealed with; refusing to start"
-        ),
-    }
+    Ok(Arc::new(store))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.data_dir, config.durable).await?;
     ensure_admin_token(store.as_ref(), config.bootstrap_token.as_deref()).await?;
 
     let policy = LifecyclePolicy {
@@ -170,11 +165,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rotation_min_interval: chrono::Duration::from_std(config.rotation_min_interval)?,
     };
     let dyn_store: Arc<dyn Store> = store.clone();
-    let keyplane = Keyplane::new(
-        dyn_store.clone(),
-        Arc::new(MasterKeyEngine::new(master)),
-        policy,
-    );
+    let engine = KeyHierarchy::start(dyn_store.clone(), seal_mode(&config))
+        .await
+        .context("opening the key hierarchy")?;
+    let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
+        .with_key_pool(config.rsa_pool.clone());
+    tokio::spawn(keyplane.clone().run_key_pool());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -194,6 +190,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout: config.request_timeout,
         },
     );
+    let seal = engine.status();
+    if seal.sealed {
+        let how = match seal.threshold {
+            Some(n) => format!("{n} custodians' shares"),
+            None => format!("the {} secret", seal.seal_type),
+        };
+        announce(&format!(
+            "keyplane is sealed: unseal it with {how} (keyplane admin unseal)"
+        ));
+    }
     announce(&format!("keyplane listening on http://{bound}"));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -1,79 +1,10 @@
 //! End-to-end: the real `keyplane` binary over HTTP, as a UKO client would use it.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use keyplane_core::ports::MaterialBinding;
-use keyplane_crypto::MasterKey;
-use keyplane_testkit::process::{Client, Server};
-use rusqlite::{Connection, OpenFlags};
+use common::*;
+use keyplane_testkit::process::Server;
 use serde_json::{Value, json};
-use uuid::Uuid;
-
-const TOKEN: &str = "e2e-bootstrap-token-0123456789";
-
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_keyplane"))
-}
-
-async fn start(dir: &Path) -> Server {
-    Server::start(
-        &binary(),
-        dir,
-        &[
-            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
-            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
-        ],
-    )
-    .await
-    .expect("server starts")
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_owned()
-}
-
-async fn setup(c: &Client, template_state: &str, algorithm: &str, size: &str) -> (String, String) {
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(vault.status, 201);
-    let vault_id = id(&vault.body);
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault_id}, "name": "internal-1", "groups": ["prod"]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ks.status, 201, "{}", ks.body);
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault_id}, "name": "T1",
-                    "key": {"algorithm": algorithm, "size": size, "state": template_state},
-                    "keystores": [{"type": "ibm_cloud_kms", "group": "prod"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
-    (vault_id, id(&ks.body))
-}
-
-async fn create_key(c: &Client, vault: &str, label: &str) -> Value {
-    let k = c
-        .post(
-            "/api/v4/managed_keys",
-            &json!({"vault": {"id": vault}, "template_name": "T1", "label": label}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(k.status, 201, "{}", k.body);
-    k.body
-}
 
 /// The seed page's flow: a disconnect is refused while a key lives in the keystore, and allowed
 /// once only pre-active or destroyed keys remain; afterwards the keystore is gone.
@@ -205,38 +136,9 @@ async fn zero_config_start_prints_a_working_admin_token() {
     }
 }
 
-fn data_files(dir: &Path) -> Vec<Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("keyplane.sqlite")
-        })
-        .map(|e| std::fs::read(e.path()).unwrap())
-        .collect()
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn db(dir: &Path) -> Connection {
-    Connection::open_with_flags(
-        dir.join("keyplane.sqlite"),
-        OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap()
-}
-
-fn master_key(dir: &Path) -> MasterKey {
-    let hex_text = std::fs::read_to_string(dir.join("master.key")).unwrap();
-    MasterKey::from_bytes(&hex::decode(hex_text.trim()).unwrap()).unwrap()
-}
-
-/// Generated key material is stored only sealed: the plaintext (opened here with the master key
-/// and checked against the key's verification pattern) appears in no database file.
+/// Generated key material is stored only sealed: the plaintext (opened here through the key
+/// hierarchy and checked against the key's verification pattern) appears in no database file
+/// and not in the server's log; neither do the vault keys.
 #[tokio::test]
 async fn database_files_hold_no_plaintext_key_material() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,25 +179,17 @@ async fn database_files_hold_no_plaintext_key_material() {
     }
     assert!(server.terminate().await.unwrap());
 
-    let master = master_key(dir.path());
     let conn = db(dir.path());
     let files = data_files(dir.path());
     for (vault_id, key) in &keys {
-        let sealed: Vec<u8> = conn
-            .query_row(
-                "SELECT sealed FROM key_material WHERE key_id = ? AND version = 1",
-                [id(key)],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let binding = MaterialBinding {
-            vault_id: Uuid::parse_str(vault_id).unwrap(),
-            key_id: Uuid::parse_str(&id(key)).unwrap(),
-            version: 1,
-        };
-        let plain = master
-            .open(&sealed, &binding.aad())
-            .expect("material opens with its binding");
+        let vault_key = vault_key(dir.path(), &conn, vault_id);
+        for bytes in &files {
+            assert!(
+                find(bytes, &vault_key.expose()[..16]).is_none(),
+                "a vault key is stored in clear"
+            );
+        }
+        let plain = open_material(dir.path(), key);
         let kind = match (
             key["algorithm"].as_str().unwrap(),
             key["size"].as_str().unwrap(),

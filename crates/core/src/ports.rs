@@ -115,10 +115,115 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<crate::service::UsageContext>>;
     /// Sealed material of one version; `None` when absent or erased (destroyed).
     async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>>;
+
+    /// Every master key on record (more than one only while a rotation is unfinished).
+    async fn root_keys(&self) -> Result<Vec<StoredRootKey>>;
+    async fn insert_root_key(&self, root: &StoredRootKey) -> Result<()>;
+    async fn vault_key(&self, vault_id: Uuid) -> Result<Option<WrappedVaultKey>>;
+    /// Stores a vault key unless the vault has one; returns the one stored.
+    async fn insert_vault_key(&self, key: &WrappedVaultKey) -> Result<WrappedVaultKey>;
+    async fn vault_keys_under(&self, root_id: &str) -> Result<Vec<WrappedVaultKey>>;
+    /// In one transaction: replaces each vault key still wrapped under `from_root` with its
+    /// rewrapped form, and deletes that root when no vault key is left under it. Returns whether
+    /// the root was deleted.
+    async fn retire_root_key(&self, from_root: &str, rewrapped: &[WrappedVaultKey])
+    -> Result<bool>;
+    /// Every vault's id (used once, when keys made before vault keys existed are adopted).
+    async fn vault_ids(&self) -> Result<Vec<Uuid>>;
+
+    async fn pooled_key_count(&self, algorithm: Algorithm, size: u32) -> Result<u64>;
+    async fn add_pooled_key(&self, key: &PooledKey) -> Result<()>;
+    /// Removes and returns the oldest pooled key of a kind; no two callers get the same one.
+    async fn take_pooled_key(&self, algorithm: Algorithm, size: u32) -> Result<Option<PooledKey>>;
 }
 
-/// How a key's material is generated and protected. Plaintext never leaves the implementation.
+/// A vault's data-encryption key as stored: wrapped under a master (root) key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedVaultKey {
+    pub vault_id: Uuid,
+    /// The master key it is wrapped under.
+    pub root_id: String,
+    pub wrapped: Vec<u8>,
+}
+
+/// A master key as the store keeps it: sealed under the seal key (software), or only named
+/// (a key that lives inside a PKCS#11 token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredRootKey {
+    pub id: String,
+    pub sealed: Option<Vec<u8>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Pre-generated material (an RSA key pair) waiting in the pool, sealed under the pool's key.
+#[derive(Clone)]
+pub struct PooledKey {
+    pub id: Uuid,
+    pub algorithm: Algorithm,
+    pub size: u32,
+    pub sealed: Vec<u8>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Whether the engine can use keys, and how far an unseal has come.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SealStatus {
+    pub sealed: bool,
+    /// The seal mode: `dev`, `passphrase`, `shamir` or `pkcs11`.
+    #[serde(rename = "type")]
+    pub seal_type: String,
+    /// Shares needed (shamir only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u8>,
+    /// Shares made at initialisation (shamir only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shares: Option<u8>,
+    /// Valid shares submitted so far (shamir only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// The current master key's id, while unsealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_id: Option<String>,
+}
+
+/// What an operator submits to unseal.
+pub enum UnsealSecret {
+    /// One Shamir share.
+    Share(zeroize::Zeroizing<String>),
+    Passphrase(zeroize::Zeroizing<String>),
+    /// The PKCS#11 user PIN.
+    Pin(zeroize::Zeroizing<String>),
+    /// Nothing: modes whose secret is on the host (dev).
+    Nothing,
+}
+
+/// What a master key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MasterKeyRotation {
+    pub previous_master_key_id: String,
+    pub master_key_id: String,
+    pub vault_keys_rewrapped: usize,
+}
+
+/// How a key's material is generated and protected, and the seal over all of it. Plaintext never
+/// leaves the implementation.
+#[async_trait]
 pub trait MaterialEngine: Send + Sync + 'static {
+    fn seal_status(&self) -> SealStatus;
+
+    /// Takes one unseal secret; unseals once enough were given.
+    async fn unseal(&self, secret: UnsealSecret) -> Result<SealStatus>;
+
+    /// Forgets every key in memory at once; key operations answer `sealed` until an unseal.
+    fn seal(&self);
+
+    /// Makes a new master key and rewraps every vault key under it, online.
+    async fn rotate_master_key(&self) -> Result<MasterKeyRotation>;
+
+    /// Loads (or creates) the vault's data-encryption key. Every operation below on that vault's
+    /// material needs it first.
+    async fn open_vault(&self, vault_id: Uuid) -> Result<()>;
+
     /// Generates material for `(algorithm, size)` and returns it sealed under the master key,
     /// bound to `(vault, key, version)`.
     fn generate(
@@ -137,8 +242,8 @@ pub trait MaterialEngine: Send + Sync + 'static {
         material: &SealedMaterial,
     ) -> Result<Vec<VerificationPattern>>;
 
-    /// Seals connection secrets (JSON) of a keystore, bound to its id.
-    fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
+    /// Seals connection secrets (JSON) of a keystore under its vault's key, bound to its id.
+    fn seal_secrets(&self, vault_id: Uuid, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
 
     /// Encrypts each plaintext (a data key) under an AES-256 key's material: AES-256-GCM with
     /// `aad`. The material is opened once for the whole batch.
@@ -158,6 +263,13 @@ pub trait MaterialEngine: Send + Sync + 'static {
         ciphertexts: &[&[u8]],
         aad: &[u8],
     ) -> Result<Vec<Option<zeroize::Zeroizing<Vec<u8>>>>>;
+
+    /// Generates material for the pool, sealed under the pool's key (the binding comes later).
+    fn generate_pooled(&self, algorithm: Algorithm, size: u32) -> Result<PooledKey>;
+
+    /// Reseals pooled material as `binding`'s material under its vault's key.
+    fn adopt_pooled(&self, pooled: &PooledKey, binding: &MaterialBinding)
+    -> Result<SealedMaterial>;
 
     /// A fresh random 256-bit data key.
     fn random_data_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>>;

@@ -1,37 +1,33 @@
-//! `keyplane_core::ports::MaterialEngine` over the master key: material is generated here and
-//! leaves only sealed.
+//! `keyplane_core::ports::MaterialEngine` over the key hierarchy: material is generated here and
+//! leaves only sealed, under its vault's key.
 
 use keyplane_core::error::{Error, Result};
 use keyplane_core::model::{Algorithm, SealedMaterial, VerificationPattern};
-use keyplane_core::ports::{MaterialBinding, MaterialEngine};
+use keyplane_core::ports::{
+    MasterKeyRotation, MaterialBinding, MaterialEngine, PooledKey, SealStatus, UnsealSecret,
+};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::hierarchy::KeyHierarchy;
 use crate::material::{self, EcCurve, KeyKind};
 use crate::{CryptoError, MasterKey};
 
-pub struct MasterKeyEngine {
-    master: MasterKey,
+/// An AES-256 managed key's material as a GCM cipher (the plaintext lives only inside it).
+fn data_key_cipher(
+    vault_key: &MasterKey,
+    binding: &MaterialBinding,
+    material: &SealedMaterial,
+) -> Result<MasterKey> {
+    let plain = vault_key
+        .open(&material.sealed, &binding.aad())
+        .map_err(crypto_err)?;
+    MasterKey::from_bytes(plain.expose())
+        .map_err(|_| Error::invalid_field("key", "only AES-256 keys can wrap data keys"))
 }
 
-impl MasterKeyEngine {
-    pub fn new(master: MasterKey) -> Self {
-        Self { master }
-    }
-
-    /// An AES-256 managed key's material as a GCM cipher (the plaintext lives only inside it).
-    fn data_key_cipher(
-        &self,
-        binding: &MaterialBinding,
-        material: &SealedMaterial,
-    ) -> Result<MasterKey> {
-        let plain = self
-            .master
-            .open(&material.sealed, &binding.aad())
-            .map_err(crypto_err)?;
-        MasterKey::from_bytes(plain.expose())
-            .map_err(|_| Error::invalid_field("key", "only AES-256 keys can wrap data keys"))
-    }
+fn pool_aad(id: Uuid) -> Vec<u8> {
+    format!("keyplane-key-pool:v1:{id}").into_bytes()
 }
 
 fn kind(algorithm: Algorithm, size: u32) -> Result<KeyKind> {
@@ -77,16 +73,37 @@ fn secrets_aad(keystore_id: Uuid) -> Vec<u8> {
     format!("keyplane-keystore-secrets:v1:{keystore_id}").into_bytes()
 }
 
-impl MaterialEngine for MasterKeyEngine {
+#[async_trait::async_trait]
+impl MaterialEngine for KeyHierarchy {
+    fn seal_status(&self) -> SealStatus {
+        self.status()
+    }
+
+    async fn unseal(&self, secret: UnsealSecret) -> Result<SealStatus> {
+        self.unseal_with(secret).await
+    }
+
+    fn seal(&self) {
+        self.seal_now();
+    }
+
+    async fn rotate_master_key(&self) -> Result<MasterKeyRotation> {
+        self.rotate().await
+    }
+
+    async fn open_vault(&self, vault_id: Uuid) -> Result<()> {
+        self.open_vault_key(vault_id).await
+    }
+
     fn generate(
         &self,
         algorithm: Algorithm,
         size: u32,
         binding: &MaterialBinding,
     ) -> Result<SealedMaterial> {
+        let vault_key = self.opened_vault_key(binding.vault_id)?;
         let generated = material::generate_key(kind(algorithm, size)?).map_err(crypto_err)?;
-        let sealed = self
-            .master
+        let sealed = vault_key
             .seal(generated.material.expose(), &binding.aad())
             .map_err(crypto_err)?;
         Ok(SealedMaterial {
@@ -104,7 +121,7 @@ impl MaterialEngine for MasterKeyEngine {
         m: &SealedMaterial,
     ) -> Result<Vec<VerificationPattern>> {
         let plain = self
-            .master
+            .opened_vault_key(binding.vault_id)?
             .open(&m.sealed, &binding.aad())
             .map_err(crypto_err)?;
         material::verification_patterns(kind(algorithm, size)?, plain.expose())
@@ -112,8 +129,8 @@ impl MaterialEngine for MasterKeyEngine {
             .map_err(crypto_err)
     }
 
-    fn seal_secrets(&self, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>> {
-        self.master
+    fn seal_secrets(&self, vault_id: Uuid, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>> {
+        self.opened_vault_key(vault_id)?
             .seal(secrets, &secrets_aad(keystore_id))
             .map_err(crypto_err)
     }
@@ -125,7 +142,8 @@ impl MaterialEngine for MasterKeyEngine {
         plaintexts: &[&[u8]],
         aad: &[u8],
     ) -> Result<Vec<Vec<u8>>> {
-        let cipher = self.data_key_cipher(binding, material)?;
+        let vault_key = self.opened_vault_key(binding.vault_id)?;
+        let cipher = data_key_cipher(&vault_key, binding, material)?;
         plaintexts
             .iter()
             .map(|p| cipher.seal(p, aad).map_err(crypto_err))
@@ -139,7 +157,8 @@ impl MaterialEngine for MasterKeyEngine {
         ciphertexts: &[&[u8]],
         aad: &[u8],
     ) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>> {
-        let cipher = self.data_key_cipher(binding, material)?;
+        let vault_key = self.opened_vault_key(binding.vault_id)?;
+        let cipher = data_key_cipher(&vault_key, binding, material)?;
         Ok(ciphertexts
             .iter()
             .map(|c| {
@@ -149,6 +168,43 @@ impl MaterialEngine for MasterKeyEngine {
                     .map(|p| Zeroizing::new(p.expose().to_vec()))
             })
             .collect())
+    }
+
+    fn generate_pooled(&self, algorithm: Algorithm, size: u32) -> Result<PooledKey> {
+        let pool_key = self.opened_vault_key(Uuid::nil())?;
+        let generated = material::generate_key(kind(algorithm, size)?).map_err(crypto_err)?;
+        let id = Uuid::now_v7();
+        Ok(PooledKey {
+            id,
+            algorithm,
+            size,
+            sealed: pool_key
+                .seal(generated.material.expose(), &pool_aad(id))
+                .map_err(crypto_err)?,
+            created_at: chrono::Utc::now(),
+        })
+    }
+
+    fn adopt_pooled(
+        &self,
+        pooled: &PooledKey,
+        binding: &MaterialBinding,
+    ) -> Result<SealedMaterial> {
+        let plain = self
+            .opened_vault_key(Uuid::nil())?
+            .open(&pooled.sealed, &pool_aad(pooled.id))
+            .map_err(crypto_err)?;
+        let found =
+            material::verification_patterns(kind(pooled.algorithm, pooled.size)?, plain.expose())
+                .map_err(crypto_err)?;
+        Ok(SealedMaterial {
+            version: binding.version,
+            sealed: self
+                .opened_vault_key(binding.vault_id)?
+                .seal(plain.expose(), &binding.aad())
+                .map_err(crypto_err)?,
+            verification_patterns: patterns(found),
+        })
     }
 
     fn random_data_key(&self) -> Result<Zeroizing<Vec<u8>>> {
@@ -162,15 +218,32 @@ impl MaterialEngine for MasterKeyEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hierarchy::SealMode;
 
-    #[test]
-    fn sealed_material_is_bound_and_verifiable() {
-        let engine = MasterKeyEngine::new(MasterKey::generate().unwrap());
+    #[tokio::test]
+    async fn sealed_material_is_bound_and_verifiable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn keyplane_core::ports::Store> = std::sync::Arc::new(
+            keyplane_store::SqliteStore::open(
+                &dir.path().join("db.sqlite"),
+                keyplane_store::Durability::Normal,
+            )
+            .await
+            .unwrap(),
+        );
+        let engine = KeyHierarchy::start(store, SealMode::Ephemeral)
+            .await
+            .unwrap();
         let binding = MaterialBinding {
             vault_id: Uuid::new_v4(),
             key_id: Uuid::new_v4(),
             version: 1,
         };
+        assert!(
+            engine.generate(Algorithm::Aes, 256, &binding).is_err(),
+            "vault key not open"
+        );
+        engine.open_vault(binding.vault_id).await.unwrap();
         let m = engine.generate(Algorithm::Aes, 256, &binding).unwrap();
         assert_eq!(
             engine.verify(Algorithm::Aes, 256, &binding, &m).unwrap(),
@@ -182,5 +255,10 @@ mod tests {
         };
         assert!(engine.verify(Algorithm::Aes, 256, &other, &m).is_err());
         assert!(engine.generate(Algorithm::Des, 168, &binding).is_err());
+        engine.seal();
+        assert_eq!(
+            engine.generate(Algorithm::Aes, 256, &binding).err(),
+            Some(Error::Sealed)
+        );
     }
 }

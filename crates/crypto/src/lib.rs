@@ -3,17 +3,23 @@
 
 pub mod engine;
 mod error;
+pub mod hierarchy;
+pub mod key_wrap;
 pub mod master;
 pub mod material;
 pub mod passphrase;
+pub mod pkcs11;
+pub mod root;
+pub mod shamir;
 
-pub use engine::MasterKeyEngine;
 pub use error::CryptoError;
+pub use hierarchy::{KeyHierarchy, SealMode};
 pub use master::{DevSealOutcome, MasterKey, load_or_create_dev_master_key};
 pub use material::{
     EcCurve, GeneratedKey, KeyKind, VerificationPattern, generate_key, verification_patterns,
 };
 pub use passphrase::{PassphraseOutcome, open_or_create_passphrase_sealed};
+pub use root::{RootKey, SoftwareRootKey};
 
 use zeroize::Zeroizing;
 

@@ -13,7 +13,7 @@ use keyplane_api::{Authenticator, HttpSettings};
 use keyplane_core::lifecycle::LifecyclePolicy;
 use keyplane_core::model::Actor;
 use keyplane_core::service::Keyplane;
-use keyplane_crypto::{MasterKey, MasterKeyEngine};
+use keyplane_crypto::{KeyHierarchy, SealMode};
 use keyplane_store::{Durability, SqliteStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -58,15 +58,29 @@ impl TestResponse {
         self.body["id"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// The first error's code of a UKO error body.
+    /// The first error of the body: UKO's `errors[0]`, or Key Protect's
+    /// `resources[0].reasons[0]` on the data plane.
+    fn first_error(&self) -> &Value {
+        if self.body.get("errors").is_some() {
+            &self.body["errors"][0]
+        } else {
+            &self.body["resources"][0]["reasons"][0]
+        }
+    }
+
+    /// The first error's code.
     pub fn code(&self) -> &str {
-        self.body["errors"][0]["code"].as_str().unwrap_or_default()
+        self.first_error()["code"].as_str().unwrap_or_default()
     }
 
     pub fn target(&self) -> &str {
-        self.body["errors"][0]["target"]["name"]
+        self.first_error()["target"]["name"]
             .as_str()
             .unwrap_or_default()
+    }
+
+    pub fn message(&self) -> &str {
+        self.first_error()["message"].as_str().unwrap_or_default()
     }
 
     #[track_caller]
@@ -106,9 +120,9 @@ impl TestApp {
                 .await
                 .expect("open store"),
         );
-        let engine = Arc::new(MasterKeyEngine::new(
-            MasterKey::generate().expect("master key"),
-        ));
+        let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
+            .await
+            .expect("key hierarchy");
         let keyplane = Keyplane::new(store.clone(), engine, policy);
         let router = keyplane_api::app(
             keyplane,

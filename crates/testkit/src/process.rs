@@ -9,6 +9,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The file in the data directory that receives the server's log.
+pub const SERVER_LOG: &str = "server.log";
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -18,18 +21,26 @@ pub struct Server {
 
 impl Server {
     /// Starts `binary serve` on port 0 with the given extra environment; waits until it listens.
+    /// The server's log (standard error) is appended to `server.log` in the data directory, and
+    /// no RSA pool is kept unless the environment asks for one.
     pub async fn start(
         binary: &Path,
         data_dir: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join(SERVER_LOG))?;
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .env("KEYPLANE_DATA_DIR", data_dir)
             .env("KEYPLANE_LISTEN", "127.0.0.1:0")
-            .env("KEYPLANE_LOG", "warn")
+            .env("KEYPLANE_LOG", "info")
+            .env("KEYPLANE_RSA_POOL", "0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);

@@ -3,6 +3,7 @@
 mod key_protect;
 mod keystores;
 mod managed_keys;
+mod system;
 mod templates;
 mod vaults;
 
@@ -62,10 +63,25 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(key_protect::rewrap))
         .routes(routes!(key_protect::wrap_batch))
         .routes(routes!(key_protect::unwrap_batch))
+        .routes(routes!(system::seal_status))
+        .routes(routes!(system::unseal))
+        .routes(routes!(system::seal))
+        .routes(routes!(system::rotate_master_key))
 }
 
-pub(crate) async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Liveness and the seal: 200 when keys can be used, 503 while sealed.
+pub(crate) async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let seal = s.keyplane.seal_status();
+    if seal.sealed {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "sealed", "sealed": true, "seal_type": seal.seal_type })),
+        )
+            .into_response()
+    } else {
+        Json(serde_json::json!({ "status": "ok", "sealed": false, "seal_type": seal.seal_type }))
+            .into_response()
+    }
 }
 
 /// A single resource with its `ETag` (and `Location` when created).

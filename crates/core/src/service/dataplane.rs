@@ -212,6 +212,7 @@ impl Keyplane {
                 ),
             ));
         }
+        self.engine.open_vault(key.vault_id).await?;
         let binding = MaterialBinding {
             vault_id: key.vault_id,
             key_id: key.key_id,

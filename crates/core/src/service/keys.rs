@@ -211,7 +211,7 @@ impl Keyplane {
         let mut write = KeyWrite::default();
         if template.key.state == InitialKeyState::Active {
             key.state = KeyState::Active;
-            self.add_material(&mut key, &mut write)?;
+            self.add_material(&mut key, &mut write).await?;
         }
         self.distribute(&mut key, &targets, &[], &mut write);
         self.store.save_managed_key(&key, None, &write).await?;
@@ -220,13 +220,24 @@ impl Keyplane {
     }
 
     /// Generates the material of `key.version` and records its verification patterns.
-    fn add_material(&self, key: &mut ManagedKey, write: &mut KeyWrite) -> Result<()> {
+    async fn add_material(&self, key: &mut ManagedKey, write: &mut KeyWrite) -> Result<()> {
+        self.engine.open_vault(key.vault.id).await?;
         let binding = MaterialBinding {
             vault_id: key.vault.id,
             key_id: key.id,
             version: key.version,
         };
-        let material = self.engine.generate(key.algorithm, key.size, &binding)?;
+        let material = match self.take_pooled(key.algorithm, key.size, &binding).await? {
+            Some(m) => m,
+            None => {
+                // RSA generation takes up to a second: kept off the async workers.
+                let engine = self.engine.clone();
+                let (algorithm, size) = (key.algorithm, key.size);
+                tokio::task::spawn_blocking(move || engine.generate(algorithm, size, &binding))
+                    .await
+                    .map_err(|e| Error::internal(format!("key generation task: {e}")))??
+            }
+        };
         key.verification_patterns = material.verification_patterns.clone();
         write.new_material.push(material);
         Ok(())
@@ -335,7 +346,7 @@ impl Keyplane {
         match action {
             KeyAction::Activate => {
                 if key.verification_patterns.is_empty() {
-                    self.add_material(&mut key, &mut write)?;
+                    self.add_material(&mut key, &mut write).await?;
                 }
                 key.deactivated_at = None;
             }
@@ -359,7 +370,7 @@ impl Keyplane {
                 }
                 key.version += 1;
                 key.rotated_at = Some(at);
-                self.add_material(&mut key, &mut write)?;
+                self.add_material(&mut key, &mut write).await?;
             }
             KeyAction::Remove | KeyAction::Edit => {}
         }

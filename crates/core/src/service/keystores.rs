@@ -77,18 +77,20 @@ fn check_common(
 }
 
 impl Keyplane {
-    fn seal_connection_secrets(
+    async fn seal_connection_secrets(
         &self,
+        vault_id: Uuid,
         id: Uuid,
         secrets: &Map<String, Value>,
     ) -> Result<Option<Vec<u8>>> {
         if secrets.is_empty() {
             return Ok(None);
         }
+        self.engine.open_vault(vault_id).await?;
         let json = zeroize::Zeroizing::new(
             serde_json::to_vec(secrets).map_err(|e| Error::internal(e.to_string()))?,
         );
-        self.engine.seal_secrets(id, &json).map(Some)
+        self.engine.seal_secrets(vault_id, id, &json).map(Some)
     }
 
     /// Validates a keystore; with `dry_run` nothing is saved and the would-be keystore is returned.
@@ -142,6 +144,7 @@ impl Keyplane {
             keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
         let vault = self.target_vault(vault_id).await?;
         let id = new_id();
+        let sealed_secrets = self.seal_connection_secrets(vault_id, id, &secrets).await?;
         let keystore = Keystore {
             id,
             vault,
@@ -154,7 +157,7 @@ impl Keyplane {
             tls_proxy,
             connection: clear,
             secret_fields: secrets.keys().cloned().collect(),
-            sealed_secrets: self.seal_connection_secrets(id, &secrets)?,
+            sealed_secrets,
             stamps: Stamps::new(actor, now()),
             revision: 1,
         };
@@ -259,7 +262,9 @@ impl Keyplane {
                 },
             )?;
             k.secret_fields = changed_secrets.keys().cloned().collect();
-            k.sealed_secrets = self.seal_connection_secrets(id, &changed_secrets)?;
+            k.sealed_secrets = self
+                .seal_connection_secrets(k.vault.id, id, &changed_secrets)
+                .await?;
         }
         k.revision += 1;
         k.stamps.touch(actor, now());

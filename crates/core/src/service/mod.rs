@@ -2,8 +2,10 @@
 //! persisting through the ports.
 
 mod dataplane;
+mod key_pool;
 mod keys;
 mod keystores;
+mod system;
 mod templates;
 mod vaults;
 
@@ -15,6 +17,7 @@ use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
 pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext};
+pub use key_pool::KeyPoolPolicy;
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{
@@ -28,6 +31,7 @@ pub struct Keyplane {
     store: Arc<dyn Store>,
     engine: Arc<dyn MaterialEngine>,
     policy: LifecyclePolicy,
+    key_pool: Arc<key_pool::KeyPool>,
 }
 
 impl Keyplane {
@@ -40,6 +44,7 @@ impl Keyplane {
             store,
             engine,
             policy,
+            key_pool: Arc::default(),
         }
     }
 
@@ -49,6 +54,11 @@ impl Keyplane {
 
     pub fn policy(&self) -> &LifecyclePolicy {
         &self.policy
+    }
+
+    /// The engine holding the seal: key operations are refused while it is sealed.
+    pub fn engine(&self) -> &Arc<dyn MaterialEngine> {
+        &self.engine
     }
 }
 

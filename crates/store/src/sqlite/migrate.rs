@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_fewer_btrees.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_key_hierarchy.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {

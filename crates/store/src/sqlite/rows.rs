@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use keyplane_core::error::{Error, Result};
 use keyplane_core::model::*;
+use keyplane_core::ports::{PooledKey, StoredRootKey, WrappedVaultKey};
 
 pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -249,5 +250,31 @@ pub(crate) fn key_from_row(r: &Row<'_>) -> Result<ManagedKey> {
         label_from_scheme: doc.label_from_scheme,
         stamps: stamps(r)?,
         revision: col(r, "revision")?,
+    })
+}
+
+pub(crate) fn pooled_from_row(r: &Row<'_>) -> Result<PooledKey> {
+    Ok(PooledKey {
+        id: uuid_col(r, "id")?,
+        algorithm: enum_col(r, "algorithm", Algorithm::parse)?,
+        size: u32_col(r, "size")?,
+        sealed: col(r, "sealed")?,
+        created_at: ts_col(r, "created_at")?,
+    })
+}
+
+pub(crate) fn root_key_from_row(r: &Row<'_>) -> Result<StoredRootKey> {
+    Ok(StoredRootKey {
+        id: col(r, "id")?,
+        sealed: col(r, "sealed")?,
+        created_at: ts_col(r, "created_at")?,
+    })
+}
+
+pub(crate) fn vault_key_from_row(r: &Row<'_>) -> Result<WrappedVaultKey> {
+    Ok(WrappedVaultKey {
+        vault_id: uuid_col(r, "vault_id")?,
+        root_id: col(r, "root_id")?,
+        wrapped: col(r, "wrapped")?,
     })
 }

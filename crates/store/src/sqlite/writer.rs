@@ -90,6 +90,23 @@ impl Writer {
         self.submit(Box::new(work), false).await
     }
 
+    /// Like [`Writer::write`], returning what `work` produced once it is committed.
+    pub(crate) async fn write_returning<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        self.write(move |c| {
+            let value = work(c)?;
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            Ok(())
+        })
+        .await?;
+        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value.ok_or_else(|| Error::internal("the database writer returned nothing"))
+    }
+
     /// Runs `work` on the writer thread between transactions.
     pub(crate) async fn outside_transaction(
         &self,

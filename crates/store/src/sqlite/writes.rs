@@ -6,9 +6,9 @@ use uuid::Uuid;
 use keyplane_core::error::{Error, Result};
 use keyplane_core::guards::{self, VaultContents};
 use keyplane_core::model::*;
-use keyplane_core::ports::{ApiToken, KeyWrite};
+use keyplane_core::ports::{ApiToken, KeyWrite, PooledKey, StoredRootKey, WrappedVaultKey};
 
-use super::rows::{json, ts};
+use super::rows::{json, pooled_from_row, ts};
 use super::writer::{sql_err, write_err};
 
 /// Fails with `EtagMismatch` (row changed) or `NotFound` (row gone) when a write hit no row.
@@ -127,6 +127,9 @@ pub(crate) fn delete_vault(conn: &Connection, id: Uuid, read_revision: i64) -> R
     guards::vault_delete(&name, contents)?;
     // Archived templates go with the vault; deleted first for the foreign key.
     conn.execute("DELETE FROM templates WHERE vault_id = ?", [&key])
+        .map_err(sql_err)?;
+    // The vault is empty: its key protects nothing any more.
+    conn.execute("DELETE FROM vault_keys WHERE vault_id = ?", [&key])
         .map_err(sql_err)?;
     let rows = conn
         .execute(
@@ -416,4 +419,92 @@ pub(crate) fn save_key(
         .map_err(sql_err)?;
     }
     Ok(())
+}
+
+pub(crate) fn insert_root_key(conn: &Connection, root: &StoredRootKey) -> Result<()> {
+    conn.execute(
+        "INSERT INTO root_keys (id, sealed, created_at) VALUES (?, ?, ?)",
+        params![root.id, root.sealed, ts(&root.created_at)],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+pub(crate) fn insert_vault_key(conn: &Connection, key: &WrappedVaultKey) -> Result<()> {
+    conn.execute(
+        "INSERT INTO vault_keys (vault_id, root_id, wrapped) VALUES (?, ?, ?) ON CONFLICT(vault_id) DO NOTHING",
+        params![key.vault_id.to_string(), key.root_id, key.wrapped],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+pub(crate) fn retire_root_key(
+    conn: &Connection,
+    from_root: &str,
+    rewrapped: &[WrappedVaultKey],
+) -> Result<bool> {
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE vault_keys SET root_id = ?, wrapped = ? WHERE vault_id = ? AND root_id = ?",
+        )
+        .map_err(sql_err)?;
+    for key in rewrapped {
+        update
+            .execute(params![
+                key.root_id,
+                key.wrapped,
+                key.vault_id.to_string(),
+                from_root
+            ])
+            .map_err(sql_err)?;
+    }
+    let left: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM vault_keys WHERE root_id = ?",
+            [from_root],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    if left > 0 {
+        return Ok(false);
+    }
+    conn.execute("DELETE FROM root_keys WHERE id = ?", [from_root])
+        .map_err(sql_err)?;
+    Ok(true)
+}
+
+pub(crate) fn add_pooled_key(conn: &Connection, key: &PooledKey) -> Result<()> {
+    conn.execute(
+        "INSERT INTO key_pool (id, algorithm, size, sealed, created_at) VALUES (?, ?, ?, ?, ?)",
+        params![
+            key.id.to_string(),
+            key.algorithm.to_string(),
+            i64::from(key.size),
+            key.sealed,
+            ts(&key.created_at)
+        ],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Claims the oldest pooled key of a kind: read and deleted in one transaction, so no two
+/// callers get the same one.
+pub(crate) fn take_pooled_key(
+    conn: &Connection,
+    algorithm: Algorithm,
+    size: u32,
+) -> Result<Option<PooledKey>> {
+    let found = crate::sqlite::one(
+        conn,
+        "SELECT id, algorithm, size, sealed, created_at FROM key_pool WHERE algorithm = ? AND size = ? ORDER BY created_at, id LIMIT 1",
+        params![algorithm.to_string(), i64::from(size)],
+        pooled_from_row,
+    )?;
+    if let Some(key) = &found {
+        conn.execute("DELETE FROM key_pool WHERE id = ?", [key.id.to_string()])
+            .map_err(sql_err)?;
+    }
+    Ok(found)
 }

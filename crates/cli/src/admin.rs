@@ -1,0 +1,188 @@
+//! `keyplane admin`: the key ceremony (`init`, offline on the data directory) and the seal
+//! controls of a running server (`unseal`, `seal`, `seal-status`, `rotate-master-key`).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use keyplane_crypto::KeyHierarchy;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Key ceremony for the shamir seal: makes the seal key, prints one share per custodian,
+    /// and records only what verifies them. Run once, on the server's data directory, before
+    /// the first `serve`.
+    Init {
+        #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
+        data_dir: PathBuf,
+        /// How many shares to make (one per custodian).
+        #[arg(long)]
+        shares: u8,
+        /// How many shares unseal the server.
+        #[arg(long)]
+        threshold: u8,
+    },
+    /// Submit an unseal secret, read from standard input: a share (shamir), the passphrase, or
+    /// the PIN (pkcs11); the dev seal needs none.
+    Unseal(ServerArgs),
+    /// Seal the server now: every key in memory is forgotten; key operations stop until unsealed.
+    Seal(ServerArgs),
+    /// Show whether the server is sealed, and unseal progress.
+    SealStatus(ServerArgs),
+    /// Make a new master key and rewrap every vault key under it, while serving.
+    RotateMasterKey(ServerArgs),
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "KEYPLANE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An API token (a bearer token).
+    #[arg(long, env = "KEYPLANE_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+fn print(value: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn call(
+    server: &ServerArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", server.url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&server.token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = value["errors"][0]["message"]
+            .as_str()
+            .map_or_else(|| status.to_string(), str::to_owned);
+        bail!("{message} (HTTP {})", status.as_u16());
+    }
+    Ok(value)
+}
+
+/// One line from standard input, without its line ending.
+fn read_secret(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+    eprintln!("{prompt}");
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading standard input")?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+    if trimmed.is_empty() {
+        bail!("nothing was given on standard input");
+    }
+    Ok(trimmed)
+}
+
+pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Init {
+            data_dir,
+            shares,
+            threshold,
+        } => {
+            let store = crate::serve::open_store(&data_dir, true).await?;
+            let printed = KeyHierarchy::init_shamir(store.as_ref(), threshold, shares)
+                .await
+                .context("initialising the shamir seal")?;
+            store.close().await;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "Shamir seal initialised: {threshold} of these {shares} shares unseal the server.\n\
+                 Give each custodian one share; they are shown only now and are not stored anywhere."
+            )?;
+            for (i, share) in printed.iter().enumerate() {
+                writeln!(out, "share {}: {}", i + 1, share.as_str())?;
+            }
+            Ok(())
+        }
+        AdminCommand::Unseal(server) => {
+            let status = call(
+                &server,
+                reqwest::Method::GET,
+                "/api/v4/system/seal_status",
+                None,
+            )
+            .await?;
+            if status["sealed"] == Value::Bool(false) {
+                print(&status);
+                return Ok(());
+            }
+            let field = match status["type"].as_str() {
+                Some("shamir") => Some(("key", "your unseal share")),
+                Some("passphrase") => Some(("passphrase", "the seal passphrase")),
+                Some("pkcs11") => Some(("pin", "the token's user PIN")),
+                _ => None,
+            };
+            let body = match field {
+                Some((name, what)) => {
+                    let secret = read_secret(&format!("Enter {what} on standard input:"))?;
+                    serde_json::json!({ name: secret.as_str() })
+                }
+                None => serde_json::json!({}),
+            };
+            let answer = call(
+                &server,
+                reqwest::Method::POST,
+                "/api/v4/system/unseal",
+                Some(body),
+            )
+            .await?;
+            print(&answer);
+            Ok(())
+        }
+        AdminCommand::Seal(server) => {
+            print(&call(&server, reqwest::Method::POST, "/api/v4/system/seal", None).await?);
+            Ok(())
+        }
+        AdminCommand::SealStatus(server) => {
+            print(
+                &call(
+                    &server,
+                    reqwest::Method::GET,
+                    "/api/v4/system/seal_status",
+                    None,
+                )
+                .await?,
+            );
+            Ok(())
+        }
+        AdminCommand::RotateMasterKey(server) => {
+            print(
+                &call(
+                    &server,
+                    reqwest::Method::POST,
+                    "/api/v4/system/rotate_master_key",
+                    None,
+                )
+                .await?,
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Helpers shared by the end-to-end test binaries.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use keyplane_crypto::{MasterKey, RootKey, SoftwareRootKey};
+use keyplane_testkit::process::{Client, Server};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const TOKEN: &str = "e2e-bootstrap-token-0123456789";
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_keyplane"))
+}
+
+pub async fn start(dir: &Path) -> Server {
+    Server::start(
+        &binary(),
+        dir,
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
+        ],
+    )
+    .await
+    .expect("server starts")
+}
+
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+pub async fn setup(
+    c: &Client,
+    template_state: &str,
+    algorithm: &str,
+    size: &str,
+) -> (String, String) {
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(vault.status, 201);
+    let vault_id = id(&vault.body);
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault_id}, "name": "internal-1", "groups": ["prod"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ks.status, 201, "{}", ks.body);
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault_id}, "name": "T1",
+                    "key": {"algorithm": algorithm, "size": size, "state": template_state},
+                    "keystores": [{"type": "ibm_cloud_kms", "group": "prod"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    (vault_id, id(&ks.body))
+}
+
+pub async fn create_key(c: &Client, vault: &str, label: &str) -> Value {
+    let k = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "T1", "label": label}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(k.status, 201, "{}", k.body);
+    k.body
+}
+
+/// The database files and the server's log.
+pub fn data_files(dir: &Path) -> Vec<Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("keyplane.sqlite") || name == keyplane_testkit::process::SERVER_LOG
+        })
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect()
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub fn db(dir: &Path) -> Connection {
+    Connection::open_with_flags(
+        dir.join("keyplane.sqlite"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+}
+
+/// The `id_in_keystore` of a key's copy in its (single) internal keystore.
+pub fn key_ref(key: &Value) -> String {
+    key["status_in_keystores"][0]["key_id_in_keystore"]
+        .as_str()
+        .expect("key_id_in_keystore")
+        .to_owned()
+}
+
+/// `POST /api/v2/keys/{key_ref}/actions/{action}` in keystore `keystore`.
+pub async fn data_plane(
+    c: &Client,
+    keystore: &str,
+    key_ref: &str,
+    action: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let r = c
+        .http
+        .post(format!("{}/api/v2/keys/{key_ref}/actions/{action}", c.base))
+        .bearer_auth(&c.token)
+        .header("bluemix-instance", keystore)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Wraps a fresh data key; returns (plaintext, ciphertext), both base64.
+pub async fn wrap_new(c: &Client, keystore: &str, key_ref: &str) -> (String, String) {
+    let (status, body) = data_plane(c, keystore, key_ref, "wrap", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["plaintext"].as_str().unwrap().to_owned(),
+        body["ciphertext"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Unwraps a ciphertext and returns the plaintext (base64).
+pub async fn unwrap_ok(c: &Client, keystore: &str, key_ref: &str, ciphertext: &str) -> String {
+    let (status, body) = data_plane(
+        c,
+        keystore,
+        key_ref,
+        "unwrap",
+        &json!({ "ciphertext": ciphertext }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["plaintext"].as_str().unwrap().to_owned()
+}
+
+pub fn b64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+}
+
+/// What `keyplane admin …` printed.
+pub struct AdminRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `keyplane admin <args>` against `server` (when given), feeding `stdin`.
+pub async fn admin(args: &[&str], server: Option<&Server>, stdin: &str) -> AdminRun {
+    use tokio::io::AsyncWriteExt as _;
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("admin")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(server) = server {
+        cmd.env("KEYPLANE_URL", &server.base)
+            .env("KEYPLANE_TOKEN", &server.token);
+    }
+    let mut child = cmd.spawn().expect("spawn keyplane admin");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    AdminRun {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A vault's key, opened the way the server does: dev seal key file → master key (sealed in
+/// the database) → vault key (wrapped under the master key).
+pub fn vault_key(dir: &Path, conn: &Connection, vault_id: &str) -> keyplane_crypto::SecretBytes {
+    let hex_text = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    let seal_key = MasterKey::from_bytes(&hex::decode(hex_text.trim()).unwrap()).unwrap();
+    let (root_id, wrapped): (String, Vec<u8>) = conn
+        .query_row(
+            "SELECT root_id, wrapped FROM vault_keys WHERE vault_id = ?",
+            [vault_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let sealed_root: Vec<u8> = conn
+        .query_row(
+            "SELECT sealed FROM root_keys WHERE id = ?",
+            [&root_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let root = SoftwareRootKey::open_sealed(root_id, &sealed_root, &seal_key).unwrap();
+    root.unwrap(
+        &wrapped,
+        format!("keyplane-vault-key:v1:{vault_id}").as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A key's material (version 1), opened through the key hierarchy, checked against the key's
+/// verification pattern.
+pub fn open_material(dir: &Path, key: &Value) -> keyplane_crypto::SecretBytes {
+    let conn = db(dir);
+    let vault_id = key["vault"]["id"].as_str().unwrap();
+    let vault_key = MasterKey::from_bytes(vault_key(dir, &conn, vault_id).expose()).unwrap();
+    let sealed: Vec<u8> = conn
+        .query_row(
+            "SELECT sealed FROM key_material WHERE key_id = ? AND version = 1",
+            [id(key)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let binding = keyplane_core::ports::MaterialBinding {
+        vault_id: Uuid::parse_str(vault_id).unwrap(),
+        key_id: Uuid::parse_str(&id(key)).unwrap(),
+        version: 1,
+    };
+    vault_key
+        .open(&sealed, &binding.aad())
+        .expect("material opens with its binding")
+}

@@ -1,0 +1,42 @@
+//! System operations: the seal, unseal and master key rotation.
+
+use crate::error::Result;
+use crate::model::Actor;
+use crate::ports::{MasterKeyRotation, SealStatus, UnsealSecret};
+
+use super::Keyplane;
+
+impl Keyplane {
+    pub fn seal_status(&self) -> SealStatus {
+        self.engine.seal_status()
+    }
+
+    pub async fn unseal(&self, actor: &Actor, secret: UnsealSecret) -> Result<SealStatus> {
+        let status = self.engine.unseal(secret).await;
+        match &status {
+            Ok(s) if !s.sealed => tracing::warn!(actor = %actor.0, "keyplane unsealed"),
+            Ok(s) => tracing::info!(actor = %actor.0, progress = ?s.progress, "unseal progress"),
+            Err(e) => tracing::warn!(actor = %actor.0, error = %e, "unseal attempt refused"),
+        }
+        status
+    }
+
+    /// The emergency button: every key in memory is forgotten at once.
+    pub fn seal(&self, actor: &Actor) -> SealStatus {
+        self.engine.seal();
+        tracing::warn!(actor = %actor.0, "keyplane sealed");
+        self.engine.seal_status()
+    }
+
+    pub async fn rotate_master_key(&self, actor: &Actor) -> Result<MasterKeyRotation> {
+        let rotation = self.engine.rotate_master_key().await?;
+        tracing::warn!(
+            actor = %actor.0,
+            previous = %rotation.previous_master_key_id,
+            current = %rotation.master_key_id,
+            vault_keys = rotation.vault_keys_rewrapped,
+            "master key rotated"
+        );
+        Ok(rotation)
+    }
+}

@@ -1,0 +1,626 @@
+//! The key hierarchy and its seal: seal key (per mode) → master key → per-vault keys →
+//! material. While sealed nothing below the seal is in memory and key operations answer
+//! `sealed`.
+//!
+//! Software master keys are stored in the database sealed under the seal key; a PKCS#11 master
+//! key lives in its token and the database only names it. A rotation adds a master key, rewraps
+//! every vault key under it and retires the old one; vault keys themselves (and therefore all
+//! material) are untouched, so keys stay usable throughout.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use keyplane_core::error::{Error, ErrorCode, Result};
+use keyplane_core::ports::{
+    MasterKeyRotation, SealStatus, Store, StoredRootKey, UnsealSecret, WrappedVaultKey,
+};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::pkcs11::{Pkcs11Config, Pkcs11Token};
+use crate::root::{RootKey, SoftwareRootKey};
+use crate::shamir::{ShamirConfig, ShareError, UnsealProgress};
+use crate::{
+    CryptoError, MasterKey, load_or_create_dev_master_key, open_or_create_passphrase_sealed,
+};
+
+/// Settings the hierarchy records in the store.
+pub const SEAL_TYPE_SETTING: &str = "seal_type";
+pub const SHAMIR_SETTING: &str = "shamir_seal";
+/// Written by releases before vault keys: the check value of the key that sealed all material.
+const LEGACY_CHECK_SETTING: &str = "master_key_check_value";
+
+/// Where the seal key comes from.
+pub enum SealMode {
+    /// A plain key file in the data directory: development only.
+    Dev { key_file: PathBuf },
+    /// Sealed under a key derived from a passphrase; without one configured, the server starts
+    /// sealed and waits for it through the unseal API.
+    Passphrase {
+        sealed_file: PathBuf,
+        passphrase: Option<Zeroizing<String>>,
+    },
+    /// Split among custodians; always starts sealed.
+    Shamir,
+    /// The master key is inside a PKCS#11 token.
+    Pkcs11(Pkcs11Config),
+    /// A seal key that exists only in this process (tests and throw-away servers).
+    Ephemeral,
+}
+
+impl SealMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dev { .. } => "dev",
+            Self::Passphrase { .. } => "passphrase",
+            Self::Shamir => "shamir",
+            Self::Pkcs11(_) => "pkcs11",
+            Self::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// What unlocks the master keys.
+enum Unlocker {
+    SealKey(Arc<MasterKey>),
+    Token(Arc<Pkcs11Token>),
+}
+
+/// Everything in memory while unsealed.
+struct Unsealed {
+    unlocker: Unlocker,
+    current: Arc<dyn RootKey>,
+    roots: HashMap<String, Arc<dyn RootKey>>,
+    vault_keys: HashMap<Uuid, Arc<MasterKey>>,
+}
+
+#[derive(Default)]
+struct State {
+    unsealed: Option<Unsealed>,
+    progress: UnsealProgress,
+}
+
+pub struct KeyHierarchy {
+    store: Arc<dyn Store>,
+    mode: SealMode,
+    shamir: Option<ShamirConfig>,
+    ephemeral_seal_key: Option<Arc<MasterKey>>,
+    state: RwLock<State>,
+    rotation: tokio::sync::Mutex<()>,
+}
+
+fn vault_context(vault_id: Uuid) -> Vec<u8> {
+    format!("keyplane-vault-key:v1:{vault_id}").into_bytes()
+}
+
+fn crypto_err(e: CryptoError) -> Error {
+    Error::internal(format!("crypto: {e}"))
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> Error {
+    Error::internal(format!("seal task: {e}"))
+}
+
+fn new_root_id() -> String {
+    Uuid::now_v7().simple().to_string()
+}
+
+fn unseal_refused(field: &str, message: impl Into<String>) -> Error {
+    Error::invalid_field(field, message)
+}
+
+impl KeyHierarchy {
+    /// Opens the hierarchy over `store` and unseals it when the mode allows (every mode but
+    /// `shamir`, and `passphrase` without a passphrase). Refuses a store sealed with another mode
+    /// or another seal key.
+    pub async fn start(store: Arc<dyn Store>, mode: SealMode) -> Result<Arc<Self>> {
+        match store.get_setting(SEAL_TYPE_SETTING).await? {
+            Some(recorded) if recorded != mode.name() => {
+                return Err(Error::internal(format!(
+                    "this database is sealed with the {recorded} seal; start with KEYPLANE_SEAL={recorded}"
+                )));
+            }
+            Some(_) => {}
+            None => store.put_setting(SEAL_TYPE_SETTING, mode.name()).await?,
+        }
+        let shamir = match &mode {
+            SealMode::Shamir => {
+                let text = store.get_setting(SHAMIR_SETTING).await?.ok_or_else(|| {
+                    Error::internal(
+                        "the shamir seal is not initialised: run `keyplane admin init --shares N --threshold K` first",
+                    )
+                })?;
+                Some(ShamirConfig::parse(&text).map_err(crypto_err)?)
+            }
+            _ => None,
+        };
+        let ephemeral_seal_key = match &mode {
+            SealMode::Ephemeral => Some(Arc::new(MasterKey::generate().map_err(crypto_err)?)),
+            _ => None,
+        };
+        let hierarchy = Arc::new(Self {
+            store,
+            mode,
+            shamir,
+            ephemeral_seal_key,
+            state: RwLock::new(State::default()),
+            rotation: tokio::sync::Mutex::new(()),
+        });
+        let automatic = match &hierarchy.mode {
+            SealMode::Shamir
+            | SealMode::Passphrase {
+                passphrase: None, ..
+            } => None,
+            SealMode::Passphrase {
+                passphrase: Some(p),
+                ..
+            } => Some(UnsealSecret::Passphrase(p.clone())),
+            SealMode::Pkcs11(config) => Some(UnsealSecret::Pin(config.pin.clone())),
+            SealMode::Dev { .. } | SealMode::Ephemeral => Some(UnsealSecret::Nothing),
+        };
+        if let Some(secret) = automatic {
+            hierarchy.unseal_with(secret).await?;
+        }
+        Ok(hierarchy)
+    }
+
+    /// Records a new Shamir split in `store` (the key ceremony). Refuses a store that already
+    /// has a seal.
+    pub async fn init_shamir(
+        store: &dyn Store,
+        threshold: u8,
+        shares: u8,
+    ) -> Result<Vec<Zeroizing<String>>> {
+        if let Some(recorded) = store.get_setting(SEAL_TYPE_SETTING).await? {
+            return Err(Error::conflict(
+                ErrorCode::InvalidStateTransition,
+                format!("this database is already initialised with the {recorded} seal"),
+            ));
+        }
+        if !store.root_keys().await?.is_empty()
+            || store.get_setting(LEGACY_CHECK_SETTING).await?.is_some()
+        {
+            return Err(Error::conflict(
+                ErrorCode::InvalidStateTransition,
+                "this database already has a master key under another seal",
+            ));
+        }
+        let (_seal_key, printed, config) = crate::shamir::split(threshold, shares)
+            .map_err(|e| Error::invalid_field("shares", e.to_string()))?;
+        store.put_setting(SHAMIR_SETTING, &config.render()).await?;
+        store.put_setting(SEAL_TYPE_SETTING, "shamir").await?;
+        Ok(printed)
+    }
+
+    pub fn status(&self) -> SealStatus {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        SealStatus {
+            sealed: state.unsealed.is_none(),
+            seal_type: self.mode.name().to_owned(),
+            threshold: self.shamir.as_ref().map(|c| c.threshold),
+            shares: self.shamir.as_ref().map(|c| c.shares),
+            progress: self.shamir.as_ref().map(|_| state.progress.count()),
+            master_key_id: state.unsealed.as_ref().map(|u| u.current.id().to_owned()),
+        }
+    }
+
+    pub fn seal_now(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Dropping zeroizes every key; dropping the token logs its session out.
+        state.unsealed = None;
+        state.progress.reset();
+    }
+
+    pub async fn unseal_with(&self, secret: UnsealSecret) -> Result<SealStatus> {
+        if self.status().sealed {
+            let unlocker = self.unlocker(secret).await?;
+            if let Some(unlocker) = unlocker {
+                let unsealed = self.activate(unlocker).await?;
+                let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                if state.unsealed.is_none() {
+                    state.unsealed = Some(unsealed);
+                }
+            }
+        } else {
+            return Err(Error::conflict(
+                ErrorCode::InvalidStateTransition,
+                "keyplane is not sealed",
+            ));
+        }
+        Ok(self.status())
+    }
+
+    /// Turns an operator's secret into what unlocks the master keys; `None` while a Shamir
+    /// unseal still needs shares.
+    async fn unlocker(&self, secret: UnsealSecret) -> Result<Option<Unlocker>> {
+        let wrong_kind = |expected: &str| {
+            unseal_refused(
+                expected,
+                format!(
+                    "the {} seal is unsealed with `{expected}`",
+                    self.mode.name()
+                ),
+            )
+        };
+        match (&self.mode, secret) {
+            (SealMode::Ephemeral, UnsealSecret::Nothing) => {
+                Ok(self.ephemeral_seal_key.clone().map(Unlocker::SealKey))
+            }
+            (SealMode::Dev { key_file }, UnsealSecret::Nothing) => {
+                let key_file = key_file.clone();
+                let (key, _) =
+                    tokio::task::spawn_blocking(move || load_or_create_dev_master_key(&key_file))
+                        .await
+                        .map_err(blocking_err)?
+                        .map_err(|e| Error::internal(format!("dev seal: {e}")))?;
+                Ok(Some(Unlocker::SealKey(Arc::new(key))))
+            }
+            (SealMode::Passphrase { sealed_file, .. }, UnsealSecret::Passphrase(passphrase)) => {
+                let path = sealed_file.clone();
+                let (key, _) = tokio::task::spawn_blocking(move || {
+                    open_or_create_passphrase_sealed(&path, passphrase.as_bytes())
+                })
+                .await
+                .map_err(blocking_err)?
+                .map_err(|e| unseal_refused("passphrase", e.to_string()))?;
+                Ok(Some(Unlocker::SealKey(Arc::new(key))))
+            }
+            (SealMode::Shamir, UnsealSecret::Share(share)) => {
+                let config = self
+                    .shamir
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("shamir seal without its record"))?;
+                let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                match state.progress.submit(config, &share) {
+                    Ok(Some(key)) => Ok(Some(Unlocker::SealKey(Arc::new(key)))),
+                    Ok(None) => Ok(None),
+                    Err(e @ ShareError::Unknown) => {
+                        // A combination that does not rebuild the key must not linger.
+                        if state.progress.count() >= config.threshold {
+                            state.progress.reset();
+                        }
+                        Err(unseal_refused("key", e.to_string()))
+                    }
+                    Err(e) => Err(unseal_refused("key", e.to_string())),
+                }
+            }
+            (SealMode::Pkcs11(config), UnsealSecret::Pin(pin)) => {
+                let config = Pkcs11Config {
+                    module: config.module.clone(),
+                    token_label: config.token_label.clone(),
+                    pin,
+                };
+                let token = tokio::task::spawn_blocking(move || Pkcs11Token::open(&config))
+                    .await
+                    .map_err(blocking_err)?
+                    .map_err(|e| unseal_refused("pin", e.to_string()))?;
+                Ok(Some(Unlocker::Token(Arc::new(token))))
+            }
+            (SealMode::Passphrase { .. }, _) => Err(wrong_kind("passphrase")),
+            (SealMode::Shamir, _) => Err(wrong_kind("key")),
+            (SealMode::Pkcs11(_), _) => Err(wrong_kind("pin")),
+            (SealMode::Dev { .. } | SealMode::Ephemeral, _) => Err(unseal_refused(
+                "body",
+                "the dev seal takes no secret: send an empty object",
+            )),
+        }
+    }
+
+    /// Opens (or, on a new database, creates) the master keys with `unlocker`.
+    async fn activate(&self, unlocker: Unlocker) -> Result<Unsealed> {
+        let stored = self.store.roots_or_adopt(&unlocker).await?;
+        let mut roots: HashMap<String, Arc<dyn RootKey>> = HashMap::new();
+        for root in &stored {
+            roots.insert(root.id.clone(), open_root(&unlocker, root).await?);
+        }
+        let current = match stored.last() {
+            Some(newest) => roots[&newest.id].clone(),
+            None => {
+                let (root, record) = create_root(&unlocker).await?;
+                self.store.insert_root_key(&record).await?;
+                roots.insert(record.id.clone(), root.clone());
+                root
+            }
+        };
+        Ok(Unsealed {
+            unlocker,
+            current,
+            roots,
+            vault_keys: HashMap::new(),
+        })
+    }
+
+    /// The vault's key, if it is open in memory. `Sealed` while sealed.
+    pub(crate) fn vault_key(&self, vault_id: Uuid) -> Result<Option<Arc<MasterKey>>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let unsealed = state.unsealed.as_ref().ok_or(Error::Sealed)?;
+        Ok(unsealed.vault_keys.get(&vault_id).cloned())
+    }
+
+    /// The vault's key, which must have been opened.
+    pub(crate) fn opened_vault_key(&self, vault_id: Uuid) -> Result<Arc<MasterKey>> {
+        self.vault_key(vault_id)?
+            .ok_or_else(|| Error::internal(format!("the key of vault {vault_id} is not open")))
+    }
+
+    pub async fn open_vault_key(&self, vault_id: Uuid) -> Result<()> {
+        if self.vault_key(vault_id)?.is_some() {
+            return Ok(());
+        }
+        let stored = match self.store.vault_key(vault_id).await? {
+            Some(k) => k,
+            None => {
+                let fresh = MasterKey::generate().map_err(crypto_err)?;
+                let wrapped = self.wrap_under_current(vault_id, &fresh)?;
+                self.store.insert_vault_key(&wrapped).await?
+            }
+        };
+        // A rotation may have retired the root between reading the row and unwrapping it:
+        // the row read again names the new root.
+        let key = match self.unwrap_vault_key(&stored) {
+            Err(Error::Internal(_)) => {
+                let again = self
+                    .store
+                    .vault_key(vault_id)
+                    .await?
+                    .ok_or_else(|| Error::internal("vault key vanished"))?;
+                self.unwrap_vault_key(&again)?
+            }
+            other => other?,
+        };
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
+        unsealed.vault_keys.entry(vault_id).or_insert(key);
+        Ok(())
+    }
+
+    fn wrap_under_current(&self, vault_id: Uuid, key: &MasterKey) -> Result<WrappedVaultKey> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let unsealed = state.unsealed.as_ref().ok_or(Error::Sealed)?;
+        Ok(WrappedVaultKey {
+            vault_id,
+            root_id: unsealed.current.id().to_owned(),
+            wrapped: unsealed
+                .current
+                .wrap(key.expose_bytes(), &vault_context(vault_id))
+                .map_err(crypto_err)?,
+        })
+    }
+
+    fn unwrap_vault_key(&self, stored: &WrappedVaultKey) -> Result<Arc<MasterKey>> {
+        let root = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let unsealed = state.unsealed.as_ref().ok_or(Error::Sealed)?;
+            unsealed
+                .roots
+                .get(&stored.root_id)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::internal(format!("master key {} is not open", stored.root_id))
+                })?
+        };
+        let plain = root
+            .unwrap(&stored.wrapped, &vault_context(stored.vault_id))
+            .map_err(|e| {
+                Error::internal(format!(
+                    "the key of vault {} does not open under master key {}: {e}",
+                    stored.vault_id, stored.root_id
+                ))
+            })?;
+        Ok(Arc::new(
+            MasterKey::from_bytes(plain.expose()).map_err(crypto_err)?,
+        ))
+    }
+
+    pub async fn rotate(&self) -> Result<MasterKeyRotation> {
+        let _one_at_a_time = self.rotation.lock().await;
+        let (previous, unlocker_root) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let unsealed = state.unsealed.as_ref().ok_or(Error::Sealed)?;
+            let unlocker = match &unsealed.unlocker {
+                Unlocker::SealKey(k) => Unlocker::SealKey(k.clone()),
+                Unlocker::Token(t) => Unlocker::Token(t.clone()),
+            };
+            (unsealed.current.id().to_owned(), unlocker)
+        };
+        let (new_root, record) = create_root(&unlocker_root).await?;
+        self.store.insert_root_key(&record).await?;
+        let old_roots: Vec<(String, Arc<dyn RootKey>)> = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
+            unsealed.roots.insert(record.id.clone(), new_root.clone());
+            unsealed.current = new_root.clone();
+            unsealed
+                .roots
+                .iter()
+                .filter(|(id, _)| **id != record.id)
+                .map(|(id, r)| (id.clone(), r.clone()))
+                .collect()
+        };
+        let mut rewrapped_vaults = std::collections::HashSet::new();
+        for (old_id, old_root) in old_roots {
+            let mut retired = false;
+            // New vault keys go under the new root from now on; the loop only repeats for a vault
+            // key created under the old root just before the switch.
+            for _ in 0..5 {
+                let keys = self.store.vault_keys_under(&old_id).await?;
+                let rewrapped = keys
+                    .iter()
+                    .map(|k| {
+                        let context = vault_context(k.vault_id);
+                        let plain = old_root.unwrap(&k.wrapped, &context).map_err(crypto_err)?;
+                        Ok(WrappedVaultKey {
+                            vault_id: k.vault_id,
+                            root_id: record.id.clone(),
+                            wrapped: new_root
+                                .wrap(plain.expose(), &context)
+                                .map_err(crypto_err)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                retired = self.store.retire_root_key(&old_id, &rewrapped).await?;
+                rewrapped_vaults.extend(rewrapped.iter().map(|k| k.vault_id));
+                if retired {
+                    break;
+                }
+            }
+            if !retired {
+                return Err(Error::internal(format!(
+                    "master key {old_id} still wraps vault keys; run the rotation again"
+                )));
+            }
+            let token = {
+                let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
+                unsealed.roots.remove(&old_id);
+                match &unsealed.unlocker {
+                    Unlocker::Token(t) => Some(t.clone()),
+                    Unlocker::SealKey(_) => None,
+                }
+            };
+            if let Some(token) = token {
+                let id = old_id.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || token.destroy_root(&id))
+                    .await
+                    .map_err(blocking_err)?
+                {
+                    tracing::warn!(master_key = %old_id, error = %e, "the retired master key is still in the token");
+                }
+            }
+        }
+        Ok(MasterKeyRotation {
+            previous_master_key_id: previous,
+            master_key_id: record.id,
+            vault_keys_rewrapped: rewrapped_vaults.len(),
+        })
+    }
+}
+
+/// Opens one stored master key.
+async fn open_root(unlocker: &Unlocker, stored: &StoredRootKey) -> Result<Arc<dyn RootKey>> {
+    match (unlocker, &stored.sealed) {
+        (Unlocker::SealKey(seal_key), Some(sealed)) => {
+            let root = SoftwareRootKey::open_sealed(stored.id.clone(), sealed, seal_key)
+                .map_err(|_| {
+                    unseal_refused(
+                        "seal",
+                        "the seal key does not open this database's master key (a different key file, passphrase or set of shares)",
+                    )
+                })?;
+            Ok(Arc::new(root))
+        }
+        (Unlocker::Token(token), None) => {
+            let token = token.clone();
+            let id = stored.id.clone();
+            let found = tokio::task::spawn_blocking(move || token.find_root(&id))
+                .await
+                .map_err(blocking_err)?
+                .map_err(crypto_err)?;
+            let root = found.ok_or_else(|| {
+                Error::internal(format!(
+                    "master key {} is not in the PKCS#11 token; is this the token the database was created with?",
+                    stored.id
+                ))
+            })?;
+            Ok(Arc::new(root))
+        }
+        _ => Err(Error::internal(format!(
+            "master key {} was made under another seal mode",
+            stored.id
+        ))),
+    }
+}
+
+/// Makes a new master key where the unlocker keeps them.
+async fn create_root(unlocker: &Unlocker) -> Result<(Arc<dyn RootKey>, StoredRootKey)> {
+    let id = new_root_id();
+    let created_at = chrono::Utc::now();
+    match unlocker {
+        Unlocker::SealKey(seal_key) => {
+            let root = SoftwareRootKey::generate(id.clone()).map_err(crypto_err)?;
+            let sealed = root.seal_under(seal_key).map_err(crypto_err)?;
+            Ok((
+                Arc::new(root),
+                StoredRootKey {
+                    id,
+                    sealed: Some(sealed),
+                    created_at,
+                },
+            ))
+        }
+        Unlocker::Token(token) => {
+            let token = token.clone();
+            let root_id = id.clone();
+            let root = tokio::task::spawn_blocking(move || token.generate_root(&root_id))
+                .await
+                .map_err(blocking_err)?
+                .map_err(crypto_err)?;
+            Ok((
+                Arc::new(root),
+                StoredRootKey {
+                    id,
+                    sealed: None,
+                    created_at,
+                },
+            ))
+        }
+    }
+}
+
+/// Databases written before vault keys existed sealed all material directly under the key
+/// their seal opens. That key is adopted as the first master key *and* as the key of every
+/// existing vault, so old material opens unchanged; new vaults get fresh keys, and the next
+/// rotation moves everything under a fresh master key.
+#[async_trait::async_trait]
+trait AdoptLegacy {
+    async fn roots_or_adopt(&self, unlocker: &Unlocker) -> Result<Vec<StoredRootKey>>;
+}
+
+#[async_trait::async_trait]
+impl AdoptLegacy for Arc<dyn Store> {
+    async fn roots_or_adopt(&self, unlocker: &Unlocker) -> Result<Vec<StoredRootKey>> {
+        let roots = self.root_keys().await?;
+        let legacy_check = self.get_setting(LEGACY_CHECK_SETTING).await?;
+        let (Some(check), true) = (legacy_check, roots.is_empty()) else {
+            return Ok(roots);
+        };
+        let Unlocker::SealKey(seal_key) = unlocker else {
+            return Err(Error::internal(
+                "this database's material was sealed before the PKCS#11 seal existed; start it with its original seal",
+            ));
+        };
+        if seal_key.key_check_value() != check {
+            return Err(unseal_refused(
+                "seal",
+                "the master key does not match the one this database was sealed with",
+            ));
+        }
+        let legacy = SoftwareRootKey::new(
+            format!("legacy-{}", check.to_lowercase()),
+            MasterKey::from_bytes(seal_key.expose_bytes()).map_err(crypto_err)?,
+        );
+        let record = StoredRootKey {
+            id: legacy.id().to_owned(),
+            sealed: Some(legacy.seal_under(seal_key).map_err(crypto_err)?),
+            created_at: chrono::Utc::now(),
+        };
+        self.insert_root_key(&record).await?;
+        let vaults = self.vault_ids().await?;
+        for &vault_id in &vaults {
+            self.insert_vault_key(&WrappedVaultKey {
+                vault_id,
+                root_id: record.id.clone(),
+                wrapped: legacy
+                    .wrap(seal_key.expose_bytes(), &vault_context(vault_id))
+                    .map_err(crypto_err)?,
+            })
+            .await?;
+        }
+        tracing::info!(
+            vaults = vaults.len(),
+            "adopted the existing master key into the key hierarchy"
+        );
+        self.root_keys().await
+    }
+}
