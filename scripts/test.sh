@@ -17,9 +17,10 @@ as_root() {
 }
 if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
     echo "installing softhsm2 (Debian package) for the PKCS#11 tests" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get install -y -q softhsm2 >/dev/null \
-        || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q softhsm2 >/dev/null; }
+    # Through env: sudo drops the caller's environment.
+    install_softhsm() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2 >/dev/null; }
+    # The package index is refreshed only when the cached one cannot serve the install.
+    install_softhsm || { as_root apt-get update -q >/dev/null && install_softhsm; }
 fi
 
 log=$(mktemp)

@@ -32,11 +32,23 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>>;
 }
 
+/// What every handler and middleware shares. The router clones its state for each request and
+/// each middleware layer: one `Arc` keeps that to a single reference-count change.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub keyplane: Keyplane,
     pub links: Links,
     pub auth: Arc<dyn Authenticator>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Settings of the HTTP layer.
@@ -117,13 +129,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application.
 pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSettings) -> Router {
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         keyplane,
         links: Links {
             base: settings.public_url.trim_end_matches('/').to_owned(),
         },
         auth,
-    };
+    }));
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
     let doc = Arc::new(doc);
     let api = api
@@ -137,10 +149,6 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             legacy_vault_header,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_while_sealed,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -197,21 +205,17 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     };
     match state.auth.authenticate(token).await {
         Ok(Some(actor)) => {
+            // While sealed only the system endpoints (seal status, unseal) answer; everything
+            // else is a key operation or reveals key metadata.
+            if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
+                return ApiError::from(keyplane_core::Error::Sealed).into_response();
+            }
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
         Ok(None) => unauthorized("the bearer token is not valid"),
         Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-/// While sealed only the system endpoints (seal status, unseal) answer; everything else is a
-/// key operation or reveals key metadata, and answers 503 `sealed`.
-async fn refuse_while_sealed(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/api/v4/system/") && state.keyplane.seal_status().sealed {
-        return ApiError::from(keyplane_core::Error::Sealed).into_response();
-    }
-    next.run(req).await
 }
 
 /// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's

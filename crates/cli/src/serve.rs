@@ -158,16 +158,17 @@ pub async fn open_store(
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.data_dir, config.durable).await?;
+    let dyn_store: Arc<dyn Store> = store.clone();
+    // The seal first: a database started with the wrong seal gets no token.
+    let engine = KeyHierarchy::start(dyn_store.clone(), seal_mode(&config))
+        .await
+        .context("opening the key hierarchy")?;
     ensure_admin_token(store.as_ref(), config.bootstrap_token.as_deref()).await?;
 
     let policy = LifecyclePolicy {
         destroy_grace_period: chrono::Duration::from_std(config.destroy_grace_period)?,
         rotation_min_interval: chrono::Duration::from_std(config.rotation_min_interval)?,
     };
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let engine = KeyHierarchy::start(dyn_store.clone(), seal_mode(&config))
-        .await
-        .context("opening the key hierarchy")?;
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());

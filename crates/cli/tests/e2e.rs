@@ -2,6 +2,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::*;
 use keyplane_testkit::process::Server;
 use serde_json::{Value, json};
@@ -181,6 +182,7 @@ async fn database_files_hold_no_plaintext_key_material() {
 
     let conn = db(dir.path());
     let files = data_files(dir.path());
+    let mut materials = Vec::new();
     for (vault_id, key) in &keys {
         let vault_key = vault_key(dir.path(), &conn, vault_id);
         for bytes in &files {
@@ -219,6 +221,56 @@ async fn database_files_hold_no_plaintext_key_material() {
                 key["algorithm"]
             );
             assert!(find(bytes, hex::encode(probe).as_bytes()).is_none());
+        }
+        materials.push(plain);
+    }
+    drop(conn);
+
+    // Nor in any response: every read of the keys, in UKO's and in Key Protect's API.
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let mut bodies = vec![c.get("/api/v4/managed_keys").await.unwrap().body];
+    for (_, key) in &keys {
+        let key_path = format!("/api/v4/managed_keys/{}", id(key));
+        for path in [
+            key_path.clone(),
+            format!("{key_path}/versions"),
+            format!("{key_path}/status_in_keystores"),
+            format!("{key_path}/associated_resources"),
+        ] {
+            bodies.push(c.get(&path).await.unwrap().body);
+        }
+        let keystore = key["status_in_keystores"][0]["keystore"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for path in [
+            "/api/v2/keys".to_owned(),
+            format!("/api/v2/keys/{}", key_ref(key)),
+        ] {
+            let r = c
+                .http
+                .get(format!("{}{path}", c.base))
+                .bearer_auth(&c.token)
+                .header("bluemix-instance", &keystore)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            bodies.push(r.json().await.unwrap());
+        }
+    }
+    assert!(server.terminate().await.unwrap());
+    let text: String = bodies.iter().map(Value::to_string).collect();
+    for plain in &materials {
+        let bytes = plain.expose();
+        assert!(!text.contains(&hex::encode(&bytes[..16])));
+        assert!(!text.to_lowercase().contains(&hex::encode(&bytes[..16])));
+        for offset in 0..3 {
+            // Base64 of any stretch of the material, at each alignment.
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(&bytes[offset..offset + 12]);
+            assert!(!text.contains(&encoded), "key material in a response");
         }
     }
 }

@@ -178,6 +178,19 @@ async fn shamir_ceremony_unseal_emergency_seal_and_restart() {
     let (status, _) = unseal(&c, json!({ "key": shares[0] })).await;
     assert_eq!(status, 409, "unsealing an unsealed server is a conflict");
     assert_eq!(unwrap_ok(&c, &keystore, &key_ref, &ciphertext).await, plain);
+    // The master key rotates under the same shares.
+    let rotated = admin(&["rotate-master-key"], Some(&server), "").await;
+    assert!(rotated.success, "{}", rotated.stderr);
+    assert!(server.terminate().await.unwrap());
+    let server = Server::start(&binary(), dir.path(), &shamir_env())
+        .await
+        .unwrap();
+    let c = server.client();
+    for share in [&shares[4], &shares[0], &shares[2]] {
+        let (status, _) = unseal(&c, json!({ "key": share })).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(unwrap_ok(&c, &keystore, &key_ref, &ciphertext).await, plain);
     assert!(server.terminate().await.unwrap());
 
     // The shares were shown once: not in the database, not in the log.
@@ -310,6 +323,20 @@ async fn master_key_rotation_is_online_and_touches_no_material() {
     let late_wrapped = wrap_new(&c, &late.0, &late.1).await;
     let rotated = admin(&["rotate-master-key"], Some(&server), "").await;
     assert!(rotated.success, "{}", rotated.stderr);
+    // The dev seal's emergency button, and its unseal (the key file is the secret).
+    assert!(admin(&["seal"], Some(&server), "").await.success);
+    assert_sealed(&c, Some((&late.0, &late.1))).await;
+    let status = admin(&["seal-status"], Some(&server), "").await;
+    assert!(
+        status.stdout.contains("\"sealed\": true"),
+        "{}",
+        status.stdout
+    );
+    assert!(admin(&["unseal"], Some(&server), "").await.success);
+    assert_eq!(
+        unwrap_ok(&c, &late.0, &late.1, &late_wrapped.1).await,
+        late_wrapped.0
+    );
     assert!(server.terminate().await.unwrap());
 
     let server = start(dir.path()).await;

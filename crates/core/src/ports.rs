@@ -211,6 +211,11 @@ pub struct MasterKeyRotation {
 pub trait MaterialEngine: Send + Sync + 'static {
     fn seal_status(&self) -> SealStatus;
 
+    fn is_sealed(&self) -> bool;
+
+    /// Forgets anything opened from a key's material (the key was destroyed).
+    fn forget_material(&self, key_id: Uuid);
+
     /// Takes one unseal secret; unseals once enough were given.
     async fn unseal(&self, secret: UnsealSecret) -> Result<SealStatus>;
 

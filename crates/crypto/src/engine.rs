@@ -11,20 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::hierarchy::KeyHierarchy;
 use crate::material::{self, EcCurve, KeyKind};
-use crate::{CryptoError, MasterKey};
-
-/// An AES-256 managed key's material as a GCM cipher (the plaintext lives only inside it).
-fn data_key_cipher(
-    vault_key: &MasterKey,
-    binding: &MaterialBinding,
-    material: &SealedMaterial,
-) -> Result<MasterKey> {
-    let plain = vault_key
-        .open(&material.sealed, &binding.aad())
-        .map_err(crypto_err)?;
-    MasterKey::from_bytes(plain.expose())
-        .map_err(|_| Error::invalid_field("key", "only AES-256 keys can wrap data keys"))
-}
+use crate::CryptoError;
 
 fn pool_aad(id: Uuid) -> Vec<u8> {
     format!("keyplane-key-pool:v1:{id}").into_bytes()
@@ -77,6 +64,14 @@ fn secrets_aad(keystore_id: Uuid) -> Vec<u8> {
 impl MaterialEngine for KeyHierarchy {
     fn seal_status(&self) -> SealStatus {
         self.status()
+    }
+
+    fn is_sealed(&self) -> bool {
+        self.sealed()
+    }
+
+    fn forget_material(&self, key_id: Uuid) {
+        KeyHierarchy::forget_material(self, key_id);
     }
 
     async fn unseal(&self, secret: UnsealSecret) -> Result<SealStatus> {
@@ -142,8 +137,7 @@ impl MaterialEngine for KeyHierarchy {
         plaintexts: &[&[u8]],
         aad: &[u8],
     ) -> Result<Vec<Vec<u8>>> {
-        let vault_key = self.opened_vault_key(binding.vault_id)?;
-        let cipher = data_key_cipher(&vault_key, binding, material)?;
+        let cipher = self.material_cipher(binding, material)?;
         plaintexts
             .iter()
             .map(|p| cipher.seal(p, aad).map_err(crypto_err))
@@ -157,8 +151,7 @@ impl MaterialEngine for KeyHierarchy {
         ciphertexts: &[&[u8]],
         aad: &[u8],
     ) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>> {
-        let vault_key = self.opened_vault_key(binding.vault_id)?;
-        let cipher = data_key_cipher(&vault_key, binding, material)?;
+        let cipher = self.material_cipher(binding, material)?;
         Ok(ciphertexts
             .iter()
             .map(|c| {

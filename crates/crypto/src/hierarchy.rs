@@ -12,8 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use keyplane_core::error::{Error, ErrorCode, Result};
+use keyplane_core::model::SealedMaterial;
 use keyplane_core::ports::{
-    MasterKeyRotation, SealStatus, Store, StoredRootKey, UnsealSecret, WrappedVaultKey,
+    MasterKeyRotation, MaterialBinding, SealStatus, Store, StoredRootKey, UnsealSecret,
+    WrappedVaultKey,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -73,7 +75,13 @@ struct Unsealed {
     current: Arc<dyn RootKey>,
     roots: HashMap<String, Arc<dyn RootKey>>,
     vault_keys: HashMap<Uuid, Arc<MasterKey>>,
+    /// Opened AES-256 material of keys in data-plane use, by (key, version): a wrap then costs
+    /// no unsealing. Forgotten on seal and when the key is destroyed.
+    ciphers: HashMap<(Uuid, u32), Arc<MasterKey>>,
 }
+
+/// Bound of the opened-material cache; it is emptied when full (keys in use come back at once).
+const MAX_OPEN_CIPHERS: usize = 4096;
 
 #[derive(Default)]
 struct State {
@@ -205,6 +213,14 @@ impl KeyHierarchy {
         }
     }
 
+    pub fn sealed(&self) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .unsealed
+            .is_none()
+    }
+
     pub fn seal_now(&self) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         // Dropping zeroizes every key; dropping the token logs its session out.
@@ -328,6 +344,7 @@ impl KeyHierarchy {
             current,
             roots,
             vault_keys: HashMap::new(),
+            ciphers: HashMap::new(),
         })
     }
 
@@ -342,6 +359,45 @@ impl KeyHierarchy {
     pub(crate) fn opened_vault_key(&self, vault_id: Uuid) -> Result<Arc<MasterKey>> {
         self.vault_key(vault_id)?
             .ok_or_else(|| Error::internal(format!("the key of vault {vault_id} is not open")))
+    }
+
+    /// An AES-256 key's material as a GCM cipher, opened once and then served from memory.
+    pub(crate) fn material_cipher(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+    ) -> Result<Arc<MasterKey>> {
+        let slot = (binding.key_id, binding.version);
+        {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let unsealed = state.unsealed.as_ref().ok_or(Error::Sealed)?;
+            if let Some(cipher) = unsealed.ciphers.get(&slot) {
+                return Ok(cipher.clone());
+            }
+        }
+        let plain = self
+            .opened_vault_key(binding.vault_id)?
+            .open(&material.sealed, &binding.aad())
+            .map_err(crypto_err)?;
+        let cipher =
+            Arc::new(MasterKey::from_bytes(plain.expose()).map_err(|_| {
+                Error::invalid_field("key", "only AES-256 keys can wrap data keys")
+            })?);
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
+        if unsealed.ciphers.len() >= MAX_OPEN_CIPHERS {
+            unsealed.ciphers.clear();
+        }
+        unsealed.ciphers.insert(slot, cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Drops every opened version of a key (it was destroyed).
+    pub fn forget_material(&self, key_id: Uuid) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(unsealed) = state.unsealed.as_mut() {
+            unsealed.ciphers.retain(|(k, _), _| *k != key_id);
+        }
     }
 
     pub async fn open_vault_key(&self, vault_id: Uuid) -> Result<()> {

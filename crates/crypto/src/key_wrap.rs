@@ -1,16 +1,25 @@
 //! AES key wrap (RFC 3394) and key wrap with padding (RFC 5649), over aws-lc-rs. The
 //! keystores that import keys (Azure, Google Cloud, PKCS#11 tokens) take them in these forms.
+//!
+//! Key-encryption keys are 16 or 32 bytes. Unwrapped keys come back as [`SecretBytes`], so the
+//! plaintext is wiped when dropped.
 
 use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrap, KeyWrapPadded};
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, SecretBytes};
 
-/// A key-encryption key of 128 or 256 bits (the sizes the keystores use).
+/// A key-encryption key of 128 or 256 bits (the sizes the keystores use). aws-lc-rs offers key
+/// wrap with no other AES key size, so a 192-bit KEK is refused rather than wrapped by hand.
 fn kek(key: &[u8]) -> Result<AesKek, CryptoError> {
     let cipher = match key.len() {
         16 => &AES_128,
         32 => &AES_256,
+        24 => {
+            return Err(CryptoError::Unsupported(
+                "AES key wrap with a 192-bit key-encryption key".into(),
+            ));
+        }
         _ => return Err(CryptoError::InvalidKeyLength),
     };
     AesKek::new(cipher, key).map_err(|_| CryptoError::InvalidKeyLength)

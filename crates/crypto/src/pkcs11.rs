@@ -3,16 +3,17 @@
 //! bytes never exist outside it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::RvError;
+use cryptoki::error::{Error as Pkcs11Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::root::RootKey;
 use crate::{CryptoError, SecretBytes};
@@ -29,11 +30,21 @@ pub struct Pkcs11Config {
     pub pin: Zeroizing<String>,
 }
 
-/// One initialised context per module for the whole process: a second context of the same
-/// library would finalise it (and end every session) when dropped.
-fn module(path: &std::path::Path) -> Result<Pkcs11, CryptoError> {
-    static MODULES: std::sync::OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> =
-        std::sync::OnceLock::new();
+impl fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One initialised context per module for the whole process. `C_Initialize` is process-wide, and
+/// dropping the last context would unload the library without `C_Finalize`; kept loaded, a
+/// token can be closed and opened again (seal, unseal) on the same initialised library.
+fn module(path: &Path) -> Result<Pkcs11, CryptoError> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
     let mut modules = MODULES
         .get_or_init(Mutex::default)
         .lock()
@@ -47,15 +58,17 @@ fn module(path: &std::path::Path) -> Result<Pkcs11, CryptoError> {
             path.display()
         ))
     })?;
+    // The library may use its own threads and locks: the server calls it from several.
     match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        // Initialised by someone else in this process (another path to the same library).
+        Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(token_err("initialisation", &e)),
     }
     modules.insert(path.to_owned(), context.clone());
     Ok(context)
 }
 
-fn token_err(what: &str, e: &cryptoki::error::Error) -> CryptoError {
+fn token_err(what: &str, e: &Pkcs11Error) -> CryptoError {
     CryptoError::Io(format!("PKCS#11 {what}: {e}"))
 }
 
@@ -90,18 +103,24 @@ impl Pkcs11Token {
             .open_rw_session(slot)
             .map_err(|e| token_err("session", &e))?;
         let pin = AuthPin::new(config.pin.as_str().into());
-        session.login(UserType::User, Some(&pin)).map_err(|e| {
-            CryptoError::InvalidKeyMaterial(format!(
-                "the token refused the PIN ({e}); nothing was opened"
-            ))
-        })?;
+        session
+            .login(UserType::User, Some(&pin))
+            .map_err(|e| match e {
+                // Login is per process, not per session. Taking the existing login would skip the
+                // PIN check; logging out and in again would strand the other token's handles.
+                Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _) => CryptoError::Io(format!(
+                    "the PKCS#11 token '{}' is already open in this process; close it first",
+                    config.token_label
+                )),
+                e => CryptoError::InvalidKeyMaterial(format!("the token refused the PIN: {e}")),
+            })?;
         Ok(Self {
             session: Arc::new(Mutex::new(session)),
         })
     }
 
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.session)
     }
 
     fn root(&self, id: &str, handle: ObjectHandle) -> Pkcs11RootKey {
@@ -113,8 +132,15 @@ impl Pkcs11Token {
     }
 
     /// Makes a new master key inside the token: persistent, sensitive, never extractable, usable
-    /// only to wrap and unwrap keys.
+    /// only to wrap and unwrap keys. Fails if the token already holds a master key `id`.
     pub fn generate_root(&self, id: &str) -> Result<Pkcs11RootKey, CryptoError> {
+        let session = self.session();
+        // Two keys under one id would make `find_root` ambiguous.
+        if !find(&session, id)?.is_empty() {
+            return Err(CryptoError::Generate(format!(
+                "the token already holds master key '{id}'"
+            )));
+        }
         let template = [
             Attribute::Token(true),
             Attribute::Private(true),
@@ -125,40 +151,56 @@ impl Pkcs11Token {
             Attribute::Encrypt(false),
             Attribute::Decrypt(false),
             Attribute::ValueLen(32.into()),
-            Attribute::Label(format!("{LABEL_PREFIX}{id}").into_bytes()),
+            Attribute::Label(label(id)),
             Attribute::Id(id.as_bytes().to_vec()),
         ];
-        let handle = self
-            .session()
+        let handle = session
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map_err(|e| token_err("master key generation", &e))?;
+        drop(session);
         Ok(self.root(id, handle))
     }
 
     /// The master key `id`, if the token holds it.
     pub fn find_root(&self, id: &str) -> Result<Option<Pkcs11RootKey>, CryptoError> {
-        let found = self
-            .session()
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Label(format!("{LABEL_PREFIX}{id}").into_bytes()),
-            ])
-            .map_err(|e| token_err("object search", &e))?;
+        let found = find(&self.session(), id)?;
         Ok(found.first().map(|h| self.root(id, *h)))
     }
 
     /// Destroys the master key `id` (after a rotation retired it); absent is fine.
     pub fn destroy_root(&self, id: &str) -> Result<(), CryptoError> {
-        if let Some(root) = self.find_root(id)? {
-            self.session()
-                .destroy_object(root.handle)
+        let session = self.session();
+        for handle in find(&session, id)? {
+            session
+                .destroy_object(handle)
                 .map_err(|e| token_err("master key destruction", &e))?;
         }
         Ok(())
     }
 }
 
-/// A master key inside the token.
+fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
+    // A panic mid-call leaves nothing half-done on our side; the token keeps its own state.
+    session.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn label(id: &str) -> Vec<u8> {
+    format!("{LABEL_PREFIX}{id}").into_bytes()
+}
+
+fn find(session: &Session, id: &str) -> Result<Vec<ObjectHandle>, CryptoError> {
+    session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Id(id.as_bytes().to_vec()),
+            Attribute::Label(label(id)),
+        ])
+        .map_err(|e| token_err("object search", &e))
+}
+
+/// A master key inside the token. It shares the token's session, which stays open while either
+/// lives.
 pub struct Pkcs11RootKey {
     id: String,
     handle: ObjectHandle,
@@ -180,13 +222,14 @@ struct SessionKey<'a> {
 
 impl Drop for SessionKey<'_> {
     fn drop(&mut self) {
+        // Nothing to do on failure: a session object dies with its session anyway.
         let _ = self.session.destroy_object(self.handle);
     }
 }
 
 /// What a vault key is while the token handles it: a short-lived, extractable session object.
-fn session_key_template() -> [Attribute; 5] {
-    [
+fn session_key_template() -> Vec<Attribute> {
+    vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::GENERIC_SECRET),
         Attribute::Token(false),
@@ -200,17 +243,23 @@ impl RootKey for Pkcs11RootKey {
         &self.id
     }
 
-    /// RFC 5649 by the token. `context` is not bound here: the vault binding is enforced by the
-    /// AES-GCM associated data of everything sealed under the vault key.
+    /// RFC 5649 by the token. `context` is not bound here (key wrap has no associated data): the
+    /// vault binding is enforced by the AES-GCM associated data of everything sealed under the
+    /// vault key.
     fn wrap(&self, key: &[u8], _context: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let mut template = session_key_template().to_vec();
+        // SoftHSM2 zero-pads other lengths to whole blocks before wrapping, so they would come
+        // back longer than they went in. Vault keys are 32 bytes.
+        if key.is_empty() || !key.len().is_multiple_of(8) {
+            return Err(CryptoError::InvalidKeyLength);
+        }
+        let session = lock(&self.session);
+        let mut template = session_key_template();
         template.push(Attribute::Value(key.to_vec()));
         let created = session
             .create_object(&template)
             .map_err(|e| token_err("vault key import", &e));
         if let Some(Attribute::Value(v)) = template.last_mut() {
-            zeroize::Zeroize::zeroize(v);
+            v.zeroize();
         }
         let object = SessionKey {
             session: &session,
@@ -222,7 +271,7 @@ impl RootKey for Pkcs11RootKey {
     }
 
     fn unwrap(&self, wrapped: &[u8], _context: &[u8]) -> Result<SecretBytes, CryptoError> {
-        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let session = lock(&self.session);
         let handle = session
             .unwrap_key(
                 &Mechanism::AesKeyWrapPad,
@@ -238,11 +287,14 @@ impl RootKey for Pkcs11RootKey {
         let attributes = session
             .get_attributes(object.handle, &[AttributeType::Value])
             .map_err(|e| token_err("vault key read", &e))?;
+        let mut value = None;
         for attribute in attributes {
-            if let Attribute::Value(v) = attribute {
-                return Ok(SecretBytes::new(v));
+            match attribute {
+                Attribute::Value(v) if value.is_none() => value = Some(SecretBytes::new(v)),
+                Attribute::Value(mut v) => v.zeroize(),
+                _ => {}
             }
         }
-        Err(CryptoError::Decrypt)
+        value.ok_or(CryptoError::Decrypt)
     }
 }

@@ -1,14 +1,18 @@
 //! The PKCS#11 master key on a real token (SoftHSM2, installed by `scripts/test.sh`).
 //!
-//! SoftHSM2 reads its configuration from `SOFTHSM2_CONF` when the library initialises, so each
-//! test prepares a private token directory and runs its body in a child process of this test
-//! binary with that variable set.
+//! SoftHSM2 reads its configuration from `SOFTHSM2_CONF` when the library initialises, once per
+//! process. Changing the environment of a running process needs `unsafe` (forbidden here), so
+//! each test prepares a private token directory and runs its body in a child process of this
+//! test binary with that variable set: every test gets a fresh token, whatever the test threads.
 
 use std::path::Path;
 
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-use keyplane_crypto::pkcs11::{Pkcs11Config, Pkcs11Token};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use keyplane_crypto::pkcs11::{Pkcs11Config, Pkcs11RootKey, Pkcs11Token};
 use keyplane_crypto::{RootKey, key_wrap};
 use zeroize::Zeroizing;
 
@@ -58,7 +62,7 @@ fn on_fresh_token(test: &str) -> bool {
         .args(["--so-pin", "so-pin-1234", "--pin", PIN])
         .env("SOFTHSM2_CONF", &conf)
         .output()
-        .expect("softhsm2-util runs (scripts/test.sh installs softhsm2)");
+        .expect("softhsm2-util runs (scripts/test.sh installs the softhsm2 package)");
     assert!(
         init.status.success(),
         "{}",
@@ -71,6 +75,7 @@ fn on_fresh_token(test: &str) -> bool {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&child.stdout);
+    // "1 passed" guards against a filter that ran nothing.
     assert!(
         child.status.success() && out.contains("1 passed"),
         "{out}\n{}",
@@ -79,23 +84,60 @@ fn on_fresh_token(test: &str) -> bool {
     false
 }
 
+/// A second, independent session on the test token (the module is initialised once per process,
+/// and login is per process, so it sees what the `Pkcs11Token` sees).
+fn raw_session() -> Session {
+    let context = Pkcs11::new(module()).unwrap();
+    let slot = test_slot(&context);
+    context.open_rw_session(slot).unwrap()
+}
+
+fn test_slot(context: &Pkcs11) -> Slot {
+    context
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| context.get_token_info(*s).unwrap().label().trim_end() == LABEL)
+        .expect("the test token")
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).unwrap();
+    key
+}
+
 #[test]
-fn the_master_key_stays_in_the_token_and_wraps_vault_keys() {
-    if !on_fresh_token("the_master_key_stays_in_the_token_and_wraps_vault_keys") {
+fn pkcs11_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Pkcs11Token>();
+    assert_send_sync::<Pkcs11RootKey>();
+}
+
+#[test]
+fn the_master_key_persists_in_the_token_and_wraps_vault_keys() {
+    if !on_fresh_token("the_master_key_persists_in_the_token_and_wraps_vault_keys") {
         return;
     }
     let token = Pkcs11Token::open(&config(PIN)).unwrap();
     let root = token.generate_root("r1").unwrap();
-    let vault_key = [0x5au8; 32];
+    assert_eq!(root.id(), "r1");
+    assert!(token.generate_root("r1").is_err(), "one master key per id");
+    let vault_key = random_key();
     let wrapped = root.wrap(&vault_key, b"vault").unwrap();
-    assert_ne!(&wrapped[..], &vault_key[..]);
+    assert_eq!(wrapped.len(), 40, "RFC 5649 adds one 8-byte block");
     assert_eq!(
         root.unwrap(&wrapped, b"vault").unwrap().expose(),
         &vault_key
     );
-    let mut tampered = wrapped.clone();
-    tampered[5] ^= 1;
-    assert!(root.unwrap(&tampered, b"vault").is_err());
+    for i in [0, 7, 8, 39] {
+        let mut tampered = wrapped.clone();
+        tampered[i] ^= 1;
+        assert!(root.unwrap(&tampered, b"vault").is_err(), "byte {i}");
+    }
+    assert!(root.unwrap(&wrapped[..32], b"vault").is_err());
+    // Only whole 8-byte blocks: the token would hand other lengths back zero-padded.
+    assert!(root.wrap(&[1u8; 20], b"vault").is_err());
 
     // Reopened (a restart): found by id, and it opens what it wrapped.
     drop(root);
@@ -109,10 +151,15 @@ fn the_master_key_stays_in_the_token_and_wraps_vault_keys() {
         root.unwrap(&wrapped, b"vault").unwrap().expose(),
         &vault_key
     );
-    assert!(token.find_root("r2").unwrap().is_none());
+    // A second root wraps differently and cannot open the first one's blobs.
+    let other = token.generate_root("r2").unwrap();
+    assert!(other.unwrap(&wrapped, b"vault").is_err());
+    assert!(token.find_root("r3").unwrap().is_none());
+
     token.destroy_root("r1").unwrap();
     assert!(token.find_root("r1").unwrap().is_none());
     token.destroy_root("r1").unwrap();
+    assert!(token.find_root("r2").unwrap().is_some());
 }
 
 #[test]
@@ -122,25 +169,23 @@ fn the_master_key_cannot_be_extracted() {
     }
     let token = Pkcs11Token::open(&config(PIN)).unwrap();
     let root = token.generate_root("r1").unwrap();
-    // A second session of the same token (the module is initialised once per process).
-    let context = cryptoki::context::Pkcs11::new(module()).unwrap();
-    let slot = context.get_slots_with_token().unwrap()[0];
-    let session = context.open_rw_session(slot).unwrap();
-    let found = session
-        .find_objects(&[Attribute::Label(b"keyplane-master-r1".to_vec())])
-        .unwrap();
+    let session = raw_session();
     let attributes = session
         .get_attributes(
-            found[0],
+            root.handle(),
             &[
                 AttributeType::Extractable,
                 AttributeType::Sensitive,
+                AttributeType::Token,
+                AttributeType::Encrypt,
                 AttributeType::Value,
             ],
         )
         .unwrap();
     assert!(attributes.contains(&Attribute::Extractable(false)));
     assert!(attributes.contains(&Attribute::Sensitive(true)));
+    assert!(attributes.contains(&Attribute::Token(true)));
+    assert!(attributes.contains(&Attribute::Encrypt(false)));
     assert!(
         !attributes.iter().any(|a| matches!(a, Attribute::Value(_))),
         "the key's value is never readable"
@@ -155,36 +200,89 @@ fn the_master_key_cannot_be_extracted() {
             Attribute::Value(vec![7u8; 32]),
         ])
         .unwrap();
-    assert!(
-        session
-            .wrap_key(&Mechanism::AesKeyWrapPad, other, root.handle())
-            .is_err()
-    );
-    // Our RFC 5649 and the token's agree byte for byte.
-    let vault_key = session
+    for mechanism in [Mechanism::AesKeyWrapPad, Mechanism::AesKeyWrap] {
+        assert!(session.wrap_key(&mechanism, other, root.handle()).is_err());
+    }
+}
+
+/// The token's `CKM_AES_KEY_WRAP_PAD` and our RFC 5649 agree byte for byte.
+#[test]
+fn the_tokens_key_wrap_matches_ours() {
+    if !on_fresh_token("the_tokens_key_wrap_matches_ours") {
+        return;
+    }
+    let _token = Pkcs11Token::open(&config(PIN)).unwrap();
+    let session = raw_session();
+    let kek: Vec<u8> = (0u8..32).collect();
+    let wrapping = session
         .create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::KeyType(KeyType::AES),
             Attribute::Token(false),
-            Attribute::Extractable(true),
-            Attribute::Value(vec![0x33u8; 32]),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Value(kek.clone()),
         ])
         .unwrap();
-    let by_token = session
-        .wrap_key(&Mechanism::AesKeyWrapPad, other, vault_key)
-        .unwrap();
-    assert_eq!(
-        by_token,
-        key_wrap::wrap_padded(&[7u8; 32], &[0x33u8; 32]).unwrap()
-    );
+    let key_of = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(37) ^ 0xa5)
+            .collect()
+    };
+    // A vault key's size first.
+    for len in [32usize, 16, 24, 40] {
+        let key = key_of(len);
+        let object = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Extractable(true),
+                Attribute::Value(key.clone()),
+            ])
+            .unwrap();
+        let by_token = session
+            .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, object)
+            .unwrap();
+        assert_eq!(
+            by_token,
+            key_wrap::wrap_padded(&kek, &key).unwrap(),
+            "{len} bytes"
+        );
+    }
+    // Lengths that need padding: SoftHSM2 zero-pads them before wrapping (so its blobs differ),
+    // but it unwraps RFC 5649 blobs exactly.
+    for len in [20usize, 7] {
+        let key = key_of(len);
+        let ours = key_wrap::wrap_padded(&kek, &key).unwrap();
+        let unwrapped = session
+            .unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                wrapping,
+                &ours,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                ],
+            )
+            .unwrap();
+        let value = session
+            .get_attributes(unwrapped, &[AttributeType::Value])
+            .unwrap();
+        assert_eq!(value, [Attribute::Value(key)], "{len} bytes");
+    }
 }
 
 #[test]
-fn a_wrong_pin_opens_nothing() {
-    if !on_fresh_token("a_wrong_pin_opens_nothing") {
+fn a_wrong_pin_or_label_opens_nothing() {
+    if !on_fresh_token("a_wrong_pin_or_label_opens_nothing") {
         return;
     }
     let e = Pkcs11Token::open(&config("not-the-pin-000")).err().unwrap();
+    assert!(e.to_string().contains("PIN"), "{e}");
     assert!(!e.to_string().contains("not-the-pin"), "{e}");
     let e = Pkcs11Token::open(&Pkcs11Config {
         token_label: "no-such-token".into(),
@@ -193,4 +291,44 @@ fn a_wrong_pin_opens_nothing() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("no-such-token"), "{e}");
+    assert!(!e.to_string().contains(PIN), "{e}");
+    let e = Pkcs11Token::open(&Pkcs11Config {
+        module: "/nonexistent/libpkcs11.so".into(),
+        ..config(PIN)
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("/nonexistent/libpkcs11.so"), "{e}");
+    assert!(!format!("{:?}", config(PIN)).contains(PIN));
+}
+
+/// Login is per process: a second open of a token still open in this process is refused (the
+/// first keeps working) rather than let in without its PIN being checked.
+#[test]
+fn a_token_open_in_this_process_is_not_opened_twice() {
+    if !on_fresh_token("a_token_open_in_this_process_is_not_opened_twice") {
+        return;
+    }
+    let first = Pkcs11Token::open(&config(PIN)).unwrap();
+    let root = first.generate_root("r1").unwrap();
+    let vault_key = random_key();
+    let wrapped = root.wrap(&vault_key, b"vault").unwrap();
+    for pin in [PIN, "not-the-pin-000"] {
+        let e = Pkcs11Token::open(&config(pin)).err().unwrap();
+        assert!(e.to_string().contains("already open"), "{e}");
+    }
+    assert_eq!(
+        root.unwrap(&wrapped, b"vault").unwrap().expose(),
+        &vault_key
+    );
+    // Closed (the token and every root key sharing its session): it opens again.
+    drop(first);
+    drop(root);
+    assert!(Pkcs11Token::open(&config("not-the-pin-000")).is_err());
+    let second = Pkcs11Token::open(&config(PIN)).unwrap();
+    let root = second.find_root("r1").unwrap().unwrap();
+    assert_eq!(
+        root.unwrap(&wrapped, b"vault").unwrap().expose(),
+        &vault_key
+    );
 }

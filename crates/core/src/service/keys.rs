@@ -383,6 +383,9 @@ impl Keyplane {
         self.store
             .save_managed_key(&key, Some(read_revision), &write)
             .await?;
+        if write.erase_material {
+            self.engine.forget_material(id);
+        }
         Ok(key)
     }
 

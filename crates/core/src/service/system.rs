@@ -7,6 +7,11 @@ use crate::ports::{MasterKeyRotation, SealStatus, UnsealSecret};
 use super::Keyplane;
 
 impl Keyplane {
+    /// Cheap enough for every request.
+    pub fn is_sealed(&self) -> bool {
+        self.engine.is_sealed()
+    }
+
     pub fn seal_status(&self) -> SealStatus {
         self.engine.seal_status()
     }
