@@ -352,21 +352,16 @@ async fn master_key_rotation_is_online_and_touches_no_material() {
 }
 
 /// The passphrase seal after an emergency seal: the wrong passphrase is refused and leaves the
-/// server sealed; the right one unseals.
+/// server sealed; the right one unseals; after a master key rotation it still opens everything.
 #[tokio::test]
 async fn passphrase_seal_unseals_through_the_api_after_an_emergency_seal() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &binary(),
-        dir.path(),
-        &[
-            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
-            ("KEYPLANE_SEAL", "passphrase"),
-            ("KEYPLANE_SEAL_PASSPHRASE", "correct horse battery staple"),
-        ],
-    )
-    .await
-    .unwrap();
+    let env = [
+        ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+        ("KEYPLANE_SEAL", "passphrase"),
+        ("KEYPLANE_SEAL_PASSPHRASE", "correct horse battery staple"),
+    ];
+    let server = Server::start(&binary(), dir.path(), &env).await.unwrap();
     let c = server.client();
     let (vault, keystore) = setup(&c, "active", "aes", "256").await;
     let key = create_key(&c, &vault, "phrase").await;
@@ -387,6 +382,13 @@ async fn passphrase_seal_unseals_through_the_api_after_an_emergency_seal() {
     assert_sealed(&c, None).await;
     let cli = admin(&["unseal"], Some(&server), "correct horse battery staple\n").await;
     assert!(cli.success, "{}", cli.stderr);
+    assert_eq!(unwrap_ok(&c, &keystore, &key_ref, &ciphertext).await, plain);
+    let rotated = admin(&["rotate-master-key"], Some(&server), "").await;
+    assert!(rotated.success, "{}", rotated.stderr);
+    assert!(server.terminate().await.unwrap());
+    // After the rotation the same passphrase opens the new master key.
+    let server = Server::start(&binary(), dir.path(), &env).await.unwrap();
+    let c = server.client();
     assert_eq!(unwrap_ok(&c, &keystore, &key_ref, &ciphertext).await, plain);
     assert!(server.terminate().await.unwrap());
     let log =

@@ -9,9 +9,9 @@ use keyplane_core::ports::{
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::CryptoError;
 use crate::hierarchy::KeyHierarchy;
 use crate::material::{self, EcCurve, KeyKind};
-use crate::CryptoError;
 
 fn pool_aad(id: Uuid) -> Vec<u8> {
     format!("keyplane-key-pool:v1:{id}").into_bytes()
