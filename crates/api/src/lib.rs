@@ -1,5 +1,6 @@
 //! The UKO v4 REST API over `keyplane_core` services: routes, wire shapes, auth, errors, OpenAPI.
 
+mod audit;
 pub mod error;
 pub mod extract;
 pub mod params;
@@ -150,7 +151,8 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
             state.clone(),
             legacy_vault_header,
         ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
     Router::new()
         .merge(api)
         .route("/health", axum::routing::get(routes::health))
@@ -207,6 +209,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         Ok(Some(actor)) => {
             // While sealed only the system endpoints (seal status, unseal) answer; everything
             // else is a key operation or reveals key metadata.
+            audit::set_initiator(&req, &actor.0);
             if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
                 return ApiError::from(keyplane_core::Error::Sealed).into_response();
             }

@@ -363,6 +363,51 @@ impl<T: Serialize> Serialize for ListBody<T> {
     }
 }
 
+fn timestamp(p: &Params, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    p.get(name)
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    Error::invalid_parameter(name, format!("'{v}' is not an RFC 3339 timestamp"))
+                })
+        })
+        .transpose()
+}
+
+/// Filters of `GET /api/v4/audit_events`.
+pub fn audit_query(p: &Params) -> Result<keyplane_core::ports::AuditQuery> {
+    const OUTCOMES: &[&str] = &["success", "failure", "denied"];
+    let outcome = p.text("outcome", 16)?;
+    if let Some(o) = &outcome
+        && !OUTCOMES.contains(&o.as_str())
+    {
+        return Err(Error::invalid_parameter(
+            "outcome",
+            format!("'{o}' is not one of: {}", OUTCOMES.join(", ")),
+        ));
+    }
+    let after_seq = p
+        .get("after_seq")
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                Error::invalid_parameter("after_seq", "after_seq must be a whole number")
+            })
+        })
+        .transpose()?
+        .unwrap_or(0);
+    Ok(keyplane_core::ports::AuditQuery {
+        paging: p.paging()?,
+        after_seq,
+        action: p.text("action", 128)?,
+        outcome,
+        initiator: p.text("initiator", 256)?,
+        vault_id: p.uuids("vault.id")?.into_iter().next(),
+        since: timestamp(p, "since")?,
+        until: timestamp(p, "until")?,
+    })
+}
+
 pub fn envelope<T>(
     links: &Links,
     path: &str,

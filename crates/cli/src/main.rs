@@ -1,6 +1,8 @@
-//! The `keyplane` binary: `serve` runs the server; `admin` runs the key ceremony and seal controls.
+//! The `keyplane` binary: `serve` runs the server; `admin` runs the key ceremony and seal controls;
+//! `audit` verifies and exports the audit trail.
 
 mod admin;
+mod audit;
 mod config;
 mod serve;
 
@@ -29,6 +31,9 @@ enum Command {
     /// Operate the seal and the master key.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Verify and export the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +57,9 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(admin::run(command)),
+        Command::Audit(command) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(audit::run(command)),
     }
 }

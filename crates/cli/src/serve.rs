@@ -202,9 +202,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     announce(&format!("keyplane listening on http://{bound}"));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -197,20 +197,29 @@ pub fn connection_fields(
     }
 }
 
+const ALL_TYPES: [&[FieldSpec]; 8] = [
+    AWS,
+    AZURE,
+    GOOGLE,
+    IBM_EXTERNAL,
+    CCA,
+    HASHICORP,
+    KMIP,
+    PKCS11,
+];
+
 /// Every connection field of every type, so a field of another type can be refused by name.
 pub fn is_connection_field(name: &str) -> bool {
-    [
-        AWS,
-        AZURE,
-        GOOGLE,
-        IBM_EXTERNAL,
-        CCA,
-        HASHICORP,
-        KMIP,
-        PKCS11,
-    ]
-    .iter()
-    .any(|set| set.iter().any(|s| s.name == name))
+    ALL_TYPES
+        .iter()
+        .any(|set| set.iter().any(|s| s.name == name))
+}
+
+/// Whether a field of any keystore type holds a secret (redacted wherever it would be shown).
+pub fn is_secret_field(name: &str) -> bool {
+    ALL_TYPES
+        .iter()
+        .any(|set| set.iter().any(|s| s.secret && s.name == name))
 }
 
 /// Checks one value and returns it in its stored form.

@@ -131,6 +131,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every vault's id (used once, when keys made before vault keys existed are adopted).
     async fn vault_ids(&self) -> Result<Vec<Uuid>>;
 
+    /// Appends an event to the audit chain on its own (the failures, denials and reads the
+    /// writes did not record).
+    async fn append_audit_event(&self, event: crate::audit::AuditEvent) -> Result<()>;
+    async fn list_audit_events(&self, query: &AuditQuery)
+    -> Result<Page<crate::audit::AuditEvent>>;
+    async fn verify_audit_chain(&self) -> Result<AuditChainReport>;
+
     async fn pooled_key_count(&self, algorithm: Algorithm, size: u32) -> Result<u64>;
     async fn add_pooled_key(&self, key: &PooledKey) -> Result<()>;
     /// Removes and returns the oldest pooled key of a kind; no two callers get the same one.
@@ -163,6 +170,43 @@ pub struct PooledKey {
     pub size: u32,
     pub sealed: Vec<u8>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Which audit events to list (oldest first).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub paging: crate::query::Paging,
+    /// Only events after this position in the chain.
+    pub after_seq: i64,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub initiator: Option<String>,
+    pub vault_id: Option<Uuid>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The result of walking the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditChainReport {
+    /// Events verified (before the first broken link, if any).
+    pub events: u64,
+    /// Position of the first event that does not verify.
+    pub first_broken: Option<i64>,
+    pub reason: Option<String>,
+    /// Hash of the last verified event.
+    pub head: String,
+}
+
+impl AuditChainReport {
+    pub fn broken(events: u64, seq: i64, reason: &str) -> Self {
+        Self {
+            events,
+            first_broken: Some(seq),
+            reason: Some(reason.to_owned()),
+            head: String::new(),
+        }
+    }
 }
 
 /// Whether the engine can use keys, and how far an unseal has come.

@@ -1,6 +1,7 @@
 //! The SQLite engine: WAL; one writer thread committing writes in groups; read-only
 //! connections used inline by readers.
 
+mod audit;
 mod lists;
 mod migrate;
 mod reader;
@@ -14,9 +15,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Params, params};
 use uuid::Uuid;
 
+use keyplane_core::audit::{self as audit_trail, AuditEvent};
 use keyplane_core::error::Result;
 use keyplane_core::model::*;
-use keyplane_core::ports::{ApiToken, KeyWrite, PooledKey, Store, StoredRootKey, WrappedVaultKey};
+use keyplane_core::ports::{
+    ApiToken, AuditChainReport, AuditQuery, KeyWrite, PooledKey, Store, StoredRootKey,
+    WrappedVaultKey,
+};
 use keyplane_core::query::*;
 use keyplane_core::service::UsageContext;
 
@@ -57,6 +62,47 @@ impl SqliteStore {
         if let Err(e) = self.writer.outside_transaction(checkpoint).await {
             tracing::warn!(error = %e, "WAL checkpoint at close failed");
         }
+    }
+}
+
+impl SqliteStore {
+    /// The vault of a resource about to be deleted, for its audit event.
+    fn owning_vault(&self, table: &'static str, id: Uuid) -> Option<Uuid> {
+        self.reader
+            .with(|c| {
+                one(
+                    c,
+                    &format!("SELECT vault_id FROM {table} WHERE id = ?"),
+                    [id.to_string()],
+                    |r| uuid_col(r, "vault_id"),
+                )
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// A write that changes what an API call asked for: the request's audit event (if any) is
+    /// appended in the same transaction, so the change and its record commit or fail together.
+    async fn audited_write(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let event = audit_trail::take_for_write();
+        let taken = event.is_some();
+        let outcome = self
+            .writer
+            .write(move |c| {
+                work(c)?;
+                match event {
+                    Some(e) => audit::append(c, e),
+                    None => Ok(()),
+                }
+            })
+            .await;
+        if outcome.is_err() && taken {
+            audit_trail::write_failed();
+        }
+        outcome
     }
 }
 
@@ -167,8 +213,8 @@ impl Store for SqliteStore {
 
     async fn insert_vault(&self, v: &Vault) -> Result<()> {
         let v = v.clone();
-        self.writer
-            .write(move |c| writes::insert_vault(c, &v))
+        audit_trail::note_target("vaults", v.id, Some(v.id));
+        self.audited_write(move |c| writes::insert_vault(c, &v))
             .await
     }
 
@@ -198,14 +244,14 @@ impl Store for SqliteStore {
 
     async fn update_vault(&self, v: &Vault, read_revision: i64) -> Result<()> {
         let v = v.clone();
-        self.writer
-            .write(move |c| writes::update_vault(c, &v, read_revision))
+        audit_trail::note_target("vaults", v.id, Some(v.id));
+        self.audited_write(move |c| writes::update_vault(c, &v, read_revision))
             .await
     }
 
     async fn delete_vault(&self, id: Uuid, read_revision: i64) -> Result<()> {
-        self.writer
-            .write(move |c| writes::delete_vault(c, id, read_revision))
+        audit_trail::note_target("vaults", id, Some(id));
+        self.audited_write(move |c| writes::delete_vault(c, id, read_revision))
             .await
     }
 
@@ -215,8 +261,8 @@ impl Store for SqliteStore {
 
     async fn insert_template(&self, t: &Template) -> Result<()> {
         let t = t.clone();
-        self.writer
-            .write(move |c| writes::write_template(c, &t, None))
+        audit_trail::note_target("templates", t.id, Some(t.vault.id));
+        self.audited_write(move |c| writes::write_template(c, &t, None))
             .await
     }
 
@@ -244,14 +290,15 @@ impl Store for SqliteStore {
 
     async fn update_template(&self, t: &Template, read_revision: i64) -> Result<()> {
         let t = t.clone();
-        self.writer
-            .write(move |c| writes::write_template(c, &t, Some(read_revision)))
+        audit_trail::note_target("templates", t.id, Some(t.vault.id));
+        self.audited_write(move |c| writes::write_template(c, &t, Some(read_revision)))
             .await
     }
 
     async fn delete_template(&self, id: Uuid, read_revision: i64) -> Result<()> {
-        self.writer
-            .write(move |c| writes::delete_template(c, id, read_revision))
+        let vault = self.owning_vault("templates", id);
+        audit_trail::note_target("templates", id, vault);
+        self.audited_write(move |c| writes::delete_template(c, id, read_revision))
             .await
     }
 
@@ -261,8 +308,8 @@ impl Store for SqliteStore {
 
     async fn insert_keystore(&self, k: &Keystore) -> Result<()> {
         let k = k.clone();
-        self.writer
-            .write(move |c| writes::write_keystore(c, &k, None))
+        audit_trail::note_target("keystores", k.id, Some(k.vault.id));
+        self.audited_write(move |c| writes::write_keystore(c, &k, None))
             .await
     }
 
@@ -279,8 +326,8 @@ impl Store for SqliteStore {
 
     async fn update_keystore(&self, k: &Keystore, read_revision: i64) -> Result<()> {
         let k = k.clone();
-        self.writer
-            .write(move |c| writes::write_keystore(c, &k, Some(read_revision)))
+        audit_trail::note_target("keystores", k.id, Some(k.vault.id));
+        self.audited_write(move |c| writes::write_keystore(c, &k, Some(read_revision)))
             .await
     }
 
@@ -306,8 +353,9 @@ impl Store for SqliteStore {
         changes: &[(ManagedKey, i64)],
     ) -> Result<()> {
         let changes = changes.to_vec();
-        self.writer
-            .write(move |c| writes::delete_keystore(c, id, read_revision, &changes))
+        let vault = self.owning_vault("keystores", id);
+        audit_trail::note_target("keystores", id, vault);
+        self.audited_write(move |c| writes::delete_keystore(c, id, read_revision, &changes))
             .await
     }
 
@@ -318,8 +366,8 @@ impl Store for SqliteStore {
         write: &KeyWrite,
     ) -> Result<()> {
         let (key, write) = (key.clone(), write.clone());
-        self.writer
-            .write(move |c| writes::save_key(c, &key, read_revision, &write))
+        audit_trail::note_target("managed_keys", key.id, Some(key.vault.id));
+        self.audited_write(move |c| writes::save_key(c, &key, read_revision, &write))
             .await
     }
 
@@ -335,8 +383,9 @@ impl Store for SqliteStore {
     }
 
     async fn delete_managed_key(&self, id: Uuid, read_revision: i64) -> Result<()> {
-        self.writer
-            .write(move |c| writes::delete_key(c, id, read_revision))
+        let vault = self.owning_vault("managed_keys", id);
+        audit_trail::note_target("managed_keys", id, vault);
+        self.audited_write(move |c| writes::delete_key(c, id, read_revision))
             .await
     }
 
@@ -568,5 +617,17 @@ impl Store for SqliteStore {
         self.writer
             .write_returning(move |c| writes::take_pooled_key(c, algorithm, size))
             .await
+    }
+
+    async fn append_audit_event(&self, event: AuditEvent) -> Result<()> {
+        self.writer.write(move |c| audit::append(c, event)).await
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Page<AuditEvent>> {
+        self.reader.with(|c| audit::list(c, query))
+    }
+
+    async fn verify_audit_chain(&self) -> Result<AuditChainReport> {
+        self.reader.with(audit::verify)
     }
 }

@@ -1,5 +1,6 @@
 //! One module per UKO resource; each handler is one operation of the endpoint catalogue.
 
+mod audit_events;
 mod key_protect;
 mod keystores;
 mod managed_keys;
@@ -67,6 +68,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(system::unseal))
         .routes(routes!(system::seal))
         .routes(routes!(system::rotate_master_key))
+        .routes(routes!(audit_events::list))
 }
 
 /// Liveness and the seal: 200 when keys can be used, 503 while sealed.

@@ -117,6 +117,11 @@ fn not_active(key: &UsageContext, what: &str) -> Error {
 
 /// Only active keys wrap; deactivated keys still unwrap.
 fn check_usable(key: &UsageContext, wrapping: bool) -> Result<()> {
+    crate::audit::note_target("managed_keys", key.key_id, Some(key.vault_id));
+    if key.state != KeyState::Active {
+        // Use of a key that is out of service is always recorded.
+        crate::audit::mark_noteworthy();
+    }
     let ok = match key.state {
         KeyState::Active => key.copy.enabled,
         KeyState::Deactivated => !wrapping,

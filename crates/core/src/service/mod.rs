@@ -1,6 +1,7 @@
 //! Use cases: each public method is one operation of the API, applying the domain rules and
 //! persisting through the ports.
 
+mod audit_events;
 mod dataplane;
 mod key_pool;
 mod keys;

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_key_hierarchy.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_audit_events.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {

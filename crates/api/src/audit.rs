@@ -1,0 +1,217 @@
+//! The audit middleware: opens each request's audit scope and records what no store write did —
+//! failed and denied calls, and data-plane calls with keys out of service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keyplane_core::audit::{self, AuditScope, PendingEvent};
+
+use crate::error::ApiError;
+use crate::{AppState, Trace};
+
+/// `keyplane.<resource>.<verb>` for a call, after UKO's Activity Tracker actions.
+pub fn action_for(method: &Method, path: &str) -> String {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (api, resource) = (segments.next(), {
+        segments.next();
+        segments.next().unwrap_or("")
+    });
+    let rest: Vec<&str> = segments.collect();
+    if api == Some("api") && path.starts_with("/api/v2/") {
+        let verb = rest.last().copied().filter(|_| rest.len() >= 2);
+        return format!(
+            "keyplane.data-plane.{}",
+            verb.unwrap_or(if *method == Method::GET {
+                "read"
+            } else {
+                "call"
+            })
+        );
+    }
+    let resource = match resource {
+        "managed_keys" => "managed-keys",
+        "keystores" => "target-keystores",
+        "templates" => "key-templates",
+        "vaults" => "vaults",
+        "system" => {
+            return format!(
+                "keyplane.system.{}",
+                rest.first().unwrap_or(&"status").replace('_', "-")
+            );
+        }
+        "audit_events" => "audit-events",
+        other => other,
+    };
+    let verb = match *method {
+        Method::GET if rest.is_empty() => "list",
+        Method::GET => "read",
+        Method::DELETE => "delete",
+        _ => "write",
+    };
+    format!("keyplane.{resource}.{verb}")
+}
+
+/// The status a successful call answers with.
+fn success_status(method: &Method, path: &str) -> u16 {
+    let collection = path.trim_end_matches('/').matches('/').count() == 3;
+    match *method {
+        Method::DELETE => 204,
+        Method::POST
+            if collection
+                && path.starts_with("/api/v4/")
+                && !path.starts_with("/api/v4/system/") =>
+        {
+            201
+        }
+        _ => 200,
+    }
+}
+
+/// Request bodies that never reach an event at all: unseal secrets and data keys.
+fn body_withheld(path: &str) -> bool {
+    path.starts_with("/api/v2/") || path.starts_with("/api/v4/system/")
+}
+
+pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let trace = req
+        .extensions()
+        .get::<Trace>()
+        .map(|t| t.0.clone())
+        .unwrap_or_default();
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let reading = method == Method::GET || method == Method::HEAD;
+    // Data-plane calls change no state: recorded only when they fail or use a key out of service.
+    let changes_state = !reading && !path.starts_with("/api/v2/");
+    let (req, body) = if reading || body_withheld(&path) {
+        (req, None)
+    } else {
+        let (parts, body) = req.into_parts();
+        match axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES).await {
+            Ok(bytes) => {
+                let summary = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .map(|v| audit::redact(&v))
+                    .unwrap_or_else(|_| {
+                        serde_json::json!(format!("{} bytes, not JSON", bytes.len()))
+                    });
+                (Request::from_parts(parts, Body::from(bytes)), Some(summary))
+            }
+            Err(_) => {
+                return ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    keyplane_core::ErrorCode::PayloadTooLarge,
+                    format!(
+                        "the request body is larger than {} bytes",
+                        crate::extract::MAX_BODY_BYTES
+                    ),
+                )
+                .into_response();
+            }
+        }
+    };
+    let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
+    if let Some(query) = req.uri().query() {
+        request["query"] = serde_json::Value::String(query.to_owned());
+    }
+    if let Some(body) = body {
+        request["body"] = body;
+    }
+    let scope = AuditScope::new(PendingEvent {
+        action: action_for(&method, &path),
+        initiator: "anonymous".into(),
+        target: None,
+        vault_id: None,
+        correlation_id: trace,
+        source,
+        request,
+        success_status: success_status(&method, &path),
+    });
+    let mut req = req;
+    req.extensions_mut().insert(scope.clone());
+    let response = audit::in_scope(scope.clone(), next.run(req)).await;
+    let status = response.status().as_u16();
+    let outcome = match status {
+        401 | 403 => Some("denied"),
+        400.. => Some("failure"),
+        // Changes are recorded by the write that made them; what changed nothing is recorded
+        // when it is of note (a non-GET that wrote nothing, a key out of service in use).
+        _ if changes_state && !scope.written() => Some("success"),
+        _ if scope.noteworthy() => Some("success"),
+        _ => None,
+    };
+    if let (Some(outcome), Some(pending)) = (outcome, scope.pending()) {
+        let event = pending.finish(outcome, status);
+        if let Err(e) = state.keyplane.record_audit_event(event).await {
+            tracing::error!(error = %e, "an audit event could not be recorded");
+        }
+    }
+    response
+}
+
+/// Names the caller in the request's audit scope.
+pub(crate) fn set_initiator(req: &Request, initiator: &str) {
+    if let Some(scope) = req.extensions().get::<Arc<AuditScope>>() {
+        scope.set_initiator(initiator);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_follow_the_activity_tracker_names() {
+        let cases = [
+            (
+                Method::POST,
+                "/api/v4/managed_keys",
+                "keyplane.managed-keys.write",
+            ),
+            (
+                Method::POST,
+                "/api/v4/managed_keys/x/actions/destroy",
+                "keyplane.managed-keys.write",
+            ),
+            (
+                Method::DELETE,
+                "/api/v4/keystores/x",
+                "keyplane.target-keystores.delete",
+            ),
+            (
+                Method::PATCH,
+                "/api/v4/templates/x",
+                "keyplane.key-templates.write",
+            ),
+            (Method::GET, "/api/v4/vaults", "keyplane.vaults.list"),
+            (Method::GET, "/api/v4/vaults/x", "keyplane.vaults.read"),
+            (
+                Method::POST,
+                "/api/v4/system/rotate_master_key",
+                "keyplane.system.rotate-master-key",
+            ),
+            (
+                Method::POST,
+                "/api/v2/keys/x/actions/unwrap",
+                "keyplane.data-plane.unwrap",
+            ),
+        ];
+        for (method, path, action) in cases {
+            assert_eq!(action_for(&method, path), action, "{method} {path}");
+        }
+        assert_eq!(success_status(&Method::POST, "/api/v4/vaults"), 201);
+        assert_eq!(
+            success_status(&Method::POST, "/api/v4/managed_keys/x/actions/rotate"),
+            200
+        );
+        assert_eq!(success_status(&Method::DELETE, "/api/v4/vaults/x"), 204);
+    }
+}

@@ -1,0 +1,36 @@
+//! The audit trail, for auditors (Keyplane's own endpoint).
+
+use axum::Json;
+use axum::extract::State;
+use keyplane_core::audit::AuditEvent;
+
+use crate::AppState;
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::RawQuery;
+use crate::params::{self, Params};
+
+const PATH: &str = "/api/v4/audit_events";
+
+/// List audit events, oldest first.
+#[utoipa::path(get, path = "/api/v4/audit_events", tag = "audit",
+    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after_seq" = Option<i64>, Query),
+           ("action" = Option<String>, Query), ("outcome" = Option<String>, Query),
+           ("initiator" = Option<String>, Query), ("vault.id" = Option<String>, Query),
+           ("since" = Option<String>, Query), ("until" = Option<String>, Query)),
+    responses((status = 200, description = "AuditEventList", body = Object), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<params::ListBody<AuditEvent>>> {
+    let query = params::audit_query(&Params::new(&q))?;
+    let page = s.keyplane.list_audit_events(&query).await?;
+    Ok(Json(params::envelope(
+        &s.links,
+        PATH,
+        &q,
+        query.paging,
+        page.total_count,
+        "audit_events",
+        page.items,
+    )))
+}

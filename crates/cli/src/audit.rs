@@ -1,0 +1,106 @@
+//! `keyplane audit`: proves the audit chain and exports it, reading the data directory's
+//! database (the server may be running: readers do not block it).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use keyplane_core::ports::{AuditQuery, Store};
+use keyplane_core::query::{MAX_LIMIT, Paging};
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Walks the whole chain: every event must link to the one before and match its hash.
+    /// Exits non-zero and names the first broken event otherwise.
+    Verify {
+        #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
+        data_dir: PathBuf,
+    },
+    /// Writes every event (or those after `--after-seq`) to standard output.
+    Export {
+        #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only events after this position in the chain.
+        #[arg(long, default_value_t = 0)]
+        after_seq: i64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON event per line.
+    Jsonl,
+}
+
+pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { data_dir } => {
+            let store = open(&data_dir).await?;
+            let report = store.verify_audit_chain().await?;
+            store.close().await;
+            let mut out = std::io::stdout().lock();
+            match report.first_broken {
+                None => {
+                    writeln!(
+                        out,
+                        "audit chain intact: {} events, head {}",
+                        report.events, report.head
+                    )?;
+                    Ok(())
+                }
+                Some(seq) => bail!(
+                    "audit chain broken at event {seq}: {} ({} events before it verify)",
+                    report.reason.unwrap_or_default(),
+                    report.events
+                ),
+            }
+        }
+        AuditCommand::Export {
+            data_dir,
+            format: ExportFormat::Jsonl,
+            after_seq,
+        } => {
+            let store = open(&data_dir).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = after_seq;
+            loop {
+                let page = store
+                    .list_audit_events(&AuditQuery {
+                        paging: Paging {
+                            limit: MAX_LIMIT,
+                            offset: 0,
+                        },
+                        after_seq: after,
+                        ..AuditQuery::default()
+                    })
+                    .await?;
+                let Some(last) = page.items.last() else {
+                    break;
+                };
+                after = last.seq;
+                for event in &page.items {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()?;
+            drop(out);
+            store.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn open(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<keyplane_store::SqliteStore>> {
+    if !data_dir.join("keyplane.sqlite").exists() {
+        bail!("no database in {}", data_dir.display());
+    }
+    crate::serve::open_store(data_dir, true)
+        .await
+        .context("opening the database")
+}

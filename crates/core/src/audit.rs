@@ -1,0 +1,314 @@
+//! The audit trail: one event per state-changing call, per denied call, and per data-plane call
+//! with a key that is not active. Stores append events to a hash chain — a successful change's
+//! event in the same transaction as the change.
+//!
+//! The API layer opens an [`AuditScope`] around each request; a store writing inside that scope
+//! takes the scope's event and appends it with the write ([`take_for_write`]). What no write took
+//! (failures, denials, reads of note) the API layer appends on its own afterwards.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::keystore_types::is_secret_field;
+
+/// One audit event as stored. `hash` covers every other field, `prev_hash` included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// `keyplane.<resource>.<verb>`, e.g. `keyplane.managed-keys.write`.
+    pub action: String,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    pub status: u16,
+    /// `normal`, `warning` or `critical`.
+    pub severity: String,
+    pub initiator: String,
+    /// `<resource>/<id>` when known.
+    pub target: Option<String>,
+    pub vault_id: Option<Uuid>,
+    pub correlation_id: String,
+    /// The client's address.
+    pub source: Option<String>,
+    /// Method, path and the body with secrets replaced by `[redacted]`.
+    pub request: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of the chain before its first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl AuditEvent {
+    /// The bytes the event's hash covers: the event as JSON with `hash` empty.
+    pub fn hashed_bytes(&self) -> Vec<u8> {
+        let mut copy = self.clone();
+        copy.hash = String::new();
+        serde_json::to_vec(&copy).unwrap_or_default()
+    }
+}
+
+/// What a request's event says before it is written.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub action: String,
+    pub initiator: String,
+    pub target: Option<String>,
+    pub vault_id: Option<Uuid>,
+    pub correlation_id: String,
+    pub source: Option<String>,
+    pub request: serde_json::Value,
+    /// The status a success answers with (the event written with the change carries it).
+    pub success_status: u16,
+}
+
+impl PendingEvent {
+    /// The event, finished (chain fields are filled in by the store).
+    pub fn finish(self, outcome: &str, status: u16) -> AuditEvent {
+        let severity = severity(&self.action, status, &self.request).to_owned();
+        AuditEvent {
+            seq: 0,
+            id: Uuid::now_v7(),
+            // Milliseconds: what stores keep, so the hash covers exactly what is read back.
+            at: Utc::now().trunc_subsecs(3),
+            action: self.action,
+            outcome: outcome.to_owned(),
+            status,
+            severity,
+            initiator: self.initiator,
+            target: self.target,
+            vault_id: self.vault_id,
+            correlation_id: self.correlation_id,
+            source: self.source,
+            request: self.request,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// Severity as the Activity Tracker assigns it: deletes and destroys are critical, key writes
+/// warnings; by status, 401/403/5xx critical and 400/409/424 warnings.
+fn severity(action: &str, status: u16, request: &serde_json::Value) -> &'static str {
+    let destroy = request["path"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("/actions/destroy"));
+    match status {
+        401 | 403 | 500 | 503 | 507 => return "critical",
+        400 | 409 | 424 | 502 | 504 | 505 => return "warning",
+        _ => {}
+    }
+    if destroy
+        || action.ends_with(".delete")
+            && (action.contains("target-keystores")
+                || action.contains("managed-keys")
+                || action.contains("vaults"))
+    {
+        "critical"
+    } else if action == "keyplane.managed-keys.write" || action.starts_with("keyplane.system.") {
+        "warning"
+    } else {
+        "normal"
+    }
+}
+
+/// Field names whose values never reach an event, whatever resource they belong to.
+const ALWAYS_REDACTED: &[&str] = &[
+    "password",
+    "passphrase",
+    "pin",
+    "api_key",
+    "apikey",
+    "token",
+    "plaintext",
+    "plaintexts",
+    "ciphertext",
+    "ciphertexts",
+];
+
+/// A request body with every secret replaced by `[redacted]`.
+pub fn redact(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let secret = is_secret_field(k)
+                    || ALWAYS_REDACTED.contains(&k.as_str())
+                    || k.contains("secret")
+                    || k.contains("password");
+                let v = if secret {
+                    serde_json::Value::String("[redacted]".into())
+                } else {
+                    redact(v)
+                };
+                (k.clone(), v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(items) => items.iter().map(redact).collect(),
+        other => other.clone(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    pending: Option<PendingEvent>,
+    written: bool,
+    noteworthy: bool,
+}
+
+/// The audit context of one request.
+#[derive(Debug, Default)]
+pub struct AuditScope {
+    state: Mutex<ScopeState>,
+}
+
+impl AuditScope {
+    pub fn new(pending: PendingEvent) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ScopeState {
+                pending: Some(pending),
+                written: false,
+                noteworthy: false,
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ScopeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names the caller once authenticated.
+    pub fn set_initiator(&self, initiator: &str) {
+        if let Some(p) = self.state().pending.as_mut() {
+            p.initiator = initiator.to_owned();
+        }
+    }
+
+    /// Whether a store wrote the event with a change.
+    pub fn written(&self) -> bool {
+        self.state().written
+    }
+
+    /// Whether the call must be recorded even though it changed nothing.
+    pub fn noteworthy(&self) -> bool {
+        self.state().noteworthy
+    }
+
+    /// The event as it stands, to be written by the API layer.
+    pub fn pending(&self) -> Option<PendingEvent> {
+        self.state().pending.clone()
+    }
+}
+
+tokio::task_local! {
+    static SCOPE: Arc<AuditScope>;
+}
+
+/// Runs `f` with `scope` as the request's audit scope.
+pub async fn in_scope<F: std::future::Future>(scope: Arc<AuditScope>, f: F) -> F::Output {
+    SCOPE.scope(scope, f).await
+}
+
+/// Names what a store write changes (called by stores before they write).
+pub fn note_target(resource: &str, id: Uuid, vault_id: Option<Uuid>) {
+    let _ = SCOPE.try_with(|scope| {
+        let mut state = scope.state();
+        if state.written {
+            return;
+        }
+        if let Some(p) = state.pending.as_mut() {
+            p.target = Some(format!("{resource}/{id}"));
+            if vault_id.is_some() {
+                p.vault_id = vault_id;
+            }
+        }
+    });
+}
+
+/// The request's success event, for a store to append in the transaction of its write; `None`
+/// outside a scope or once taken. If that transaction fails, the event goes with it and the
+/// API layer records the failure.
+pub fn take_for_write() -> Option<AuditEvent> {
+    SCOPE
+        .try_with(|scope| {
+            let mut state = scope.state();
+            if state.written {
+                return None;
+            }
+            let pending = state.pending.clone()?;
+            state.written = true;
+            let status = pending.success_status;
+            Some(pending.finish("success", status))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Asks for the request to be recorded although it changes nothing (e.g. a data-plane call with
+/// a deactivated key).
+pub fn mark_noteworthy() {
+    let _ = SCOPE.try_with(|scope| scope.state().noteworthy = true);
+}
+
+/// Forgets that the event was written (its transaction failed).
+pub fn write_failed() {
+    let _ = SCOPE.try_with(|scope| scope.state().written = false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let body = json!({
+            "name": "aws",
+            "aws_access_key_id": "AKIA",
+            "aws_secret_access_key": "s3cr3t",
+            "nested": [{"azure_service_principal_password": "p", "passphrase": "x", "ok": 1}],
+        });
+        let r = redact(&body);
+        assert_eq!(r["aws_secret_access_key"], "[redacted]");
+        assert_eq!(
+            r["nested"][0]["azure_service_principal_password"],
+            "[redacted]"
+        );
+        assert_eq!(r["nested"][0]["passphrase"], "[redacted]");
+        assert_eq!(r["nested"][0]["ok"], 1);
+        assert_eq!(r["name"], "aws");
+        assert!(!r.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn severities_follow_the_activity_tracker() {
+        let destroy = json!({"path": "/api/v4/managed_keys/x/actions/destroy"});
+        assert_eq!(
+            severity("keyplane.managed-keys.write", 200, &destroy),
+            "critical"
+        );
+        assert_eq!(
+            severity("keyplane.managed-keys.write", 200, &json!({})),
+            "warning"
+        );
+        assert_eq!(
+            severity("keyplane.vaults.delete", 204, &json!({})),
+            "critical"
+        );
+        assert_eq!(severity("keyplane.vaults.write", 201, &json!({})), "normal");
+        assert_eq!(
+            severity("keyplane.vaults.write", 409, &json!({})),
+            "warning"
+        );
+        assert_eq!(
+            severity("keyplane.vaults.list", 401, &json!({})),
+            "critical"
+        );
+    }
+}
