@@ -118,15 +118,25 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             }
         }
     };
-    let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
-    if let Some(query) = req.uri().query() {
-        request["query"] = serde_json::Value::String(query.to_owned());
-    }
-    if let Some(body) = body {
-        request["body"] = body;
-    }
+    let query = req.uri().query().map(str::to_owned);
+    let describe = |body: Option<serde_json::Value>| {
+        let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
+        if let Some(query) = &query {
+            request["query"] = serde_json::Value::String(query.clone());
+        }
+        if let Some(body) = body {
+            request["body"] = body;
+        }
+        request
+    };
+    // Most calls that change nothing are not recorded: their event is described only if needed.
+    let (action, request) = if changes_state {
+        (action_for(&method, &path), describe(body))
+    } else {
+        (String::new(), serde_json::Value::Null)
+    };
     let scope = AuditScope::new(PendingEvent {
-        action: action_for(&method, &path),
+        action,
         initiator: "anonymous".into(),
         target: None,
         vault_id: None,
@@ -148,7 +158,11 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         _ if scope.noteworthy() => Some("success"),
         _ => None,
     };
-    if let (Some(outcome), Some(pending)) = (outcome, scope.pending()) {
+    if let (Some(outcome), Some(mut pending)) = (outcome, scope.pending()) {
+        if !changes_state {
+            pending.action = action_for(&method, &path);
+            pending.request = describe(None);
+        }
         let event = pending.finish(outcome, status);
         if let Err(e) = state.keyplane.record_audit_event(event).await {
             tracing::error!(error = %e, "an audit event could not be recorded");
