@@ -15,12 +15,19 @@ fi
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
+# Debian packages the tests use: SoftHSM2 (the pkcs11 seal) and curl (the TLS tests call the
+# server as any HTTPS client would).
+missing=()
 if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
-    echo "installing softhsm2 (Debian package) for the PKCS#11 tests" >&2
+    missing+=(softhsm2)
+fi
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages) for the tests" >&2
     # Through env: sudo drops the caller's environment.
-    install_softhsm() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2 >/dev/null; }
+    install_missing() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
     # The package index is refreshed only when the cached one cannot serve the install.
-    install_softhsm || { as_root apt-get update -q >/dev/null && install_softhsm; }
+    install_missing || { as_root apt-get update -q >/dev/null && install_missing; }
 fi
 
 log=$(mktemp)

@@ -78,6 +78,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
     }
 }
 
+/// The common name of a client certificate verified by the TLS layer (mutual TLS). A call that
+/// carries one and no bearer token is made as `cert:<common name>`.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub String);
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Actor);
@@ -184,7 +189,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -203,22 +208,28 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         r
     };
     let Some(token) = bearer else {
-        return unauthorized("send an Authorization: Bearer <token> header");
+        let Some(cert) = req.extensions().get::<ClientCertificate>().cloned() else {
+            return unauthorized("send an Authorization: Bearer <token> header");
+        };
+        return admit(&state, req, next, Actor(format!("cert:{}", cert.0))).await;
     };
     match state.auth.authenticate(token).await {
-        Ok(Some(actor)) => {
-            // While sealed only the system endpoints (seal status, unseal) answer; everything
-            // else is a key operation or reveals key metadata.
-            audit::set_initiator(&req, &actor.0);
-            if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
-                return ApiError::from(keyplane_core::Error::Sealed).into_response();
-            }
-            req.extensions_mut().insert(actor);
-            next.run(req).await
-        }
+        Ok(Some(actor)) => admit(&state, req, next, actor).await,
         Ok(None) => unauthorized("the bearer token is not valid"),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// Lets an authenticated caller through, named in the audit scope. While sealed only the system
+/// endpoints (seal status, unseal) answer; everything else is a key operation or reveals key
+/// metadata.
+async fn admit(state: &AppState, mut req: Request, next: Next, actor: Actor) -> Response {
+    audit::set_initiator(&req, &actor.0);
+    if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
+        return ApiError::from(keyplane_core::Error::Sealed).into_response();
+    }
+    req.extensions_mut().insert(actor);
+    next.run(req).await
 }
 
 /// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's

@@ -60,6 +60,19 @@ pub struct ServeArgs {
     /// `0` for none).
     #[arg(long, env = "KEYPLANE_RSA_POOL")]
     pub rsa_pool: Option<String>,
+    /// PEM certificate chain of the server: serve HTTPS (with --tls-key).
+    #[arg(long, env = "KEYPLANE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the server certificate.
+    #[arg(long, env = "KEYPLANE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates of accepted client certificates (mutual TLS); a caller with such a
+    /// certificate and no bearer token acts as `cert:<common name>`.
+    #[arg(long, env = "KEYPLANE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (TLS ends in front of Keyplane).
+    #[arg(long, env = "KEYPLANE_INSECURE_HTTP")]
+    pub insecure_http: bool,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -81,6 +94,10 @@ struct FileConfig {
     pkcs11_token: Option<String>,
     pkcs11_pin_file: Option<PathBuf>,
     rsa_pool: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    insecure_http: Option<bool>,
 }
 
 /// How the master key is kept.
@@ -132,6 +149,8 @@ pub struct Config {
     pub durable: bool,
     pub seal: Seal,
     pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
+    /// `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Enough pre-generated pairs for a burst of RSA activations, refilled in the background.
@@ -196,6 +215,32 @@ impl Config {
             Some("normal") => false,
             Some(other) => bail!("sqlite_synchronous '{other}' must be 'full' or 'normal'"),
         };
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            (None, None, Some(_)) => {
+                bail!("a client CA needs TLS: set KEYPLANE_TLS_CERT and KEYPLANE_TLS_KEY too")
+            }
+            _ => bail!("TLS needs both KEYPLANE_TLS_CERT and KEYPLANE_TLS_KEY"),
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        if tls.is_none() {
+            crate::tls::check_plain_http(
+                listen,
+                args.insecure_http || file.insecure_http.unwrap_or(false),
+            )?;
+        }
         let public_url = args.public_url.or(file.public_url);
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -203,10 +248,7 @@ impl Config {
             bail!("public URL '{u}' must start with http:// or https://");
         }
         Ok(Self {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -237,6 +279,7 @@ impl Config {
                     .unwrap_or(DEFAULT_RSA_POOL),
             )
             .map_err(|e| anyhow::anyhow!("KEYPLANE_RSA_POOL: {e}"))?,
+            tls,
         })
     }
 }
@@ -296,6 +339,30 @@ mod tests {
             })
             .is_err(),
             "the pkcs11 seal needs a PIN"
+        );
+        assert!(
+            Config::resolve(ServeArgs {
+                listen: Some("0.0.0.0:8080".parse().unwrap()),
+                ..Default::default()
+            })
+            .is_err(),
+            "plain HTTP beyond loopback needs --insecure-http"
+        );
+        assert!(
+            Config::resolve(ServeArgs {
+                listen: Some("0.0.0.0:8080".parse().unwrap()),
+                insecure_http: true,
+                ..Default::default()
+            })
+            .is_ok()
+        );
+        assert!(
+            Config::resolve(ServeArgs {
+                tls_cert: Some("/c.pem".into()),
+                ..Default::default()
+            })
+            .is_err(),
+            "a certificate needs its key"
         );
         assert!(
             Config::resolve(ServeArgs {

@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod config;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

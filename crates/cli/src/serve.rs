@@ -19,6 +19,7 @@ use keyplane_store::{Durability, SqliteStore};
 use uuid::Uuid;
 
 use crate::config::{Config, Seal};
+use crate::tls;
 
 /// How long a verified token is trusted without asking the store again.
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -172,6 +173,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
+    // Read before binding: a bad certificate stops the start with a clear error.
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -179,7 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let app = keyplane_api::app(
         keyplane,
         Arc::new(StoredTokens {
@@ -201,13 +205,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "keyplane is sealed: unseal it with {how} (keyplane admin unseal)"
         ));
     }
-    announce(&format!("keyplane listening on http://{bound}"));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    announce(&format!("keyplane listening on {scheme}://{bound}"));
+    match tls {
+        Some(tls) => tls::serve(listener, app, tls, shutdown_signal()).await?,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        }
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
