@@ -16,6 +16,9 @@ use crate::{AppState, Trace};
 
 /// `keyplane.<resource>.<verb>` for a call, after UKO's Activity Tracker actions.
 pub fn action_for(method: &Method, path: &str) -> String {
+    if path == "/identity/token" {
+        return "keyplane.identity.token".into();
+    }
     let mut segments = path.trim_start_matches('/').split('/');
     let (api, resource) = (segments.next(), {
         segments.next();
@@ -45,6 +48,20 @@ pub fn action_for(method: &Method, path: &str) -> String {
             );
         }
         "audit_events" => "audit-events",
+        "access" => {
+            let what = rest.first().copied().unwrap_or("principals");
+            let what = if rest.contains(&"api_keys") || what == "api_keys" {
+                "api-keys"
+            } else {
+                "principals"
+            };
+            let verb = match *method {
+                Method::GET => "read",
+                Method::DELETE => "delete",
+                _ => "write",
+            };
+            return format!("keyplane.access.{what}.{verb}");
+        }
         other => other,
     };
     let verb = match *method {
@@ -72,9 +89,9 @@ fn success_status(method: &Method, path: &str) -> u16 {
     }
 }
 
-/// Request bodies that never reach an event at all: unseal secrets and data keys.
+/// Request bodies that never reach an event at all: unseal secrets, data keys, API keys.
 fn body_withheld(path: &str) -> bool {
-    path.starts_with("/api/v2/") || path.starts_with("/api/v4/system/")
+    path.starts_with("/api/v2/") || path.starts_with("/api/v4/system/") || path == "/identity/token"
 }
 
 pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {

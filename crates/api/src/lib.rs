@@ -26,11 +26,28 @@ use utoipa::OpenApi;
 use crate::error::ApiError;
 use crate::wire::Links;
 
-/// Checks bearer tokens; the binary decides how tokens are stored.
+/// An access token issued for an API key (the IAM token endpoint's answer).
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub access_token: String,
+    /// Seconds it stays valid.
+    pub expires_in: u64,
+    /// When it expires, in seconds since the epoch.
+    pub expiration: i64,
+}
+
+/// Checks bearer tokens and issues them; the binary decides how tokens are stored and signed.
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    /// The caller a token belongs to, or `None` for an unknown token.
+    /// The caller a token belongs to, or `None` for an unknown, expired or revoked token.
     async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>>;
+
+    /// A new API key: the key, shown once, and the digest that is stored.
+    fn mint_api_key(&self) -> keyplane_core::Result<(zeroize::Zeroizing<String>, String)>;
+
+    /// Exchanges an API key for a signed, short-lived access token; `None` for a key that is
+    /// unknown or revoked.
+    async fn exchange_api_key(&self, apikey: &str) -> keyplane_core::Result<Option<AccessToken>>;
 }
 
 /// What every handler and middleware shares. The router clones its state for each request and
@@ -158,8 +175,16 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
+    // The token endpoint takes an API key, not a bearer token: outside authentication, audited.
+    let identity = Router::new()
+        .route(
+            "/identity/token",
+            axum::routing::post(routes::identity_token),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
     Router::new()
         .merge(api)
+        .merge(identity)
         .route("/health", axum::routing::get(routes::health))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)

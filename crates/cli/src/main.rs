@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod serve;
 mod tls;
+mod tokens;
 
 use clap::{Parser, Subcommand};
 

@@ -1,16 +1,12 @@
 //! `keyplane serve`: opens the store and the key hierarchy (unsealing it when the seal mode
 //! allows), makes sure an admin token exists, and serves the API until SIGINT or SIGTERM.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
-use keyplane_api::{Authenticator, HttpSettings};
+use keyplane_api::HttpSettings;
 use keyplane_core::lifecycle::LifecyclePolicy;
-use keyplane_core::model::Actor;
 use keyplane_core::ports::{ApiToken, Store};
 use keyplane_core::service::Keyplane;
 use keyplane_crypto::pkcs11::Pkcs11Config;
@@ -20,41 +16,6 @@ use uuid::Uuid;
 
 use crate::config::{Config, Seal};
 use crate::tls;
-
-/// How long a verified token is trusted without asking the store again.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// Bearer tokens checked against their stored digests.
-struct StoredTokens {
-    store: Arc<dyn Store>,
-    cache: Mutex<HashMap<String, (Actor, Instant)>>,
-}
-
-#[async_trait]
-impl Authenticator for StoredTokens {
-    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
-        let digest = token_digest(bearer);
-        if let Some((actor, at)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            && at.elapsed() < TOKEN_CACHE_TTL
-        {
-            return Ok(Some(actor.clone()));
-        }
-        let Some(token) = self.store.find_api_token(&digest).await? else {
-            return Ok(None);
-        };
-        let actor = Actor(token.name);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(digest, (actor.clone(), Instant::now()));
-        Ok(Some(actor))
-    }
-}
 
 /// Prints to standard output: the lines operators and scripts read (address, first token).
 fn announce(line: &str) {
@@ -185,11 +146,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let app = keyplane_api::app(
-        keyplane,
-        Arc::new(StoredTokens {
-            store: dyn_store,
-            cache: Mutex::new(HashMap::new()),
-        }),
+        keyplane.clone(),
+        Arc::new(crate::tokens::Tokens::new(keyplane)),
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,

@@ -138,6 +138,19 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Page<crate::audit::AuditEvent>>;
     async fn verify_audit_chain(&self) -> Result<AuditChainReport>;
 
+    /// 409 `duplicate_name` when the name is taken.
+    async fn insert_principal(&self, principal: &Principal) -> Result<()>;
+    async fn get_principal(&self, id: Uuid) -> Result<Option<Principal>>;
+    async fn list_principals(&self, paging: crate::query::Paging) -> Result<Page<Principal>>;
+    /// Deletes a principal and every API key it has.
+    async fn delete_principal(&self, id: Uuid) -> Result<()>;
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
+    async fn get_api_key(&self, id: Uuid) -> Result<Option<ApiKey>>;
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>>;
+    async fn list_api_keys(&self, principal_id: Uuid) -> Result<Vec<ApiKey>>;
+    /// Revokes `revoke` (still active) and, in the same transaction, adds `replacement`.
+    async fn revoke_api_key(&self, revoke: Uuid, replacement: Option<&ApiKey>) -> Result<()>;
+
     async fn pooled_key_count(&self, algorithm: Algorithm, size: u32) -> Result<u64>;
     async fn add_pooled_key(&self, key: &PooledKey) -> Result<()>;
     /// Removes and returns the oldest pooled key of a kind; no two callers get the same one.
@@ -293,6 +306,14 @@ pub trait MaterialEngine: Send + Sync + 'static {
 
     /// Seals connection secrets (JSON) of a keystore under its vault's key, bound to its id.
     fn seal_secrets(&self, vault_id: Uuid, keystore_id: Uuid, secrets: &[u8]) -> Result<Vec<u8>>;
+
+    /// Opens what [`MaterialEngine::seal_secrets`] sealed with the same ids.
+    fn open_secrets(
+        &self,
+        vault_id: Uuid,
+        keystore_id: Uuid,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>>;
 
     /// Encrypts each plaintext (a data key) under an AES-256 key's material: AES-256-GCM with
     /// `aad`. The material is opened once for the whole batch.

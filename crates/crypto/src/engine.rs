@@ -130,6 +130,19 @@ impl MaterialEngine for KeyHierarchy {
             .map_err(crypto_err)
     }
 
+    fn open_secrets(
+        &self,
+        vault_id: Uuid,
+        keystore_id: Uuid,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let plain = self
+            .opened_vault_key(vault_id)?
+            .open(sealed, &secrets_aad(keystore_id))
+            .map_err(crypto_err)?;
+        Ok(Zeroizing::new(plain.expose().to_vec()))
+    }
+
     fn encrypt_with(
         &self,
         binding: &MaterialBinding,

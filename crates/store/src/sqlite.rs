@@ -1,6 +1,7 @@
 //! The SQLite engine: WAL; one writer thread committing writes in groups; read-only
 //! connections used inline by readers.
 
+mod access;
 mod audit;
 mod lists;
 mod migrate;
@@ -629,5 +630,85 @@ impl Store for SqliteStore {
 
     async fn verify_audit_chain(&self) -> Result<AuditChainReport> {
         self.reader.with(audit::verify)
+    }
+
+    async fn insert_principal(&self, principal: &Principal) -> Result<()> {
+        let principal = principal.clone();
+        self.audited_write(move |c| access::insert_principal(c, &principal))
+            .await
+    }
+
+    async fn get_principal(&self, id: Uuid) -> Result<Option<Principal>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!(
+                    "SELECT {} FROM principals WHERE id = ?",
+                    access::PRINCIPAL_COLUMNS
+                ),
+                [id.to_string()],
+                access::principal_from_row,
+            )
+        })
+    }
+
+    async fn list_principals(&self, paging: Paging) -> Result<Page<Principal>> {
+        self.reader.with(|c| access::list_principals(c, paging))
+    }
+
+    async fn delete_principal(&self, id: Uuid) -> Result<()> {
+        self.audited_write(move |c| access::delete_principal(c, id))
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()> {
+        let key = key.clone();
+        self.audited_write(move |c| access::insert_api_key(c, &key))
+            .await
+    }
+
+    async fn get_api_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("SELECT {} FROM api_keys WHERE id = ?", access::KEY_COLUMNS),
+                [id.to_string()],
+                access::key_from_row,
+            )
+        })
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!(
+                    "SELECT {} FROM api_keys WHERE key_hash = ?",
+                    access::KEY_COLUMNS
+                ),
+                [key_hash],
+                access::key_from_row,
+            )
+        })
+    }
+
+    async fn list_api_keys(&self, principal_id: Uuid) -> Result<Vec<ApiKey>> {
+        self.reader.with(|c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {} FROM api_keys WHERE principal_id = ? ORDER BY created_at, id",
+                    access::KEY_COLUMNS
+                ),
+                [principal_id.to_string()],
+                access::key_from_row,
+            )
+        })
+    }
+
+    async fn revoke_api_key(&self, revoke: Uuid, replacement: Option<&ApiKey>) -> Result<()> {
+        let replacement = replacement.cloned();
+        self.audited_write(move |c| access::revoke_api_key(c, revoke, replacement.as_ref()))
+            .await
     }
 }

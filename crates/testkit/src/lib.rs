@@ -29,6 +29,23 @@ impl Authenticator for FixedToken {
     async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
         Ok((bearer == TEST_TOKEN).then(|| Actor("tester".into())))
     }
+
+    fn mint_api_key(&self) -> keyplane_core::Result<(zeroize::Zeroizing<String>, String)> {
+        let key = zeroize::Zeroizing::new(
+            keyplane_crypto::new_token()
+                .map_err(|e| keyplane_core::Error::internal(e.to_string()))?,
+        );
+        let digest = keyplane_crypto::token_digest(&key);
+        Ok((key, digest))
+    }
+
+    /// In-process tests use the fixed token; the token exchange is tested through the binary.
+    async fn exchange_api_key(
+        &self,
+        _apikey: &str,
+    ) -> keyplane_core::Result<Option<keyplane_api::AccessToken>> {
+        Ok(None)
+    }
 }
 
 /// The router over a fresh SQLite database in a temporary directory.

@@ -1,5 +1,6 @@
 //! One module per UKO resource; each handler is one operation of the endpoint catalogue.
 
+mod access;
 mod audit_events;
 mod key_protect;
 mod keystores;
@@ -69,7 +70,14 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(system::seal))
         .routes(routes!(system::rotate_master_key))
         .routes(routes!(audit_events::list))
+        .routes(routes!(access::list_principals, access::create_principal))
+        .routes(routes!(access::get_principal, access::delete_principal))
+        .routes(routes!(access::list_api_keys, access::create_api_key))
+        .routes(routes!(access::rotate_api_key))
+        .routes(routes!(access::revoke_api_key))
 }
+
+pub(crate) use access::token as identity_token;
 
 /// Liveness and the seal: 200 when keys can be used, 503 while sealed.
 pub(crate) async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Response {

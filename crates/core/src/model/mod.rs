@@ -1,12 +1,14 @@
 //! Domain records. Validation happens where they are built (`service`, `validate`); a record
 //! that exists is a valid one.
 
+pub mod access;
 pub mod enums;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use access::*;
 pub use enums::*;
 
 /// A new resource id: a UUID whose leading bits are its creation time (RFC 9562 version 7), so

@@ -1,6 +1,7 @@
 //! Use cases: each public method is one operation of the API, applying the domain rules and
 //! persisting through the ports.
 
+mod access;
 mod audit_events;
 mod dataplane;
 mod key_pool;
@@ -17,6 +18,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
+pub use access::NewPrincipal;
 pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext};
 pub use key_pool::KeyPoolPolicy;
 pub use keys::{KeyPatch, NewKey};

@@ -1,0 +1,249 @@
+//! Identities and API keys (Keyplane's own `/api/v4/access` resources), and the IAM-compatible
+//! token endpoint that turns an API key into an access token.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use keyplane_core::model::{ApiKey, Principal};
+use keyplane_core::service::NewPrincipal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{JsonBody, PathId, RawQuery};
+use crate::params::{self, Params};
+use crate::{AppState, Caller};
+
+const PRINCIPALS: &str = "/api/v4/access/principals";
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PrincipalBody {
+    name: Option<String>,
+    /// `user` (default) or `service`.
+    kind: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiKeyBody {
+    name: Option<String>,
+}
+
+/// An API key as created: the only time the key itself is shown.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NewApiKeyOut {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    key: ApiKey,
+    apikey: String,
+}
+
+/// Create a principal.
+#[utoipa::path(post, path = "/api/v4/access/principals", tag = "access", request_body = PrincipalBody,
+    responses((status = 201, description = "Principal", body = Object), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_principal(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    JsonBody(body): JsonBody<PrincipalBody>,
+) -> ApiResult<Response> {
+    let p = s
+        .keyplane
+        .create_principal(
+            &actor,
+            NewPrincipal {
+                name: body.name,
+                kind: body.kind,
+                description: body.description,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(p)).into_response())
+}
+
+/// List principals.
+#[utoipa::path(get, path = "/api/v4/access/principals", tag = "access",
+    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query)),
+    responses((status = 200, description = "PrincipalList", body = Object)))]
+pub(crate) async fn list_principals(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<params::ListBody<Principal>>> {
+    let paging = Params::new(&q).paging()?;
+    let page = s.keyplane.list_principals(paging).await?;
+    Ok(Json(params::envelope(
+        &s.links,
+        PRINCIPALS,
+        &q,
+        paging,
+        page.total_count,
+        "principals",
+        page.items,
+    )))
+}
+
+/// Get a principal.
+#[utoipa::path(get, path = "/api/v4/access/principals/{id}", tag = "access",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "Principal", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_principal(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<Principal>> {
+    Ok(Json(s.keyplane.get_principal(id).await?))
+}
+
+/// Delete a principal and every API key it has.
+#[utoipa::path(delete, path = "/api/v4/access/principals/{id}", tag = "access",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_principal(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    s.keyplane.delete_principal(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create an API key for a principal; the key is in this answer only.
+#[utoipa::path(post, path = "/api/v4/access/principals/{id}/api_keys", tag = "access",
+    params(("id" = String, Path)), request_body = ApiKeyBody,
+    responses((status = 201, body = NewApiKeyOut), (status = 404, body = ErrorBody)))]
+pub(crate) async fn create_api_key(
+    State(s): State<AppState>,
+    PathId(principal): PathId,
+    JsonBody(body): JsonBody<ApiKeyBody>,
+) -> ApiResult<Response> {
+    let (secret, digest) = s.auth.mint_api_key()?;
+    let key = s
+        .keyplane
+        .create_api_key(principal, body.name, digest)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewApiKeyOut {
+            key,
+            apikey: secret.to_string(),
+        }),
+    )
+        .into_response())
+}
+
+/// A principal's API keys (never the keys themselves).
+#[utoipa::path(get, path = "/api/v4/access/principals/{id}/api_keys", tag = "access",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "ApiKeyList", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_api_keys(
+    State(s): State<AppState>,
+    PathId(principal): PathId,
+) -> ApiResult<Json<serde_json::Value>> {
+    let keys = s.keyplane.list_api_keys(principal).await?;
+    Ok(Json(serde_json::json!({ "api_keys": keys })))
+}
+
+/// Replace an API key with a new one; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v4/access/api_keys/{id}/rotate", tag = "access",
+    params(("id" = String, Path)),
+    responses((status = 201, body = NewApiKeyOut), (status = 404, body = ErrorBody)))]
+pub(crate) async fn rotate_api_key(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    let (secret, digest) = s.auth.mint_api_key()?;
+    let key = s.keyplane.rotate_api_key(id, digest).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewApiKeyOut {
+            key,
+            apikey: secret.to_string(),
+        }),
+    )
+        .into_response())
+}
+
+/// Revoke an API key: it, and every access token issued for it, stop working at once.
+#[utoipa::path(delete, path = "/api/v4/access/api_keys/{id}", tag = "access",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke_api_key(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    s.keyplane.revoke_api_key(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenForm {
+    grant_type: Option<String>,
+    apikey: Option<String>,
+}
+
+const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
+
+/// IAM's error shape, which the IBM SDKs' authenticator reads.
+fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "errorCode": code, "errorMessage": message })),
+    )
+        .into_response()
+}
+
+/// `POST /identity/token`: an API key for a signed access token, as IBM Cloud IAM does it.
+pub(crate) async fn token(
+    State(s): State<AppState>,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0109E",
+            "send grant_type and apikey as application/x-www-form-urlencoded",
+        );
+    };
+    if form.grant_type.as_deref() != Some(APIKEY_GRANT) {
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0109E",
+            &format!("grant_type must be {APIKEY_GRANT}"),
+        );
+    }
+    let Some(apikey) = form.apikey.filter(|k| !k.is_empty() && k.len() <= 512) else {
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0415E",
+            "Provided API key could not be found.",
+        );
+    };
+    match s.auth.exchange_api_key(&apikey).await {
+        Ok(Some(t)) => Json(serde_json::json!({
+            "access_token": t.access_token,
+            "refresh_token": "not_supported",
+            "token_type": "Bearer",
+            "expires_in": t.expires_in,
+            "expiration": t.expiration,
+        }))
+        .into_response(),
+        Ok(None) => iam_error(
+            StatusCode::BAD_REQUEST,
+            "BXNIM0415E",
+            "Provided API key could not be found.",
+        ),
+        Err(keyplane_core::Error::Sealed) => iam_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sealed",
+            "keyplane is sealed; unseal it before issuing tokens",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "issuing an access token failed");
+            iam_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the token could not be issued",
+            )
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! End-to-end: an API key exchanged for an access token at `POST /identity/token` exactly as the
+//! IBM SDKs' IAM authenticator sends it; the token is checked on every call and dies with its key.
+
+mod common;
+
+use common::*;
+use keyplane_testkit::process::{Client, Server};
+use serde_json::{Value, json};
+
+const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
+
+/// The IAM authenticator's request: a form post with `Authorization: Basic bx:bx`.
+async fn exchange(base: &str, apikey: &str, grant: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/identity/token"))
+        .header("Authorization", "Basic Yng6Yng=")
+        .header("Accept", "application/json")
+        .form(&[("grant_type", grant), ("apikey", apikey)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn as_bearer(server: &Server, token: &str) -> Client {
+    Client {
+        token: token.to_owned(),
+        ..server.client()
+    }
+}
+
+async fn new_api_key(admin: &Client, principal: &str) -> (String, String) {
+    let key = admin
+        .post(
+            &format!("/api/v4/access/principals/{principal}/api_keys"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(key.status, 201, "{}", key.body);
+    (
+        id(&key.body),
+        key.body["apikey"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn api_keys_become_access_tokens_that_end_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let admin = server.client();
+    let principal = admin
+        .post(
+            "/api/v4/access/principals",
+            &json!({"name": "deployer", "kind": "service"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(principal.status, 201);
+    let principal = id(&principal.body);
+    let (key_id, apikey) = new_api_key(&admin, &principal).await;
+
+    let (status, token) = exchange(&server.base, &apikey, APIKEY_GRANT).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["expires_in"], 3600);
+    let now = chrono::Utc::now().timestamp();
+    let expiration = token["expiration"].as_i64().unwrap();
+    assert!((now + 3590..=now + 3610).contains(&expiration));
+    let access = token["access_token"].as_str().unwrap().to_owned();
+
+    let caller = as_bearer(&server, &access);
+    let vault = caller
+        .post("/api/v4/vaults", &json!({"name": "made-with-a-token"}))
+        .await
+        .unwrap();
+    assert_eq!(vault.status, 201, "{}", vault.body);
+    assert_eq!(vault.body["created_by"], "deployer");
+
+    // Refusals: a wrong key, a wrong grant, a token whose signature was altered.
+    let (status, e) = exchange(&server.base, "kp_not-a-key", APIKEY_GRANT).await;
+    assert_eq!((status, e["errorCode"].as_str()), (400, Some("BXNIM0415E")));
+    let (status, _) = exchange(&server.base, &apikey, "password").await;
+    assert_eq!(status, 400);
+    let mut forged = access.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        as_bearer(&server, &forged)
+            .get("/api/v4/vaults")
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+
+    // Tokens survive a restart (the signing key is kept, sealed).
+    assert!(server.terminate().await.unwrap());
+    let server = start(dir.path()).await;
+    let admin = server.client();
+    let caller = as_bearer(&server, &access);
+    assert_eq!(caller.get("/api/v4/vaults").await.unwrap().status, 200);
+
+    // Revoking the key ends the token at once, and the key can no longer be exchanged.
+    let revoked = admin
+        .send(
+            "DELETE",
+            &format!("/api/v4/access/api_keys/{key_id}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, 204);
+    assert_eq!(caller.get("/api/v4/vaults").await.unwrap().status, 401);
+    let (status, _) = exchange(&server.base, &apikey, APIKEY_GRANT).await;
+    assert_eq!(status, 400);
+
+    // The audit trail names the principal, records the failed exchanges, and holds no key.
+    let events = admin
+        .get("/api/v4/audit_events?limit=200")
+        .await
+        .unwrap()
+        .body;
+    let text = events.to_string();
+    assert!(!text.contains(&apikey) && !text.contains(&access));
+    let list = events["audit_events"].as_array().unwrap();
+    assert!(
+        list.iter()
+            .any(|e| e["initiator"] == "deployer" && e["action"] == "keyplane.vaults.write")
+    );
+    assert!(
+        list.iter()
+            .any(|e| e["action"] == "keyplane.identity.token" && e["outcome"] == "failure")
+    );
+    assert!(server.terminate().await.unwrap());
+}

@@ -1,0 +1,162 @@
+//! Identities (principals) and their API keys: Keyplane's own `/api/v4/access` resources.
+
+use chrono::SubsecRound;
+use uuid::Uuid;
+
+use super::{Keyplane, now};
+use crate::error::{Error, Result};
+use crate::model::{Actor, ApiKey, Page, Principal, PrincipalKind, new_id};
+use crate::query::Paging;
+
+pub const MAX_PRINCIPAL_NAME: usize = 100;
+pub const MAX_DESCRIPTION: usize = 255;
+
+/// What a new principal is made of.
+pub struct NewPrincipal {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub description: Option<String>,
+}
+
+fn check_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= MAX_PRINCIPAL_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_field(
+            field,
+            format!(
+                "{field} is 1 to {MAX_PRINCIPAL_NAME} characters: letters, digits, '.', '_', '@' and '-'"
+            ),
+        ))
+    }
+}
+
+impl Keyplane {
+    pub async fn create_principal(&self, actor: &Actor, input: NewPrincipal) -> Result<Principal> {
+        let name = input.name.ok_or_else(|| Error::missing_field("name"))?;
+        check_name("name", &name)?;
+        let kind = match input.kind.as_deref() {
+            None => PrincipalKind::User,
+            Some(k) => PrincipalKind::parse(k)
+                .ok_or_else(|| Error::invalid_field("kind", "kind is 'user' or 'service'"))?,
+        };
+        let description = input.description.unwrap_or_default();
+        if description.chars().count() > MAX_DESCRIPTION {
+            return Err(Error::invalid_field(
+                "description",
+                format!("description is at most {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        let principal = Principal {
+            id: new_id(),
+            name,
+            kind,
+            description,
+            created_at: now(),
+            created_by: actor.0.clone(),
+        };
+        crate::audit::note_target("principals", principal.id, None);
+        self.store.insert_principal(&principal).await?;
+        Ok(principal)
+    }
+
+    pub async fn get_principal(&self, id: Uuid) -> Result<Principal> {
+        self.store
+            .get_principal(id)
+            .await?
+            .ok_or_else(|| Error::not_found("principal", id))
+    }
+
+    pub async fn list_principals(&self, paging: Paging) -> Result<Page<Principal>> {
+        self.store.list_principals(paging).await
+    }
+
+    /// Deletes a principal; its API keys end with it.
+    pub async fn delete_principal(&self, id: Uuid) -> Result<()> {
+        crate::audit::note_target("principals", id, None);
+        self.store.delete_principal(id).await
+    }
+
+    /// Records a new API key whose digest is `key_hash` (the key itself is never stored).
+    pub async fn create_api_key(
+        &self,
+        principal_id: Uuid,
+        name: Option<String>,
+        key_hash: String,
+    ) -> Result<ApiKey> {
+        self.get_principal(principal_id).await?;
+        let name = name.unwrap_or_else(|| "default".into());
+        check_name("name", &name)?;
+        let key = ApiKey {
+            id: new_id(),
+            principal_id,
+            name,
+            key_hash,
+            created_at: now().trunc_subsecs(3),
+            revoked_at: None,
+        };
+        crate::audit::note_target("api_keys", key.id, None);
+        self.store.insert_api_key(&key).await?;
+        Ok(key)
+    }
+
+    pub async fn list_api_keys(&self, principal_id: Uuid) -> Result<Vec<ApiKey>> {
+        self.get_principal(principal_id).await?;
+        self.store.list_api_keys(principal_id).await
+    }
+
+    /// Replaces an active key with a new one (same principal and name) in one step.
+    pub async fn rotate_api_key(&self, id: Uuid, key_hash: String) -> Result<ApiKey> {
+        let old = self
+            .store
+            .get_api_key(id)
+            .await?
+            .filter(ApiKey::is_active)
+            .ok_or_else(|| Error::not_found("active API key", id))?;
+        let key = ApiKey {
+            id: new_id(),
+            key_hash,
+            created_at: now().trunc_subsecs(3),
+            ..old
+        };
+        crate::audit::note_target("api_keys", id, None);
+        self.store.revoke_api_key(id, Some(&key)).await?;
+        Ok(key)
+    }
+
+    /// Ends an API key's use at once: tokens issued for it stop working too.
+    pub async fn revoke_api_key(&self, id: Uuid) -> Result<()> {
+        crate::audit::note_target("api_keys", id, None);
+        self.store.revoke_api_key(id, None).await
+    }
+
+    /// The active key with this digest, and its principal.
+    pub async fn api_key_holder(&self, key_hash: &str) -> Result<Option<(ApiKey, Principal)>> {
+        let Some(key) = self
+            .store
+            .find_api_key(key_hash)
+            .await?
+            .filter(ApiKey::is_active)
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_principal(key.principal_id)
+            .await?
+            .map(|p| (key, p)))
+    }
+
+    /// The principal of an active API key (for checking a token issued for it).
+    pub async fn active_api_key_principal(&self, id: Uuid) -> Result<Option<Principal>> {
+        let Some(key) = self.store.get_api_key(id).await?.filter(ApiKey::is_active) else {
+            return Ok(None);
+        };
+        self.store.get_principal(key.principal_id).await
+    }
+}

@@ -1,0 +1,115 @@
+//! Principals and their API keys.
+
+use keyplane_core::error::{Error, Result};
+use keyplane_core::model::{ApiKey, Page, Principal, PrincipalKind};
+use keyplane_core::query::Paging;
+use rusqlite::{Connection, params};
+use uuid::Uuid;
+
+use super::rows::{col, enum_col, opt_ts_col, ts, ts_col, uuid_col};
+use super::writer::{sql_err, write_err};
+
+pub(crate) const PRINCIPAL_COLUMNS: &str = "id, name, kind, description, created_at, created_by";
+pub(crate) const KEY_COLUMNS: &str = "id, principal_id, name, key_hash, created_at, revoked_at";
+
+pub(crate) fn principal_from_row(r: &rusqlite::Row<'_>) -> Result<Principal> {
+    Ok(Principal {
+        id: uuid_col(r, "id")?,
+        name: col(r, "name")?,
+        kind: enum_col(r, "kind", PrincipalKind::parse)?,
+        description: col(r, "description")?,
+        created_at: ts_col(r, "created_at")?,
+        created_by: col(r, "created_by")?,
+    })
+}
+
+pub(crate) fn key_from_row(r: &rusqlite::Row<'_>) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: uuid_col(r, "id")?,
+        principal_id: uuid_col(r, "principal_id")?,
+        name: col(r, "name")?,
+        key_hash: col(r, "key_hash")?,
+        created_at: ts_col(r, "created_at")?,
+        revoked_at: opt_ts_col(r, "revoked_at")?,
+    })
+}
+
+pub(crate) fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
+    conn.execute(
+        "INSERT INTO principals (id, name, kind, description, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+        params![
+            p.id.to_string(),
+            p.name,
+            p.kind.as_str(),
+            p.description,
+            ts(&p.created_at),
+            p.created_by
+        ],
+    )
+    .map_err(|e| write_err(e, "the principal name", &p.name))?;
+    Ok(())
+}
+
+pub(crate) fn delete_principal(conn: &Connection, id: Uuid) -> Result<()> {
+    let key = id.to_string();
+    conn.execute("DELETE FROM api_keys WHERE principal_id = ?", [&key])
+        .map_err(sql_err)?;
+    let rows = conn
+        .execute("DELETE FROM principals WHERE id = ?", [&key])
+        .map_err(sql_err)?;
+    if rows == 0 {
+        return Err(Error::not_found("principal", id));
+    }
+    Ok(())
+}
+
+pub(crate) fn insert_api_key(conn: &Connection, k: &ApiKey) -> Result<()> {
+    conn.execute(
+        "INSERT INTO api_keys (id, principal_id, name, key_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        params![
+            k.id.to_string(),
+            k.principal_id.to_string(),
+            k.name,
+            k.key_hash,
+            ts(&k.created_at)
+        ],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+pub(crate) fn revoke_api_key(
+    conn: &Connection,
+    id: Uuid,
+    replacement: Option<&ApiKey>,
+) -> Result<()> {
+    let rows = conn
+        .execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            params![ts(&chrono::Utc::now()), id.to_string()],
+        )
+        .map_err(sql_err)?;
+    if rows == 0 {
+        return Err(Error::not_found("active API key", id));
+    }
+    if let Some(k) = replacement {
+        insert_api_key(conn, k)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn list_principals(conn: &Connection, paging: Paging) -> Result<Page<Principal>> {
+    let total_count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM principals", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    let items = super::all(
+        conn,
+        &format!(
+            "SELECT {PRINCIPAL_COLUMNS} FROM principals ORDER BY name LIMIT {} OFFSET {}",
+            paging.limit, paging.offset
+        ),
+        [],
+        principal_from_row,
+    )?;
+    Ok(Page { items, total_count })
+}
