@@ -46,7 +46,7 @@ pub struct ServerArgs {
     token: String,
 }
 
-fn print(value: &Value) {
+pub(crate) fn print(value: &Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -55,7 +55,7 @@ fn print(value: &Value) {
     );
 }
 
-async fn call(
+pub(crate) async fn call(
     server: &ServerArgs,
     method: reqwest::Method,
     path: &str,

@@ -1,6 +1,7 @@
 //! The `keyplane` binary: `serve` runs the server; `admin` runs the key ceremony and seal controls;
 //! `audit` verifies and exports the audit trail.
 
+mod access;
 mod admin;
 mod audit;
 mod config;
@@ -36,6 +37,9 @@ enum Command {
     /// Verify and export the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Manage principals and their API keys.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +67,9 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(audit::run(command)),
+        Command::Access(command) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(access::run(command)),
     }
 }

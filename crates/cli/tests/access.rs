@@ -94,6 +94,40 @@ async fn api_keys_become_access_tokens_that_end_with_their_key() {
         401
     );
 
+    // The same through the CLI.
+    let made = keyplane(
+        &[
+            "access",
+            "principal-create",
+            "--name",
+            "cli-made",
+            "--kind",
+            "user",
+        ],
+        Some(&server),
+        "",
+    )
+    .await;
+    assert!(made.success, "{}", made.stderr);
+    let made: Value = serde_json::from_str(&made.stdout).unwrap();
+    let key = keyplane(
+        &[
+            "access",
+            "api-key-create",
+            "--principal",
+            made["id"].as_str().unwrap(),
+        ],
+        Some(&server),
+        "",
+    )
+    .await;
+    assert!(key.success, "{}", key.stderr);
+    let key: Value = serde_json::from_str(&key.stdout).unwrap();
+    let (status, _) = exchange(&server.base, key["apikey"].as_str().unwrap(), APIKEY_GRANT).await;
+    assert_eq!(status, 200);
+    let listed = keyplane(&["access", "principals"], Some(&server), "").await;
+    assert!(listed.stdout.contains("cli-made") && listed.stdout.contains("deployer"));
+
     // Tokens survive a restart (the signing key is kept, sealed).
     assert!(server.terminate().await.unwrap());
     let server = start(dir.path()).await;

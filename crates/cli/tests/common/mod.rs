@@ -174,10 +174,16 @@ pub struct AdminRun {
 
 /// Runs `keyplane admin <args>` against `server` (when given), feeding `stdin`.
 pub async fn admin(args: &[&str], server: Option<&Server>, stdin: &str) -> AdminRun {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    keyplane(&all, server, stdin).await
+}
+
+/// Runs `keyplane <args>` against `server` (when given), feeding `stdin`.
+pub async fn keyplane(args: &[&str], server: Option<&Server>, stdin: &str) -> AdminRun {
     use tokio::io::AsyncWriteExt as _;
     let mut cmd = tokio::process::Command::new(binary());
-    cmd.arg("admin")
-        .args(args)
+    cmd.args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
