@@ -167,6 +167,9 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
     let response = audit::in_scope(scope.clone(), next.run(req)).await;
     let status = response.status().as_u16();
     let outcome = match status {
+        // Throttled calls are not recorded one by one: an event each would let a flood of calls
+        // become a flood of writes.
+        429 => None,
         401 | 403 => Some("denied"),
         400.. => Some("failure"),
         // Changes are recorded by the write that made them; what changed nothing is recorded

@@ -3,6 +3,7 @@
 mod audit;
 pub mod error;
 pub mod extract;
+mod limits;
 pub mod params;
 mod routes;
 pub mod wire;
@@ -59,6 +60,7 @@ pub struct Shared {
     pub keyplane: Keyplane,
     pub links: Links,
     pub auth: Arc<dyn Authenticator>,
+    limits: limits::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -75,6 +77,8 @@ pub struct HttpSettings {
     /// Base of absolute hrefs and `Location` (e.g. `http://127.0.0.1:8080`).
     pub public_url: String,
     pub request_timeout: Duration,
+    /// Calls per second each caller may make (twice that in a burst); 0 for no limit.
+    pub rate_limit: u32,
 }
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -158,6 +162,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
             base: settings.public_url.trim_end_matches('/').to_owned(),
         },
         auth,
+        limits: limits::Limits::new(settings.rate_limit),
     }));
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
     let doc = Arc::new(doc);
@@ -250,6 +255,9 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
 /// metadata.
 async fn admit(state: &AppState, mut req: Request, next: Next, actor: Actor) -> Response {
     audit::set_initiator(&req, &actor.0);
+    if let Err(retry_after) = state.limits.admit_call(&actor.0) {
+        return limits::too_many(retry_after, "this caller is over its call rate");
+    }
     if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
         return ApiError::from(keyplane_core::Error::Sealed).into_response();
     }
@@ -338,7 +346,10 @@ async fn correlate(mut req: Request, next: Next) -> Response {
             (error.status, axum::Json(error.body(&trace))).into_response()
         };
         for (name, value) in headers.iter() {
-            if name == header::WWW_AUTHENTICATE || name == header::ALLOW {
+            if name == header::WWW_AUTHENTICATE
+                || name == header::ALLOW
+                || name == header::RETRY_AFTER
+            {
                 response.headers_mut().insert(name.clone(), value.clone());
             }
         }

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Serve plain HTTP on a non-loopback address (TLS ends in front of Keyplane).
     #[arg(long, env = "KEYPLANE_INSECURE_HTTP")]
     pub insecure_http: bool,
+    /// Calls per second each caller (principal or token) may make, twice that in a burst; 0 for
+    /// no limit.
+    #[arg(long, env = "KEYPLANE_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -98,6 +102,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     insecure_http: Option<bool>,
+    rate_limit: Option<u32>,
 }
 
 /// How the master key is kept.
@@ -151,7 +156,11 @@ pub struct Config {
     pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
     /// `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    pub rate_limit: u32,
 }
+
+/// Far above what one client of a key manager needs; a runaway or hostile client is held back.
+const DEFAULT_RATE_LIMIT: u32 = 10_000;
 
 /// Enough pre-generated pairs for a burst of RSA activations, refilled in the background.
 const DEFAULT_RSA_POOL: &str = "3072:4,4096:2";
@@ -280,6 +289,10 @@ impl Config {
             )
             .map_err(|e| anyhow::anyhow!("KEYPLANE_RSA_POOL: {e}"))?,
             tls,
+            rate_limit: args
+                .rate_limit
+                .or(file.rate_limit)
+                .unwrap_or(DEFAULT_RATE_LIMIT),
         })
     }
 }

@@ -151,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,
+            rate_limit: config.rate_limit,
         },
     );
     let seal = engine.status();

@@ -169,3 +169,58 @@ async fn api_keys_become_access_tokens_that_end_with_their_key() {
     );
     assert!(server.terminate().await.unwrap());
 }
+
+/// A caller over its call rate gets 429 with `Retry-After`; an address that keeps presenting
+/// wrong API keys is held back, even with a right one, until its window passes.
+#[tokio::test]
+async fn callers_over_their_rate_and_key_guessers_are_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &binary(),
+        dir.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_RATE_LIMIT", "3"),
+        ],
+    )
+    .await
+    .unwrap();
+    let admin = server.client();
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = admin
+            .http
+            .get(format!("{}/api/v4/vaults", admin.base))
+            .bearer_auth(&admin.token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("the sixth call in a burst of three per second is refused");
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "rate_limited");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let principal = admin
+        .post("/api/v4/access/principals", &json!({"name": "guessed"}))
+        .await
+        .unwrap();
+    let (_, apikey) = new_api_key(&admin, &id(&principal.body)).await;
+    for _ in 0..10 {
+        let (status, _) = exchange(&server.base, "kp_wrong", APIKEY_GRANT).await;
+        assert_eq!(status, 400);
+    }
+    let (status, body) = exchange(&server.base, &apikey, APIKEY_GRANT).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(server.terminate().await.unwrap());
+}

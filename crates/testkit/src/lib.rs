@@ -147,6 +147,7 @@ impl TestApp {
             &HttpSettings {
                 public_url: PUBLIC_URL.into(),
                 request_timeout,
+                rate_limit: 0,
             },
         );
         Self { router, store, dir }

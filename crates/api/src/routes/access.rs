@@ -195,8 +195,16 @@ fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
 /// `POST /identity/token`: an API key for a signed access token, as IBM Cloud IAM does it.
 pub(crate) async fn token(
     State(s): State<AppState>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let address = client.map(|c| c.0.0.ip());
+    if let Err(retry_after) = s.limits.admit_exchange(address) {
+        return crate::limits::too_many(
+            retry_after,
+            "too many failed API key exchanges from this address; wait and try again",
+        );
+    }
     let Ok(Form(form)) = form else {
         return iam_error(
             StatusCode::BAD_REQUEST,
@@ -211,12 +219,16 @@ pub(crate) async fn token(
             &format!("grant_type must be {APIKEY_GRANT}"),
         );
     }
-    let Some(apikey) = form.apikey.filter(|k| !k.is_empty() && k.len() <= 512) else {
-        return iam_error(
+    let unknown_key = || {
+        s.limits.exchange_failed(address);
+        iam_error(
             StatusCode::BAD_REQUEST,
             "BXNIM0415E",
             "Provided API key could not be found.",
-        );
+        )
+    };
+    let Some(apikey) = form.apikey.filter(|k| !k.is_empty() && k.len() <= 512) else {
+        return unknown_key();
     };
     match s.auth.exchange_api_key(&apikey).await {
         Ok(Some(t)) => Json(serde_json::json!({
@@ -227,11 +239,7 @@ pub(crate) async fn token(
             "expiration": t.expiration,
         }))
         .into_response(),
-        Ok(None) => iam_error(
-            StatusCode::BAD_REQUEST,
-            "BXNIM0415E",
-            "Provided API key could not be found.",
-        ),
+        Ok(None) => unknown_key(),
         Err(keyplane_core::Error::Sealed) => iam_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "sealed",
