@@ -37,11 +37,20 @@ pub struct AccessToken {
     pub expiration: i64,
 }
 
+/// Who a bearer token belongs to.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub actor: Actor,
+    /// Administrators (the admin tokens) also manage access, operate the seal and read the
+    /// audit trail; principals act on vaults and keys only.
+    pub administrator: bool,
+}
+
 /// Checks bearer tokens and issues them; the binary decides how tokens are stored and signed.
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// The caller a token belongs to, or `None` for an unknown, expired or revoked token.
-    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>>;
+    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>>;
 
     /// A new API key: the key, shown once, and the digest that is stored.
     fn mint_api_key(&self) -> keyplane_core::Result<(zeroize::Zeroizing<String>, String)>;
@@ -241,22 +250,41 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         let Some(cert) = req.extensions().get::<ClientCertificate>().cloned() else {
             return unauthorized("send an Authorization: Bearer <token> header");
         };
-        return admit(&state, req, next, Actor(format!("cert:{}", cert.0))).await;
+        let identity = Identity {
+            actor: Actor(format!("cert:{}", cert.0)),
+            administrator: false,
+        };
+        return admit(&state, req, next, identity).await;
     };
     match state.auth.authenticate(token).await {
-        Ok(Some(actor)) => admit(&state, req, next, actor).await,
+        Ok(Some(identity)) => admit(&state, req, next, identity).await,
         Ok(None) => unauthorized("the bearer token is not valid"),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-/// Lets an authenticated caller through, named in the audit scope. While sealed only the system
-/// endpoints (seal status, unseal) answer; everything else is a key operation or reveals key
-/// metadata.
-async fn admit(state: &AppState, mut req: Request, next: Next, actor: Actor) -> Response {
+/// Lets an authenticated caller through, named in the audit scope and within its call rate.
+/// Access management, the seal and the audit trail are for administrators. While sealed only the
+/// system endpoints (seal status, unseal) answer; everything else is a key operation or reveals
+/// key metadata.
+async fn admit(state: &AppState, mut req: Request, next: Next, identity: Identity) -> Response {
+    let actor = identity.actor;
     audit::set_initiator(&req, &actor.0);
     if let Err(retry_after) = state.limits.admit_call(&actor.0) {
         return limits::too_many(retry_after, "this caller is over its call rate");
+    }
+    let path = req.uri().path();
+    if !identity.administrator
+        && ["/api/v4/access/", "/api/v4/system/", "/api/v4/audit_events"]
+            .iter()
+            .any(|p| path.starts_with(p))
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "only administrators manage access, operate the seal and read the audit trail",
+        )
+        .into_response();
     }
     if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
         return ApiError::from(keyplane_core::Error::Sealed).into_response();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use keyplane_api::{AccessToken, Authenticator};
+use keyplane_api::{AccessToken, Authenticator, Identity};
 use keyplane_core::Error;
 use keyplane_core::model::Actor;
 use keyplane_core::service::Keyplane;
@@ -179,12 +179,20 @@ impl Tokens {
 
 #[async_trait]
 impl Authenticator for Tokens {
-    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
-        if bearer.matches('.').count() == 2 {
-            self.access_token_actor(bearer).await
+    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>> {
+        Ok(if bearer.matches('.').count() == 2 {
+            self.access_token_actor(bearer)
+                .await?
+                .map(|actor| Identity {
+                    actor,
+                    administrator: false,
+                })
         } else {
-            self.admin_token_actor(bearer).await
-        }
+            self.admin_token_actor(bearer).await?.map(|actor| Identity {
+                actor,
+                administrator: true,
+            })
+        })
     }
 
     fn mint_api_key(&self) -> keyplane_core::Result<(Zeroizing<String>, String)> {

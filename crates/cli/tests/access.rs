@@ -76,6 +76,21 @@ async fn api_keys_become_access_tokens_that_end_with_their_key() {
         .unwrap();
     assert_eq!(vault.status, 201, "{}", vault.body);
     assert_eq!(vault.body["created_by"], "deployer");
+    // A principal acts on vaults and keys; access, the seal and the audit trail are not its own.
+    for (method, path) in [
+        ("GET", "/api/v4/access/principals"),
+        ("POST", "/api/v4/system/seal"),
+        ("GET", "/api/v4/audit_events"),
+    ] {
+        let r = caller.send(method, path, None, None).await.unwrap();
+        assert_eq!(r.status, 403, "{method} {path}");
+        assert_eq!(r.body["errors"][0]["code"], "forbidden");
+    }
+    let seal = admin.get("/api/v4/system/seal_status").await.unwrap();
+    assert_eq!(
+        seal.body["sealed"], false,
+        "the principal could not seal the server"
+    );
 
     // Refusals: a wrong key, a wrong grant, a token whose signature was altered.
     let (status, e) = exchange(&server.base, "kp_not-a-key", APIKEY_GRANT).await;

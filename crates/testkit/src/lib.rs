@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use keyplane_api::{Authenticator, HttpSettings};
+use keyplane_api::{Authenticator, HttpSettings, Identity};
 use keyplane_core::lifecycle::LifecyclePolicy;
 use keyplane_core::model::Actor;
 use keyplane_core::service::Keyplane;
@@ -26,8 +26,11 @@ struct FixedToken;
 
 #[async_trait]
 impl Authenticator for FixedToken {
-    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
-        Ok((bearer == TEST_TOKEN).then(|| Actor("tester".into())))
+    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>> {
+        Ok((bearer == TEST_TOKEN).then(|| Identity {
+            actor: Actor("tester".into()),
+            administrator: true,
+        }))
     }
 
     fn mint_api_key(&self) -> keyplane_core::Result<(zeroize::Zeroizing<String>, String)> {
