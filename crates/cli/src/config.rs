@@ -77,6 +77,9 @@ pub struct ServeArgs {
     /// no limit.
     #[arg(long, env = "KEYPLANE_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
+    /// Also append every audit event to this file, as JSON lines, once committed.
+    #[arg(long, env = "KEYPLANE_AUDIT_FILE")]
+    pub audit_file: Option<PathBuf>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -103,6 +106,7 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     insecure_http: Option<bool>,
     rate_limit: Option<u32>,
+    audit_file: Option<PathBuf>,
 }
 
 /// How the master key is kept.
@@ -157,6 +161,7 @@ pub struct Config {
     /// `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     pub rate_limit: u32,
+    pub audit_file: Option<PathBuf>,
 }
 
 /// Far above what one client of a key manager needs; a runaway or hostile client is held back.
@@ -293,6 +298,7 @@ impl Config {
                 .rate_limit
                 .or(file.rate_limit)
                 .unwrap_or(DEFAULT_RATE_LIMIT),
+            audit_file: args.audit_file.or(file.audit_file),
         })
     }
 }

@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 mod audit;
+mod audit_stream;
 mod config;
 mod serve;
 mod tls;

@@ -134,6 +134,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
+    if let Some(path) = config.audit_file.clone() {
+        let keyplane = keyplane.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::audit_stream::run(keyplane, path).await {
+                tracing::error!(error = %e, "the audit stream stopped");
+            }
+        });
+    }
     // Read before binding: a bad certificate stops the start with a clear error.
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

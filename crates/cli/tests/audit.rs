@@ -99,3 +99,73 @@ async fn the_chain_verifies_exports_and_exposes_tampering() {
         "{err}"
     );
 }
+
+fn streamed(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_for_lines(path: &std::path::Path, count: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let lines = streamed(path);
+        if lines.len() >= count {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the audit stream never reached {count} events");
+}
+
+/// `KEYPLANE_AUDIT_FILE` receives every committed event, in chain order, and resumes after a
+/// restart without repeating any.
+#[tokio::test]
+async fn the_trail_streams_to_a_file_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream").join("audit.jsonl");
+    std::fs::create_dir_all(stream.parent().unwrap()).unwrap();
+    let env = [
+        ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+        ("KEYPLANE_AUDIT_FILE", stream.to_str().unwrap()),
+    ];
+    let server = keyplane_testkit::process::Server::start(&binary(), dir.path(), &env)
+        .await
+        .unwrap();
+    let c = server.client();
+    for name in ["s1", "s2", "s3"] {
+        assert_eq!(
+            c.post("/api/v4/vaults", &json!({"name": name}))
+                .await
+                .unwrap()
+                .status,
+            201
+        );
+    }
+    let lines = wait_for_lines(&stream, 3).await;
+    let listed = c.get("/api/v4/audit_events").await.unwrap().body;
+    assert_eq!(lines[0]["hash"], listed["audit_events"][0]["hash"]);
+    assert!(server.terminate().await.unwrap());
+
+    let server = keyplane_testkit::process::Server::start(&binary(), dir.path(), &env)
+        .await
+        .unwrap();
+    let c = server.client();
+    assert_eq!(
+        c.post("/api/v4/vaults", &json!({"name": "s4"}))
+            .await
+            .unwrap()
+            .status,
+        201
+    );
+    let lines = wait_for_lines(&stream, 4).await;
+    assert!(server.terminate().await.unwrap());
+    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "in order, none twice"
+    );
+    assert_eq!(lines.last().unwrap()["request"]["body"]["name"], "s4");
+}
