@@ -52,6 +52,8 @@ pub fn action_for(method: &Method, path: &str) -> String {
             let what = rest.first().copied().unwrap_or("principals");
             let what = if rest.contains(&"api_keys") || what == "api_keys" {
                 "api-keys"
+            } else if what == "policies" {
+                "policies"
             } else {
                 "principals"
             };

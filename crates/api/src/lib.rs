@@ -1,6 +1,7 @@
 //! The UKO v4 REST API over `keyplane_core` services: routes, wire shapes, auth, errors, OpenAPI.
 
 mod audit;
+pub mod authorize;
 pub mod error;
 pub mod extract;
 mod limits;
@@ -37,13 +38,11 @@ pub struct AccessToken {
     pub expiration: i64,
 }
 
-/// Who a bearer token belongs to.
+/// Who a bearer token belongs to, and what its roles allow.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub actor: Actor,
-    /// Administrators (the admin tokens) also manage access, operate the seal and read the
-    /// audit trail; principals act on vaults and keys only.
-    pub administrator: bool,
+    pub grants: keyplane_core::authz::Grants,
 }
 
 /// Checks bearer tokens and issues them; the binary decides how tokens are stored and signed.
@@ -250,9 +249,18 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         let Some(cert) = req.extensions().get::<ClientCertificate>().cloned() else {
             return unauthorized("send an Authorization: Bearer <token> header");
         };
+        // A certificate's common name names a principal, whose policies apply.
+        let grants = match state.keyplane.principal_named(&cert.0).await {
+            Ok(Some(p)) => match state.keyplane.grants_of(p.id).await {
+                Ok(g) => g,
+                Err(e) => return ApiError::from(e).into_response(),
+            },
+            Ok(None) => keyplane_core::authz::Grants::default(),
+            Err(e) => return ApiError::from(e).into_response(),
+        };
         let identity = Identity {
             actor: Actor(format!("cert:{}", cert.0)),
-            administrator: false,
+            grants,
         };
         return admit(&state, req, next, identity).await;
     };
@@ -263,34 +271,20 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     }
 }
 
-/// Lets an authenticated caller through, named in the audit scope and within its call rate.
-/// Access management, the seal and the audit trail are for administrators. While sealed only the
-/// system endpoints (seal status, unseal) answer; everything else is a key operation or reveals
-/// key metadata.
+/// Lets an authenticated caller through, named in the audit scope, within its call rate, and as
+/// far as its roles allow (`authorize`). While sealed only the system endpoints (seal status,
+/// unseal) answer; everything else is a key operation or reveals key metadata.
 async fn admit(state: &AppState, mut req: Request, next: Next, identity: Identity) -> Response {
-    let actor = identity.actor;
+    let actor = identity.actor.clone();
     audit::set_initiator(&req, &actor.0);
     if let Err(retry_after) = state.limits.admit_call(&actor.0) {
         return limits::too_many(retry_after, "this caller is over its call rate");
-    }
-    let path = req.uri().path();
-    if !identity.administrator
-        && ["/api/v4/access/", "/api/v4/system/", "/api/v4/audit_events"]
-            .iter()
-            .any(|p| path.starts_with(p))
-    {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "only administrators manage access, operate the seal and read the audit trail",
-        )
-        .into_response();
     }
     if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
         return ApiError::from(keyplane_core::Error::Sealed).into_response();
     }
     req.extensions_mut().insert(actor);
-    next.run(req).await
+    authorize::check(state, &identity.grants, req, next).await
 }
 
 /// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's

@@ -196,6 +196,7 @@ fn range<T: Copy + PartialOrd>(
 
 pub fn vault_query(p: &Params) -> Result<VaultQuery> {
     Ok(VaultQuery {
+        ids: Vec::new(),
         name_prefix: p.text("name", 100)?,
         description_contains: p.text("description", 200)?,
         sort: p.sort(VAULT_SORT_FIELDS)?,

@@ -2,6 +2,7 @@
 
 use keyplane_testkit::TestApp;
 use serde_json::json;
+use uuid::Uuid;
 
 #[tokio::test]
 async fn principals_and_api_keys_lifecycle() {
@@ -136,4 +137,78 @@ async fn principals_and_api_keys_lifecycle() {
     assert!(!text.contains(&secret));
     assert!(text.contains(&format!("api_keys/{key_id}")));
     assert!(text.contains(&format!("principals/{id}")));
+}
+
+#[tokio::test]
+async fn policies_grant_roles_on_every_vault_or_one() {
+    let app = TestApp::new().await;
+    let vault = app.vault("v").await;
+    let p = app
+        .post("/api/v4/access/principals", json!({ "name": "custodian" }))
+        .await
+        .expect(201)
+        .id();
+    let everywhere = app
+        .post(
+            "/api/v4/access/policies",
+            json!({ "principal": { "id": p }, "role": "manager" }),
+        )
+        .await
+        .expect(201);
+    assert!(everywhere.body["vault_id"].is_null());
+    let scoped = app
+        .post(
+            "/api/v4/access/policies",
+            json!({ "principal": { "id": p }, "role": "key_custodian_deployer", "vault": { "id": vault } }),
+        )
+        .await
+        .expect(201);
+    assert_eq!(scoped.body["vault_id"], vault.as_str());
+    app.post(
+        "/api/v4/access/policies",
+        json!({ "principal": { "id": p }, "role": "manager" }),
+    )
+    .await
+    .expect(409);
+    let bad = app
+        .post(
+            "/api/v4/access/policies",
+            json!({ "principal": { "id": p }, "role": "owner" }),
+        )
+        .await
+        .expect(400);
+    assert_eq!(bad.target(), "role");
+    app.post(
+        "/api/v4/access/policies",
+        json!({ "principal": { "id": p }, "role": "administrator", "vault": { "id": vault } }),
+    )
+    .await
+    .expect(400);
+    app.post(
+        "/api/v4/access/policies",
+        json!({ "principal": { "id": Uuid::new_v4() }, "role": "reader" }),
+    )
+    .await
+    .expect(400);
+    app.post(
+        "/api/v4/access/policies",
+        json!({ "principal": { "id": p }, "role": "reader", "vault": { "id": Uuid::new_v4() } }),
+    )
+    .await
+    .expect(400);
+    let listed = app
+        .get(&format!("/api/v4/access/policies?principal.id={p}"))
+        .await
+        .expect(200);
+    assert_eq!(listed.body["policies"].as_array().unwrap().len(), 2);
+    app.call(
+        "DELETE",
+        &format!("/api/v4/access/policies/{}", everywhere.id()),
+        None,
+        &[],
+    )
+    .await
+    .expect(204);
+    let listed = app.get("/api/v4/access/policies").await.expect(200);
+    assert_eq!(listed.body["policies"].as_array().unwrap().len(), 1);
 }

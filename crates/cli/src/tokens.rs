@@ -130,7 +130,7 @@ impl Tokens {
         Ok(Some(key))
     }
 
-    async fn access_token_actor(&self, token: &str) -> keyplane_core::Result<Option<Actor>> {
+    async fn access_token_identity(&self, token: &str) -> keyplane_core::Result<Option<Identity>> {
         let Some(key) = self.verifying_key().await? else {
             return Ok(None);
         };
@@ -144,13 +144,20 @@ impl Tokens {
         let Ok(akid) = Uuid::parse_str(&data.claims.akid) else {
             return Ok(None);
         };
-        // Revoking the API key ends its tokens at once: checked on every call.
-        Ok(self
+        // Revoking the API key ends its tokens at once, and policy changes apply at once: both
+        // are read on every call.
+        let Some(principal) = self
             .keyplane
             .active_api_key_principal(akid)
             .await?
             .filter(|p| p.id.to_string() == data.claims.sub)
-            .map(|p| Actor(p.name)))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Identity {
+            grants: self.keyplane.grants_of(principal.id).await?,
+            actor: Actor(principal.name),
+        }))
     }
 
     async fn admin_token_actor(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
@@ -180,19 +187,14 @@ impl Tokens {
 #[async_trait]
 impl Authenticator for Tokens {
     async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>> {
-        Ok(if bearer.matches('.').count() == 2 {
-            self.access_token_actor(bearer)
-                .await?
-                .map(|actor| Identity {
-                    actor,
-                    administrator: false,
-                })
+        if bearer.matches('.').count() == 2 {
+            self.access_token_identity(bearer).await
         } else {
-            self.admin_token_actor(bearer).await?.map(|actor| Identity {
+            Ok(self.admin_token_actor(bearer).await?.map(|actor| Identity {
                 actor,
-                administrator: true,
-            })
-        })
+                grants: keyplane_core::authz::Grants::administrator(),
+            }))
+        }
     }
 
     fn mint_api_key(&self) -> keyplane_core::Result<(Zeroizing<String>, String)> {

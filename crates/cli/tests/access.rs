@@ -70,13 +70,27 @@ async fn api_keys_become_access_tokens_that_end_with_their_key() {
     let access = token["access_token"].as_str().unwrap().to_owned();
 
     let caller = as_bearer(&server, &access);
+    // Without a policy the principal may do nothing; a policy applies at once, token unchanged.
+    let refused = caller
+        .post("/api/v4/vaults", &json!({"name": "made-with-a-token"}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403);
+    let policy = admin
+        .post(
+            "/api/v4/access/policies",
+            &json!({"principal": {"id": principal}, "role": "vault_administrator"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(policy.status, 201, "{}", policy.body);
     let vault = caller
         .post("/api/v4/vaults", &json!({"name": "made-with-a-token"}))
         .await
         .unwrap();
     assert_eq!(vault.status, 201, "{}", vault.body);
     assert_eq!(vault.body["created_by"], "deployer");
-    // A principal acts on vaults and keys; access, the seal and the audit trail are not its own.
+    // Access, the seal and the audit trail are for administrators only.
     for (method, path) in [
         ("GET", "/api/v4/access/principals"),
         ("POST", "/api/v4/system/seal"),

@@ -119,7 +119,39 @@ async fn https_and_client_certificates() {
     let (status, _) = curl(&url("/api/v4/vaults"), &client_ca, &[]).unwrap();
     assert_eq!(status, 401);
 
-    // A client certificate from the configured CA identifies the caller.
+    // A client certificate from the configured CA names a principal, whose policies apply.
+    let (status, principal) = curl(
+        &url("/api/v4/access/principals"),
+        &client_ca,
+        &[
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"name": "automation-1", "kind": "service"}"#,
+        ],
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{principal}");
+    let grant = format!(
+        r#"{{"principal": {{"id": "{}"}}, "role": "vault_administrator"}}"#,
+        principal["id"].as_str().unwrap()
+    );
+    let (status, _) = curl(
+        &url("/api/v4/access/policies"),
+        &client_ca,
+        &[
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &grant,
+        ],
+    )
+    .unwrap();
+    assert_eq!(status, 201);
     let (client_pem, client_key) = (
         pki.path("client.pem").display().to_string(),
         pki.path("client.key").display().to_string(),

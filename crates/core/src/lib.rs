@@ -1,6 +1,7 @@
 //! Keyplane's domain: resources, rules and services. Knows nothing of HTTP, SQL or any cloud.
 
 pub mod audit;
+pub mod authz;
 pub mod distribution;
 pub mod error;
 pub mod etag;

@@ -141,6 +141,7 @@ pub trait Store: Send + Sync + 'static {
     /// 409 `duplicate_name` when the name is taken.
     async fn insert_principal(&self, principal: &Principal) -> Result<()>;
     async fn get_principal(&self, id: Uuid) -> Result<Option<Principal>>;
+    async fn find_principal(&self, name: &str) -> Result<Option<Principal>>;
     async fn list_principals(&self, paging: crate::query::Paging) -> Result<Page<Principal>>;
     /// Deletes a principal and every API key it has.
     async fn delete_principal(&self, id: Uuid) -> Result<()>;
@@ -150,6 +151,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, principal_id: Uuid) -> Result<Vec<ApiKey>>;
     /// Revokes `revoke` (still active) and, in the same transaction, adds `replacement`.
     async fn revoke_api_key(&self, revoke: Uuid, replacement: Option<&ApiKey>) -> Result<()>;
+    /// 409 `duplicate_name` when the principal already has that role there.
+    async fn insert_policy(&self, policy: &crate::authz::Policy) -> Result<()>;
+    async fn delete_policy(&self, id: Uuid) -> Result<()>;
+    /// Policies of one principal, or of all.
+    async fn list_policies(&self, principal_id: Option<Uuid>) -> Result<Vec<crate::authz::Policy>>;
 
     async fn pooled_key_count(&self, algorithm: Algorithm, size: u32) -> Result<u64>;
     async fn add_pooled_key(&self, key: &PooledKey) -> Result<()>;

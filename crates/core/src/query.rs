@@ -108,6 +108,8 @@ impl<T: PartialOrd + Copy> Range<T> {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VaultQuery {
+    /// Only these vaults (empty: any).
+    pub ids: Vec<Uuid>,
     pub name_prefix: Option<String>,
     pub description_contains: Option<String>,
     pub sort: Vec<SortKey>,

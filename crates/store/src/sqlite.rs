@@ -652,6 +652,20 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn find_principal(&self, name: &str) -> Result<Option<Principal>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!(
+                    "SELECT {} FROM principals WHERE name = ?",
+                    access::PRINCIPAL_COLUMNS
+                ),
+                [name],
+                access::principal_from_row,
+            )
+        })
+    }
+
     async fn list_principals(&self, paging: Paging) -> Result<Page<Principal>> {
         self.reader.with(|c| access::list_principals(c, paging))
     }
@@ -710,5 +724,42 @@ impl Store for SqliteStore {
         let replacement = replacement.cloned();
         self.audited_write(move |c| access::revoke_api_key(c, revoke, replacement.as_ref()))
             .await
+    }
+
+    async fn insert_policy(&self, policy: &keyplane_core::authz::Policy) -> Result<()> {
+        let policy = policy.clone();
+        self.audited_write(move |c| access::insert_policy(c, &policy))
+            .await
+    }
+
+    async fn delete_policy(&self, id: Uuid) -> Result<()> {
+        self.audited_write(move |c| access::delete_policy(c, id))
+            .await
+    }
+
+    async fn list_policies(
+        &self,
+        principal_id: Option<Uuid>,
+    ) -> Result<Vec<keyplane_core::authz::Policy>> {
+        self.reader.with(|c| match principal_id {
+            Some(p) => all(
+                c,
+                &format!(
+                    "SELECT {} FROM policies WHERE principal_id = ? ORDER BY created_at, id",
+                    access::POLICY_COLUMNS
+                ),
+                [p.to_string()],
+                access::policy_from_row,
+            ),
+            None => all(
+                c,
+                &format!(
+                    "SELECT {} FROM policies ORDER BY created_at, id",
+                    access::POLICY_COLUMNS
+                ),
+                [],
+                access::policy_from_row,
+            ),
+        })
     }
 }

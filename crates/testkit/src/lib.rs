@@ -21,16 +21,28 @@ use tower::ServiceExt;
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 pub const PUBLIC_URL: &str = "http://keyplane.test";
 
-/// One fixed token, for in-process tests; the binary's stored tokens are tested end to end.
-struct FixedToken;
+/// Fixed tokens, for in-process tests: the administrator's, and any a test adds with roles; the
+/// binary's stored tokens are tested end to end.
+#[derive(Default)]
+struct FixedToken {
+    others: std::sync::Mutex<std::collections::HashMap<String, Identity>>,
+}
 
 #[async_trait]
 impl Authenticator for FixedToken {
     async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>> {
-        Ok((bearer == TEST_TOKEN).then(|| Identity {
-            actor: Actor("tester".into()),
-            administrator: true,
-        }))
+        if bearer == TEST_TOKEN {
+            return Ok(Some(Identity {
+                actor: Actor("tester".into()),
+                grants: keyplane_core::authz::Grants::administrator(),
+            }));
+        }
+        Ok(self
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bearer)
+            .cloned())
     }
 
     fn mint_api_key(&self) -> keyplane_core::Result<(zeroize::Zeroizing<String>, String)> {
@@ -56,6 +68,7 @@ pub struct TestApp {
     pub router: Router,
     pub store: Arc<SqliteStore>,
     pub dir: tempfile::TempDir,
+    tokens: Arc<FixedToken>,
 }
 
 #[derive(Debug)]
@@ -144,21 +157,48 @@ impl TestApp {
             .await
             .expect("key hierarchy");
         let keyplane = Keyplane::new(store.clone(), engine, policy);
+        let tokens = Arc::new(FixedToken::default());
         let router = keyplane_api::app(
             keyplane,
-            Arc::new(FixedToken),
+            tokens.clone(),
             &HttpSettings {
                 public_url: PUBLIC_URL.into(),
                 request_timeout,
                 rate_limit: 0,
             },
         );
-        Self { router, store, dir }
+        Self {
+            router,
+            store,
+            dir,
+            tokens,
+        }
     }
 
-    /// Sends a request as the test caller. `body` is sent as JSON.
-    pub async fn call(
+    /// Adds a token for a caller named `name` holding `policies` (role, vault or every vault).
+    pub fn add_caller(
         &self,
+        token: &str,
+        name: &str,
+        policies: &[(keyplane_core::authz::Role, Option<uuid::Uuid>)],
+    ) {
+        self.tokens
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                token.to_owned(),
+                Identity {
+                    actor: Actor(name.to_owned()),
+                    grants: keyplane_core::authz::Grants::from_policies(policies),
+                },
+            );
+    }
+
+    /// Sends a request with `token` instead of the test caller's.
+    pub async fn call_as(
+        &self,
+        token: &str,
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -167,7 +207,7 @@ impl TestApp {
         let mut req = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).expect("method"))
             .uri(path)
-            .header("authorization", format!("Bearer {TEST_TOKEN}"));
+            .header("authorization", format!("Bearer {token}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -179,6 +219,17 @@ impl TestApp {
             None => Body::empty(),
         };
         self.send(req.body(body).expect("request")).await
+    }
+
+    /// Sends a request as the test caller. `body` is sent as JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        self.call_as(TEST_TOKEN, method, path, body, headers).await
     }
 
     pub async fn send(&self, req: Request<Body>) -> TestResponse {

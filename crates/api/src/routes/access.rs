@@ -255,3 +255,82 @@ pub(crate) async fn token(
         }
     }
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdRef {
+    id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyBody {
+    principal: Option<IdRef>,
+    /// `reader`, `key_custodian_creator`, `key_custodian_deployer`, `vault_administrator`,
+    /// `manager` or `administrator`.
+    role: Option<String>,
+    /// The vault the role is granted on; absent: every vault.
+    vault: Option<IdRef>,
+}
+
+fn id_field(r: Option<IdRef>, field: &str) -> Result<Option<uuid::Uuid>, keyplane_core::Error> {
+    r.and_then(|r| r.id)
+        .map(|s| {
+            uuid::Uuid::parse_str(&s).map_err(|_| {
+                keyplane_core::Error::invalid_field(field, format!("{field} must be a UUID"))
+            })
+        })
+        .transpose()
+}
+
+/// Grant a role to a principal, on every vault or on one.
+#[utoipa::path(post, path = "/api/v4/access/policies", tag = "access", request_body = PolicyBody,
+    responses((status = 201, description = "Policy", body = Object), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_policy(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    JsonBody(body): JsonBody<PolicyBody>,
+) -> ApiResult<Response> {
+    let principal = id_field(body.principal, "principal.id")?;
+    let vault = id_field(body.vault, "vault.id")?;
+    let policy = s
+        .keyplane
+        .create_policy(&actor, principal, body.role, vault)
+        .await?;
+    Ok((StatusCode::CREATED, Json(policy)).into_response())
+}
+
+/// List policies, of every principal or of one (`principal.id`).
+#[utoipa::path(get, path = "/api/v4/access/policies", tag = "access",
+    params(("principal.id" = Option<String>, Query)),
+    responses((status = 200, description = "PolicyList", body = Object), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_policies(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<serde_json::Value>> {
+    let principal = Params::new(&q)
+        .get("principal.id")
+        .map(|v| {
+            uuid::Uuid::parse_str(v).map_err(|_| {
+                keyplane_core::Error::invalid_parameter(
+                    "principal.id",
+                    "principal.id must be a UUID",
+                )
+            })
+        })
+        .transpose()?;
+    let policies = s.keyplane.list_policies(principal).await?;
+    Ok(Json(serde_json::json!({ "policies": policies })))
+}
+
+/// Withdraw a policy; it stops applying at once.
+#[utoipa::path(delete, path = "/api/v4/access/policies/{id}", tag = "access",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_policy(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    s.keyplane.delete_policy(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -23,8 +23,10 @@ const PATH: &str = "/api/v4/keystores";
 pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
+    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<KeystoreOut>>> {
-    let query = params::keystore_query(&Params::new(&q))?;
+    let mut query = params::keystore_query(&Params::new(&q))?;
+    scope.narrow(&mut query.vault_ids);
     let page = s.keyplane.list_keystores(&query).await?;
     let items = page
         .items

@@ -44,8 +44,10 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
+    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<ManagedKeyOut>>> {
-    let query = params::key_query(&Params::new(&q), true)?;
+    let mut query = params::key_query(&Params::new(&q), true)?;
+    scope.narrow(&mut query.vault_ids);
     let page = s.keyplane.list_keys(&query).await?;
     let items = page
         .items

@@ -75,6 +75,8 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(access::list_api_keys, access::create_api_key))
         .routes(routes!(access::rotate_api_key))
         .routes(routes!(access::revoke_api_key))
+        .routes(routes!(access::list_policies, access::create_policy))
+        .routes(routes!(access::delete_policy))
 }
 
 pub(crate) use access::token as identity_token;

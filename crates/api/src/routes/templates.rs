@@ -27,8 +27,10 @@ const PATH: &str = "/api/v4/templates";
 pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
+    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<TemplateOut>>> {
-    let query = params::template_query(&Params::new(&q))?;
+    let mut query = params::template_query(&Params::new(&q))?;
+    scope.narrow(&mut query.vault_ids);
     let page = s.keyplane.list_templates(&query).await?;
     let items = page
         .items

@@ -20,8 +20,10 @@ const PATH: &str = "/api/v4/vaults";
 pub(crate) async fn list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
+    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<VaultOut>>> {
-    let query = params::vault_query(&Params::new(&q))?;
+    let mut query = params::vault_query(&Params::new(&q))?;
+    scope.narrow(&mut query.ids);
     let page = s.keyplane.list_vaults(&query).await?;
     let items = page
         .items

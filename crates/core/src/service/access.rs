@@ -4,6 +4,7 @@ use chrono::SubsecRound;
 use uuid::Uuid;
 
 use super::{Keyplane, now};
+use crate::authz::{Grants, Policy, Role};
 use crate::error::{Error, Result};
 use crate::model::{Actor, ApiKey, Page, Principal, PrincipalKind, new_id};
 use crate::query::Paging;
@@ -158,5 +159,71 @@ impl Keyplane {
             return Ok(None);
         };
         self.store.get_principal(key.principal_id).await
+    }
+
+    /// Grants `role` to a principal on every vault (`vault_id` none) or on one vault.
+    pub async fn create_policy(
+        &self,
+        actor: &Actor,
+        principal_id: Option<Uuid>,
+        role: Option<String>,
+        vault_id: Option<Uuid>,
+    ) -> Result<Policy> {
+        let principal_id = principal_id.ok_or_else(|| Error::missing_field("principal.id"))?;
+        let role = role.ok_or_else(|| Error::missing_field("role"))?;
+        let role = Role::parse(&role).ok_or_else(|| {
+            Error::invalid_field(
+                "role",
+                format!("role is one of: {}", Role::ALL.map(Role::as_str).join(", ")),
+            )
+        })?;
+        if role == Role::Administrator && vault_id.is_some() {
+            return Err(Error::invalid_field(
+                "vault.id",
+                "administrator is granted on every vault, not on one",
+            ));
+        }
+        self.get_principal(principal_id).await.map_err(|_| {
+            Error::invalid_field("principal.id", format!("no principal {principal_id}"))
+        })?;
+        if let Some(v) = vault_id {
+            self.target_vault(v).await?;
+        }
+        let policy = Policy {
+            id: new_id(),
+            principal_id,
+            role,
+            vault_id,
+            created_at: now().trunc_subsecs(3),
+            created_by: actor.0.clone(),
+        };
+        crate::audit::note_target("policies", policy.id, vault_id);
+        self.store.insert_policy(&policy).await?;
+        Ok(policy)
+    }
+
+    pub async fn delete_policy(&self, id: Uuid) -> Result<()> {
+        crate::audit::note_target("policies", id, None);
+        self.store.delete_policy(id).await
+    }
+
+    pub async fn list_policies(&self, principal_id: Option<Uuid>) -> Result<Vec<Policy>> {
+        self.store.list_policies(principal_id).await
+    }
+
+    /// What a principal may do, from its policies.
+    pub async fn grants_of(&self, principal_id: Uuid) -> Result<Grants> {
+        let policies = self.store.list_policies(Some(principal_id)).await?;
+        Ok(Grants::from_policies(
+            &policies
+                .iter()
+                .map(|p| (p.role, p.vault_id))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The principal named `name`, if any (client certificates map to principals by name).
+    pub async fn principal_named(&self, name: &str) -> Result<Option<Principal>> {
+        self.store.find_principal(name).await
     }
 }

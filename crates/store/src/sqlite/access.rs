@@ -1,5 +1,6 @@
 //! Principals and their API keys.
 
+use keyplane_core::authz::{Policy, Role};
 use keyplane_core::error::{Error, Result};
 use keyplane_core::model::{ApiKey, Page, Principal, PrincipalKind};
 use keyplane_core::query::Paging;
@@ -53,6 +54,8 @@ pub(crate) fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
 pub(crate) fn delete_principal(conn: &Connection, id: Uuid) -> Result<()> {
     let key = id.to_string();
     conn.execute("DELETE FROM api_keys WHERE principal_id = ?", [&key])
+        .map_err(sql_err)?;
+    conn.execute("DELETE FROM policies WHERE principal_id = ?", [&key])
         .map_err(sql_err)?;
     let rows = conn
         .execute("DELETE FROM principals WHERE id = ?", [&key])
@@ -112,4 +115,47 @@ pub(crate) fn list_principals(conn: &Connection, paging: Paging) -> Result<Page<
         principal_from_row,
     )?;
     Ok(Page { items, total_count })
+}
+
+pub(crate) const POLICY_COLUMNS: &str = "id, principal_id, role, vault_id, created_at, created_by";
+
+pub(crate) fn policy_from_row(r: &rusqlite::Row<'_>) -> Result<Policy> {
+    let vault: Option<String> = col(r, "vault_id")?;
+    Ok(Policy {
+        id: uuid_col(r, "id")?,
+        principal_id: uuid_col(r, "principal_id")?,
+        role: enum_col(r, "role", Role::parse)?,
+        vault_id: vault
+            .map(|v| Uuid::parse_str(&v))
+            .transpose()
+            .map_err(|_| super::rows::corrupt("vault_id"))?,
+        created_at: ts_col(r, "created_at")?,
+        created_by: col(r, "created_by")?,
+    })
+}
+
+pub(crate) fn insert_policy(conn: &Connection, p: &Policy) -> Result<()> {
+    conn.execute(
+        "INSERT INTO policies (id, principal_id, role, vault_id, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+        params![
+            p.id.to_string(),
+            p.principal_id.to_string(),
+            p.role.as_str(),
+            p.vault_id.map(|v| v.to_string()),
+            ts(&p.created_at),
+            p.created_by
+        ],
+    )
+    .map_err(|e| write_err(e, "the policy", p.role.as_str()))?;
+    Ok(())
+}
+
+pub(crate) fn delete_policy(conn: &Connection, id: Uuid) -> Result<()> {
+    let rows = conn
+        .execute("DELETE FROM policies WHERE id = ?", [id.to_string()])
+        .map_err(sql_err)?;
+    if rows == 0 {
+        return Err(Error::not_found("policy", id));
+    }
+    Ok(())
 }

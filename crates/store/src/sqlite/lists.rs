@@ -156,6 +156,7 @@ fn order_by(sort: &[SortKey], column: impl Fn(&str) -> &'static str, id: &str) -
 
 pub(crate) fn vaults(conn: &Connection, q: &VaultQuery) -> Result<Page<VaultView>> {
     let mut f = Filter::default();
+    f.one_of("v.id", &q.ids);
     if let Some(p) = &q.name_prefix {
         f.prefix("v.name", p);
     }

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/sqlite/0008_principals.sql"),
     ),
+    (9, include_str!("../../migrations/sqlite/0009_policies.sql")),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
