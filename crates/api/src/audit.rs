@@ -214,7 +214,7 @@ mod tests {
             ),
             (
                 Method::POST,
-                "/api/v4/managed_keys/x/actions/destroy",
+                "/api/v4/managed_keys/x/destroy",
                 "keyplane.managed-keys.write",
             ),
             (

@@ -260,3 +260,26 @@ async fn events_list_filters_and_pages() {
         .await
         .expect(400);
 }
+
+#[tokio::test]
+async fn destroying_a_key_is_a_critical_event() {
+    let app = TestApp::new().await;
+    let vault = app.vault("v").await;
+    app.internal_keystore(&vault, "internal", &["g"]).await;
+    app.template(&vault, "T1", "aes", "256", "pre_activation", "g")
+        .await;
+    let key = app.key(&vault, "T1", "k").await.expect(201).id();
+    app.with_etag(
+        "POST",
+        &format!("/api/v4/managed_keys/{key}"),
+        "/destroy",
+        None,
+    )
+    .await
+    .expect(200);
+    let e = last_event(&app).await;
+    assert_eq!(
+        (e["action"].as_str(), e["severity"].as_str()),
+        (Some("keyplane.managed-keys.write"), Some("critical"))
+    );
+}

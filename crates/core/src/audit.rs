@@ -97,7 +97,7 @@ impl PendingEvent {
 fn severity(action: &str, status: u16, request: &serde_json::Value) -> &'static str {
     let destroy = request["path"]
         .as_str()
-        .is_some_and(|p| p.ends_with("/actions/destroy"));
+        .is_some_and(|p| p.starts_with("/api/v4/managed_keys/") && p.ends_with("/destroy"));
     match status {
         401 | 403 | 500 | 503 | 507 => return "critical",
         400 | 409 | 424 | 502 | 504 | 505 => return "warning",
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn severities_follow_the_activity_tracker() {
-        let destroy = json!({"path": "/api/v4/managed_keys/x/actions/destroy"});
+        let destroy = json!({"path": "/api/v4/managed_keys/x/destroy"});
         assert_eq!(
             severity("keyplane.managed-keys.write", 200, &destroy),
             "critical"
