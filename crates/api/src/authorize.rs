@@ -91,6 +91,7 @@ fn singular(collection: &str) -> &'static str {
         "vaults" => "vault",
         "templates" => "template",
         "keystores" => "keystore",
+        "approvals" => "approval",
         _ => "managed key",
     }
 }
@@ -115,6 +116,9 @@ async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uu
     let collection = segments[0];
     if ["access", "system", "audit_events"].contains(&collection) {
         return Need::Global(Permission::Administer);
+    }
+    if collection == "approvals" {
+        return approval_need(state, method, &segments).await;
     }
     if !["vaults", "templates", "keystores", "managed_keys"].contains(&collection) {
         return Need::Nothing;
@@ -158,6 +162,35 @@ async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uu
         _ => return Need::Nothing,
     };
     Need::InVault(permission, vault)
+}
+
+/// A dual-control request is read by whoever can read its vault, and decided by whoever may do
+/// what it asks.
+async fn approval_need(state: &AppState, method: &Method, segments: &[&str]) -> Need {
+    let Some(id) = segments.get(1).and_then(|s| Uuid::parse_str(s).ok()) else {
+        return if *method == Method::GET {
+            Need::List
+        } else {
+            Need::Nothing
+        };
+    };
+    let Ok(approval) = state.keyplane.get_approval(id).await else {
+        return Need::Nothing;
+    };
+    if *method == Method::GET {
+        return Need::InVault(Permission::Read, approval.vault_id);
+    }
+    let permission = match approval.action {
+        keyplane_core::model::ApprovalAction::RemoveKey => Permission::KeyRemove,
+        keyplane_core::model::ApprovalAction::DestroyKey => {
+            match state.keyplane.get_key(approval.key_id).await {
+                Ok(k) => Permission::for_key_action("destroy", k.state)
+                    .unwrap_or(Permission::KeyDestroyDeactivated),
+                Err(_) => return Need::Nothing,
+            }
+        }
+    };
+    Need::InVault(permission, approval.vault_id)
 }
 
 /// The vault named by a create's body (`vault.id`), leaving the body readable by the handler.

@@ -154,6 +154,15 @@ pub trait Store: Send + Sync + 'static {
     /// 409 `duplicate_name` when the principal already has that role there.
     async fn insert_policy(&self, policy: &crate::authz::Policy) -> Result<()>;
     async fn delete_policy(&self, id: Uuid) -> Result<()>;
+    async fn dual_control(&self, vault_id: Uuid) -> Result<bool>;
+    async fn set_dual_control(&self, vault_id: Uuid, enabled: bool) -> Result<()>;
+    async fn insert_approval(&self, approval: &Approval) -> Result<()>;
+    async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>>;
+    /// Approvals in these vaults (empty: all), newest first.
+    async fn list_approvals(&self, vault_ids: &[Uuid]) -> Result<Vec<Approval>>;
+    /// Records a decision on a pending approval; `EtagMismatch`-like conflict when it was
+    /// decided meanwhile.
+    async fn decide_approval(&self, approval: &Approval) -> Result<()>;
     /// Policies of one principal, or of all.
     async fn list_policies(&self, principal_id: Option<Uuid>) -> Result<Vec<crate::authz::Policy>>;
 

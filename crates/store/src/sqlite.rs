@@ -762,4 +762,81 @@ impl Store for SqliteStore {
             ),
         })
     }
+
+    async fn dual_control(&self, vault_id: Uuid) -> Result<bool> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT vault_id FROM dual_control_vaults WHERE vault_id = ?",
+                [vault_id.to_string()],
+                |_| Ok(()),
+            )
+            .map(|found| found.is_some())
+        })
+    }
+
+    async fn set_dual_control(&self, vault_id: Uuid, enabled: bool) -> Result<()> {
+        audit_trail::note_target("vaults", vault_id, Some(vault_id));
+        self.audited_write(move |c| {
+            let sql = if enabled {
+                "INSERT INTO dual_control_vaults (vault_id) VALUES (?) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM dual_control_vaults WHERE vault_id = ?"
+            };
+            c.execute(sql, [vault_id.to_string()]).map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_approval(&self, approval: &Approval) -> Result<()> {
+        let approval = approval.clone();
+        audit_trail::note_target("approvals", approval.id, Some(approval.vault_id));
+        self.audited_write(move |c| access::insert_approval(c, &approval))
+            .await
+    }
+
+    async fn get_approval(&self, id: Uuid) -> Result<Option<Approval>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!(
+                    "SELECT {} FROM approvals WHERE id = ?",
+                    access::APPROVAL_COLUMNS
+                ),
+                [id.to_string()],
+                access::approval_from_row,
+            )
+        })
+    }
+
+    async fn list_approvals(&self, vault_ids: &[Uuid]) -> Result<Vec<Approval>> {
+        let filter = if vault_ids.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "WHERE vault_id IN ({})",
+                vec!["?"; vault_ids.len()].join(", ")
+            )
+        };
+        let ids: Vec<String> = vault_ids.iter().map(Uuid::to_string).collect();
+        self.reader.with(|c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {} FROM approvals {filter} ORDER BY requested_at DESC, id DESC LIMIT 1000",
+                    access::APPROVAL_COLUMNS
+                ),
+                rusqlite::params_from_iter(ids.iter()),
+                access::approval_from_row,
+            )
+        })
+    }
+
+    async fn decide_approval(&self, approval: &Approval) -> Result<()> {
+        let approval = approval.clone();
+        self.writer
+            .write(move |c| access::decide_approval(c, &approval))
+            .await
+    }
 }

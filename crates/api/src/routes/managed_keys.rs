@@ -123,7 +123,22 @@ pub(crate) async fn delete(
     State(s): State<AppState>,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
+    Caller(actor): Caller,
 ) -> ApiResult<Response> {
+    use keyplane_core::service::Gate;
+    match s
+        .keyplane
+        .gate(
+            &actor,
+            id,
+            m.as_ref(),
+            keyplane_core::model::ApprovalAction::RemoveKey,
+        )
+        .await?
+    {
+        Gate::Pending(approval) => return Ok(super::approval_pending(&s, &approval)),
+        Gate::Proceed => {}
+    }
     s.keyplane.delete_key(id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -281,6 +296,20 @@ pub(crate) async fn destroy(
     IfMatch(m): IfMatch,
     Trace(t): Trace,
 ) -> ApiResult<Response> {
+    use keyplane_core::service::Gate;
+    match s
+        .keyplane
+        .gate(
+            &a,
+            id,
+            m.as_ref(),
+            keyplane_core::model::ApprovalAction::DestroyKey,
+        )
+        .await?
+    {
+        Gate::Pending(approval) => return Ok(super::approval_pending(&s, &approval)),
+        Gate::Proceed => {}
+    }
     lifecycle(s, a, id, m, t, |k, a, id, m| {
         Box::pin(k.destroy_key(a, id, m))
     })

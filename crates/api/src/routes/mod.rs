@@ -1,6 +1,7 @@
 //! One module per UKO resource; each handler is one operation of the endpoint catalogue.
 
 mod access;
+mod approvals;
 mod audit_events;
 mod key_protect;
 mod keystores;
@@ -77,9 +78,18 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(access::revoke_api_key))
         .routes(routes!(access::list_policies, access::create_policy))
         .routes(routes!(access::delete_policy))
+        .routes(routes!(
+            approvals::get_dual_control,
+            approvals::set_dual_control
+        ))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::get))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::reject))
 }
 
 pub(crate) use access::token as identity_token;
+pub(crate) use approvals::pending as approval_pending;
 
 /// Liveness and the seal: 200 when keys can be used, 503 while sealed.
 pub(crate) async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Response {

@@ -2,6 +2,7 @@
 //! that exists is a valid one.
 
 pub mod access;
+pub mod approval;
 pub mod enums;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use access::*;
+pub use approval::*;
 pub use enums::*;
 
 /// A new resource id: a UUID whose leading bits are its creation time (RFC 9562 version 7), so

@@ -54,7 +54,7 @@ fn tags_of(pairs: Vec<(String, String)>) -> Vec<Tag> {
         .collect()
 }
 
-fn facts(key: &ManagedKey, template_scheme: Option<&str>) -> KeyFacts {
+pub(super) fn facts(key: &ManagedKey, template_scheme: Option<&str>) -> KeyFacts {
     KeyFacts {
         state: key.state,
         deactivated_at: key.deactivated_at,

@@ -2,6 +2,7 @@
 //! persisting through the ports.
 
 mod access;
+mod approvals;
 mod audit_events;
 mod dataplane;
 mod key_pool;
@@ -19,6 +20,7 @@ use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
 pub use access::NewPrincipal;
+pub use approvals::{APPROVAL_TTL, Gate};
 pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext};
 pub use key_pool::KeyPoolPolicy;
 pub use keys::{KeyPatch, NewKey};

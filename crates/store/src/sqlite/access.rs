@@ -159,3 +159,62 @@ pub(crate) fn delete_policy(conn: &Connection, id: Uuid) -> Result<()> {
     }
     Ok(())
 }
+
+pub(crate) const APPROVAL_COLUMNS: &str = "id, vault_id, action, key_id, requested_by, requested_at, expires_at, state, decided_by, decided_at";
+
+pub(crate) fn approval_from_row(r: &rusqlite::Row<'_>) -> Result<keyplane_core::model::Approval> {
+    use keyplane_core::model::{Approval, ApprovalAction, ApprovalState};
+    Ok(Approval {
+        id: uuid_col(r, "id")?,
+        vault_id: uuid_col(r, "vault_id")?,
+        action: enum_col(r, "action", ApprovalAction::parse)?,
+        key_id: uuid_col(r, "key_id")?,
+        requested_by: col(r, "requested_by")?,
+        requested_at: ts_col(r, "requested_at")?,
+        expires_at: ts_col(r, "expires_at")?,
+        state: enum_col(r, "state", ApprovalState::parse)?,
+        decided_by: col(r, "decided_by")?,
+        decided_at: opt_ts_col(r, "decided_at")?,
+    })
+}
+
+pub(crate) fn insert_approval(conn: &Connection, a: &keyplane_core::model::Approval) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
+        ),
+        params![
+            a.id.to_string(),
+            a.vault_id.to_string(),
+            a.action.as_str(),
+            a.key_id.to_string(),
+            a.requested_by,
+            ts(&a.requested_at),
+            ts(&a.expires_at),
+            a.state.as_str()
+        ],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+pub(crate) fn decide_approval(conn: &Connection, a: &keyplane_core::model::Approval) -> Result<()> {
+    let rows = conn
+        .execute(
+            "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ? WHERE id = ? AND state = 'pending'",
+            params![
+                a.state.as_str(),
+                a.decided_by,
+                a.decided_at.as_ref().map(ts),
+                a.id.to_string()
+            ],
+        )
+        .map_err(sql_err)?;
+    if rows == 0 {
+        return Err(Error::conflict(
+            keyplane_core::ErrorCode::InvalidStateTransition,
+            "the approval was decided meanwhile",
+        ));
+    }
+    Ok(())
+}

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0008_principals.sql"),
     ),
     (9, include_str!("../../migrations/sqlite/0009_policies.sql")),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_dual_control.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
@@ -65,4 +69,28 @@ pub(crate) fn run(conn: &mut Connection) -> Result<()> {
         tx.commit().map_err(err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod registered {
+    /// Every migration file is applied: a file left out of the list would silently not run.
+    #[test]
+    fn every_migration_file_is_in_the_list() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), super::MIGRATIONS.len(), "{files:?}");
+        for (i, (version, _)) in super::MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1);
+            assert!(
+                files[i].starts_with(&format!("{version:04}_")),
+                "{}",
+                files[i]
+            );
+        }
+    }
 }

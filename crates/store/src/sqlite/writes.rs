@@ -128,6 +128,8 @@ pub(crate) fn delete_vault(conn: &Connection, id: Uuid, read_revision: i64) -> R
     // Archived templates go with the vault; deleted first for the foreign key.
     conn.execute("DELETE FROM templates WHERE vault_id = ?", [&key])
         .map_err(sql_err)?;
+    conn.execute("DELETE FROM dual_control_vaults WHERE vault_id = ?", [&key])
+        .map_err(sql_err)?;
     // The vault is empty: its key protects nothing any more.
     conn.execute("DELETE FROM vault_keys WHERE vault_id = ?", [&key])
         .map_err(sql_err)?;
