@@ -229,6 +229,140 @@ async fn every_role_in_and_out_of_its_vault() {
         let r = w.with_etag(&token, "DELETE", &path, "", None).await;
         checks.push(("remove destroyed key", can("V"), r.status.as_u16()));
 
+        // The remaining endpoints of each resource.
+        let t = w
+            .app
+            .template(
+                &w.mine,
+                &format!("X-{short}"),
+                "aes",
+                "256",
+                "pre_activation",
+                "g",
+            )
+            .await;
+        let tpath = format!("/api/v4/templates/{t}");
+        let r = w.app.call_as(&token, "GET", &tpath, None, &[]).await;
+        checks.push(("read template", true, r.status.as_u16()));
+        let r = w
+            .app
+            .call_as(&token, "GET", "/api/v4/templates", None, &[])
+            .await;
+        checks.push(("list templates", can("DCVM"), r.status.as_u16()));
+        let r = w
+            .with_etag(
+                &token,
+                "PATCH",
+                &tpath,
+                "",
+                Some(json!({"description": "d"})),
+            )
+            .await;
+        checks.push(("edit template", can("CV"), r.status.as_u16()));
+        let r = w.with_etag(&token, "POST", &tpath, "/archive", None).await;
+        checks.push(("archive template", can("CV"), r.status.as_u16()));
+        if allowed(r.status.as_u16()) {
+            w.app
+                .with_etag("POST", &tpath, "/unarchive", None)
+                .await
+                .expect(200);
+        }
+        let r = w.with_etag(&token, "DELETE", &tpath, "", None).await;
+        checks.push(("delete template", can("V"), r.status.as_u16()));
+
+        let ks = w
+            .app
+            .internal_keystore(&w.mine, &format!("ks-x-{short}"), &["x"])
+            .await;
+        let kspath = format!("/api/v4/keystores/{ks}");
+        for (what, suffix) in [("read keystore", ""), ("keystore status", "/status")] {
+            let r = w
+                .app
+                .call_as(&token, "GET", &format!("{kspath}{suffix}"), None, &[])
+                .await;
+            checks.push((what, true, r.status.as_u16()));
+        }
+        let r = w
+            .app
+            .call_as(&token, "GET", &format!("{kspath}/managed_keys"), None, &[])
+            .await;
+        checks.push(("list a keystore's keys", can("DCVM"), r.status.as_u16()));
+        let r = w
+            .with_etag(
+                &token,
+                "PATCH",
+                &kspath,
+                "",
+                Some(json!({"description": "d"})),
+            )
+            .await;
+        checks.push(("edit keystore", can("V"), r.status.as_u16()));
+        let r = w.with_etag(&token, "DELETE", &kspath, "", None).await;
+        checks.push(("delete keystore", can("V"), r.status.as_u16()));
+
+        let active = w.key("ACT").await;
+        let kpath = format!("/api/v4/managed_keys/{}", active.id());
+        for (what, suffix) in [
+            ("key versions", "/versions"),
+            ("key status", "/status_in_keystores"),
+            ("key associations", "/associated_resources"),
+        ] {
+            let r = w
+                .app
+                .call_as(&token, "GET", &format!("{kpath}{suffix}"), None, &[])
+                .await;
+            checks.push((what, true, r.status.as_u16()));
+        }
+        let r = w
+            .with_etag(&token, "POST", &kpath, "/sync_status_in_keystores", None)
+            .await;
+        checks.push(("sync key", can("DC"), r.status.as_u16()));
+        let r = w
+            .with_etag(&token, "POST", &kpath, "/update_from_template", None)
+            .await;
+        checks.push(("update key from template", can("DC"), r.status.as_u16()));
+        let key_ref = active.body["status_in_keystores"][0]["key_id_in_keystore"]
+            .as_str()
+            .unwrap();
+        let wrapped = w
+            .app
+            .call(
+                "POST",
+                &format!("/api/v2/keys/{key_ref}/actions/wrap"),
+                Some(json!({})),
+                &[("bluemix-instance", &w.keystore)],
+            )
+            .await
+            .expect(200);
+        for verb in ["unwrap", "rewrap"] {
+            let r = w
+                .app
+                .call_as(
+                    &token,
+                    "POST",
+                    &format!("/api/v2/keys/{key_ref}/actions/{verb}"),
+                    Some(json!({"ciphertext": wrapped.body["ciphertext"]})),
+                    &[("bluemix-instance", &w.keystore)],
+                )
+                .await;
+            checks.push(("unwrap or rewrap", true, r.status.as_u16()));
+        }
+        let r = w
+            .app
+            .call_as(
+                &token,
+                "GET",
+                "/api/v2/keys",
+                None,
+                &[("bluemix-instance", &w.keystore)],
+            )
+            .await;
+        checks.push(("list installed keys", true, r.status.as_u16()));
+        let r = w
+            .with_etag(&token, "POST", &kpath, "/compromise", None)
+            .await;
+        checks.push(("mark key compromised", can("D"), r.status.as_u16()));
+
         for (what, expected, status) in checks {
             if expected {
                 assert!(allowed(status), "{short} may {what}, got {status}");

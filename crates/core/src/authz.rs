@@ -87,7 +87,7 @@ impl Permission {
             ("destroy", KeyState::PreActivation) => Self::KeyDestroyPreActive,
             ("destroy", _) => Self::KeyDestroyDeactivated,
             ("rotate", _) => Self::KeyRotate,
-            ("sync" | "update_from_template", _) => Self::KeyDistribute,
+            ("sync_status_in_keystores" | "update_from_template", _) => Self::KeyDistribute,
             _ => return None,
         })
     }
