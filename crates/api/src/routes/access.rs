@@ -41,6 +41,18 @@ pub(crate) struct NewApiKeyOut {
     apikey: String,
 }
 
+/// 201 with a new key: the one answer that carries the key itself.
+fn new_api_key(key: ApiKey, secret: &str) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(NewApiKeyOut {
+            key,
+            apikey: secret.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
 /// Create a principal.
 #[utoipa::path(post, path = "/api/v4/access/principals", tag = "access", request_body = PrincipalBody,
     responses((status = 201, description = "Principal", body = Object), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -121,14 +133,7 @@ pub(crate) async fn create_api_key(
         .keyplane
         .create_api_key(principal, body.name, digest)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(NewApiKeyOut {
-            key,
-            apikey: secret.to_string(),
-        }),
-    )
-        .into_response())
+    Ok(new_api_key(key, &secret))
 }
 
 /// A principal's API keys (never the keys themselves).
@@ -153,14 +158,7 @@ pub(crate) async fn rotate_api_key(
 ) -> ApiResult<Response> {
     let (secret, digest) = s.auth.mint_api_key()?;
     let key = s.keyplane.rotate_api_key(id, digest).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(NewApiKeyOut {
-            key,
-            apikey: secret.to_string(),
-        }),
-    )
-        .into_response())
+    Ok(new_api_key(key, &secret))
 }
 
 /// Revoke an API key: it, and every access token issued for it, stop working at once.
