@@ -137,7 +137,12 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             }
         }
     };
-    let query = req.uri().query().map(str::to_owned);
+    // A withheld body's path may carry secrets in its query too (an API key in a token URL).
+    let query = req
+        .uri()
+        .query()
+        .filter(|_| !body_withheld(&path))
+        .map(str::to_owned);
     let describe = |body: Option<serde_json::Value>| {
         let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
         if let Some(query) = &query {
@@ -181,6 +186,18 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         _ => None,
     };
     if let (Some(outcome), Some(mut pending)) = (outcome, scope.pending()) {
+        if status == 401 {
+            // Anyone can send an unauthenticated call: its event keeps no body, and a flood of
+            // them from one address is recorded only up to a bound.
+            if state
+                .limits
+                .admit_denial_event(pending.source.as_deref())
+                .is_err()
+            {
+                return response;
+            }
+            pending.request = describe(None);
+        }
         if !changes_state {
             pending.action = action_for(&method, &path);
             pending.request = describe(None);

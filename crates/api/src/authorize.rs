@@ -135,8 +135,10 @@ async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uu
             _ => Need::Nothing,
         };
     };
+    // The handler reads the id decoded (`%30` is `0`); anything that is not a plain UUID here is
+    // refused rather than let through unchecked.
     let Ok(id) = Uuid::parse_str(id) else {
-        return Need::Nothing;
+        return Need::Global(Permission::Administer);
     };
     let action = segments.get(2).copied();
     let Some((vault, key_state)) = resource_vault(state, collection, id).await else {
@@ -166,12 +168,15 @@ async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uu
 /// A dual-control request is read by whoever can read its vault, and decided by whoever may do
 /// what it asks.
 async fn approval_need(state: &AppState, method: &Method, segments: &[&str]) -> Need {
-    let Some(id) = segments.get(1).and_then(|s| Uuid::parse_str(s).ok()) else {
+    let Some(id) = segments.get(1) else {
         return if *method == Method::GET {
             Need::List
         } else {
             Need::Nothing
         };
+    };
+    let Ok(id) = Uuid::parse_str(id) else {
+        return Need::Global(Permission::Administer);
     };
     let Ok(approval) = state.keyplane.get_approval(id).await else {
         return Need::Nothing;

@@ -469,6 +469,20 @@ async fn roles_on_every_vault_and_no_roles_at_all() {
         201
     );
     w.app.add_caller("nobody", "nobody", &[]);
+    // An id written with percent-escapes is the same id to the handler: it is refused, not
+    // let through unchecked.
+    let escaped = format!(
+        "/api/v4/managed_keys/%{:02X}{}",
+        w.other_key.as_bytes()[0],
+        &w.other_key[1..]
+    );
+    let r = w.app.call_as("nobody", "GET", &escaped, None, &[]).await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    let r = w
+        .app
+        .call_as("nobody", "DELETE", &escaped, None, &[("if-match", "*")])
+        .await;
+    assert_eq!(r.status.as_u16(), 403);
     assert_eq!(
         w.app
             .call_as("nobody", "GET", "/api/v4/vaults", None, &[])

@@ -208,6 +208,11 @@ impl Authenticator for Tokens {
         else {
             return Ok(None);
         };
+        if self.keyplane.is_sealed() {
+            // The emergency seal ends issuance too, and the signing key leaves memory.
+            *self.signing.lock().await = None;
+            return Err(keyplane_core::Error::Sealed);
+        }
         let signing = self.signing_key().await?;
         let now = chrono::Utc::now().timestamp();
         let expiration = now + i64::try_from(ACCESS_TOKEN_TTL).unwrap_or(3600);

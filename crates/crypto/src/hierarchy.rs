@@ -123,14 +123,13 @@ impl KeyHierarchy {
     /// `shamir`, and `passphrase` without a passphrase). Refuses a store sealed with another mode
     /// or another seal key.
     pub async fn start(store: Arc<dyn Store>, mode: SealMode) -> Result<Arc<Self>> {
-        match store.get_setting(SEAL_TYPE_SETTING).await? {
-            Some(recorded) if recorded != mode.name() => {
-                return Err(Error::internal(format!(
-                    "this database is sealed with the {recorded} seal; start with KEYPLANE_SEAL={recorded}"
-                )));
-            }
-            Some(_) => {}
-            None => store.put_setting(SEAL_TYPE_SETTING, mode.name()).await?,
+        let recorded = store.get_setting(SEAL_TYPE_SETTING).await?;
+        if let Some(recorded) = &recorded
+            && recorded != mode.name()
+        {
+            return Err(Error::internal(format!(
+                "this database is sealed with the {recorded} seal; start with KEYPLANE_SEAL={recorded}"
+            )));
         }
         let shamir = match &mode {
             SealMode::Shamir => {
@@ -169,6 +168,14 @@ impl KeyHierarchy {
         };
         if let Some(secret) = automatic {
             hierarchy.unseal_with(secret).await?;
+        }
+        // Recorded only once the mode has opened the database: a start with the wrong mode or
+        // secret leaves nothing behind that would refuse the right one.
+        if recorded.is_none() {
+            hierarchy
+                .store
+                .put_setting(SEAL_TYPE_SETTING, hierarchy.mode.name())
+                .await?;
         }
         Ok(hierarchy)
     }
@@ -638,9 +645,16 @@ impl AdoptLegacy for Arc<dyn Store> {
     async fn roots_or_adopt(&self, unlocker: &Unlocker) -> Result<Vec<StoredRootKey>> {
         let roots = self.root_keys().await?;
         let legacy_check = self.get_setting(LEGACY_CHECK_SETTING).await?;
-        let (Some(check), true) = (legacy_check, roots.is_empty()) else {
+        let Some(check) = legacy_check else {
             return Ok(roots);
         };
+        // An adoption cut short (a crash between its writes) is finished on the next start:
+        // every vault without a key gets the legacy key, never a fresh one its material would
+        // not open under.
+        let legacy_root = roots.iter().any(|r| r.id.starts_with("legacy-"));
+        if !roots.is_empty() && !legacy_root {
+            return Ok(roots);
+        }
         let Unlocker::SealKey(seal_key) = unlocker else {
             return Err(Error::internal(
                 "this database's material was sealed before the PKCS#11 seal existed; start it with its original seal",
@@ -661,7 +675,9 @@ impl AdoptLegacy for Arc<dyn Store> {
             sealed: Some(legacy.seal_under(seal_key).map_err(crypto_err)?),
             created_at: chrono::Utc::now(),
         };
-        self.insert_root_key(&record).await?;
+        if !legacy_root {
+            self.insert_root_key(&record).await?;
+        }
         let vaults = self.vault_ids().await?;
         for &vault_id in &vaults {
             self.insert_vault_key(&WrappedVaultKey {
