@@ -106,7 +106,10 @@ impl Keyplane {
     pub async fn approve(&self, actor: &Actor, id: Uuid) -> Result<(Approval, Option<ManagedKey>)> {
         let mut approval = self.get_approval(id).await?;
         Self::check_pending(&approval)?;
-        if approval.requested_by == actor.0 {
+        // A principal calling with its client certificate is `cert:<name>`: still the same one.
+        let same =
+            |a: &str, b: &str| a.trim_start_matches("cert:") == b.trim_start_matches("cert:");
+        if same(&approval.requested_by, &actor.0) {
             return Err(Error::conflict(
                 ErrorCode::InvalidStateTransition,
                 "dual control: a second, different principal must approve",
