@@ -83,6 +83,15 @@ async fn a_second_principal_approves_destroy_and_removal() {
         .await
         .expect(409);
     assert!(own.message().contains("second, different principal"));
+    // The same principal through its client certificate is still the requester.
+    app.add_caller(
+        "alice-cert",
+        "cert:alice",
+        &[(Role::VaultAdministrator, Some(vault_id))],
+    );
+    app.call_as("alice-cert", "POST", &approve, None, &[])
+        .await
+        .expect(409);
     app.call_as("carol", "POST", &approve, None, &[])
         .await
         .expect(403);
