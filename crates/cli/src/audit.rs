@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use keyplane_core::ports::{AuditQuery, Store};
-use keyplane_core::query::{MAX_LIMIT, Paging};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -67,16 +66,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut after = after_seq;
             loop {
-                let page = store
-                    .list_audit_events(&AuditQuery {
-                        paging: Paging {
-                            limit: MAX_LIMIT,
-                            offset: 0,
-                        },
-                        after_seq: after,
-                        ..AuditQuery::default()
-                    })
-                    .await?;
+                let page = store.list_audit_events(&AuditQuery::after(after)).await?;
                 let Some(last) = page.items.last() else {
                     break;
                 };

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keyplane_core::ports::AuditQuery;
-use keyplane_core::query::{MAX_LIMIT, Paging};
 use keyplane_core::service::Keyplane;
 
 /// How often the stream looks for new events.
@@ -41,16 +40,7 @@ pub async fn run(keyplane: Keyplane, path: PathBuf) -> anyhow::Result<()> {
         .open(&path)
         .with_context(|| format!("opening the audit stream {}", path.display()))?;
     loop {
-        let page = keyplane
-            .list_audit_events(&AuditQuery {
-                paging: Paging {
-                    limit: MAX_LIMIT,
-                    offset: 0,
-                },
-                after_seq: after,
-                ..AuditQuery::default()
-            })
-            .await;
+        let page = keyplane.list_audit_events(&AuditQuery::after(after)).await;
         match page {
             Ok(page) if !page.items.is_empty() => {
                 let mut lines = Vec::new();

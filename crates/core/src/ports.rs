@@ -214,6 +214,20 @@ pub struct AuditQuery {
     pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl AuditQuery {
+    /// The next events of the chain after position `seq`, as many as a page holds.
+    pub fn after(seq: i64) -> Self {
+        Self {
+            paging: crate::query::Paging {
+                limit: crate::query::MAX_LIMIT,
+                offset: 0,
+            },
+            after_seq: seq,
+            ..Self::default()
+        }
+    }
+}
+
 /// The result of walking the audit chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditChainReport {
