@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod lists;
 mod migrate;
+mod read_cache;
 mod reader;
 mod rows;
 mod writer;
@@ -38,18 +39,26 @@ pub enum Durability {
     Normal,
 }
 
+/// Most keys' usage contexts, and most keystores, held in memory at once.
+const READ_CACHE_ENTRIES: usize = 16_384;
+
 pub struct SqliteStore {
     reader: reader::Reader,
     writer: writer::Writer,
+    usage_contexts: read_cache::ReadCache<(Uuid, Uuid), UsageContext>,
+    keystores: read_cache::ReadCache<Uuid, Keystore>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
-        let writer = writer::Writer::start(path, durability)?;
+        let generation = read_cache::Generation::default();
+        let writer = writer::Writer::start(path, durability, generation.clone())?;
         Ok(Self {
             reader: reader::Reader::new(path),
             writer,
+            usage_contexts: read_cache::ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            keystores: read_cache::ReadCache::new(generation, READ_CACHE_ENTRIES),
         })
     }
 
@@ -315,13 +324,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_keystore(&self, id: Uuid) -> Result<Option<Keystore>> {
-        self.reader.with(|c| {
-            one(
-                c,
-                &format!("{KEYSTORE_SELECT} WHERE ks.id = ?"),
-                [id.to_string()],
-                keystore_from_row,
-            )
+        self.keystores.get_or_read(id, || {
+            self.reader.with(|c| {
+                one(
+                    c,
+                    &format!("{KEYSTORE_SELECT} WHERE ks.id = ?"),
+                    [id.to_string()],
+                    keystore_from_row,
+                )
+            })
         })
     }
 
@@ -469,7 +480,7 @@ impl Store for SqliteStore {
         keystore_id: Uuid,
         key_id_in_keystore: Uuid,
     ) -> Result<Option<UsageContext>> {
-        self.reader.with(|c| {
+        self.usage_contexts.get_or_read((keystore_id, key_id_in_keystore), || self.reader.with(|c| {
             one(
                 c,
                 "SELECT c.*, k.vault_id, k.state, k.algorithm, k.size, k.version AS key_version,
@@ -502,7 +513,7 @@ impl Store for SqliteStore {
                     })
                 },
             )
-        })
+        }))
     }
 
     async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>> {

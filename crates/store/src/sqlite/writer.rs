@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::Durability;
+use super::read_cache::Generation;
 
 /// Most writes committed together; bounds the latency one commit adds to the first of them.
 const MAX_GROUP: usize = 256;
@@ -48,7 +49,11 @@ pub(crate) fn write_err(e: rusqlite::Error, resource: &str, name: &str) -> Error
 }
 
 impl Writer {
-    pub(crate) fn start(path: &Path, durability: Durability) -> Result<Self> {
+    pub(crate) fn start(
+        path: &Path,
+        durability: Durability,
+        generation: Generation,
+    ) -> Result<Self> {
         let mut conn = Connection::open(path).map_err(sql_err)?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql_err)?;
@@ -77,7 +82,7 @@ impl Writer {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("keyplane-sqlite-writer".into())
-            .spawn(move || run(&conn, &queue))
+            .spawn(move || run(&conn, &queue, &generation))
             .map_err(|e| Error::internal(format!("starting the database writer: {e}")))?;
         Ok(Self { jobs })
     }
@@ -126,14 +131,16 @@ impl Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+fn run(conn: &Connection, queue: &mpsc::Receiver<Job>, generation: &Generation) {
     let mut next = None;
     loop {
         let Some(first) = next.take().or_else(|| queue.recv().ok()) else {
             return;
         };
         if first.alone {
-            let _ = first.reply.send((first.work)(conn));
+            let outcome = (first.work)(conn);
+            generation.advance();
+            let _ = first.reply.send(outcome);
             continue;
         }
         let mut group = vec![first];
@@ -147,11 +154,11 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(conn, group);
+        commit_group(conn, group, generation);
     }
 }
 
-fn commit_group(conn: &Connection, group: Vec<Job>) {
+fn commit_group(conn: &Connection, group: Vec<Job>, generation: &Generation) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let message = format!("database: {e}");
         for job in group {
@@ -171,7 +178,10 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
         };
         results.push((job.reply, settled.map_err(sql_err).and(outcome)));
     }
-    match conn.execute_batch("COMMIT") {
+    let committed = conn.execute_batch("COMMIT");
+    // Before anyone learns of the commit (see `read_cache`); after a rollback it is harmless.
+    generation.advance();
+    match committed {
         Ok(()) => {
             for (reply, result) in results {
                 let _ = reply.send(result);
