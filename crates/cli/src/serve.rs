@@ -132,6 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rotation_min_interval: chrono::Duration::from_std(config.rotation_min_interval)?,
     };
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
+        .with_connectors(Arc::new(keyplane_connectors::BuiltIn))
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
     if let Some(path) = config.audit_file.clone() {

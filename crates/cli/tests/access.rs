@@ -11,7 +11,7 @@ const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 
 /// The IAM authenticator's request: a form post with `Authorization: Basic bx:bx`.
 async fn exchange(base: &str, apikey: &str, grant: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = keyplane_testkit::http_client()
         .post(format!("{base}/identity/token"))
         .header("Authorization", "Basic Yng6Yng=")
         .header("Accept", "application/json")

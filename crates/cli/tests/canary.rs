@@ -36,12 +36,16 @@ async fn no_secret_escapes_into_logs_events_or_responses() {
     // Every answer is kept, except the few that must carry a secret.
     let mut seen: Vec<Value> = Vec::new();
 
+    // A real OpenBao whose root token is the canary: connecting tests it for real.
+    let bao = keyplane_testkit::peers::OpenBao::start(VAULT_TOKEN)
+        .await
+        .unwrap();
     let (vault, keystore) = setup(&c, "active", "aes", "256").await;
     for body in [
         json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws", "groups": ["cloud"],
                "aws_region": "eu_central_1", "aws_access_key_id": "AKIACANARY", "aws_secret_access_key": AWS_SECRET}),
         json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["cloud"],
-               "hashicorp_address": "https://bao.example:8200", "hashicorp_token": VAULT_TOKEN}),
+               "hashicorp_address": bao.address, "hashicorp_token": VAULT_TOKEN}),
     ] {
         let r = c.post("/api/v4/keystores", &body).await.unwrap();
         assert_eq!(r.status, 201, "{}", r.body);
@@ -101,7 +105,7 @@ async fn no_secret_escapes_into_logs_events_or_responses() {
         .await
         .unwrap();
     let apikey = created.body["apikey"].as_str().unwrap().to_owned();
-    let token: Value = reqwest::Client::new()
+    let token: Value = keyplane_testkit::http_client()
         .post(format!("{}/identity/token", c.base))
         .form(&[
             ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod connector;
 pub mod distribution;
 pub mod error;
 pub mod etag;

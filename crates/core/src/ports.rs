@@ -372,6 +372,15 @@ pub trait MaterialEngine: Send + Sync + 'static {
 
     /// A fresh random 256-bit data key.
     fn random_data_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>>;
+
+    /// Opens material and wraps it as an external keystore asks for import (symmetric keys as
+    /// raw bytes, asymmetric ones as PKCS#8 DER); only the wrapped form leaves.
+    fn wrap_for_transfer(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+        wrapping: &crate::connector::TransferWrapping,
+    ) -> Result<Vec<u8>>;
 }
 
 /// What sealed material is bound to (the AES-GCM associated data).

@@ -12,6 +12,8 @@ use zeroize::Zeroizing;
 use crate::CryptoError;
 use crate::hierarchy::KeyHierarchy;
 use crate::material::{self, EcCurve, KeyKind};
+use crate::transfer;
+use keyplane_core::connector::TransferWrapping;
 
 fn pool_aad(id: Uuid) -> Vec<u8> {
     format!("keyplane-key-pool:v1:{id}").into_bytes()
@@ -62,6 +64,31 @@ fn secrets_aad(keystore_id: Uuid) -> Vec<u8> {
 
 #[async_trait::async_trait]
 impl MaterialEngine for KeyHierarchy {
+    fn wrap_for_transfer(
+        &self,
+        binding: &MaterialBinding,
+        m: &SealedMaterial,
+        wrapping: &TransferWrapping,
+    ) -> Result<Vec<u8>> {
+        let plain = self
+            .opened_vault_key(binding.vault_id)?
+            .open(&m.sealed, &binding.aad())
+            .map_err(crypto_err)?;
+        let wrapped = match wrapping {
+            TransferWrapping::RsaAesKeyWrapSha256 { public_key_der } => {
+                transfer::rsa_aes_key_wrap_sha256(public_key_der, plain.expose())
+            }
+            TransferWrapping::RsaOaepSha256 { public_key_der } => {
+                transfer::rsa_oaep_sha256(public_key_der, plain.expose())
+            }
+        };
+        wrapped.map_err(|e| {
+            Error::KeystoreUnavailable(format!(
+                "wrapping key material for the keystore failed: {e}"
+            ))
+        })
+    }
+
     fn seal_status(&self) -> SealStatus {
         self.status()
     }

@@ -11,6 +11,7 @@ pub mod passphrase;
 pub mod pkcs11;
 pub mod root;
 pub mod shamir;
+pub mod transfer;
 
 pub use error::CryptoError;
 pub use hierarchy::{KeyHierarchy, SealMode};

@@ -1,5 +1,12 @@
 //! Test harnesses: the API in-process over a real SQLite store, and the real `keyplane` binary.
 
+pub mod peers;
+
+/// An HTTP client for tests (TLS through aws-lc-rs, like the server).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}
 pub mod process;
 
 use std::sync::Arc;
@@ -156,7 +163,8 @@ impl TestApp {
         let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
             .await
             .expect("key hierarchy");
-        let keyplane = Keyplane::new(store.clone(), engine, policy);
+        let keyplane = Keyplane::new(store.clone(), engine, policy)
+            .with_connectors(Arc::new(keyplane_connectors::BuiltIn));
         let tokens = Arc::new(FixedToken::default());
         let router = keyplane_api::app(
             keyplane,

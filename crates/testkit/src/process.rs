@@ -78,7 +78,7 @@ impl Server {
 
     pub fn client(&self) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
             base: self.base.clone(),
             token: self.token.clone(),
         }

@@ -1,7 +1,10 @@
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{Keyplane, now, set};
+use crate::connector::{Connector, FailureKind};
 use crate::distribution;
 use crate::error::{Error, Result};
 use crate::etag::{self, IfMatch};
@@ -77,6 +80,61 @@ fn check_common(
 }
 
 impl Keyplane {
+    /// The connector for a keystore with these secrets; `None` when its type has none.
+    fn connector_with(
+        &self,
+        keystore: &Keystore,
+        secrets: &Map<String, Value>,
+    ) -> Result<Option<Arc<dyn Connector>>> {
+        if keystore.is_internal() {
+            return Ok(None);
+        }
+        match self
+            .connectors
+            .as_ref()
+            .and_then(|c| c.connect(keystore, secrets))
+        {
+            Some(built) => built.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The connector for a stored keystore, its secrets opened.
+    pub(crate) async fn connector(
+        &self,
+        keystore: &Keystore,
+    ) -> Result<Option<Arc<dyn Connector>>> {
+        let secrets = self.connection_secrets(keystore).await?;
+        self.connector_with(keystore, &secrets)
+    }
+
+    async fn connection_secrets(&self, keystore: &Keystore) -> Result<Map<String, Value>> {
+        let Some(sealed) = &keystore.sealed_secrets else {
+            return Ok(Map::new());
+        };
+        self.engine.open_vault(keystore.vault.id).await?;
+        let json = self
+            .engine
+            .open_secrets(keystore.vault.id, keystore.id, sealed)?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::internal(format!("connection secrets: {e}")))
+    }
+
+    /// Tests a connection before it is saved; no connector for the type means nothing to test.
+    async fn test_connection(
+        &self,
+        keystore: &Keystore,
+        secrets: &Map<String, Value>,
+    ) -> Result<()> {
+        if let Some(connector) = self.connector_with(keystore, secrets)? {
+            connector
+                .test()
+                .await
+                .map_err(|f| f.into_connection_error(&keystore.name))?;
+        }
+        Ok(())
+    }
+
     async fn seal_connection_secrets(
         &self,
         vault_id: Uuid,
@@ -161,6 +219,7 @@ impl Keyplane {
             stamps: Stamps::new(actor, now()),
             revision: 1,
         };
+        self.test_connection(&keystore, &secrets).await?;
         if dry_run {
             // A dry run answers what the real call would, name clash included.
             if self
@@ -266,6 +325,15 @@ impl Keyplane {
                 .seal_connection_secrets(k.vault.id, id, &changed_secrets)
                 .await?;
         }
+        if !patch.connection.is_empty() {
+            // Changed credentials or endpoints are proven before they replace working ones.
+            let secrets = if changed_secrets.is_empty() {
+                self.connection_secrets(&k).await?
+            } else {
+                changed_secrets
+            };
+            self.test_connection(&k, &secrets).await?;
+        }
         k.revision += 1;
         k.stamps.touch(actor, now());
         self.store.update_keystore(&k, read_revision).await?;
@@ -332,10 +400,33 @@ impl Keyplane {
                 message: "Internal keystore is available: its key store answered.".to_owned(),
             });
         }
-        Ok(KeystoreStatus {
-            health_status: HealthStatus::ConfigurationError,
-            last_heartbeat: None,
-            message: distribution::connector_unavailable_message(k.keystore_type),
+        let Some(connector) = self.connector(&k).await? else {
+            return Ok(KeystoreStatus {
+                health_status: HealthStatus::ConfigurationError,
+                last_heartbeat: None,
+                message: distribution::connector_unavailable_message(k.keystore_type),
+            });
+        };
+        let at = now();
+        Ok(match connector.test().await {
+            Ok(()) => KeystoreStatus {
+                health_status: HealthStatus::Ok,
+                last_heartbeat: Some(at),
+                message: format!(
+                    "Keystore '{}' answered; its credentials and permissions were verified.",
+                    k.name
+                ),
+            },
+            Err(failure) => KeystoreStatus {
+                health_status: match failure.kind {
+                    FailureKind::Unreachable | FailureKind::Transient | FailureKind::Throttled => {
+                        HealthStatus::NotResponding
+                    }
+                    _ => HealthStatus::ConfigurationError,
+                },
+                last_heartbeat: None,
+                message: format!("Keystore '{}' failed its check: {failure}", k.name),
+            },
         })
     }
 

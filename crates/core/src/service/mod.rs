@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+use crate::connector::Connectors;
 use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
@@ -37,6 +38,8 @@ pub struct Keyplane {
     engine: Arc<dyn MaterialEngine>,
     policy: LifecyclePolicy,
     key_pool: Arc<key_pool::KeyPool>,
+    /// Builds connectors to external keystores; without them external keystores are stored only.
+    connectors: Option<Arc<dyn Connectors>>,
 }
 
 impl Keyplane {
@@ -50,7 +53,15 @@ impl Keyplane {
             engine,
             policy,
             key_pool: Arc::default(),
+            connectors: None,
         }
+    }
+
+    /// Connects external keystores through `connectors`.
+    #[must_use]
+    pub fn with_connectors(mut self, connectors: Arc<dyn Connectors>) -> Self {
+        self.connectors = Some(connectors);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

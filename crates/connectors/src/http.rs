@@ -1,0 +1,93 @@
+//! The HTTP side shared by REST connectors: a client trusting the keystore's CA (or the
+//! system's roots), bounded timeouts, and classification of failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyplane_core::connector::{FailureKind, RemoteFailure};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// A remote call that has not answered after this long is treated as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest error text taken from a remote answer into a message.
+const MAX_REMOTE_MESSAGE: usize = 300;
+
+/// A client for one keystore: `ca_pem` replaces the system's roots when given.
+pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem.filter(|p| !p.trim().is_empty()) {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A broken system certificate is skipped, not fatal.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client setup: {e}"))
+}
+
+/// A failure to get any answer.
+pub(crate) fn transport_failure(target: &str, e: &reqwest::Error) -> RemoteFailure {
+    let what = if e.is_timeout() {
+        "did not answer in time"
+    } else if e.is_connect() {
+        "refused or could not be reached"
+    } else {
+        "could not be reached"
+    };
+    // reqwest's display may hold the URL (never a secret here) but not headers.
+    RemoteFailure::new(
+        FailureKind::Unreachable,
+        format!("{target} {what} ({})", without_url(e)),
+    )
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// The failure an HTTP error status stands for; `what` says what was attempted.
+pub(crate) fn status_failure(status: u16, what: &str, remote_message: &str) -> RemoteFailure {
+    let mut detail: String = remote_message.chars().take(MAX_REMOTE_MESSAGE).collect();
+    if detail.is_empty() {
+        detail = format!("HTTP {status}");
+    } else {
+        detail = format!("HTTP {status}: {detail}");
+    }
+    let kind = match status {
+        401 => FailureKind::BadCredentials,
+        403 => FailureKind::MissingPermission,
+        429 => FailureKind::Throttled,
+        500..=599 => FailureKind::Transient,
+        _ => FailureKind::Rejected,
+    };
+    RemoteFailure::new(kind, format!("{what}: {detail}"))
+}

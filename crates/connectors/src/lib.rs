@@ -1,0 +1,62 @@
+//! Connectors to external keystores, built from stored keystore connections.
+
+pub mod hashicorp_vault;
+mod http;
+
+use std::sync::Arc;
+
+use keyplane_core::connector::{Connector, Connectors};
+use keyplane_core::error::Error;
+use keyplane_core::model::{Keystore, KeystoreType};
+use serde_json::{Map, Value};
+
+/// The connectors this build has.
+#[derive(Default)]
+pub struct BuiltIn;
+
+fn text(fields: &Map<String, Value>, name: &str) -> Option<String> {
+    fields
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
+}
+
+fn vault(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    let address = text(clear, "hashicorp_address")
+        .ok_or_else(|| Error::missing_field("hashicorp_address"))?;
+    let credentials = match (
+        text(secrets, "hashicorp_token"),
+        text(clear, "hashicorp_approle_role_id"),
+        text(secrets, "hashicorp_approle_secret_id"),
+    ) {
+        (Some(token), _, _) => hashicorp_vault::Credentials::Token(token),
+        (None, Some(role_id), Some(secret_id)) => {
+            hashicorp_vault::Credentials::AppRole { role_id, secret_id }
+        }
+        _ => return Err(Error::missing_field("hashicorp_token")),
+    };
+    let connector = hashicorp_vault::HashicorpVault::new(hashicorp_vault::Settings {
+        address,
+        credentials,
+        mount: text(clear, "hashicorp_transit_mount").unwrap_or_else(|| "transit".into()),
+        namespace: text(clear, "hashicorp_namespace"),
+        ca_cert: text(clear, "hashicorp_ca_cert"),
+    })
+    .map_err(|e| Error::invalid_field("hashicorp_ca_cert", e))?;
+    Ok(Arc::new(connector))
+}
+
+impl Connectors for BuiltIn {
+    fn connect(
+        &self,
+        keystore: &Keystore,
+        secrets: &Map<String, Value>,
+    ) -> Option<Result<Arc<dyn Connector>, Error>> {
+        match keystore.keystore_type {
+            KeystoreType::HashicorpVault => Some(vault(keystore, secrets)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The port to external keystores (decisions.md §3): one trait every connector implements, the
+//! failures it reports, and how key material crosses to it without leaving the material engine
+//! in the clear.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::model::{Algorithm, Keystore};
+
+/// Why a remote call failed, as far as the caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer: DNS, refused connection, TLS failure, timeout.
+    Unreachable,
+    /// The credentials were refused.
+    BadCredentials,
+    /// The credentials are valid but lack a permission the operation needs.
+    MissingPermission,
+    /// The target asked to slow down.
+    Throttled,
+    /// The target failed on its side (5xx); worth retrying.
+    Transient,
+    /// The target refused the request itself; retrying the same request will not help.
+    Rejected,
+}
+
+impl FailureKind {
+    /// Worth another attempt later with the same request.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Unreachable | Self::Throttled | Self::Transient)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::BadCredentials => "bad credentials",
+            Self::MissingPermission => "missing permission",
+            Self::Throttled => "throttled",
+            Self::Transient => "remote error",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// A failed remote call. The message names what failed and never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl RemoteFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for RemoteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl RemoteFailure {
+    /// The API error for a keystore that failed while being connected or edited: bad
+    /// credentials and missing permissions are the caller's to fix (400); the rest is the
+    /// target's (424).
+    pub fn into_connection_error(self, keystore_name: &str) -> Error {
+        let message = format!(
+            "keystore '{keystore_name}' failed the connection test ({}): {}; nothing was saved",
+            self.kind.as_str(),
+            self.message
+        );
+        match self.kind {
+            FailureKind::BadCredentials
+            | FailureKind::MissingPermission
+            | FailureKind::Rejected => Error::Invalid {
+                code: crate::error::ErrorCode::KeystoreRejected,
+                message,
+                target: None,
+            },
+            _ => Error::KeystoreUnavailable(message),
+        }
+    }
+}
+
+pub type RemoteResult<T> = std::result::Result<T, RemoteFailure>;
+
+/// A key as a remote keystore holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKey {
+    /// The keystore's own id for the key (`key_id_in_keystore`).
+    pub remote_id: String,
+    /// Whether the key is usable for new operations there.
+    pub enabled: bool,
+    /// Its newest version there (1 for a key with one version).
+    pub version: u32,
+}
+
+/// How a target wants key material wrapped for import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferWrapping {
+    /// RSA-OAEP (SHA-256) of a fresh AES-256 key ‖ that key's RFC 5649 wrap of the material
+    /// (CKM_RSA_AES_KEY_WRAP; Vault/OpenBao transit import, AWS RSA_AES_KEY_WRAP_SHA_256).
+    RsaAesKeyWrapSha256 { public_key_der: Vec<u8> },
+    /// RSA-OAEP (SHA-256) of the material itself (AWS RSAES_OAEP_SHA_256).
+    RsaOaepSha256 { public_key_der: Vec<u8> },
+}
+
+/// Opens one key version's material and wraps it as the target asks; the clear material never
+/// leaves the material engine.
+#[async_trait]
+pub trait MaterialExport: Send + Sync {
+    async fn wrapped_for(&self, wrapping: &TransferWrapping) -> crate::error::Result<Vec<u8>>;
+}
+
+/// What a connector needs to know about the key it installs.
+pub struct KeyToInstall<'a> {
+    pub key_id: Uuid,
+    /// The name it gets there (`label_in_keystore`).
+    pub label: &'a str,
+    pub algorithm: Algorithm,
+    pub size: u32,
+    pub version: u32,
+    pub material: &'a dyn MaterialExport,
+}
+
+/// One external keystore. Every operation is idempotent: a retried call finds what an
+/// interrupted one left (by name, tag or remote id) and never creates a duplicate.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Reaches the target and proves the credentials and the permissions it needs.
+    async fn test(&self) -> RemoteResult<()>;
+
+    /// The copy of a key the target holds, found by its recorded remote id or its name.
+    async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>>;
+
+    /// Transfers the key (or, when it is already there, returns what is there).
+    async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey>;
+
+    /// Makes the copy usable for new operations, or only for existing ciphertexts.
+    async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey>;
+
+    /// Adds `key.version` as the copy's newest version (a no-op when it is already there).
+    async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey>;
+
+    /// Destroys the copy (the provider's deletion, pending where it has one).
+    async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()>;
+}
+
+/// Builds connectors from stored keystore connections.
+pub trait Connectors: Send + Sync {
+    /// `None` when no connector exists for the keystore's type.
+    fn connect(
+        &self,
+        keystore: &Keystore,
+        secrets: &Map<String, Value>,
+    ) -> Option<Result<Arc<dyn Connector>, Error>>;
+}
