@@ -135,6 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_connectors(Arc::new(keyplane_connectors::BuiltIn))
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
+    tokio::spawn(keyplane.clone().run_distribution());
     if let Some(path) = config.audit_file.clone() {
         let keyplane = keyplane.clone();
         tokio::spawn(async move {

@@ -49,6 +49,10 @@ fn vault(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Co
 }
 
 impl Connectors for BuiltIn {
+    fn supports(&self, keystore_type: KeystoreType) -> bool {
+        keystore_type == KeystoreType::HashicorpVault
+    }
+
     fn connect(
         &self,
         keystore: &Keystore,

@@ -158,6 +158,9 @@ pub trait Connector: Send + Sync {
 
 /// Builds connectors from stored keystore connections.
 pub trait Connectors: Send + Sync {
+    /// Whether keystores of this type have a connector.
+    fn supports(&self, keystore_type: crate::model::KeystoreType) -> bool;
+
     /// `None` when no connector exists for the keystore's type.
     fn connect(
         &self,

@@ -2,6 +2,7 @@
 //! these; only the binary wires them together.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -21,6 +22,70 @@ pub struct KeyWrite {
     pub upsert_copies: Vec<InternalCopy>,
     /// Internal keystores whose copy of the key is removed.
     pub remove_copies_from: Vec<Uuid>,
+    /// External keystores that must converge to the key's state: a task for each is queued in
+    /// the same transaction (the outbox).
+    pub converge_in: Vec<Uuid>,
+}
+
+/// A copy of a key in an external keystore, as keyplane recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalCopy {
+    pub keystore_id: Uuid,
+    pub managed_key_id: Uuid,
+    /// The keystore's id for it; `None` while an install is under way (a retry adopts what it finds).
+    pub remote_id: Option<String>,
+    pub label: String,
+    /// The key version last transferred.
+    pub installed_version: u32,
+    pub enabled: bool,
+}
+
+/// One queued convergence of a key in an external keystore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeystoreTask {
+    pub id: Uuid,
+    pub keystore_id: Uuid,
+    pub managed_key_id: Uuid,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    Done,
+    /// Try again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// Given up (not retryable, or the retry budget is spent); a sync queues it again.
+    Failed {
+        error: String,
+    },
+}
+
+/// What a finished attempt records, in one transaction.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    pub outcome: TaskOutcome,
+    /// `Some(Some(copy))` records the copy, `Some(None)` forgets it.
+    pub copy: Option<Option<ExternalCopy>>,
+    /// The key's observed status in that keystore.
+    pub status: Option<KeyStatusInKeystore>,
+}
+
+/// A task's state as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskView {
+    pub id: Uuid,
+    pub keystore_id: Uuid,
+    pub managed_key_id: Uuid,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A hashed API token that may call the API.
@@ -37,6 +102,24 @@ pub struct ApiToken {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
+
+    /// Marks up to `limit` due tasks running and returns them; a key and keystore with a task
+    /// already running are skipped.
+    async fn claim_tasks(&self, limit: usize, now: DateTime<Utc>) -> Result<Vec<KeystoreTask>>;
+
+    /// Records an attempt's outcome, the copy and the key's observed status together.
+    async fn finish_task(&self, task: &KeystoreTask, result: TaskResult) -> Result<()>;
+
+    /// Tasks left running by a stopped process become pending again.
+    async fn requeue_interrupted_tasks(&self) -> Result<u64>;
+
+    /// The most recent tasks of a keystore, newest first.
+    async fn keystore_tasks(&self, keystore_id: Uuid, limit: u32) -> Result<Vec<TaskView>>;
+
+    async fn external_copy(&self, keystore_id: Uuid, key_id: Uuid) -> Result<Option<ExternalCopy>>;
+
+    /// Records a copy before the remote work that creates it, so a retry recognises it.
+    async fn save_external_copy(&self, copy: &ExternalCopy) -> Result<()>;
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>>;
     async fn put_setting(&self, name: &str, value: &str) -> Result<()>;

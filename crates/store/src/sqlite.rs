@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod distribution;
 mod lists;
 mod migrate;
 mod read_cache;
@@ -21,8 +22,8 @@ use keyplane_core::audit::{self as audit_trail, AuditEvent};
 use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::ports::{
-    ApiToken, AuditChainReport, AuditQuery, KeyWrite, PooledKey, Store, StoredRootKey,
-    WrappedVaultKey,
+    ApiToken, AuditChainReport, AuditQuery, ExternalCopy, KeyWrite, KeystoreTask, PooledKey, Store,
+    StoredRootKey, TaskResult, TaskView, WrappedVaultKey,
 };
 use keyplane_core::query::*;
 use keyplane_core::service::UsageContext;
@@ -320,6 +321,47 @@ impl Store for SqliteStore {
         let k = k.clone();
         audit_trail::note_target("keystores", k.id, Some(k.vault.id));
         self.audited_write(move |c| writes::write_keystore(c, &k, None))
+            .await
+    }
+
+    async fn claim_tasks(
+        &self,
+        limit: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<KeystoreTask>> {
+        self.writer
+            .write_returning(move |c| distribution::claim(c, limit, &now))
+            .await
+    }
+
+    async fn finish_task(&self, task: &KeystoreTask, result: TaskResult) -> Result<()> {
+        let task = task.clone();
+        let now = chrono::Utc::now();
+        self.writer
+            .write(move |c| distribution::finish(c, &task, &result, &now))
+            .await
+    }
+
+    async fn requeue_interrupted_tasks(&self) -> Result<u64> {
+        self.writer
+            .write_returning(distribution::requeue_running)
+            .await
+    }
+
+    async fn keystore_tasks(&self, keystore_id: Uuid, limit: u32) -> Result<Vec<TaskView>> {
+        self.reader
+            .with(|c| distribution::tasks_of(c, keystore_id, limit))
+    }
+
+    async fn external_copy(&self, keystore_id: Uuid, key_id: Uuid) -> Result<Option<ExternalCopy>> {
+        self.reader
+            .with(|c| distribution::copy(c, keystore_id, key_id))
+    }
+
+    async fn save_external_copy(&self, copy: &ExternalCopy) -> Result<()> {
+        let copy = copy.clone();
+        self.writer
+            .write(move |c| distribution::save_copy(c, &copy))
             .await
     }
 

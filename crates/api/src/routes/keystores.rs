@@ -153,6 +153,21 @@ pub(crate) async fn status(
     )))
 }
 
+/// Recent distribution tasks of a keystore, newest first (an extension): what is pending, being
+/// retried (with the last error and the next attempt) or given up.
+#[utoipa::path(get, path = "/api/v4/keystores/{id}/tasks", tag = "keystores", params(("id" = String, Path)),
+    responses((status = 200, description = "DistributionTaskList", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn tasks(
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<serde_json::Value>> {
+    let tasks = s.keyplane.keystore_tasks(id).await?;
+    Ok(Json(serde_json::json!({
+        "total_count": tasks.len(),
+        "tasks": tasks,
+    })))
+}
+
 /// Managed keys installed in a keystore.
 #[utoipa::path(get, path = "/api/v4/keystores/{id}/managed_keys", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 404, body = ErrorBody)))]

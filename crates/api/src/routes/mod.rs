@@ -41,6 +41,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
             keystores::delete
         ))
         .routes(routes!(keystores::status))
+        .routes(routes!(keystores::tasks))
         .routes(routes!(keystores::managed_keys))
         .routes(routes!(keystores::associated_resources))
         .routes(routes!(managed_keys::list, managed_keys::create))

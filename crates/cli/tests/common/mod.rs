@@ -233,20 +233,29 @@ pub fn vault_key(dir: &Path, conn: &Connection, vault_id: &str) -> keyplane_cryp
 /// A key's material (version 1), opened through the key hierarchy, checked against the key's
 /// verification pattern.
 pub fn open_material(dir: &Path, key: &Value) -> keyplane_crypto::SecretBytes {
+    open_material_version(dir, key, 1)
+}
+
+/// One version of a key's material, opened with the dev seal's files.
+pub fn open_material_version(
+    dir: &Path,
+    key: &Value,
+    version: u32,
+) -> keyplane_crypto::SecretBytes {
     let conn = db(dir);
     let vault_id = key["vault"]["id"].as_str().unwrap();
     let vault_key = MasterKey::from_bytes(vault_key(dir, &conn, vault_id).expose()).unwrap();
     let sealed: Vec<u8> = conn
         .query_row(
-            "SELECT sealed FROM key_material WHERE key_id = ? AND version = 1",
-            [id(key)],
+            "SELECT sealed FROM key_material WHERE key_id = ? AND version = ?",
+            rusqlite::params![id(key), version],
             |r| r.get(0),
         )
         .unwrap();
     let binding = keyplane_core::ports::MaterialBinding {
         vault_id: Uuid::parse_str(vault_id).unwrap(),
         key_id: Uuid::parse_str(&id(key)).unwrap(),
-        version: 1,
+        version,
     };
     vault_key
         .open(&sealed, &binding.aad())

@@ -1,7 +1,7 @@
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use super::{Keyplane, now};
+use super::{Keyplane, distributor, now};
 use crate::distribution;
 use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
@@ -214,7 +214,7 @@ impl Keyplane {
             self.add_material(&mut key, &mut write).await?;
         }
         self.distribute(&mut key, &targets, &[], &mut write);
-        self.store.save_managed_key(&key, None, &write).await?;
+        self.save_key(&key, None, &write).await?;
         // The record as saved is what a read would return.
         Ok(key)
     }
@@ -262,7 +262,22 @@ impl Keyplane {
         for target in targets {
             let reference = target.reference();
             if !target.is_internal() {
-                statuses.push(distribution::unreachable_status(&reference));
+                if self.has_connector(target.keystore_type) {
+                    // The worker converges it and records what it then holds; until then the
+                    // last observation stands (or "not present" for a new target).
+                    write.converge_in.push(target.id);
+                    statuses.push(
+                        key.status_in_keystores
+                            .iter()
+                            .find(|s| s.keystore.id == target.id && !s.removed)
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                distributor::observed_status(key.state, &reference, None, None)
+                            }),
+                    );
+                } else {
+                    statuses.push(distribution::unreachable_status(&reference));
+                }
                 continue;
             }
             let existing = copies.iter().find(|c| c.keystore_id == target.id);
@@ -310,6 +325,22 @@ impl Keyplane {
         }
         statuses.extend(removed);
         key.status_in_keystores = statuses;
+    }
+
+    /// Saves a key with its write; queued distribution wakes the worker once committed.
+    async fn save_key(
+        &self,
+        key: &ManagedKey,
+        read_revision: Option<i64>,
+        write: &KeyWrite,
+    ) -> Result<()> {
+        self.store
+            .save_managed_key(key, read_revision, write)
+            .await?;
+        if !write.converge_in.is_empty() {
+            self.distribution_queued();
+        }
+        Ok(())
     }
 
     /// The keystores a key targets now: its current ones that still exist.
@@ -380,9 +411,7 @@ impl Keyplane {
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         self.distribute(&mut key, &targets, &copies, &mut write);
-        self.store
-            .save_managed_key(&key, Some(read_revision), &write)
-            .await?;
+        self.save_key(&key, Some(read_revision), &write).await?;
         if write.erase_material {
             self.engine.forget_material(id);
         }
@@ -495,9 +524,7 @@ impl Keyplane {
         let mut write = KeyWrite::default();
         // A rename reaches the copies the internal keystores hold.
         self.distribute(&mut key, &targets, &copies, &mut write);
-        self.store
-            .save_managed_key(&key, Some(read_revision), &write)
-            .await?;
+        self.save_key(&key, Some(read_revision), &write).await?;
         Ok(key)
     }
 
@@ -524,7 +551,7 @@ impl Keyplane {
                     copies.iter().find(|c| c.keystore_id == target.id),
                 )
             } else {
-                distribution::unreachable_status(&reference)
+                self.read_external_status(&key, target).await
             });
         }
         statuses.extend(
@@ -553,9 +580,7 @@ impl Keyplane {
         self.distribute(&mut key, &targets, &copies, &mut write);
         key.stamps.touch(actor, now());
         key.revision += 1;
-        self.store
-            .save_managed_key(&key, Some(read_revision), &write)
-            .await?;
+        self.save_key(&key, Some(read_revision), &write).await?;
         Ok(key.status_in_keystores)
     }
 
@@ -602,6 +627,13 @@ impl Keyplane {
             .collect();
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
+        // External keystores that leave the key's targets converge too (their copy is disabled).
+        let leaving: Vec<Uuid> = key
+            .status_in_keystores
+            .iter()
+            .filter(|s| !s.removed && s.keystore.keystore_type != KeystoreType::IbmCloudKms)
+            .map(|s| s.keystore.id)
+            .collect();
         key.status_in_keystores.retain(|s| s.removed);
         key.instances[0].group = entry.group.clone();
         key.instances[0].properties = entry.properties.clone();
@@ -609,14 +641,17 @@ impl Keyplane {
         key.template.name = template.name.clone();
         key.template_version = template.version;
         self.distribute(&mut key, &targets, &copies, &mut write);
+        for id in leaving {
+            if !write.converge_in.contains(&id) {
+                write.converge_in.push(id);
+            }
+        }
         if dry_run {
             return Ok(key);
         }
         key.stamps.touch(actor, now());
         key.revision += 1;
-        self.store
-            .save_managed_key(&key, Some(read_revision), &write)
-            .await?;
+        self.save_key(&key, Some(read_revision), &write).await?;
         Ok(key)
     }
 

@@ -359,6 +359,14 @@ impl Keyplane {
         );
         if acts_remotely
             && !keystore.is_internal()
+            && let Some(connector) = self.connector(&keystore).await?
+        {
+            self.act_on_copies(connector.as_ref(), &keystore, &targeting, mode)
+                .await?;
+        }
+        if acts_remotely
+            && !keystore.is_internal()
+            && !self.has_connector(keystore.keystore_type)
             && targeting.iter().any(|k| k.state.lives_in_keystores())
         {
             // Never report remote work that could not be done.
@@ -388,6 +396,44 @@ impl Keyplane {
         self.store
             .delete_keystore(id, keystore.revision, &changes)
             .await
+    }
+
+    /// `deactivate` / `destroy` on every copy an external keystore holds before it is unlinked.
+    /// A failure stops the deletion (what was done stays done; a retry finds it done).
+    async fn act_on_copies(
+        &self,
+        connector: &dyn Connector,
+        keystore: &Keystore,
+        targeting: &[ManagedKey],
+        mode: KeystoreDeleteMode,
+    ) -> Result<()> {
+        for key in targeting {
+            let Some(copy) = self.store.external_copy(keystore.id, key.id).await? else {
+                continue;
+            };
+            let failed = |f: crate::connector::RemoteFailure| {
+                Error::KeystoreUnavailable(format!(
+                    "keystore '{}' could not {mode} the copy of key '{}' ({}): {f}. The keystore was not deleted",
+                    keystore.name, key.label, key.id
+                ))
+            };
+            let Some(remote) = connector
+                .find(copy.remote_id.as_deref(), &copy.label)
+                .await
+                .map_err(failed)?
+            else {
+                continue;
+            };
+            if mode == KeystoreDeleteMode::Destroy {
+                connector.destroy(&remote).await.map_err(failed)?;
+            } else {
+                connector
+                    .set_enabled(&remote, false)
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn keystore_status(&self, id: Uuid) -> Result<KeystoreStatus> {

@@ -5,6 +5,7 @@ mod access;
 mod approvals;
 mod audit_events;
 mod dataplane;
+mod distributor;
 mod key_pool;
 mod keys;
 mod keystores;
@@ -23,6 +24,7 @@ use crate::ports::{MaterialEngine, Store};
 pub use access::NewPrincipal;
 pub use approvals::{APPROVAL_TTL, Gate};
 pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext};
+pub use distributor::DistributionPolicy;
 pub use key_pool::KeyPoolPolicy;
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
@@ -40,6 +42,7 @@ pub struct Keyplane {
     key_pool: Arc<key_pool::KeyPool>,
     /// Builds connectors to external keystores; without them external keystores are stored only.
     connectors: Option<Arc<dyn Connectors>>,
+    distribution: Arc<distributor::Distribution>,
 }
 
 impl Keyplane {
@@ -54,7 +57,15 @@ impl Keyplane {
             policy,
             key_pool: Arc::default(),
             connectors: None,
+            distribution: Arc::default(),
         }
+    }
+
+    /// Paces distribution to external keystores; run [`Keyplane::run_distribution`] to start it.
+    #[must_use]
+    pub fn with_distribution_policy(mut self, policy: DistributionPolicy) -> Self {
+        self.distribution = Arc::new(distributor::Distribution::new(policy));
+        self
     }
 
     /// Connects external keystores through `connectors`.

@@ -263,6 +263,7 @@ pub(crate) fn delete_keystore(
         [id.to_string()],
     )
     .map_err(sql_err)?;
+    super::distribution::forget_keystore(conn, id)?;
     let rows = conn
         .execute(
             "DELETE FROM keystores WHERE id = ? AND revision = ?",
@@ -394,6 +395,7 @@ pub(crate) fn save_key(
         )
         .map_err(sql_err)?;
     }
+    super::distribution::enqueue(conn, k.id, &w.converge_in, &k.stamps.updated_at)?;
     for keystore_id in &w.remove_copies_from {
         conn.prepare_cached(
             "DELETE FROM internal_copies WHERE keystore_id = ? AND managed_key_id = ?",

@@ -1,0 +1,227 @@
+//! Distribution to a real OpenBao through the real binary: the transit key OpenBao holds is the
+//! managed key (OpenBao encrypts, the test decrypts with the managed material), through create,
+//! rotate, deactivate, reactivate, destroy and sync.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+use keyplane_testkit::peers::OpenBao;
+use keyplane_testkit::process::Client;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const ROOT: &str = "distribution-root-token";
+
+/// Decrypts a transit `aes256-gcm96` ciphertext (`vault:vN:` ‖ base64(nonce ‖ sealed)) with
+/// the managed material.
+fn decrypt_transit(material: &[u8], ciphertext: &str) -> Vec<u8> {
+    let body = ciphertext.splitn(3, ':').nth(2).expect("vault:vN:…");
+    let mut bytes = B64.decode(body).unwrap();
+    let (nonce, sealed) = bytes.split_at_mut(12);
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    key.open_in_place(
+        Nonce::try_assume_unique_for_key(nonce).unwrap(),
+        Aad::empty(),
+        sealed,
+    )
+    .expect("the managed material opens what OpenBao sealed")
+    .to_vec()
+}
+
+async fn bao_encrypt(bao: &OpenBao, name: &str, text: &str) -> String {
+    let r = bao
+        .call(
+            "POST",
+            &format!("transit/encrypt/{name}"),
+            Some(json!({"plaintext": B64.encode(text)})),
+        )
+        .await
+        .unwrap();
+    r["data"]["ciphertext"].as_str().unwrap().to_owned()
+}
+
+/// The key's status entry for `keystore`, once `done` holds (within 30 s).
+async fn wait_status(
+    c: &Client,
+    key: &str,
+    keystore: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let k = c.get(&format!("/api/v4/managed_keys/{key}")).await.unwrap();
+        if let Some(entry) = k.body["status_in_keystores"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["keystore"]["id"] == keystore))
+        {
+            if done(entry) {
+                return entry.clone();
+            }
+            last = entry.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("status never reached: last {last}");
+}
+
+async fn transit_key(bao: &OpenBao, name: &str) -> Option<Value> {
+    bao.call("GET", &format!("transit/keys/{name}"), None)
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn openbao_holds_the_managed_key_through_its_lifecycle() {
+    let bao = OpenBao::start(ROOT).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    let vault = id(&vault.body);
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
+                    "hashicorp_address": bao.address, "hashicorp_token": ROOT}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ks.status, 201, "{}", ks.body);
+    let ks = id(&ks.body);
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T1",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let key = create_key(&c, &vault, "payments-key").await;
+    let key_id = id(&key);
+    let key_path = format!("/api/v4/managed_keys/{key_id}");
+
+    // Create (active): OpenBao holds the managed key.
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    assert_eq!(entry["key_id_in_keystore"], "payments-key");
+    let v1 = bao_encrypt(&bao, "payments-key", "first secret").await;
+    assert!(v1.starts_with("vault:v1:"), "{v1}");
+    assert_eq!(
+        decrypt_transit(open_material_version(dir.path(), &key, 1).expose(), &v1),
+        b"first secret"
+    );
+
+    // Rotate: the new version is imported as transit's version 2.
+    let r = c.with_etag("POST", &key_path, "/rotate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..300 {
+        if transit_key(&bao, "payments-key").await.unwrap()["data"]["latest_version"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v2 = bao_encrypt(&bao, "payments-key", "second secret").await;
+    assert!(v2.starts_with("vault:v2:"), "{v2}");
+    assert_eq!(
+        decrypt_transit(open_material_version(dir.path(), &key, 2).expose(), &v2),
+        b"second secret"
+    );
+    // The live read agrees.
+    let live = c
+        .get(&format!("{key_path}/status_in_keystores"))
+        .await
+        .unwrap();
+    assert_eq!(live.status, 200, "{}", live.body);
+    let text = live.body.to_string();
+    assert!(
+        text.contains("\"active\"") && !text.contains("out_of_sync"),
+        "{text}"
+    );
+
+    // Deactivate, then reactivate: transit has no disabled state; the copy stays and is
+    // reported as keyplane set it.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    assert!(transit_key(&bao, "payments-key").await.is_some());
+    let r = c.with_etag("POST", &key_path, "/activate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+
+    // Sync after the remote lost the key: it is installed again, equal to the managed key.
+    bao.call(
+        "POST",
+        "transit/keys/payments-key/config",
+        Some(json!({"deletion_allowed": true})),
+    )
+    .await
+    .unwrap();
+    bao.call("DELETE", "transit/keys/payments-key", None)
+        .await
+        .unwrap();
+    let drift = c
+        .get(&format!("{key_path}/status_in_keystores"))
+        .await
+        .unwrap();
+    assert!(
+        drift.body.to_string().contains("not_present"),
+        "{}",
+        drift.body
+    );
+    let r = c.with_etag("POST", &key_path, "/sync_status_in_keystores").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..300 {
+        if transit_key(&bao, "payments-key").await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = bao_encrypt(&bao, "payments-key", "after sync").await;
+    assert_eq!(
+        decrypt_transit(open_material_version(dir.path(), &key, 2).expose(), &again),
+        b"after sync"
+    );
+
+    // Destroy: the transit key is deleted.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
+    assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    assert!(transit_key(&bao, "payments-key").await.is_none());
+
+    // Every task finished.
+    let tasks = c
+        .get(&format!("/api/v4/keystores/{ks}/tasks"))
+        .await
+        .unwrap();
+    assert_eq!(tasks.status, 200, "{}", tasks.body);
+    let states: Vec<&str> = tasks.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        !states.is_empty() && states.iter().all(|s| *s == "done"),
+        "{}",
+        tasks.body
+    );
+    bao.stop().await;
+}

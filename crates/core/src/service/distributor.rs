@@ -1,0 +1,513 @@
+//! The distribution worker: takes convergence tasks from the outbox and brings each key's copy in
+//! an external keystore to the key's managed state. Remote calls run outside any transaction,
+//! at most `per_keystore_concurrency` at a time per keystore, with exponential backoff and jitter
+//! on retryable failures and a retry budget.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::{Notify, Semaphore};
+use uuid::Uuid;
+
+use super::Keyplane;
+use crate::connector::{
+    Connector, FailureKind, KeyToInstall, MaterialExport, RemoteFailure, RemoteKey,
+    TransferWrapping,
+};
+use crate::distribution::{self, Observation};
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::*;
+use crate::ports::{ExternalCopy, KeystoreTask, MaterialBinding, TaskOutcome, TaskResult};
+
+/// How the worker paces itself.
+#[derive(Debug, Clone)]
+pub struct DistributionPolicy {
+    /// Remote calls in flight per keystore.
+    pub per_keystore_concurrency: usize,
+    /// Attempts before a task is given up (a sync queues it again).
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for DistributionPolicy {
+    fn default() -> Self {
+        Self {
+            per_keystore_concurrency: 8,
+            max_attempts: 12,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Tasks claimed per round.
+const CLAIM_BATCH: usize = 256;
+/// How often due retries are looked for when nothing wakes the worker.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+pub(crate) struct Distribution {
+    policy: DistributionPolicy,
+    wake: Notify,
+    limits: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+}
+
+impl Distribution {
+    pub(crate) fn new(policy: DistributionPolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
+    fn limit(&self, keystore_id: Uuid) -> Arc<Semaphore> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(keystore_id)
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.policy.per_keystore_concurrency.max(1)))
+            })
+            .clone()
+    }
+
+    /// Exponential backoff with "full jitter" over the upper half: attempt n waits between
+    /// half and all of `first · 2ⁿ`, capped.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .policy
+            .first_backoff
+            .saturating_mul(1u32 << attempts.min(20))
+            .min(self.policy.max_backoff);
+        // Random bits from a v4 UUID: no extra dependency for a jitter factor.
+        let jitter = f64::from((Uuid::new_v4().as_u128() & 0xffff) as u16) / f64::from(u16::MAX);
+        exp.mul_f64(0.5 + jitter / 2.0)
+    }
+}
+
+/// One key version's material, wrapped for the target by the material engine.
+struct VersionExport<'a> {
+    keyplane: &'a Keyplane,
+    binding: MaterialBinding,
+    material: SealedMaterial,
+}
+
+#[async_trait]
+impl MaterialExport for VersionExport<'_> {
+    async fn wrapped_for(&self, wrapping: &TransferWrapping) -> Result<Vec<u8>> {
+        self.keyplane
+            .engine
+            .open_vault(self.binding.vault_id)
+            .await?;
+        self.keyplane
+            .engine
+            .wrap_for_transfer(&self.binding, &self.material, wrapping)
+    }
+}
+
+/// The copy a keystore should hold: `None` none, `Some(enabled)` one in that state.
+fn desired(state: KeyState, targeted: bool, held: bool) -> Option<bool> {
+    match state {
+        KeyState::PreActivation | KeyState::Destroyed | KeyState::DestroyedCompromised => None,
+        // A keystore the key no longer targets keeps a disabled copy until the key is destroyed.
+        KeyState::Active if targeted => Some(true),
+        KeyState::Active | KeyState::Deactivated | KeyState::Compromised if targeted || held => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+fn failed_status(keystore: &KeystoreRef, failure: &RemoteFailure) -> KeyStatusInKeystore {
+    KeyStatusInKeystore {
+        keystore: keystore.clone(),
+        status: KeystoreKeyStatus::Error,
+        keystore_sync_flag: SyncFlag::Error,
+        keystore_sync_flag_detail: SyncFlagDetail::ConnectionError,
+        error: Some(StatusError {
+            code: if failure.kind.is_retryable() {
+                ErrorCode::KeystoreUnreachable
+            } else {
+                ErrorCode::KeystoreRejected
+            }
+            .as_str()
+            .to_owned(),
+            message: failure.to_string(),
+        }),
+        key_id_in_keystore: None,
+        removed: false,
+    }
+}
+
+/// The status of a key against what a keystore was seen to hold.
+pub(crate) fn observed_status(
+    state: KeyState,
+    keystore: &KeystoreRef,
+    remote: Option<&RemoteKey>,
+    recorded_enabled: Option<bool>,
+) -> KeyStatusInKeystore {
+    let seen = match remote {
+        None => Observation::NotPresent,
+        // A target without a disabled state (transit) holds what keyplane set, as recorded.
+        Some(r) if r.enabled && recorded_enabled != Some(false) => Observation::Enabled,
+        Some(_) => Observation::Disabled,
+    };
+    let (status, flag, detail) = distribution::compare(state, seen);
+    KeyStatusInKeystore {
+        keystore: keystore.clone(),
+        status,
+        keystore_sync_flag: flag,
+        keystore_sync_flag_detail: detail,
+        error: None,
+        key_id_in_keystore: remote.map(|r| r.remote_id.clone()),
+        removed: false,
+    }
+}
+
+/// A failure worth recording against the task, with what the status should show.
+struct Attempt {
+    copy: Option<Option<ExternalCopy>>,
+    status: KeyStatusInKeystore,
+}
+
+impl Keyplane {
+    /// Wakes the worker: tasks were queued.
+    pub(crate) fn distribution_queued(&self) {
+        self.distribution.wake.notify_one();
+    }
+
+    /// Runs the worker until the process ends. Tasks a stopped process left running are
+    /// queued again first.
+    pub async fn run_distribution(self) {
+        match self.store.requeue_interrupted_tasks().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "resuming interrupted distribution tasks"),
+            Err(e) => tracing::warn!(error = %e, "could not resume interrupted distribution tasks"),
+        }
+        loop {
+            if self.engine.is_sealed() {
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+            let tasks = match self.store.claim_tasks(CLAIM_BATCH, Utc::now()).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming distribution tasks failed");
+                    Vec::new()
+                }
+            };
+            if tasks.is_empty() {
+                let _ = tokio::time::timeout(IDLE_POLL, self.distribution.wake.notified()).await;
+                continue;
+            }
+            for task in tasks {
+                let worker = self.clone();
+                tokio::spawn(async move { worker.run_task(task).await });
+            }
+        }
+    }
+
+    async fn run_task(&self, task: KeystoreTask) {
+        let limit = self.distribution.limit(task.keystore_id);
+        let Ok(_permit) = limit.acquire().await else {
+            return;
+        };
+        let result = match self.converge(&task).await {
+            Ok(attempt) => TaskResult {
+                outcome: TaskOutcome::Done,
+                copy: attempt.copy,
+                status: Some(attempt.status),
+            },
+            Err((failure, status)) => {
+                let attempts = task.attempts + 1;
+                let outcome = if failure.kind.is_retryable()
+                    && attempts < self.distribution.policy.max_attempts
+                {
+                    let wait = self.distribution.backoff(task.attempts);
+                    TaskOutcome::Retry {
+                        at: Utc::now()
+                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero()),
+                        error: failure.to_string(),
+                    }
+                } else {
+                    TaskOutcome::Failed {
+                        error: failure.to_string(),
+                    }
+                };
+                TaskResult {
+                    outcome,
+                    copy: None,
+                    status,
+                }
+            }
+        };
+        if let Err(e) = self.store.finish_task(&task, result).await {
+            // The task stays running in the store and is resumed at the next start.
+            tracing::error!(error = %e, task = %task.id, "recording a distribution task failed");
+        }
+    }
+
+    /// One attempt. On failure the status to record comes with it (when the key still exists).
+    async fn converge(
+        &self,
+        task: &KeystoreTask,
+    ) -> std::result::Result<Attempt, (RemoteFailure, Option<KeyStatusInKeystore>)> {
+        let local = |e: Error| {
+            (
+                RemoteFailure::new(FailureKind::Transient, format!("keyplane: {e}")),
+                None,
+            )
+        };
+        let keystore = self
+            .store
+            .get_keystore(task.keystore_id)
+            .await
+            .map_err(local)?;
+        let key = self
+            .store
+            .get_managed_key(task.managed_key_id)
+            .await
+            .map_err(local)?;
+        let (Some(keystore), Some(key)) = (keystore, key) else {
+            // Deleted since: nothing left to converge.
+            return Err((
+                RemoteFailure::new(
+                    FailureKind::Rejected,
+                    "the key or keystore no longer exists",
+                ),
+                None,
+            ));
+        };
+        let reference = keystore.reference();
+        let with_status = |f: RemoteFailure| {
+            let status = failed_status(&reference, &f);
+            (f, Some(status))
+        };
+        let connector = match self.connector(&keystore).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(with_status(RemoteFailure::new(
+                    FailureKind::Rejected,
+                    distribution::connector_unavailable_message(keystore.keystore_type),
+                )));
+            }
+            Err(e) => {
+                return Err(with_status(RemoteFailure::new(
+                    FailureKind::Rejected,
+                    e.to_string(),
+                )));
+            }
+        };
+        let attempt = self
+            .converge_with(connector.as_ref(), &keystore, &key)
+            .await
+            .map_err(with_status)?;
+        Ok(attempt)
+    }
+
+    async fn converge_with(
+        &self,
+        connector: &dyn Connector,
+        keystore: &Keystore,
+        key: &ManagedKey,
+    ) -> std::result::Result<Attempt, RemoteFailure> {
+        let local = |e: Error| RemoteFailure::new(FailureKind::Transient, format!("keyplane: {e}"));
+        let reference = keystore.reference();
+        let recorded = self
+            .store
+            .external_copy(keystore.id, key.id)
+            .await
+            .map_err(local)?;
+        let label = recorded.as_ref().map_or_else(
+            || distribution::label_in_keystore(&key.label, keystore.keystore_type),
+            |c| c.label.clone(),
+        );
+        let found = connector
+            .find(
+                recorded.as_ref().and_then(|c| c.remote_id.as_deref()),
+                &label,
+            )
+            .await?;
+        if found.is_some() && recorded.is_none() {
+            return Err(RemoteFailure::new(
+                FailureKind::Rejected,
+                format!(
+                    "keystore '{}' already holds a key named '{label}' that keyplane did not put there; \
+                     rename the key or remove that one",
+                    keystore.name
+                ),
+            ));
+        }
+        let targeted = key
+            .status_in_keystores
+            .iter()
+            .any(|s| s.keystore.id == keystore.id && !s.removed);
+        let want = desired(key.state, targeted, found.is_some());
+        let (remote, copy) = match (want, found) {
+            (None, Some(remote)) => {
+                connector.destroy(&remote).await?;
+                (None, Some(None))
+            }
+            (None, None) => (None, recorded.as_ref().map(|_| None)),
+            (Some(enabled), found) => {
+                let material = VersionExport {
+                    keyplane: self,
+                    binding: MaterialBinding {
+                        vault_id: key.vault.id,
+                        key_id: key.id,
+                        version: key.version,
+                    },
+                    material: self
+                        .store
+                        .sealed_material(key.id, key.version)
+                        .await
+                        .map_err(local)?
+                        // Erased by a destroy that committed after the key was read: the
+                        // destroy's own task supersedes this retry.
+                        .ok_or_else(|| {
+                            RemoteFailure::new(
+                                FailureKind::Transient,
+                                format!("version {} of the key has no material", key.version),
+                            )
+                        })?,
+                };
+                let install = KeyToInstall {
+                    key_id: key.id,
+                    label: &label,
+                    algorithm: key.algorithm,
+                    size: key.size,
+                    version: key.version,
+                    material: &material,
+                };
+                let mut installed_version = recorded.as_ref().map_or(0, |c| c.installed_version);
+                let mut remote = match found {
+                    Some(r) => r,
+                    None => {
+                        // Recorded first: if this attempt dies mid-install, the next one adopts
+                        // what it left instead of refusing a key of that name.
+                        let planned = ExternalCopy {
+                            keystore_id: keystore.id,
+                            managed_key_id: key.id,
+                            remote_id: None,
+                            label: label.clone(),
+                            installed_version: key.version,
+                            enabled,
+                        };
+                        self.store
+                            .save_external_copy(&planned)
+                            .await
+                            .map_err(local)?;
+                        installed_version = key.version;
+                        connector.install(&install).await?
+                    }
+                };
+                if installed_version < key.version {
+                    remote = connector.rotate(&remote, &install).await?;
+                }
+                let recorded_enabled = recorded.as_ref().map(|c| c.enabled);
+                if remote.enabled != enabled || recorded_enabled != Some(enabled) {
+                    remote = connector.set_enabled(&remote, enabled).await?;
+                }
+                let copy = ExternalCopy {
+                    keystore_id: keystore.id,
+                    managed_key_id: key.id,
+                    remote_id: Some(remote.remote_id.clone()),
+                    label: label.clone(),
+                    installed_version: key.version,
+                    enabled,
+                };
+                (Some(remote), Some(Some(copy)))
+            }
+        };
+        let enabled_now = match &copy {
+            Some(Some(c)) => Some(c.enabled),
+            _ => recorded.as_ref().map(|c| c.enabled),
+        };
+        Ok(Attempt {
+            status: observed_status(key.state, &reference, remote.as_ref(), enabled_now),
+            copy,
+        })
+    }
+
+    /// What an external keystore holds for a key, read now.
+    pub(crate) async fn read_external_status(
+        &self,
+        key: &ManagedKey,
+        keystore: &Keystore,
+    ) -> KeyStatusInKeystore {
+        let reference = keystore.reference();
+        let connector = match self.connector(keystore).await {
+            Ok(Some(c)) => c,
+            _ => return distribution::unreachable_status(&reference),
+        };
+        let recorded = match self.store.external_copy(keystore.id, key.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                return failed_status(
+                    &reference,
+                    &RemoteFailure::new(FailureKind::Transient, e.to_string()),
+                );
+            }
+        };
+        let label = recorded.as_ref().map_or_else(
+            || distribution::label_in_keystore(&key.label, keystore.keystore_type),
+            |c| c.label.clone(),
+        );
+        match connector
+            .find(
+                recorded.as_ref().and_then(|c| c.remote_id.as_deref()),
+                &label,
+            )
+            .await
+        {
+            // A key of that name keyplane never recorded is not this key's copy.
+            Ok(found) => observed_status(
+                key.state,
+                &reference,
+                found.as_ref().filter(|_| recorded.is_some()),
+                recorded.as_ref().map(|c| c.enabled),
+            ),
+            Err(f) => failed_status(&reference, &f),
+        }
+    }
+
+    pub(crate) fn has_connector(&self, keystore_type: KeystoreType) -> bool {
+        self.connectors
+            .as_ref()
+            .is_some_and(|c| c.supports(keystore_type))
+    }
+
+    /// Recent distribution tasks of a keystore.
+    pub async fn keystore_tasks(&self, id: Uuid) -> Result<Vec<crate::ports::TaskView>> {
+        self.get_keystore(id).await?;
+        self.store.keystore_tasks(id, 100).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let d = Distribution::default();
+        let first = d.backoff(0);
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
+        let late = d.backoff(30);
+        assert!(late <= Duration::from_secs(300) && late >= Duration::from_secs(150));
+    }
+
+    #[test]
+    fn what_a_keystore_should_hold() {
+        assert_eq!(desired(KeyState::Active, true, false), Some(true));
+        assert_eq!(desired(KeyState::Active, false, false), None);
+        assert_eq!(desired(KeyState::Active, false, true), Some(false));
+        assert_eq!(desired(KeyState::Deactivated, true, false), Some(false));
+        assert_eq!(desired(KeyState::Destroyed, true, true), None);
+        assert_eq!(desired(KeyState::PreActivation, true, false), None);
+    }
+}
