@@ -183,7 +183,10 @@ async fn openbao_holds_the_managed_key_through_its_lifecycle() {
         "{}",
         drift.body
     );
-    let r = c.with_etag("POST", &key_path, "/sync_status_in_keystores").await.unwrap();
+    let r = c
+        .with_etag("POST", &key_path, "/sync_status_in_keystores")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     for _ in 0..300 {
         if transit_key(&bao, "payments-key").await.is_some() {
@@ -222,6 +225,143 @@ async fn openbao_holds_the_managed_key_through_its_lifecycle() {
         !states.is_empty() && states.iter().all(|s| *s == "done"),
         "{}",
         tasks.body
+    );
+    bao.stop().await;
+}
+
+async fn connect_bao(c: &Client, vault: &str, bao: &OpenBao, name: &str) -> String {
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": name, "groups": ["bao"],
+                    "hashicorp_address": bao.address, "hashicorp_token": ROOT}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ks.status, 201, "{}", ks.body);
+    id(&ks.body)
+}
+
+async fn transit_names(bao: &OpenBao) -> Vec<String> {
+    let listed = bao.call("LIST", "transit/keys", None).await.unwrap();
+    let mut names: Vec<String> = listed["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str())
+        .filter(|k| !k.ends_with('/'))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn disconnect_modes_and_reconnecting_the_same_openbao() {
+    let bao = OpenBao::start(ROOT).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    let vault = id(&vault.body);
+    let first = connect_bao(&c, &vault, &bao, "bao").await;
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T1",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let key = create_key(&c, &vault, "orders-key").await;
+    let key_id = id(&key);
+    let key_path = format!("/api/v4/managed_keys/{key_id}");
+    wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
+
+    // The seed's rule: an active key blocks a restricted disconnect, and is named.
+    let refused = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{first}"),
+            "?mode=restrict",
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
+    assert!(refused.body.to_string().contains(&key_id));
+
+    // Disconnect leaves the remote material untouched.
+    let gone = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{first}"),
+            "?mode=disconnect",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(transit_names(&bao).await, ["orders-key"]);
+    let before = bao_encrypt(&bao, "orders-key", "kept").await;
+
+    // Reconnecting the same OpenBao: a new keystore id; realigning the key with its template
+    // re-links the copy found there (proven to be this key), without a duplicate.
+    let second = connect_bao(&c, &vault, &bao, "bao-again").await;
+    assert_ne!(second, first);
+    let r = c
+        .with_etag("POST", &key_path, "/update_from_template")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &second, |s| s["status"] == "active").await;
+    assert_eq!(entry["key_id_in_keystore"], "orders-key", "{entry}");
+    assert_eq!(transit_names(&bao).await, ["orders-key"], "no duplicate");
+    let info = transit_key(&bao, "orders-key").await.unwrap();
+    assert_eq!(info["data"]["latest_version"], 1, "nothing was re-imported");
+    assert_eq!(
+        decrypt_transit(open_material(dir.path(), &key).expose(), &before),
+        b"kept"
+    );
+
+    // A key of the same name that is not this key is never adopted.
+    bao.call(
+        "POST",
+        "transit/keys/lookalike",
+        Some(json!({"type": "aes256-gcm96"})),
+    )
+    .await
+    .unwrap();
+    let other = create_key(&c, &vault, "lookalike").await;
+    let entry = wait_status(&c, &id(&other), &second, |s| s["status"] == "error").await;
+    assert!(
+        entry
+            .to_string()
+            .contains("already holds a key named 'lookalike' that is not this key"),
+        "{entry}"
+    );
+
+    // Destroy mode destroys every copy keyplane put there, then unlinks.
+    let gone = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{second}"),
+            "?mode=destroy",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(
+        transit_names(&bao).await,
+        ["lookalike"],
+        "the foreign key stays"
     );
     bao.stop().await;
 }

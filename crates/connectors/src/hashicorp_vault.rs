@@ -373,6 +373,38 @@ impl Connector for HashicorpVault {
             })
     }
 
+    async fn encrypt_probe(
+        &self,
+        remote: &RemoteKey,
+        plaintext: &[u8],
+    ) -> RemoteResult<Option<Vec<u8>>> {
+        let info = self
+            .expect_ok(
+                Method::GET,
+                &self.key_path(&remote.remote_id),
+                None,
+                "reading a transit key",
+            )
+            .await?;
+        if info["data"]["type"] != "aes256-gcm96" {
+            return Ok(None);
+        }
+        let answer = self
+            .expect_ok(
+                Method::POST,
+                &format!("{}/encrypt/{}", self.mount, remote.remote_id),
+                Some(json!({"plaintext": B64.encode(plaintext)})),
+                &format!("encrypting with transit key '{}'", remote.remote_id),
+            )
+            .await?;
+        // `vault:vN:` ‖ base64(nonce ‖ ciphertext ‖ tag).
+        let sealed = answer["data"]["ciphertext"]
+            .as_str()
+            .and_then(|c| c.splitn(3, ':').nth(2))
+            .and_then(|b| B64.decode(b).ok());
+        Ok(sealed)
+    }
+
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
         let path = self.key_path(&remote.remote_id);
         let (status, value) = self

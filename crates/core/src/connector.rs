@@ -120,6 +120,10 @@ pub enum TransferWrapping {
 #[async_trait]
 pub trait MaterialExport: Send + Sync {
     async fn wrapped_for(&self, wrapping: &TransferWrapping) -> crate::error::Result<Vec<u8>>;
+
+    /// Whether `sealed` (AES-256-GCM `nonce ‖ ciphertext ‖ tag`, no AAD) opens to `expected`
+    /// under this material: proof that a remote key is this one.
+    async fn opens_probe(&self, sealed: &[u8], expected: &[u8]) -> bool;
 }
 
 /// What a connector needs to know about the key it installs.
@@ -154,6 +158,15 @@ pub trait Connector: Send + Sync {
 
     /// Destroys the copy (the provider's deletion, pending where it has one).
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()>;
+
+    /// Has the copy encrypt `plaintext` under its newest version and returns AES-256-GCM
+    /// `nonce ‖ ciphertext ‖ tag` (no AAD), so keyplane can prove the copy is its key; `None`
+    /// when the target cannot do that for this key.
+    async fn encrypt_probe(
+        &self,
+        remote: &RemoteKey,
+        plaintext: &[u8],
+    ) -> RemoteResult<Option<Vec<u8>>>;
 }
 
 /// Builds connectors from stored keystore connections.

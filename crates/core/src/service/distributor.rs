@@ -54,6 +54,8 @@ pub(crate) struct Distribution {
     policy: DistributionPolicy,
     wake: Notify,
     limits: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+    /// Connectors by keystore, with the keystore revision they were built from.
+    connectors: Mutex<HashMap<Uuid, (i64, Arc<dyn Connector>)>>,
 }
 
 impl Distribution {
@@ -62,6 +64,22 @@ impl Distribution {
             policy,
             ..Self::default()
         }
+    }
+
+    pub(crate) fn cached_connector(&self, keystore: &Keystore) -> Option<Arc<dyn Connector>> {
+        self.connectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&keystore.id)
+            .filter(|(revision, _)| *revision == keystore.revision)
+            .map(|(_, c)| c.clone())
+    }
+
+    pub(crate) fn cache_connector(&self, keystore: &Keystore, connector: Arc<dyn Connector>) {
+        self.connectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(keystore.id, (keystore.revision, connector));
     }
 
     fn limit(&self, keystore_id: Uuid) -> Arc<Semaphore> {
@@ -106,6 +124,26 @@ impl MaterialExport for VersionExport<'_> {
         self.keyplane
             .engine
             .wrap_for_transfer(&self.binding, &self.material, wrapping)
+    }
+
+    async fn opens_probe(&self, sealed: &[u8], expected: &[u8]) -> bool {
+        if self
+            .keyplane
+            .engine
+            .open_vault(self.binding.vault_id)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        // The engine's sealed format is a format byte ahead of the same GCM layout.
+        let mut framed = Vec::with_capacity(sealed.len() + 1);
+        framed.push(1);
+        framed.extend_from_slice(sealed);
+        matches!(
+            self.keyplane.engine.decrypt_with(&self.binding, &self.material, &[&framed], b""),
+            Ok(opened) if opened.first().and_then(Option::as_ref).is_some_and(|p| p.as_slice() == expected)
+        )
     }
 }
 
@@ -332,15 +370,30 @@ impl Keyplane {
                 &label,
             )
             .await?;
-        if found.is_some() && recorded.is_none() {
-            return Err(RemoteFailure::new(
-                FailureKind::Rejected,
-                format!(
-                    "keystore '{}' already holds a key named '{label}' that keyplane did not put there; \
-                     rename the key or remove that one",
-                    keystore.name
-                ),
-            ));
+        let mut recorded = recorded;
+        if let Some(remote) = &found
+            && recorded.is_none()
+        {
+            // A copy keyplane has no record of (a reconnected keystore): adopted only when the
+            // remote proves it holds this very key.
+            if !self.is_own_copy(connector, key, remote).await? {
+                return Err(RemoteFailure::new(
+                    FailureKind::Rejected,
+                    format!(
+                        "keystore '{}' already holds a key named '{label}' that is not this key; \
+                         rename the key or remove that one",
+                        keystore.name
+                    ),
+                ));
+            }
+            recorded = Some(ExternalCopy {
+                keystore_id: keystore.id,
+                managed_key_id: key.id,
+                remote_id: Some(remote.remote_id.clone()),
+                label: label.clone(),
+                installed_version: key.version,
+                enabled: remote.enabled,
+            });
         }
         let targeted = key
             .status_in_keystores
@@ -354,27 +407,7 @@ impl Keyplane {
             }
             (None, None) => (None, recorded.as_ref().map(|_| None)),
             (Some(enabled), found) => {
-                let material = VersionExport {
-                    keyplane: self,
-                    binding: MaterialBinding {
-                        vault_id: key.vault.id,
-                        key_id: key.id,
-                        version: key.version,
-                    },
-                    material: self
-                        .store
-                        .sealed_material(key.id, key.version)
-                        .await
-                        .map_err(local)?
-                        // Erased by a destroy that committed after the key was read: the
-                        // destroy's own task supersedes this retry.
-                        .ok_or_else(|| {
-                            RemoteFailure::new(
-                                FailureKind::Transient,
-                                format!("version {} of the key has no material", key.version),
-                            )
-                        })?,
-                };
+                let material = self.export_of(key).await?;
                 let install = KeyToInstall {
                     key_id: key.id,
                     label: &label,
@@ -431,6 +464,57 @@ impl Keyplane {
             status: observed_status(key.state, &reference, remote.as_ref(), enabled_now),
             copy,
         })
+    }
+
+    /// The key's newest version, ready to be wrapped for a target.
+    async fn export_of(
+        &self,
+        key: &ManagedKey,
+    ) -> std::result::Result<VersionExport<'_>, RemoteFailure> {
+        let material = self
+            .store
+            .sealed_material(key.id, key.version)
+            .await
+            .map_err(|e| RemoteFailure::new(FailureKind::Transient, format!("keyplane: {e}")))?
+            // Erased by a destroy that committed after the key was read: the destroy's own
+            // task supersedes this retry.
+            .ok_or_else(|| {
+                RemoteFailure::new(
+                    FailureKind::Transient,
+                    format!("version {} of the key has no material", key.version),
+                )
+            })?;
+        Ok(VersionExport {
+            keyplane: self,
+            binding: MaterialBinding {
+                vault_id: key.vault.id,
+                key_id: key.id,
+                version: key.version,
+            },
+            material,
+        })
+    }
+
+    /// Whether a remote key is this key: it encrypts a fresh probe that the managed material
+    /// opens. Keys that cannot be probed (not AES-256, no material left) are never adopted.
+    async fn is_own_copy(
+        &self,
+        connector: &dyn Connector,
+        key: &ManagedKey,
+        remote: &RemoteKey,
+    ) -> std::result::Result<bool, RemoteFailure> {
+        if key.algorithm != Algorithm::Aes || key.size != 256 || !key.state.lives_in_keystores() {
+            return Ok(false);
+        }
+        let probe = Uuid::new_v4().into_bytes();
+        let Some(sealed) = connector.encrypt_probe(remote, &probe).await? else {
+            return Ok(false);
+        };
+        Ok(self
+            .export_of(key)
+            .await?
+            .opens_probe(&sealed, &probe)
+            .await)
     }
 
     /// What an external keystore holds for a key, read now.

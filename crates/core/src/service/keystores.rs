@@ -100,12 +100,20 @@ impl Keyplane {
     }
 
     /// The connector for a stored keystore, its secrets opened.
+    /// Built once per keystore revision: an edit of the connection builds a new one.
     pub(crate) async fn connector(
         &self,
         keystore: &Keystore,
     ) -> Result<Option<Arc<dyn Connector>>> {
+        if let Some(cached) = self.distribution.cached_connector(keystore) {
+            return Ok(Some(cached));
+        }
         let secrets = self.connection_secrets(keystore).await?;
-        self.connector_with(keystore, &secrets)
+        let built = self.connector_with(keystore, &secrets)?;
+        if let Some(c) = &built {
+            self.distribution.cache_connector(keystore, c.clone());
+        }
+        Ok(built)
     }
 
     async fn connection_secrets(&self, keystore: &Keystore) -> Result<Map<String, Value>> {
