@@ -55,8 +55,11 @@ pub(crate) struct Distribution {
     wake: Notify,
     limits: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
     /// Connectors by keystore, with the keystore revision they were built from.
-    connectors: Mutex<HashMap<Uuid, (i64, Arc<dyn Connector>)>>,
+    connectors: Mutex<HashMap<Uuid, RevisionedConnector>>,
 }
+
+/// A connector and the keystore revision it was built from.
+type RevisionedConnector = (i64, Arc<dyn Connector>);
 
 impl Distribution {
     pub(crate) fn new(policy: DistributionPolicy) -> Self {
