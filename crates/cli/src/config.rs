@@ -60,6 +60,14 @@ pub struct ServeArgs {
     /// `0` for none).
     #[arg(long, env = "KEYPLANE_RSA_POOL")]
     pub rsa_pool: Option<String>,
+    /// Remote calls in flight at once per external keystore (default 8): keep it within the
+    /// provider's quota.
+    #[arg(long, env = "KEYPLANE_KEYSTORE_CONCURRENCY")]
+    pub keystore_concurrency: Option<usize>,
+    /// First wait before a distribution task is retried (doubles per attempt, with jitter,
+    /// up to 5m; default 500ms).
+    #[arg(long, env = "KEYPLANE_DISTRIBUTION_BACKOFF")]
+    pub distribution_backoff: Option<String>,
     /// PEM certificate chain of the server: serve HTTPS (with --tls-key).
     #[arg(long, env = "KEYPLANE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -101,6 +109,8 @@ struct FileConfig {
     pkcs11_token: Option<String>,
     pkcs11_pin_file: Option<PathBuf>,
     rsa_pool: Option<String>,
+    keystore_concurrency: Option<usize>,
+    distribution_backoff: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -158,6 +168,7 @@ pub struct Config {
     pub durable: bool,
     pub seal: Seal,
     pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
+    pub distribution: keyplane_core::service::DistributionPolicy,
     /// `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     pub rate_limit: u32,
@@ -174,6 +185,23 @@ fn duration(name: &str, value: Option<String>, default: &str) -> anyhow::Result<
     let raw = value.unwrap_or_else(|| default.to_owned());
     humantime::parse_duration(raw.trim())
         .with_context(|| format!("{name} '{raw}' is not a duration such as 4h, 30m or 0s"))
+}
+
+fn distribution_policy(
+    concurrency: Option<usize>,
+    backoff: Option<String>,
+) -> anyhow::Result<keyplane_core::service::DistributionPolicy> {
+    let defaults = keyplane_core::service::DistributionPolicy::default();
+    let per_keystore_concurrency = concurrency.unwrap_or(defaults.per_keystore_concurrency);
+    anyhow::ensure!(
+        (1..=256).contains(&per_keystore_concurrency),
+        "KEYPLANE_KEYSTORE_CONCURRENCY must be 1 to 256"
+    );
+    Ok(keyplane_core::service::DistributionPolicy {
+        per_keystore_concurrency,
+        first_backoff: duration("distribution backoff", backoff, "500ms")?,
+        ..defaults
+    })
 }
 
 impl Config {
@@ -293,6 +321,10 @@ impl Config {
                     .unwrap_or(DEFAULT_RSA_POOL),
             )
             .map_err(|e| anyhow::anyhow!("KEYPLANE_RSA_POOL: {e}"))?,
+            distribution: distribution_policy(
+                args.keystore_concurrency.or(file.keystore_concurrency),
+                args.distribution_backoff.or(file.distribution_backoff),
+            )?,
             tls,
             rate_limit: args
                 .rate_limit

@@ -133,6 +133,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
         .with_connectors(Arc::new(keyplane_connectors::BuiltIn))
+        .with_distribution_policy(config.distribution.clone())
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
     tokio::spawn(keyplane.clone().run_distribution());

@@ -10,7 +10,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::*;
-use keyplane_testkit::peers::OpenBao;
+use keyplane_testkit::peers::{Fault, FaultProxy, OpenBao};
 use keyplane_testkit::process::Client;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -362,6 +362,220 @@ async fn disconnect_modes_and_reconnecting_the_same_openbao() {
         transit_names(&bao).await,
         ["lookalike"],
         "the foreign key stays"
+    );
+    bao.stop().await;
+}
+
+#[tokio::test]
+async fn a_target_that_throttles_or_goes_down_converges_when_it_returns() {
+    let bao = OpenBao::start(ROOT).await.unwrap();
+    let proxy = FaultProxy::start(&bao.address).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = keyplane_testkit::process::Server::start(
+        &binary(),
+        dir.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_KEYSTORE_CONCURRENCY", "2"),
+            ("KEYPLANE_DISTRIBUTION_BACKOFF", "100ms"),
+        ],
+    )
+    .await
+    .unwrap();
+    let c = server.client();
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    let vault = id(&vault.body);
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
+                    "hashicorp_address": proxy.address, "hashicorp_token": ROOT}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ks.status, 201, "{}", ks.body);
+    let ks = id(&ks.body);
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T1",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+
+    // Throttled: the API answers at once, the status shows the error, tasks retry.
+    proxy.set(Fault::Throttle);
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let started = std::time::Instant::now();
+        keys.push(id(&create_key(&c, &vault, &format!("throttled-{i}")).await));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the API does not wait for the target"
+        );
+    }
+    for key in &keys {
+        let entry = wait_status(&c, key, &ks, |s| s["status"] == "error").await;
+        assert!(entry.to_string().contains("throttled"), "{entry}");
+    }
+    let tasks = c
+        .get(&format!("/api/v4/keystores/{ks}/tasks"))
+        .await
+        .unwrap();
+    assert!(
+        tasks.body["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["state"] == "pending"
+                && t["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("throttled"))),
+        "{}",
+        tasks.body
+    );
+    let status = c
+        .get(&format!("/api/v4/keystores/{ks}/status"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.body["health_status"], "not_responding",
+        "{}",
+        status.body
+    );
+    proxy.set(Fault::None);
+    for key in &keys {
+        wait_status(&c, key, &ks, |s| s["status"] == "active").await;
+    }
+
+    // Down: connections are dropped; everything converges once it is back.
+    proxy.set(Fault::Down);
+    let down: Vec<String> = [
+        id(&create_key(&c, &vault, "while-down-1").await),
+        id(&create_key(&c, &vault, "while-down-2").await),
+    ]
+    .into();
+    for key in &down {
+        wait_status(&c, key, &ks, |s| s["status"] == "error").await;
+    }
+    proxy.set(Fault::None);
+    for key in &down {
+        wait_status(&c, key, &ks, |s| s["status"] == "active").await;
+    }
+
+    // Slow: 50 ms a request; the per-keystore limit holds.
+    proxy.set(Fault::Latency(Duration::from_millis(50)));
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        slow.push(id(&create_key(&c, &vault, &format!("slow-{i}")).await));
+    }
+    for key in &slow {
+        wait_status(&c, key, &ks, |s| s["status"] == "active").await;
+    }
+    assert!(
+        proxy.max_in_flight() <= 2,
+        "in flight at once: {}",
+        proxy.max_in_flight()
+    );
+    assert!(proxy.refused() > 0);
+    assert_eq!(transit_names(&bao).await.len(), 16, "every key once");
+    bao.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_killed_while_distributing_converges_after_restart() {
+    let bao = OpenBao::start(ROOT).await.unwrap();
+    let proxy = FaultProxy::start(&bao.address).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+        ("KEYPLANE_KEYSTORE_CONCURRENCY", "4"),
+        ("KEYPLANE_DISTRIBUTION_BACKOFF", "100ms"),
+    ];
+    let server = keyplane_testkit::process::Server::start(&binary(), dir.path(), &env)
+        .await
+        .unwrap();
+    let c = server.client();
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    let vault = id(&vault.body);
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
+                    "hashicorp_address": proxy.address, "hashicorp_token": ROOT}),
+        )
+        .await
+        .unwrap();
+    let ks = id(&ks.body);
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T1",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    // Slow enough that the kill lands with installs under way.
+    proxy.set(Fault::Latency(Duration::from_millis(40)));
+    let mut keys = Vec::new();
+    for i in 0..40 {
+        keys.push(create_key(&c, &vault, &format!("crash-{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let partial = transit_names(&bao).await.len();
+    server.kill().await;
+    assert!(
+        partial < 40,
+        "the kill came too late to test anything ({partial} done)"
+    );
+
+    let server = keyplane_testkit::process::Server::start(&binary(), dir.path(), &env)
+        .await
+        .unwrap();
+    let c = server.client();
+    for key in &keys {
+        wait_status(&c, &id(key), &ks, |s| s["status"] == "active").await;
+    }
+    let names = transit_names(&bao).await;
+    assert_eq!(names.len(), 40, "every key once: {names:?}");
+    // Every copy is the managed key, including those whose install the kill interrupted.
+    for key in &keys {
+        let label = key["label"].as_str().unwrap();
+        let sealed = bao_encrypt(&bao, label, label).await;
+        assert_eq!(
+            decrypt_transit(open_material(dir.path(), key).expose(), &sealed),
+            label.as_bytes()
+        );
+    }
+    let tasks = c
+        .get(&format!("/api/v4/keystores/{ks}/tasks"))
+        .await
+        .unwrap();
+    assert!(
+        tasks.body["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "done"),
+        "{}",
+        tasks.body
     );
     bao.stop().await;
 }

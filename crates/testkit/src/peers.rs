@@ -121,3 +121,159 @@ impl OpenBao {
         let _ = self.child.kill().await;
     }
 }
+
+/// How a [`FaultProxy`] treats requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward as is.
+    None,
+    /// New connections are dropped at once; requests on open ones get 503.
+    Down,
+    /// Every request gets 429 with `Retry-After: 1`.
+    Throttle,
+    /// Every request is held this long, then forwarded.
+    Latency(Duration),
+}
+
+#[derive(Default)]
+struct ProxyState {
+    fault: std::sync::Mutex<Option<Fault>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    forwarded: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+/// An HTTP proxy in front of a real target that injects faults: the target down, throttling
+/// (429), or latency. It counts requests and the most it ever had in flight at once.
+pub struct FaultProxy {
+    pub address: String,
+    state: std::sync::Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let state = std::sync::Arc::new(ProxyState::default());
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let http = crate::http_client();
+        let shared = state.clone();
+        let handler = move |request: axum::extract::Request| {
+            let state = shared.clone();
+            let http = http.clone();
+            let upstream = upstream.clone();
+            async move {
+                use axum::response::IntoResponse;
+                let fault = state.fault.lock().unwrap().unwrap_or(Fault::None);
+                match fault {
+                    Fault::Down => {
+                        state.refused.fetch_add(1, SeqCst);
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                            .into_response();
+                    }
+                    Fault::Throttle => {
+                        state.refused.fetch_add(1, SeqCst);
+                        return (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            r#"{"errors":["rate limited"]}"#,
+                        )
+                            .into_response();
+                    }
+                    _ => {}
+                }
+                let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+                state.max_in_flight.fetch_max(now, SeqCst);
+                if let Fault::Latency(d) = fault {
+                    tokio::time::sleep(d).await;
+                }
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 16 << 20)
+                    .await
+                    .unwrap_or_default();
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut forward = http.request(parts.method.clone(), format!("{upstream}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != axum::http::header::HOST {
+                        forward = forward.header(name, value);
+                    }
+                }
+                let answer = forward.body(body).send().await;
+                state.in_flight.fetch_sub(1, SeqCst);
+                state.forwarded.fetch_add(1, SeqCst);
+                match answer {
+                    Ok(r) => {
+                        let status = r.status();
+                        let bytes = r.bytes().await.unwrap_or_default();
+                        (status, [("content-type", "application/json")], bytes).into_response()
+                    }
+                    Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+                }
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let gate = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                if *gate.fault.lock().unwrap() == Some(Fault::Down) {
+                    drop(socket);
+                    continue;
+                }
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |r: hyper::Request<hyper::body::Incoming>| {
+                            let app = app.clone();
+                            async move {
+                                use tower::ServiceExt;
+                                app.oneshot(r.map(axum::body::Body::new)).await
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            address,
+            state,
+            task,
+        })
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.state.fault.lock().unwrap() = Some(fault);
+    }
+
+    /// The most requests ever in flight at once to the target.
+    pub fn max_in_flight(&self) -> usize {
+        self.state
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn forwarded(&self) -> usize {
+        self.state
+            .forwarded
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests answered with a fault instead of being forwarded.
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
