@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// up to 5m; default 500ms).
     #[arg(long, env = "KEYPLANE_DISTRIBUTION_BACKOFF")]
     pub distribution_backoff: Option<String>,
+    /// How often external keystores are pinged and their copies compared with the managed
+    /// state (default 5m; `0s` turns it off).
+    #[arg(long, env = "KEYPLANE_DRIFT_INTERVAL")]
+    pub drift_interval: Option<String>,
     /// PEM certificate chain of the server: serve HTTPS (with --tls-key).
     #[arg(long, env = "KEYPLANE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -111,6 +115,7 @@ struct FileConfig {
     rsa_pool: Option<String>,
     keystore_concurrency: Option<usize>,
     distribution_backoff: Option<String>,
+    drift_interval: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -169,6 +174,8 @@ pub struct Config {
     pub seal: Seal,
     pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
     pub distribution: keyplane_core::service::DistributionPolicy,
+    /// Zero: no drift checks.
+    pub drift_interval: Duration,
     /// `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     pub rate_limit: u32,
@@ -321,6 +328,11 @@ impl Config {
                     .unwrap_or(DEFAULT_RSA_POOL),
             )
             .map_err(|e| anyhow::anyhow!("KEYPLANE_RSA_POOL: {e}"))?,
+            drift_interval: duration(
+                "drift interval",
+                args.drift_interval.or(file.drift_interval),
+                "5m",
+            )?,
             distribution: distribution_policy(
                 args.keystore_concurrency.or(file.keystore_concurrency),
                 args.distribution_backoff.or(file.distribution_backoff),

@@ -137,6 +137,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
     tokio::spawn(keyplane.clone().run_distribution());
+    if !config.drift_interval.is_zero() {
+        tokio::spawn(keyplane.clone().run_drift_checks(config.drift_interval));
+    }
     if let Some(path) = config.audit_file.clone() {
         let keyplane = keyplane.clone();
         tokio::spawn(async move {

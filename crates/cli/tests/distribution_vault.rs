@@ -79,7 +79,17 @@ async fn transit_key(bao: &OpenBao, name: &str) -> Option<Value> {
 async fn openbao_holds_the_managed_key_through_its_lifecycle() {
     let bao = OpenBao::start(ROOT).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let server = keyplane_testkit::process::Server::start(
+        &binary(),
+        dir.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
+            ("KEYPLANE_DRIFT_INTERVAL", "1s"),
+        ],
+    )
+    .await
+    .unwrap();
     let c = server.client();
 
     let vault = c
@@ -183,6 +193,12 @@ async fn openbao_holds_the_managed_key_through_its_lifecycle() {
         "{}",
         drift.body
     );
+    // The periodic drift check flags it on the key itself, without a sync.
+    let flagged = wait_status(&c, &key_id, &ks, |s| {
+        s["keystore_sync_flag"] == "out_of_sync"
+    })
+    .await;
+    assert_eq!(flagged["status"], "not_present", "{flagged}");
     let r = c
         .with_etag("POST", &key_path, "/sync_status_in_keystores")
         .await

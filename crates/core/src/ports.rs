@@ -118,6 +118,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn external_copy(&self, keystore_id: Uuid, key_id: Uuid) -> Result<Option<ExternalCopy>>;
 
+    /// Records what a keystore was seen to hold for a key (not managed state: no revision change).
+    async fn record_observed_status(
+        &self,
+        key_id: Uuid,
+        status: &KeyStatusInKeystore,
+    ) -> Result<()>;
+
     /// Records a copy before the remote work that creates it, so a retry recognises it.
     async fn save_external_copy(&self, copy: &ExternalCopy) -> Result<()>;
 

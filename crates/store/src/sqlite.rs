@@ -358,6 +358,17 @@ impl Store for SqliteStore {
             .with(|c| distribution::copy(c, keystore_id, key_id))
     }
 
+    async fn record_observed_status(
+        &self,
+        key_id: Uuid,
+        status: &KeyStatusInKeystore,
+    ) -> Result<()> {
+        let status = status.clone();
+        self.writer
+            .write(move |c| distribution::record_status(c, key_id, &status))
+            .await
+    }
+
     async fn save_external_copy(&self, copy: &ExternalCopy) -> Result<()> {
         let copy = copy.clone();
         self.writer

@@ -469,6 +469,50 @@ impl Keyplane {
         })
     }
 
+    /// Every `every`, pings each external keystore and compares what it holds with the managed
+    /// state, recording drift (`out_of_sync`) on the keys without waiting for a manual sync.
+    pub async fn run_drift_checks(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if self.engine.is_sealed() {
+                continue;
+            }
+            if let Err(e) = self.check_drift().await {
+                tracing::warn!(error = %e, "drift check failed");
+            }
+        }
+    }
+
+    async fn check_drift(&self) -> Result<()> {
+        let mut query = crate::query::KeystoreQuery::default();
+        loop {
+            let page = self.store.list_keystores(&query).await?;
+            let count = page.items.len();
+            for keystore in page.items {
+                if keystore.is_internal() || !self.has_connector(keystore.keystore_type) {
+                    continue;
+                }
+                for key in self.store.keys_targeting_keystore(keystore.id).await? {
+                    let Some(stored) = key
+                        .status_in_keystores
+                        .iter()
+                        .find(|s| s.keystore.id == keystore.id && !s.removed)
+                    else {
+                        continue;
+                    };
+                    let seen = self.read_external_status(&key, &keystore).await;
+                    if seen != *stored {
+                        self.store.record_observed_status(key.id, &seen).await?;
+                    }
+                }
+            }
+            if count < query.paging.limit as usize {
+                return Ok(());
+            }
+            query.paging.offset += u64::from(query.paging.limit);
+        }
+    }
+
     /// The key's newest version, ready to be wrapped for a target.
     async fn export_of(
         &self,

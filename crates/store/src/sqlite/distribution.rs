@@ -133,7 +133,11 @@ pub(crate) fn finish(
 
 /// The observed status is not part of the managed state: it changes neither the key's revision
 /// nor its ETag.
-fn record_status(conn: &Connection, key_id: Uuid, status: &KeyStatusInKeystore) -> Result<()> {
+pub(crate) fn record_status(
+    conn: &Connection,
+    key_id: Uuid,
+    status: &KeyStatusInKeystore,
+) -> Result<()> {
     let status_json = json(status)?;
     conn.prepare_cached(
         "UPDATE key_targets SET status = ? WHERE key_id = ? AND keystore_id = ? AND removed = 0",
