@@ -40,6 +40,7 @@ pub struct HashicorpVault {
     credentials: Credentials,
     /// The token in use: the static one, or the last AppRole login's.
     token: Mutex<Option<String>>,
+    wrapping_key: Mutex<Option<Vec<u8>>>,
     client: reqwest::Client,
 }
 
@@ -105,6 +106,7 @@ impl HashicorpVault {
             namespace: settings.namespace.filter(|n| !n.is_empty()),
             credentials: settings.credentials,
             token: Mutex::new(token),
+            wrapping_key: Mutex::new(None),
             client: http::client(settings.ca_cert.as_deref())?,
         })
     }
@@ -207,7 +209,18 @@ impl HashicorpVault {
         }
     }
 
+    /// The engine's wrapping key, read once (it does not change for a mount).
     async fn wrapping_key(&self) -> RemoteResult<Vec<u8>> {
+        let mut held = self.wrapping_key.lock().await;
+        if let Some(der) = held.as_ref() {
+            return Ok(der.clone());
+        }
+        let der = self.read_wrapping_key().await?;
+        *held = Some(der.clone());
+        Ok(der)
+    }
+
+    async fn read_wrapping_key(&self) -> RemoteResult<Vec<u8>> {
         let what = format!("reading {}/wrapping_key", self.mount);
         let (status, value) = self
             .call(Method::GET, &format!("{}/wrapping_key", self.mount), None)
@@ -294,7 +307,7 @@ impl Connector for HashicorpVault {
                 ));
             }
         }
-        self.wrapping_key().await.map(|_| ()).map_err(|mut f| {
+        self.read_wrapping_key().await.map(|_| ()).map_err(|mut f| {
             if f.kind == FailureKind::MissingPermission {
                 f.message = format!(
                     "the token may not read {}/wrapping_key, which importing keys needs",
@@ -321,27 +334,39 @@ impl Connector for HashicorpVault {
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
         let name = key_name(key.label);
-        if let Some(found) = self.find(Some(&name), key.label).await? {
-            return Ok(found);
-        }
         let body = json!({
             "ciphertext": self.wrapped(key).await?,
             "type": transit_type(key.algorithm, key.size)?,
             "hash_function": "SHA256",
         });
-        self.expect_ok(
-            Method::POST,
-            &format!("{}/import", self.key_path(&name)),
-            Some(body),
-            &format!("importing transit key '{name}'"),
-        )
-        .await?;
-        self.find(Some(&name), key.label).await?.ok_or_else(|| {
-            RemoteFailure::new(
-                FailureKind::Transient,
-                format!("transit key '{name}' was imported but cannot be read back"),
+        let (status, value) = self
+            .call(
+                Method::POST,
+                &format!("{}/import", self.key_path(&name)),
+                Some(body),
             )
-        })
+            .await?;
+        match status {
+            200..=299 => Ok(RemoteKey {
+                remote_id: name,
+                enabled: true,
+                version: 1,
+            }),
+            // Already there (an earlier attempt got this far): report what is there.
+            400 if errors(&value).contains("existing key") => {
+                self.find(Some(&name), key.label).await?.ok_or_else(|| {
+                    RemoteFailure::new(
+                        FailureKind::Transient,
+                        format!("transit key '{name}' exists and cannot be read"),
+                    )
+                })
+            }
+            _ => Err(http::status_failure(
+                status,
+                &format!("importing transit key '{name}'"),
+                &errors(&value),
+            )),
+        }
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, _enabled: bool) -> RemoteResult<RemoteKey> {

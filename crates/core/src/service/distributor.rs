@@ -254,10 +254,14 @@ impl Keyplane {
 
     async fn run_task(&self, task: KeystoreTask) {
         let limit = self.distribution.limit(task.keystore_id);
-        let Ok(_permit) = limit.acquire().await else {
-            return;
+        let outcome = {
+            // Held for the remote work only: recording the outcome frees the slot first.
+            let Ok(_permit) = limit.acquire().await else {
+                return;
+            };
+            self.converge(&task).await
         };
-        let result = match self.converge(&task).await {
+        let result = match outcome {
             Ok(attempt) => TaskResult {
                 outcome: TaskOutcome::Done,
                 copy: attempt.copy,
