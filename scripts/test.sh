@@ -47,8 +47,34 @@ if [ -z "${KEYPLANE_TEST_BAO:-}" ]; then
 fi
 export KEYPLANE_TEST_BAO
 
+# LocalStack (the aws_kms connector's real target): localstack-core in a Python 3.13 virtualenv
+# under target/, started once on a free loopback port for every test that needs it.
+if [ -z "${KEYPLANE_TEST_LOCALSTACK:-}" ]; then
+    ls_venv=target/localstack-venv
+    if [ ! -x "$ls_venv/bin/python" ] || ! "$ls_venv/bin/python" -c 'import localstack' 2>/dev/null; then
+        echo "installing localstack-core (PyPI) for the tests" >&2
+        py313=$(pyenv prefix 3.13.0 2>/dev/null || true)
+        python=${py313:+$py313/bin/python}
+        "${python:-python3}" -m venv "$ls_venv"
+        "$ls_venv/bin/pip" install --quiet 'localstack-core[runtime]' boto3 \
+            'cbor2<6' 'pyopenssl>=25,<26' 'cryptography>=45,<47' service_identity
+    fi
+    ls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    ls_dir=$(mktemp -d)
+    # hypercorn binds only the loopback address given (the default server binds every interface).
+    GATEWAY_SERVER=hypercorn GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=kms DNS_ADDRESS=0 \
+        DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_HOST=127.0.0.1:$ls_port \
+        "$ls_venv/bin/python" -m localstack.runtime.main > "$ls_dir/localstack.log" 2>&1 &
+    ls_pid=$!
+    for _ in $(seq 120); do
+        curl -s "http://127.0.0.1:$ls_port/_localstack/health" 2>/dev/null | grep -q '"kms": "\(available\|running\)"' && break
+        sleep 0.5
+    done
+    export KEYPLANE_TEST_LOCALSTACK=http://127.0.0.1:$ls_port
+fi
+
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; [ -n "${ls_pid:-}" ] && kill "$ls_pid" 2>/dev/null; [ -n "${ls_dir:-}" ] && rm -rf "$ls_dir"' EXIT
 status=0
 cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (cargo prints one per test binary).

@@ -43,7 +43,8 @@ async fn no_secret_escapes_into_logs_events_or_responses() {
     let (vault, keystore) = setup(&c, "active", "aes", "256").await;
     for body in [
         json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws", "groups": ["cloud"],
-               "aws_region": "eu_central_1", "aws_access_key_id": "AKIACANARY", "aws_secret_access_key": AWS_SECRET}),
+               "aws_region": "eu_central_1", "aws_access_key_id": "AKIACANARY", "aws_secret_access_key": AWS_SECRET,
+               "aws_endpoint": keyplane_testkit::peers::localstack()}),
         json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["cloud"],
                "hashicorp_address": bao.address, "hashicorp_token": VAULT_TOKEN}),
     ] {

@@ -1,5 +1,6 @@
 //! Connectors to external keystores, built from stored keystore connections.
 
+pub mod aws_kms;
 pub mod hashicorp_vault;
 mod http;
 
@@ -48,9 +49,24 @@ fn vault(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Co
     Ok(Arc::new(connector))
 }
 
+fn aws(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    Ok(Arc::new(aws_kms::AwsKms::new(aws_kms::Settings {
+        region: text(clear, "aws_region").ok_or_else(|| Error::missing_field("aws_region"))?,
+        access_key_id: text(secrets, "aws_access_key_id")
+            .ok_or_else(|| Error::missing_field("aws_access_key_id"))?,
+        secret_access_key: text(secrets, "aws_secret_access_key")
+            .ok_or_else(|| Error::missing_field("aws_secret_access_key"))?,
+        endpoint: text(clear, "aws_endpoint"),
+    })))
+}
+
 impl Connectors for BuiltIn {
     fn supports(&self, keystore_type: KeystoreType) -> bool {
-        keystore_type == KeystoreType::HashicorpVault
+        matches!(
+            keystore_type,
+            KeystoreType::HashicorpVault | KeystoreType::AwsKms
+        )
     }
 
     fn connect(
@@ -60,6 +76,7 @@ impl Connectors for BuiltIn {
     ) -> Option<Result<Arc<dyn Connector>, Error>> {
         match keystore.keystore_type {
             KeystoreType::HashicorpVault => Some(vault(keystore, secrets)),
+            KeystoreType::AwsKms => Some(aws(keystore, secrets)),
             _ => None,
         }
     }

@@ -277,3 +277,11 @@ impl Drop for FaultProxy {
         self.task.abort();
     }
 }
+
+/// The LocalStack KMS endpoint the test command started (`KEYPLANE_TEST_LOCALSTACK`). Tests
+/// share it; each uses its own region, so their keys and aliases never meet.
+pub fn localstack() -> String {
+    std::env::var("KEYPLANE_TEST_LOCALSTACK").expect(
+        "KEYPLANE_TEST_LOCALSTACK is not set: run the tests with scripts/test.sh, which installs and starts LocalStack",
+    )
+}

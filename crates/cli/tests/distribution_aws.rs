@@ -1,0 +1,234 @@
+//! Distribution to AWS KMS (LocalStack) through the real binary: the KMS key is the managed key
+//! (LocalStack encrypts, the test decrypts with the managed material), through create,
+//! deactivate, reactivate, rotate (a new KMS key behind the same alias) and destroy.
+
+mod common;
+
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aes::Aes256;
+use aes_gcm::{AesGcm, Nonce};
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::KeyState;
+use common::*;
+use keyplane_testkit::process::Client;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// This test's own region: LocalStack is shared, regions keep tests apart.
+const REGION: &str = "us-west-2";
+
+fn kms() -> aws_sdk_kms::Client {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(keyplane_testkit::peers::localstack())
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+/// LocalStack's ciphertext: 36-byte key id ‖ 16-byte IV ‖ 16-byte tag ‖ AES-256-GCM of the
+/// PKCS#7-padded plaintext.
+fn decrypt_localstack(material: &[u8], blob: &[u8]) -> Vec<u8> {
+    let (iv, rest) = blob[36..].split_at(16);
+    let (tag, ciphertext) = rest.split_at(16);
+    let cipher =
+        AesGcm::<Aes256, aes_gcm::aes::cipher::consts::U16>::new_from_slice(material).unwrap();
+    let mut sealed = ciphertext.to_vec();
+    sealed.extend_from_slice(tag);
+    let padded = cipher
+        .decrypt(
+            Nonce::from_slice(iv),
+            Payload {
+                msg: &sealed,
+                aad: b"",
+            },
+        )
+        .expect("the managed material opens what LocalStack sealed");
+    let pad = usize::from(*padded.last().unwrap());
+    padded[..padded.len() - pad].to_vec()
+}
+
+async fn kms_encrypt(key: &str, text: &str) -> Vec<u8> {
+    kms()
+        .encrypt()
+        .key_id(key)
+        .plaintext(Blob::new(text.as_bytes()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+async fn kms_state(key: &str) -> KeyState {
+    kms()
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_state()
+        .unwrap()
+        .clone()
+}
+
+async fn wait_status(
+    c: &Client,
+    key: &str,
+    keystore: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let k = c.get(&format!("/api/v4/managed_keys/{key}")).await.unwrap();
+        if let Some(entry) = k.body["status_in_keystores"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["keystore"]["id"] == keystore))
+        {
+            if done(entry) {
+                return entry.clone();
+            }
+            last = entry.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("status never reached: last {last}");
+}
+
+#[tokio::test]
+async fn aws_kms_holds_the_managed_key_through_its_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    let vault = id(&vault.body);
+    let ks = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws", "groups": ["aws"],
+                    "aws_region": REGION.replace('-', "_"), "aws_access_key_id": "test",
+                    "aws_secret_access_key": "test", "aws_endpoint": keyplane_testkit::peers::localstack()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ks.status, 201, "{}", ks.body);
+    let ks = id(&ks.body);
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T1",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": "aws_kms", "group": "aws"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let label = format!("billing-{}", &Uuid::new_v4().to_string()[..8]);
+    let key = create_key(&c, &vault, &label).await;
+    let key_id = id(&key);
+    let key_path = format!("/api/v4/managed_keys/{key_id}");
+    let alias = format!("alias/{label}");
+
+    // Create (active): the KMS key behind the alias is the managed key, tagged with its id.
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    let first_kms_key = entry["key_id_in_keystore"].as_str().unwrap().to_owned();
+    assert_eq!(kms_state(&alias).await, KeyState::Enabled);
+    let tags = kms()
+        .list_resource_tags()
+        .key_id(&first_kms_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tags()
+            .iter()
+            .any(|t| t.tag_key() == "keyplane:managed-key-id" && t.tag_value() == key_id)
+    );
+    let blob = kms_encrypt(&alias, "first secret").await;
+    assert_eq!(
+        decrypt_localstack(open_material_version(dir.path(), &key, 1).expose(), &blob),
+        b"first secret"
+    );
+
+    // Deactivate and reactivate map to DisableKey and EnableKey.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    assert_eq!(kms_state(&first_kms_key).await, KeyState::Disabled);
+    let r = c.with_etag("POST", &key_path, "/activate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert_eq!(kms_state(&first_kms_key).await, KeyState::Enabled);
+
+    // Rotate: a new KMS key with the new material; the alias moves to it.
+    let r = c.with_etag("POST", &key_path, "/rotate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &ks, |s| {
+        s["status"] == "active" && s["key_id_in_keystore"] != first_kms_key.as_str()
+    })
+    .await;
+    let second_kms_key = entry["key_id_in_keystore"].as_str().unwrap().to_owned();
+    let blob = kms_encrypt(&alias, "second secret").await;
+    assert_eq!(&blob[..36], second_kms_key.as_bytes());
+    assert_eq!(
+        decrypt_localstack(open_material_version(dir.path(), &key, 2).expose(), &blob),
+        b"second secret"
+    );
+
+    // Destroy: the KMS key is scheduled for deletion.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
+    assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    assert_eq!(kms_state(&second_kms_key).await, KeyState::PendingDeletion);
+}
+
+#[tokio::test]
+async fn aws_credentials_are_tested_before_the_keystore_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    let vault = id(&vault.body);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let r = c
+        .post(
+            "/api/v4/keystores",
+            &json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws",
+                    "aws_region": "us_west_2", "aws_access_key_id": "test",
+                    "aws_secret_access_key": "test", "aws_endpoint": nowhere}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 424, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["code"], "keystore_unreachable");
+    let listed = c
+        .get(&format!("/api/v4/keystores?vault.id={vault}"))
+        .await
+        .unwrap();
+    assert_eq!(listed.body["total_count"], 0);
+}

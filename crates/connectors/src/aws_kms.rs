@@ -1,0 +1,346 @@
+//! `aws_kms`: AWS Key Management Service (or any endpoint that speaks its API).
+//!
+//! Install: CreateKey (Origin=EXTERNAL, tagged with the managed key's id) → the label as alias →
+//! GetParametersForImport (RSA_AES_KEY_WRAP_SHA_256 under RSA-4096, falling back to
+//! RSAES_OAEP_SHA_256) → ImportKeyMaterial. Enable/disable map to EnableKey/DisableKey; destroy
+//! to ScheduleKeyDeletion (7 days, the shortest) after removing the alias; a rotation creates a
+//! new key with the new material and moves the alias to it (imported keys have no versions).
+
+use async_trait::async_trait;
+use aws_sdk_kms::Client;
+use aws_sdk_kms::config::http::HttpResponse;
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{
+    AlgorithmSpec, ExpirationModelType, KeySpec, KeyState, KeyUsageType, OriginType, Tag,
+    WrappingKeySpec,
+};
+use keyplane_core::connector::{
+    Connector, FailureKind, KeyToInstall, RemoteFailure, RemoteKey, RemoteResult, TransferWrapping,
+};
+use keyplane_core::model::Algorithm;
+
+/// The tag that names the managed key a KMS key holds.
+pub const MANAGED_KEY_TAG: &str = "keyplane:managed-key-id";
+/// The shortest waiting period AWS allows before a scheduled deletion.
+const DELETION_WINDOW_DAYS: i32 = 7;
+
+pub struct Settings {
+    /// UKO's region value (`eu_central_1`) or AWS's (`eu-central-1`).
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub endpoint: Option<String>,
+}
+
+pub struct AwsKms {
+    client: Client,
+    region: String,
+}
+
+fn alias(label: &str) -> String {
+    format!("alias/{label}")
+}
+
+/// The failure an SDK error stands for; `what` says what was attempted.
+fn failure<E: ProvideErrorMetadata>(what: &str, e: &SdkError<E, HttpResponse>) -> RemoteFailure {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => RemoteFailure::new(
+            FailureKind::Unreachable,
+            format!("{what}: AWS KMS could not be reached"),
+        ),
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let code = err.code().unwrap_or("unknown");
+            let message = err.message().unwrap_or("");
+            let status = service.raw().status().as_u16();
+            let kind = match code {
+                "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "IncompleteSignature"
+                | "InvalidClientTokenId"
+                | "ExpiredTokenException" => FailureKind::BadCredentials,
+                "AccessDeniedException" => FailureKind::MissingPermission,
+                "ThrottlingException" | "LimitExceededException" => FailureKind::Throttled,
+                "KMSInternalException" | "DependencyTimeoutException" => FailureKind::Transient,
+                _ if status >= 500 => FailureKind::Transient,
+                _ => FailureKind::Rejected,
+            };
+            let detail: String = message.chars().take(300).collect();
+            RemoteFailure::new(kind, format!("{what}: {code}: {detail}"))
+        }
+        _ => RemoteFailure::new(
+            FailureKind::Transient,
+            format!("{what}: an unreadable answer from AWS KMS"),
+        ),
+    }
+}
+
+fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    matches!(e, SdkError::ServiceError(s) if s.err().code() == Some("NotFoundException"))
+}
+
+fn rejected(message: impl Into<String>) -> RemoteFailure {
+    RemoteFailure::new(FailureKind::Rejected, message)
+}
+
+impl AwsKms {
+    pub fn new(settings: Settings) -> Self {
+        let region = settings.region.replace('_', "-");
+        let credentials = Credentials::new(
+            settings.access_key_id,
+            settings.secret_access_key,
+            None,
+            None,
+            "keyplane-keystore",
+        );
+        let mut config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .credentials_provider(credentials);
+        if let Some(endpoint) = settings.endpoint.filter(|e| !e.is_empty()) {
+            config = config.endpoint_url(endpoint);
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+            region,
+        }
+    }
+
+    /// The key an id or alias names, unless it is gone or going.
+    async fn describe(&self, key_id: &str) -> RemoteResult<Option<RemoteKey>> {
+        match self.client.describe_key().key_id(key_id).send().await {
+            Ok(out) => {
+                let Some(meta) = out.key_metadata() else {
+                    return Ok(None);
+                };
+                let state = meta.key_state();
+                if matches!(
+                    state,
+                    Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion)
+                ) {
+                    return Ok(None);
+                }
+                Ok(Some(RemoteKey {
+                    remote_id: meta.key_id().to_owned(),
+                    enabled: state == Some(&KeyState::Enabled),
+                    version: 1,
+                }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(failure(&format!("describing KMS key {key_id}"), &e)),
+        }
+    }
+
+    /// Creates a KMS key holding `key`'s material and returns its id (the alias is the caller's).
+    async fn create_with_material(&self, key: &KeyToInstall<'_>) -> RemoteResult<String> {
+        if key.algorithm != Algorithm::Aes || key.size != 256 {
+            return Err(rejected(format!(
+                "AWS KMS imports symmetric AES-256 keys only, not {} {}",
+                key.algorithm, key.size
+            )));
+        }
+        let tag = Tag::builder()
+            .tag_key(MANAGED_KEY_TAG)
+            .tag_value(key.key_id.to_string())
+            .build()
+            .map_err(|e| rejected(e.to_string()))?;
+        let created = self
+            .client
+            .create_key()
+            .origin(OriginType::External)
+            .key_spec(KeySpec::SymmetricDefault)
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .description(format!("keyplane managed key {}", key.key_id))
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| failure("creating a KMS key for import", &e))?;
+        let key_id = created
+            .key_metadata()
+            .map(|m| m.key_id().to_owned())
+            .ok_or_else(|| rejected("CreateKey returned no key"))?;
+        self.import_into(&key_id, key).await?;
+        Ok(key_id)
+    }
+
+    async fn import_into(&self, key_id: &str, key: &KeyToInstall<'_>) -> RemoteResult<()> {
+        let mut last = None;
+        for (algorithm, wrapping) in [
+            (
+                AlgorithmSpec::RsaAesKeyWrapSha256,
+                (|der| TransferWrapping::RsaAesKeyWrapSha256 {
+                    public_key_der: der,
+                }) as fn(Vec<u8>) -> TransferWrapping,
+            ),
+            (AlgorithmSpec::RsaesOaepSha256, |der| {
+                TransferWrapping::RsaOaepSha256 {
+                    public_key_der: der,
+                }
+            }),
+        ] {
+            let params = match self
+                .client
+                .get_parameters_for_import()
+                .key_id(key_id)
+                .wrapping_algorithm(algorithm.clone())
+                .wrapping_key_spec(WrappingKeySpec::Rsa4096)
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                // The older scheme is tried when the target does not offer this one.
+                Err(e) => {
+                    let f = failure("getting import parameters", &e);
+                    if f.kind != FailureKind::Rejected {
+                        return Err(f);
+                    }
+                    last = Some(f);
+                    continue;
+                }
+            };
+            let (Some(public_key), Some(token)) = (params.public_key(), params.import_token())
+            else {
+                return Err(rejected("GetParametersForImport returned no wrapping key"));
+            };
+            let wrapped = key
+                .material
+                .wrapped_for(&wrapping(public_key.as_ref().to_vec()))
+                .await
+                .map_err(|e| rejected(e.to_string()))?;
+            self.client
+                .import_key_material()
+                .key_id(key_id)
+                .import_token(token.clone())
+                .encrypted_key_material(Blob::new(wrapped))
+                .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+                .send()
+                .await
+                .map_err(|e| failure("importing key material", &e))?;
+            return Ok(());
+        }
+        Err(last.unwrap_or_else(|| rejected("no import scheme was offered")))
+    }
+}
+
+#[async_trait]
+impl Connector for AwsKms {
+    async fn test(&self) -> RemoteResult<()> {
+        self.client
+            .list_keys()
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| failure(&format!("listing KMS keys in {}", self.region), &e))?;
+        // Creating keys is what distribution needs; a role that may not is refused here
+        // rather than at the first key.
+        self.client
+            .list_aliases()
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| failure("listing KMS aliases", &e))?;
+        Ok(())
+    }
+
+    async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
+        match remote_id {
+            Some(id) => self.describe(id).await,
+            None => self.describe(&alias(label)).await,
+        }
+    }
+
+    async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        // An alias left by an interrupted install names the key it made.
+        if let Some(found) = self.describe(&alias(key.label)).await? {
+            return Ok(found);
+        }
+        let key_id = self.create_with_material(key).await?;
+        self.client
+            .create_alias()
+            .alias_name(alias(key.label))
+            .target_key_id(&key_id)
+            .send()
+            .await
+            .map_err(|e| failure("naming the KMS key", &e))?;
+        Ok(RemoteKey {
+            remote_id: key_id,
+            enabled: true,
+            version: 1,
+        })
+    }
+
+    async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        let result = if enabled {
+            self.client
+                .enable_key()
+                .key_id(&remote.remote_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failure("enabling the KMS key", &e))
+        } else {
+            self.client
+                .disable_key()
+                .key_id(&remote.remote_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failure("disabling the KMS key", &e))
+        };
+        result?;
+        Ok(RemoteKey {
+            enabled,
+            ..remote.clone()
+        })
+    }
+
+    async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        let key_id = self.create_with_material(key).await?;
+        self.client
+            .update_alias()
+            .alias_name(alias(key.label))
+            .target_key_id(&key_id)
+            .send()
+            .await
+            .map_err(|e| failure("moving the alias to the new KMS key", &e))?;
+        Ok(RemoteKey {
+            remote_id: key_id,
+            enabled: remote.enabled,
+            version: remote.version + 1,
+        })
+    }
+
+    async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
+        match self
+            .client
+            .schedule_key_deletion()
+            .key_id(&remote.remote_id)
+            .pending_window_in_days(DELETION_WINDOW_DAYS)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => {
+                let f = failure("scheduling the KMS key's deletion", &e);
+                // Already scheduled: done.
+                if f.message.contains("KMSInvalidStateException") && f.message.contains("pending") {
+                    Ok(())
+                } else {
+                    Err(f)
+                }
+            }
+        }
+    }
+
+    async fn encrypt_probe(
+        &self,
+        _remote: &RemoteKey,
+        _plaintext: &[u8],
+    ) -> RemoteResult<Option<Vec<u8>>> {
+        // KMS ciphertexts are opaque: a copy cannot be proven by decrypting one.
+        Ok(None)
+    }
+}
