@@ -163,8 +163,9 @@ impl TestApp {
         let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
             .await
             .expect("key hierarchy");
-        let keyplane = Keyplane::new(store.clone(), engine, policy)
-            .with_connectors(Arc::new(keyplane_connectors::BuiltIn));
+        // No connectors: external keystores are only stored here (their remote side is tested
+        // through the real binary against real targets).
+        let keyplane = Keyplane::new(store.clone(), engine, policy);
         let tokens = Arc::new(FixedToken::default());
         let router = keyplane_api::app(
             keyplane,
