@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
 use aes_gcm::{AesGcm, Nonce};
@@ -13,8 +11,7 @@ use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
 use common::*;
-use keyplane_testkit::process::Client;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 /// This test's own region: LocalStack is shared, regions keep tests apart.
@@ -80,63 +77,20 @@ async fn kms_state(key: &str) -> KeyState {
         .clone()
 }
 
-async fn wait_status(
-    c: &Client,
-    key: &str,
-    keystore: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..600 {
-        let k = c.get(&format!("/api/v4/managed_keys/{key}")).await.unwrap();
-        if let Some(entry) = k.body["status_in_keystores"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["keystore"]["id"] == keystore))
-        {
-            if done(entry) {
-                return entry.clone();
-            }
-            last = entry.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("status never reached: last {last}");
-}
-
 #[tokio::test]
 async fn aws_kms_holds_the_managed_key_through_its_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let c = server.client();
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    let vault = id(&vault.body);
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws", "groups": ["aws"],
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(
+        &c,
+        &json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws", "groups": ["aws"],
                     "aws_region": REGION.replace('-', "_"), "aws_access_key_id": "test",
                     "aws_secret_access_key": "test", "aws_endpoint": keyplane_testkit::peers::localstack()}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ks.status, 201, "{}", ks.body);
-    let ks = id(&ks.body);
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "T1",
-                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                    "keystores": [{"type": "aws_kms", "group": "aws"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
+    )
+    .await;
+    active_aes_template(&c, &vault, "aws_kms", "aws").await;
     let label = format!("billing-{}", &Uuid::new_v4().to_string()[..8]);
     let key = create_key(&c, &vault, &label).await;
     let key_id = id(&key);
@@ -204,14 +158,7 @@ async fn aws_credentials_are_tested_before_the_keystore_is_saved() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let c = server.client();
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    let vault = id(&vault.body);
+    let vault = new_vault(&c).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);

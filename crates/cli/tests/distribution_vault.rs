@@ -13,7 +13,6 @@ use common::*;
 use keyplane_testkit::peers::{Fault, FaultProxy, OpenBao};
 use keyplane_testkit::process::Client;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 const ROOT: &str = "distribution-root-token";
 
@@ -45,30 +44,6 @@ async fn bao_encrypt(bao: &OpenBao, name: &str, text: &str) -> String {
     r["data"]["ciphertext"].as_str().unwrap().to_owned()
 }
 
-/// The key's status entry for `keystore`, once `done` holds (within 30 s).
-async fn wait_status(
-    c: &Client,
-    key: &str,
-    keystore: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        let k = c.get(&format!("/api/v4/managed_keys/{key}")).await.unwrap();
-        if let Some(entry) = k.body["status_in_keystores"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["keystore"]["id"] == keystore))
-        {
-            if done(entry) {
-                return entry.clone();
-            }
-            last = entry.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("status never reached: last {last}");
-}
-
 async fn transit_key(bao: &OpenBao, name: &str) -> Option<Value> {
     bao.call("GET", &format!("transit/keys/{name}"), None)
         .await
@@ -92,34 +67,14 @@ async fn openbao_holds_the_managed_key_through_its_lifecycle() {
     .unwrap();
     let c = server.client();
 
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    let vault = id(&vault.body);
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(
+        &c,
+        &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
                     "hashicorp_address": bao.address, "hashicorp_token": ROOT}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ks.status, 201, "{}", ks.body);
-    let ks = id(&ks.body);
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "T1",
-                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
+    )
+    .await;
+    active_aes_template(&c, &vault, "hashicorp_vault", "bao").await;
     let key = create_key(&c, &vault, "payments-key").await;
     let key_id = id(&key);
     let key_path = format!("/api/v4/managed_keys/{key_id}");
@@ -246,16 +201,12 @@ async fn openbao_holds_the_managed_key_through_its_lifecycle() {
 }
 
 async fn connect_bao(c: &Client, vault: &str, bao: &OpenBao, name: &str) -> String {
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": name, "groups": ["bao"],
-                    "hashicorp_address": bao.address, "hashicorp_token": ROOT}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ks.status, 201, "{}", ks.body);
-    id(&ks.body)
+    connect_keystore(
+        c,
+        &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": name, "groups": ["bao"],
+                "hashicorp_address": bao.address, "hashicorp_token": ROOT}),
+    )
+    .await
 }
 
 async fn transit_names(bao: &OpenBao) -> Vec<String> {
@@ -278,25 +229,9 @@ async fn disconnect_modes_and_reconnecting_the_same_openbao() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let c = server.client();
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    let vault = id(&vault.body);
+    let vault = new_vault(&c).await;
     let first = connect_bao(&c, &vault, &bao, "bao").await;
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "T1",
-                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
+    active_aes_template(&c, &vault, "hashicorp_vault", "bao").await;
     let key = create_key(&c, &vault, "orders-key").await;
     let key_id = id(&key);
     let key_path = format!("/api/v4/managed_keys/{key_id}");
@@ -399,34 +334,14 @@ async fn a_target_that_throttles_or_goes_down_converges_when_it_returns() {
     .await
     .unwrap();
     let c = server.client();
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    let vault = id(&vault.body);
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(
+        &c,
+        &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
                     "hashicorp_address": proxy.address, "hashicorp_token": ROOT}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ks.status, 201, "{}", ks.body);
-    let ks = id(&ks.body);
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "T1",
-                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
+    )
+    .await;
+    active_aes_template(&c, &vault, "hashicorp_vault", "bao").await;
 
     // Throttled: the API answers at once, the status shows the error, tasks retry.
     proxy.set(Fault::Throttle);
@@ -521,33 +436,14 @@ async fn a_server_killed_while_distributing_converges_after_restart() {
         .await
         .unwrap();
     let c = server.client();
-    let vault = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    let vault = id(&vault.body);
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(
+        &c,
+        &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
                     "hashicorp_address": proxy.address, "hashicorp_token": ROOT}),
-        )
-        .await
-        .unwrap();
-    let ks = id(&ks.body);
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "T1",
-                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                    "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
+    )
+    .await;
+    active_aes_template(&c, &vault, "hashicorp_vault", "bao").await;
     // Slow enough that the kill lands with installs under way.
     proxy.set(Fault::Latency(Duration::from_millis(40)));
     let mut keys = Vec::new();

@@ -8,21 +8,8 @@ use common::*;
 use keyplane_testkit::peers::OpenBao;
 use keyplane_testkit::process::Client;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 const ROOT: &str = "keystore-connections-root-token";
-
-async fn vault(c: &Client) -> String {
-    let r = c
-        .post(
-            "/api/v4/vaults",
-            &json!({"name": format!("v-{}", Uuid::new_v4())}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    id(&r.body)
-}
 
 fn bao_keystore(vault: &str, name: &str, address: &str, token: &str) -> Value {
     json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": name, "groups": ["bao"],
@@ -51,7 +38,7 @@ async fn connections_are_tested_before_they_are_saved() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let c = server.client();
-    let v = vault(&c).await;
+    let v = new_vault(&c).await;
 
     // A dry run tests and saves nothing.
     let r = c

@@ -261,3 +261,61 @@ pub fn open_material_version(
         .open(&sealed, &binding.aad())
         .expect("material opens with its binding")
 }
+
+/// A vault with a fresh name.
+pub async fn new_vault(c: &Client) -> String {
+    let r = c
+        .post(
+            "/api/v4/vaults",
+            &json!({"name": format!("v-{}", Uuid::new_v4())}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    id(&r.body)
+}
+
+/// Connects a keystore (`body` is the whole create request); the connection must be accepted.
+pub async fn connect_keystore(c: &Client, body: &Value) -> String {
+    let r = c.post("/api/v4/keystores", body).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    id(&r.body)
+}
+
+/// Template `T1`: AES-256 keys, active at once, distributed to `keystore_type` keystores of `group`.
+pub async fn active_aes_template(c: &Client, vault: &str, keystore_type: &str, group: &str) {
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "T1",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": keystore_type, "group": group}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+}
+
+/// The key's status entry for `keystore`, once `done` holds (within 60 s).
+pub async fn wait_status(
+    c: &Client,
+    key: &str,
+    keystore: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let k = c.get(&format!("/api/v4/managed_keys/{key}")).await.unwrap();
+        if let Some(entry) = k.body["status_in_keystores"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["keystore"]["id"] == keystore))
+        {
+            if done(entry) {
+                return entry.clone();
+            }
+            last = entry.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("status never reached: last {last}");
+}
