@@ -85,20 +85,33 @@ pub fn internal_status(
     }
 }
 
-/// Status of a key in an external keystore while no connector can reach it: an honest error.
-pub fn unreachable_status(keystore: &KeystoreRef) -> KeyStatusInKeystore {
+/// Status of a key in an external keystore that could not be read or changed.
+pub fn error_status(
+    keystore: &KeystoreRef,
+    code: ErrorCode,
+    message: String,
+) -> KeyStatusInKeystore {
     KeyStatusInKeystore {
         keystore: keystore.clone(),
         status: KeystoreKeyStatus::Error,
         keystore_sync_flag: SyncFlag::Error,
         keystore_sync_flag_detail: SyncFlagDetail::ConnectionError,
         error: Some(StatusError {
-            code: ErrorCode::KeystoreUnreachable.as_str().to_owned(),
-            message: connector_unavailable_message(keystore.keystore_type),
+            code: code.as_str().to_owned(),
+            message,
         }),
         key_id_in_keystore: None,
         removed: false,
     }
+}
+
+/// Status of a key in an external keystore while no connector can reach it: an honest error.
+pub fn unreachable_status(keystore: &KeystoreRef) -> KeyStatusInKeystore {
+    error_status(
+        keystore,
+        ErrorCode::KeystoreUnreachable,
+        connector_unavailable_message(keystore.keystore_type),
+    )
 }
 
 pub fn connector_unavailable_message(keystore_type: KeystoreType) -> String {

@@ -164,24 +164,12 @@ fn desired(state: KeyState, targeted: bool, held: bool) -> Option<bool> {
 }
 
 fn failed_status(keystore: &KeystoreRef, failure: &RemoteFailure) -> KeyStatusInKeystore {
-    KeyStatusInKeystore {
-        keystore: keystore.clone(),
-        status: KeystoreKeyStatus::Error,
-        keystore_sync_flag: SyncFlag::Error,
-        keystore_sync_flag_detail: SyncFlagDetail::ConnectionError,
-        error: Some(StatusError {
-            code: if failure.kind.is_retryable() {
-                ErrorCode::KeystoreUnreachable
-            } else {
-                ErrorCode::KeystoreRejected
-            }
-            .as_str()
-            .to_owned(),
-            message: failure.to_string(),
-        }),
-        key_id_in_keystore: None,
-        removed: false,
-    }
+    let code = if failure.kind.is_retryable() {
+        ErrorCode::KeystoreUnreachable
+    } else {
+        ErrorCode::KeystoreRejected
+    };
+    distribution::error_status(keystore, code, failure.to_string())
 }
 
 /// The status of a key against what a keystore was seen to hold.
