@@ -55,23 +55,24 @@ async fn ensure_admin_token(store: &dyn Store, bootstrap: Option<&str>) -> anyho
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the shutdown signals now, so a signal that arrives right after the "listening" line
+/// is handled rather than killing the process; the returned future completes on the first one.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! { _ = term.recv() => {}, _ = interrupt.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    })
 }
 
 fn seal_mode(config: &Config) -> SealMode {
@@ -178,15 +179,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "keyplane is sealed: unseal it with {how} (keyplane admin unseal)"
         ));
     }
+    let shutdown = shutdown_signal()?;
     announce(&format!("keyplane listening on {scheme}://{bound}"));
     match tls {
-        Some(tls) => tls::serve(listener, app, tls, shutdown_signal()).await?,
+        Some(tls) => tls::serve(listener, app, tls, shutdown).await?,
         None => {
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await?;
         }
     }
