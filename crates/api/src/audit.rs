@@ -27,6 +27,16 @@ pub fn action_for(method: &Method, path: &str) -> String {
     let rest: Vec<&str> = segments.collect();
     if api == Some("api") && path.starts_with("/api/v2/") {
         let verb = rest.last().copied().filter(|_| rest.len() >= 2);
+        if !is_data_plane(method, path) {
+            // Key management through the Key Protect API: it changes managed keys.
+            let verb = match (method, verb) {
+                (_, Some(action)) => action,
+                (&Method::DELETE, None) => "delete",
+                _ if resource == "import_token" => "create-import-token",
+                _ => "create",
+            };
+            return format!("keyplane.key-protect.{verb}");
+        }
         return format!(
             "keyplane.data-plane.{}",
             verb.unwrap_or(if *method == Method::GET {
@@ -91,6 +101,22 @@ fn success_status(method: &Method, path: &str) -> u16 {
     }
 }
 
+/// Key Protect calls that use keys or read them, and change nothing.
+fn is_data_plane(method: &Method, path: &str) -> bool {
+    if !path.starts_with("/api/v2/") {
+        return false;
+    }
+    if *method == Method::GET || *method == Method::HEAD {
+        return !path.starts_with("/api/v2/import_token");
+    }
+    path.rsplit_once("/actions/").is_some_and(|(_, action)| {
+        matches!(
+            action,
+            "wrap" | "unwrap" | "rewrap" | "wrap_batch" | "unwrap_batch"
+        )
+    })
+}
+
 /// Request bodies that never reach an event at all: unseal secrets, data keys, API keys.
 fn body_withheld(path: &str) -> bool {
     path.starts_with("/api/v2/") || path.starts_with("/api/v4/system/") || path == "/identity/token"
@@ -110,7 +136,7 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         .map(|c| c.0.ip().to_string());
     let reading = method == Method::GET || method == Method::HEAD;
     // Data-plane calls change no state: recorded only when they fail or use a key out of service.
-    let changes_state = !reading && !path.starts_with("/api/v2/");
+    let changes_state = !reading && !is_data_plane(&method, &path);
     let (req, body) = if reading || body_withheld(&path) {
         (req, None)
     } else {

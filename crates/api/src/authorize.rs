@@ -96,14 +96,30 @@ fn singular(collection: &str) -> &'static str {
     }
 }
 
+/// What a Key Protect call needs in the keystore's vault: use for the data plane and reads, the
+/// managed lifecycle permission for what changes a key.
+fn key_protect_permission(method: &Method, path: &str) -> Permission {
+    let action = path
+        .rsplit_once("/actions/")
+        .map(|(_, action)| action.trim_end_matches('/'));
+    match (method, action) {
+        (&Method::POST, Some("enable")) => Permission::KeyActivate,
+        (&Method::POST, Some("disable")) => Permission::KeyDeactivate,
+        (&Method::POST, Some("rotate")) => Permission::KeyRotate,
+        (&Method::POST, Some(_)) => Permission::KeyUse,
+        (&Method::DELETE, _) => Permission::KeyDestroyDeactivated,
+        (&Method::GET, _) if !path.starts_with("/api/v2/import_token") => Permission::KeyUse,
+        _ => Permission::KeyCreate,
+    }
+}
+
 /// What the call needs; computed from owned parts (a request body is not `Sync`, so the request
 /// itself is not held across the lookups).
 async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uuid>) -> Need {
     if path.starts_with("/api/v2/") {
-        let keystore = instance;
-        return match keystore {
+        return match instance {
             Some(id) => match state.keyplane.get_keystore(id).await {
-                Ok(k) => Need::InVault(Permission::KeyUse, k.vault.id),
+                Ok(k) => Need::InVault(key_protect_permission(method, path), k.vault.id),
                 Err(_) => Need::Nothing,
             },
             None => Need::Nothing,

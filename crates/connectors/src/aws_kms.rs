@@ -17,7 +17,8 @@ use aws_sdk_kms::types::{
     WrappingKeySpec,
 };
 use keyplane_core::connector::{
-    Connector, FailureKind, KeyToInstall, RemoteFailure, RemoteKey, RemoteResult, TransferWrapping,
+    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
+    TransferWrapping,
 };
 use keyplane_core::model::Algorithm;
 
@@ -339,7 +340,7 @@ impl Connector for AwsKms {
         &self,
         _remote: &RemoteKey,
         _plaintext: &[u8],
-    ) -> RemoteResult<Option<Vec<u8>>> {
+    ) -> RemoteResult<Option<ProbeCiphertext>> {
         // KMS ciphertexts are opaque: a copy cannot be proven by decrypting one.
         Ok(None)
     }

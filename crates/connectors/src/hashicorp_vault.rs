@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyplane_core::connector::{
-    Connector, FailureKind, KeyToInstall, RemoteFailure, RemoteKey, RemoteResult, TransferWrapping,
+    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
+    TransferWrapping,
 };
 use keyplane_core::model::Algorithm;
 use reqwest::Method;
@@ -62,21 +63,6 @@ fn transit_type(algorithm: Algorithm, size: u32) -> RemoteResult<&'static str> {
                 format!("transit has no key type for {algorithm} {size}"),
             ));
         }
-    })
-}
-
-/// The DER inside a PEM public key.
-fn pem_to_der(pem: &str) -> RemoteResult<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    B64.decode(body.trim()).map_err(|_| {
-        RemoteFailure::new(
-            FailureKind::Rejected,
-            "the transit wrapping key is not a PEM public key",
-        )
     })
 }
 
@@ -239,7 +225,7 @@ impl HashicorpVault {
         let pem = value["data"]["public_key"].as_str().ok_or_else(|| {
             RemoteFailure::new(FailureKind::Rejected, "the transit wrapping key is missing")
         })?;
-        pem_to_der(pem)
+        http::pem_to_der(pem, "the transit wrapping key")
     }
 
     async fn wrapped(&self, key: &KeyToInstall<'_>) -> RemoteResult<String> {
@@ -402,7 +388,7 @@ impl Connector for HashicorpVault {
         &self,
         remote: &RemoteKey,
         plaintext: &[u8],
-    ) -> RemoteResult<Option<Vec<u8>>> {
+    ) -> RemoteResult<Option<ProbeCiphertext>> {
         let info = self
             .expect_ok(
                 Method::GET,
@@ -426,7 +412,11 @@ impl Connector for HashicorpVault {
         let sealed = answer["data"]["ciphertext"]
             .as_str()
             .and_then(|c| c.splitn(3, ':').nth(2))
-            .and_then(|b| B64.decode(b).ok());
+            .and_then(|b| B64.decode(b).ok())
+            .map(|sealed| ProbeCiphertext {
+                sealed,
+                aad: Vec::new(),
+            });
         Ok(sealed)
     }
 

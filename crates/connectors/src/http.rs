@@ -48,6 +48,24 @@ pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client setup: {e}"))
 }
 
+/// The DER inside a PEM public key; `what` names the key in the error.
+pub(crate) fn pem_to_der(pem: &str, what: &str) -> Result<Vec<u8>, RemoteFailure> {
+    use base64::Engine as _;
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| {
+            RemoteFailure::new(
+                FailureKind::Rejected,
+                format!("{what} is not a PEM public key"),
+            )
+        })
+}
+
 /// A failure to get any answer.
 pub(crate) fn transport_failure(target: &str, e: &reqwest::Error) -> RemoteFailure {
     let what = if e.is_timeout() {

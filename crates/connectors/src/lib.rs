@@ -3,6 +3,7 @@
 pub mod aws_kms;
 pub mod hashicorp_vault;
 mod http;
+pub mod ibm_key_protect;
 
 use std::sync::Arc;
 
@@ -61,11 +62,29 @@ fn aws(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Conn
     })))
 }
 
+/// Key Protect and HPCS instances (not the internal variant, which is this keyplane itself).
+fn key_protect(
+    keystore: &Keystore,
+    secrets: &Map<String, Value>,
+) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    let required = |name: &str| text(clear, name).ok_or_else(|| Error::missing_field(name));
+    let connector = ibm_key_protect::KeyProtect::new(ibm_key_protect::Settings {
+        api_endpoint: required("ibm_api_endpoint")?,
+        iam_endpoint: required("ibm_iam_endpoint")?,
+        api_key: text(secrets, "ibm_api_key").ok_or_else(|| Error::missing_field("ibm_api_key"))?,
+        instance_id: required("ibm_instance_id")?,
+        key_ring: text(clear, "ibm_key_ring"),
+    })
+    .map_err(Error::internal)?;
+    Ok(Arc::new(connector))
+}
+
 impl Connectors for BuiltIn {
     fn supports(&self, keystore_type: KeystoreType) -> bool {
         matches!(
             keystore_type,
-            KeystoreType::HashicorpVault | KeystoreType::AwsKms
+            KeystoreType::HashicorpVault | KeystoreType::AwsKms | KeystoreType::IbmCloudKms
         )
     }
 
@@ -77,6 +96,9 @@ impl Connectors for BuiltIn {
         match keystore.keystore_type {
             KeystoreType::HashicorpVault => Some(vault(keystore, secrets)),
             KeystoreType::AwsKms => Some(aws(keystore, secrets)),
+            KeystoreType::IbmCloudKms if !keystore.is_internal() => {
+                Some(key_protect(keystore, secrets))
+            }
             _ => None,
         }
     }

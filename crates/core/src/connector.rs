@@ -121,9 +121,20 @@ pub enum TransferWrapping {
 pub trait MaterialExport: Send + Sync {
     async fn wrapped_for(&self, wrapping: &TransferWrapping) -> crate::error::Result<Vec<u8>>;
 
-    /// Whether `sealed` (AES-256-GCM `nonce ‖ ciphertext ‖ tag`, no AAD) opens to `expected`
-    /// under this material: proof that a remote key is this one.
-    async fn opens_probe(&self, sealed: &[u8], expected: &[u8]) -> bool;
+    /// Whether a probe ciphertext opens to `expected` under this material: proof that a remote
+    /// key is this one.
+    async fn opens_probe(&self, probe: &ProbeCiphertext, expected: &[u8]) -> bool;
+
+    /// Encrypts `nonce` (an import token's) under this material with AES-256-GCM, no AAD, and
+    /// returns `(iv, ciphertext ‖ tag)`: proof for the target that the sender holds the material.
+    async fn encrypt_nonce(&self, nonce: &[u8]) -> crate::error::Result<(Vec<u8>, Vec<u8>)>;
+}
+
+/// What a remote key made of a probe: AES-256-GCM `nonce ‖ ciphertext ‖ tag` under `aad`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeCiphertext {
+    pub sealed: Vec<u8>,
+    pub aad: Vec<u8>,
 }
 
 /// What a connector needs to know about the key it installs.
@@ -159,14 +170,14 @@ pub trait Connector: Send + Sync {
     /// Destroys the copy (the provider's deletion, pending where it has one).
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()>;
 
-    /// Has the copy encrypt `plaintext` under its newest version and returns AES-256-GCM
-    /// `nonce ‖ ciphertext ‖ tag` (no AAD), so keyplane can prove the copy is its key; `None`
-    /// when the target cannot do that for this key.
+    /// Has the copy encrypt `plaintext` under its newest version and returns the AES-256-GCM
+    /// result, so keyplane can prove the copy is its key; `None` when the target cannot do that
+    /// for this key.
     async fn encrypt_probe(
         &self,
         remote: &RemoteKey,
         plaintext: &[u8],
-    ) -> RemoteResult<Option<Vec<u8>>>;
+    ) -> RemoteResult<Option<ProbeCiphertext>>;
 }
 
 /// Builds connectors from stored keystore connections.

@@ -118,6 +118,20 @@ pub trait Store: Send + Sync + 'static {
 
     async fn external_copy(&self, keystore_id: Uuid, key_id: Uuid) -> Result<Option<ExternalCopy>>;
 
+    /// The import token an internal keystore offers, if any (expired ones included).
+    async fn import_token(&self, keystore_id: Uuid) -> Result<Option<ImportToken>>;
+    /// Replaces an internal keystore's import token.
+    async fn save_import_token(&self, token: &ImportToken) -> Result<()>;
+    /// Counts a retrieval of the keystore's token when it is live and has retrievals left, and
+    /// returns it; `None` otherwise.
+    async fn retrieve_import_token(&self, keystore_id: Uuid) -> Result<Option<ImportToken>>;
+    /// The copy an internal keystore holds under a label (the Key Protect alias), if any.
+    async fn internal_copy_by_label(
+        &self,
+        keystore_id: Uuid,
+        label: &str,
+    ) -> Result<Option<InternalCopy>>;
+
     /// Records what a keystore was seen to hold for a key (not managed state: no revision change).
     async fn record_observed_status(
         &self,
@@ -463,6 +477,19 @@ pub trait MaterialEngine: Send + Sync + 'static {
     /// A fresh random 256-bit data key.
     fn random_data_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>>;
 
+    /// A new RSA-4096 key pair for a keystore's import token (slow: run it off the async workers).
+    fn new_import_key_pair(&self, vault_id: Uuid, keystore_id: Uuid) -> Result<ImportKeyPair>;
+
+    /// Checks material a client sent (its length, its nonce proof) and seals it as `binding`'s
+    /// material. Every failure is the same `invalid` error: which check failed is not told.
+    fn import_material(
+        &self,
+        algorithm: Algorithm,
+        size: u32,
+        binding: &MaterialBinding,
+        material: &ImportedMaterial<'_>,
+    ) -> Result<SealedMaterial>;
+
     /// Opens material and wraps it as an external keystore asks for import (symmetric keys as
     /// raw bytes, asymmetric ones as PKCS#8 DER); only the wrapped form leaves.
     fn wrap_for_transfer(
@@ -471,6 +498,41 @@ pub trait MaterialEngine: Send + Sync + 'static {
         material: &SealedMaterial,
         wrapping: &crate::connector::TransferWrapping,
     ) -> Result<Vec<u8>>;
+}
+
+/// An import token's key pair: the private key sealed under the vault's key (bound to the
+/// keystore), the public key as SPKI DER.
+#[derive(Clone)]
+pub struct ImportKeyPair {
+    pub sealed_private_key: Vec<u8>,
+    pub public_key_der: Vec<u8>,
+}
+
+/// The import token of an internal keystore (Key Protect's `import_token`).
+#[derive(Clone)]
+pub struct ImportToken {
+    pub keystore_id: Uuid,
+    pub key_pair: ImportKeyPair,
+    pub nonce: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub max_retrievals: u32,
+    pub remaining_retrievals: u32,
+}
+
+/// Material a client sends for import into a keystore of this keyplane.
+pub enum ImportedMaterial<'a> {
+    /// The raw bytes (the request itself travelled over TLS).
+    Plain(&'a [u8]),
+    /// RSA-OAEP encrypted under an import token's public key.
+    Encrypted {
+        keystore_id: Uuid,
+        sealed_private_key: &'a [u8],
+        oaep_sha256: bool,
+        payload: &'a [u8],
+        /// The token's nonce encrypted under the material: `(iv, encrypted nonce, the nonce)`.
+        nonce_proof: Option<(&'a [u8], &'a [u8], &'a [u8])>,
+    },
 }
 
 /// What sealed material is bound to (the AES-GCM associated data).

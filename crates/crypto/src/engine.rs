@@ -4,7 +4,8 @@
 use keyplane_core::error::{Error, Result};
 use keyplane_core::model::{Algorithm, SealedMaterial, VerificationPattern};
 use keyplane_core::ports::{
-    MasterKeyRotation, MaterialBinding, MaterialEngine, PooledKey, SealStatus, UnsealSecret,
+    ImportKeyPair, ImportedMaterial, MasterKeyRotation, MaterialBinding, MaterialEngine, PooledKey,
+    SealStatus, UnsealSecret,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -56,6 +57,10 @@ fn patterns(list: Vec<material::VerificationPattern>) -> Vec<VerificationPattern
             value: p.value,
         })
         .collect()
+}
+
+fn import_key_aad(keystore_id: Uuid) -> Vec<u8> {
+    format!("keyplane-import-key:v1:{keystore_id}").into_bytes()
 }
 
 fn secrets_aad(keystore_id: Uuid) -> Vec<u8> {
@@ -236,6 +241,81 @@ impl MaterialEngine for KeyHierarchy {
                 .opened_vault_key(binding.vault_id)?
                 .seal(plain.expose(), &binding.aad())
                 .map_err(crypto_err)?,
+            verification_patterns: patterns(found),
+        })
+    }
+
+    fn new_import_key_pair(&self, vault_id: Uuid, keystore_id: Uuid) -> Result<ImportKeyPair> {
+        let vault_key = self.opened_vault_key(vault_id)?;
+        let pair = transfer::new_import_key_pair().map_err(crypto_err)?;
+        Ok(ImportKeyPair {
+            sealed_private_key: vault_key
+                .seal(&pair.private_pkcs8, &import_key_aad(keystore_id))
+                .map_err(crypto_err)?,
+            public_key_der: pair.public_der,
+        })
+    }
+
+    fn import_material(
+        &self,
+        algorithm: Algorithm,
+        size: u32,
+        binding: &MaterialBinding,
+        imported: &ImportedMaterial<'_>,
+    ) -> Result<SealedMaterial> {
+        let refused = || {
+            Error::invalid_field(
+                "payload",
+                "the key material could not be imported: it is not a key of the expected size, \
+                 or it was not encrypted under this keystore's current import token",
+            )
+        };
+        if algorithm != Algorithm::Aes {
+            return Err(Error::invalid_field(
+                "payload",
+                format!("importing {algorithm} key material is not supported; only AES keys"),
+            ));
+        }
+        let vault_key = self.opened_vault_key(binding.vault_id)?;
+        let opened;
+        let plain: &[u8] = match imported {
+            ImportedMaterial::Plain(bytes) => bytes,
+            ImportedMaterial::Encrypted {
+                keystore_id,
+                sealed_private_key,
+                oaep_sha256,
+                payload,
+                nonce_proof,
+            } => {
+                let private = vault_key
+                    .open(sealed_private_key, &import_key_aad(*keystore_id))
+                    .map_err(crypto_err)?;
+                let proof =
+                    nonce_proof.map(
+                        |(iv, encrypted_nonce, expected_nonce)| transfer::NonceProof {
+                            iv,
+                            encrypted_nonce,
+                            expected_nonce,
+                        },
+                    );
+                let hash = if *oaep_sha256 {
+                    transfer::OaepHash::Sha256
+                } else {
+                    transfer::OaepHash::Sha1
+                };
+                opened = transfer::open_import(private.expose(), hash, payload, proof.as_ref())
+                    .map_err(|_| refused())?;
+                &opened
+            }
+        };
+        if plain.len() * 8 != size as usize {
+            return Err(refused());
+        }
+        let found = material::verification_patterns(kind(algorithm, size)?, plain)
+            .map_err(|_| refused())?;
+        Ok(SealedMaterial {
+            version: binding.version,
+            sealed: vault_key.seal(plain, &binding.aad()).map_err(crypto_err)?,
             verification_patterns: patterns(found),
         })
     }

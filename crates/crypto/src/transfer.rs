@@ -1,7 +1,13 @@
-//! Wrapping key material for import into another keystore under the public key it offers.
+//! Wrapping key material for import into another keystore under the public key it offers, and
+//! the receiving side: the RSA key pair of an import token and the opening of what it received.
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand;
-use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPrivateDecryptingKey,
+    OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+};
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, key_wrap};
@@ -39,6 +45,85 @@ pub fn rsa_aes_key_wrap_sha256(
     Ok(out)
 }
 
+/// The key pair an import token offers: PKCS#8 private key (wiped on drop) and SPKI public key.
+pub struct ImportKeyPair {
+    pub private_pkcs8: Zeroizing<Vec<u8>>,
+    pub public_der: Vec<u8>,
+}
+
+/// A fresh RSA-4096 key pair for an import token (slow: up to seconds).
+pub fn new_import_key_pair() -> Result<ImportKeyPair, CryptoError> {
+    let private = PrivateDecryptingKey::generate(KeySize::Rsa4096)
+        .map_err(|e| CryptoError::Generate(format!("RSA-4096: {e}")))?;
+    let pkcs8: Pkcs8V1Der<'static> = private
+        .as_der()
+        .map_err(|e| CryptoError::Generate(format!("encoding the private key: {e}")))?;
+    let public = private
+        .public_key()
+        .as_der()
+        .map_err(|e| CryptoError::Generate(format!("encoding the public key: {e}")))?;
+    Ok(ImportKeyPair {
+        private_pkcs8: Zeroizing::new(pkcs8.as_ref().to_vec()),
+        public_der: public.as_ref().to_vec(),
+    })
+}
+
+/// The OAEP digest a sender used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    Sha1,
+    Sha256,
+}
+
+/// Proof that the sender of imported material holds it: the token's nonce, AES-256-GCM encrypted
+/// under that material with `iv`.
+pub struct NonceProof<'a> {
+    pub iv: &'a [u8],
+    pub encrypted_nonce: &'a [u8],
+    pub expected_nonce: &'a [u8],
+}
+
+/// Opens material sent RSA-OAEP encrypted under an import token's public key and, when a nonce
+/// proof comes with it, checks that the material encrypts the token's nonce.
+pub fn open_import(
+    private_pkcs8: &[u8],
+    hash: OaepHash,
+    encrypted: &[u8],
+    proof: Option<&NonceProof<'_>>,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let private = PrivateDecryptingKey::from_pkcs8(private_pkcs8)
+        .map_err(|_| CryptoError::InvalidKeyMaterial("the import key pair is unusable".into()))?;
+    let oaep = OaepPrivateDecryptingKey::new(private)
+        .map_err(|_| CryptoError::InvalidKeyMaterial("the import key pair is unusable".into()))?;
+    let algorithm: &OaepAlgorithm = match hash {
+        OaepHash::Sha1 => &OAEP_SHA1_MGF1SHA1,
+        OaepHash::Sha256 => &OAEP_SHA256_MGF1SHA256,
+    };
+    let mut buf = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
+    let len = oaep
+        .decrypt(algorithm, encrypted, &mut buf, None)
+        .map_err(|_| CryptoError::Decrypt)?
+        .len();
+    buf.truncate(len);
+    if let Some(proof) = proof {
+        check_nonce(&buf, proof)?;
+    }
+    Ok(buf)
+}
+
+fn check_nonce(material: &[u8], proof: &NonceProof<'_>) -> Result<(), CryptoError> {
+    let key = UnboundKey::new(&AES_256_GCM, material).map_err(|_| CryptoError::InvalidKeyLength)?;
+    let nonce = Nonce::try_assume_unique_for_key(proof.iv).map_err(|_| CryptoError::Decrypt)?;
+    let mut buf = proof.encrypted_nonce.to_vec();
+    let opened = LessSafeKey::new(key)
+        .open_in_place(nonce, Aad::empty(), &mut buf)
+        .map_err(|_| CryptoError::Decrypt)?;
+    if opened != proof.expected_nonce {
+        return Err(CryptoError::Decrypt);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +144,51 @@ mod tests {
             .unwrap();
         let opened = key_wrap::unwrap_padded(ephemeral, wrapped_material).unwrap();
         assert_eq!(opened.expose(), material);
+    }
+
+    #[test]
+    fn imported_material_opens_only_with_its_nonce_proof() {
+        let pair = new_import_key_pair().unwrap();
+        let material = [9u8; 32];
+        let encrypted = rsa_oaep_sha256(&pair.public_der, &material).unwrap();
+        let iv = [3u8; 12];
+        let token_nonce = [5u8; 12];
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &material).unwrap());
+        let mut sealed = token_nonce.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::try_assume_unique_for_key(&iv).unwrap(),
+            Aad::empty(),
+            &mut sealed,
+        )
+        .unwrap();
+        let proof = NonceProof {
+            iv: &iv,
+            encrypted_nonce: &sealed,
+            expected_nonce: &token_nonce,
+        };
+        let opened = open_import(
+            &pair.private_pkcs8,
+            OaepHash::Sha256,
+            &encrypted,
+            Some(&proof),
+        )
+        .unwrap();
+        assert_eq!(opened.as_slice(), material);
+        // Another token's nonce, or the wrong digest, is refused.
+        let other = NonceProof {
+            expected_nonce: &[6u8; 12],
+            ..proof
+        };
+        assert!(
+            open_import(
+                &pair.private_pkcs8,
+                OaepHash::Sha256,
+                &encrypted,
+                Some(&other)
+            )
+            .is_err()
+        );
+        assert!(open_import(&pair.private_pkcs8, OaepHash::Sha1, &encrypted, None).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod distribution;
+mod import_tokens;
 mod lists;
 mod migrate;
 mod read_cache;
@@ -22,8 +23,8 @@ use keyplane_core::audit::{self as audit_trail, AuditEvent};
 use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::ports::{
-    ApiToken, AuditChainReport, AuditQuery, ExternalCopy, KeyWrite, KeystoreTask, PooledKey, Store,
-    StoredRootKey, TaskResult, TaskView, WrappedVaultKey,
+    ApiToken, AuditChainReport, AuditQuery, ExternalCopy, ImportToken, KeyWrite, KeystoreTask,
+    PooledKey, Store, StoredRootKey, TaskResult, TaskView, WrappedVaultKey,
 };
 use keyplane_core::query::*;
 use keyplane_core::service::UsageContext;
@@ -367,6 +368,39 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| distribution::record_status(c, key_id, &status))
             .await
+    }
+
+    async fn import_token(&self, keystore_id: Uuid) -> Result<Option<ImportToken>> {
+        self.reader.with(|c| import_tokens::get(c, keystore_id))
+    }
+
+    async fn save_import_token(&self, token: &ImportToken) -> Result<()> {
+        let token = token.clone();
+        self.writer
+            .write(move |c| import_tokens::save(c, &token))
+            .await
+    }
+
+    async fn retrieve_import_token(&self, keystore_id: Uuid) -> Result<Option<ImportToken>> {
+        let now = chrono::Utc::now();
+        self.writer
+            .write_returning(move |c| import_tokens::retrieve(c, keystore_id, &now))
+            .await
+    }
+
+    async fn internal_copy_by_label(
+        &self,
+        keystore_id: Uuid,
+        label: &str,
+    ) -> Result<Option<InternalCopy>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT * FROM internal_copies WHERE keystore_id = ? AND label = ? LIMIT 1",
+                params![keystore_id.to_string(), label],
+                copy_from_row,
+            )
+        })
     }
 
     async fn save_external_copy(&self, copy: &ExternalCopy) -> Result<()> {

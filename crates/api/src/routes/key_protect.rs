@@ -3,23 +3,24 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyplane_core::Error;
 use keyplane_core::model::KeyState;
-use keyplane_core::service::InstalledKey;
+use keyplane_core::service::{ImportTokenView, InstalledKey, SuppliedMaterial};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathId, RawQuery};
 use crate::params::Params;
 use crate::wire::time;
+use crate::{AppState, Caller};
 
 /// The `bluemix-instance` header: the internal keystore addressed.
 pub(crate) struct Instance(Uuid);
@@ -320,6 +321,7 @@ fn key_resource(k: &InstalledKey) -> Value {
             "id": version_id(k.copy.key_id_in_keystore, k.key.version),
             "creationDate": time(&k.key.rotated_at.unwrap_or(k.key.stamps.created_at)),
         },
+        "aliases": [k.copy.label],
         "deleted": false,
     })
 }
@@ -348,15 +350,314 @@ pub(crate) async fn list(
     )))
 }
 
-/// One installed key's metadata (Key Protect `GET /api/v2/keys/{id}`).
+/// One installed key's metadata, by id or alias (Key Protect `GET /api/v2/keys/{id}`).
 #[utoipa::path(get, path = "/api/v2/keys/{id}", tag = "key_protect",
-    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    params(("id" = String, Path, description = "the key's id or alias"), ("bluemix-instance" = String, Header)),
     responses((status = 200, description = "key collection of one", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(s): State<AppState>,
     Instance(keystore): Instance,
-    PathId(id): PathId,
+    KeyRef(key): KeyRef,
 ) -> ApiResult<Json<Value>> {
-    let k = s.keyplane.installed_key(keystore, id).await?;
+    let k = s.keyplane.key_protect_key(keystore, &key).await?;
     Ok(Json(collection(1, vec![key_resource(&k)])))
+}
+
+/// A key's id or alias in the path.
+pub(crate) struct KeyRef(String);
+
+/// Longest id or alias accepted in a path.
+const MAX_KEY_REF_LEN: usize = 128;
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyRef {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::from(Error::invalid_parameter("id", "the path has no key id"))
+                })?;
+        if raw.is_empty() || raw.len() > MAX_KEY_REF_LEN || raw.chars().any(char::is_control) {
+            return Err(Error::invalid_parameter(
+                "id",
+                format!("a key id or alias is 1 to {MAX_KEY_REF_LEN} printable characters"),
+            )
+            .into());
+        }
+        Ok(Self(raw))
+    }
+}
+
+/// The key-material fields Key Protect's create and rotate take.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MaterialFields {
+    /// Base64 key material; encrypted under the import token when `encryptedNonce` is given.
+    payload: Option<String>,
+    /// `RSAES_OAEP_SHA_256` (default) or `RSAES_OAEP_SHA_1`.
+    encryption_algorithm: Option<String>,
+    encrypted_nonce: Option<String>,
+    iv: Option<String>,
+}
+
+/// Decoded material fields, kept until the service has used them.
+struct DecodedMaterial {
+    payload: Option<Zeroizing<Vec<u8>>>,
+    oaep_sha256: bool,
+    nonce: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl DecodedMaterial {
+    fn decode(f: &MaterialFields) -> Result<Self, ApiError> {
+        let payload = f
+            .payload
+            .as_deref()
+            .map(|p| decode("payload", p))
+            .transpose()?;
+        let oaep_sha256 = match f.encryption_algorithm.as_deref() {
+            None | Some("RSAES_OAEP_SHA_256") => true,
+            Some("RSAES_OAEP_SHA_1") => false,
+            Some(other) => {
+                return Err(Error::invalid_field(
+                    "encryptionAlgorithm",
+                    format!(
+                        "encryptionAlgorithm '{}' is not supported: use RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1",
+                        other.escape_debug()
+                    ),
+                )
+                .into());
+            }
+        };
+        let nonce = match (&f.encrypted_nonce, &f.iv) {
+            (None, None) => None,
+            (Some(n), Some(iv)) => Some((
+                decode("iv", iv)?.to_vec(),
+                decode("encryptedNonce", n)?.to_vec(),
+            )),
+            (Some(_), None) => return Err(Error::missing_field("iv").into()),
+            (None, Some(_)) => return Err(Error::missing_field("encryptedNonce").into()),
+        };
+        if nonce.is_some() && payload.is_none() {
+            return Err(Error::missing_field("payload").into());
+        }
+        Ok(Self {
+            payload,
+            oaep_sha256,
+            nonce,
+        })
+    }
+
+    fn supplied(&self) -> SuppliedMaterial<'_> {
+        match (&self.payload, &self.nonce) {
+            (None, _) => SuppliedMaterial::Generate,
+            (Some(p), None) => SuppliedMaterial::Plain(p),
+            (Some(p), Some((iv, encrypted_nonce))) => SuppliedMaterial::UnderImportToken {
+                oaep_sha256: self.oaep_sha256,
+                payload: p,
+                iv,
+                encrypted_nonce,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NewKeyResource {
+    name: Option<String>,
+    description: Option<String>,
+    /// Only `false` (root keys) is supported.
+    extractable: Option<bool>,
+    /// At most the key's name: the alias is its label in the keystore.
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(flatten)]
+    material: MaterialFields,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewKeyRequest {
+    resources: Vec<NewKeyResource>,
+}
+
+/// Create or import a root key (Key Protect `POST /api/v2/keys`). It becomes a managed key of the
+/// keystore's vault, under the template that installs AES-256 keys into this keystore.
+#[utoipa::path(post, path = "/api/v2/keys", tag = "key_protect", request_body = NewKeyRequest,
+    params(("bluemix-instance" = String, Header)),
+    responses((status = 201, description = "key collection of one", body = Object), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    Caller(actor): Caller,
+    JsonBody(body): JsonBody<NewKeyRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let [resource] = <[NewKeyResource; 1]>::try_from(body.resources).map_err(|_| {
+        Error::invalid_field("resources", "resources holds exactly one key to create")
+    })?;
+    if resource.extractable != Some(false) {
+        return Err(Error::invalid_field(
+            "resources[0].extractable",
+            "only root keys (extractable: false) can be created in this keystore",
+        )
+        .into());
+    }
+    let name = resource
+        .name
+        .ok_or_else(|| Error::missing_field("resources[0].name"))?;
+    if resource.aliases.iter().any(|a| *a != name) || resource.aliases.len() > 1 {
+        return Err(Error::invalid_field(
+            "resources[0].aliases",
+            "a key's only alias is its name (its label in the keystore)",
+        )
+        .into());
+    }
+    let material = DecodedMaterial::decode(&resource.material)?;
+    let k = s
+        .keyplane
+        .key_protect_create(
+            &actor,
+            keystore,
+            name,
+            resource.description,
+            &material.supplied(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(collection(1, vec![key_resource(&k)])),
+    ))
+}
+
+/// Enable a key (Key Protect `enable`): the managed key is activated.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/enable", tag = "key_protect",
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn enable(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_set_enabled(&actor, keystore, &key, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disable a key (Key Protect `disable`): the managed key is deactivated.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/disable", tag = "key_protect",
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn disable(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_set_enabled(&actor, keystore, &key, false)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate a key (Key Protect `rotate`): a new version, generated or from the payload.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/rotate", tag = "key_protect", request_body = Option<MaterialFields>,
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn rotate(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let fields: MaterialFields = if body.iter().all(u8::is_ascii_whitespace) {
+        MaterialFields::default()
+    } else {
+        crate::extract::parse_json(&body)?
+    };
+    let material = DecodedMaterial::decode(&fields)?;
+    s.keyplane
+        .key_protect_rotate(&actor, keystore, &key, &material.supplied())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a key (Key Protect `DELETE`): the managed key is deactivated and destroyed.
+#[utoipa::path(delete, path = "/api/v2/keys/{id}", tag = "key_protect",
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_delete(&actor, keystore, &key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NewImportToken {
+    /// Seconds the token lives (default 600).
+    expiration: Option<i64>,
+    /// How often it may be retrieved (default 1).
+    max_allowed_retrievals: Option<u32>,
+}
+
+fn import_token_body(t: &ImportTokenView) -> Value {
+    let mut body = json!({
+        "creationDate": time(&t.created_at),
+        "expirationDate": time(&t.expires_at),
+        "maxAllowedRetrievals": t.max_retrievals,
+        "remainingRetrievals": t.remaining_retrievals,
+    });
+    if let (Some(der), Some(nonce)) = (&t.public_key_der, &t.nonce) {
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            B64.encode(der)
+        );
+        body["payload"] = json!(B64.encode(pem));
+        body["nonce"] = json!(B64.encode(nonce));
+    }
+    body
+}
+
+/// Create the keystore's import token (Key Protect `POST /api/v2/import_token`), replacing any
+/// earlier one.
+#[utoipa::path(post, path = "/api/v2/import_token", tag = "key_protect", request_body = NewImportToken,
+    params(("bluemix-instance" = String, Header)),
+    responses((status = 201, description = "the token's metadata", body = Object), (status = 400, body = ErrorBody)))]
+pub(crate) async fn create_import_token(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    JsonBody(body): JsonBody<NewImportToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let token = s
+        .keyplane
+        .create_import_token(
+            keystore,
+            body.expiration.unwrap_or(600),
+            body.max_allowed_retrievals.unwrap_or(1),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(import_token_body(&token))))
+}
+
+/// Retrieve the import token: its public key (base64 PEM) and nonce.
+#[utoipa::path(get, path = "/api/v2/import_token", tag = "key_protect",
+    params(("bluemix-instance" = String, Header)),
+    responses((status = 200, description = "the token with payload and nonce", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn retrieve_import_token(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+) -> ApiResult<Json<Value>> {
+    let token = s.keyplane.retrieve_import_token(keystore).await?;
+    Ok(Json(import_token_body(&token)))
 }

@@ -60,8 +60,15 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(managed_keys::rotate))
         .routes(routes!(managed_keys::compromise))
         .routes(routes!(managed_keys::associated_resources))
-        .routes(routes!(key_protect::list))
-        .routes(routes!(key_protect::get))
+        .routes(routes!(key_protect::list, key_protect::create))
+        .routes(routes!(key_protect::get, key_protect::delete))
+        .routes(routes!(key_protect::enable))
+        .routes(routes!(key_protect::disable))
+        .routes(routes!(key_protect::rotate))
+        .routes(routes!(
+            key_protect::create_import_token,
+            key_protect::retrieve_import_token
+        ))
         .routes(routes!(key_protect::wrap))
         .routes(routes!(key_protect::unwrap))
         .routes(routes!(key_protect::rewrap))

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::Keyplane;
+use crate::connector::ProbeCiphertext;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::*;
 use crate::ports::MaterialBinding;
@@ -80,6 +81,21 @@ fn unframe(ciphertext: &[u8]) -> Result<(u32, &[u8])> {
     let (version, sealed) = rest.split_at(4);
     let version = u32::from_be_bytes(version.try_into().map_err(|_| bad())?);
     Ok((version, sealed))
+}
+
+/// A wrap ciphertext of a keyplane internal keystore, as a probe of the key that made it: the
+/// GCM output and the associated data it is bound to. `None` for anything else (another
+/// product's opaque ciphertext, or one made with caller AAD).
+pub fn wrapped_probe(key_id_in_keystore: Uuid, ciphertext: &[u8]) -> Option<ProbeCiphertext> {
+    let (version, sealed) = unframe(ciphertext).ok()?;
+    // The engine's sealed format: a format byte ahead of nonce ‖ ciphertext ‖ tag.
+    let (&1, gcm) = sealed.split_first()? else {
+        return None;
+    };
+    Some(ProbeCiphertext {
+        sealed: gcm.to_vec(),
+        aad: bound_aad(key_id_in_keystore, version, &[]).ok()?,
+    })
 }
 
 /// The GCM associated data: the key's identity in the keystore, its version and the caller's AAD.

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::Keyplane;
 use crate::connector::{
-    Connector, FailureKind, KeyToInstall, MaterialExport, RemoteFailure, RemoteKey,
-    TransferWrapping,
+    Connector, FailureKind, KeyToInstall, MaterialExport, ProbeCiphertext, RemoteFailure,
+    RemoteKey, TransferWrapping,
 };
 use crate::distribution::{self, Observation};
 use crate::error::{Error, ErrorCode, Result};
@@ -110,6 +110,10 @@ impl Distribution {
     }
 }
 
+/// The material engine's sealed format: this byte, the GCM nonce, ciphertext and tag.
+const ENGINE_SEALED_FORMAT: u8 = 1;
+const GCM_NONCE_LEN: usize = 12;
+
 /// One key version's material, wrapped for the target by the material engine.
 struct VersionExport<'a> {
     keyplane: &'a Keyplane,
@@ -129,7 +133,7 @@ impl MaterialExport for VersionExport<'_> {
             .wrap_for_transfer(&self.binding, &self.material, wrapping)
     }
 
-    async fn opens_probe(&self, sealed: &[u8], expected: &[u8]) -> bool {
+    async fn opens_probe(&self, probe: &ProbeCiphertext, expected: &[u8]) -> bool {
         if self
             .keyplane
             .engine
@@ -140,13 +144,34 @@ impl MaterialExport for VersionExport<'_> {
             return false;
         }
         // The engine's sealed format is a format byte ahead of the same GCM layout.
-        let mut framed = Vec::with_capacity(sealed.len() + 1);
-        framed.push(1);
-        framed.extend_from_slice(sealed);
+        let mut framed = Vec::with_capacity(probe.sealed.len() + 1);
+        framed.push(ENGINE_SEALED_FORMAT);
+        framed.extend_from_slice(&probe.sealed);
         matches!(
-            self.keyplane.engine.decrypt_with(&self.binding, &self.material, &[&framed], b""),
+            self.keyplane.engine.decrypt_with(&self.binding, &self.material, &[&framed], &probe.aad),
             Ok(opened) if opened.first().and_then(Option::as_ref).is_some_and(|p| p.as_slice() == expected)
         )
+    }
+
+    async fn encrypt_nonce(&self, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.keyplane
+            .engine
+            .open_vault(self.binding.vault_id)
+            .await?;
+        let sealed = self
+            .keyplane
+            .engine
+            .encrypt_with(&self.binding, &self.material, &[nonce], b"")?
+            .pop()
+            .ok_or_else(|| Error::internal("no ciphertext for the nonce"))?;
+        // Format byte ‖ 12-byte GCM nonce ‖ ciphertext ‖ tag.
+        match sealed.split_first() {
+            Some((&ENGINE_SEALED_FORMAT, rest)) if rest.len() > GCM_NONCE_LEN => {
+                let (iv, ciphertext) = rest.split_at(GCM_NONCE_LEN);
+                Ok((iv.to_vec(), ciphertext.to_vec()))
+            }
+            _ => Err(Error::internal("unexpected sealed format")),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::etag::{self, IfMatch};
 use crate::lifecycle::{self, KeyAction, KeyFacts};
 use crate::model::*;
 use crate::naming::{NamingContext, NamingError, NamingScheme};
-use crate::ports::{KeyWrite, MaterialBinding};
+use crate::ports::{ImportedMaterial, KeyWrite, MaterialBinding};
 use crate::query::KeyQuery;
 use crate::validate::{self, DateDuration};
 
@@ -89,6 +89,17 @@ impl Keyplane {
     }
 
     pub async fn create_key(&self, actor: &Actor, input: NewKey) -> Result<ManagedKey> {
+        self.create_key_with(actor, input, None).await
+    }
+
+    /// Creates a key; with `supplied` material it is imported and the key starts active, whatever
+    /// the template's initial state.
+    pub(super) async fn create_key_with(
+        &self,
+        actor: &Actor,
+        input: NewKey,
+        supplied: Option<&ImportedMaterial<'_>>,
+    ) -> Result<ManagedKey> {
         let template_name = input
             .template_name
             .ok_or_else(|| Error::missing_field("template_name"))?;
@@ -209,9 +220,9 @@ impl Keyplane {
             .cloned()
             .collect();
         let mut write = KeyWrite::default();
-        if template.key.state == InitialKeyState::Active {
+        if template.key.state == InitialKeyState::Active || supplied.is_some() {
             key.state = KeyState::Active;
-            self.add_material(&mut key, &mut write).await?;
+            self.add_material(&mut key, &mut write, supplied).await?;
         }
         self.distribute(&mut key, &targets, &[], &mut write);
         self.save_key(&key, None, &write).await?;
@@ -219,14 +230,28 @@ impl Keyplane {
         Ok(key)
     }
 
-    /// Generates the material of `key.version` and records its verification patterns.
-    async fn add_material(&self, key: &mut ManagedKey, write: &mut KeyWrite) -> Result<()> {
+    /// Generates (or imports, when `supplied`) the material of `key.version` and records its
+    /// verification patterns.
+    async fn add_material(
+        &self,
+        key: &mut ManagedKey,
+        write: &mut KeyWrite,
+        supplied: Option<&ImportedMaterial<'_>>,
+    ) -> Result<()> {
         self.engine.open_vault(key.vault.id).await?;
         let binding = MaterialBinding {
             vault_id: key.vault.id,
             key_id: key.id,
             version: key.version,
         };
+        if let Some(imported) = supplied {
+            let material =
+                self.engine
+                    .import_material(key.algorithm, key.size, &binding, imported)?;
+            key.verification_patterns = material.verification_patterns.clone();
+            write.new_material.push(material);
+            return Ok(());
+        }
         let material = match self.take_pooled(key.algorithm, key.size, &binding).await? {
             Some(m) => m,
             None => {
@@ -359,6 +384,19 @@ impl Keyplane {
         if_match: Option<&IfMatch>,
         action: KeyAction,
     ) -> Result<ManagedKey> {
+        self.apply_with(actor, id, if_match, action, None).await
+    }
+
+    /// Applies a lifecycle action; a rotation with `supplied` material imports it as the new
+    /// version.
+    pub(super) async fn apply_with(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        action: KeyAction,
+        supplied: Option<&ImportedMaterial<'_>>,
+    ) -> Result<ManagedKey> {
         let mut key = self.get_key(id).await?;
         etag::check(if_match, key.revision, id)?;
         let template = self.store.get_template(key.template.id).await?;
@@ -377,7 +415,7 @@ impl Keyplane {
         match action {
             KeyAction::Activate => {
                 if key.verification_patterns.is_empty() {
-                    self.add_material(&mut key, &mut write).await?;
+                    self.add_material(&mut key, &mut write, None).await?;
                 }
                 key.deactivated_at = None;
             }
@@ -401,7 +439,7 @@ impl Keyplane {
                 }
                 key.version += 1;
                 key.rotated_at = Some(at);
-                self.add_material(&mut key, &mut write).await?;
+                self.add_material(&mut key, &mut write, supplied).await?;
             }
             KeyAction::Remove | KeyAction::Edit => {}
         }

@@ -7,6 +7,7 @@ mod audit_events;
 mod dataplane;
 mod distributor;
 mod key_pool;
+mod key_protect;
 mod keys;
 mod keystores;
 mod system;
@@ -23,9 +24,12 @@ use crate::ports::{MaterialEngine, Store};
 
 pub use access::NewPrincipal;
 pub use approvals::{APPROVAL_TTL, Gate};
-pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext};
+pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext, wrapped_probe};
 pub use distributor::DistributionPolicy;
 pub use key_pool::KeyPoolPolicy;
+pub use key_protect::{
+    ImportTokenView, MAX_IMPORT_TOKEN_RETRIEVALS, MAX_IMPORT_TOKEN_SECONDS, SuppliedMaterial,
+};
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/sqlite/0011_distribution.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/sqlite/0012_key_protect_imports.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {

@@ -264,6 +264,7 @@ pub(crate) fn delete_keystore(
     )
     .map_err(sql_err)?;
     super::distribution::forget_keystore(conn, id)?;
+    super::import_tokens::forget(conn, id)?;
     let rows = conn
         .execute(
             "DELETE FROM keystores WHERE id = ? AND revision = ?",

@@ -1,0 +1,372 @@
+//! Key management through an internal keystore's Key Protect v2 API: the keys a Key Protect
+//! client creates or imports there are managed keys of the keystore's vault, under the template
+//! that installs AES-256 keys into that keystore, and its lifecycle calls are the managed ones.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{InstalledKey, Keyplane, NewKey, now};
+use crate::distribution;
+use crate::error::{Error, ErrorCode, Result};
+use crate::etag::{self, IfMatch};
+use crate::lifecycle::KeyAction;
+use crate::model::*;
+use crate::ports::{ImportToken, ImportedMaterial};
+use crate::query::{Paging, TemplateQuery};
+
+/// Longest life of an import token (Key Protect's limit: one day).
+pub const MAX_IMPORT_TOKEN_SECONDS: i64 = 86_400;
+/// Most retrievals one import token allows.
+pub const MAX_IMPORT_TOKEN_RETRIEVALS: u32 = 500;
+const IMPORT_NONCE_LEN: usize = 12;
+
+/// Key material in a Key Protect create or rotate request.
+pub enum SuppliedMaterial<'a> {
+    /// None given: keyplane generates it.
+    Generate,
+    Plain(&'a [u8]),
+    /// Encrypted under the keystore's import token, with its nonce encrypted under the material.
+    UnderImportToken {
+        oaep_sha256: bool,
+        payload: &'a [u8],
+        iv: &'a [u8],
+        encrypted_nonce: &'a [u8],
+    },
+}
+
+/// An import token as Key Protect shows it; the key pair's public half and the nonce only on
+/// retrieval.
+pub struct ImportTokenView {
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub max_retrievals: u32,
+    pub remaining_retrievals: u32,
+    pub public_key_der: Option<Vec<u8>>,
+    pub nonce: Option<Vec<u8>>,
+}
+
+fn view(token: &ImportToken, secret_parts: bool) -> ImportTokenView {
+    ImportTokenView {
+        created_at: token.created_at,
+        expires_at: token.expires_at,
+        max_retrievals: token.max_retrievals,
+        remaining_retrievals: token.remaining_retrievals,
+        public_key_der: secret_parts.then(|| token.key_pair.public_key_der.clone()),
+        nonce: secret_parts.then(|| token.nonce.clone()),
+    }
+}
+
+fn no_token(keystore: &Keystore) -> Error {
+    Error::Conflict {
+        code: ErrorCode::InvalidStateTransition,
+        message: format!(
+            "keystore '{}' has no live import token: create one (POST /api/v2/import_token) \
+             and retrieve it before importing with it",
+            keystore.name
+        ),
+        params: vec![keystore.id.to_string()],
+    }
+}
+
+/// Key Protect calls carry no ETag: they act on the key as just read, and a change made in
+/// between still fails as a stale one.
+fn as_read(key: &ManagedKey) -> IfMatch {
+    IfMatch::parse(&etag::etag(key.revision, key.id))
+}
+
+impl Keyplane {
+    /// The internal keystore a `bluemix-instance` header names.
+    async fn key_protect_instance(&self, keystore_id: Uuid) -> Result<Keystore> {
+        self.store
+            .get_keystore(keystore_id)
+            .await?
+            .filter(Keystore::is_internal)
+            .ok_or_else(|| {
+                Error::invalid_header(
+                    "bluemix-instance",
+                    format!(
+                        "bluemix-instance {keystore_id} is not an internal keystore of this keyplane"
+                    ),
+                )
+            })
+    }
+
+    /// Replaces the keystore's import token with a new RSA-4096 one.
+    pub async fn create_import_token(
+        &self,
+        keystore_id: Uuid,
+        expiration_seconds: i64,
+        max_retrievals: u32,
+    ) -> Result<ImportTokenView> {
+        if !(1..=MAX_IMPORT_TOKEN_SECONDS).contains(&expiration_seconds) {
+            return Err(Error::invalid_field(
+                "expiration",
+                format!("expiration is 1 to {MAX_IMPORT_TOKEN_SECONDS} seconds"),
+            ));
+        }
+        if !(1..=MAX_IMPORT_TOKEN_RETRIEVALS).contains(&max_retrievals) {
+            return Err(Error::invalid_field(
+                "maxAllowedRetrievals",
+                format!("maxAllowedRetrievals is 1 to {MAX_IMPORT_TOKEN_RETRIEVALS}"),
+            ));
+        }
+        let keystore = self.key_protect_instance(keystore_id).await?;
+        self.engine.open_vault(keystore.vault.id).await?;
+        let engine = self.engine.clone();
+        let vault_id = keystore.vault.id;
+        // RSA-4096 generation takes up to seconds: kept off the async workers.
+        let key_pair =
+            tokio::task::spawn_blocking(move || engine.new_import_key_pair(vault_id, keystore_id))
+                .await
+                .map_err(|e| Error::internal(format!("import key generation task: {e}")))??;
+        let nonce = self.engine.random_data_key()?[..IMPORT_NONCE_LEN].to_vec();
+        let created_at = now();
+        let token = ImportToken {
+            keystore_id,
+            key_pair,
+            nonce,
+            created_at,
+            expires_at: created_at + chrono::Duration::seconds(expiration_seconds),
+            max_retrievals,
+            remaining_retrievals: max_retrievals,
+        };
+        self.store.save_import_token(&token).await?;
+        Ok(view(&token, false))
+    }
+
+    /// Retrieves the keystore's live import token (counted against its retrievals).
+    pub async fn retrieve_import_token(&self, keystore_id: Uuid) -> Result<ImportTokenView> {
+        let keystore = self.key_protect_instance(keystore_id).await?;
+        match self.store.retrieve_import_token(keystore_id).await? {
+            Some(token) => Ok(view(&token, true)),
+            None => Err(Error::NotFound {
+                resource: "import token",
+                id: format!(
+                    "of keystore '{}' (none created, expired, or retrieved as often as allowed)",
+                    keystore.name
+                ),
+            }),
+        }
+    }
+
+    /// Turns what a client sent into material the engine can import; an import-token payload
+    /// needs the keystore's token, live and retrieved at least once.
+    async fn imported<'a>(
+        &self,
+        keystore: &Keystore,
+        supplied: &'a SuppliedMaterial<'a>,
+        token: &'a mut Option<ImportToken>,
+    ) -> Result<Option<ImportedMaterial<'a>>> {
+        Ok(match supplied {
+            SuppliedMaterial::Generate => None,
+            SuppliedMaterial::Plain(bytes) => Some(ImportedMaterial::Plain(bytes)),
+            SuppliedMaterial::UnderImportToken {
+                oaep_sha256,
+                payload,
+                iv,
+                encrypted_nonce,
+            } => {
+                *token =
+                    self.store.import_token(keystore.id).await?.filter(|t| {
+                        t.expires_at > now() && t.remaining_retrievals < t.max_retrievals
+                    });
+                let token: &'a Option<ImportToken> = token;
+                let token = token.as_ref().ok_or_else(|| no_token(keystore))?;
+                Some(ImportedMaterial::Encrypted {
+                    keystore_id: keystore.id,
+                    sealed_private_key: &token.key_pair.sealed_private_key,
+                    oaep_sha256: *oaep_sha256,
+                    payload,
+                    nonce_proof: Some((iv, encrypted_nonce, &token.nonce)),
+                })
+            }
+        })
+    }
+
+    /// The template a Key Protect create uses: an unarchived AES-256 template of the keystore's
+    /// vault whose keystore group takes in this keystore (the oldest, when several do).
+    async fn key_protect_template(&self, keystore: &Keystore) -> Result<Template> {
+        let vault_keystores = self.store.vault_keystores(keystore.vault.id).await?;
+        let mut query = TemplateQuery {
+            vault_ids: vec![keystore.vault.id],
+            algorithms: vec![Algorithm::Aes],
+            states: vec![TemplateState::Unarchived],
+            paging: Paging {
+                limit: 1000,
+                offset: 0,
+            },
+            ..TemplateQuery::default()
+        };
+        query.size.min = Some(256);
+        query.size.max = Some(256);
+        let page = self.store.list_templates(&query).await?;
+        page.items
+            .into_iter()
+            .filter(|t| t.key.algorithm == Algorithm::Aes && t.key.size == 256)
+            .filter(|t| {
+                distribution::resolve_targets(t.keystore(), &vault_keystores)
+                    .iter()
+                    .any(|k| k.id == keystore.id)
+            })
+            .min_by_key(|t| t.stamps.created_at)
+            .ok_or_else(|| {
+                Error::conflict(
+                    ErrorCode::InvalidStateTransition,
+                    format!(
+                        "no template of vault '{}' installs AES-256 keys into keystore '{}'; \
+                         create one whose keystore group holds it",
+                        keystore.vault.name, keystore.name
+                    ),
+                )
+            })
+    }
+
+    /// Creates (or imports) a root key in an internal keystore, as Key Protect's `POST /keys`.
+    pub async fn key_protect_create(
+        &self,
+        actor: &Actor,
+        keystore_id: Uuid,
+        name: String,
+        description: Option<String>,
+        supplied: &SuppliedMaterial<'_>,
+    ) -> Result<InstalledKey> {
+        let keystore = self.key_protect_instance(keystore_id).await?;
+        let template = self.key_protect_template(&keystore).await?;
+        let mut token = None;
+        let imported = self.imported(&keystore, supplied, &mut token).await?;
+        let input = NewKey {
+            template_name: Some(template.name.clone()),
+            vault_id: Some(keystore.vault.id),
+            label: Some(name),
+            description,
+            tags: None,
+        };
+        let mut key = self
+            .create_key_with(actor, input, imported.as_ref())
+            .await?;
+        if key.state == KeyState::PreActivation {
+            key = self.activate_key(actor, key.id, None).await?;
+        }
+        let copy = self
+            .store
+            .internal_copies_of_key(key.id)
+            .await?
+            .into_iter()
+            .find(|c| c.keystore_id == keystore_id)
+            .ok_or_else(|| {
+                Error::internal("a key created for a keystore is not installed there")
+            })?;
+        Ok(InstalledKey { copy, key })
+    }
+
+    /// The key an internal keystore holds under an id or an alias (its label there).
+    pub async fn key_protect_key(
+        &self,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+    ) -> Result<InstalledKey> {
+        if let Ok(id) = Uuid::parse_str(id_or_alias) {
+            return self.installed_key(keystore_id, id).await;
+        }
+        let keystore = self.key_protect_instance(keystore_id).await?;
+        let copy = self
+            .store
+            .internal_copy_by_label(keystore_id, id_or_alias)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                resource: "key",
+                id: format!(
+                    "with alias '{}' (not installed in keystore '{}')",
+                    id_or_alias.escape_debug(),
+                    keystore.name
+                ),
+            })?;
+        let key = self.get_key(copy.managed_key_id).await?;
+        Ok(InstalledKey { copy, key })
+    }
+
+    /// Key Protect's enable and disable: the managed key's activate and deactivate. Asking for the
+    /// state the key is already in changes nothing.
+    pub async fn key_protect_set_enabled(
+        &self,
+        actor: &Actor,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+        enabled: bool,
+    ) -> Result<InstalledKey> {
+        let installed = self.key_protect_key(keystore_id, id_or_alias).await?;
+        let key = &installed.key;
+        let action = match (enabled, key.state) {
+            (true, KeyState::Active) | (false, KeyState::Deactivated) => return Ok(installed),
+            (true, _) => KeyAction::Activate,
+            (false, _) => KeyAction::Deactivate,
+        };
+        self.apply_with(actor, key.id, Some(&as_read(key)), action, None)
+            .await?;
+        self.key_protect_key(keystore_id, id_or_alias).await
+    }
+
+    /// Key Protect's rotate: a new version, generated or imported.
+    pub async fn key_protect_rotate(
+        &self,
+        actor: &Actor,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+        supplied: &SuppliedMaterial<'_>,
+    ) -> Result<InstalledKey> {
+        let installed = self.key_protect_key(keystore_id, id_or_alias).await?;
+        let keystore = self.key_protect_instance(keystore_id).await?;
+        let mut token = None;
+        let imported = self.imported(&keystore, supplied, &mut token).await?;
+        self.apply_with(
+            actor,
+            installed.key.id,
+            Some(&as_read(&installed.key)),
+            KeyAction::Rotate,
+            imported.as_ref(),
+        )
+        .await?;
+        self.key_protect_key(keystore_id, id_or_alias).await
+    }
+
+    /// Key Protect's delete: the managed key is deactivated (when active) and destroyed, under
+    /// the lifecycle's rules. Under dual control the destroy must go through an approval.
+    pub async fn key_protect_delete(
+        &self,
+        actor: &Actor,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+    ) -> Result<ManagedKey> {
+        let installed = self.key_protect_key(keystore_id, id_or_alias).await?;
+        let mut key = installed.key;
+        if self.store.dual_control(key.vault.id).await? {
+            return Err(Error::conflict(
+                ErrorCode::InvalidStateTransition,
+                format!(
+                    "vault '{}' is under dual control: destroy key {} through \
+                     /api/v4/managed_keys/{}/actions/destroy and an approval",
+                    key.vault.name, key.id, key.id
+                ),
+            ));
+        }
+        if matches!(key.state, KeyState::Active) {
+            key = self
+                .apply_with(
+                    actor,
+                    key.id,
+                    Some(&as_read(&key)),
+                    KeyAction::Deactivate,
+                    None,
+                )
+                .await?;
+        }
+        self.apply_with(
+            actor,
+            key.id,
+            Some(&as_read(&key)),
+            KeyAction::Destroy,
+            None,
+        )
+        .await
+    }
+}
