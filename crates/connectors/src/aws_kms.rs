@@ -22,6 +22,8 @@ use keyplane_core::connector::{
 };
 use keyplane_core::model::Algorithm;
 
+use crate::pace::Pace;
+
 /// The tag that names the managed key a KMS key holds.
 pub const MANAGED_KEY_TAG: &str = "keyplane:managed-key-id";
 /// The shortest waiting period AWS allows before a scheduled deletion.
@@ -38,6 +40,33 @@ pub struct Settings {
 pub struct AwsKms {
     client: Client,
     region: String,
+    quotas: Quotas,
+}
+
+/// AWS KMS's published request quotas per account and Region, one pace per quota. The import
+/// parameters' quota is far below the others: it bounds how fast keys can be imported at all.
+struct Quotas {
+    create_key: Pace,
+    import_parameters: Pace,
+    import_material: Pace,
+    alias: Pace,
+    key_state: Pace,
+    deletion: Pace,
+    read: Pace,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            create_key: Pace::per_second(5.0),
+            import_parameters: Pace::per_second(1.0),
+            import_material: Pace::per_second(5.0),
+            alias: Pace::per_second(5.0),
+            key_state: Pace::per_second(5.0),
+            deletion: Pace::per_second(5.0),
+            read: Pace::per_second(100.0),
+        }
+    }
 }
 
 fn alias(label: &str) -> String {
@@ -106,11 +135,13 @@ impl AwsKms {
         Self {
             client: Client::from_conf(config.build()),
             region,
+            quotas: Quotas::default(),
         }
     }
 
     /// The key an id or alias names, unless it is gone or going.
     async fn describe(&self, key_id: &str) -> RemoteResult<Option<RemoteKey>> {
+        self.quotas.read.ready().await;
         match self.client.describe_key().key_id(key_id).send().await {
             Ok(out) => {
                 let Some(meta) = out.key_metadata() else {
@@ -147,6 +178,7 @@ impl AwsKms {
             .tag_value(key.key_id.to_string())
             .build()
             .map_err(|e| rejected(e.to_string()))?;
+        self.quotas.create_key.ready().await;
         let created = self
             .client
             .create_key()
@@ -181,6 +213,7 @@ impl AwsKms {
                 }
             }),
         ] {
+            self.quotas.import_parameters.ready().await;
             let params = match self
                 .client
                 .get_parameters_for_import()
@@ -210,6 +243,7 @@ impl AwsKms {
                 .wrapped_for(&wrapping(public_key.as_ref().to_vec()))
                 .await
                 .map_err(|e| rejected(e.to_string()))?;
+            self.quotas.import_material.ready().await;
             self.client
                 .import_key_material()
                 .key_id(key_id)
@@ -228,6 +262,7 @@ impl AwsKms {
 #[async_trait]
 impl Connector for AwsKms {
     async fn test(&self) -> RemoteResult<()> {
+        self.quotas.read.ready().await;
         self.client
             .list_keys()
             .limit(1)
@@ -236,6 +271,7 @@ impl Connector for AwsKms {
             .map_err(|e| failure(&format!("listing KMS keys in {}", self.region), &e))?;
         // Creating keys is what distribution needs; a role that may not is refused here
         // rather than at the first key.
+        self.quotas.read.ready().await;
         self.client
             .list_aliases()
             .limit(1)
@@ -258,6 +294,7 @@ impl Connector for AwsKms {
             return Ok(found);
         }
         let key_id = self.create_with_material(key).await?;
+        self.quotas.alias.ready().await;
         self.client
             .create_alias()
             .alias_name(alias(key.label))
@@ -273,6 +310,7 @@ impl Connector for AwsKms {
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        self.quotas.key_state.ready().await;
         let result = if enabled {
             self.client
                 .enable_key()
@@ -299,6 +337,7 @@ impl Connector for AwsKms {
 
     async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
         let key_id = self.create_with_material(key).await?;
+        self.quotas.alias.ready().await;
         self.client
             .update_alias()
             .alias_name(alias(key.label))
@@ -314,6 +353,7 @@ impl Connector for AwsKms {
     }
 
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
+        self.quotas.deletion.ready().await;
         match self
             .client
             .schedule_key_deletion()

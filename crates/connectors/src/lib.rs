@@ -4,6 +4,7 @@ pub mod aws_kms;
 pub mod hashicorp_vault;
 mod http;
 pub mod ibm_key_protect;
+mod pace;
 
 use std::sync::Arc;
 

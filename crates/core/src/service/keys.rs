@@ -612,7 +612,19 @@ impl Keyplane {
         etag::check(if_match, key.revision, id)?;
         let read_revision = key.revision;
         key.status_in_keystores.retain(|s| !s.removed);
-        let targets = self.current_targets(&key).await?;
+        let mut targets = self.current_targets(&key).await?;
+        // A keystore the template's group reaches and the key does not (one reconnected under a
+        // new id, one added to the group) is synced too: a copy found there is re-linked.
+        if let Some(template) = self.store.get_template(key.template.id).await?
+            && key.state.lives_in_keystores()
+        {
+            let all = self.store.vault_keystores(key.vault.id).await?;
+            for reached in distribution::resolve_targets(template.keystore(), &all) {
+                if !targets.iter().any(|t| t.id == reached.id) {
+                    targets.push(reached.clone());
+                }
+            }
+        }
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
         self.distribute(&mut key, &targets, &copies, &mut write);
@@ -669,7 +681,12 @@ impl Keyplane {
         let leaving: Vec<Uuid> = key
             .status_in_keystores
             .iter()
-            .filter(|s| !s.removed && s.keystore.keystore_type != KeystoreType::IbmCloudKms)
+            .filter(|s| {
+                !s.removed
+                    && all
+                        .iter()
+                        .any(|k| k.id == s.keystore.id && !k.is_internal())
+            })
             .map(|s| s.keystore.id)
             .collect();
         key.status_in_keystores.retain(|s| s.removed);
