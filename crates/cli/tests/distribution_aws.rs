@@ -143,14 +143,19 @@ async fn aws_kms_holds_the_managed_key_through_its_lifecycle() {
         b"second secret"
     );
 
-    // Destroy: the KMS key is scheduled for deletion.
+    // Deactivate disables every version's KMS key; destroy schedules every one for deletion.
+    assert_eq!(kms_state(&first_kms_key).await, KeyState::Enabled);
     let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    assert_eq!(kms_state(&second_kms_key).await, KeyState::Disabled);
+    assert_eq!(kms_state(&first_kms_key).await, KeyState::Disabled);
     let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
     assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
     assert_eq!(kms_state(&second_kms_key).await, KeyState::PendingDeletion);
+    assert_eq!(kms_state(&first_kms_key).await, KeyState::PendingDeletion);
 }
 
 #[tokio::test]

@@ -2,9 +2,11 @@
 //!
 //! Install: CreateKey (Origin=EXTERNAL, tagged with the managed key's id) → the label as alias →
 //! GetParametersForImport (RSA_AES_KEY_WRAP_SHA_256 under RSA-4096, falling back to
-//! RSAES_OAEP_SHA_256) → ImportKeyMaterial. Enable/disable map to EnableKey/DisableKey; destroy
-//! to ScheduleKeyDeletion (7 days, the shortest) after removing the alias; a rotation creates a
-//! new key with the new material and moves the alias to it (imported keys have no versions).
+//! RSAES_OAEP_SHA_256) → ImportKeyMaterial. A rotation creates a new key with the new material,
+//! tagged with the previous one, and moves the alias to it (imported keys have no versions).
+//! Enable/disable map to EnableKey/DisableKey and destroy to ScheduleKeyDeletion (7 days, the
+//! shortest), on the newest KMS key and every earlier one in its chain. Calls are paced under
+//! AWS's published request quotas.
 
 use async_trait::async_trait;
 use aws_sdk_kms::Client;
@@ -28,6 +30,10 @@ use crate::pace::Pace;
 pub const MANAGED_KEY_TAG: &str = "keyplane:managed-key-id";
 /// The shortest waiting period AWS allows before a scheduled deletion.
 const DELETION_WINDOW_DAYS: i32 = 7;
+/// Tag on a KMS key made by a rotation: the KMS key holding the version before it.
+pub const PREVIOUS_KEY_TAG: &str = "keyplane:previous-kms-key-id";
+/// Longest chain of earlier versions followed.
+const MAX_VERSIONS: usize = 1000;
 
 pub struct Settings {
     /// UKO's region value (`eu_central_1`) or AWS's (`eu-central-1`).
@@ -166,7 +172,13 @@ impl AwsKms {
     }
 
     /// Creates a KMS key holding `key`'s material and returns its id (the alias is the caller's).
-    async fn create_with_material(&self, key: &KeyToInstall<'_>) -> RemoteResult<String> {
+    /// Creates a KMS key with the version's material; `previous` is the KMS key of the version
+    /// before, recorded in a tag so the whole chain can be disabled and deleted with the key.
+    async fn create_with_material(
+        &self,
+        key: &KeyToInstall<'_>,
+        previous: Option<&str>,
+    ) -> RemoteResult<String> {
         if key.algorithm != Algorithm::Aes || key.size != 256 {
             return Err(rejected(format!(
                 "AWS KMS imports symmetric AES-256 keys only, not {} {}",
@@ -178,6 +190,16 @@ impl AwsKms {
             .tag_value(key.key_id.to_string())
             .build()
             .map_err(|e| rejected(e.to_string()))?;
+        let mut tags = vec![tag];
+        if let Some(previous) = previous {
+            tags.push(
+                Tag::builder()
+                    .tag_key(PREVIOUS_KEY_TAG)
+                    .tag_value(previous)
+                    .build()
+                    .map_err(|e| rejected(e.to_string()))?,
+            );
+        }
         self.quotas.create_key.ready().await;
         let created = self
             .client
@@ -186,7 +208,7 @@ impl AwsKms {
             .key_spec(KeySpec::SymmetricDefault)
             .key_usage(KeyUsageType::EncryptDecrypt)
             .description(format!("keyplane managed key {}", key.key_id))
-            .tags(tag)
+            .set_tags(Some(tags))
             .send()
             .await
             .map_err(|e| failure("creating a KMS key for import", &e))?;
@@ -196,6 +218,79 @@ impl AwsKms {
             .ok_or_else(|| rejected("CreateKey returned no key"))?;
         self.import_into(&key_id, key).await?;
         Ok(key_id)
+    }
+
+    /// The KMS keys of the versions before `current`, newest first.
+    async fn earlier_keys(&self, current: &str) -> RemoteResult<Vec<String>> {
+        let mut chain = Vec::new();
+        let mut at = current.to_owned();
+        while chain.len() < MAX_VERSIONS {
+            self.quotas.read.ready().await;
+            let tags = match self.client.list_resource_tags().key_id(&at).send().await {
+                Ok(t) => t,
+                Err(e) if is_not_found(&e) => break,
+                Err(e) => return Err(failure("reading the KMS key's tags", &e)),
+            };
+            let Some(previous) = tags
+                .tags()
+                .iter()
+                .find(|t| t.tag_key() == PREVIOUS_KEY_TAG)
+                .map(|t| t.tag_value().to_owned())
+            else {
+                break;
+            };
+            if previous == current || chain.contains(&previous) {
+                break;
+            }
+            chain.push(previous.clone());
+            at = previous;
+        }
+        Ok(chain)
+    }
+
+    async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> RemoteResult<()> {
+        self.quotas.key_state.ready().await;
+        if enabled {
+            self.client
+                .enable_key()
+                .key_id(key_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failure("enabling the KMS key", &e))
+        } else {
+            self.client
+                .disable_key()
+                .key_id(key_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failure("disabling the KMS key", &e))
+        }
+    }
+
+    /// Schedules a KMS key's deletion; one already gone or going counts as done.
+    async fn schedule_deletion(&self, key_id: &str) -> RemoteResult<()> {
+        self.quotas.deletion.ready().await;
+        match self
+            .client
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(DELETION_WINDOW_DAYS)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => {
+                let f = failure("scheduling the KMS key's deletion", &e);
+                if f.message.contains("KMSInvalidStateException") && f.message.contains("pending") {
+                    Ok(())
+                } else {
+                    Err(f)
+                }
+            }
+        }
     }
 
     async fn import_into(&self, key_id: &str, key: &KeyToInstall<'_>) -> RemoteResult<()> {
@@ -293,7 +388,7 @@ impl Connector for AwsKms {
         if let Some(found) = self.describe(&alias(key.label)).await? {
             return Ok(found);
         }
-        let key_id = self.create_with_material(key).await?;
+        let key_id = self.create_with_material(key, None).await?;
         self.quotas.alias.ready().await;
         self.client
             .create_alias()
@@ -310,25 +405,18 @@ impl Connector for AwsKms {
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
-        self.quotas.key_state.ready().await;
-        let result = if enabled {
-            self.client
-                .enable_key()
-                .key_id(&remote.remote_id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| failure("enabling the KMS key", &e))
-        } else {
-            self.client
-                .disable_key()
-                .key_id(&remote.remote_id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| failure("disabling the KMS key", &e))
-        };
-        result?;
+        self.set_key_enabled(&remote.remote_id, enabled).await?;
+        // Earlier versions live in their own KMS keys and follow the key's state.
+        for earlier in self.earlier_keys(&remote.remote_id).await? {
+            match self.set_key_enabled(&earlier, enabled).await {
+                Ok(()) => {}
+                // Gone or scheduled for deletion: nothing to change there.
+                Err(f)
+                    if f.message.contains("NotFoundException")
+                        || f.message.contains("KMSInvalidStateException") => {}
+                Err(f) => return Err(f),
+            }
+        }
         Ok(RemoteKey {
             enabled,
             ..remote.clone()
@@ -336,7 +424,9 @@ impl Connector for AwsKms {
     }
 
     async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
-        let key_id = self.create_with_material(key).await?;
+        let key_id = self
+            .create_with_material(key, Some(&remote.remote_id))
+            .await?;
         self.quotas.alias.ready().await;
         self.client
             .update_alias()
@@ -353,27 +443,13 @@ impl Connector for AwsKms {
     }
 
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
-        self.quotas.deletion.ready().await;
-        match self
-            .client
-            .schedule_key_deletion()
-            .key_id(&remote.remote_id)
-            .pending_window_in_days(DELETION_WINDOW_DAYS)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => {
-                let f = failure("scheduling the KMS key's deletion", &e);
-                // Already scheduled: done.
-                if f.message.contains("KMSInvalidStateException") && f.message.contains("pending") {
-                    Ok(())
-                } else {
-                    Err(f)
-                }
-            }
+        // The chain is read before the newest key goes: its tags lead to the earlier ones.
+        let earlier = self.earlier_keys(&remote.remote_id).await?;
+        self.schedule_deletion(&remote.remote_id).await?;
+        for key_id in earlier {
+            self.schedule_deletion(&key_id).await?;
         }
+        Ok(())
     }
 
     async fn encrypt_probe(
