@@ -258,16 +258,7 @@ async fn a_key_protect_instance_holds_the_managed_key_through_its_lifecycle() {
         .unwrap();
     assert!(r.status == 200 || r.status == 202, "{}", r.body);
     wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
-    for _ in 0..300 {
-        if kp_key(&target, &instance, "PaymentsRoot").await.unwrap()["state"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        kp_key(&target, &instance, "PaymentsRoot").await.unwrap()["state"],
-        1
-    );
+    eventually_state(&target, &instance, 1).await;
 
     // Disconnect leaves the instance's key; reconnecting gives a new keystore id, and a sync
     // re-links the copy there once the instance proves it holds this very key.
@@ -300,14 +291,57 @@ async fn a_key_protect_instance_holds_the_managed_key_through_its_lifecycle() {
         .unwrap();
     assert_eq!(there.body["total_count"], 1, "no duplicate: {}", there.body);
 
-    // Destroy: the instance's key is deleted (its managed key there destroyed).
+    // The template's group moves away: realigning the key disables its copy at the instance.
+    let templates = c
+        .get(&format!("/api/v4/templates?vault.id={vault}"))
+        .await
+        .unwrap();
+    let template = format!(
+        "/api/v4/templates/{}",
+        templates.body["templates"][0]["id"].as_str().unwrap()
+    );
+    let etag = c.get(&template).await.unwrap().etag;
+    let moved = c
+        .send(
+            "PATCH",
+            &template,
+            Some(&json!({"keystores": [{"type": "ibm_cloud_kms", "group": "elsewhere"}]})),
+            Some(&etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let r = c
+        .with_etag("POST", &key_path, "/update_from_template")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body["status_in_keystores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["keystore"]["id"] != again.as_str()),
+        "{}",
+        r.body
+    );
+    eventually_state(&target, &instance, 3).await;
+
+    // Destroy: the copy left behind in the instance follows the key (its managed key there is
+    // destroyed and the key is gone from the instance).
     let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    let entry = wait_status(&c, &key_id, &again, |s| s["status"] == "not_present").await;
-    assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
-    assert_eq!(kp_key(&target, &instance, "PaymentsRoot").await, Err(404));
+    let mut gone = false;
+    for _ in 0..300 {
+        if kp_key(&target, &instance, "PaymentsRoot").await == Err(404) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the instance still holds the destroyed key");
     let there = target
         .get(&format!(
             "/api/v4/managed_keys?vault.id={target_vault}&state=destroyed"
@@ -319,6 +353,21 @@ async fn a_key_protect_instance_holds_the_managed_key_through_its_lifecycle() {
         "{}",
         there.body
     );
+}
+
+/// Waits until the instance's `PaymentsRoot` is in Key Protect state `state`.
+async fn eventually_state(target: &Client, instance: &str, state: u64) {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = kp_key(target, instance, "PaymentsRoot")
+            .await
+            .map_or(Value::Null, |k| k["state"].clone());
+        if last == state {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the instance key stayed in state {last}");
 }
 
 #[tokio::test]

@@ -117,6 +117,8 @@ pub trait Store: Send + Sync + 'static {
     async fn keystore_tasks(&self, keystore_id: Uuid, limit: u32) -> Result<Vec<TaskView>>;
 
     async fn external_copy(&self, keystore_id: Uuid, key_id: Uuid) -> Result<Option<ExternalCopy>>;
+    /// Every external copy of a key, in the keystores it targets and in any it left.
+    async fn external_copies_of_key(&self, key_id: Uuid) -> Result<Vec<ExternalCopy>>;
 
     /// The import token an internal keystore offers, if any (expired ones included).
     async fn import_token(&self, keystore_id: Uuid) -> Result<Option<ImportToken>>;

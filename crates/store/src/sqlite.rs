@@ -370,6 +370,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn external_copies_of_key(&self, key_id: Uuid) -> Result<Vec<ExternalCopy>> {
+        self.reader.with(|c| distribution::copies_of_key(c, key_id))
+    }
+
     async fn import_token(&self, keystore_id: Uuid) -> Result<Option<ImportToken>> {
         self.reader.with(|c| import_tokens::get(c, keystore_id))
     }

@@ -449,6 +449,13 @@ impl Keyplane {
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         self.distribute(&mut key, &targets, &copies, &mut write);
+        // A copy left in an external keystore the key no longer targets (it left the template's
+        // group) stays disabled, and follows the key when it is destroyed.
+        for copy in self.store.external_copies_of_key(id).await? {
+            if !write.converge_in.contains(&copy.keystore_id) {
+                write.converge_in.push(copy.keystore_id);
+            }
+        }
         self.save_key(&key, Some(read_revision), &write).await?;
         if write.erase_material {
             self.engine.forget_material(id);

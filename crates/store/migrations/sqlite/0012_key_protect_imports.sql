@@ -14,3 +14,7 @@ CREATE TABLE import_tokens (
 
 -- Key Protect clients address a key by its alias: the label of its copy in the keystore.
 CREATE INDEX internal_copies_label ON internal_copies (keystore_id, label);
+
+-- A key's copies in external keystores, found when it changes state (copies left behind in
+-- keystores it no longer targets follow it to destruction).
+CREATE INDEX external_copies_by_key ON external_copies (managed_key_id);

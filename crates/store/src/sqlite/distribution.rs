@@ -190,6 +190,17 @@ pub(crate) fn tasks_of(conn: &Connection, keystore_id: Uuid, limit: u32) -> Resu
     )
 }
 
+fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<ExternalCopy> {
+    Ok(ExternalCopy {
+        keystore_id: uuid_col(r, "keystore_id")?,
+        managed_key_id: uuid_col(r, "managed_key_id")?,
+        remote_id: col(r, "remote_id")?,
+        label: col(r, "label")?,
+        installed_version: u32_col(r, "installed_version")?,
+        enabled: col(r, "enabled")?,
+    })
+}
+
 pub(crate) fn copy(
     conn: &Connection,
     keystore_id: Uuid,
@@ -199,16 +210,17 @@ pub(crate) fn copy(
         conn,
         "SELECT * FROM external_copies WHERE keystore_id = ? AND managed_key_id = ?",
         params![keystore_id.to_string(), key_id.to_string()],
-        |r| {
-            Ok(ExternalCopy {
-                keystore_id: uuid_col(r, "keystore_id")?,
-                managed_key_id: uuid_col(r, "managed_key_id")?,
-                remote_id: col(r, "remote_id")?,
-                label: col(r, "label")?,
-                installed_version: u32_col(r, "installed_version")?,
-                enabled: col(r, "enabled")?,
-            })
-        },
+        copy_from_row,
+    )
+}
+
+/// Every external copy of a key, whatever the keystores it targets now.
+pub(crate) fn copies_of_key(conn: &Connection, key_id: Uuid) -> Result<Vec<ExternalCopy>> {
+    all(
+        conn,
+        "SELECT * FROM external_copies WHERE managed_key_id = ?",
+        [key_id.to_string()],
+        copy_from_row,
     )
 }
 
