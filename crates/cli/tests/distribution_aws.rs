@@ -18,9 +18,13 @@ use uuid::Uuid;
 const REGION: &str = "us-west-2";
 
 fn kms() -> aws_sdk_kms::Client {
+    kms_in(REGION)
+}
+
+fn kms_in(region: &'static str) -> aws_sdk_kms::Client {
     let config = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
+        .region(Region::new(region))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(keyplane_testkit::peers::localstack())
         .build();
@@ -156,6 +160,87 @@ async fn aws_kms_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
     assert_eq!(kms_state(&second_kms_key).await, KeyState::PendingDeletion);
     assert_eq!(kms_state(&first_kms_key).await, KeyState::PendingDeletion);
+}
+
+#[tokio::test]
+async fn a_reconnected_aws_keystore_is_re_linked_by_a_sync_only_for_its_own_keys() {
+    // Its own region again: the key counts below see only this test's keys.
+    const HERE: &str = "eu-west-3";
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let keystore = |name: &str| {
+        json!({"type": "aws_kms", "vault": {"id": vault}, "name": name, "groups": ["aws"],
+               "aws_region": "eu_west_3", "aws_access_key_id": "test",
+               "aws_secret_access_key": "test", "aws_endpoint": keyplane_testkit::peers::localstack()})
+    };
+    let first = connect_keystore(&c, &keystore("aws")).await;
+    active_aes_template(&c, &vault, "aws_kms", "aws").await;
+    let label = format!("ledger-{}", &Uuid::new_v4().to_string()[..8]);
+    let key = create_key(&c, &vault, &label).await;
+    let key_id = id(&key);
+    let entry = wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
+    let kms_key = entry["key_id_in_keystore"].as_str().unwrap().to_owned();
+    let count = async || kms_in(HERE).list_keys().send().await.unwrap().keys().len();
+    let before = count().await;
+
+    // Disconnect leaves the KMS key; after reconnecting, a sync re-links it: it carries the key's
+    // tag and takes the key's material again.
+    let gone = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{first}"),
+            "?mode=disconnect",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    let again = connect_keystore(&c, &keystore("aws-again")).await;
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
+    assert_eq!(entry["key_id_in_keystore"], kms_key.as_str(), "{entry}");
+    assert_eq!(count().await, before, "no duplicate KMS key");
+    let blob = kms_in(HERE)
+        .encrypt()
+        .key_id(format!("alias/{label}"))
+        .plaintext(Blob::new(&b"still the key"[..]))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    assert_eq!(
+        decrypt_localstack(open_material_version(dir.path(), &key, 1).expose(), &blob),
+        b"still the key"
+    );
+
+    // A KMS key behind the same alias that keyplane did not make is never adopted.
+    let lookalike = format!("lookalike-{}", &Uuid::new_v4().to_string()[..8]);
+    let foreign = kms_in(HERE).create_key().send().await.unwrap();
+    kms_in(HERE)
+        .create_alias()
+        .alias_name(format!("alias/{lookalike}"))
+        .target_key_id(foreign.key_metadata().unwrap().key_id())
+        .send()
+        .await
+        .unwrap();
+    let other = create_key(&c, &vault, &lookalike).await;
+    let entry = wait_status(&c, &id(&other), &again, |s| s["status"] == "error").await;
+    assert!(
+        entry.to_string().contains("that is not this key"),
+        "{entry}"
+    );
 }
 
 #[tokio::test]

@@ -460,4 +460,37 @@ impl Connector for AwsKms {
         // KMS ciphertexts are opaque: a copy cannot be proven by decrypting one.
         Ok(None)
     }
+
+    /// A KMS key is this key when it carries this key's tag and takes this key's material again:
+    /// AWS KMS accepts a re-import into an imported key only of the very material it holds.
+    async fn prove_copy(
+        &self,
+        remote: &RemoteKey,
+        key: &KeyToInstall<'_>,
+    ) -> RemoteResult<Option<bool>> {
+        self.quotas.read.ready().await;
+        let tags = match self
+            .client
+            .list_resource_tags()
+            .key_id(&remote.remote_id)
+            .send()
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if is_not_found(&e) => return Ok(Some(false)),
+            Err(e) => return Err(failure("reading the KMS key's tags", &e)),
+        };
+        let tagged = tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == MANAGED_KEY_TAG && t.tag_value() == key.key_id.to_string());
+        if !tagged {
+            return Ok(Some(false));
+        }
+        match self.import_into(&remote.remote_id, key).await {
+            Ok(()) => Ok(Some(true)),
+            Err(f) if f.kind == FailureKind::Rejected => Ok(Some(false)),
+            Err(f) => Err(f),
+        }
+    }
 }

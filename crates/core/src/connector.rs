@@ -178,6 +178,16 @@ pub trait Connector: Send + Sync {
         remote: &RemoteKey,
         plaintext: &[u8],
     ) -> RemoteResult<Option<ProbeCiphertext>>;
+
+    /// Proves, the target's own way, whether `remote` holds `key`'s newest version; `None` when
+    /// the target has no such way (the encryption probe is used then).
+    async fn prove_copy(
+        &self,
+        _remote: &RemoteKey,
+        _key: &KeyToInstall<'_>,
+    ) -> RemoteResult<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// Builds connectors from stored keystore connections.

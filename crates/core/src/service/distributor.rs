@@ -396,7 +396,7 @@ impl Keyplane {
         {
             // A copy keyplane has no record of (a reconnected keystore): adopted only when the
             // remote proves it holds this very key.
-            if !self.is_own_copy(connector, key, remote).await? {
+            if !self.is_own_copy(connector, key, remote, &label).await? {
                 return Err(RemoteFailure::new(
                     FailureKind::Rejected,
                     format!(
@@ -559,26 +559,39 @@ impl Keyplane {
         })
     }
 
-    /// Whether a remote key is this key: it encrypts a fresh probe that the managed material
-    /// opens. Keys that cannot be probed (not AES-256, no material left) are never adopted.
+    /// Whether a remote key is this key: the target proves it its own way, or it encrypts a
+    /// fresh probe that the managed material opens. Keys that cannot be proven (no material left,
+    /// not AES-256 where only the probe exists) are never adopted.
     async fn is_own_copy(
         &self,
         connector: &dyn Connector,
         key: &ManagedKey,
         remote: &RemoteKey,
+        label: &str,
     ) -> std::result::Result<bool, RemoteFailure> {
-        if key.algorithm != Algorithm::Aes || key.size != 256 || !key.state.lives_in_keystores() {
+        if !key.state.lives_in_keystores() {
+            return Ok(false);
+        }
+        let export = self.export_of(key).await?;
+        let install = KeyToInstall {
+            key_id: key.id,
+            label,
+            algorithm: key.algorithm,
+            size: key.size,
+            version: key.version,
+            material: &export,
+        };
+        if let Some(proven) = connector.prove_copy(remote, &install).await? {
+            return Ok(proven);
+        }
+        if key.algorithm != Algorithm::Aes || key.size != 256 {
             return Ok(false);
         }
         let probe = Uuid::new_v4().into_bytes();
         let Some(sealed) = connector.encrypt_probe(remote, &probe).await? else {
             return Ok(false);
         };
-        Ok(self
-            .export_of(key)
-            .await?
-            .opens_probe(&sealed, &probe)
-            .await)
+        Ok(export.opens_probe(&sealed, &probe).await)
     }
 
     /// What an external keystore holds for a key, read now.
