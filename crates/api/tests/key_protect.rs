@@ -378,3 +378,294 @@ async fn batches_wrap_and_unwrap_many_data_keys() {
         .await
         .expect(400);
 }
+
+// ---- key management through the Key Protect API ----
+
+fn new_root_key(name: &str, extra: Value) -> Value {
+    let mut resource = json!({"type": "application/vnd.ibm.kms.key+json", "name": name,
+                              "extractable": false});
+    if let (Some(r), Value::Object(m)) = (resource.as_object_mut(), extra) {
+        r.extend(m);
+    }
+    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+           "resources": [resource]})
+}
+
+async fn key_count(app: &TestApp, vault: &str) -> u64 {
+    app.get(&format!("/api/v4/managed_keys?vault.id={vault}"))
+        .await
+        .expect(200)
+        .body["total_count"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_protect_client_creates_imports_and_retires_keys_as_managed_keys() {
+    let f = fixture("256").await;
+    let kp = |method: &'static str, path: String, body: Option<Value>| {
+        let app = &f.app;
+        let keystore = f.keystore.clone();
+        async move {
+            app.call(method, &path, body, &[("bluemix-instance", &keystore)])
+                .await
+        }
+    };
+    // Generated: a managed key of the keystore's vault, under the template that targets it.
+    let created = kp(
+        "POST",
+        "/api/v2/keys".into(),
+        Some(new_root_key("generated", json!({}))),
+    )
+    .await
+    .expect(201);
+    let resource = &created.body["resources"][0];
+    assert_eq!(resource["state"], 1);
+    assert_eq!(resource["aliases"], json!(["generated"]));
+    let by_alias = kp("GET", "/api/v2/keys/generated".into(), None)
+        .await
+        .expect(200);
+    assert_eq!(by_alias.body["resources"][0]["id"], resource["id"]);
+    let managed = f
+        .app
+        .get(&format!(
+            "/api/v4/managed_keys?vault.id={}&label=generated",
+            f.vault
+        ))
+        .await
+        .expect(200);
+    assert_eq!(managed.body["managed_keys"][0]["template"]["name"], "T1");
+    assert_eq!(managed.body["managed_keys"][0]["state"], "active");
+
+    // Imported in the clear (over TLS), then used by its id like any installed key.
+    let material = [0x42u8; 32];
+    kp(
+        "POST",
+        "/api/v2/keys".into(),
+        Some(new_root_key(
+            "imported",
+            json!({"payload": B64.encode(material)}),
+        )),
+    )
+    .await
+    .expect(201);
+    let imported = kp("GET", "/api/v2/keys/imported".into(), None)
+        .await
+        .expect(200);
+    let imported_id = imported.body["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrapped = kp(
+        "POST",
+        format!("/api/v2/keys/{imported_id}/actions/wrap"),
+        Some(json!({"plaintext": B64.encode(b"dek")})),
+    )
+    .await
+    .expect(200);
+    let unwrapped = kp(
+        "POST",
+        format!("/api/v2/keys/{imported_id}/actions/unwrap"),
+        Some(json!({"ciphertext": wrapped.body["ciphertext"]})),
+    )
+    .await
+    .expect(200);
+    assert_eq!(b64(&unwrapped.body["plaintext"]), b"dek");
+
+    // Disable, enable, rotate, delete: the managed lifecycle.
+    let id = resource["id"].as_str().unwrap().to_owned();
+    kp("POST", format!("/api/v2/keys/{id}/actions/disable"), None)
+        .await
+        .expect(204);
+    let key = kp("GET", format!("/api/v2/keys/{id}"), None)
+        .await
+        .expect(200);
+    assert_eq!(key.body["resources"][0]["state"], 3);
+    kp("POST", format!("/api/v2/keys/{id}/actions/disable"), None)
+        .await
+        .expect(204);
+    kp("POST", format!("/api/v2/keys/{id}/actions/enable"), None)
+        .await
+        .expect(204);
+    let before = key.body["resources"][0]["keyVersion"]["id"].clone();
+    kp("POST", format!("/api/v2/keys/{id}/actions/rotate"), None)
+        .await
+        .expect(204);
+    let rotated = kp("GET", format!("/api/v2/keys/{id}"), None)
+        .await
+        .expect(200);
+    assert_ne!(rotated.body["resources"][0]["keyVersion"]["id"], before);
+    assert_eq!(rotated.body["resources"][0]["state"], 1);
+    kp("DELETE", format!("/api/v2/keys/{id}"), None)
+        .await
+        .expect(204);
+    kp("GET", format!("/api/v2/keys/{id}"), None)
+        .await
+        .expect(404);
+    let destroyed = f
+        .app
+        .get(&format!(
+            "/api/v4/managed_keys?vault.id={}&label=generated&state=destroyed",
+            f.vault
+        ))
+        .await
+        .expect(200);
+    assert_eq!(destroyed.body["total_count"], 1, "{}", destroyed.body);
+
+    // Every change is in the audit trail under the Key Protect action.
+    let events = f
+        .app
+        .get("/api/v4/audit_events?action=keyplane.key-protect.create")
+        .await
+        .expect(200);
+    assert!(
+        events.body["total_count"].as_u64().unwrap() >= 2,
+        "{}",
+        events.body
+    );
+}
+
+#[tokio::test]
+async fn bad_key_protect_requests_are_refused_and_change_nothing() {
+    let f = fixture("256").await;
+    let before = key_count(&f.app, &f.vault).await;
+    let cases = [
+        (
+            new_root_key("std", json!({"extractable": true})),
+            400,
+            "resources[0].extractable",
+        ),
+        (
+            new_root_key("aliased", json!({"aliases": ["other"]})),
+            400,
+            "resources[0].aliases",
+        ),
+        (
+            new_root_key(
+                "algo",
+                json!({"payload": B64.encode([1u8; 32]), "encryptionAlgorithm": "RSA_PKCS1"}),
+            ),
+            400,
+            "encryptionAlgorithm",
+        ),
+        (
+            new_root_key("short", json!({"payload": B64.encode([1u8; 16])})),
+            400,
+            "payload",
+        ),
+        (
+            new_root_key(
+                "half",
+                json!({"payload": B64.encode([1u8; 32]), "iv": B64.encode([0u8; 12])}),
+            ),
+            400,
+            "encryptedNonce",
+        ),
+        (json!({"resources": []}), 400, "resources"),
+        (new_root_key("app-key", json!({})), 409, ""),
+    ];
+    for (body, status, target) in cases {
+        let r = f
+            .app
+            .call(
+                "POST",
+                "/api/v2/keys",
+                Some(body.clone()),
+                &[("bluemix-instance", &f.keystore)],
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.body);
+        assert_eq!(r.target(), target, "{}", r.body);
+    }
+    // A vault with no template for the keystore: nothing to create keys under.
+    let vault = f.app.vault("bare").await;
+    let bare = f.app.internal_keystore(&vault, "bare", &["none"]).await;
+    let r = f
+        .app
+        .call(
+            "POST",
+            "/api/v2/keys",
+            Some(new_root_key("k", json!({}))),
+            &[("bluemix-instance", &bare)],
+        )
+        .await
+        .expect(409);
+    assert!(r.message().contains("no template"), "{}", r.body);
+    assert_eq!(key_count(&f.app, &f.vault).await, before);
+}
+
+#[tokio::test]
+async fn key_protect_management_needs_the_managed_permissions() {
+    use keyplane_core::authz::Role;
+    let f = fixture("256").await;
+    let vault = uuid::Uuid::parse_str(&f.vault).unwrap();
+    f.app
+        .add_caller("reader", "reader", &[(Role::Reader, Some(vault))]);
+    f.app.add_caller(
+        "creator",
+        "creator",
+        &[(Role::KeyCustodianCreator, Some(vault))],
+    );
+    let headers = [("bluemix-instance", f.keystore.as_str())];
+    // A reader uses keys and reads them, and changes nothing.
+    f.app
+        .call_as("reader", "GET", "/api/v2/keys", None, &headers)
+        .await
+        .expect(200);
+    for (method, path) in [
+        ("POST", "/api/v2/keys".to_owned()),
+        ("POST", "/api/v2/import_token".to_owned()),
+        ("GET", "/api/v2/import_token".to_owned()),
+        (
+            "POST",
+            format!("/api/v2/keys/{}/actions/disable", f.key_ref),
+        ),
+        ("POST", format!("/api/v2/keys/{}/actions/rotate", f.key_ref)),
+        ("DELETE", format!("/api/v2/keys/{}", f.key_ref)),
+    ] {
+        let body = (method == "POST").then(|| new_root_key("x", json!({})));
+        let r = f.app.call_as("reader", method, &path, body, &headers).await;
+        assert_eq!(r.status.as_u16(), 403, "{method} {path}: {}", r.body);
+    }
+    // A creator creates and rotates, but may not disable (a deployer's right) or delete.
+    f.app
+        .call_as(
+            "creator",
+            "POST",
+            "/api/v2/keys",
+            Some(new_root_key("made", json!({}))),
+            &headers,
+        )
+        .await
+        .expect(201);
+    f.app
+        .call_as(
+            "creator",
+            "POST",
+            &format!("/api/v2/keys/{}/actions/rotate", f.key_ref),
+            None,
+            &headers,
+        )
+        .await
+        .expect(204);
+    f.app
+        .call_as(
+            "creator",
+            "POST",
+            &format!("/api/v2/keys/{}/actions/disable", f.key_ref),
+            None,
+            &headers,
+        )
+        .await
+        .expect(403);
+    f.app
+        .call_as(
+            "creator",
+            "DELETE",
+            &format!("/api/v2/keys/{}", f.key_ref),
+            None,
+            &headers,
+        )
+        .await
+        .expect(403);
+}
