@@ -241,6 +241,38 @@ async fn a_reconnected_aws_keystore_is_re_linked_by_a_sync_only_for_its_own_keys
         entry.to_string().contains("that is not this key"),
         "{entry}"
     );
+
+    // Nor does key material go into an empty key for import that keyplane did not make.
+    let empty = format!("empty-{}", &Uuid::new_v4().to_string()[..8]);
+    let waiting = kms_in(HERE)
+        .create_key()
+        .origin(aws_sdk_kms::types::OriginType::External)
+        .send()
+        .await
+        .unwrap();
+    let waiting = waiting.key_metadata().unwrap().key_id().to_owned();
+    kms_in(HERE)
+        .create_alias()
+        .alias_name(format!("alias/{empty}"))
+        .target_key_id(&waiting)
+        .send()
+        .await
+        .unwrap();
+    let third = create_key(&c, &vault, &empty).await;
+    let entry = wait_status(&c, &id(&third), &again, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("not this key"), "{entry}");
+    let state = kms_in(HERE)
+        .describe_key()
+        .key_id(&waiting)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_state()
+        .unwrap()
+        .clone();
+    assert_eq!(state, KeyState::PendingImport, "no material went in");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `aws_kms`: AWS Key Management Service (or any endpoint that speaks its API).
 //!
-//! Install: CreateKey (Origin=EXTERNAL, tagged with the managed key's id) → the label as alias →
+//! Install: CreateKey (Origin=EXTERNAL, tagged with the managed key's id) → the label as alias
+//! (before any material: a retry completes a key left empty under it) →
 //! GetParametersForImport (RSA_AES_KEY_WRAP_SHA_256 under RSA-4096, falling back to
 //! RSAES_OAEP_SHA_256) → ImportKeyMaterial. A rotation creates a new key with the new material,
 //! tagged with the previous one, and moves the alias to it (imported keys have no versions).
@@ -146,25 +147,31 @@ impl AwsKms {
     }
 
     /// The key an id or alias names, unless it is gone or going.
-    async fn describe(&self, key_id: &str) -> RemoteResult<Option<RemoteKey>> {
+    /// The key an id or alias names with its KMS state, unless it is gone or going.
+    async fn describe_state(&self, key_id: &str) -> RemoteResult<Option<(RemoteKey, KeyState)>> {
         self.quotas.read.ready().await;
         match self.client.describe_key().key_id(key_id).send().await {
             Ok(out) => {
                 let Some(meta) = out.key_metadata() else {
                     return Ok(None);
                 };
-                let state = meta.key_state();
+                let Some(state) = meta.key_state() else {
+                    return Ok(None);
+                };
                 if matches!(
                     state,
-                    Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion)
+                    KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
                 ) {
                     return Ok(None);
                 }
-                Ok(Some(RemoteKey {
-                    remote_id: meta.key_id().to_owned(),
-                    enabled: state == Some(&KeyState::Enabled),
-                    version: 1,
-                }))
+                Ok(Some((
+                    RemoteKey {
+                        remote_id: meta.key_id().to_owned(),
+                        enabled: *state == KeyState::Enabled,
+                        version: 1,
+                    },
+                    state.clone(),
+                )))
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(failure(&format!("describing KMS key {key_id}"), &e)),
@@ -172,9 +179,9 @@ impl AwsKms {
     }
 
     /// Creates a KMS key holding `key`'s material and returns its id (the alias is the caller's).
-    /// Creates a KMS key with the version's material; `previous` is the KMS key of the version
+    /// Creates an empty KMS key for imported material; `previous` is the KMS key of the version
     /// before, recorded in a tag so the whole chain can be disabled and deleted with the key.
-    async fn create_with_material(
+    async fn create_external_key(
         &self,
         key: &KeyToInstall<'_>,
         previous: Option<&str>,
@@ -216,8 +223,28 @@ impl AwsKms {
             .key_metadata()
             .map(|m| m.key_id().to_owned())
             .ok_or_else(|| rejected("CreateKey returned no key"))?;
-        self.import_into(&key_id, key).await?;
         Ok(key_id)
+    }
+
+    /// Whether a KMS key carries the tag of managed key `key_id`.
+    async fn tagged_for(&self, kms_key: &str, key_id: uuid::Uuid) -> RemoteResult<bool> {
+        self.quotas.read.ready().await;
+        let tags = match self
+            .client
+            .list_resource_tags()
+            .key_id(kms_key)
+            .send()
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(failure("reading the KMS key's tags", &e)),
+        };
+        let key_id = key_id.to_string();
+        Ok(tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == MANAGED_KEY_TAG && t.tag_value() == key_id))
     }
 
     /// The KMS keys of the versions before `current`, newest first.
@@ -377,26 +404,46 @@ impl Connector for AwsKms {
     }
 
     async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
-        match remote_id {
-            Some(id) => self.describe(id).await,
-            None => self.describe(&alias(label)).await,
-        }
+        let found = match remote_id {
+            Some(id) => self.describe_state(id).await?,
+            None => self.describe_state(&alias(label)).await?,
+        };
+        // A key still waiting for its material holds no copy yet (install completes it).
+        Ok(found
+            .filter(|(_, state)| *state != KeyState::PendingImport)
+            .map(|(key, _)| key))
     }
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
-        // An alias left by an interrupted install names the key it made.
-        if let Some(found) = self.describe(&alias(key.label)).await? {
-            return Ok(found);
-        }
-        let key_id = self.create_with_material(key, None).await?;
-        self.quotas.alias.ready().await;
-        self.client
-            .create_alias()
-            .alias_name(alias(key.label))
-            .target_key_id(&key_id)
-            .send()
-            .await
-            .map_err(|e| failure("naming the KMS key", &e))?;
+        // Named before it holds material: an interrupted install leaves either an empty key
+        // under the alias, which the retry completes, or at worst an empty key nobody can use.
+        let key_id = match self.describe_state(&alias(key.label)).await? {
+            Some((found, state)) if state != KeyState::PendingImport => return Ok(found),
+            // Material goes only into an empty key this key's interrupted install made.
+            Some((found, _)) if self.tagged_for(&found.remote_id, key.key_id).await? => {
+                found.remote_id
+            }
+            Some(_) => {
+                return Err(rejected(format!(
+                    "alias/{} names an empty KMS key that keyplane did not make for this key; \
+                     not this key: remove the alias or rename the key",
+                    key.label
+                )));
+            }
+            None => {
+                let created = self.create_external_key(key, None).await?;
+                self.quotas.alias.ready().await;
+                self.client
+                    .create_alias()
+                    .alias_name(alias(key.label))
+                    .target_key_id(&created)
+                    .send()
+                    .await
+                    .map_err(|e| failure("naming the KMS key", &e))?;
+                created
+            }
+        };
+        self.import_into(&key_id, key).await?;
         Ok(RemoteKey {
             remote_id: key_id,
             enabled: true,
@@ -425,8 +472,9 @@ impl Connector for AwsKms {
 
     async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
         let key_id = self
-            .create_with_material(key, Some(&remote.remote_id))
+            .create_external_key(key, Some(&remote.remote_id))
             .await?;
+        self.import_into(&key_id, key).await?;
         self.quotas.alias.ready().await;
         self.client
             .update_alias()
@@ -468,23 +516,7 @@ impl Connector for AwsKms {
         remote: &RemoteKey,
         key: &KeyToInstall<'_>,
     ) -> RemoteResult<Option<bool>> {
-        self.quotas.read.ready().await;
-        let tags = match self
-            .client
-            .list_resource_tags()
-            .key_id(&remote.remote_id)
-            .send()
-            .await
-        {
-            Ok(t) => t,
-            Err(e) if is_not_found(&e) => return Ok(Some(false)),
-            Err(e) => return Err(failure("reading the KMS key's tags", &e)),
-        };
-        let tagged = tags
-            .tags()
-            .iter()
-            .any(|t| t.tag_key() == MANAGED_KEY_TAG && t.tag_value() == key.key_id.to_string());
-        if !tagged {
+        if !self.tagged_for(&remote.remote_id, key.key_id).await? {
             return Ok(Some(false));
         }
         match self.import_into(&remote.remote_id, key).await {
