@@ -61,26 +61,19 @@ pub(crate) async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", server.url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(&server.token);
-    if let Some(body) = body {
-        request = request.json(&body);
+    let client = keyplane_client::Client::connect(keyplane_client::Settings {
+        url: server.url.clone(),
+        credential: keyplane_client::Credential::Token(server.token.clone()),
+        ca_cert_pem: None,
+    })
+    .await?;
+    match client.send(method, path, body.as_ref(), None).await {
+        Ok(reply) => Ok(reply.body),
+        Err(keyplane_client::ClientError::Api {
+            status, message, ..
+        }) => bail!("{message} (HTTP {status})"),
+        Err(e) => Err(e.into()),
     }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("calling {url}"))?;
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = value["errors"][0]["message"]
-            .as_str()
-            .map_or_else(|| status.to_string(), str::to_owned);
-        bail!("{message} (HTTP {})", status.as_u16());
-    }
-    Ok(value)
 }
 
 /// One line from standard input, without its line ending.

@@ -1,11 +1,13 @@
 //! The `keyplane` binary: `serve` runs the server; `admin` runs the key ceremony and seal controls;
-//! `audit` verifies and exports the audit trail.
+//! `audit` verifies and exports the audit trail; `vault`, `key`, `keystore`, `template` and
+//! `access` call a running server through `keyplane-client`.
 
 mod access;
 mod admin;
 mod audit;
 mod audit_stream;
 mod config;
+mod remote;
 mod serve;
 mod tls;
 mod tokens;
@@ -41,6 +43,47 @@ enum Command {
     /// Manage principals and their API keys.
     #[command(subcommand)]
     Access(access::AccessCommand),
+    /// Vaults: list, get, create, delete.
+    Vault {
+        #[command(flatten)]
+        connect: remote::ConnectArgs,
+        #[command(subcommand)]
+        command: remote::vaults::VaultCommand,
+    },
+    /// Managed keys: create, lifecycle, versions, status in keystores.
+    Key {
+        #[command(flatten)]
+        connect: remote::ConnectArgs,
+        #[command(subcommand)]
+        command: remote::keys::KeyCommand,
+    },
+    /// Keystores: list, get, status, disconnect.
+    Keystore {
+        #[command(flatten)]
+        connect: remote::ConnectArgs,
+        #[command(subcommand)]
+        command: remote::keystores::KeystoreCommand,
+    },
+    /// Key templates: list, get.
+    Template {
+        #[command(flatten)]
+        connect: remote::ConnectArgs,
+        #[command(subcommand)]
+        command: remote::templates::TemplateCommand,
+    },
+}
+
+/// Runs a client verb; its failure is printed and becomes a documented exit code.
+fn run_client(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(work);
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        std::process::exit(remote::exit_code(&e));
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,5 +117,13 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(access::run(command)),
+        Command::Vault { connect, command } => run_client(remote::vaults::run(&connect, command)),
+        Command::Key { connect, command } => run_client(remote::keys::run(&connect, command)),
+        Command::Keystore { connect, command } => {
+            run_client(remote::keystores::run(&connect, command))
+        }
+        Command::Template { connect, command } => {
+            run_client(remote::templates::run(&connect, command))
+        }
     }
 }

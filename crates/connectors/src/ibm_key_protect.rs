@@ -317,23 +317,14 @@ impl KeyProtect {
         self.call(Method::POST, path, Some(&body)).await
     }
 
+    /// `keys/{id}`, the id (or alias) encoded as one path segment.
     fn key_path(id: &str) -> String {
-        format!("keys/{}", urlencoding(id))
+        let mut url = reqwest::Url::parse("http://instance/keys/").expect("a constant URL");
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(id);
+        }
+        url.path().trim_start_matches('/').to_owned()
     }
-}
-
-/// Percent-encodes what is not unreserved in a path segment.
-fn urlencoding(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[async_trait]

@@ -168,6 +168,7 @@ pub fn b64(text: &str) -> Vec<u8> {
 /// What `keyplane admin …` printed.
 pub struct AdminRun {
     pub success: bool,
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -198,6 +199,7 @@ pub async fn keyplane(args: &[&str], server: Option<&Server>, stdin: &str) -> Ad
     let out = child.wait_with_output().await.unwrap();
     AdminRun {
         success: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }

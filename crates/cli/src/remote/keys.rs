@@ -1,0 +1,260 @@
+//! `keyplane key …`
+
+use std::io::Write;
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{ConnectArgs, Output, confirm, done, list, print_list, print_one, with_query};
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("LABEL", "/label"),
+    ("STATE", "/state"),
+    ("ALGORITHM", "/algorithm"),
+    ("SIZE", "/size"),
+    ("VERSION", "/version"),
+    ("VAULT", "/vault/name"),
+    ("TEMPLATE", "/template/name"),
+];
+
+const FIELDS: &[(&str, &str)] = &[
+    ("id", "/id"),
+    ("label", "/label"),
+    ("state", "/state"),
+    ("algorithm", "/algorithm"),
+    ("size", "/size"),
+    ("version", "/version"),
+    ("vault", "/vault/name"),
+    ("template", "/template/name"),
+    ("description", "/description"),
+    ("activation date", "/activation_date"),
+    ("expiration date", "/expiration_date"),
+    ("created", "/created_at"),
+    ("created by", "/created_by"),
+    ("rotated", "/rotated_at"),
+];
+
+const STATUS_COLUMNS: &[(&str, &str)] = &[
+    ("KEYSTORE", "/keystore/name"),
+    ("TYPE", "/keystore/type"),
+    ("STATUS", "/status"),
+    ("SYNC", "/keystore_sync_flag"),
+    ("DETAIL", "/keystore_sync_flag_detail"),
+    ("ID IN KEYSTORE", "/key_id_in_keystore"),
+];
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// List managed keys; filters are the API's query parameters.
+    List {
+        #[arg(long = "vault.id")]
+        vault_id: Option<String>,
+        /// pre_activation, active, deactivated, destroyed, … (comma-separated).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only keys whose label starts with this.
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long = "template.name")]
+        template_name: Option<String>,
+        #[arg(long)]
+        all_pages: bool,
+    },
+    /// Show one key.
+    Get { id: String },
+    /// Create a key from a template.
+    Create {
+        /// The template's name.
+        #[arg(long)]
+        template: String,
+        /// The vault's id.
+        #[arg(long)]
+        vault: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Activate a key (pre-active or deactivated).
+    Activate(Act),
+    /// Deactivate a key: it no longer encrypts, existing data still decrypts.
+    Deactivate(Act),
+    /// Destroy a key's material everywhere (pre-active or deactivated keys).
+    Destroy(Act),
+    /// Give a key a new version.
+    Rotate(Act),
+    /// Push the managed state to every keystore and read back what they hold.
+    Sync(Act),
+    /// Every version of a key, newest first.
+    Versions { id: String },
+    /// What each keystore holds for a key, read now.
+    Status { id: String },
+}
+
+#[derive(clap::Args)]
+pub struct Act {
+    pub id: String,
+    /// Act only if the key still has this ETag (otherwise the current one is read first).
+    #[arg(long)]
+    pub if_match: Option<String>,
+    /// Don't ask (destroy).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+async fn act(args: &ConnectArgs, verb: &str, action: &str, a: Act) -> anyhow::Result<()> {
+    let client = args.client().await?;
+    let key = client
+        .act(
+            Method::POST,
+            &format!("/api/v4/managed_keys/{}", a.id),
+            &format!("/{action}"),
+            None,
+            a.if_match.as_deref(),
+        )
+        .await?
+        .body;
+    if action == "sync_status_in_keystores" {
+        print_list(args.output, &statuses_of(&key), STATUS_COLUMNS, None);
+        return Ok(());
+    }
+    let message = if key["state"].is_string() {
+        format!(
+            "{verb} key {} ({}): now {}",
+            a.id,
+            key["label"].as_str().unwrap_or_default(),
+            key["state"].as_str().unwrap_or_default()
+        )
+    } else {
+        format!("{verb} key {}: waiting for approval (dual control)", a.id)
+    };
+    done(args.output, &message, &key);
+    Ok(())
+}
+
+pub async fn run(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Activate(a) => act(args, "activated", "activate", a).await,
+        KeyCommand::Deactivate(a) => act(args, "deactivated", "deactivate", a).await,
+        KeyCommand::Rotate(a) => act(args, "rotated", "rotate", a).await,
+        KeyCommand::Sync(a) => act(args, "synced", "sync_status_in_keystores", a).await,
+        KeyCommand::Destroy(a) => {
+            confirm(
+                a.yes,
+                &format!(
+                    "Destroy key {}? Its material is erased here and in every keystore.",
+                    a.id
+                ),
+            )?;
+            act(args, "destroyed", "destroy", a).await
+        }
+        other => read(args, other).await,
+    }
+}
+
+async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
+    let client = args.client().await?;
+    let out: Output = args.output;
+    match command {
+        KeyCommand::List {
+            vault_id,
+            state,
+            label,
+            template_name,
+            all_pages,
+        } => {
+            let path = with_query(
+                "/api/v4/managed_keys",
+                &[
+                    ("vault.id", vault_id.as_deref()),
+                    ("state", state.as_deref()),
+                    ("label", label.as_deref()),
+                    ("template.name", template_name.as_deref()),
+                ],
+            );
+            let (items, total) = list(&client, &path, "managed_keys", all_pages).await?;
+            print_list(out, &items, COLUMNS, total);
+        }
+        KeyCommand::Get { id } => {
+            let key = client
+                .get(&format!("/api/v4/managed_keys/{id}"))
+                .await?
+                .body;
+            print_one(out, &key, FIELDS);
+            if out == Output::Table {
+                let statuses = key["status_in_keystores"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if !statuses.is_empty() {
+                    let _ = writeln!(std::io::stdout().lock());
+                    print_list(out, &statuses, STATUS_COLUMNS, None);
+                }
+            }
+        }
+        KeyCommand::Create {
+            template,
+            vault,
+            label,
+            description,
+        } => {
+            let mut body = json!({"template_name": template, "vault": {"id": vault}});
+            if let Some(l) = label {
+                body["label"] = json!(l);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            let key = client.post("/api/v4/managed_keys", &body).await?.body;
+            done(
+                out,
+                &format!(
+                    "created key {} ({}): {}",
+                    key["label"].as_str().unwrap_or_default(),
+                    key["id"].as_str().unwrap_or_default(),
+                    key["state"].as_str().unwrap_or_default()
+                ),
+                &key,
+            );
+        }
+        KeyCommand::Versions { id } => {
+            let items = client
+                .list_all(
+                    &format!("/api/v4/managed_keys/{id}/versions"),
+                    "managed_keys",
+                )
+                .await?;
+            print_list(
+                out,
+                &items,
+                &[
+                    ("VERSION", "/version"),
+                    ("STATE", "/state"),
+                    ("CREATED", "/created_at"),
+                    ("PATTERN", "/verification_patterns/0/value"),
+                ],
+                None,
+            );
+        }
+        KeyCommand::Status { id } => {
+            let body = client
+                .get(&format!("/api/v4/managed_keys/{id}/status_in_keystores"))
+                .await?
+                .body;
+            let statuses = statuses_of(&body);
+            print_list(out, &statuses, STATUS_COLUMNS, None);
+        }
+        _ => unreachable!("lifecycle verbs are handled by run"),
+    }
+    Ok(())
+}
+
+/// The status entries of a `status_in_keystores` answer (an array, or an object holding one).
+fn statuses_of(body: &Value) -> Vec<Value> {
+    body.as_array()
+        .or_else(|| body["status_in_keystores"].as_array())
+        .cloned()
+        .unwrap_or_default()
+}

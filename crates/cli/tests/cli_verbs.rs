@@ -1,0 +1,181 @@
+//! The client verbs of the `keyplane` binary against a running server: tables and JSON, ETags
+//! read for the user or pinned, confirmations, the refused disconnect with its way out, and the
+//! documented exit codes.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn json_of(run: &AdminRun) -> Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+}
+
+#[tokio::test]
+async fn vaults_keys_and_keystores_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let s = Some(&server);
+
+    // Vaults: create (JSON for scripts), list as a table, get.
+    let created = keyplane(
+        &["vault", "create", "--name", "payments", "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    assert!(created.success, "{}", created.stderr);
+    let vault = json_of(&created)["id"].as_str().unwrap().to_owned();
+    let listed = keyplane(&["vault", "list"], s, "").await;
+    assert!(listed.success, "{}", listed.stderr);
+    let header = listed.stdout.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("NAME"),
+        "{header}"
+    );
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&vault) && l.contains("payments")),
+        "{}",
+        listed.stdout
+    );
+    let got = keyplane(&["vault", "get", &vault], s, "").await;
+    assert!(got.stdout.contains("payments"), "{}", got.stdout);
+
+    // A keystore and a template (through the API), then a key from the terminal.
+    let c = server.client();
+    let keystore = connect_keystore(
+        &c,
+        &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault},
+                "name": "internal-1", "groups": ["prod"]}),
+    )
+    .await;
+    active_aes_template(&c, &vault, "ibm_cloud_kms", "prod").await;
+    let made = keyplane(
+        &[
+            "key",
+            "create",
+            "--template",
+            "T1",
+            "--vault",
+            &vault,
+            "--label",
+            "orders",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert!(made.success, "{}", made.stderr);
+    let key = json_of(&made);
+    assert_eq!(key["state"], "active");
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let listed = keyplane(
+        &[
+            "key",
+            "list",
+            "--vault.id",
+            &vault,
+            "--state",
+            "active",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(json_of(&listed).as_array().unwrap().len(), 1);
+    let shown = keyplane(&["key", "get", &key_id], s, "").await;
+    assert!(shown.stdout.contains("internal-1"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("active"), "{}", shown.stdout);
+    let versions = keyplane(&["key", "versions", &key_id, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&versions).as_array().unwrap().len(), 1);
+
+    // The seed's refusal: the blocking key is named with the command that unblocks it.
+    let refused = keyplane(&["keystore", "disconnect", &keystore, "--yes"], s, "").await;
+    assert_eq!(refused.code, Some(6), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("cannot be disconnected"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("keyplane key deactivate {key_id}")),
+        "{}",
+        refused.stderr
+    );
+
+    // A stale ETag pinned by the user: refused, nothing changes.
+    let stale = keyplane(
+        &[
+            "key",
+            "deactivate",
+            &key_id,
+            "--if-match",
+            "\"r0-00000000\"",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(stale.code, Some(6), "{}", stale.stderr);
+    assert!(stale.stderr.contains("ETag"), "{}", stale.stderr);
+    let deactivated = keyplane(&["key", "deactivate", &key_id], s, "").await;
+    assert!(deactivated.success, "{}", deactivated.stderr);
+    assert!(
+        deactivated.stdout.contains("now deactivated"),
+        "{}",
+        deactivated.stdout
+    );
+
+    // Destroy asks first; anything but "yes" leaves the key as it was.
+    let declined = keyplane(&["key", "destroy", &key_id], s, "no\n").await;
+    assert_eq!(declined.code, Some(8), "{}", declined.stderr);
+    let still = keyplane(&["key", "get", &key_id, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&still)["state"], "deactivated");
+    let destroyed = keyplane(&["key", "destroy", &key_id], s, "yes\n").await;
+    assert!(destroyed.success, "{}", destroyed.stderr);
+
+    // Now the disconnect goes through, and the keystore is gone.
+    let gone = keyplane(&["keystore", "disconnect", &keystore, "--yes"], s, "").await;
+    assert!(gone.success, "{}", gone.stderr);
+    let listed = keyplane(
+        &["keystore", "list", "--vault.id", &vault, "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(json_of(&listed), json!([]));
+}
+
+#[tokio::test]
+async fn errors_become_documented_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let s = Some(&server);
+    let bad = keyplane(&["vault", "create", "--name", ""], s, "").await;
+    assert_eq!(bad.code, Some(3), "{}", bad.stderr);
+    assert!(bad.stderr.starts_with("error: "), "{}", bad.stderr);
+    let missing = keyplane(
+        &["key", "get", "0191c0a0-0000-7000-8000-000000000000"],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(missing.code, Some(5), "{}", missing.stderr);
+    let unknown_key = keyplane(&["vault", "list", "--token", "not-a-token"], s, "").await;
+    assert_eq!(unknown_key.code, Some(4), "{}", unknown_key.stderr);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = keyplane(&["vault", "list", "--url", &nowhere], s, "").await;
+    assert_eq!(unreachable.code, Some(7), "{}", unreachable.stderr);
+}
