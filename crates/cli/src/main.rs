@@ -64,7 +64,12 @@ enum Command {
         #[command(subcommand)]
         command: remote::keystores::KeystoreCommand,
     },
-    /// Key templates: list, get.
+    /// Print a shell completion script, e.g. `keyplane completions bash > /etc/bash_completion.d/keyplane`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Key templates: list, get, create.
     Template {
         #[command(flatten)]
         connect: remote::ConnectArgs,
@@ -124,6 +129,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Template { connect, command } => {
             run_client(remote::templates::run(&connect, command))
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "keyplane", &mut std::io::stdout());
+            Ok(())
         }
     }
 }

@@ -45,15 +45,77 @@ async fn vaults_keys_and_keystores_from_the_terminal() {
     let got = keyplane(&["vault", "get", &vault], s, "").await;
     assert!(got.stdout.contains("payments"), "{}", got.stdout);
 
-    // A keystore and a template (through the API), then a key from the terminal.
-    let c = server.client();
-    let keystore = connect_keystore(
-        &c,
-        &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault},
-                "name": "internal-1", "groups": ["prod"]}),
+    // A keystore (tested first with --dry-run) and a template, then a key.
+    let tried = keyplane(
+        &[
+            "keystore",
+            "connect",
+            "internal",
+            "--vault",
+            &vault,
+            "--name",
+            "internal-1",
+            "--group",
+            "prod",
+            "--dry-run",
+        ],
+        s,
+        "",
     )
     .await;
-    active_aes_template(&c, &vault, "ibm_cloud_kms", "prod").await;
+    assert!(tried.success, "{}", tried.stderr);
+    assert!(
+        tried.stdout.contains("nothing was saved"),
+        "{}",
+        tried.stdout
+    );
+    let connected = keyplane(
+        &[
+            "keystore",
+            "connect",
+            "internal",
+            "--vault",
+            &vault,
+            "--name",
+            "internal-1",
+            "--group",
+            "prod",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert!(connected.success, "{}", connected.stderr);
+    let keystore = json_of(&connected)["id"].as_str().unwrap().to_owned();
+    let template = keyplane(
+        &[
+            "template",
+            "create",
+            "--vault",
+            &vault,
+            "--name",
+            "T1",
+            "--algorithm",
+            "aes",
+            "--size",
+            "256",
+            "--keystore-type",
+            "ibm_cloud_kms",
+            "--group",
+            "prod",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert!(template.success, "{}", template.stderr);
+    assert!(
+        template.stdout.starts_with("created template T1"),
+        "{}",
+        template.stdout
+    );
     let made = keyplane(
         &[
             "key",
@@ -128,12 +190,19 @@ async fn vaults_keys_and_keystores_from_the_terminal() {
     .await;
     assert_eq!(stale.code, Some(6), "{}", stale.stderr);
     assert!(stale.stderr.contains("ETag"), "{}", stale.stderr);
-    let deactivated = keyplane(&["key", "deactivate", &key_id], s, "").await;
+    let deactivated = keyplane(&["key", "deactivate", &key_id, "--wait"], s, "").await;
     assert!(deactivated.success, "{}", deactivated.stderr);
     assert!(
         deactivated.stdout.contains("now deactivated"),
         "{}",
         deactivated.stdout
+    );
+    assert!(
+        deactivated
+            .stderr
+            .contains("1/1 keystores report not_active"),
+        "{}",
+        deactivated.stderr
     );
 
     // Destroy asks first; anything but "yes" leaves the key as it was.
@@ -154,6 +223,83 @@ async fn vaults_keys_and_keystores_from_the_terminal() {
     )
     .await;
     assert_eq!(json_of(&listed), json!([]));
+}
+
+#[tokio::test]
+async fn keys_in_bulk_from_a_csv_file_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let s = Some(&server);
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    connect_keystore(
+        &c,
+        &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault},
+                "name": "internal-1", "groups": ["prod"]}),
+    )
+    .await;
+    active_aes_template(&c, &vault, "ibm_cloud_kms", "prod").await;
+    let mut csv = String::from("label,description\n");
+    for i in 0..30 {
+        csv.push_str(&format!("bulk-{i},made in bulk\n"));
+    }
+    // One label breaks the label rules: reported, the rest are created.
+    csv.push_str("bad/label!,nope\n");
+    let file = dir.path().join("keys.csv");
+    std::fs::write(&file, csv).unwrap();
+    let run = keyplane(
+        &[
+            "key",
+            "create-bulk",
+            "--file",
+            file.to_str().unwrap(),
+            "--vault",
+            &vault,
+            "--template",
+            "T1",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("created 30 of 31 keys"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("31/31 keys, 1 failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("line 32 (bad/label!)"),
+        "{}",
+        run.stderr
+    );
+    let listed = keyplane(
+        &[
+            "key",
+            "list",
+            "--vault.id",
+            &vault,
+            "--all-pages",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(json_of(&listed).as_array().unwrap().len(), 30);
+    // Shell completions come from the same command definitions.
+    let completions = keyplane(&["completions", "bash"], None, "").await;
+    assert!(completions.success);
+    assert!(
+        completions.stdout.contains("create-bulk"),
+        "completions cover the verbs"
+    );
 }
 
 #[tokio::test]

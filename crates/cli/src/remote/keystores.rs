@@ -54,8 +54,75 @@ impl Mode {
     }
 }
 
+/// The kinds of keystore `connect` knows, by their short names.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    /// An internal keystore of this keyplane (`ibm_cloud_kms`, variant `internal`).
+    Internal,
+    /// IBM Key Protect (`ibm_cloud_kms`, variant `key_protect`).
+    KeyProtect,
+    /// IBM Hyper Protect Crypto Services (`ibm_cloud_kms`, variant `hpcs`).
+    Hpcs,
+    /// AWS KMS (`aws_kms`).
+    Aws,
+    /// HashiCorp Vault or OpenBao transit (`hashicorp_vault`).
+    Vault,
+    /// Azure Key Vault (`azure_key_vault`).
+    Azure,
+    /// Google Cloud KMS (`google_kms`).
+    Google,
+}
+
+impl Kind {
+    /// `(type, ibm_variant)` on the wire.
+    fn wire(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Internal => ("ibm_cloud_kms", Some("internal")),
+            Self::KeyProtect => ("ibm_cloud_kms", Some("key_protect")),
+            Self::Hpcs => ("ibm_cloud_kms", Some("hpcs")),
+            Self::Aws => ("aws_kms", None),
+            Self::Vault => ("hashicorp_vault", None),
+            Self::Azure => ("azure_key_vault", None),
+            Self::Google => ("google_kms", None),
+        }
+    }
+}
+
+/// `name=value` from the command line.
+fn field(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("'{raw}' is not name=value"))
+}
+
 #[derive(Subcommand)]
 pub enum KeystoreCommand {
+    /// Connect a keystore; the server tests the connection before saving it.
+    Connect {
+        #[arg(value_enum)]
+        kind: Kind,
+        /// The vault's id.
+        #[arg(long)]
+        vault: String,
+        #[arg(long)]
+        name: String,
+        /// A group the keystore joins (repeatable; default: one named after the keystore).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// A connection field, `name=value` (repeatable), e.g. `aws_region=eu_central_1`.
+        #[arg(long = "field", value_parser = field)]
+        fields: Vec<(String, String)>,
+        /// A secret connection field read from standard input, one line per name, in order
+        /// (repeatable), e.g. `--secret aws_secret_access_key`; secrets stay off the command line.
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// Test the connection only; save nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List keystores.
     List {
         #[arg(long = "vault.id")]
@@ -78,6 +145,19 @@ pub enum KeystoreCommand {
         #[arg(long)]
         if_match: Option<String>,
     },
+}
+
+/// One line of standard input: the value of secret field `name`.
+fn read_secret_line(name: &str) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    eprintln!("{name}:");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let value = line.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        anyhow::bail!("no value for {name} on standard input");
+    }
+    Ok(value)
 }
 
 /// The command that takes a blocking key out of the way: deactivate an active one, destroy a
@@ -116,6 +196,50 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
     let client = args.client().await?;
     let out = args.output;
     match command {
+        KeystoreCommand::Connect {
+            kind,
+            vault,
+            name,
+            groups,
+            description,
+            fields,
+            secrets,
+            dry_run,
+        } => {
+            let (keystore_type, variant) = kind.wire();
+            let mut body = json!({"type": keystore_type, "vault": {"id": vault}, "name": name});
+            if let Some(v) = variant {
+                body["ibm_variant"] = json!(v);
+            }
+            if !groups.is_empty() {
+                body["groups"] = json!(groups);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            for (k, v) in fields {
+                body[k] = json!(v);
+            }
+            for secret in secrets {
+                body[secret.clone()] = json!(read_secret_line(&secret)?);
+            }
+            let path = if dry_run {
+                "/api/v4/keystores?dry_run=true"
+            } else {
+                "/api/v4/keystores"
+            };
+            let ks = client.post(path, &body).await?.body;
+            let message = if dry_run {
+                format!("the connection to '{name}' works; nothing was saved")
+            } else {
+                format!(
+                    "connected keystore {} ({})",
+                    ks["name"].as_str().unwrap_or_default(),
+                    ks["id"].as_str().unwrap_or_default()
+                )
+            };
+            done(out, &message, &ks);
+        }
         KeystoreCommand::List {
             vault_id,
             all_pages,

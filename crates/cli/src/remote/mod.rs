@@ -94,6 +94,9 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
     if error.is::<Declined>() {
         return exit::DECLINED;
     }
+    if error.is::<keys::WaitTimedOut>() {
+        return exit::UNAVAILABLE;
+    }
     match error.downcast_ref::<ClientError>() {
         Some(ClientError::Api { status, .. }) => match status {
             400 | 413 | 415 => exit::BAD_INPUT,

@@ -2,7 +2,9 @@
 
 use clap::Subcommand;
 
-use super::{ConnectArgs, list, print_list, print_one, with_query};
+use serde_json::json;
+
+use super::{ConnectArgs, done, list, print_list, print_one, with_query};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
@@ -44,6 +46,34 @@ pub enum TemplateCommand {
     },
     /// Show one template.
     Get { id: String },
+    /// Create a template: what keys made from it are, and where they are installed.
+    Create {
+        /// The vault's id.
+        #[arg(long)]
+        vault: String,
+        #[arg(long)]
+        name: String,
+        /// aes, rsa, ec, hmac.
+        #[arg(long)]
+        algorithm: String,
+        /// Bits (aes 128/192/256, rsa 2048/3072/4096, ec 256/384/521, hmac 256/384/512).
+        #[arg(long)]
+        size: String,
+        /// The state new keys start in: `active` or `pre_activation`.
+        #[arg(long, default_value = "active")]
+        state: String,
+        /// The keystore type keys go to (ibm_cloud_kms, aws_kms, hashicorp_vault, …).
+        #[arg(long)]
+        keystore_type: String,
+        /// The keystore group keys go to.
+        #[arg(long)]
+        group: String,
+        /// Labels must match it, e.g. `app-<name>`.
+        #[arg(long)]
+        naming_scheme: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
 }
 
 pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result<()> {
@@ -64,6 +94,39 @@ pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result
         TemplateCommand::Get { id } => {
             let t = client.get(&format!("/api/v4/templates/{id}")).await?.body;
             print_one(args.output, &t, FIELDS);
+        }
+        TemplateCommand::Create {
+            vault,
+            name,
+            algorithm,
+            size,
+            state,
+            keystore_type,
+            group,
+            naming_scheme,
+            description,
+        } => {
+            let mut body = json!({
+                "vault": {"id": vault}, "name": name,
+                "key": {"algorithm": algorithm, "size": size, "state": state},
+                "keystores": [{"type": keystore_type, "group": group}],
+            });
+            if let Some(n) = naming_scheme {
+                body["naming_scheme"] = json!(n);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            let t = client.post("/api/v4/templates", &body).await?.body;
+            done(
+                args.output,
+                &format!(
+                    "created template {} ({})",
+                    t["name"].as_str().unwrap_or_default(),
+                    t["id"].as_str().unwrap_or_default()
+                ),
+                &t,
+            );
         }
     }
     Ok(())

@@ -6,6 +6,8 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+mod bulk;
+
 use super::{ConnectArgs, Output, confirm, done, list, print_list, print_one, with_query};
 
 const COLUMNS: &[(&str, &str)] = &[
@@ -87,6 +89,22 @@ pub enum KeyCommand {
     Rotate(Act),
     /// Push the managed state to every keystore and read back what they hold.
     Sync(Act),
+    /// Create many keys from a CSV file with a header row: `label`, and optionally `template`
+    /// and `description` columns; shows progress and reports each failure.
+    CreateBulk {
+        /// The CSV file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The vault's id.
+        #[arg(long)]
+        vault: String,
+        /// The template for rows without a `template` column.
+        #[arg(long)]
+        template: Option<String>,
+        /// Keys created at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+    },
     /// Every version of a key, newest first.
     Versions { id: String },
     /// What each keystore holds for a key, read now.
@@ -102,11 +120,81 @@ pub struct Act {
     /// Don't ask (destroy).
     #[arg(long)]
     pub yes: bool,
+    /// Wait until every keystore reports the key's new state.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits, e.g. `90s`, `5m`.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
 }
+
+/// What a keystore reports once it holds a key in `state` as managed.
+fn settled_status(state: &str) -> &'static str {
+    match state {
+        "active" => "active",
+        "deactivated" | "compromised" => "not_active",
+        _ => "not_present",
+    }
+}
+
+/// Polls the key until every keystore it targets reports its state; progress on standard error.
+async fn wait_for_keystores(
+    client: &keyplane_client::Client,
+    id: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_report = String::new();
+    loop {
+        let key = client
+            .get(&format!("/api/v4/managed_keys/{id}"))
+            .await?
+            .body;
+        let want = settled_status(key["state"].as_str().unwrap_or_default());
+        let statuses = statuses_of(&key);
+        let pending: Vec<String> = statuses
+            .iter()
+            .filter(|s| s["status"] != want)
+            .map(|s| {
+                let name = s["keystore"]["name"].as_str().unwrap_or("?");
+                match s["error"]["errors"][0]["message"].as_str() {
+                    Some(e) => format!("{name} ({e})"),
+                    None => format!("{name} ({})", s["status"].as_str().unwrap_or("?")),
+                }
+            })
+            .collect();
+        let report = format!(
+            "{}/{} keystores report {want}{}",
+            statuses.len() - pending.len(),
+            statuses.len(),
+            if pending.is_empty() {
+                String::new()
+            } else {
+                format!("; waiting for {}", pending.join(", "))
+            }
+        );
+        if report != last_report {
+            eprintln!("{report}");
+            last_report = report;
+        }
+        if pending.is_empty() {
+            return Ok(key);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(WaitTimedOut(last_report).into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `--wait` ran out of time; the key's state did change.
+#[derive(Debug, thiserror::Error)]
+#[error("gave up waiting: {0}")]
+pub struct WaitTimedOut(String);
 
 async fn act(args: &ConnectArgs, verb: &str, action: &str, a: Act) -> anyhow::Result<()> {
     let client = args.client().await?;
-    let key = client
+    let reply = client
         .act(
             Method::POST,
             &format!("/api/v4/managed_keys/{}", a.id),
@@ -114,23 +202,33 @@ async fn act(args: &ConnectArgs, verb: &str, action: &str, a: Act) -> anyhow::Re
             None,
             a.if_match.as_deref(),
         )
-        .await?
-        .body;
-    if action == "sync_status_in_keystores" {
-        print_list(args.output, &statuses_of(&key), STATUS_COLUMNS, None);
+        .await?;
+    // 202: the vault is under dual control and a second person must approve.
+    if reply.status == 202 {
+        let message = format!(
+            "{verb} of key {} awaits approval {} by a second person (dual control)",
+            a.id,
+            reply.body["id"].as_str().unwrap_or_default()
+        );
+        done(args.output, &message, &reply.body);
         return Ok(());
     }
-    let message = if key["state"].is_string() {
-        format!(
-            "{verb} key {} ({}): now {}",
-            a.id,
-            key["label"].as_str().unwrap_or_default(),
-            key["state"].as_str().unwrap_or_default()
-        )
+    let body = if a.wait {
+        wait_for_keystores(&client, &a.id, a.wait_timeout).await?
     } else {
-        format!("{verb} key {}: waiting for approval (dual control)", a.id)
+        reply.body
     };
-    done(args.output, &message, &key);
+    if action == "sync_status_in_keystores" {
+        print_list(args.output, &statuses_of(&body), STATUS_COLUMNS, None);
+        return Ok(());
+    }
+    let message = format!(
+        "{verb} key {} ({}): now {}",
+        a.id,
+        body["label"].as_str().unwrap_or_default(),
+        body["state"].as_str().unwrap_or_default()
+    );
+    done(args.output, &message, &body);
     Ok(())
 }
 
@@ -218,6 +316,14 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
                 ),
                 &key,
             );
+        }
+        KeyCommand::CreateBulk {
+            file,
+            vault,
+            template,
+            parallel,
+        } => {
+            bulk::create(&client, out, &file, &vault, template.as_deref(), parallel).await?;
         }
         KeyCommand::Versions { id } => {
             let items = client
