@@ -64,6 +64,12 @@ enum Command {
         #[command(subcommand)]
         command: remote::keystores::KeystoreCommand,
     },
+    /// Check an API key against a server and keep it in a profile (`--profile NAME`, default
+    /// `default`); the key is read from standard input unless given.
+    Login {
+        #[command(flatten)]
+        connect: remote::ConnectArgs,
+    },
     /// Print a shell completion script, e.g. `keyplane completions bash > /etc/bash_completion.d/keyplane`.
     Completions {
         #[arg(value_enum)]
@@ -130,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         Command::Template { connect, command } => {
             run_client(remote::templates::run(&connect, command))
         }
+        Command::Login { connect } => run_client(remote::login(&connect)),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "keyplane", &mut std::io::stdout());

@@ -325,3 +325,88 @@ async fn errors_become_documented_exit_codes() {
     let unreachable = keyplane(&["vault", "list", "--url", &nowhere], s, "").await;
     assert_eq!(unreachable.code, Some(7), "{}", unreachable.stderr);
 }
+
+#[tokio::test]
+async fn login_keeps_a_checked_api_key_in_a_private_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let admin = server.client();
+    let principal = admin
+        .post(
+            "/api/v4/access/principals",
+            &json!({"name": "operator", "kind": "user"}),
+        )
+        .await
+        .unwrap();
+    let principal = id(&principal.body);
+    let policy = admin
+        .post(
+            "/api/v4/access/policies",
+            &json!({"principal": {"id": principal}, "role": "vault_administrator"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(policy.status, 201, "{}", policy.body);
+    let key = admin
+        .post(
+            &format!("/api/v4/access/principals/{principal}/api_keys"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let apikey = key.body["apikey"].as_str().unwrap().to_owned();
+    let config = dir.path().join("cli").join("config.toml");
+    let env = [("KEYPLANE_CONFIG", config.to_str().unwrap())];
+
+    // A wrong key is refused and nothing is kept.
+    let wrong = keyplane_with(
+        &["login", "--url", &server.base, "--profile", "ops"],
+        None,
+        "kp_not-a-key\n",
+        &env,
+    )
+    .await;
+    assert_eq!(wrong.code, Some(4), "{}", wrong.stderr);
+    assert!(!config.exists());
+
+    let ok = keyplane_with(
+        &["login", "--url", &server.base, "--profile", "ops"],
+        None,
+        &format!("{apikey}\n"),
+        &env,
+    )
+    .await;
+    assert!(ok.success, "{}", ok.stderr);
+    assert!(ok.stdout.contains("profile 'ops' saved"), "{}", ok.stdout);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file holds API keys");
+    }
+
+    // The profile (the default one, or named) is all a later command needs.
+    let made = keyplane_with(
+        &["vault", "create", "--name", "from-profile"],
+        None,
+        "",
+        &env,
+    )
+    .await;
+    assert!(made.success, "{}", made.stderr);
+    let listed = keyplane_with(
+        &["vault", "list", "--profile", "ops", "--output", "json"],
+        None,
+        "",
+        &env,
+    )
+    .await;
+    assert!(listed.success, "{}", listed.stderr);
+    assert_eq!(json_of(&listed)[0]["created_by"], "operator");
+    let unknown = keyplane_with(&["vault", "list", "--profile", "nope"], None, "", &env).await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no profile named 'nope'"),
+        "{}",
+        unknown.stderr
+    );
+}

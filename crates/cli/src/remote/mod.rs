@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod keystores;
+pub mod profiles;
 pub mod templates;
 pub mod vaults;
 
@@ -27,17 +28,15 @@ pub mod exit {
     pub const DECLINED: i32 = 8;
 }
 
-/// Where the server is and who is calling.
+/// Where the server is and who is calling: flags, then environment, then the profile.
 #[derive(Args, Clone)]
 pub struct ConnectArgs {
-    /// The server's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "KEYPLANE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
+    /// The profile to use (see `keyplane login`); default: the file's default profile.
+    #[arg(long, global = true, env = "KEYPLANE_PROFILE")]
+    pub profile: Option<String>,
+    /// The server's base URL (default `http://127.0.0.1:8080`).
+    #[arg(long, global = true, env = "KEYPLANE_URL")]
+    pub url: Option<String>,
     /// A bearer token.
     #[arg(long, global = true, env = "KEYPLANE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -52,6 +51,8 @@ pub struct ConnectArgs {
     pub output: Output,
 }
 
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
@@ -65,28 +66,92 @@ pub struct Declined;
 
 impl ConnectArgs {
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let credential = match (&self.token, &self.api_key) {
-            (Some(t), _) => Credential::Token(t.clone()),
-            (None, Some(k)) => Credential::ApiKey(k.clone()),
-            (None, None) => anyhow::bail!(
-                "no credentials: give --token (KEYPLANE_TOKEN) or --api-key (KEYPLANE_API_KEY)"
+        let profile = profiles::Profiles::load()?
+            .pick(self.profile.as_deref())?
+            .unwrap_or_default();
+        let credential = match (&self.token, &self.api_key, &profile.token, &profile.api_key) {
+            (Some(t), _, _, _) => Credential::Token(t.clone()),
+            (None, Some(k), _, _) => Credential::ApiKey(k.clone()),
+            (None, None, Some(t), _) => Credential::Token(t.clone()),
+            (None, None, None, Some(k)) => Credential::ApiKey(k.clone()),
+            (None, None, None, None) => anyhow::bail!(
+                "no credentials: run keyplane login, or give --token (KEYPLANE_TOKEN) or \
+                 --api-key (KEYPLANE_API_KEY)"
             ),
         };
+        let url = self
+            .url
+            .clone()
+            .or_else(|| Some(profile.url.clone()).filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
         let ca_cert_pem = self
             .ca_cert
             .as_ref()
+            .or(profile.ca_cert.as_ref())
             .map(|p| {
                 std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
             })
             .transpose()?;
         Ok(Client::connect(Settings {
-            url: self.url.clone(),
+            url,
             credential,
             ca_cert_pem,
         })
         .await?)
     }
+}
+
+/// `keyplane login`: checks an API key against the server and keeps it in a profile.
+pub async fn login(args: &ConnectArgs) -> anyhow::Result<()> {
+    let url = args.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let api_key = match &args.api_key {
+        Some(k) => k.clone(),
+        None => {
+            eprintln!("API key for {url}:");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+    };
+    if api_key.is_empty() {
+        anyhow::bail!("no API key was given");
+    }
+    let ca_cert = args.ca_cert.clone();
+    let ca_cert_pem = ca_cert
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+        })
+        .transpose()?;
+    // Exchanging the key proves it works before it is kept.
+    Client::connect(Settings {
+        url: url.clone(),
+        credential: Credential::ApiKey(api_key.clone()),
+        ca_cert_pem,
+    })
+    .await?;
+    let name = args.profile.clone().unwrap_or_else(|| "default".to_owned());
+    let mut all = profiles::Profiles::load()?;
+    all.profiles.insert(
+        name.clone(),
+        profiles::Profile {
+            url: url.clone(),
+            api_key: Some(api_key),
+            token: None,
+            ca_cert,
+        },
+    );
+    if all.default.is_none() {
+        all.default = Some(name.clone());
+    }
+    let path = all.save()?;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "signed in to {url}; profile '{name}' saved in {}",
+        path.display()
+    );
+    Ok(())
 }
 
 /// The exit code an error stands for.
@@ -98,6 +163,8 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
         return exit::UNAVAILABLE;
     }
     match error.downcast_ref::<ClientError>() {
+        // An API key the token endpoint does not know (IAM's error codes).
+        Some(ClientError::Api { code, .. }) if code.starts_with("BXNIM") => exit::NOT_ALLOWED,
         Some(ClientError::Api { status, .. }) => match status {
             400 | 413 | 415 => exit::BAD_INPUT,
             401 | 403 => exit::NOT_ALLOWED,

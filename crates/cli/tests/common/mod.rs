@@ -182,8 +182,19 @@ pub async fn admin(args: &[&str], server: Option<&Server>, stdin: &str) -> Admin
 
 /// Runs `keyplane <args>` against `server` (when given), feeding `stdin`.
 pub async fn keyplane(args: &[&str], server: Option<&Server>, stdin: &str) -> AdminRun {
+    keyplane_with(args, server, stdin, &[]).await
+}
+
+/// Like [`keyplane`], with extra environment.
+pub async fn keyplane_with(
+    args: &[&str],
+    server: Option<&Server>,
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> AdminRun {
     use tokio::io::AsyncWriteExt as _;
     let mut cmd = tokio::process::Command::new(binary());
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
