@@ -64,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         command: remote::keystores::KeystoreCommand,
     },
+    /// Requests under dual control: list, get, approve, reject.
+    Approval {
+        #[command(flatten)]
+        connect: remote::ConnectArgs,
+        #[command(subcommand)]
+        command: remote::approvals::ApprovalCommand,
+    },
     /// Check an API key against a server and keep it in a profile (`--profile NAME`, default
     /// `default`); the key is read from standard input unless given.
     Login {
@@ -137,6 +144,9 @@ fn main() -> anyhow::Result<()> {
             run_client(remote::templates::run(&connect, command))
         }
         Command::Login { connect } => run_client(remote::login(&connect)),
+        Command::Approval { connect, command } => {
+            run_client(remote::approvals::run(&connect, command))
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "keyplane", &mut std::io::stdout());

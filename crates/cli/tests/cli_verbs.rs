@@ -410,3 +410,179 @@ async fn login_keeps_a_checked_api_key_in_a_private_profile() {
         unknown.stderr
     );
 }
+
+#[tokio::test]
+async fn updates_archives_and_a_destroy_under_dual_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let s = Some(&server);
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let keystore = connect_keystore(
+        &c,
+        &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": vault},
+                "name": "internal-1", "groups": ["prod"]}),
+    )
+    .await;
+    active_aes_template(&c, &vault, "ibm_cloud_kms", "prod").await;
+    let ok = |run: &AdminRun| assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+
+    let run = keyplane(
+        &["vault", "update", &vault, "--description", "payments team"],
+        s,
+        "",
+    )
+    .await;
+    ok(&run);
+    let shown = keyplane(&["vault", "get", &vault, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&shown)["description"], "payments team");
+
+    let templates = keyplane(
+        &["template", "list", "--vault.id", &vault, "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    let template = json_of(&templates)[0]["id"].as_str().unwrap().to_owned();
+    ok(&keyplane(
+        &[
+            "template",
+            "update",
+            &template,
+            "--description",
+            "AES for prod",
+        ],
+        s,
+        "",
+    )
+    .await);
+    ok(&keyplane(&["template", "archive", &template], s, "").await);
+    let refused = keyplane(
+        &[
+            "key",
+            "create",
+            "--template",
+            "T1",
+            "--vault",
+            &vault,
+            "--label",
+            "late",
+        ],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(refused.code, Some(6), "archived: {}", refused.stderr);
+    ok(&keyplane(&["template", "unarchive", &template], s, "").await);
+
+    let made = keyplane(
+        &[
+            "key",
+            "create",
+            "--template",
+            "T1",
+            "--vault",
+            &vault,
+            "--label",
+            "guarded",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    ok(&made);
+    let key = json_of(&made)["id"].as_str().unwrap().to_owned();
+    ok(&keyplane(
+        &[
+            "key",
+            "update",
+            &key,
+            "--description",
+            "two people to destroy",
+        ],
+        s,
+        "",
+    )
+    .await);
+    let dry = keyplane(&["key", "update-from-template", &key, "--dry-run"], s, "").await;
+    ok(&dry);
+    assert!(
+        dry.stdout.contains("would target") && dry.stdout.contains("internal-1"),
+        "{}",
+        dry.stdout
+    );
+    ok(&keyplane(
+        &["keystore", "update", &keystore, "--description", "EU"],
+        s,
+        "",
+    )
+    .await);
+    let held = keyplane(&["keystore", "keys", &keystore], s, "").await;
+    assert!(held.stdout.contains("guarded"), "{}", held.stdout);
+    ok(&keyplane(&["keystore", "tasks", &keystore], s, "").await);
+
+    // Dual control: the destroy becomes a request that a second person approves.
+    ok(&keyplane(&["vault", "dual-control", &vault, "on"], s, "").await);
+    ok(&keyplane(&["key", "deactivate", &key], s, "").await);
+    let requested = keyplane(&["key", "destroy", &key, "--yes"], s, "").await;
+    ok(&requested);
+    assert!(
+        requested.stdout.contains("awaits approval"),
+        "{}",
+        requested.stdout
+    );
+    let pending = keyplane(&["approval", "list", "--output", "json"], s, "").await;
+    let approval = json_of(&pending)[0]["id"].as_str().unwrap().to_owned();
+    let principal = c
+        .post(
+            "/api/v4/access/principals",
+            &json!({"name": "second", "kind": "user"}),
+        )
+        .await
+        .unwrap();
+    let principal = id(&principal.body);
+    c.post(
+        "/api/v4/access/policies",
+        &json!({"principal": {"id": principal}, "role": "vault_administrator"}),
+    )
+    .await
+    .unwrap();
+    let apikey = c
+        .post(
+            &format!("/api/v4/access/principals/{principal}/api_keys"),
+            &json!({}),
+        )
+        .await
+        .unwrap()
+        .body["apikey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approved = keyplane_with(
+        &[
+            "approval",
+            "approve",
+            &approval,
+            "--url",
+            &server.base,
+            "--api-key",
+            &apikey,
+        ],
+        None,
+        "",
+        &[(
+            "KEYPLANE_CONFIG",
+            dir.path().join("none.toml").to_str().unwrap(),
+        )],
+    )
+    .await;
+    ok(&approved);
+    let gone = keyplane(&["key", "get", &key, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&gone)["state"], "destroyed");
+    ok(&keyplane(&["vault", "dual-control", &vault, "off"], s, "").await);
+    ok(&keyplane(&["key", "delete", &key, "--yes"], s, "").await);
+    let missing = keyplane(&["key", "get", &key], s, "").await;
+    assert_eq!(missing.code, Some(5), "{}", missing.stderr);
+}

@@ -123,6 +123,32 @@ pub enum KeystoreCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Change a keystore's name, description, groups or connection; the server re-tests a
+    /// changed connection before saving it.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The keystore's groups, replacing the current ones (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long = "field", value_parser = field)]
+        fields: Vec<(String, String)>,
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// The keystore's distribution tasks, newest first.
+    Tasks { id: String },
+    /// The managed keys that target the keystore.
+    Keys {
+        id: String,
+        #[arg(long)]
+        all_pages: bool,
+    },
     /// List keystores.
     List {
         #[arg(long = "vault.id")]
@@ -239,6 +265,77 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
                 )
             };
             done(out, &message, &ks);
+        }
+        KeystoreCommand::Update {
+            id,
+            name,
+            description,
+            groups,
+            fields,
+            secrets,
+            if_match,
+        } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            if !groups.is_empty() {
+                body["groups"] = json!(groups);
+            }
+            for (k, v) in fields {
+                body[k] = json!(v);
+            }
+            for secret in secrets {
+                body[secret.clone()] = json!(read_secret_line(&secret)?);
+            }
+            let ks = client
+                .act(
+                    Method::PATCH,
+                    &format!("/api/v4/keystores/{id}"),
+                    "",
+                    Some(&body),
+                    if_match.as_deref(),
+                )
+                .await?
+                .body;
+            done(out, &format!("updated keystore {id}"), &ks);
+        }
+        KeystoreCommand::Tasks { id } => {
+            let body = client
+                .get(&format!("/api/v4/keystores/{id}/tasks"))
+                .await?
+                .body;
+            let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
+            print_list(
+                out,
+                &tasks,
+                &[
+                    ("KEY", "/managed_key_id"),
+                    ("STATE", "/state"),
+                    ("ATTEMPTS", "/attempts"),
+                    ("NEXT", "/next_attempt_at"),
+                    ("ERROR", "/last_error"),
+                ],
+                body["total_count"].as_u64(),
+            );
+        }
+        KeystoreCommand::Keys { id, all_pages } => {
+            let path = format!("/api/v4/keystores/{id}/managed_keys");
+            let (items, total) = list(&client, &path, "managed_keys", all_pages).await?;
+            print_list(
+                out,
+                &items,
+                &[
+                    ("ID", "/id"),
+                    ("LABEL", "/label"),
+                    ("STATE", "/state"),
+                    ("VAULT", "/vault/name"),
+                ],
+                total,
+            );
         }
         KeystoreCommand::List {
             vault_id,

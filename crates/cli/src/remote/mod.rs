@@ -1,6 +1,7 @@
 //! The client verbs: `keyplane <resource> <verb>` against a running server, through
 //! `keyplane-client`. Tables on a terminal, `--output json` for scripts, documented exit codes.
 
+pub mod approvals;
 pub mod keys;
 pub mod keystores;
 pub mod profiles;

@@ -4,7 +4,9 @@ use clap::Subcommand;
 
 use serde_json::json;
 
-use super::{ConnectArgs, done, list, print_list, print_one, with_query};
+use reqwest::Method;
+
+use super::{ConnectArgs, confirm, done, list, print_list, print_one, with_query};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
@@ -46,6 +48,37 @@ pub enum TemplateCommand {
     },
     /// Show one template.
     Get { id: String },
+    /// Change a template's description or keystore group (keys follow on update-from-template).
+    Update {
+        id: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// The keystore type and group keys go to, as `type:group`.
+        #[arg(long)]
+        keystore: Option<String>,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Archive a template: no new keys from it.
+    Archive {
+        id: String,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Bring an archived template back.
+    Unarchive {
+        id: String,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Delete a template no key uses.
+    Delete {
+        id: String,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
     /// Create a template: what keys made from it are, and where they are installed.
     Create {
         /// The vault's id.
@@ -76,6 +109,28 @@ pub enum TemplateCommand {
     },
 }
 
+/// Archive or unarchive (`action`), reporting it as `verb`.
+async fn set_archived(
+    client: &keyplane_client::Client,
+    output: super::Output,
+    id: &str,
+    if_match: Option<&str>,
+    (verb, action): (&str, &str),
+) -> anyhow::Result<()> {
+    let t = client
+        .act(
+            Method::POST,
+            &format!("/api/v4/templates/{id}"),
+            action,
+            None,
+            if_match,
+        )
+        .await?
+        .body;
+    done(output, &format!("{verb} template {id}"), &t);
+    Ok(())
+}
+
 pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result<()> {
     let client = args.client().await?;
     match command {
@@ -94,6 +149,59 @@ pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result
         TemplateCommand::Get { id } => {
             let t = client.get(&format!("/api/v4/templates/{id}")).await?.body;
             print_one(args.output, &t, FIELDS);
+        }
+        TemplateCommand::Update {
+            id,
+            description,
+            keystore,
+            if_match,
+        } => {
+            let mut body = json!({});
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            if let Some(k) = keystore {
+                let (kind, group) = k
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--keystore is type:group"))?;
+                body["keystores"] = json!([{"type": kind, "group": group}]);
+            }
+            let t = client
+                .act(
+                    Method::PATCH,
+                    &format!("/api/v4/templates/{id}"),
+                    "",
+                    Some(&body),
+                    if_match.as_deref(),
+                )
+                .await?
+                .body;
+            done(args.output, &format!("updated template {id}"), &t);
+        }
+        TemplateCommand::Archive { id, if_match } => {
+            let verb = ("archived", "/archive");
+            set_archived(&client, args.output, &id, if_match.as_deref(), verb).await?;
+        }
+        TemplateCommand::Unarchive { id, if_match } => {
+            let verb = ("unarchived", "/unarchive");
+            set_archived(&client, args.output, &id, if_match.as_deref(), verb).await?;
+        }
+        TemplateCommand::Delete { id, yes, if_match } => {
+            confirm(yes, &format!("Delete template {id}?"))?;
+            client
+                .act(
+                    Method::DELETE,
+                    &format!("/api/v4/templates/{id}"),
+                    "",
+                    None,
+                    if_match.as_deref(),
+                )
+                .await?;
+            done(
+                args.output,
+                &format!("deleted template {id}"),
+                &json!({"id": id}),
+            );
         }
         TemplateCommand::Create {
             vault,

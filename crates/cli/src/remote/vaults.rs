@@ -46,6 +46,23 @@ pub enum VaultCommand {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Change a vault's name or description.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Show or set whether destroying keys in the vault needs a second person.
+    DualControl {
+        id: String,
+        /// `on` or `off`; shows the setting when absent.
+        #[arg(value_parser = ["on", "off"])]
+        set: Option<String>,
+    },
     /// Delete an empty vault.
     Delete {
         id: String,
@@ -86,6 +103,49 @@ pub async fn run(args: &ConnectArgs, command: VaultCommand) -> anyhow::Result<()
                 ),
                 &vault,
             );
+        }
+        VaultCommand::Update {
+            id,
+            name,
+            description,
+            if_match,
+        } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            let vault = client
+                .act(
+                    Method::PATCH,
+                    &format!("/api/v4/vaults/{id}"),
+                    "",
+                    Some(&body),
+                    if_match.as_deref(),
+                )
+                .await?
+                .body;
+            done(out, &format!("updated vault {id}"), &vault);
+        }
+        VaultCommand::DualControl { id, set } => {
+            let path = format!("/api/v4/vaults/{id}/dual_control");
+            let setting = match set {
+                None => client.get(&path).await?.body,
+                Some(v) => {
+                    client
+                        .send(
+                            Method::PUT,
+                            &path,
+                            Some(&json!({"enabled": v == "on"})),
+                            None,
+                        )
+                        .await?
+                        .body
+                }
+            };
+            print_one(out, &setting, &[("dual control", "/enabled")]);
         }
         VaultCommand::Delete { id, yes, if_match } => {
             confirm(yes, &format!("Delete vault {id}?"))?;

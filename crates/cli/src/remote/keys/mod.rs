@@ -107,6 +107,42 @@ pub enum KeyCommand {
     },
     /// Every version of a key, newest first.
     Versions { id: String },
+    /// Change a key's label, description or dates.
+    Update {
+        id: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        activation_date: Option<String>,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        expiration_date: Option<String>,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Mark a key compromised: every copy is deactivated.
+    Compromise(Act),
+    /// Realign a key with its template: install where its group now reaches, deactivate where it
+    /// left.
+    UpdateFromTemplate {
+        id: String,
+        /// Show the outcome without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Remove a destroyed key from its vault.
+    Delete {
+        id: String,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        if_match: Option<String>,
+    },
     /// What each keystore holds for a key, read now.
     Status { id: String },
 }
@@ -238,6 +274,13 @@ pub async fn run(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> 
         KeyCommand::Deactivate(a) => act(args, "deactivated", "deactivate", a).await,
         KeyCommand::Rotate(a) => act(args, "rotated", "rotate", a).await,
         KeyCommand::Sync(a) => act(args, "synced", "sync_status_in_keystores", a).await,
+        KeyCommand::Compromise(a) => {
+            confirm(
+                a.yes,
+                &format!("Mark key {} compromised? Every copy is deactivated.", a.id),
+            )?;
+            act(args, "marked compromised", "compromise", a).await
+        }
         KeyCommand::Destroy(a) => {
             confirm(
                 a.yes,
@@ -324,6 +367,78 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
             parallel,
         } => {
             bulk::create(&client, out, &file, &vault, template.as_deref(), parallel).await?;
+        }
+        KeyCommand::Update {
+            id,
+            label,
+            description,
+            activation_date,
+            expiration_date,
+            if_match,
+        } => {
+            let mut body = json!({});
+            for (name, value) in [
+                ("label", label),
+                ("description", description),
+                ("activation_date", activation_date),
+                ("expiration_date", expiration_date),
+            ] {
+                if let Some(v) = value {
+                    body[name] = json!(v);
+                }
+            }
+            let key = client
+                .act(
+                    Method::PATCH,
+                    &format!("/api/v4/managed_keys/{id}"),
+                    "",
+                    Some(&body),
+                    if_match.as_deref(),
+                )
+                .await?
+                .body;
+            done(out, &format!("updated key {id}"), &key);
+        }
+        KeyCommand::UpdateFromTemplate {
+            id,
+            dry_run,
+            if_match,
+        } => {
+            let suffix = if dry_run {
+                "/update_from_template?dry_run=true"
+            } else {
+                "/update_from_template"
+            };
+            let key = client
+                .act(
+                    Method::POST,
+                    &format!("/api/v4/managed_keys/{id}"),
+                    suffix,
+                    None,
+                    if_match.as_deref(),
+                )
+                .await?
+                .body;
+            if out == Output::Json {
+                print_one(out, &key, &[]);
+            } else {
+                let what = if dry_run { "would target" } else { "targets" };
+                let _ = writeln!(std::io::stdout().lock(), "key {id} {what}:");
+                print_list(out, &statuses_of(&key), STATUS_COLUMNS, None);
+            }
+        }
+        KeyCommand::Delete { id, yes, if_match } => {
+            confirm(yes, &format!("Remove destroyed key {id} from its vault?"))?;
+            client
+                .act(
+                    Method::DELETE,
+                    &format!("/api/v4/managed_keys/{id}"),
+                    "",
+                    None,
+                    if_match.as_deref(),
+                )
+                .await?;
+            done(out, &format!("removed key {id}"), &json!({"id": id}));
         }
         KeyCommand::Versions { id } => {
             let items = client
