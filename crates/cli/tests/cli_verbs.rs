@@ -44,6 +44,12 @@ async fn vaults_keys_and_keystores_from_the_terminal() {
     );
     let got = keyplane(&["vault", "get", &vault], s, "").await;
     assert!(got.stdout.contains("payments"), "{}", got.stdout);
+    let yaml = keyplane(&["vault", "get", &vault, "--output", "yaml"], s, "").await;
+    assert!(
+        yaml.stdout.lines().any(|l| l == "name: payments"),
+        "{}",
+        yaml.stdout
+    );
 
     // A keystore (tested first with --dry-run) and a template, then a key.
     let tried = keyplane(

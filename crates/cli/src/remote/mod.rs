@@ -58,6 +58,18 @@ const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 pub enum Output {
     Table,
     Json,
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML; returns false (printing nothing) for table output.
+pub fn print_data(output: Output, value: &impl serde::Serialize) -> bool {
+    let text = match output {
+        Output::Table => return false,
+        Output::Json => serde_json::to_string_pretty(value).unwrap_or_default(),
+        Output::Yaml => serde_yaml_ng::to_string(value).unwrap_or_default(),
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
+    true
 }
 
 /// The user declined a confirmation: nothing was done.
@@ -212,15 +224,10 @@ fn cell(item: &Value, pointer: &str) -> String {
 
 /// Prints items as aligned columns (`(header, JSON pointer)`), or the JSON itself.
 pub fn print_list(output: Output, items: &[Value], columns: &[(&str, &str)], total: Option<u64>) {
-    let mut out = std::io::stdout().lock();
-    if output == Output::Json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(items).unwrap_or_default()
-        );
+    if print_data(output, &items) {
         return;
     }
+    let mut out = std::io::stdout().lock();
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|item| columns.iter().map(|(_, p)| cell(item, p)).collect())
@@ -265,15 +272,10 @@ pub fn print_list(output: Output, items: &[Value], columns: &[(&str, &str)], tot
 
 /// Prints one resource as `field: value` lines, or the JSON itself.
 pub fn print_one(output: Output, item: &Value, fields: &[(&str, &str)]) {
-    let mut out = std::io::stdout().lock();
-    if output == Output::Json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(item).unwrap_or_default()
-        );
+    if print_data(output, item) {
         return;
     }
+    let mut out = std::io::stdout().lock();
     let width = fields.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
     for (label, pointer) in fields {
         let _ = writeln!(out, "{label:<width$}  {}", cell(item, pointer));
@@ -282,9 +284,7 @@ pub fn print_one(output: Output, item: &Value, fields: &[(&str, &str)]) {
 
 /// A one-line confirmation of what was done (tables only; JSON output prints the resource).
 pub fn done(output: Output, message: &str, item: &Value) {
-    if output == Output::Json {
-        print_one(output, item, &[]);
-    } else {
+    if !print_data(output, item) {
         let _ = writeln!(std::io::stdout().lock(), "{message}");
     }
 }

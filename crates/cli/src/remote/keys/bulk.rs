@@ -103,15 +103,12 @@ pub async fn create(
     if let Some(bar) = bar {
         bar.finish();
     }
-    let mut out = std::io::stdout().lock();
-    if output == Output::Json {
+    if !crate::remote::print_data(output, &created) {
         let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&created).unwrap_or_default()
+            std::io::stdout().lock(),
+            "created {} of {total} keys",
+            created.len()
         );
-    } else {
-        let _ = writeln!(out, "created {} of {total} keys", created.len());
     }
     if failed.is_empty() {
         return Ok(());

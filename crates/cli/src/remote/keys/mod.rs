@@ -419,7 +419,7 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
                 )
                 .await?
                 .body;
-            if out == Output::Json {
+            if out != Output::Table {
                 print_one(out, &key, &[]);
             } else {
                 let what = if dry_run { "would target" } else { "targets" };
