@@ -299,6 +299,18 @@ async fn keys_in_bulk_from_a_csv_file_with_progress() {
     )
     .await;
     assert_eq!(json_of(&listed).as_array().unwrap().len(), 30);
+    let synced = keyplane(&["key", "sync-all", "--vault.id", &vault], s, "").await;
+    assert!(synced.success, "{}", synced.stderr);
+    assert!(
+        synced.stdout.contains("synced 30 of 30 keys"),
+        "{}",
+        synced.stdout
+    );
+    assert!(
+        synced.stderr.contains("30/30 keys synced, 0 failed"),
+        "{}",
+        synced.stderr
+    );
     // Shell completions come from the same command definitions.
     let completions = keyplane(&["completions", "bash"], None, "").await;
     assert!(completions.success);

@@ -50,6 +50,60 @@ fn read_rows(file: &Path, vault: &str, template: Option<&str>) -> anyhow::Result
     Ok(rows)
 }
 
+/// Progress of many calls: a bar on a terminal, plain lines every tenth otherwise (logs, CI).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    done: u64,
+    failed: u64,
+    noun: &'static str,
+}
+
+impl Progress {
+    pub fn new(total: u64, noun: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            ProgressBar::new(total).with_style(
+                ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {noun} {{msg}}"))
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            )
+        });
+        Self {
+            bar,
+            total,
+            done: 0,
+            failed: 0,
+            noun,
+        }
+    }
+
+    pub fn step(&mut self, ok: bool) {
+        self.done += 1;
+        if !ok {
+            self.failed += 1;
+        }
+        let every = (self.total / 10).max(1);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(self.done);
+                bar.set_message(format!("{} failed", self.failed));
+            }
+            None if self.done.is_multiple_of(every) || self.done == self.total => {
+                eprintln!(
+                    "{}/{} {}, {} failed",
+                    self.done, self.total, self.noun, self.failed
+                );
+            }
+            None => {}
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
+    }
+}
+
 /// Creates every row's key, `parallel` at a time. Failures are listed at the end and make the
 /// command fail; the keys that were created stay.
 pub async fn create(
@@ -62,14 +116,7 @@ pub async fn create(
 ) -> anyhow::Result<()> {
     let rows = read_rows(file, vault, template)?;
     let total = rows.len() as u64;
-    // A bar on a terminal; plain progress lines otherwise (logs, CI).
-    let bar = std::io::stderr().is_terminal().then(|| {
-        ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} keys {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        )
-    });
-    let step = (total / 10).max(1);
+    let mut progress = Progress::new(total, "keys");
     let mut created = Vec::new();
     let mut failed = Vec::new();
     let mut results = futures::stream::iter(rows)
@@ -78,9 +125,8 @@ pub async fn create(
             (row, outcome)
         })
         .buffer_unordered(parallel.clamp(1, 64));
-    let mut done = 0u64;
     while let Some((row, outcome)) = results.next().await {
-        done += 1;
+        progress.step(outcome.is_ok());
         match outcome {
             Ok(reply) => created.push(reply.body),
             Err(e) => failed.push(format!(
@@ -89,20 +135,8 @@ pub async fn create(
                 row.body["label"].as_str().unwrap_or_default()
             )),
         }
-        match &bar {
-            Some(bar) => {
-                bar.set_position(done);
-                bar.set_message(format!("{} failed", failed.len()));
-            }
-            None if done.is_multiple_of(step) || done == total => {
-                eprintln!("{done}/{total} keys, {} failed", failed.len());
-            }
-            None => {}
-        }
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
+    progress.finish();
     if !crate::remote::print_data(output, &created) {
         let _ = writeln!(
             std::io::stdout().lock(),
@@ -117,4 +151,58 @@ pub async fn create(
         eprintln!("{f}");
     }
     anyhow::bail!("{} of {total} keys were not created", failed.len())
+}
+
+/// Syncs every key listed at `list_path` (a vault's or a keystore's keys), `parallel` at a time.
+pub async fn sync_all(
+    client: &Client,
+    output: Output,
+    list_path: &str,
+    parallel: usize,
+) -> anyhow::Result<()> {
+    let keys = client.list_all(list_path, "managed_keys").await?;
+    let ids: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k["id"].as_str().map(str::to_owned))
+        .collect();
+    let total = ids.len() as u64;
+    let mut progress = Progress::new(total, "keys synced");
+    let mut failed = Vec::new();
+    let mut synced = Vec::new();
+    let mut results = futures::stream::iter(ids)
+        .map(|id| async move {
+            let outcome = client
+                .act(
+                    reqwest::Method::POST,
+                    &format!("/api/v4/managed_keys/{id}"),
+                    "/sync_status_in_keystores",
+                    None,
+                    None,
+                )
+                .await;
+            (id, outcome)
+        })
+        .buffer_unordered(parallel.clamp(1, 64));
+    while let Some((id, outcome)) = results.next().await {
+        progress.step(outcome.is_ok());
+        match outcome {
+            Ok(_) => synced.push(json!({ "id": id })),
+            Err(e) => failed.push(format!("{id}: {e}")),
+        }
+    }
+    progress.finish();
+    if !crate::remote::print_data(output, &synced) {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "synced {} of {total} keys",
+            synced.len()
+        );
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    for f in &failed {
+        eprintln!("{f}");
+    }
+    anyhow::bail!("{} of {total} keys were not synced", failed.len())
 }

@@ -105,6 +105,20 @@ pub enum KeyCommand {
         #[arg(long, default_value_t = 8)]
         parallel: usize,
     },
+    /// Sync every key of a vault or of a keystore, with progress.
+    SyncAll {
+        #[arg(
+            long = "vault.id",
+            conflicts_with = "keystore",
+            required_unless_present = "keystore"
+        )]
+        vault_id: Option<String>,
+        /// A keystore's id: the keys that target it.
+        #[arg(long)]
+        keystore: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+    },
     /// Every version of a key, newest first.
     Versions { id: String },
     /// Change a key's label, description or dates.
@@ -439,6 +453,18 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             done(out, &format!("removed key {id}"), &json!({"id": id}));
+        }
+        KeyCommand::SyncAll {
+            vault_id,
+            keystore,
+            parallel,
+        } => {
+            let path = match (vault_id, keystore) {
+                (_, Some(k)) => format!("/api/v4/keystores/{k}/managed_keys"),
+                (Some(v), None) => with_query("/api/v4/managed_keys", &[("vault.id", Some(&v))]),
+                (None, None) => anyhow::bail!("give --vault.id or --keystore"),
+            };
+            bulk::sync_all(&client, out, &path, parallel).await?;
         }
         KeyCommand::Versions { id } => {
             let items = client
