@@ -164,6 +164,9 @@ async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uu
         (_, &Method::GET, Some("managed_keys")) => Permission::List,
         (_, &Method::GET, _) => Permission::Read,
         ("vaults", &Method::DELETE, None) => Permission::VaultDelete,
+        // Dual control guards destroys against a single vault administrator: only a global
+        // administrator may switch it.
+        ("vaults", _, Some("dual_control")) => Permission::Administer,
         ("vaults", _, _) => Permission::VaultWrite,
         ("templates", &Method::DELETE, None) => Permission::TemplateDelete,
         ("templates", _, _) => Permission::TemplateWrite,

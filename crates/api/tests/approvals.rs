@@ -30,6 +30,18 @@ async fn a_second_principal_approves_destroy_and_removal() {
         .await
         .expect(200);
     assert_eq!(app.get(&dc).await.expect(200).body["enabled"], true);
+    // A vault administrator reads the setting but cannot switch the guard off to act alone.
+    assert_eq!(
+        app.call_as("alice", "GET", &dc, None, &[])
+            .await
+            .expect(200)
+            .body["enabled"],
+        true
+    );
+    app.call_as("alice", "PUT", &dc, Some(json!({ "enabled": false })), &[])
+        .await
+        .expect(403);
+    assert_eq!(app.get(&dc).await.expect(200).body["enabled"], true);
 
     let key = app.key(&vault, "T1", "guarded-key").await.expect(201).id();
     let path = format!("/api/v4/managed_keys/{key}");
