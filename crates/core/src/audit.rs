@@ -95,9 +95,12 @@ impl PendingEvent {
 /// Severity as the Activity Tracker assigns it: deletes and destroys are critical, key writes
 /// warnings; by status, 401/403/5xx critical and 400/409/424 warnings.
 fn severity(action: &str, status: u16, request: &serde_json::Value) -> &'static str {
-    let destroy = request["path"]
-        .as_str()
-        .is_some_and(|p| p.starts_with("/api/v4/managed_keys/") && p.ends_with("/destroy"));
+    let path = request["path"].as_str().unwrap_or_default();
+    // A destroy directly, carried out by an approval (destroy or removal of a key), or through
+    // the Key Protect API's delete.
+    let destroy = (path.starts_with("/api/v4/managed_keys/") && path.ends_with("/destroy"))
+        || (path.starts_with("/api/v4/approvals/") && path.ends_with("/approve"))
+        || action == "keyplane.key-protect.delete";
     match status {
         401 | 403 | 500 | 503 | 507 => return "critical",
         400 | 409 | 424 | 502 | 504 | 505 => return "warning",
@@ -110,7 +113,10 @@ fn severity(action: &str, status: u16, request: &serde_json::Value) -> &'static 
                 || action.contains("vaults"))
     {
         "critical"
-    } else if action == "keyplane.managed-keys.write" || action.starts_with("keyplane.system.") {
+    } else if action == "keyplane.managed-keys.write"
+        || action.starts_with("keyplane.key-protect.")
+        || action.starts_with("keyplane.system.")
+    {
         "warning"
     } else {
         "normal"
@@ -309,6 +315,20 @@ mod tests {
         assert_eq!(
             severity("keyplane.vaults.list", 401, &json!({})),
             "critical"
+        );
+        // What an approval carries out, and a Key Protect delete, are destroys too.
+        let approve = json!({"path": "/api/v4/approvals/x/approve"});
+        assert_eq!(
+            severity("keyplane.approvals.write", 200, &approve),
+            "critical"
+        );
+        assert_eq!(
+            severity("keyplane.key-protect.delete", 204, &json!({})),
+            "critical"
+        );
+        assert_eq!(
+            severity("keyplane.key-protect.rotate", 204, &json!({})),
+            "warning"
         );
     }
 }
