@@ -7,7 +7,9 @@ use keyplane_client::ClientError;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ConnectArgs, confirm, done, list, print_list, print_one, with_query};
+use super::{
+    ConnectArgs, confirm, done, list, patch, print_list, print_one, with_fields, with_query,
+};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
@@ -173,6 +175,25 @@ pub enum KeystoreCommand {
     },
 }
 
+/// `body` with the groups, the connection fields and the secrets (read from standard input).
+fn with_connection(
+    mut body: Value,
+    groups: Vec<String>,
+    fields: Vec<(String, String)>,
+    secrets: &[String],
+) -> anyhow::Result<Value> {
+    if !groups.is_empty() {
+        body["groups"] = json!(groups);
+    }
+    for (k, v) in fields {
+        body[k] = Value::String(v);
+    }
+    for secret in secrets {
+        body[secret.as_str()] = Value::String(read_secret_line(secret)?);
+    }
+    Ok(body)
+}
+
 /// One line of standard input: the value of secret field `name`.
 fn read_secret_line(name: &str) -> anyhow::Result<String> {
     use std::io::BufRead;
@@ -233,22 +254,14 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
             dry_run,
         } => {
             let (keystore_type, variant) = kind.wire();
-            let mut body = json!({"type": keystore_type, "vault": {"id": vault}, "name": name});
-            if let Some(v) = variant {
-                body["ibm_variant"] = json!(v);
-            }
-            if !groups.is_empty() {
-                body["groups"] = json!(groups);
-            }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            for (k, v) in fields {
-                body[k] = json!(v);
-            }
-            for secret in secrets {
-                body[secret.clone()] = json!(read_secret_line(&secret)?);
-            }
+            let body = with_fields(
+                json!({"type": keystore_type, "vault": {"id": vault}, "name": name}),
+                [
+                    ("ibm_variant", variant.map(str::to_owned)),
+                    ("description", description),
+                ],
+            );
+            let body = with_connection(body, groups, fields, &secrets)?;
             let path = if dry_run {
                 "/api/v4/keystores?dry_run=true"
             } else {
@@ -275,32 +288,15 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
             secrets,
             if_match,
         } => {
-            let mut body = json!({});
-            if let Some(n) = name {
-                body["name"] = json!(n);
-            }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            if !groups.is_empty() {
-                body["groups"] = json!(groups);
-            }
-            for (k, v) in fields {
-                body[k] = json!(v);
-            }
-            for secret in secrets {
-                body[secret.clone()] = json!(read_secret_line(&secret)?);
-            }
-            let ks = client
-                .act(
-                    Method::PATCH,
-                    &format!("/api/v4/keystores/{id}"),
-                    "",
-                    Some(&body),
-                    if_match.as_deref(),
-                )
-                .await?
-                .body;
+            let body = with_fields(json!({}), [("name", name), ("description", description)]);
+            let body = with_connection(body, groups, fields, &secrets)?;
+            let ks = patch(
+                &client,
+                &format!("/api/v4/keystores/{id}"),
+                &body,
+                if_match.as_deref(),
+            )
+            .await?;
             done(out, &format!("updated keystore {id}"), &ks);
         }
         KeystoreCommand::Tasks { id } => {

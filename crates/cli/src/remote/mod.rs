@@ -306,6 +306,45 @@ pub async fn list(
     Ok((items, page["total_count"].as_u64()))
 }
 
+/// `body` with the optional fields that were given added to it.
+pub fn with_fields<'a>(
+    mut body: Value,
+    fields: impl IntoIterator<Item = (&'a str, Option<String>)>,
+) -> Value {
+    for (name, value) in fields {
+        if let Some(v) = value {
+            body[name] = Value::String(v);
+        }
+    }
+    body
+}
+
+/// `PATCH resource` under its ETag (read now, or pinned); the changed resource.
+pub async fn patch(
+    client: &Client,
+    resource: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> anyhow::Result<Value> {
+    let reply = client
+        .act(reqwest::Method::PATCH, resource, "", Some(body), if_match)
+        .await?;
+    Ok(reply.body)
+}
+
+/// `DELETE resource` + `suffix` (a query) under its ETag (read now, or pinned).
+pub async fn delete(
+    client: &Client,
+    resource: &str,
+    suffix: &str,
+    if_match: Option<&str>,
+) -> anyhow::Result<()> {
+    client
+        .act(reqwest::Method::DELETE, resource, suffix, None, if_match)
+        .await?;
+    Ok(())
+}
+
 /// Appends `name=value` query parameters that are set, encoded.
 pub fn with_query(path: &str, params: &[(&str, Option<&str>)]) -> String {
     let set: Vec<(&str, &str)> = params

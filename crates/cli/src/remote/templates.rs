@@ -6,7 +6,9 @@ use serde_json::json;
 
 use reqwest::Method;
 
-use super::{ConnectArgs, confirm, done, list, print_list, print_one, with_query};
+use super::{
+    ConnectArgs, confirm, delete, done, list, patch, print_list, print_one, with_fields, with_query,
+};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
@@ -156,26 +158,20 @@ pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result
             keystore,
             if_match,
         } => {
-            let mut body = json!({});
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
+            let mut body = with_fields(json!({}), [("description", description)]);
             if let Some(k) = keystore {
                 let (kind, group) = k
                     .split_once(':')
                     .ok_or_else(|| anyhow::anyhow!("--keystore is type:group"))?;
                 body["keystores"] = json!([{"type": kind, "group": group}]);
             }
-            let t = client
-                .act(
-                    Method::PATCH,
-                    &format!("/api/v4/templates/{id}"),
-                    "",
-                    Some(&body),
-                    if_match.as_deref(),
-                )
-                .await?
-                .body;
+            let t = patch(
+                &client,
+                &format!("/api/v4/templates/{id}"),
+                &body,
+                if_match.as_deref(),
+            )
+            .await?;
             done(args.output, &format!("updated template {id}"), &t);
         }
         TemplateCommand::Archive { id, if_match } => {
@@ -188,15 +184,13 @@ pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result
         }
         TemplateCommand::Delete { id, yes, if_match } => {
             confirm(yes, &format!("Delete template {id}?"))?;
-            client
-                .act(
-                    Method::DELETE,
-                    &format!("/api/v4/templates/{id}"),
-                    "",
-                    None,
-                    if_match.as_deref(),
-                )
-                .await?;
+            delete(
+                &client,
+                &format!("/api/v4/templates/{id}"),
+                "",
+                if_match.as_deref(),
+            )
+            .await?;
             done(
                 args.output,
                 &format!("deleted template {id}"),
@@ -214,17 +208,17 @@ pub async fn run(args: &ConnectArgs, command: TemplateCommand) -> anyhow::Result
             naming_scheme,
             description,
         } => {
-            let mut body = json!({
-                "vault": {"id": vault}, "name": name,
-                "key": {"algorithm": algorithm, "size": size, "state": state},
-                "keystores": [{"type": keystore_type, "group": group}],
-            });
-            if let Some(n) = naming_scheme {
-                body["naming_scheme"] = json!(n);
-            }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
+            let body = with_fields(
+                json!({
+                    "vault": {"id": vault}, "name": name,
+                    "key": {"algorithm": algorithm, "size": size, "state": state},
+                    "keystores": [{"type": keystore_type, "group": group}],
+                }),
+                [
+                    ("naming_scheme", naming_scheme),
+                    ("description", description),
+                ],
+            );
             let t = client.post("/api/v4/templates", &body).await?.body;
             done(
                 args.output,

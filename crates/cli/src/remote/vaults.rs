@@ -4,7 +4,9 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{ConnectArgs, confirm, done, list, print_list, print_one, with_query};
+use super::{
+    ConnectArgs, confirm, delete, done, list, patch, print_list, print_one, with_fields, with_query,
+};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
@@ -89,10 +91,7 @@ pub async fn run(args: &ConnectArgs, command: VaultCommand) -> anyhow::Result<()
             print_one(out, &vault, FIELDS);
         }
         VaultCommand::Create { name, description } => {
-            let mut body = json!({ "name": name });
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
+            let body = with_fields(json!({ "name": name }), [("description", description)]);
             let vault = client.post("/api/v4/vaults", &body).await?.body;
             done(
                 out,
@@ -110,23 +109,14 @@ pub async fn run(args: &ConnectArgs, command: VaultCommand) -> anyhow::Result<()
             description,
             if_match,
         } => {
-            let mut body = json!({});
-            if let Some(n) = name {
-                body["name"] = json!(n);
-            }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            let vault = client
-                .act(
-                    Method::PATCH,
-                    &format!("/api/v4/vaults/{id}"),
-                    "",
-                    Some(&body),
-                    if_match.as_deref(),
-                )
-                .await?
-                .body;
+            let body = with_fields(json!({}), [("name", name), ("description", description)]);
+            let vault = patch(
+                &client,
+                &format!("/api/v4/vaults/{id}"),
+                &body,
+                if_match.as_deref(),
+            )
+            .await?;
             done(out, &format!("updated vault {id}"), &vault);
         }
         VaultCommand::DualControl { id, set } => {
@@ -149,15 +139,13 @@ pub async fn run(args: &ConnectArgs, command: VaultCommand) -> anyhow::Result<()
         }
         VaultCommand::Delete { id, yes, if_match } => {
             confirm(yes, &format!("Delete vault {id}?"))?;
-            client
-                .act(
-                    Method::DELETE,
-                    &format!("/api/v4/vaults/{id}"),
-                    "",
-                    None,
-                    if_match.as_deref(),
-                )
-                .await?;
+            delete(
+                &client,
+                &format!("/api/v4/vaults/{id}"),
+                "",
+                if_match.as_deref(),
+            )
+            .await?;
             done(out, &format!("deleted vault {id}"), &json!({ "id": id }));
         }
     }

@@ -88,8 +88,7 @@ fn unframe(ciphertext: &[u8]) -> Result<(u32, &[u8])> {
 /// product's opaque ciphertext, or one made with caller AAD).
 pub fn wrapped_probe(key_id_in_keystore: Uuid, ciphertext: &[u8]) -> Option<ProbeCiphertext> {
     let (version, sealed) = unframe(ciphertext).ok()?;
-    // The engine's sealed format: a format byte ahead of nonce ‖ ciphertext ‖ tag.
-    let (&1, gcm) = sealed.split_first()? else {
+    let (&super::distributor::ENGINE_SEALED_FORMAT, gcm) = sealed.split_first()? else {
         return None;
     };
     Some(ProbeCiphertext {

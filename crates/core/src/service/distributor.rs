@@ -111,7 +111,7 @@ impl Distribution {
 }
 
 /// The material engine's sealed format: this byte, the GCM nonce, ciphertext and tag.
-const ENGINE_SEALED_FORMAT: u8 = 1;
+pub(crate) const ENGINE_SEALED_FORMAT: u8 = 1;
 const GCM_NONCE_LEN: usize = 12;
 
 /// One key version's material, wrapped for the target by the material engine.

@@ -368,6 +368,18 @@ impl Keyplane {
         Ok(())
     }
 
+    /// Queues a convergence in every external keystore holding a copy of the key, including
+    /// those it no longer targets (it left the template's group): such a copy stays disabled,
+    /// and follows the key when it is destroyed.
+    async fn converge_held_copies(&self, key_id: Uuid, write: &mut KeyWrite) -> Result<()> {
+        for copy in self.store.external_copies_of_key(key_id).await? {
+            if !write.converge_in.contains(&copy.keystore_id) {
+                write.converge_in.push(copy.keystore_id);
+            }
+        }
+        Ok(())
+    }
+
     /// The keystores a key targets now: its current ones that still exist.
     async fn current_targets(&self, key: &ManagedKey) -> Result<Vec<Keystore>> {
         let all = self.store.vault_keystores(key.vault.id).await?;
@@ -449,13 +461,7 @@ impl Keyplane {
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         self.distribute(&mut key, &targets, &copies, &mut write);
-        // A copy left in an external keystore the key no longer targets (it left the template's
-        // group) stays disabled, and follows the key when it is destroyed.
-        for copy in self.store.external_copies_of_key(id).await? {
-            if !write.converge_in.contains(&copy.keystore_id) {
-                write.converge_in.push(copy.keystore_id);
-            }
-        }
+        self.converge_held_copies(id, &mut write).await?;
         self.save_key(&key, Some(read_revision), &write).await?;
         if write.erase_material {
             self.engine.forget_material(id);
@@ -684,18 +690,6 @@ impl Keyplane {
             .collect();
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
-        // External keystores that leave the key's targets converge too (their copy is disabled).
-        let leaving: Vec<Uuid> = key
-            .status_in_keystores
-            .iter()
-            .filter(|s| {
-                !s.removed
-                    && all
-                        .iter()
-                        .any(|k| k.id == s.keystore.id && !k.is_internal())
-            })
-            .map(|s| s.keystore.id)
-            .collect();
         key.status_in_keystores.retain(|s| s.removed);
         key.instances[0].group = entry.group.clone();
         key.instances[0].properties = entry.properties.clone();
@@ -703,11 +697,7 @@ impl Keyplane {
         key.template.name = template.name.clone();
         key.template_version = template.version;
         self.distribute(&mut key, &targets, &copies, &mut write);
-        for id in leaving {
-            if !write.converge_in.contains(&id) {
-                write.converge_in.push(id);
-            }
-        }
+        self.converge_held_copies(id, &mut write).await?;
         if dry_run {
             return Ok(key);
         }

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 
 mod bulk;
 
-use super::{ConnectArgs, Output, confirm, done, list, print_list, print_one, with_query};
+use super::{
+    ConnectArgs, Output, confirm, delete, done, list, patch, print_list, print_one, with_fields,
+    with_query,
+};
 
 const COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
@@ -355,13 +358,10 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
             label,
             description,
         } => {
-            let mut body = json!({"template_name": template, "vault": {"id": vault}});
-            if let Some(l) = label {
-                body["label"] = json!(l);
-            }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
+            let body = with_fields(
+                json!({"template_name": template, "vault": {"id": vault}}),
+                [("label", label), ("description", description)],
+            );
             let key = client.post("/api/v4/managed_keys", &body).await?.body;
             done(
                 out,
@@ -390,27 +390,22 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
             expiration_date,
             if_match,
         } => {
-            let mut body = json!({});
-            for (name, value) in [
-                ("label", label),
-                ("description", description),
-                ("activation_date", activation_date),
-                ("expiration_date", expiration_date),
-            ] {
-                if let Some(v) = value {
-                    body[name] = json!(v);
-                }
-            }
-            let key = client
-                .act(
-                    Method::PATCH,
-                    &format!("/api/v4/managed_keys/{id}"),
-                    "",
-                    Some(&body),
-                    if_match.as_deref(),
-                )
-                .await?
-                .body;
+            let body = with_fields(
+                json!({}),
+                [
+                    ("label", label),
+                    ("description", description),
+                    ("activation_date", activation_date),
+                    ("expiration_date", expiration_date),
+                ],
+            );
+            let key = patch(
+                &client,
+                &format!("/api/v4/managed_keys/{id}"),
+                &body,
+                if_match.as_deref(),
+            )
+            .await?;
             done(out, &format!("updated key {id}"), &key);
         }
         KeyCommand::UpdateFromTemplate {
@@ -443,15 +438,13 @@ async fn read(args: &ConnectArgs, command: KeyCommand) -> anyhow::Result<()> {
         }
         KeyCommand::Delete { id, yes, if_match } => {
             confirm(yes, &format!("Remove destroyed key {id} from its vault?"))?;
-            client
-                .act(
-                    Method::DELETE,
-                    &format!("/api/v4/managed_keys/{id}"),
-                    "",
-                    None,
-                    if_match.as_deref(),
-                )
-                .await?;
+            delete(
+                &client,
+                &format!("/api/v4/managed_keys/{id}"),
+                "",
+                if_match.as_deref(),
+            )
+            .await?;
             done(out, &format!("removed key {id}"), &json!({"id": id}));
         }
         KeyCommand::SyncAll {
