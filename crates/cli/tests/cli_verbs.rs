@@ -348,31 +348,13 @@ async fn errors_become_documented_exit_codes() {
 async fn login_keeps_a_checked_api_key_in_a_private_profile() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let admin = server.client();
-    let principal = admin
-        .post(
-            "/api/v4/access/principals",
-            &json!({"name": "operator", "kind": "user"}),
-        )
-        .await
-        .unwrap();
-    let principal = id(&principal.body);
-    let policy = admin
-        .post(
-            "/api/v4/access/policies",
-            &json!({"principal": {"id": principal}, "role": "vault_administrator"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(policy.status, 201, "{}", policy.body);
-    let key = admin
-        .post(
-            &format!("/api/v4/access/principals/{principal}/api_keys"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
-    let apikey = key.body["apikey"].as_str().unwrap().to_owned();
+    let apikey = principal_with_api_key(
+        &server.client(),
+        "operator",
+        "user",
+        &[("vault_administrator", None)],
+    )
+    .await;
     let config = dir.path().join("cli").join("config.toml");
     let env = [("KEYPLANE_CONFIG", config.to_str().unwrap())];
 
@@ -553,31 +535,8 @@ async fn updates_archives_and_a_destroy_under_dual_control() {
     );
     let pending = keyplane(&["approval", "list", "--output", "json"], s, "").await;
     let approval = json_of(&pending)[0]["id"].as_str().unwrap().to_owned();
-    let principal = c
-        .post(
-            "/api/v4/access/principals",
-            &json!({"name": "second", "kind": "user"}),
-        )
-        .await
-        .unwrap();
-    let principal = id(&principal.body);
-    c.post(
-        "/api/v4/access/policies",
-        &json!({"principal": {"id": principal}, "role": "vault_administrator"}),
-    )
-    .await
-    .unwrap();
-    let apikey = c
-        .post(
-            &format!("/api/v4/access/principals/{principal}/api_keys"),
-            &json!({}),
-        )
-        .await
-        .unwrap()
-        .body["apikey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let apikey =
+        principal_with_api_key(&c, "second", "user", &[("vault_administrator", None)]).await;
     let approved = keyplane_with(
         &[
             "approval",

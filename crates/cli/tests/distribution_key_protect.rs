@@ -41,42 +41,18 @@ async fn key_protect_instance(target: &Client) -> (String, String, String) {
     )
     .await;
     active_aes_template(target, &vault, "ibm_cloud_kms", "kp").await;
-    let principal = target
-        .post(
-            "/api/v4/access/principals",
-            &json!({"name": "keyplane-source", "kind": "service"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(principal.status, 201, "{}", principal.body);
-    let principal = id(&principal.body);
-    for role in [
-        "key_custodian_creator",
-        "key_custodian_deployer",
-        "vault_administrator",
-    ] {
-        let p = target
-            .post(
-                "/api/v4/access/policies",
-                &json!({"principal": {"id": principal}, "role": role, "vault": {"id": vault}}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(p.status, 201, "{}", p.body);
-    }
-    let key = target
-        .post(
-            &format!("/api/v4/access/principals/{principal}/api_keys"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(key.status, 201, "{}", key.body);
-    (
-        instance,
-        key.body["apikey"].as_str().unwrap().to_owned(),
-        vault,
+    let apikey = principal_with_api_key(
+        target,
+        "keyplane-source",
+        "service",
+        &[
+            ("key_custodian_creator", Some(&vault)),
+            ("key_custodian_deployer", Some(&vault)),
+            ("vault_administrator", Some(&vault)),
+        ],
     )
+    .await;
+    (instance, apikey, vault)
 }
 
 fn key_protect_keystore(

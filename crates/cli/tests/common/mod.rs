@@ -275,6 +275,42 @@ pub fn open_material_version(
         .expect("material opens with its binding")
 }
 
+/// A principal named `name` holding `roles` (each on one vault, or on all with `None`), and a
+/// fresh API key of it.
+pub async fn principal_with_api_key(
+    c: &Client,
+    name: &str,
+    kind: &str,
+    roles: &[(&str, Option<&str>)],
+) -> String {
+    let principal = c
+        .post(
+            "/api/v4/access/principals",
+            &json!({"name": name, "kind": kind}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(principal.status, 201, "{}", principal.body);
+    let principal = id(&principal.body);
+    for (role, vault) in roles {
+        let mut policy = json!({"principal": {"id": principal}, "role": role});
+        if let Some(v) = vault {
+            policy["vault"] = json!({ "id": v });
+        }
+        let p = c.post("/api/v4/access/policies", &policy).await.unwrap();
+        assert_eq!(p.status, 201, "{}", p.body);
+    }
+    let key = c
+        .post(
+            &format!("/api/v4/access/principals/{principal}/api_keys"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(key.status, 201, "{}", key.body);
+    key.body["apikey"].as_str().unwrap().to_owned()
+}
+
 /// A vault with a fresh name.
 pub async fn new_vault(c: &Client) -> String {
     let r = c
