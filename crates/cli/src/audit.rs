@@ -16,6 +16,18 @@ pub enum AuditCommand {
         #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
         data_dir: PathBuf,
     },
+    /// Events through a running server's API, newest pages last (filters as the API names them).
+    Events {
+        #[command(flatten)]
+        connect: crate::remote::ConnectArgs,
+        #[command(flatten)]
+        filters: crate::remote::audit_events::EventFilters,
+    },
+    /// Asks a running server to verify its chain (any store, any node); non-zero if broken.
+    Chain {
+        #[command(flatten)]
+        connect: crate::remote::ConnectArgs,
+    },
     /// Writes every event (or those after `--after-seq`) to standard output.
     Export {
         #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
@@ -36,6 +48,9 @@ pub enum ExportFormat {
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
     match command {
+        AuditCommand::Events { .. } | AuditCommand::Chain { .. } => {
+            bail!("a client verb runs through run_client")
+        }
         AuditCommand::Verify { data_dir } => {
             let store = open(&data_dir).await?;
             let report = store.verify_audit_chain().await?;

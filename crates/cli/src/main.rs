@@ -127,6 +127,12 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(admin::run(command)),
+        Command::Audit(audit::AuditCommand::Events { connect, filters }) => {
+            run_client(remote::audit_events::events(&connect, filters))
+        }
+        Command::Audit(audit::AuditCommand::Chain { connect }) => {
+            run_client(remote::audit_events::chain(&connect))
+        }
         Command::Audit(command) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?

@@ -169,3 +169,63 @@ async fn the_trail_streams_to_a_file_and_resumes_after_a_restart() {
     );
     assert_eq!(lines.last().unwrap()["request"]["body"]["name"], "s4");
 }
+
+#[tokio::test]
+async fn a_running_server_lists_its_events_and_verifies_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let s = Some(&server);
+    let c = server.client();
+    let made = c
+        .post("/api/v4/vaults", &json!({"name": "audited"}))
+        .await
+        .unwrap();
+    assert_eq!(made.status, 201);
+    let refused = c
+        .post("/api/v4/vaults", &json!({"name": ""}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400);
+
+    let table = keyplane(&["audit", "events", "--outcome", "failure"], s, "").await;
+    assert!(table.success, "{}", table.stderr);
+    assert!(table.stdout.starts_with("SEQ"), "{}", table.stdout);
+    assert!(table.stdout.contains("failure"), "{}", table.stdout);
+    assert!(!table.stdout.contains("success"), "{}", table.stdout);
+    let json = keyplane(
+        &["audit", "events", "--all-pages", "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    let events: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 2, "{events}");
+    let bad = keyplane(&["audit", "events", "--outcome", "maybe"], s, "").await;
+    assert_eq!(bad.code, Some(3), "{}", bad.stderr);
+
+    let intact = keyplane(&["audit", "chain", "--output", "json"], s, "").await;
+    assert!(intact.success, "{}", intact.stderr);
+    let report: Value = serde_json::from_str(&intact.stdout).unwrap();
+    assert_eq!(report["intact"], true);
+    // The two vault calls and the refused filter (a failure, recorded like any other).
+    assert_eq!(report["events"], 3);
+
+    // Altered behind the server's back: the API, the CLI and the console all say where.
+    let conn = Connection::open(dir.path().join("keyplane.sqlite")).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_events_no_update;
+         UPDATE audit_events SET initiator = 'mallory' WHERE seq = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let broken = keyplane(&["audit", "chain"], s, "").await;
+    assert_eq!(broken.code, Some(1), "{}", broken.stderr);
+    assert!(
+        broken.stderr.contains("broken at event 1"),
+        "{}",
+        broken.stderr
+    );
+    let report = c.get("/api/v4/audit_events/verification").await.unwrap();
+    assert_eq!(report.body["intact"], false, "{}", report.body);
+    assert_eq!(report.body["first_broken"], 1);
+}

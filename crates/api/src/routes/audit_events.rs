@@ -34,3 +34,18 @@ pub(crate) async fn list(
         page.items,
     )))
 }
+
+/// Walks the whole audit chain (an extension): whether every event links to the one before it
+/// and matches its hash, and where the first one that does not is.
+#[utoipa::path(get, path = "/api/v4/audit_events/verification", tag = "audit",
+    responses((status = 200, description = "AuditChainVerification", body = Object)))]
+pub(crate) async fn verification(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let report = s.keyplane.verify_audit_chain().await?;
+    Ok(Json(serde_json::json!({
+        "intact": report.first_broken.is_none(),
+        "events": report.events,
+        "first_broken": report.first_broken,
+        "reason": report.reason,
+        "head": report.head,
+    })))
+}

@@ -79,6 +79,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(system::seal))
         .routes(routes!(system::rotate_master_key))
         .routes(routes!(audit_events::list))
+        .routes(routes!(audit_events::verification))
         .routes(routes!(access::list_principals, access::create_principal))
         .routes(routes!(access::get_principal, access::delete_principal))
         .routes(routes!(access::list_api_keys, access::create_api_key))

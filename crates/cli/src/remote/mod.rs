@@ -2,6 +2,7 @@
 //! `keyplane-client`. Tables on a terminal, `--output json` for scripts, documented exit codes.
 
 pub mod approvals;
+pub mod audit_events;
 pub mod keys;
 pub mod keystores;
 pub mod profiles;
