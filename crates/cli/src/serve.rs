@@ -169,6 +169,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             rate_limit: config.rate_limit,
         },
     );
+    // The console drives the API in process, so it gets the API application itself.
+    let app = app.clone().merge(keyplane_console::router(
+        app,
+        keyplane_console::ConsoleSettings {
+            secure_cookies: tls.is_some(),
+        },
+    ));
     let seal = engine.status();
     if seal.sealed {
         let how = match seal.threshold {

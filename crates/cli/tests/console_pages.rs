@@ -1,0 +1,282 @@
+//! The web console over plain HTTP, as a browser without JavaScript sees it: sign-in, the
+//! session cookie, CSRF protection, the API's own permission checks and error messages.
+
+mod common;
+
+use common::{TOKEN, principal_with_api_key, start};
+use keyplane_testkit::process::Server;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
+
+fn browser() -> reqwest::Client {
+    let _ = keyplane_testkit::http_client();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` among a response's `Set-Cookie` headers, with its attributes.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .unwrap()
+}
+
+/// The `value` of the first hidden `csrf` input of a page.
+fn csrf_of(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a CSRF field") + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Signs in with `credential`; returns the session cookie header value.
+async fn sign_in(server: &Server, http: &reqwest::Client, credential: &str) -> String {
+    let form = http
+        .get(format!("{}/ui/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = set_cookie(&form, "keyplane_login").expect("login cookie");
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let answer = http
+        .post(format!("{}/ui/login", server.base))
+        .header(
+            COOKIE,
+            format!("keyplane_login={}", cookie_value(&login_cookie)),
+        )
+        .form(&[("csrf", csrf.as_str()), ("credential", credential)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&answer, "keyplane_session").expect("session cookie");
+    assert!(session.contains("HttpOnly"), "{session}");
+    assert!(session.contains("SameSite=Strict"), "{session}");
+    // Plain HTTP here: Secure would keep the browser from sending it back.
+    assert!(!session.contains("Secure"), "{session}");
+    format!("keyplane_session={}", cookie_value(&session))
+}
+
+async fn page(server: &Server, http: &reqwest::Client, session: &str, path: &str) -> String {
+    let r = http
+        .get(format!("{}{path}", server.base))
+        .header(COOKIE, session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn signing_in_needs_a_valid_credential_and_the_form_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = browser();
+
+    let signed_out = http
+        .get(format!("{}/ui/keystores", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_out.headers()[LOCATION], "/ui/login");
+
+    // Without the sign-in form's token, nothing is even tried.
+    let forged = http
+        .post(format!("{}/ui/login", server.base))
+        .form(&[("csrf", "x"), ("credential", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&forged, "keyplane_session").is_none());
+
+    let form = http
+        .get(format!("{}/ui/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = cookie_value(&set_cookie(&form, "keyplane_login").unwrap());
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let wrong = http
+        .post(format!("{}/ui/login", server.base))
+        .header(COOKIE, format!("keyplane_login={login_cookie}"))
+        .form(&[("csrf", csrf.as_str()), ("credential", "no-such-key")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&wrong, "keyplane_session").is_none());
+    assert!(wrong.text().await.unwrap().contains("was not accepted"));
+
+    // The admin token works, and so does an API key; each page carries protective headers.
+    let session = sign_in(&server, &http, TOKEN).await;
+    let apikey =
+        principal_with_api_key(&server.client(), "manager-1", "user", &[("manager", None)]).await;
+    let reader = sign_in(&server, &http, &apikey).await;
+    for s in [&session, &reader] {
+        let r = http
+            .get(format!("{}/ui/keystores", server.base))
+            .header(COOKIE, s.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[X_FRAME_OPTIONS], "DENY");
+        assert!(
+            r.headers()[CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+    }
+    // Signing out ends the session on the server.
+    let html = page(&server, &http, &session, "/ui/vaults").await;
+    let out = http
+        .post(format!("{}/ui/logout", server.base))
+        .header(COOKIE, session.as_str())
+        .form(&[("csrf", csrf_of(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let after = http
+        .get(format!("{}/ui/vaults", server.base))
+        .header(COOKIE, session.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_form_without_its_token_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = browser();
+    let session = sign_in(&server, &http, TOKEN).await;
+
+    let forged = http
+        .post(format!("{}/ui/vaults/new", server.base))
+        .header(COOKIE, session.as_str())
+        .form(&[("csrf", "forged"), ("name", "evil")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(
+        forged
+            .text()
+            .await
+            .unwrap()
+            .contains("did not come from the console")
+    );
+    let vaults = server
+        .client()
+        .get("/api/v4/vaults?name=evil")
+        .await
+        .unwrap();
+    assert_eq!(vaults.body["total_count"], 0, "{}", vaults.body);
+
+    let html = page(&server, &http, &session, "/ui/vaults/new").await;
+    let made = http
+        .post(format!("{}/ui/vaults/new", server.base))
+        .header(COOKIE, session.as_str())
+        .form(&[("csrf", csrf_of(&html).as_str()), ("name", "finance")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::SEE_OTHER);
+    let listed = page(&server, &http, &session, "/ui/vaults").await;
+    assert!(listed.contains("Vault finance created."), "{listed}");
+    assert!(listed.contains(">finance</a>"), "{listed}");
+}
+
+#[tokio::test]
+async fn the_api_decides_what_a_user_may_do_and_its_message_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = browser();
+    let apikey =
+        principal_with_api_key(&server.client(), "reader-2", "user", &[("reader", None)]).await;
+    let reader = sign_in(&server, &http, &apikey).await;
+    let html = page(&server, &http, &reader, "/ui/vaults/new").await;
+    let denied = http
+        .post(format!("{}/ui/vaults/new", server.base))
+        .header(COOKIE, reader.as_str())
+        .form(&[("csrf", csrf_of(&html).as_str()), ("name", "not-mine")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body = denied.text().await.unwrap();
+    assert!(
+        body.contains(r#"class="flash error" role="alert""#),
+        "{body}"
+    );
+    let vaults = server
+        .client()
+        .get("/api/v4/vaults?name=not-mine")
+        .await
+        .unwrap();
+    assert_eq!(vaults.body["total_count"], 0);
+
+    // Bad input is the API's 400, its message on the form, and the typed values kept.
+    let admin = sign_in(&server, &http, TOKEN).await;
+    let html = page(&server, &http, &admin, "/ui/vaults/new").await;
+    let bad = http
+        .post(format!("{}/ui/vaults/new", server.base))
+        .header(COOKIE, admin.as_str())
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("name", ""),
+            ("description", "kept"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body = bad.text().await.unwrap();
+    assert!(body.contains("name"), "{body}");
+    assert!(body.contains(r#"value="kept""#), "{body}");
+}
+
+#[tokio::test]
+async fn the_audit_page_shows_events_and_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = browser();
+    let c = server.client();
+    let refused = c
+        .post("/api/v4/vaults", &serde_json::json!({"name": ""}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400);
+    let made = c
+        .post("/api/v4/vaults", &serde_json::json!({"name": "ok"}))
+        .await
+        .unwrap();
+    assert_eq!(made.status, 201);
+    let session = sign_in(&server, &http, TOKEN).await;
+    let html = page(&server, &http, &session, "/ui/audit").await;
+    assert!(html.contains("Chain verified"), "{html}");
+    assert!(html.contains("success</span> 201"), "{html}");
+    let failures = page(&server, &http, &session, "/ui/audit?outcome=failure").await;
+    assert!(failures.contains("failure</span> 400"), "{failures}");
+    assert!(!failures.contains("success</span>"), "{failures}");
+}
