@@ -3,6 +3,7 @@
 //! per keystore. Compares the time until OpenBao holds every key with the minimum that the
 //! concurrency allows: keys × remote calls per key × latency ÷ concurrency.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -99,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
     let minimum = calls_per_key * args.keys as f64 * args.latency_ms as f64
         / 1000.0
         / args.concurrency as f64;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{}",
         json!({
             "workload": "distribution",
@@ -114,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
             "ratio_to_minimum": elapsed.as_secs_f64() / minimum,
             "max_in_flight": proxy.max_in_flight(),
         })
-    );
+    )?;
+    drop(out);
     bao.stop().await;
     Ok(())
 }
