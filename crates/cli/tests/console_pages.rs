@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TOKEN, principal_with_api_key, start};
+use common::{TOKEN, create_key, id, principal_with_api_key, setup, start};
 use keyplane_testkit::process::Server;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
@@ -279,4 +279,157 @@ async fn the_audit_page_shows_events_and_the_chain_verifies() {
     let failures = page(&server, &http, &session, "/ui/audit?outcome=failure").await;
     assert!(failures.contains("failure</span> 400"), "{failures}");
     assert!(!failures.contains("success</span>"), "{failures}");
+}
+
+/// Posts a console form with the CSRF token of the page at `form_page`.
+async fn submit(
+    server: &Server,
+    http: &reqwest::Client,
+    session: &str,
+    form_page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let html = page(server, http, session, form_page).await;
+    let csrf = csrf_of(&html);
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    http.post(format!("{}{action}", server.base))
+        .header(COOKIE, session)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn guards_refuse_with_the_apis_reason_and_edits_keep_etags() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let (vault, keystore) = setup(&c, "active", "aes", "256").await;
+    create_key(&c, &vault, "in-use").await;
+    let template = c.get("/api/v4/templates?name=T1").await.unwrap();
+    let template = id(&template.body["templates"][0]);
+    let http = browser();
+    let session = sign_in(&server, &http, TOKEN).await;
+
+    // A vault with keys and a template in use are not deleted; the notice says why.
+    let refused = submit(
+        &server,
+        &http,
+        &session,
+        "/ui/vaults",
+        &format!("/ui/vaults/{vault}/delete"),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    let listed = page(&server, &http, &session, "/ui/vaults").await;
+    assert!(listed.contains(r#"class="flash error""#), "{listed}");
+    assert_eq!(
+        c.get(&format!("/api/v4/vaults/{vault}"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    submit(
+        &server,
+        &http,
+        &session,
+        "/ui/templates",
+        &format!("/ui/templates/{template}/delete"),
+        &[],
+    )
+    .await;
+    let listed = page(&server, &http, &session, "/ui/templates").await;
+    assert!(listed.contains(r#"class="flash error""#), "{listed}");
+    assert_eq!(
+        c.get(&format!("/api/v4/templates/{template}"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Archive, then unarchive.
+    submit(
+        &server,
+        &http,
+        &session,
+        "/ui/templates",
+        &format!("/ui/templates/{template}/archive"),
+        &[],
+    )
+    .await;
+    let t = c
+        .get(&format!("/api/v4/templates/{template}"))
+        .await
+        .unwrap();
+    assert_eq!(t.body["state"], "archived", "{}", t.body);
+    submit(
+        &server,
+        &http,
+        &session,
+        "/ui/templates",
+        &format!("/ui/templates/{template}/unarchive"),
+        &[],
+    )
+    .await;
+    let t = c
+        .get(&format!("/api/v4/templates/{template}"))
+        .await
+        .unwrap();
+    assert_eq!(t.body["state"], "unarchived", "{}", t.body);
+
+    // Edits carry the ETag read with the form: a stale one is refused and nothing changes.
+    let edit = page(
+        &server,
+        &http,
+        &session,
+        &format!("/ui/keystores/{keystore}/edit"),
+    )
+    .await;
+    assert!(edit.contains(r#"name="etag""#), "{edit}");
+    let stale = submit(
+        &server,
+        &http,
+        &session,
+        &format!("/ui/keystores/{keystore}/edit"),
+        &format!("/ui/keystores/{keystore}/edit"),
+        &[
+            ("etag", "\"stale\""),
+            ("name", "renamed"),
+            ("groups", "prod"),
+        ],
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let k = c
+        .get(&format!("/api/v4/keystores/{keystore}"))
+        .await
+        .unwrap();
+    assert_eq!(k.body["name"], "internal-1");
+    let etag = k.etag.clone();
+    let saved = submit(
+        &server,
+        &http,
+        &session,
+        &format!("/ui/keystores/{keystore}/edit"),
+        &format!("/ui/keystores/{keystore}/edit"),
+        &[
+            ("etag", etag.as_str()),
+            ("name", "renamed"),
+            ("groups", "prod, eu"),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let k = c
+        .get(&format!("/api/v4/keystores/{keystore}"))
+        .await
+        .unwrap();
+    assert_eq!(k.body["name"], "renamed");
+    assert_eq!(k.body["groups"], serde_json::json!(["prod", "eu"]));
 }
