@@ -563,3 +563,146 @@ async fn updates_archives_and_a_destroy_under_dual_control() {
     let missing = keyplane(&["key", "get", &key], s, "").await;
     assert_eq!(missing.code, Some(5), "{}", missing.stderr);
 }
+
+#[tokio::test]
+async fn the_other_verbs_in_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let s = Some(&server);
+    let c = server.client();
+    let ok = |run: &AdminRun| assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let (vault, keystore) = setup(&c, "pre_activation", "aes", "256").await;
+
+    let shown = keyplane(&["keystore", "get", &keystore], s, "").await;
+    ok(&shown);
+    assert!(shown.stdout.contains("internal-1"), "{}", shown.stdout);
+    let health = keyplane(
+        &["keystore", "status", &keystore, "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    assert_eq!(json_of(&health)["health_status"], "ok", "{}", health.stdout);
+    let listed = keyplane(
+        &["template", "list", "--vault.id", &vault, "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    let template = json_of(&listed)[0]["id"].as_str().unwrap().to_owned();
+    let got = keyplane(&["template", "get", &template], s, "").await;
+    ok(&got);
+    assert!(got.stdout.contains("T1"), "{}", got.stdout);
+
+    // A pre-active key: activate, rotate (waiting for every keystore), sync, status, compromise.
+    let made = keyplane(
+        &[
+            "key",
+            "create",
+            "--template",
+            "T1",
+            "--vault",
+            &vault,
+            "--label",
+            "k-first",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    let key = json_of(&made)["id"].as_str().unwrap().to_owned();
+    assert_eq!(json_of(&made)["state"], "pre_activation");
+    let activated = keyplane(&["key", "activate", &key, "--wait"], s, "").await;
+    ok(&activated);
+    assert!(
+        activated.stdout.contains("now active"),
+        "{}",
+        activated.stdout
+    );
+    let rotated = keyplane(
+        &["key", "rotate", &key, "--wait", "--output", "json"],
+        s,
+        "",
+    )
+    .await;
+    ok(&rotated);
+    let versions = keyplane(&["key", "versions", &key, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&versions).as_array().unwrap().len(), 2);
+    let synced = keyplane(&["key", "sync", &key], s, "").await;
+    ok(&synced);
+    assert!(synced.stdout.contains("internal-1"), "{}", synced.stdout);
+    let status = keyplane(&["key", "status", &key, "--output", "json"], s, "").await;
+    ok(&status);
+    assert_eq!(json_of(&status)[0]["status"], "active", "{}", status.stdout);
+    let compromised = keyplane(&["key", "compromise", &key, "--yes"], s, "").await;
+    ok(&compromised);
+    let after = keyplane(&["key", "get", &key, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&after)["state"], "compromised");
+
+    // Guards: a template in use and a vault that is not empty are refused (exit 6).
+    let in_use = keyplane(&["template", "delete", &template, "--yes"], s, "").await;
+    assert_eq!(in_use.code, Some(6), "{}", in_use.stderr);
+    let not_empty = keyplane(&["vault", "delete", &vault, "--yes"], s, "").await;
+    assert_eq!(not_empty.code, Some(6), "{}", not_empty.stderr);
+
+    // Dual control: a request that the second person rejects leaves the key as it was.
+    let second = new_vault(&c).await;
+    ok(&keyplane(&["vault", "dual-control", &second, "on"], s, "").await);
+    active_aes_template(&c, &second, "ibm_cloud_kms", "none").await;
+    let guarded = keyplane(
+        &[
+            "key",
+            "create",
+            "--template",
+            "T1",
+            "--vault",
+            &second,
+            "--label",
+            "k-guarded",
+            "--output",
+            "json",
+        ],
+        s,
+        "",
+    )
+    .await;
+    let guarded = json_of(&guarded)["id"].as_str().unwrap().to_owned();
+    ok(&keyplane(&["key", "deactivate", &guarded], s, "").await);
+    ok(&keyplane(&["key", "destroy", &guarded, "--yes"], s, "").await);
+    let pending = keyplane(&["approval", "list", "--output", "json"], s, "").await;
+    let approval = json_of(&pending)[0]["id"].as_str().unwrap().to_owned();
+    let one = keyplane(&["approval", "get", &approval], s, "").await;
+    ok(&one);
+    assert!(one.stdout.contains("pending"), "{}", one.stdout);
+    let apikey =
+        principal_with_api_key(&c, "second", "user", &[("vault_administrator", None)]).await;
+    let rejected = keyplane_with(
+        &[
+            "approval",
+            "reject",
+            &approval,
+            "--url",
+            &server.base,
+            "--api-key",
+            &apikey,
+        ],
+        None,
+        "",
+        &[(
+            "KEYPLANE_CONFIG",
+            dir.path().join("none.toml").to_str().unwrap(),
+        )],
+    )
+    .await;
+    ok(&rejected);
+    let kept = keyplane(&["key", "get", &guarded, "--output", "json"], s, "").await;
+    assert_eq!(json_of(&kept)["state"], "deactivated");
+
+    // An empty vault goes.
+    let empty = new_vault(&c).await;
+    ok(&keyplane(&["vault", "delete", &empty, "--yes"], s, "").await);
+    let gone = keyplane(&["vault", "get", &empty], s, "").await;
+    assert_eq!(gone.code, Some(5), "{}", gone.stderr);
+}
