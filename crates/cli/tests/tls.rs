@@ -226,3 +226,71 @@ async fn plain_http_beyond_loopback_is_refused_unless_asked_for() {
     .unwrap();
     assert!(server.terminate().await.unwrap());
 }
+
+/// curl's response headers and body for `args` (over HTTPS with the test CA).
+fn curl_raw(ca: &Path, args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_console_over_https_sets_secure_cookies() {
+    let pki = pki();
+    let data = tempfile::tempdir().unwrap();
+    let ca = pki.path("ca.pem");
+    let server = Server::start(
+        &binary(),
+        data.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            (
+                "KEYPLANE_TLS_CERT",
+                pki.path("server.pem").to_str().unwrap(),
+            ),
+            ("KEYPLANE_TLS_KEY", pki.path("server.key").to_str().unwrap()),
+        ],
+    )
+    .await
+    .unwrap();
+    let login = format!("{}/ui/login", server.base);
+    let (head, body) = curl_raw(&ca, &[&login]);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: keyplane_login="))
+        .expect("login cookie")
+        .to_owned();
+    assert!(cookie.contains("; secure"), "{cookie}");
+    let login_token = cookie.split(';').next().unwrap().to_owned();
+    let marker = r#"name="csrf" value=""#;
+    let csrf = body[body.find(marker).unwrap() + marker.len()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (head, _) = curl_raw(
+        &ca,
+        &[
+            "-b",
+            &format!("keyplane_login={login_token}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            &format!("credential={TOKEN}"),
+            &login,
+        ],
+    );
+    let session = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie: keyplane_session="))
+        .expect("session cookie");
+    assert!(session.contains("; secure"), "{session}");
+    assert!(session.contains("httponly"), "{session}");
+    assert!(session.contains("samesite=strict"), "{session}");
+}
