@@ -182,12 +182,16 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            legacy_vault_header,
-        ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
+        // One layer of three: each `route_layer` would box its middleware around every route.
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(state.clone(), audit::record))
+                .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    legacy_vault_header,
+                )),
+        );
     // The token endpoint takes an API key, not a bearer token: outside authentication, audited.
     let identity = Router::new()
         .route(
@@ -195,20 +199,25 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
             axum::routing::post(routes::identity_token),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
-    Router::new()
+    let routes = Router::new()
         .merge(api)
         .merge(identity)
         .route("/health", axum::routing::get(routes::health))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state);
+    // What every request passes through wraps the router once. `Router::layer` would wrap each
+    // route instead, boxing every layer per route and cloning the boxes on every request.
+    let every_request = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn(correlate))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout,
         ))
-        .layer(tower_http::decompression::RequestDecompressionLayer::new())
-        .layer(middleware::from_fn(correlate))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .service(routes);
+    Router::new().fallback_service(every_request)
 }
 
 async fn fallback() -> ApiError {
