@@ -178,11 +178,7 @@ pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
         ],
     );
     let answer = user.get(&path).await?;
-    let vaults = user
-        .get("/api/v4/vaults?limit=100&sort=name")
-        .await?
-        .body
-        .items("/vaults");
+    let vaults = super::vault_choices(&user).await?;
     let query = with_query(
         "",
         &[

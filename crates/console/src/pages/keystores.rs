@@ -12,7 +12,7 @@ use keyplane_core::model::{IbmVariant, KeystoreType};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::Paging;
+use super::{Paging, vault_choices};
 use crate::api::{Problem, with_query};
 use crate::view::{Text, state_label};
 use crate::{Chrome, Console, PageError, PageResult, User, render, render_status};
@@ -331,14 +331,6 @@ pub(crate) struct ConnectPage {
 pub(crate) struct KindQuery {
     #[serde(default)]
     kind: String,
-}
-
-async fn vault_choices(user: &User) -> Result<Vec<Value>, PageError> {
-    Ok(user
-        .get("/api/v4/vaults?limit=100&sort=name")
-        .await?
-        .body
-        .items("/vaults"))
 }
 
 fn fields_for(kind: &str, values: &Map<String, Value>) -> Vec<Field> {

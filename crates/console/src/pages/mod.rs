@@ -8,8 +8,19 @@ pub(crate) mod templates;
 pub(crate) mod vaults;
 
 use askama::Template;
+use serde_json::Value;
 
-use crate::Chrome;
+use crate::view::Text;
+use crate::{Chrome, PageError, User};
+
+/// The vaults a form offers (the first hundred, by name).
+pub(crate) async fn vault_choices(user: &User) -> Result<Vec<Value>, PageError> {
+    Ok(user
+        .get("/api/v4/vaults?limit=100&sort=name")
+        .await?
+        .body
+        .items("/vaults"))
+}
 
 #[derive(Template)]
 #[template(path = "error.html")]

@@ -9,9 +9,9 @@ use axum::{Form, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Paging;
+use super::{Paging, vault_choices};
 use crate::view::Text;
-use crate::{Chrome, Console, PageError, PageResult, User, render, render_status};
+use crate::{Chrome, Console, PageResult, User, render, render_status};
 
 const PAGE_SIZE: u64 = 25;
 /// Keystore rows on the template form.
@@ -265,14 +265,6 @@ fn rows_of(template: &Value) -> Vec<KeystoreRow> {
         });
     }
     rows
-}
-
-async fn vault_choices(user: &User) -> Result<Vec<Value>, PageError> {
-    Ok(user
-        .get("/api/v4/vaults?limit=100&sort=name")
-        .await?
-        .body
-        .items("/vaults"))
 }
 
 pub(crate) async fn create_form(user: User) -> PageResult {
