@@ -12,6 +12,38 @@ fn json_of(run: &AdminRun) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
 }
 
+/// `keyplane approval DECISION ID` run by a second principal (a vault administrator), signed in
+/// with its own API key and no profile.
+async fn decide_as_second_person(
+    server: &keyplane_testkit::process::Server,
+    dir: &std::path::Path,
+    decision: &str,
+    approval: &str,
+) -> AdminRun {
+    let apikey = principal_with_api_key(
+        &server.client(),
+        "second",
+        "user",
+        &[("vault_administrator", None)],
+    )
+    .await;
+    keyplane_with(
+        &[
+            "approval",
+            decision,
+            approval,
+            "--url",
+            &server.base,
+            "--api-key",
+            &apikey,
+        ],
+        None,
+        "",
+        &[("KEYPLANE_CONFIG", dir.join("none.toml").to_str().unwrap())],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn vaults_keys_and_keystores_from_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,26 +567,7 @@ async fn updates_archives_and_a_destroy_under_dual_control() {
     );
     let pending = keyplane(&["approval", "list", "--output", "json"], s, "").await;
     let approval = json_of(&pending)[0]["id"].as_str().unwrap().to_owned();
-    let apikey =
-        principal_with_api_key(&c, "second", "user", &[("vault_administrator", None)]).await;
-    let approved = keyplane_with(
-        &[
-            "approval",
-            "approve",
-            &approval,
-            "--url",
-            &server.base,
-            "--api-key",
-            &apikey,
-        ],
-        None,
-        "",
-        &[(
-            "KEYPLANE_CONFIG",
-            dir.path().join("none.toml").to_str().unwrap(),
-        )],
-    )
-    .await;
+    let approved = decide_as_second_person(&server, dir.path(), "approve", &approval).await;
     ok(&approved);
     let gone = keyplane(&["key", "get", &key, "--output", "json"], s, "").await;
     assert_eq!(json_of(&gone)["state"], "destroyed");
@@ -676,26 +689,7 @@ async fn the_other_verbs_in_table_and_json() {
     let one = keyplane(&["approval", "get", &approval], s, "").await;
     ok(&one);
     assert!(one.stdout.contains("pending"), "{}", one.stdout);
-    let apikey =
-        principal_with_api_key(&c, "second", "user", &[("vault_administrator", None)]).await;
-    let rejected = keyplane_with(
-        &[
-            "approval",
-            "reject",
-            &approval,
-            "--url",
-            &server.base,
-            "--api-key",
-            &apikey,
-        ],
-        None,
-        "",
-        &[(
-            "KEYPLANE_CONFIG",
-            dir.path().join("none.toml").to_str().unwrap(),
-        )],
-    )
-    .await;
+    let rejected = decide_as_second_person(&server, dir.path(), "reject", &approval).await;
     ok(&rejected);
     let kept = keyplane(&["key", "get", &guarded, "--output", "json"], s, "").await;
     assert_eq!(json_of(&kept)["state"], "deactivated");

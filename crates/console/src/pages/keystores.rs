@@ -333,7 +333,8 @@ pub(crate) struct KindQuery {
     kind: String,
 }
 
-fn fields_for(kind: &str, values: &Map<String, Value>) -> Vec<Field> {
+/// The kind's connection fields, filled from `values` (secrets are never filled in).
+fn fields_for(kind: &str, values: &Value) -> Vec<Field> {
     wire_kind(kind)
         .map(|(t, v)| connection_fields(t, v))
         .unwrap_or_default()
@@ -342,7 +343,7 @@ fn fields_for(kind: &str, values: &Map<String, Value>) -> Vec<Field> {
             let value = if spec.secret {
                 String::new()
             } else {
-                Value::Object(values.clone()).t(&format!("/{}", spec.name))
+                values.t(&format!("/{}", spec.name))
             };
             Field::of(spec, value)
         })
@@ -355,7 +356,7 @@ pub(crate) async fn connect_form(user: User, Query(q): Query<KindQuery>) -> Page
         chrome: user.chrome("keystores"),
         kinds: KINDS,
         kind_label: kind_label(&q.kind),
-        fields: fields_for(&q.kind, &Map::new()),
+        fields: fields_for(&q.kind, &Value::Null),
         kind: if wire_kind(&q.kind).is_some() {
             q.kind
         } else {
@@ -493,7 +494,7 @@ pub(crate) async fn connect(
             chrome: user.chrome("keystores"),
             kinds: KINDS,
             kind_label: kind_label(&q.kind),
-            fields: fields_for(&q.kind, &p.fields),
+            fields: fields_for(&q.kind, &Value::Object(p.fields.clone())),
             kind: q.kind,
             editing: None,
             vaults,
@@ -511,12 +512,11 @@ pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult 
     let answer = user.get(&format!("/api/v4/keystores/{id}")).await?;
     let item = answer.body;
     let kind = kind_of(&item);
-    let values = item.as_object().cloned().unwrap_or_default();
     render(&ConnectPage {
         chrome: user.chrome("keystores"),
         kinds: KINDS,
         kind_label: kind_label(&kind),
-        fields: fields_for(&kind, &values),
+        fields: fields_for(&kind, &item),
         editing: Some((id, answer.etag.unwrap_or_default())),
         vaults: Vec::new(),
         vault: item.t("/vault/id"),
@@ -554,7 +554,7 @@ pub(crate) async fn edit(
                 chrome: user.chrome("keystores"),
                 kinds: KINDS,
                 kind_label: kind_label(&kind),
-                fields: fields_for(&kind, &p.fields),
+                fields: fields_for(&kind, &Value::Object(p.fields.clone())),
                 editing: Some((id, p.etag)),
                 vaults: Vec::new(),
                 vault: p.vault,

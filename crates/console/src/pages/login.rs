@@ -145,13 +145,11 @@ async fn sign_in(
     probe.bearer = Some(credential);
     probe.client = client;
     // A 403 still means the token was recognised: the caller may lack the right to list.
-    match api::send(api, probe).await {
-        Ok(_) => Some((Zeroizing::new(credential.to_owned()), BEARER_SESSION)),
-        Err(p) if p.status == StatusCode::FORBIDDEN => {
-            Some((Zeroizing::new(credential.to_owned()), BEARER_SESSION))
-        }
-        Err(_) => None,
-    }
+    let recognised = match api::send(api, probe).await {
+        Ok(_) => true,
+        Err(p) => p.status == StatusCode::FORBIDDEN,
+    };
+    recognised.then(|| (Zeroizing::new(credential.to_owned()), BEARER_SESSION))
 }
 
 pub(crate) async fn logout(

@@ -53,12 +53,17 @@ pub(crate) fn keystore_groups(t: &Value) -> String {
         .join(", ")
 }
 
-fn question(action: &str) -> Option<&'static str> {
+/// The actions that ask first: (action, question).
+fn confirmation(action: &str) -> Option<(&'static str, &'static str)> {
     match action {
-        "delete" => Some("Delete this template? Keys made from it must be removed first."),
-        "archive" => {
-            Some("Archive this template? No new keys can be made from it until it is unarchived.")
-        }
+        "delete" => Some((
+            "delete",
+            "Delete this template? Keys made from it must be removed first.",
+        )),
+        "archive" => Some((
+            "archive",
+            "Archive this template? No new keys can be made from it until it is unarchived.",
+        )),
         _ => None,
     }
 }
@@ -81,23 +86,14 @@ pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
         ))
         .await?;
     let templates = answer.body.items("/templates");
-    let confirm = match question(&q.confirm) {
-        Some(text) if !q.id.is_empty() => {
+    let confirm = match confirmation(&q.confirm) {
+        Some((action, text)) if !q.id.is_empty() => {
             let name = user
                 .get(&format!("/api/v4/templates/{}", q.id))
                 .await?
                 .body
                 .t("/name");
-            Some((
-                q.id.clone(),
-                name,
-                if q.confirm == "delete" {
-                    "delete"
-                } else {
-                    "archive"
-                },
-                text,
-            ))
+            Some((q.id.clone(), name, action, text))
         }
         _ => None,
     };
