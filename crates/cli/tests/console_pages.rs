@@ -433,3 +433,34 @@ async fn guards_refuse_with_the_apis_reason_and_edits_keep_etags() {
     assert_eq!(k.body["name"], "renamed");
     assert_eq!(k.body["groups"], serde_json::json!(["prod", "eu"]));
 }
+
+#[tokio::test]
+async fn a_refused_key_creation_answers_with_the_apis_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    setup(&c, "active", "aes", "256").await;
+    let template = c.get("/api/v4/templates?name=T1").await.unwrap();
+    let template = id(&template.body["templates"][0]);
+    // A manager reads and lists, but may not create keys.
+    let apikey = principal_with_api_key(&c, "manager-2", "user", &[("manager", None)]).await;
+    let http = browser();
+    let manager = sign_in(&server, &http, &apikey).await;
+    let denied = submit(
+        &server,
+        &http,
+        &manager,
+        "/ui/keys/new",
+        "/ui/keys/new",
+        &[("template", template.as_str()), ("label", "not-allowed")],
+    )
+    .await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body = denied.text().await.unwrap();
+    assert!(body.contains(r#"value="not-allowed""#), "{body}");
+    let keys = c
+        .get("/api/v4/managed_keys?label=not-allowed")
+        .await
+        .unwrap();
+    assert_eq!(keys.body["total_count"], 0, "{}", keys.body);
+}

@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -303,7 +303,7 @@ pub(crate) async fn act(
         .await?
     {
         Ok(_) if action.name == "remove" => Ok(user.done("/ui/keys", action.done)),
-        Ok(answer) if answer.status == axum::http::StatusCode::ACCEPTED => Ok(user.done(
+        Ok(answer) if answer.status == StatusCode::ACCEPTED => Ok(user.done(
             &format!("/ui/keys/{id}"),
             "The action waits for a second custodian's approval.",
         )),
@@ -371,7 +371,7 @@ pub(crate) async fn create(user: User, Form(form): Form<CreateForm>) -> PageResu
     let templates = template_choices(&user).await?;
     let chosen = templates.iter().find(|t| t.t("/id") == form.template);
     let outcome = match chosen {
-        None => Err("Choose a template.".to_owned()),
+        None => Err((StatusCode::BAD_REQUEST, "Choose a template.".to_owned())),
         Some(t) => {
             let mut body = json!({
                 "template_name": t.t("/name"),
@@ -383,7 +383,7 @@ pub(crate) async fn create(user: User, Form(form): Form<CreateForm>) -> PageResu
             }
             user.change(Method::POST, "/api/v4/managed_keys", Some(&body), None)
                 .await?
-                .map_err(|p| p.message)
+                .map_err(|p| (p.status, p.message))
         }
     };
     match outcome {
@@ -391,8 +391,8 @@ pub(crate) async fn create(user: User, Form(form): Form<CreateForm>) -> PageResu
             &format!("/ui/keys/{}", created.body.t("/id")),
             format!("Key {} created.", created.body.t("/label")),
         )),
-        Err(message) => render_status(
-            axum::http::StatusCode::BAD_REQUEST,
+        Err((status, message)) => render_status(
+            status,
             &CreatePage {
                 chrome: user.chrome("keys"),
                 templates,
