@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::audit::{self, AuditScope, PendingEvent};
 
@@ -87,13 +86,13 @@ pub fn action_for(method: &Method, path: &str) -> String {
 
 /// The status a successful call answers with.
 fn success_status(method: &Method, path: &str) -> u16 {
-    let collection = path.trim_end_matches('/').matches('/').count() == 3;
     match *method {
         Method::DELETE => 204,
         Method::POST
-            if collection
-                && path.starts_with("/api/v4/")
-                && !path.starts_with("/api/v4/system/") =>
+            if path.starts_with("/api/v4/")
+                && !path.starts_with("/api/v4/system/")
+                // A collection: `/api/v4/<collection>`.
+                && path.trim_end_matches('/').bytes().filter(|b| *b == b'/').count() == 3 =>
         {
             201
         }
@@ -103,17 +102,18 @@ fn success_status(method: &Method, path: &str) -> u16 {
 
 /// Key Protect calls that use keys or read them, and change nothing.
 fn is_data_plane(method: &Method, path: &str) -> bool {
-    if !path.starts_with("/api/v2/") {
+    let Some(rest) = path.strip_prefix("/api/v2/") else {
         return false;
-    }
+    };
     if *method == Method::GET || *method == Method::HEAD {
-        return !path.starts_with("/api/v2/import_token");
+        return !rest.starts_with("import_token");
     }
-    path.rsplit_once("/actions/").is_some_and(|(_, action)| {
-        matches!(
-            action,
-            "wrap" | "unwrap" | "rewrap" | "wrap_batch" | "unwrap_batch"
-        )
+    rest.rsplit_once('/').is_some_and(|(head, action)| {
+        head.ends_with("/actions")
+            && matches!(
+                action,
+                "wrap" | "unwrap" | "rewrap" | "wrap_batch" | "unwrap_batch"
+            )
     })
 }
 
@@ -122,9 +122,16 @@ fn body_withheld(path: &str) -> bool {
     path.starts_with("/api/v2/") || path.starts_with("/api/v4/system/") || path == "/identity/token"
 }
 
-pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Runs `call` inside the request's audit scope, then records what no store write did.
+pub(crate) async fn record<F, Fut>(state: &AppState, req: Request, call: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A clone of the URI shares its bytes: the path is only copied out if an event is written.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let trace = req
         .extensions()
         .get::<Trace>()
@@ -133,11 +140,11 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
     let source = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .map(|c| c.0.ip());
     let reading = method == Method::GET || method == Method::HEAD;
     // Data-plane calls change no state: recorded only when they fail or use a key out of service.
-    let changes_state = !reading && !is_data_plane(&method, &path);
-    let (req, body) = if reading || body_withheld(&path) {
+    let changes_state = !reading && !is_data_plane(&method, path);
+    let (req, body) = if reading || body_withheld(path) {
         (req, None)
     } else {
         let (parts, body) = req.into_parts();
@@ -163,16 +170,11 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             }
         }
     };
-    // A withheld body's path may carry secrets in its query too (an API key in a token URL).
-    let query = req
-        .uri()
-        .query()
-        .filter(|_| !body_withheld(&path))
-        .map(str::to_owned);
     let describe = |body: Option<serde_json::Value>| {
         let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
-        if let Some(query) = &query {
-            request["query"] = serde_json::Value::String(query.clone());
+        // A withheld body's path may carry secrets in its query too (an API key in a token URL).
+        if let Some(query) = uri.query().filter(|_| !body_withheld(path)) {
+            request["query"] = serde_json::Value::String(query.to_owned());
         }
         if let Some(body) = body {
             request["body"] = body;
@@ -181,7 +183,7 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
     };
     // Most calls that change nothing are not recorded: their event is described only if needed.
     let (action, request) = if changes_state {
-        (action_for(&method, &path), describe(body))
+        (action_for(&method, path), describe(body))
     } else {
         (String::new(), serde_json::Value::Null)
     };
@@ -193,11 +195,11 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         correlation_id: trace,
         source,
         request,
-        success_status: success_status(&method, &path),
+        success_status: success_status(&method, path),
     });
     let mut req = req;
     req.extensions_mut().insert(scope.clone());
-    let response = audit::in_scope(scope.clone(), next.run(req)).await;
+    let response = audit::in_scope(scope.clone(), call(req)).await;
     let status = response.status().as_u16();
     let outcome = match status {
         // Throttled calls are not recorded one by one: an event each would let a flood of calls
@@ -215,17 +217,13 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         if status == 401 {
             // Anyone can send an unauthenticated call: its event keeps no body, and a flood of
             // them from one address is recorded only up to a bound.
-            if state
-                .limits
-                .admit_denial_event(pending.source.as_deref())
-                .is_err()
-            {
+            if state.limits.admit_denial_event(pending.source).is_err() {
                 return response;
             }
             pending.request = describe(None);
         }
         if !changes_state {
-            pending.action = action_for(&method, &path);
+            pending.action = action_for(&method, path);
             pending.request = describe(None);
         }
         let event = pending.finish(outcome, status);

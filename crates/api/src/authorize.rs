@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::ErrorCode;
 use keyplane_core::authz::{Grants, Permission, Visible};
@@ -239,14 +238,14 @@ async fn body_vault(req: Request) -> Result<(Request, Option<Uuid>), Response> {
     Ok((Request::from_parts(parts, Body::from(bytes)), vault))
 }
 
+/// The request, let through (a create's body read and put back), or the refusal to answer with.
 pub(crate) async fn check(
     state: &AppState,
     grants: &Grants,
     mut req: Request,
-    next: Next,
-) -> Response {
+) -> Result<Request, Response> {
     if grants.is_administrator() {
-        return next.run(req).await;
+        return Ok(req);
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -259,7 +258,7 @@ pub(crate) async fn check(
         Need::Nothing => {}
         Need::Global(permission) => {
             if !grants.allows(permission, None) {
-                return forbidden();
+                return Err(forbidden());
             }
         }
         Need::InVault(permission, vault) => {
@@ -270,30 +269,27 @@ pub(crate) async fn check(
                     .next()
                     .and_then(|s| Uuid::parse_str(s).ok())
                     .unwrap_or(vault);
-                return not_found(singular(collection), id);
+                return Err(not_found(singular(collection), id));
             }
             if !grants.allows(permission, Some(vault)) {
-                return forbidden();
+                return Err(forbidden());
             }
         }
         Need::List => {
             let visible = grants.visible(Permission::List);
             if visible == Visible::Only(Vec::new()) {
-                return forbidden();
+                return Err(forbidden());
             }
             req.extensions_mut().insert(visible);
         }
         Need::InBodyVault(permission) => {
-            let (rebuilt, vault) = match body_vault(req).await {
-                Ok(pair) => pair,
-                Err(response) => return response,
-            };
+            let (rebuilt, vault) = body_vault(req).await?;
             req = rebuilt;
             // Without a vault the handler refuses the body; with one the caller must act there.
             if let Some(vault) = vault
                 && !grants.allows(permission, Some(vault))
             {
-                return if grants.sees(vault) {
+                return Err(if grants.sees(vault) {
                     forbidden()
                 } else {
                     // The same answer as for a vault that does not exist.
@@ -302,9 +298,9 @@ pub(crate) async fn check(
                         format!("vault '{vault}' does not exist"),
                     ))
                     .into_response()
-                };
+                });
             }
         }
     }
-    next.run(req).await
+    Ok(req)
 }

@@ -1,6 +1,5 @@
 //! Request extractors that fail with UKO error bodies: JSON bodies, ids, `If-Match`, queries.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -21,42 +20,47 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if mime != "application/json"
-            && !(mime.starts_with("application/") && mime.ends_with("+json"))
-        {
+        let mime = content_type.split(';').next().unwrap_or("").trim();
+        let json = mime.eq_ignore_ascii_case("application/json")
+            || (mime.len() >= "application/+json".len()
+                && mime
+                    .get(.."application/".len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+                && mime
+                    .get(mime.len() - "+json".len()..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("+json")));
+        if !json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
                 "the request body must be JSON sent with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::PayloadTooLarge,
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidField,
-                    "the request body could not be read",
-                )
-            }
-        })?;
+        // The limit is applied here, not left to a layer: the data plane's calls reach their
+        // handlers without the router's layers.
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        ErrorCode::PayloadTooLarge,
+                        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::InvalidField,
+                        "the request body could not be read",
+                    )
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }

@@ -42,7 +42,20 @@ pub struct AccessToken {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub actor: Actor,
-    pub grants: keyplane_core::authz::Grants,
+    pub grants: Arc<keyplane_core::authz::Grants>,
+}
+
+impl Identity {
+    /// A caller with every permission (an admin token).
+    pub fn administrator(actor: Actor) -> Self {
+        // One shared set: admin tokens are checked on every call.
+        static EVERYTHING: std::sync::LazyLock<Arc<keyplane_core::authz::Grants>> =
+            std::sync::LazyLock::new(|| Arc::new(keyplane_core::authz::Grants::administrator()));
+        Self {
+            actor,
+            grants: EVERYTHING.clone(),
+        }
+    }
 }
 
 /// Checks bearer tokens and issues them; the binary decides how tokens are stored and signed.
@@ -182,30 +195,26 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        // One layer of three: each `route_layer` would box its middleware around every route.
-        .route_layer(
-            tower::ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(state.clone(), audit::record))
-                .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-                .layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    legacy_vault_header,
-                )),
-        );
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate));
     // The token endpoint takes an API key, not a bearer token: outside authentication, audited.
     let identity = Router::new()
         .route(
             "/identity/token",
             axum::routing::post(routes::identity_token),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            |State(state): State<AppState>, req: Request, next: Next| async move {
+                audit::record(&state, req, |req| next.run(req)).await
+            },
+        ));
     let routes = Router::new()
         .merge(api)
         .merge(identity)
         .route("/health", axum::routing::get(routes::health))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state.clone());
     // What every request passes through wraps the router once. `Router::layer` would wrap each
     // route instead, boxing every layer per route and cloning the boxes on every request.
     let every_request = tower::ServiceBuilder::new()
@@ -217,7 +226,11 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .service(routes);
-    Router::new().fallback_service(every_request)
+    Router::new().fallback_service(Front {
+        state,
+        timeout: settings.request_timeout,
+        general: every_request,
+    })
 }
 
 async fn fallback() -> ApiError {
@@ -236,9 +249,44 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let bearer = req
-        .headers()
+/// What every routed API call passes through, in one middleware (each layer of its own would
+/// box and clone the stack below it on every call).
+async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    guarded(&state, req, |req| next.run(req)).await
+}
+
+/// Runs `handler` on the request once it is let through, inside the request's audit scope:
+/// authentication; admission (call rate, seal, roles); the legacy vault header.
+async fn guarded<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    audit::record(state, req, |req| async {
+        // Parts of the request, not the request: its body is not `Sync`.
+        let certificate = req.extensions().get::<ClientCertificate>();
+        let identity = match authenticate(state, req.headers(), certificate).await {
+            Ok(identity) => identity,
+            Err(refusal) => return refusal,
+        };
+        let req = match admit(state, req, identity).await {
+            Ok(req) => req,
+            Err(refusal) => return refusal,
+        };
+        match legacy_vault_header(state, req.headers(), req.uri()).await {
+            Ok(()) => handler(req).await,
+            Err(refusal) => refusal,
+        }
+    })
+    .await
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    certificate: Option<&ClientCertificate>,
+) -> Result<Identity, Response> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -255,65 +303,76 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         r
     };
     let Some(token) = bearer else {
-        let Some(cert) = req.extensions().get::<ClientCertificate>().cloned() else {
-            return unauthorized("send an Authorization: Bearer <token> header");
+        let Some(cert) = certificate else {
+            return Err(unauthorized("send an Authorization: Bearer <token> header"));
         };
         // A certificate's common name names a principal, whose policies apply.
         let grants = match state.keyplane.principal_named(&cert.0).await {
-            Ok(Some(p)) => match state.keyplane.grants_of(p.id).await {
-                Ok(g) => g,
-                Err(e) => return ApiError::from(e).into_response(),
-            },
+            Ok(Some(p)) => state
+                .keyplane
+                .grants_of(p.id)
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?,
             Ok(None) => keyplane_core::authz::Grants::default(),
-            Err(e) => return ApiError::from(e).into_response(),
+            Err(e) => return Err(ApiError::from(e).into_response()),
         };
-        let identity = Identity {
+        return Ok(Identity {
             actor: Actor(format!("cert:{}", cert.0)),
-            grants,
-        };
-        return admit(&state, req, next, identity).await;
+            grants: Arc::new(grants),
+        });
     };
     match state.auth.authenticate(token).await {
-        Ok(Some(identity)) => admit(&state, req, next, identity).await,
-        Ok(None) => unauthorized("the bearer token is not valid"),
-        Err(e) => ApiError::from(e).into_response(),
+        Ok(Some(identity)) => Ok(identity),
+        Ok(None) => Err(unauthorized("the bearer token is not valid")),
+        Err(e) => Err(ApiError::from(e).into_response()),
     }
 }
 
 /// Lets an authenticated caller through, named in the audit scope, within its call rate, and as
 /// far as its roles allow (`authorize`). While sealed only the system endpoints (seal status,
 /// unseal) answer; everything else is a key operation or reveals key metadata.
-async fn admit(state: &AppState, mut req: Request, next: Next, identity: Identity) -> Response {
-    let actor = identity.actor.clone();
-    audit::set_initiator(&req, &actor.0);
-    if let Err(retry_after) = state.limits.admit_call(&actor.0) {
-        return limits::too_many(retry_after, "this caller is over its call rate");
+async fn admit(
+    state: &AppState,
+    mut req: Request,
+    identity: Identity,
+) -> Result<Request, Response> {
+    audit::set_initiator(&req, &identity.actor.0);
+    if let Err(retry_after) = state.limits.admit_call(&identity.actor.0) {
+        return Err(limits::too_many(
+            retry_after,
+            "this caller is over its call rate",
+        ));
     }
     if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
-        return ApiError::from(keyplane_core::Error::Sealed).into_response();
+        return Err(ApiError::from(keyplane_core::Error::Sealed).into_response());
     }
+    let Identity { actor, grants } = identity;
     req.extensions_mut().insert(actor);
-    authorize::check(state, &identity.grants, req, next).await
+    authorize::check(state, &grants, req).await
 }
 
 /// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's
 /// vault (400 otherwise). Creates check it against the body's vault in their handlers.
-async fn legacy_vault_header(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(header) = req.headers().get("uko-vault") else {
-        return next.run(req).await;
+async fn legacy_vault_header(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<(), Response> {
+    let Some(header) = headers.get("uko-vault") else {
+        return Ok(());
     };
     let Some(claimed) = header
         .to_str()
         .ok()
         .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
     else {
-        return ApiError::from(keyplane_core::Error::invalid_header(
+        return Err(ApiError::from(keyplane_core::Error::invalid_header(
             "UKO-Vault",
             "UKO-Vault must be a vault UUID",
         ))
-        .into_response();
+        .into_response());
     };
-    let mut segments = req.uri().path().trim_start_matches("/api/v4/").split('/');
+    let mut segments = uri.path().trim_start_matches("/api/v4/").split('/');
     let (collection, id) = (
         segments.next(),
         segments.next().and_then(|s| uuid::Uuid::parse_str(s).ok()),
@@ -326,12 +385,11 @@ async fn legacy_vault_header(State(state): State<AppState>, req: Request, next: 
         _ => None,
     };
     match owner {
-        Some(vault) => match (extract::LegacyVault(Some(claimed))).check(vault) {
-            Ok(()) => next.run(req).await,
-            Err(e) => e.into_response(),
-        },
+        Some(vault) => extract::LegacyVault(Some(claimed))
+            .check(vault)
+            .map_err(IntoResponse::into_response),
         // Unknown resources answer their own 404 in the handler.
-        None => next.run(req).await,
+        None => Ok(()),
     }
 }
 
@@ -342,17 +400,27 @@ fn acceptable_correlation_id(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
-/// Gives every request a correlation id and renders every error with it as the UKO error body.
-async fn correlate(mut req: Request, next: Next) -> Response {
-    let trace = req
-        .headers()
+/// The correlation id the client sent, when it is a sensible one, or a new one.
+fn correlation_id(req: &Request) -> String {
+    req.headers()
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable_correlation_id(v))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// Gives every request a correlation id and renders every error with it as the UKO error body.
+async fn correlate(mut req: Request, next: Next) -> Response {
+    let trace = correlation_id(&req);
     req.extensions_mut().insert(Trace(trace.clone()));
     let key_protect = req.uri().path().starts_with("/api/v2/");
-    let mut response = next.run(req).await;
+    let response = next.run(req).await;
+    with_correlation(response, &trace, key_protect)
+}
+
+/// Renders an error answer as the UKO error body (the Key Protect one on its API), naming the
+/// correlation id, which every answer echoes.
+fn with_correlation(mut response: Response, trace: &str, key_protect: bool) -> Response {
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         // Errors produced by layers below the routes (timeout, body limit, media type).
         let status = response.status();
@@ -372,9 +440,9 @@ async fn correlate(mut req: Request, next: Next) -> Response {
     if let Some(error) = error {
         let headers = std::mem::take(response.headers_mut());
         response = if key_protect {
-            (error.status, axum::Json(error.key_protect_body(&trace))).into_response()
+            (error.status, axum::Json(error.key_protect_body(trace))).into_response()
         } else {
-            (error.status, axum::Json(error.body(&trace))).into_response()
+            (error.status, axum::Json(error.body(trace))).into_response()
         };
         for (name, value) in headers.iter() {
             if name == header::WWW_AUTHENTICATE
@@ -385,10 +453,75 @@ async fn correlate(mut req: Request, next: Next) -> Response {
             }
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&trace) {
+    if let Ok(v) = HeaderValue::from_str(trace) {
         response
             .headers_mut()
             .insert(HeaderName::from_static(CORRELATION_HEADER), v);
     }
     response
+}
+
+/// The front of the application. The data plane's calls (`wrap`, `unwrap`… of a key) go
+/// straight to their handlers: past the router, whose routes and layers box and clone
+/// themselves on every call, a large part of the cost of a call this small. They take the same
+/// steps as through the router, in the same order — correlation id, timeout, audit scope,
+/// authentication, admission, the handler's own extraction — through the same functions.
+/// Everything else, and a data-plane call the front does not take (see
+/// `routes::data_plane_call`), goes to the router.
+#[derive(Clone)]
+struct Front<G> {
+    state: AppState,
+    timeout: Duration,
+    general: G,
+}
+
+impl<G> tower::Service<Request> for Front<G>
+where
+    G: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    G::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.general.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match routes::data_plane_call(&req) {
+            Some(call) => Box::pin(serve_data_plane(
+                self.state.clone(),
+                self.timeout,
+                call,
+                req,
+            )),
+            None => Box::pin(self.general.call(req)),
+        }
+    }
+}
+
+async fn serve_data_plane(
+    state: AppState,
+    timeout: Duration,
+    call: routes::DataPlaneCall,
+    mut req: Request,
+) -> Result<Response, std::convert::Infallible> {
+    let trace = correlation_id(&req);
+    req.extensions_mut().insert(Trace(trace.clone()));
+    let answer = guarded(&state, req, |req| {
+        routes::serve_data_plane_call(state.clone(), call, req)
+    });
+    let response = tokio::time::timeout(timeout, answer)
+        .await
+        .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
+    Ok(with_correlation(response, &trace, true))
 }

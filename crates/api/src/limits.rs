@@ -25,7 +25,7 @@ pub(crate) struct Limits {
     calls: Option<DefaultKeyedRateLimiter<String>>,
     failed_exchanges: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// Unauthenticated calls recorded in the audit trail, per address.
-    denial_events: DefaultKeyedRateLimiter<String>,
+    denial_events: DefaultKeyedRateLimiter<Option<IpAddr>>,
 }
 
 /// Unauthenticated calls recorded per address and minute; the rest are not recorded one by one.
@@ -46,10 +46,8 @@ impl Limits {
     }
 
     /// Whether an unauthenticated call from `source` is still recorded.
-    pub(crate) fn admit_denial_event(&self, source: Option<&str>) -> Result<(), ()> {
-        self.denial_events
-            .check_key(&source.unwrap_or("unknown").to_owned())
-            .map_err(|_| ())
+    pub(crate) fn admit_denial_event(&self, source: Option<IpAddr>) -> Result<(), ()> {
+        self.denial_events.check_key(&source).map_err(|_| ())
     }
 
     /// Counts one call of `caller`; `Err` holds how long to wait.

@@ -669,3 +669,181 @@ async fn key_protect_management_needs_the_managed_permissions() {
         .await
         .expect(403);
 }
+
+/// One data-plane call, sent as `spelling` names the key, optionally gzip-compressed.
+struct RawCall<'a> {
+    action: &'a str,
+    body: Vec<u8>,
+    content_type: &'a str,
+    gzip: bool,
+    token: Option<&'a str>,
+    instance: &'a str,
+}
+
+impl Fixture {
+    async fn raw(&self, spelling: &str, call: RawCall<'_>) -> TestResponse {
+        use std::io::Write;
+        let mut req = axum::http::Request::builder()
+            .method("POST")
+            .uri(format!("/api/v2/keys/{spelling}/actions/{}", call.action))
+            .header("content-type", call.content_type)
+            .header("bluemix-instance", call.instance)
+            .header("x-correlation-id", "alike-check");
+        if let Some(token) = call.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let body = if call.gzip {
+            req = req.header("content-encoding", "gzip");
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&call.body).unwrap();
+            gz.finish().unwrap()
+        } else {
+            call.body
+        };
+        self.app
+            .send(req.body(axum::body::Body::from(body)).unwrap())
+            .await
+    }
+}
+
+/// Data-plane calls are answered ahead of the router when sent as is; a compressed body, or a key
+/// id in a percent-encoded spelling, goes through the router instead. Both ways answer alike:
+/// the same results, refusals, error bodies and correlation ids.
+#[tokio::test]
+async fn the_data_plane_answers_alike_ahead_of_the_router_and_through_it() {
+    let f = fixture("256").await;
+    let token = keyplane_testkit::TEST_TOKEN;
+    // The first character percent-encoded: the router decodes it, the front leaves it alone.
+    let encoded = format!("%{:02X}{}", f.key_ref.as_bytes()[0], &f.key_ref[1..]);
+    let data_key = B64.encode([9u8; 32]);
+    let wrap_body = json!({ "plaintext": data_key, "aad": ["tenant"] })
+        .to_string()
+        .into_bytes();
+    let ok = |body: Vec<u8>, gzip: bool| RawCall {
+        action: "wrap",
+        body,
+        content_type: "application/json",
+        gzip,
+        token: Some(token),
+        instance: &f.keystore,
+    };
+
+    // Wrapped every way, unwrapped every way.
+    let mut ciphertexts = Vec::new();
+    let mut versions = Vec::new();
+    for (spelling, gzip) in [(&f.key_ref, false), (&encoded, false), (&f.key_ref, true)] {
+        let w = f
+            .raw(spelling, ok(wrap_body.clone(), gzip))
+            .await
+            .expect(200);
+        assert_eq!(w.headers["x-correlation-id"], "alike-check");
+        assert!(
+            w.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        versions.push(w.body["keyVersion"]["id"].clone());
+        ciphertexts.push(w.body["ciphertext"].clone());
+    }
+    assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
+    for ciphertext in &ciphertexts {
+        for spelling in [&f.key_ref, &encoded] {
+            let body = json!({ "ciphertext": ciphertext, "aad": ["tenant"] }).to_string();
+            let u = f
+                .raw(
+                    spelling,
+                    RawCall {
+                        action: "unwrap",
+                        ..ok(body.into_bytes(), false)
+                    },
+                )
+                .await
+                .expect(200);
+            assert_eq!(u.body["plaintext"], data_key);
+            assert_eq!(u.body["keyVersion"]["id"], versions[0]);
+        }
+    }
+
+    // Each refusal, both ways: the same status, code, error body and headers.
+    let oversized = vec![b' '; keyplane_api::extract::MAX_BODY_BYTES + 1];
+    let refusals = [
+        (
+            "no token",
+            RawCall {
+                token: None,
+                ..ok(wrap_body.clone(), false)
+            },
+            401,
+        ),
+        (
+            "bad token",
+            RawCall {
+                token: Some("nope"),
+                ..ok(wrap_body.clone(), false)
+            },
+            401,
+        ),
+        (
+            "not JSON",
+            RawCall {
+                content_type: "text/plain",
+                ..ok(wrap_body.clone(), false)
+            },
+            415,
+        ),
+        ("too large", ok(oversized, false), 413),
+        ("bad JSON", ok(b"{\"plaintext\": 7}".to_vec(), false), 400),
+        (
+            "unknown instance",
+            RawCall {
+                instance: "00000000-0000-0000-0000-000000000001",
+                ..ok(wrap_body.clone(), false)
+            },
+            400,
+        ),
+    ];
+    for (what, call, status) in refusals {
+        let call_again = RawCall {
+            body: call.body.clone(),
+            ..call
+        };
+        let ahead = f.raw(&f.key_ref, call).await;
+        let routed = f.raw(&encoded, call_again).await;
+        for r in [&ahead, &routed] {
+            assert_eq!(r.status.as_u16(), status, "{what}: {}", r.body);
+            assert_eq!(r.headers["x-correlation-id"], "alike-check", "{what}");
+            assert_eq!(
+                r.body["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json",
+                "{what}: a Key Protect error body: {}",
+                r.body
+            );
+        }
+        assert_eq!(ahead.body, routed.body, "{what}");
+        assert_eq!(
+            ahead.headers.get("www-authenticate"),
+            routed.headers.get("www-authenticate"),
+            "{what}"
+        );
+    }
+
+    // Nothing was wrapped by a refused call, and each refusal was recorded the same way.
+    let events = f
+        .app
+        .get("/api/v4/audit_events?action=keyplane.data-plane.wrap&limit=100")
+        .await
+        .expect(200);
+    let outcomes: Vec<(Value, Value)> = events.body["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["outcome"].clone(), e["status"].clone()))
+        .collect();
+    for status in [401, 415, 413, 400] {
+        let seen = outcomes.iter().filter(|(_, s)| *s == status).count();
+        assert!(
+            seen >= 2 && seen % 2 == 0,
+            "{status} recorded both ways: {outcomes:?}"
+        );
+    }
+}

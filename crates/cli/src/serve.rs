@@ -162,7 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let app = keyplane_api::app(
         keyplane.clone(),
-        Arc::new(crate::tokens::Tokens::new(keyplane)),
+        Arc::new(crate::tokens::Tokens::new(keyplane)?),
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,

@@ -13,7 +13,7 @@ use keyplane_api::{AccessToken, Authenticator, Identity};
 use keyplane_core::Error;
 use keyplane_core::model::Actor;
 use keyplane_core::service::Keyplane;
-use keyplane_crypto::{new_token, token_digest};
+use keyplane_crypto::{TokenFingerprints, new_token, token_digest};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -46,7 +46,9 @@ struct Claims {
 
 pub struct Tokens {
     keyplane: Keyplane,
-    admin_cache: Mutex<HashMap<String, (Actor, Instant)>>,
+    /// Admin tokens verified recently, by keyed fingerprint.
+    admin_cache: Mutex<HashMap<u128, (Actor, Instant)>>,
+    fingerprints: TokenFingerprints,
     signing: tokio::sync::Mutex<Option<Arc<EncodingKey>>>,
     verifying: RwLock<Option<Arc<DecodingKey>>>,
 }
@@ -56,13 +58,14 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 impl Tokens {
-    pub fn new(keyplane: Keyplane) -> Self {
-        Self {
+    pub fn new(keyplane: Keyplane) -> keyplane_core::Result<Self> {
+        Ok(Self {
             keyplane,
             admin_cache: Mutex::new(HashMap::new()),
+            fingerprints: TokenFingerprints::new().map_err(internal)?,
             signing: tokio::sync::Mutex::new(None),
             verifying: RwLock::new(None),
-        }
+        })
     }
 
     /// The signing key: opened from the store (sealed under the system vault's key), or made and
@@ -155,23 +158,28 @@ impl Tokens {
             return Ok(None);
         };
         Ok(Some(Identity {
-            grants: self.keyplane.grants_of(principal.id).await?,
+            grants: Arc::new(self.keyplane.grants_of(principal.id).await?),
             actor: Actor(principal.name),
         }))
     }
 
     async fn admin_token_actor(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {
-        let digest = token_digest(bearer);
+        let fingerprint = self.fingerprints.of(bearer);
         if let Some((actor, at)) = self
             .admin_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
+            .get(&fingerprint)
             && at.elapsed() < TOKEN_CACHE_TTL
         {
             return Ok(Some(actor.clone()));
         }
-        let Some(token) = self.keyplane.store().find_api_token(&digest).await? else {
+        let Some(token) = self
+            .keyplane
+            .store()
+            .find_api_token(&token_digest(bearer))
+            .await?
+        else {
             return Ok(None);
         };
         let actor = Actor(token.name);
@@ -179,7 +187,7 @@ impl Tokens {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(digest, (actor.clone(), Instant::now()));
+        cache.insert(fingerprint, (actor.clone(), Instant::now()));
         Ok(Some(actor))
     }
 }
@@ -190,10 +198,10 @@ impl Authenticator for Tokens {
         if bearer.matches('.').count() == 2 {
             self.access_token_identity(bearer).await
         } else {
-            Ok(self.admin_token_actor(bearer).await?.map(|actor| Identity {
-                actor,
-                grants: keyplane_core::authz::Grants::administrator(),
-            }))
+            Ok(self
+                .admin_token_actor(bearer)
+                .await?
+                .map(Identity::administrator))
         }
     }
 

@@ -53,15 +53,29 @@ impl AuditEvent {
     }
 }
 
-/// What a request's event says before it is written.
+/// What a call changes or uses: `<resource>/<id>` once written out.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub resource: &'static str,
+    pub id: Uuid,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.resource, self.id)
+    }
+}
+
+/// What a request's event says before it is written. Kept cheap to build, as every call opens
+/// one and most calls are never recorded: text is written out only when the event is.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
     pub action: String,
     pub initiator: String,
-    pub target: Option<String>,
+    pub target: Option<Target>,
     pub vault_id: Option<Uuid>,
     pub correlation_id: String,
-    pub source: Option<String>,
+    pub source: Option<std::net::IpAddr>,
     pub request: serde_json::Value,
     /// The status a success answers with (the event written with the change carries it).
     pub success_status: u16,
@@ -81,10 +95,10 @@ impl PendingEvent {
             status,
             severity,
             initiator: self.initiator,
-            target: self.target,
+            target: self.target.map(|t| t.to_string()),
             vault_id: self.vault_id,
             correlation_id: self.correlation_id,
-            source: self.source,
+            source: self.source.map(|ip| ip.to_string()),
             request: self.request,
             prev_hash: String::new(),
             hash: String::new(),
@@ -222,14 +236,14 @@ pub async fn in_scope<F: std::future::Future>(scope: Arc<AuditScope>, f: F) -> F
 }
 
 /// Names what a store write changes (called by stores before they write).
-pub fn note_target(resource: &str, id: Uuid, vault_id: Option<Uuid>) {
+pub fn note_target(resource: &'static str, id: Uuid, vault_id: Option<Uuid>) {
     let _ = SCOPE.try_with(|scope| {
         let mut state = scope.state();
         if state.written {
             return;
         }
         if let Some(p) = state.pending.as_mut() {
-            p.target = Some(format!("{resource}/{id}"));
+            p.target = Some(Target { resource, id });
             if vault_id.is_some() {
                 p.vault_id = vault_id;
             }

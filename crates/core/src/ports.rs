@@ -218,7 +218,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         keystore_id: Uuid,
         key_id_in_keystore: Uuid,
-    ) -> Result<Option<crate::service::UsageContext>>;
+    ) -> Result<Option<std::sync::Arc<crate::service::UsageContext>>>;
     /// Sealed material of one version; `None` when absent or erased (destroyed).
     async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>>;
 

@@ -14,6 +14,7 @@ mod writer;
 mod writes;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Params, params};
@@ -47,7 +48,7 @@ const READ_CACHE_ENTRIES: usize = 16_384;
 pub struct SqliteStore {
     reader: reader::Reader,
     writer: writer::Writer,
-    usage_contexts: read_cache::ReadCache<(Uuid, Uuid), UsageContext>,
+    usage_contexts: read_cache::ReadCache<(Uuid, Uuid), Arc<UsageContext>>,
     keystores: read_cache::ReadCache<Uuid, Keystore>,
 }
 
@@ -570,7 +571,7 @@ impl Store for SqliteStore {
         &self,
         keystore_id: Uuid,
         key_id_in_keystore: Uuid,
-    ) -> Result<Option<UsageContext>> {
+    ) -> Result<Option<Arc<UsageContext>>> {
         self.usage_contexts.get_or_read((keystore_id, key_id_in_keystore), || self.reader.with(|c| {
             one(
                 c,
@@ -585,7 +586,7 @@ impl Store for SqliteStore {
                 |r| {
                     let version = u32_col(r, "key_version")?;
                     let sealed: Option<Vec<u8>> = col(r, "sealed")?;
-                    Ok(UsageContext {
+                    Ok(Arc::new(UsageContext {
                         copy: copy_from_row(r)?,
                         key_id: uuid_col(r, "managed_key_id")?,
                         vault_id: uuid_col(r, "vault_id")?,
@@ -601,7 +602,7 @@ impl Store for SqliteStore {
                             }),
                             None => None,
                         },
-                    })
+                    }))
                 },
             )
         }))

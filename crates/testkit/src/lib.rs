@@ -39,10 +39,7 @@ struct FixedToken {
 impl Authenticator for FixedToken {
     async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>> {
         if bearer == TEST_TOKEN {
-            return Ok(Some(Identity {
-                actor: Actor("tester".into()),
-                grants: keyplane_core::authz::Grants::administrator(),
-            }));
+            return Ok(Some(Identity::administrator(Actor("tester".into()))));
         }
         Ok(self
             .others
@@ -199,7 +196,9 @@ impl TestApp {
                 token.to_owned(),
                 Identity {
                     actor: Actor(name.to_owned()),
-                    grants: keyplane_core::authz::Grants::from_policies(policies),
+                    grants: std::sync::Arc::new(keyplane_core::authz::Grants::from_policies(
+                        policies,
+                    )),
                 },
             );
     }

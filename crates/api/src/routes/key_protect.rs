@@ -1,6 +1,9 @@
 //! The Key Protect v2 subset that applications use for envelope encryption, served by internal
 //! keystores: `bluemix-instance` names the keystore, `{id}` is the key's `key_id_in_keystore`.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
@@ -73,7 +76,109 @@ fn decode_all(field: &str, items: &[String]) -> Result<Vec<Zeroizing<Vec<u8>>>, 
 
 /// A key version's id: stable, derived from the key's id in the keystore and the version number.
 fn version_id(key: Uuid, version: u32) -> String {
-    Uuid::new_v5(&key, version.to_string().as_bytes()).to_string()
+    // Every data-plane answer names the version: the ids are kept rather than hashed again.
+    const KEPT: usize = 10_000;
+    static KNOWN: LazyLock<RwLock<HashMap<(Uuid, u32), String>>> = LazyLock::new(Default::default);
+    if let Some(id) = KNOWN
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(key, version))
+    {
+        return id.clone();
+    }
+    let id = Uuid::new_v5(&key, version.to_string().as_bytes()).to_string();
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    if known.len() >= KEPT {
+        known.clear();
+    }
+    known.insert((key, version), id.clone());
+    id
+}
+
+/// A data-plane call, taken by the application's front ahead of the router (`crate::Front`).
+#[derive(Clone, Copy)]
+pub(crate) struct DataPlaneCall {
+    action: DataPlaneAction,
+    key: Uuid,
+}
+
+#[derive(Clone, Copy)]
+enum DataPlaneAction {
+    Wrap,
+    Unwrap,
+    Rewrap,
+    WrapBatch,
+    UnwrapBatch,
+}
+
+/// `POST /api/v2/keys/{id}/actions/{action}` of the data plane, with a plain UUID and a body
+/// sent as is. Anything else, a compressed body or an id in another spelling included, takes
+/// the router, which answers it the same way.
+pub(crate) fn data_plane_call(req: &axum::extract::Request) -> Option<DataPlaneCall> {
+    if req.method() != axum::http::Method::POST
+        || req
+            .headers()
+            .contains_key(axum::http::header::CONTENT_ENCODING)
+    {
+        return None;
+    }
+    let (id, action) = req
+        .uri()
+        .path()
+        .strip_prefix("/api/v2/keys/")?
+        .split_once("/actions/")?;
+    let action = match action {
+        "wrap" => DataPlaneAction::Wrap,
+        "unwrap" => DataPlaneAction::Unwrap,
+        "rewrap" => DataPlaneAction::Rewrap,
+        "wrap_batch" => DataPlaneAction::WrapBatch,
+        "unwrap_batch" => DataPlaneAction::UnwrapBatch,
+        _ => return None,
+    };
+    let key = Uuid::try_parse(id).ok()?;
+    Some(DataPlaneCall { action, key })
+}
+
+/// Answers a data-plane call with its handler, extracting its arguments as the router would.
+pub(crate) async fn serve_data_plane_call(
+    state: AppState,
+    call: DataPlaneCall,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::extract::FromRequest as _;
+    use axum::response::IntoResponse as _;
+
+    async fn with_body<T, Fut, R>(
+        req: axum::extract::Request,
+        handler: impl FnOnce(JsonBody<T>) -> Fut,
+    ) -> axum::response::Response
+    where
+        T: serde::de::DeserializeOwned,
+        Fut: std::future::Future<Output = ApiResult<R>>,
+        R: axum::response::IntoResponse,
+    {
+        match JsonBody::<T>::from_request(req, &()).await {
+            Ok(body) => handler(body).await.into_response(),
+            Err(refusal) => refusal.into_response(),
+        }
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let instance = match Instance::from_request_parts(&mut parts, &()).await {
+        Ok(instance) => instance,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let req = axum::extract::Request::from_parts(parts, body);
+    let (state, key) = (State(state), PathId(call.key));
+    match call.action {
+        DataPlaneAction::Wrap => with_body(req, |b| wrap(state, instance, key, b)).await,
+        DataPlaneAction::Unwrap => with_body(req, |b| unwrap(state, instance, key, b)).await,
+        DataPlaneAction::Rewrap => with_body(req, |b| rewrap(state, instance, key, b)).await,
+        DataPlaneAction::WrapBatch => with_body(req, |b| wrap_batch(state, instance, key, b)).await,
+        DataPlaneAction::UnwrapBatch => {
+            with_body(req, |b| unwrap_batch(state, instance, key, b)).await
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -660,4 +765,19 @@ pub(crate) async fn retrieve_import_token(
 ) -> ApiResult<Json<Value>> {
     let token = s.keyplane.retrieve_import_token(keystore).await?;
     Ok(Json(import_token_body(&token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_stay_what_they_were_when_kept() {
+        let key = Uuid::parse_str("1b4e28ba-2fa1-11d2-883f-0016d3cca427").unwrap();
+        // The derivation clients have stored ids of: UUIDv5 of the version number under the key.
+        let derived = Uuid::new_v5(&key, b"3").to_string();
+        assert_eq!(version_id(key, 3), derived, "first computed");
+        assert_eq!(version_id(key, 3), derived, "then kept");
+        assert_ne!(version_id(key, 4), derived);
+    }
 }

@@ -1,6 +1,10 @@
 //! The internal keystores' data plane: wrap, unwrap and rewrap of data keys under an installed
 //! AES-256 key, addressed as a Key Protect client does (keystore, then the key's id there).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -105,7 +109,17 @@ fn bound_aad(key_id_in_keystore: Uuid, version: u32, aad: &[String]) -> Result<V
             format!("aad holds at most {MAX_AAD_ITEMS} strings"),
         ));
     }
-    let mut out = format!("keyplane-wrap:v1:{key_id_in_keystore}:{version}").into_bytes();
+    // Built on every data-plane call: the id is encoded directly, not through the formatter.
+    let mut out = String::with_capacity(64);
+    out.push_str("keyplane-wrap:v1:");
+    out.push_str(
+        key_id_in_keystore
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    );
+    // Infallible: writing to a String.
+    let _ = write!(out, ":{version}");
+    let mut out = out.into_bytes();
     for item in aad {
         if item.len() > MAX_AAD_LEN {
             return Err(Error::invalid_field(
@@ -173,7 +187,7 @@ impl Keyplane {
     }
 
     /// The usage context of the key installed under `key_ref`, with the same errors as `installed_key`.
-    async fn usage_context(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<UsageContext> {
+    async fn usage_context(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<Arc<UsageContext>> {
         match self.store.usage_context(keystore_id, key_ref).await? {
             Some(ctx) => Ok(ctx),
             // Not there: let the full lookup say why (no such keystore, not internal, no such key).
@@ -218,11 +232,12 @@ impl Keyplane {
         })
     }
 
-    async fn material(
+    /// The binding and sealed material of one version: the newest is in the usage context already.
+    async fn material<'k>(
         &self,
-        key: &UsageContext,
+        key: &'k UsageContext,
         version: u32,
-    ) -> Result<(MaterialBinding, SealedMaterial)> {
+    ) -> Result<(MaterialBinding, Cow<'k, SealedMaterial>)> {
         if key.algorithm != Algorithm::Aes || key.size != 256 {
             return Err(Error::invalid_field(
                 "key",
@@ -239,8 +254,12 @@ impl Keyplane {
             version,
         };
         let stored = match &key.current_material {
-            Some(m) if m.version == version => Some(m.clone()),
-            _ => self.store.sealed_material(key.key_id, version).await?,
+            Some(m) if m.version == version => Some(Cow::Borrowed(m)),
+            _ => self
+                .store
+                .sealed_material(key.key_id, version)
+                .await?
+                .map(Cow::Owned),
         };
         let material = stored.ok_or_else(|| {
             Error::invalid_field(
