@@ -2,7 +2,6 @@
 //! failed and denied calls, and data-plane calls with keys out of service.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -197,8 +196,6 @@ where
         request,
         success_status: success_status(&method, path),
     });
-    let mut req = req;
-    req.extensions_mut().insert(scope.clone());
     let response = audit::in_scope(scope.clone(), call(req)).await;
     let status = response.status().as_u16();
     let outcome = match status {
@@ -213,7 +210,7 @@ where
         _ if scope.noteworthy() => Some("success"),
         _ => None,
     };
-    if let (Some(outcome), Some(mut pending)) = (outcome, scope.pending()) {
+    if let Some((outcome, mut pending)) = outcome.and_then(|o| Some((o, scope.pending()?))) {
         if status == 401 {
             // Anyone can send an unauthenticated call: its event keeps no body, and a flood of
             // them from one address is recorded only up to a bound.
@@ -232,13 +229,6 @@ where
         }
     }
     response
-}
-
-/// Names the caller in the request's audit scope.
-pub(crate) fn set_initiator(req: &Request, initiator: &str) {
-    if let Some(scope) = req.extensions().get::<Arc<AuditScope>>() {
-        scope.set_initiator(initiator);
-    }
 }
 
 #[cfg(test)]

@@ -336,7 +336,7 @@ async fn admit(
     mut req: Request,
     identity: Identity,
 ) -> Result<Request, Response> {
-    audit::set_initiator(&req, &identity.actor.0);
+    keyplane_core::audit::name_initiator(&identity.actor.0);
     if let Err(retry_after) = state.limits.admit_call(&identity.actor.0) {
         return Err(limits::too_many(
             retry_after,

@@ -235,6 +235,11 @@ pub async fn in_scope<F: std::future::Future>(scope: Arc<AuditScope>, f: F) -> F
     SCOPE.scope(scope, f).await
 }
 
+/// Names the caller of the request, once authenticated.
+pub fn name_initiator(initiator: &str) {
+    let _ = SCOPE.try_with(|scope| scope.set_initiator(initiator));
+}
+
 /// Names what a store write changes (called by stores before they write).
 pub fn note_target(resource: &'static str, id: Uuid, vault_id: Option<Uuid>) {
     let _ = SCOPE.try_with(|scope| {

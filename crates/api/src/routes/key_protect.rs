@@ -126,7 +126,8 @@ pub(crate) fn data_plane_call(req: &axum::extract::Request) -> Option<DataPlaneC
         .uri()
         .path()
         .strip_prefix("/api/v2/keys/")?
-        .split_once("/actions/")?;
+        .split_once('/')?;
+    let action = action.strip_prefix("actions/")?;
     let action = match action {
         "wrap" => DataPlaneAction::Wrap,
         "unwrap" => DataPlaneAction::Unwrap,
