@@ -42,10 +42,23 @@ export BAO_ADDR=http://127.0.0.1:$BAO_PORT BAO_TOKEN=root
 "$VENV/bin/bao" secrets enable transit > /dev/null
 "$VENV/bin/bao" write -f transit/keys/bench type=aes256-gcm96 > /dev/null
 
+# An application's way in, as the IBM SDKs do it: an API key of a principal that may use the
+# vault's keys (role `reader`), exchanged at /identity/token for an access token.
+KP=http://127.0.0.1:$KP_PORT
+api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+field() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+PRINCIPAL=$(api -d '{"name": "bench-app", "kind": "service"}' "$KP/api/v4/access/principals" | field '["id"]')
+api -d "{\"principal\": {\"id\": \"$PRINCIPAL\"}, \"role\": \"reader\"}" "$KP/api/v4/access/policies" > /dev/null
+APIKEY=$(api -d '{}' "$KP/api/v4/access/principals/$PRINCIPAL/api_keys" | field '["apikey"]')
+ACCESS=$(curl -sf -u bx:bx --data-urlencode grant_type=urn:ibm:params:oauth:grant-type:apikey \
+    --data-urlencode "apikey=$APIKEY" "$KP/identity/token" | field '["access_token"]')
+
 load() { target/release/keyplane-load --duration "$DURATION" "$@"; }
 for _ in $(seq "$RUNS"); do
     load --url "http://127.0.0.1:$KP_PORT" --token "$TOKEN" wrap | tee -a "$OUT"
     load --url "http://127.0.0.1:$KP_PORT" --token "$TOKEN" unwrap | tee -a "$OUT"
+    load --url "http://127.0.0.1:$KP_PORT" --token "$TOKEN" --call-token "$ACCESS" \
+        --label wrap-access-token wrap | tee -a "$OUT"
     load --url "http://127.0.0.1:$BARE_PORT" --token unused bare-wrap | tee -a "$OUT"
     load --url "http://127.0.0.1:$BAO_PORT" --token root bao-encrypt --key bench | tee -a "$OUT"
 done

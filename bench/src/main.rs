@@ -26,6 +26,13 @@ struct Args {
     /// How long each measured run lasts.
     #[arg(long, default_value = "10s")]
     duration: humantime::Duration,
+    /// The token the measured calls carry (default: `--token`, which also sets the workload up),
+    /// e.g. an application's access token.
+    #[arg(long)]
+    call_token: Option<String>,
+    /// The name the workload is reported under (default: its own).
+    #[arg(long)]
+    label: Option<String>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -201,7 +208,8 @@ where
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        let mut conn = Conn::open(&args.url, &args.token).await?;
+        let token = args.call_token.as_deref().unwrap_or(&args.token);
+        let mut conn = Conn::open(&args.url, token).await?;
         conn.instance = instance.map(str::to_owned);
         let request = request.clone();
         let counter = counter.clone();
@@ -246,7 +254,11 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
+/// `--label`, when given.
+static LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn report(name: &str, secs: f64, o: &Outcome) {
+    let name = LABEL.get().map_or(name, String::as_str);
     let n = o.latencies_us.len();
     let line = json!({
         "workload": name,
@@ -269,6 +281,9 @@ fn create_body(vault: &str, run: u128, i: u64) -> Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(label) = &args.label {
+        let _ = LABEL.set(label.clone());
+    }
     let duration: Duration = args.duration.into();
     let mut c = Conn::open(&args.url, &args.token).await?;
     let data_key = json!({"plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="});

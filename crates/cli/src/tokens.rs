@@ -44,10 +44,25 @@ struct Claims {
     jti: String,
 }
 
+/// An access token whose signature checked out, and the identity last read for it.
+struct VerifiedAccess {
+    akid: Uuid,
+    sub: String,
+    exp: i64,
+    /// The identity, and the store's commit generation it was read under: it is used again only
+    /// while nothing was committed since, so a revoked key or a changed policy applies at once.
+    identity: Option<(Identity, u64)>,
+}
+
+/// Access tokens kept verified at most; past that the cache starts over.
+const ACCESS_CACHE_ENTRIES: usize = 10_000;
+
 pub struct Tokens {
     keyplane: Keyplane,
     /// Admin tokens verified recently, by keyed fingerprint.
     admin_cache: Mutex<HashMap<u128, (Actor, Instant)>>,
+    /// Access tokens whose signature was verified, by keyed fingerprint.
+    access_cache: Mutex<HashMap<u128, VerifiedAccess>>,
     fingerprints: TokenFingerprints,
     signing: tokio::sync::Mutex<Option<Arc<EncodingKey>>>,
     verifying: RwLock<Option<Arc<DecodingKey>>>,
@@ -62,6 +77,7 @@ impl Tokens {
         Ok(Self {
             keyplane,
             admin_cache: Mutex::new(HashMap::new()),
+            access_cache: Mutex::new(HashMap::new()),
             fingerprints: TokenFingerprints::new().map_err(internal)?,
             signing: tokio::sync::Mutex::new(None),
             verifying: RwLock::new(None),
@@ -134,33 +150,78 @@ impl Tokens {
     }
 
     async fn access_token_identity(&self, token: &str) -> keyplane_core::Result<Option<Identity>> {
-        let Some(key) = self.verifying_key().await? else {
-            return Ok(None);
+        let fingerprint = self.fingerprints.of(token);
+        let now = chrono::Utc::now().timestamp();
+        let generation = self.keyplane.store().commit_generation();
+        let known = {
+            let mut cache = self.access_cache.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&fingerprint) {
+                // Expired: as the signature check would say (no leeway).
+                Some(v) if v.exp < now => {
+                    cache.remove(&fingerprint);
+                    return Ok(None);
+                }
+                Some(v) => {
+                    if let Some((identity, seen)) = &v.identity
+                        && *seen == generation
+                    {
+                        return Ok(Some(identity.clone()));
+                    }
+                    Some((v.akid, v.sub.clone(), v.exp))
+                }
+                None => None,
+            }
         };
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 0;
-        let Ok(data) = jsonwebtoken::decode::<Claims>(token, &key, &validation) else {
-            return Ok(None);
-        };
-        let Ok(akid) = Uuid::parse_str(&data.claims.akid) else {
-            return Ok(None);
+        let (akid, sub, exp) = match known {
+            Some(claims) => claims,
+            None => {
+                let Some(key) = self.verifying_key().await? else {
+                    return Ok(None);
+                };
+                let mut validation = Validation::new(Algorithm::EdDSA);
+                validation.set_issuer(&[ISSUER]);
+                validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+                validation.leeway = 0;
+                let Ok(data) = jsonwebtoken::decode::<Claims>(token, &key, &validation) else {
+                    return Ok(None);
+                };
+                let Ok(akid) = Uuid::parse_str(&data.claims.akid) else {
+                    return Ok(None);
+                };
+                (akid, data.claims.sub, data.claims.exp)
+            }
         };
         // Revoking the API key ends its tokens at once, and policy changes apply at once: both
-        // are read on every call.
-        let Some(principal) = self
+        // are read again after any commit.
+        let identity = match self
             .keyplane
             .active_api_key_principal(akid)
             .await?
-            .filter(|p| p.id.to_string() == data.claims.sub)
-        else {
-            return Ok(None);
+            .filter(|p| p.id.to_string() == sub)
+        {
+            Some(principal) => Some(Identity {
+                grants: Arc::new(self.keyplane.grants_of(principal.id).await?),
+                actor: Actor(principal.name),
+            }),
+            None => None,
         };
-        Ok(Some(Identity {
-            grants: Arc::new(self.keyplane.grants_of(principal.id).await?),
-            actor: Actor(principal.name),
-        }))
+        let mut cache = self.access_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= ACCESS_CACHE_ENTRIES {
+            cache.retain(|_, v| v.exp >= now);
+            if cache.len() >= ACCESS_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            fingerprint,
+            VerifiedAccess {
+                akid,
+                sub,
+                exp,
+                identity: identity.clone().map(|i| (i, generation)),
+            },
+        );
+        Ok(identity)
     }
 
     async fn admin_token_actor(&self, bearer: &str) -> keyplane_core::Result<Option<Actor>> {

@@ -103,6 +103,10 @@ pub struct ApiToken {
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
+    /// A counter that advances with every commit, before the committing caller is answered: what
+    /// was read after observing a value is current while the counter still shows that value.
+    fn commit_generation(&self) -> u64;
+
     /// Marks up to `limit` due tasks running and returns them; a key and keystore with a task
     /// already running are skipped.
     async fn claim_tasks(&self, limit: usize, now: DateTime<Utc>) -> Result<Vec<KeystoreTask>>;

@@ -50,6 +50,7 @@ pub struct SqliteStore {
     writer: writer::Writer,
     usage_contexts: read_cache::ReadCache<(Uuid, Uuid), Arc<UsageContext>>,
     keystores: read_cache::ReadCache<Uuid, Keystore>,
+    generation: read_cache::Generation,
 }
 
 impl SqliteStore {
@@ -61,7 +62,8 @@ impl SqliteStore {
             reader: reader::Reader::new(path),
             writer,
             usage_contexts: read_cache::ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
-            keystores: read_cache::ReadCache::new(generation, READ_CACHE_ENTRIES),
+            keystores: read_cache::ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            generation,
         })
     }
 
@@ -180,6 +182,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.reader
             .with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
+    }
+
+    fn commit_generation(&self) -> u64 {
+        self.generation.current()
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>> {
