@@ -210,7 +210,9 @@ where
         _ if scope.noteworthy() => Some("success"),
         _ => None,
     };
-    if let Some((outcome, mut pending)) = outcome.and_then(|o| Some((o, scope.pending()?))) {
+    // The pending event is copied out only for a call that is recorded.
+    let recorded = outcome.and_then(|o| scope.pending().map(|p| (o, p)));
+    if let Some((outcome, mut pending)) = recorded {
         if status == 401 {
             // Anyone can send an unauthenticated call: its event keeps no body, and a flood of
             // them from one address is recorded only up to a bound.

@@ -26,16 +26,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim();
-        let json = mime.eq_ignore_ascii_case("application/json")
-            || (mime.len() >= "application/+json".len()
-                && mime
-                    .get(.."application/".len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
-                && mime
-                    .get(mime.len() - "+json".len()..)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("+json")));
-        if !json {
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
