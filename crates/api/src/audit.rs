@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use keyplane_core::audit::denials::DenialSource;
 use keyplane_core::audit::{self, AuditScope, PendingEvent};
 
 use crate::error::ApiError;
@@ -150,7 +151,7 @@ where
         match axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES).await {
             Ok(bytes) => {
                 let summary = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .map(|v| audit::redact(&v))
+                    .map(|v| audit::bounded_body(audit::redact(&v)))
                     .unwrap_or_else(|_| {
                         serde_json::json!(format!("{} bytes, not JSON", bytes.len()))
                     });
@@ -173,7 +174,8 @@ where
         let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
         // A withheld body's path may carry secrets in its query too (an API key in a token URL).
         if let Some(query) = uri.query().filter(|_| !body_withheld(path)) {
-            request["query"] = serde_json::Value::String(query.to_owned());
+            request["query"] =
+                serde_json::Value::String(audit::truncated(query, audit::MAX_RECORDED_QUERY));
         }
         if let Some(body) = body {
             request["body"] = body;
@@ -214,16 +216,22 @@ where
     let recorded = outcome.and_then(|o| scope.pending().map(|p| (o, p)));
     if let Some((outcome, mut pending)) = recorded {
         if status == 401 {
-            // Anyone can send an unauthenticated call: its event keeps no body, and a flood of
-            // them from one address is recorded only up to a bound.
-            if state.limits.admit_denial_event(pending.source).is_err() {
-                return response;
-            }
+            // Anyone can send an unauthenticated call: its event keeps no body.
             pending.request = describe(None);
         }
         if !changes_state {
             pending.action = action_for(&method, path);
             pending.request = describe(None);
+        }
+        if outcome == "denied" {
+            // A flood of denials from one source is recorded up to a bound, then counted.
+            let source = if status == 401 {
+                DenialSource::Address(pending.source)
+            } else {
+                DenialSource::Caller(pending.initiator.clone())
+            };
+            state.keyplane.record_denial(source, pending, status).await;
+            return response;
         }
         let event = pending.finish(outcome, status);
         if let Err(e) = state.keyplane.record_audit_event(event).await {

@@ -46,6 +46,8 @@ enum Need {
     InVault(Permission, Uuid),
     /// A list, narrowed to the vaults where the caller may list.
     List,
+    /// A Key Protect call on the keystore `bluemix-instance` names, in that keystore's vault.
+    InKeystore(Permission, Uuid, Uuid),
     /// A create whose vault is in the body.
     InBodyVault(Permission),
     /// Nothing to check here (an unknown path answers its own 404; a bad id its own 400).
@@ -118,7 +120,7 @@ async fn need(state: &AppState, method: &Method, path: &str, instance: Option<Uu
     if path.starts_with("/api/v2/") {
         return match instance {
             Some(id) => match state.keyplane.get_keystore(id).await {
-                Ok(k) => Need::InVault(key_protect_permission(method, path), k.vault.id),
+                Ok(k) => Need::InKeystore(key_protect_permission(method, path), id, k.vault.id),
                 Err(_) => Need::Nothing,
             },
             None => Need::Nothing,
@@ -216,7 +218,9 @@ async fn approval_need(state: &AppState, method: &Method, segments: &[&str]) -> 
 }
 
 /// The vault named by a create's body (`vault.id`), leaving the body readable by the handler.
-async fn body_vault(req: Request) -> Result<(Request, Option<Uuid>), Response> {
+/// A body that is not one JSON value naming a vault by its UUID is refused here: what this step
+/// cannot read, it cannot check, so it lets nothing through.
+async fn body_vault(req: Request) -> Result<(Request, Uuid), Response> {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES)
         .await
@@ -228,13 +232,23 @@ async fn body_vault(req: Request) -> Result<(Request, Option<Uuid>), Response> {
             )
             .into_response()
         })?;
-    let vault = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| {
-            v["vault"]["id"]
-                .as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-        });
+    let value = crate::extract::parse_json::<serde_json::Value>(&bytes)
+        .map_err(IntoResponse::into_response)?;
+    let vault = value
+        .get("vault")
+        .and_then(|v| v.get("id"))
+        .ok_or_else(|| {
+            ApiError::from(keyplane_core::Error::missing_field("vault.id")).into_response()
+        })?
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| {
+            ApiError::from(keyplane_core::Error::invalid_field(
+                "vault.id",
+                "vault.id must be a vault UUID",
+            ))
+            .into_response()
+        })?;
     Ok((Request::from_parts(parts, Body::from(bytes)), vault))
 }
 
@@ -247,7 +261,11 @@ pub(crate) async fn check(
     if grants.is_administrator() {
         return Ok(req);
     }
-    let method = req.method().clone();
+    // HEAD is GET without the body: it needs what GET needs, and sees what GET sees.
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        other => other.clone(),
+    };
     let path = req.uri().path().to_owned();
     let instance = req
         .headers()
@@ -275,6 +293,17 @@ pub(crate) async fn check(
                 return Err(forbidden());
             }
         }
+        Need::InKeystore(permission, keystore, vault) => {
+            if !grants.sees(vault) {
+                return Err(
+                    ApiError::from(keyplane_core::service::unknown_instance(keystore))
+                        .into_response(),
+                );
+            }
+            if !grants.allows(permission, Some(vault)) {
+                return Err(forbidden());
+            }
+        }
         Need::List => {
             let visible = grants.visible(Permission::List);
             if visible == Visible::Only(Vec::new()) {
@@ -285,10 +314,7 @@ pub(crate) async fn check(
         Need::InBodyVault(permission) => {
             let (rebuilt, vault) = body_vault(req).await?;
             req = rebuilt;
-            // Without a vault the handler refuses the body; with one the caller must act there.
-            if let Some(vault) = vault
-                && !grants.allows(permission, Some(vault))
-            {
+            if !grants.allows(permission, Some(vault)) {
                 return Err(if grants.sees(vault) {
                     forbidden()
                 } else {

@@ -64,9 +64,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Parses a body that must be exactly one JSON value: bytes after it (other than white space)
+/// are refused, so no two readers of one body can disagree on what it says.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let detail = inner.to_string();
@@ -86,7 +88,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::from(Error::invalid_field(&path, format!("{path}: {detail}")))
         }
-    })
+    })?;
+    de.end().map_err(|_| {
+        ApiError::from(Error::Invalid {
+            code: ErrorCode::InvalidField,
+            message: "the request body must be exactly one JSON value: bytes follow it".into(),
+            target: None,
+        })
+    })?;
+    Ok(value)
 }
 
 /// The `{id}` path segment as a UUID (400 naming the parameter otherwise).

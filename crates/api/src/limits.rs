@@ -24,12 +24,7 @@ const MAX_TRACKED_ADDRESSES: usize = 10_000;
 pub(crate) struct Limits {
     calls: Option<DefaultKeyedRateLimiter<String>>,
     failed_exchanges: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-    /// Unauthenticated calls recorded in the audit trail, per address.
-    denial_events: DefaultKeyedRateLimiter<Option<IpAddr>>,
 }
-
-/// Unauthenticated calls recorded per address and minute; the rest are not recorded one by one.
-const DENIAL_EVENTS_PER_MINUTE: u32 = 60;
 
 impl Limits {
     pub(crate) fn new(per_second: u32) -> Self {
@@ -39,15 +34,7 @@ impl Limits {
                 RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
             }),
             failed_exchanges: Mutex::default(),
-            denial_events: RateLimiter::dashmap(Quota::per_minute(
-                NonZeroU32::new(DENIAL_EVENTS_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
-            )),
         }
-    }
-
-    /// Whether an unauthenticated call from `source` is still recorded.
-    pub(crate) fn admit_denial_event(&self, source: Option<IpAddr>) -> Result<(), ()> {
-        self.denial_events.check_key(&source).map_err(|_| ())
     }
 
     /// Counts one call of `caller`; `Err` holds how long to wait.

@@ -283,3 +283,51 @@ async fn destroying_a_key_is_a_critical_event() {
         (Some("keyplane.managed-keys.write"), Some("critical"))
     );
 }
+
+/// A flood of denied calls from one caller is recorded up to a bound a minute, then counted into
+/// one summary; the recorded query strings are cut to a fixed size.
+#[tokio::test]
+async fn a_flood_of_denials_is_bounded_and_summarised() {
+    let app = TestApp::new().await;
+    app.add_caller("mallory-token", "mallory", &[]);
+    let before = events(&app).await.len();
+    let query = "x".repeat(16 * 1024);
+    let calls = 200;
+    for _ in 0..calls {
+        app.call_as(
+            "mallory-token",
+            "GET",
+            &format!("/api/v4/audit_events?label={query}"),
+            None,
+            &[],
+        )
+        .await
+        .expect(403);
+    }
+    let recorded: Vec<Value> = events(&app).await.split_off(before);
+    let bound = keyplane_core::audit::denials::EVENTS_PER_WINDOW as usize;
+    assert_eq!(recorded.len(), bound, "one event each up to the bound");
+    for e in &recorded {
+        assert_eq!(e["initiator"], "mallory");
+        assert_eq!(e["outcome"], "denied");
+        let kept = e["request"]["query"].as_str().unwrap();
+        assert!(
+            kept.len() <= keyplane_core::audit::MAX_RECORDED_QUERY + 64,
+            "{} bytes kept",
+            kept.len()
+        );
+        assert!(kept.contains("truncated"), "says it was cut");
+    }
+    // The rest is one summary event with the count, written when the window ends (here: at
+    // shutdown).
+    app.keyplane.close_denial_windows().await;
+    let summary = last_event(&app).await;
+    assert_eq!(summary["action"], "keyplane.audit.denials-summarised");
+    assert_eq!(summary["initiator"], "mallory");
+    assert_eq!(summary["status"], 403);
+    assert_eq!(summary["request"]["denied_calls"], calls - bound);
+    assert_eq!(events(&app).await.len(), before + bound + 1);
+    // The chain still verifies.
+    let report = app.store.verify_audit_chain().await.unwrap();
+    assert!(report.first_broken.is_none(), "{report:?}");
+}

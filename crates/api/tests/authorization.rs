@@ -20,6 +20,7 @@ struct World {
     other: String,
     other_key: String,
     keystore: String,
+    other_keystore: String,
 }
 
 async fn world() -> World {
@@ -27,7 +28,8 @@ async fn world() -> World {
     let mine = app.vault("mine").await;
     let other = app.vault("secret-other-vault").await;
     let keystore = app.internal_keystore(&mine, "ks-mine", &["g"]).await;
-    app.internal_keystore(&other, "ks-secret-other", &["g"])
+    let other_keystore = app
+        .internal_keystore(&other, "ks-secret-other", &["g"])
         .await;
     for vault in [&mine, &other] {
         app.template(vault, "PRE", "aes", "256", "pre_activation", "g")
@@ -46,6 +48,7 @@ async fn world() -> World {
         other,
         other_key,
         keystore,
+        other_keystore,
     }
 }
 
@@ -505,4 +508,193 @@ async fn roles_on_every_vault_and_no_roles_at_all() {
             .as_u16(),
         404
     );
+}
+
+/// A body the authorisation step cannot read is refused, never let through unchecked: a caller
+/// with no policies cannot create in another vault by sending one that only the handler reads.
+#[tokio::test]
+async fn a_body_authorisation_cannot_read_creates_nothing() {
+    let w = world().await;
+    w.app.add_caller("nobody", "nobody", &[]);
+    let vault = &w.other;
+    let key = format!(r#"{{"vault":{{"id":"{vault}"}},"template_name":"ACT","label":"intruder""#);
+    let template = format!(
+        r#"{{"vault":{{"id":"{vault}"}},"name":"INTRUDER","key":{{"algorithm":"aes","size":"256","state":"active"}},"keystores":[{{"type":"ibm_cloud_kms","group":"g"}}]"#
+    );
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let mut bodies: Vec<(&str, Vec<u8>)> = Vec::new();
+    for (path, start) in [
+        ("/api/v4/managed_keys", &key),
+        ("/api/v4/templates", &template),
+    ] {
+        bodies.push((path, format!("{start}}}x").into_bytes()));
+        bodies.push((path, format!("{start}}}{start}}}").into_bytes()));
+        bodies.push((path, format!(r#"{start},"unknown":1e400}}"#).into_bytes()));
+        bodies.push((
+            path,
+            format!(r#"{start},"unknown":"\ud800"}}"#).into_bytes(),
+        ));
+        bodies.push((path, format!(r#"{start},"unknown":{deep}}}"#).into_bytes()));
+        let mut bad_utf8 = format!(r#"{start},"unknown":""#).into_bytes();
+        bad_utf8.extend_from_slice(b"\xff\xfe\"}");
+        bodies.push((path, bad_utf8));
+    }
+    for (path, body) in bodies {
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(120)
+            .collect::<String>();
+        let r = w.app.call_raw_as("nobody", "POST", path, body).await;
+        assert_eq!(r.status.as_u16(), 400, "{path} {shown}: {}", r.body);
+    }
+    // Nothing was created in the other vault.
+    let keys = w
+        .app
+        .get(&format!(
+            "/api/v4/managed_keys?vault.id={vault}&label=intruder"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(keys.body["total_count"], 0, "{}", keys.body);
+    let templates = w
+        .app
+        .get(&format!("/api/v4/templates?vault.id={vault}&name=INTRUDER"))
+        .await
+        .expect(200);
+    assert_eq!(templates.body["total_count"], 0, "{}", templates.body);
+    // A body without a vault is refused before anything else is looked at.
+    let r = w
+        .app
+        .call_raw_as(
+            "nobody",
+            "POST",
+            "/api/v4/managed_keys",
+            r#"{"template_name":"ACT","label":"intruder"}"#,
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert_eq!(r.target(), "vault.id");
+}
+
+/// Bytes after the JSON value are refused on every route, for every caller.
+#[tokio::test]
+async fn a_body_is_exactly_one_json_value() {
+    let w = world().await;
+    for body in [r#"{"name":"a"}garbage"#, r#"{"name":"a"}{"name":"b"}"#] {
+        let r = w
+            .app
+            .call_raw_as(keyplane_testkit::TEST_TOKEN, "POST", "/api/v4/vaults", body)
+            .await;
+        assert_eq!(r.status.as_u16(), 400, "{body}: {}", r.body);
+    }
+    let vaults = w.app.get("/api/v4/vaults?name=a").await.expect(200);
+    assert_eq!(vaults.body["total_count"], 0, "{}", vaults.body);
+    // Trailing white space is still one value.
+    let r = w
+        .app
+        .call_raw_as(
+            keyplane_testkit::TEST_TOKEN,
+            "POST",
+            "/api/v4/vaults",
+            "{\"name\":\"a\"}\n  ",
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+}
+
+/// HEAD answers as GET would for the same caller: the same status, and for a list the same
+/// scope, so its `Content-Length` tells nothing GET would not.
+#[tokio::test]
+async fn head_answers_as_get_for_every_role() {
+    let w = world().await;
+    let mine: Uuid = w.mine.parse().unwrap();
+    let own_key = w.key("ACT").await.id();
+    let paths = [
+        "/api/v4/managed_keys".to_owned(),
+        format!(
+            "/api/v4/managed_keys?vault.id={}&label=secret-other-key",
+            w.other
+        ),
+        "/api/v4/vaults".to_owned(),
+        "/api/v4/templates".to_owned(),
+        "/api/v4/keystores".to_owned(),
+        format!("/api/v4/managed_keys/{own_key}"),
+        format!("/api/v4/managed_keys/{}", w.other_key),
+        format!("/api/v4/vaults/{}", w.mine),
+        format!("/api/v4/vaults/{}", w.other),
+        format!("/api/v4/keystores/{}", w.keystore),
+        "/api/v4/access/principals".to_owned(),
+        "/api/v4/audit_events".to_owned(),
+    ];
+    let mut callers = vec![("nobody".to_owned(), Vec::new())];
+    for (role, short) in ROLES {
+        callers.push((format!("token-{short}"), vec![(role, Some(mine))]));
+    }
+    for (token, policies) in &callers {
+        w.app.add_caller(token, token, policies);
+        for path in &paths {
+            let get = w.app.call_as(token, "GET", path, None, &[]).await;
+            let head = w.app.call_as(token, "HEAD", path, None, &[]).await;
+            assert_eq!(get.status, head.status, "{token} HEAD {path}");
+            if get.status.is_success() {
+                assert_eq!(
+                    get.headers.get("content-length"),
+                    head.headers.get("content-length"),
+                    "{token} HEAD {path}"
+                );
+            }
+        }
+    }
+}
+
+/// A data-plane call naming a keystore of a vault the caller has no role in answers as for a
+/// keystore that does not exist: nothing of it, nor of its vault, is revealed.
+#[tokio::test]
+async fn another_vaults_keystore_answers_as_an_unknown_one() {
+    let w = world().await;
+    let mine: Uuid = w.mine.parse().unwrap();
+    w.app
+        .add_caller("manager", "manager", &[(Role::Manager, Some(mine))]);
+    let key = Uuid::new_v4();
+    let unknown = Uuid::new_v4().to_string();
+    for (method, path, body) in [
+        (
+            "POST",
+            format!("/api/v2/keys/{key}/actions/wrap"),
+            Some(json!({})),
+        ),
+        ("GET", format!("/api/v2/keys/{key}"), None),
+        ("GET", "/api/v2/keys".to_owned(), None),
+    ] {
+        let answer = |instance: String| {
+            let (path, body) = (path.clone(), body.clone());
+            let app = &w.app;
+            async move {
+                let r = app
+                    .call_as(
+                        "manager",
+                        method,
+                        &path,
+                        body,
+                        &[("bluemix-instance", &instance)],
+                    )
+                    .await;
+                let text = r.body.to_string().replace(&instance, "<instance>");
+                (r.status, text)
+            }
+        };
+        let hidden = answer(w.other_keystore.clone()).await;
+        let missing = answer(unknown.clone()).await;
+        assert_eq!(hidden.0.as_u16(), 400, "{method} {path}: {}", hidden.1);
+        // The trace differs; everything else is alike.
+        let strip = |t: &str| {
+            let mut v: Value = serde_json::from_str(t).unwrap();
+            if let Some(resource) = v["resources"][0].as_object_mut() {
+                resource.remove("correlationId");
+            }
+            v
+        };
+        assert_eq!(strip(&hidden.1), strip(&missing.1), "{method} {path}");
+        assert!(!hidden.1.contains(&w.other), "{}", hidden.1);
+    }
 }

@@ -104,7 +104,21 @@ pub async fn open_store(
     data_dir: &std::path::Path,
     durable: bool,
 ) -> anyhow::Result<Arc<SqliteStore>> {
-    std::fs::create_dir_all(data_dir)
+    // Only the server's own user may enter the data directory: it holds the database and, with
+    // the dev seal, the seal key.
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        dir.mode(0o700);
+        dir.create(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting data directory {}", data_dir.display()))?;
+    }
+    #[cfg(not(unix))]
+    dir.create(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let store = SqliteStore::open(
         &data_dir.join("keyplane.sqlite"),
@@ -138,6 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
     tokio::spawn(keyplane.clone().run_distribution());
+    tokio::spawn(keyplane.clone().run_denial_summaries());
     if !config.drift_interval.is_zero() {
         tokio::spawn(keyplane.clone().run_drift_checks(config.drift_interval));
     }
@@ -162,7 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let app = keyplane_api::app(
         keyplane.clone(),
-        Arc::new(crate::tokens::Tokens::new(keyplane)?),
+        Arc::new(crate::tokens::Tokens::new(keyplane.clone())?),
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,
@@ -199,6 +214,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await?;
         }
     }
+    keyplane.close_denial_windows().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -117,6 +117,11 @@ async fn every_api_call_needs_a_valid_token_and_data_survives_a_restart() {
 #[tokio::test]
 async fn zero_config_start_prints_a_working_admin_token() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let server = Server::start(&binary(), dir.path(), &[]).await.unwrap();
     assert!(
         server.token.starts_with("kp_"),
@@ -124,12 +129,24 @@ async fn zero_config_start_prints_a_working_admin_token() {
     );
     let c = server.client();
     assert_eq!(c.get("/api/v4/vaults").await.unwrap().status, 200);
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(dir.path().join("master.key"))
-            .unwrap()
-            .permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600);
+    // Only the server's user may read what it keeps: the directory is 0700 (the test made it
+    // 0755 before the start), its files 0600.
+    let mode = |name: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions(),
+        ) & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "the data directory");
+    for file in [
+        "master.key",
+        "keyplane.sqlite",
+        "keyplane.sqlite-wal",
+        "keyplane.sqlite-shm",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
     assert!(server.terminate().await.unwrap());
     // Only a hash is stored: the token's text is nowhere in the data directory.
     for bytes in data_files(dir.path()) {

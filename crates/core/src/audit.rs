@@ -6,6 +6,8 @@
 //! takes the scope's event and appends it with the write ([`take_for_write`]). What no write took
 //! (failures, denials, reads of note) the API layer appends on its own afterwards.
 
+pub mod denials;
+
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -150,6 +152,32 @@ const ALWAYS_REDACTED: &[&str] = &[
     "ciphertext",
     "ciphertexts",
 ];
+
+/// Longest query string an event keeps, in bytes.
+pub const MAX_RECORDED_QUERY: usize = 1024;
+/// Longest request body an event keeps, as JSON text, in bytes.
+pub const MAX_RECORDED_BODY: usize = 4096;
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying how long it was.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated: {} bytes in all]", &text[..end], text.len())
+}
+
+/// A redacted body as an event keeps it: whole when small, else the start of its JSON text.
+pub fn bounded_body(body: serde_json::Value) -> serde_json::Value {
+    let text = body.to_string();
+    if text.len() <= MAX_RECORDED_BODY {
+        return body;
+    }
+    serde_json::Value::String(truncated(&text, MAX_RECORDED_BODY))
+}
 
 /// A request body with every secret replaced by `[redacted]`.
 pub fn redact(value: &serde_json::Value) -> serde_json::Value {

@@ -56,6 +56,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
+        owner_only(path)?;
         let generation = read_cache::Generation::default();
         let writer = writer::Writer::start(path, durability, generation.clone())?;
         Ok(Self {
@@ -78,6 +79,39 @@ impl SqliteStore {
             tracing::warn!(error = %e, "WAL checkpoint at close failed");
         }
     }
+}
+
+/// Makes the database readable by its owner only, before SQLite opens it: SQLite gives the WAL
+/// and shared-memory files the database file's permissions, so they follow. A database made by
+/// an older release is tightened, with its WAL and shared-memory files if they are there.
+fn owner_only(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| {
+            keyplane_core::Error::internal(format!(
+                "preparing the database file {}: {e}",
+                path.display()
+            ))
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mut files = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            files.push(name.into());
+        }
+        for file in files.iter().filter(|f| f.exists()) {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 impl SqliteStore {

@@ -71,6 +71,8 @@ impl Authenticator for FixedToken {
 pub struct TestApp {
     pub router: Router,
     pub store: Arc<SqliteStore>,
+    /// The services behind the router, for what no HTTP call reaches (shutdown steps).
+    pub keyplane: Keyplane,
     pub dir: tempfile::TempDir,
     tokens: Arc<FixedToken>,
 }
@@ -165,7 +167,7 @@ impl TestApp {
         let keyplane = Keyplane::new(store.clone(), engine, policy);
         let tokens = Arc::new(FixedToken::default());
         let router = keyplane_api::app(
-            keyplane,
+            keyplane.clone(),
             tokens.clone(),
             &HttpSettings {
                 public_url: PUBLIC_URL.into(),
@@ -176,6 +178,7 @@ impl TestApp {
         Self {
             router,
             store,
+            keyplane,
             dir,
             tokens,
         }
@@ -227,6 +230,24 @@ impl TestApp {
             None => Body::empty(),
         };
         self.send(req.body(body).expect("request")).await
+    }
+
+    /// Sends `body` as it is, labelled JSON, with `token`: for bodies no `Value` can hold.
+    pub async fn call_raw_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: impl Into<Body>,
+    ) -> TestResponse {
+        let req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body.into())
+            .expect("request");
+        self.send(req).await
     }
 
     /// Sends a request as the test caller. `body` is sent as JSON.

@@ -169,15 +169,25 @@ fn check_usable(key: &UsageContext, wrapping: bool) -> Result<()> {
     ))
 }
 
+/// The answer for a `bluemix-instance` that names no internal keystore the caller can use: the
+/// same whether the keystore does not exist, is external, or sits in a vault hidden from the
+/// caller, so nothing of it is revealed.
+pub fn unknown_instance(keystore_id: Uuid) -> Error {
+    Error::invalid_header(
+        "bluemix-instance",
+        format!("bluemix-instance {keystore_id} is not an internal keystore of this keyplane"),
+    )
+}
+
 impl Keyplane {
     /// The key installed in an internal keystore under `key_ref` (its `key_id_in_keystore`).
     pub async fn installed_key(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<InstalledKey> {
-        let keystore = self.store.get_keystore(keystore_id).await?.filter(Keystore::is_internal).ok_or_else(|| {
-            Error::invalid_header(
-                "bluemix-instance",
-                format!("bluemix-instance {keystore_id} is not an internal keystore of this keyplane"),
-            )
-        })?;
+        let keystore = self
+            .store
+            .get_keystore(keystore_id)
+            .await?
+            .filter(Keystore::is_internal)
+            .ok_or_else(|| unknown_instance(keystore_id))?;
         let copy = self.store.internal_copy(keystore.id, key_ref).await?.ok_or_else(|| Error::NotFound {
             resource: "key",
             id: format!("{key_ref} (not installed in keystore '{}': pre-active, destroyed or never there)", keystore.name),
@@ -211,12 +221,7 @@ impl Keyplane {
             .get_keystore(keystore_id)
             .await?
             .filter(Keystore::is_internal)
-            .ok_or_else(|| {
-                Error::invalid_header(
-                    "bluemix-instance",
-                    format!("bluemix-instance {keystore_id} is not an internal keystore"),
-                )
-            })?;
+            .ok_or_else(|| unknown_instance(keystore_id))?;
         let copies = self
             .store
             .internal_copies_in_keystore(keystore_id, paging)

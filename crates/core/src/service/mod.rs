@@ -24,7 +24,9 @@ use crate::ports::{MaterialEngine, Store};
 
 pub use access::NewPrincipal;
 pub use approvals::{APPROVAL_TTL, Gate};
-pub use dataplane::{DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext, wrapped_probe};
+pub use dataplane::{
+    DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext, unknown_instance, wrapped_probe,
+};
 pub use distributor::DistributionPolicy;
 pub use key_pool::KeyPoolPolicy;
 pub use key_protect::{
@@ -47,6 +49,8 @@ pub struct Keyplane {
     /// Builds connectors to external keystores; without them external keystores are stored only.
     connectors: Option<Arc<dyn Connectors>>,
     distribution: Arc<distributor::Distribution>,
+    /// Denied calls per source, bounded before they reach the trail.
+    denials: Arc<crate::audit::denials::DenialLedger>,
 }
 
 impl Keyplane {
@@ -62,6 +66,7 @@ impl Keyplane {
             key_pool: Arc::default(),
             connectors: None,
             distribution: Arc::default(),
+            denials: Arc::default(),
         }
     }
 
