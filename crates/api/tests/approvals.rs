@@ -188,3 +188,79 @@ async fn a_second_principal_approves_destroy_and_removal() {
         .expect(200);
     app.with_etag("DELETE", &path, "", None).await.expect(204);
 }
+
+/// An approval and a rejection sent together: whichever decides the request, the key's state
+/// agrees with it — a rejected request never has its action carried out.
+#[tokio::test]
+async fn approve_and_reject_racing_agree_with_the_key() {
+    let app = TestApp::new().await;
+    let vault = app.vault("racing").await;
+    app.internal_keystore(&vault, "internal", &["g"]).await;
+    app.template(&vault, "T1", "aes", "256", "active", "g")
+        .await;
+    let vault_id: Uuid = vault.parse().unwrap();
+    for name in ["alice", "bob", "carol"] {
+        app.add_caller(name, name, &[(Role::VaultAdministrator, Some(vault_id))]);
+    }
+    app.call(
+        "PUT",
+        &format!("/api/v4/vaults/{vault}/dual_control"),
+        Some(json!({ "enabled": true })),
+        &[],
+    )
+    .await
+    .expect(200);
+    for round in 0..8 {
+        let key = app
+            .key(&vault, "T1", &format!("race-{round}"))
+            .await
+            .expect(201)
+            .id();
+        let path = format!("/api/v4/managed_keys/{key}");
+        app.with_etag("POST", &path, "/deactivate", None)
+            .await
+            .expect(200);
+        let etag = app.get(&path).await.expect(200).etag();
+        let approval = app
+            .call_as(
+                "alice",
+                "POST",
+                &format!("{path}/destroy"),
+                None,
+                &[("if-match", &etag)],
+            )
+            .await
+            .expect(202)
+            .id();
+        let approve = format!("/api/v4/approvals/{approval}/approve");
+        let reject = format!("/api/v4/approvals/{approval}/reject");
+        let (approved, rejected) = tokio::join!(
+            app.call_as("bob", "POST", &approve, None, &[]),
+            app.call_as("carol", "POST", &reject, None, &[]),
+        );
+        let state = app.get(&path).await.expect(200).body["state"].clone();
+        let decided = app
+            .get(&format!("/api/v4/approvals/{approval}"))
+            .await
+            .expect(200)
+            .body["state"]
+            .clone();
+        assert!(
+            approved.status.is_success() != rejected.status.is_success(),
+            "round {round}: exactly one decides ({} / {})",
+            approved.status,
+            rejected.status
+        );
+        if decided == "approved" {
+            assert_eq!(state, "destroyed", "round {round}");
+            assert!(approved.status.is_success());
+        } else {
+            assert_eq!(decided, "rejected", "round {round}");
+            assert_eq!(
+                state, "deactivated",
+                "round {round}: a rejected request acts not"
+            );
+            assert!(rejected.status.is_success());
+        }
+    }
+}

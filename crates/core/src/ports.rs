@@ -273,6 +273,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records a decision on a pending approval; `EtagMismatch`-like conflict when it was
     /// decided meanwhile.
     async fn decide_approval(&self, approval: &Approval) -> Result<()>;
+    /// Puts an approval claimed for approving back to pending (its action could not be carried
+    /// out); nothing when it is no longer approved.
+    async fn reopen_approval(&self, id: Uuid) -> Result<()>;
     /// Policies of one principal, or of all.
     async fn list_policies(&self, principal_id: Option<Uuid>) -> Result<Vec<crate::authz::Policy>>;
 

@@ -87,7 +87,26 @@ pub fn key_label(value: &str) -> Result<()> {
 }
 
 pub fn description(field: &str, value: &str) -> Result<()> {
-    check_len(field, value, 0, 200)
+    free_text(field, value, 0, 200)
+}
+
+/// Text a person writes: `min` to `max` characters, with no control characters but tab and
+/// newline (a NUL or an escape sequence would reach terminals, logs and exports as written).
+pub fn free_text(field: &str, value: &str, min: usize, max: usize) -> Result<()> {
+    check_len(field, value, min, max)?;
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() && *c != '\t' && *c != '\n')
+    {
+        return Err(Error::invalid_field(
+            field,
+            format!(
+                "{field} must not contain control characters other than tab and newline (found U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A short free-text field (locations, groups, proxies, connection values).
@@ -124,7 +143,7 @@ pub fn tags(field: &str, values: &[Tag]) -> Result<()> {
     }
     for t in values {
         short_text(&format!("{field}.name"), &t.name, 128)?;
-        check_len(&format!("{field}.value"), &t.value, 0, 256)?;
+        free_text(&format!("{field}.value"), &t.value, 0, 256)?;
     }
     Ok(())
 }

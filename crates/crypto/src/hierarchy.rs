@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use keyplane_core::error::{Error, ErrorCode, Result};
 use keyplane_core::model::SealedMaterial;
@@ -96,7 +97,14 @@ pub struct KeyHierarchy {
     ephemeral_seal_key: Option<Arc<MasterKey>>,
     state: RwLock<State>,
     rotation: tokio::sync::Mutex<()>,
+    /// Keys whose material was forgotten (destroyed) lately, with when: a data-plane call that
+    /// read the material before the destroy and opens it after must not put it back in memory.
+    forgotten: Mutex<HashMap<Uuid, Instant>>,
 }
+
+/// How long a destroyed key is remembered as such: longer than any call that read its material
+/// before the destroy can still be running.
+const FORGOTTEN_FOR: Duration = Duration::from_secs(600);
 
 fn vault_context(vault_id: Uuid) -> Vec<u8> {
     format!("keyplane-vault-key:v1:{vault_id}").into_bytes()
@@ -153,6 +161,7 @@ impl KeyHierarchy {
             ephemeral_seal_key,
             state: RwLock::new(State::default()),
             rotation: tokio::sync::Mutex::new(()),
+            forgotten: Mutex::default(),
         });
         let automatic = match &hierarchy.mode {
             SealMode::Shamir
@@ -391,6 +400,11 @@ impl KeyHierarchy {
                 Error::invalid_field("key", "only AES-256 keys can wrap data keys")
             })?);
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Checked under the state lock `forget_material` also takes: a forget either came
+        // before (and is seen here) or comes after (and removes what is cached here).
+        if self.was_forgotten(binding.key_id) {
+            return Ok(cipher);
+        }
         let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
         if unsealed.ciphers.len() >= MAX_OPEN_CIPHERS {
             unsealed.ciphers.clear();
@@ -399,12 +413,34 @@ impl KeyHierarchy {
         Ok(cipher)
     }
 
-    /// Drops every opened version of a key (it was destroyed).
+    fn was_forgotten(&self, key_id: Uuid) -> bool {
+        self.forgotten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key_id)
+    }
+
+    /// Drops every opened version of a key (it was destroyed), and keeps any call still
+    /// running from opening it into memory again.
     pub fn forget_material(&self, key_id: Uuid) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut forgotten = self.forgotten.lock().unwrap_or_else(|e| e.into_inner());
+            forgotten.retain(|_, at| at.elapsed() < FORGOTTEN_FOR);
+            forgotten.insert(key_id, Instant::now());
+        }
         if let Some(unsealed) = state.unsealed.as_mut() {
             unsealed.ciphers.retain(|(k, _), _| *k != key_id);
         }
+    }
+
+    /// Whether any version of the key's material is held opened in memory.
+    pub fn holds_opened_material(&self, key_id: Uuid) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .unsealed
+            .as_ref()
+            .is_some_and(|u| u.ciphers.keys().any(|(k, _)| *k == key_id))
     }
 
     pub async fn open_vault_key(&self, vault_id: Uuid) -> Result<()> {

@@ -137,3 +137,37 @@ async fn another_seal_mode_or_seal_key_is_refused() {
         "{wrong_key}"
     );
 }
+
+/// A data-plane call that read a key's material before the key was destroyed, and opens it only
+/// after, is served, but leaves nothing of the destroyed material in memory.
+#[tokio::test]
+async fn material_opened_after_a_destroy_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
+        .await
+        .unwrap();
+    let vault_id = vault(store.as_ref()).await;
+    engine.open_vault(vault_id).await.unwrap();
+    let binding = MaterialBinding {
+        vault_id,
+        key_id: Uuid::now_v7(),
+        version: 1,
+    };
+    let material = engine.generate(Algorithm::Aes, 256, &binding).unwrap();
+    engine
+        .encrypt_with(&binding, &material, &[b"data key"], b"")
+        .unwrap();
+    assert!(engine.holds_opened_material(binding.key_id));
+    // The destroy forgets it; the late call still holds the sealed material it read before.
+    engine.forget_material(binding.key_id);
+    assert!(!engine.holds_opened_material(binding.key_id));
+    let late = engine
+        .encrypt_with(&binding, &material, &[b"data key"], b"")
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    assert!(
+        !engine.holds_opened_material(binding.key_id),
+        "the destroyed material came back into memory"
+    );
+}

@@ -982,4 +982,10 @@ impl Store for SqliteStore {
             .write(move |c| access::decide_approval(c, &approval))
             .await
     }
+
+    async fn reopen_approval(&self, id: Uuid) -> Result<()> {
+        self.writer
+            .write(move |c| access::reopen_approval(c, id))
+            .await
+    }
 }

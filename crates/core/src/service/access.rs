@@ -47,12 +47,7 @@ impl Keyplane {
                 .ok_or_else(|| Error::invalid_field("kind", "kind is 'user' or 'service'"))?,
         };
         let description = input.description.unwrap_or_default();
-        if description.chars().count() > MAX_DESCRIPTION {
-            return Err(Error::invalid_field(
-                "description",
-                format!("description is at most {MAX_DESCRIPTION} characters"),
-            ));
-        }
+        crate::validate::free_text("description", &description, 0, MAX_DESCRIPTION)?;
         let principal = Principal {
             id: new_id(),
             name,

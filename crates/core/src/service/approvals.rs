@@ -115,9 +115,32 @@ impl Keyplane {
                 "dual control: a second, different principal must approve",
             ));
         }
+        // The request is claimed before its action runs: a concurrent approval or rejection
+        // then finds it decided, and an action is never carried out for a rejected request.
+        approval.state = ApprovalState::Approved;
+        approval.decided_by = Some(actor.0.clone());
+        approval.decided_at = Some(now());
+        self.store.decide_approval(&approval).await?;
+        match self.approved_action(actor, &approval).await {
+            Ok(key) => Ok((approval, key)),
+            Err(e) => {
+                // Not carried out: the request waits again for a decision.
+                if let Err(reopen) = self.store.reopen_approval(approval.id).await {
+                    tracing::error!(error = %reopen, approval = %approval.id, "an approval whose action failed could not be reopened");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn approved_action(
+        &self,
+        actor: &Actor,
+        approval: &Approval,
+    ) -> Result<Option<ManagedKey>> {
         let key = self.get_key(approval.key_id).await?;
         let current = IfMatch::parse(&etag::etag(key.revision, key.id));
-        let result = match approval.action {
+        Ok(match approval.action {
             ApprovalAction::DestroyKey => Some(
                 self.destroy_key(actor, approval.key_id, Some(&current))
                     .await?,
@@ -126,12 +149,7 @@ impl Keyplane {
                 self.delete_key(approval.key_id, Some(&current)).await?;
                 None
             }
-        };
-        approval.state = ApprovalState::Approved;
-        approval.decided_by = Some(actor.0.clone());
-        approval.decided_at = Some(now());
-        self.store.decide_approval(&approval).await?;
-        Ok((approval, result))
+        })
     }
 
     pub async fn reject(&self, actor: &Actor, id: Uuid) -> Result<Approval> {

@@ -218,3 +218,12 @@ pub(crate) fn decide_approval(conn: &Connection, a: &keyplane_core::model::Appro
     }
     Ok(())
 }
+
+pub(crate) fn reopen_approval(conn: &Connection, id: Uuid) -> Result<()> {
+    conn.execute(
+        "UPDATE approvals SET state = 'pending', decided_by = NULL, decided_at = NULL WHERE id = ? AND state = 'approved'",
+        params![id.to_string()],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
