@@ -148,10 +148,36 @@ impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
+        refuse_invalid_utf8(q)?;
         serde_urlencoded::from_str::<Vec<(String, String)>>(q)
             .map(RawQuery)
             .map_err(|_| Error::invalid_parameter("query", "the query string is malformed").into())
     }
+}
+
+/// Refuses a query whose names or values decode to bytes that are not UTF-8: decoding would
+/// replace them (`%ff` becoming U+FFFD), so a filter would match other text than was sent.
+fn refuse_invalid_utf8(query: &str) -> Result<(), ApiError> {
+    let decodes = |raw: &str| {
+        percent_encoding::percent_decode_str(&raw.replace('+', " "))
+            .decode_utf8()
+            .is_ok()
+    };
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !decodes(name) || !decodes(value) {
+            let shown = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            return Err(Error::invalid_parameter(
+                &shown,
+                format!(
+                    "query parameter '{}' is not valid UTF-8 once decoded",
+                    shown.escape_debug()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The legacy `UKO-Vault` header (API ≤ 4.7): accepted, and checked against the resource's vault.

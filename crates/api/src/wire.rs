@@ -24,6 +24,7 @@ pub struct Href {
 
 /// `{id}` reference in a creation request.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IdRef {
     pub id: Option<String>,
 }
@@ -64,6 +65,7 @@ impl Size {
 
 /// `{name, value}` tag as sent by 4.0 clients.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TagBody {
     pub name: String,
     pub value: String,
@@ -81,6 +83,7 @@ fn tags(list: Option<Vec<TagBody>>) -> Option<Vec<Tag>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VaultBody {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -106,6 +109,7 @@ impl VaultBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyPropertiesBody {
     #[schema(value_type = Option<String>)]
     pub size: Option<Size>,
@@ -119,6 +123,7 @@ pub struct KeyPropertiesBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TemplateKeystoreBody {
     #[serde(rename = "type")]
     #[schema(value_type = Option<String>)]
@@ -131,6 +136,7 @@ pub struct TemplateKeystoreBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TemplateBody {
     pub vault: Option<IdRef>,
     pub name: Option<String>,
@@ -255,10 +261,23 @@ impl std::fmt::Debug for KeystoreBody {
 }
 
 impl KeystoreBody {
-    fn connection(rest: Map<String, Value>) -> Map<String, Value> {
-        rest.into_iter()
-            .filter(|(k, _)| keystore_types::is_connection_field(k))
-            .collect()
+    /// The connection fields among the fields no other member took; any other field is refused,
+    /// named. `keystore_type` is the exception: the IBM CLI sends it on updates (spec §4.4), and
+    /// it is ignored.
+    fn connection(rest: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+        let mut connection = Map::new();
+        for (field, value) in rest {
+            if keystore_types::is_connection_field(&field) {
+                connection.insert(field, value);
+            } else if field != "keystore_type" {
+                return Err(keyplane_core::Error::invalid_field(
+                    &field,
+                    format!("unknown field `{}`", field.escape_debug()),
+                )
+                .into());
+            }
+        }
+        Ok(connection)
     }
 
     pub fn into_new(self) -> Result<service::NewKeystore, ApiError> {
@@ -271,7 +290,7 @@ impl KeystoreBody {
             groups: self.groups,
             location: self.location,
             tls_proxy: self.tls_proxy,
-            connection: Self::connection(self.rest),
+            connection: Self::connection(self.rest)?,
         })
     }
 
@@ -289,12 +308,13 @@ impl KeystoreBody {
             groups: self.groups,
             location: self.location,
             tls_proxy: self.tls_proxy,
-            connection: Self::connection(self.rest),
+            connection: Self::connection(self.rest)?,
         })
     }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyCreateBody {
     pub template_name: Option<String>,
     pub vault: Option<IdRef>,
@@ -317,6 +337,7 @@ impl KeyCreateBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyUpdateBody {
     pub label: Option<String>,
     pub activation_date: Option<String>,

@@ -313,13 +313,21 @@ async fn batches_wrap_and_unwrap_many_data_keys() {
     let f = fixture("256").await;
     let given: Vec<String> = (0..3u8).map(|i| B64.encode([i; 32])).collect();
     let w = f
-        .action(
-            "wrap_batch",
-            json!({ "plaintexts": given, "count": 2, "aad": ["x"] }),
-        )
+        .action("wrap_batch", json!({ "plaintexts": given, "aad": ["x"] }))
         .await
         .expect(200);
-    let results = w.body["results"].as_array().unwrap();
+    let generated = f
+        .action("wrap_batch", json!({ "count": 2, "aad": ["x"] }))
+        .await
+        .expect(200);
+    let mut results = w.body["results"].as_array().unwrap().clone();
+    results.extend(
+        generated.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
     assert_eq!(results.len(), 5);
     assert!(
         results[..3].iter().all(|r| r.get("plaintext").is_none()),
@@ -372,6 +380,21 @@ async fn batches_wrap_and_unwrap_many_data_keys() {
         .await
         .expect(400);
     assert_eq!(r.target(), "ciphertexts[1]");
+    // `count` or `plaintexts`, never both mixed in one batch.
+    let r = f
+        .action(
+            "wrap_batch",
+            json!({ "count": 2, "plaintexts": [B64.encode([7u8; 32])] }),
+        )
+        .await
+        .expect(400);
+    assert!(r.body.to_string().contains("not both"), "{}", r.body);
+    // Unknown fields are named.
+    let r = f
+        .action("wrap", json!({ "plaintxt": B64.encode([7u8; 32]) }))
+        .await
+        .expect(400);
+    assert!(r.body.to_string().contains("plaintxt"), "{}", r.body);
     let r = f.action("wrap_batch", json!({})).await.expect(400);
     assert_eq!(r.target(), "plaintexts");
     f.action("wrap_batch", json!({ "count": 1001 }))

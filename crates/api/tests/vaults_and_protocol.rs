@@ -761,18 +761,111 @@ async fn wrong_json_type_names_the_field() {
     assert_eq!(r.target(), "label", "{}", r.body);
 }
 
+/// An unknown body field is 400 naming it, and changes nothing; the fields UKO clients of older
+/// API versions send (`tags`, the CLI's `keystore_type`) are still accepted.
 #[tokio::test]
-async fn unknown_json_fields_are_ignored() {
+async fn unknown_body_fields_are_refused_by_name() {
     let app = TestApp::new().await;
     let r = app
-        .post(
-            VAULTS,
-            json!({ "name": "tolerant", "colour": "blue", "nested": { "x": [1, 2] } }),
+        .post(VAULTS, json!({ "name": "strict", "colour": "blue" }))
+        .await;
+    assert_error(&r, 400, "invalid_field");
+    assert_eq!(r.target(), "colour");
+    assert_eq!(list_names(&app, "").await, Vec::<String>::new());
+
+    let vault = app.vault("strict").await;
+    let keystore = app.internal_keystore(&vault, "ks", &["g"]).await;
+    app.template(&vault, "T1", "aes", "256", "active", "g")
+        .await;
+    let key = app.key(&vault, "T1", "strict-key").await.expect(201);
+    let key_path = format!("/api/v4/managed_keys/{}", key.id());
+    let before = app.get(&key_path).await.expect(200).etag();
+    let r = app
+        .with_etag(
+            "PATCH",
+            &key_path,
+            "",
+            Some(json!({ "descripton": "typo" })),
         )
+        .await;
+    assert_error(&r, 400, "invalid_field");
+    assert!(r.message().contains("descripton"), "{}", r.body);
+    assert_eq!(
+        app.get(&key_path).await.expect(200).etag(),
+        before,
+        "no new revision"
+    );
+
+    // Nested objects too.
+    let r = app
+        .post(
+            "/api/v4/templates",
+            json!({ "vault": { "id": vault }, "name": "T2",
+                    "key": { "algorithm": "aes", "size": "256", "state": "active", "colour": 1 },
+                    "keystores": [{ "type": "ibm_cloud_kms", "group": "g" }] }),
+        )
+        .await;
+    assert_error(&r, 400, "invalid_field");
+    assert!(r.message().contains("colour"), "{}", r.body);
+    let r = app
+        .post(
+            "/api/v4/keystores",
+            json!({ "type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": { "id": vault },
+                    "name": "ks2", "colour": "blue" }),
+        )
+        .await;
+    assert_error(&r, 400, "invalid_field");
+    assert_eq!(r.target(), "colour");
+
+    // Legacy fields.
+    app.post(
+        "/api/v4/managed_keys",
+        json!({ "vault": { "id": vault }, "template_name": "T1", "label": "tagged",
+                "tags": [{ "name": "team", "value": "payments" }] }),
+    )
+    .await
+    .expect(201);
+    app.with_etag(
+        "PATCH",
+        &format!("/api/v4/keystores/{keystore}"),
+        "",
+        Some(json!({ "keystore_type": "ibm_cloud_kms", "description": "from the IBM CLI" })),
+    )
+    .await
+    .expect(200);
+}
+
+/// Free text refuses control characters other than tab and newline.
+#[tokio::test]
+async fn free_text_refuses_control_characters() {
+    let app = TestApp::new().await;
+    for bad in ["nul\u{0}here", "esc\u{1b}[31mred", "bell\u{7}", "del\u{7f}"] {
+        let r = app
+            .post(VAULTS, json!({ "name": "ctl", "description": bad }))
+            .await;
+        assert_error(&r, 400, "invalid_field");
+        assert_eq!(r.target(), "description");
+    }
+    assert_eq!(list_names(&app, "").await, Vec::<String>::new());
+    app.post(
+        VAULTS,
+        json!({ "name": "ctl", "description": "two lines\n\tindented" }),
+    )
+    .await
+    .expect(201);
+}
+
+/// A query whose decoded bytes are not UTF-8 is refused rather than matched as U+FFFD.
+#[tokio::test]
+async fn a_query_that_is_not_utf8_is_refused() {
+    let app = TestApp::new().await;
+    for query in ["name=%ff", "%ff=1", "name=%c3%28"] {
+        let r = app.get(&format!("{VAULTS}?{query}")).await;
+        assert_error(&r, 400, "invalid_query_parameter");
+    }
+    app.get(&format!("{VAULTS}?name=%c3%a9t%c3%a9"))
         .await
-        .expect(201);
-    assert_eq!(r.body["name"], "tolerant");
-    assert!(r.body.get("colour").is_none());
+        .expect(200);
 }
 
 // ---- OpenAPI ----

@@ -6,7 +6,9 @@ mod common;
 use common::{TOKEN, create_key, id, principal_with_api_key, setup, start};
 use keyplane_testkit::process::Server;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
+use reqwest::header::{
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS,
+};
 
 fn browser() -> reqwest::Client {
     let _ = keyplane_testkit::http_client();
@@ -43,8 +45,14 @@ fn csrf_of(html: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-/// Signs in with `credential`; returns the session cookie header value.
+/// Signs in with `credential` (the admin token as a token, anything else as an API key);
+/// returns the session cookie header value.
 async fn sign_in(server: &Server, http: &reqwest::Client, credential: &str) -> String {
+    let kind = if credential == TOKEN {
+        "token"
+    } else {
+        "api_key"
+    };
     let form = http
         .get(format!("{}/ui/login", server.base))
         .send()
@@ -58,7 +66,11 @@ async fn sign_in(server: &Server, http: &reqwest::Client, credential: &str) -> S
             COOKIE,
             format!("keyplane_login={}", cookie_value(&login_cookie)),
         )
-        .form(&[("csrf", csrf.as_str()), ("credential", credential)])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("credential", credential),
+            ("kind", kind),
+        ])
         .send()
         .await
         .unwrap();
@@ -122,7 +134,13 @@ async fn signing_in_needs_a_valid_credential_and_the_form_token() {
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(set_cookie(&wrong, "keyplane_session").is_none());
-    assert!(wrong.text().await.unwrap().contains("was not accepted"));
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("API key was not accepted")
+    );
 
     // The admin token works, and so does an API key; each page carries protective headers.
     let session = sign_in(&server, &http, TOKEN).await;
@@ -162,6 +180,120 @@ async fn signing_in_needs_a_valid_credential_and_the_form_token() {
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::SEE_OTHER);
+
+    // A sign-out without the form's token still ends the session on the server.
+    let session = sign_in(&server, &http, TOKEN).await;
+    http.post(format!("{}/ui/logout", server.base))
+        .header(COOKIE, session.as_str())
+        .form(&[("csrf", "not-the-token")])
+        .send()
+        .await
+        .unwrap();
+    let replayed = http
+        .get(format!("{}/ui/vaults", server.base))
+        .header(COOKIE, session.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed.status(),
+        StatusCode::SEE_OTHER,
+        "the old cookie is dead"
+    );
+    // Signing in again ends the session the browser had.
+    let first = sign_in(&server, &http, TOKEN).await;
+    let form = http
+        .get(format!("{}/ui/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = cookie_value(&set_cookie(&form, "keyplane_login").unwrap());
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let again = http
+        .post(format!("{}/ui/login", server.base))
+        .header(COOKIE, format!("{first}; keyplane_login={login_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("credential", TOKEN),
+            ("kind", "token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    let stale = http
+        .get(format!("{}/ui/vaults", server.base))
+        .header(COOKIE, first.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status(),
+        StatusCode::SEE_OTHER,
+        "the first session ended"
+    );
+
+    // Token sign-ins are never tried as API keys: many of them leave API-key sign-in open.
+    for _ in 0..12 {
+        sign_in(&server, &http, TOKEN).await;
+    }
+    let reader = sign_in(&server, &http, &apikey).await;
+    page(&server, &http, &reader, "/ui/vaults").await;
+    // Refused API keys are throttled, and the page says so with 429.
+    let mut last = StatusCode::OK;
+    for _ in 0..12 {
+        let form = http
+            .get(format!("{}/ui/login", server.base))
+            .send()
+            .await
+            .unwrap();
+        let login_cookie = cookie_value(&set_cookie(&form, "keyplane_login").unwrap());
+        let csrf = csrf_of(&form.text().await.unwrap());
+        let refused = http
+            .post(format!("{}/ui/login", server.base))
+            .header(COOKIE, format!("keyplane_login={login_cookie}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("credential", "kp-no-such-key"),
+                ("kind", "api_key"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        last = refused.status();
+        if last == StatusCode::TOO_MANY_REQUESTS {
+            assert!(refused.headers().contains_key("retry-after"));
+            assert!(refused.text().await.unwrap().contains("Too many API keys"));
+            break;
+        }
+        assert_eq!(last, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+
+    // Unknown console paths and ids that are not UUIDs get the console's own 404 page, with its
+    // protective headers.
+    let admin = sign_in(&server, &http, TOKEN).await;
+    for path in [
+        "/ui/no-such-page",
+        "/ui/keys/a%20b",
+        "/ui/keystores/..%2Fvaults/edit",
+    ] {
+        let r = http
+            .get(format!("{}{path}", server.base))
+            .header(COOKIE, admin.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.headers()[X_FRAME_OPTIONS], "DENY", "{path}");
+        assert!(
+            r.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -283,6 +283,8 @@ async fn the_console_over_https_sets_secure_cookies() {
             &format!("csrf={csrf}"),
             "--data-urlencode",
             &format!("credential={TOKEN}"),
+            "--data-urlencode",
+            "kind=token",
             &login,
         ],
     );

@@ -25,9 +25,21 @@ pub(crate) struct Problem {
     pub code: String,
     pub message: String,
     pub body: Value,
+    /// Seconds to wait, from a 429's `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+            body: Value::Null,
+            retry_after: None,
+        }
+    }
+
     fn from_answer(status: StatusCode, body: Value) -> Self {
         let first = &body["errors"][0];
         let code = first["code"]
@@ -48,6 +60,7 @@ impl Problem {
             code,
             message,
             body,
+            retry_after: None,
         }
     }
 }
@@ -78,12 +91,8 @@ impl<'a> Call<'a> {
 }
 
 pub(crate) async fn send(api: &Router, call: Call<'_>) -> Result<Answer, Problem> {
-    let internal = |message: &str| Problem {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        code: "internal_error".into(),
-        message: message.to_owned(),
-        body: Value::Null,
-    };
+    let internal =
+        |message: &str| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message);
     let mut builder = Request::builder().method(call.method).uri(call.path);
     if let Some(bearer) = call.bearer {
         let mut value = HeaderValue::from_str(&format!("Bearer {bearer}"))
@@ -117,6 +126,11 @@ pub(crate) async fn send(api: &Router, call: Call<'_>) -> Result<Answer, Problem
         Err(never) => match never {},
     };
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let etag = response
         .headers()
         .get(header::ETAG)
@@ -131,7 +145,9 @@ pub(crate) async fn send(api: &Router, call: Call<'_>) -> Result<Answer, Problem
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     };
     if status.is_client_error() || status.is_server_error() {
-        return Err(Problem::from_answer(status, body));
+        let mut problem = Problem::from_answer(status, body);
+        problem.retry_after = retry_after;
+        return Err(problem);
     }
     Ok(Answer { status, etag, body })
 }

@@ -65,6 +65,7 @@ pub fn router(api: Router, settings: ConsoleSettings) -> Router {
         .merge(pages::templates::routes())
         .merge(pages::vaults::routes())
         .route("/ui/audit", get(pages::audit::list))
+        .route("/ui/{*rest}", axum::routing::any(unknown_page))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(protect))
         .with_state(console)
@@ -269,16 +270,35 @@ impl User {
         if session::same_secret(sent, &self.session.csrf) {
             Ok(())
         } else {
-            Err(PageError::Api(Box::new(Problem {
-                status: StatusCode::FORBIDDEN,
-                code: "csrf".into(),
-                message: "This form has expired or did not come from the console. Reload the page \
-                          and try again."
-                    .into(),
-                body: Value::Null,
-            })))
+            Err(PageError::Api(Box::new(Problem::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "This form has expired or did not come from the console. Reload the page and try \
+                 again.",
+            ))))
         }
     }
+}
+
+/// A resource id from a console path, as the UUID it must be (the console's 404 page
+/// otherwise): only its canonical form is ever put into an API path.
+pub(crate) fn page_id(raw: &str) -> Result<String, PageError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| no_such_page())
+}
+
+fn no_such_page() -> PageError {
+    PageError::Api(Box::new(Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is no such page.",
+    )))
+}
+
+/// Any other path under `/ui`: the console's own 404 page, with its protective headers.
+async fn unknown_page() -> Response {
+    no_such_page().into_response()
 }
 
 /// A form that carries nothing but its CSRF token.

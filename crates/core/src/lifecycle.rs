@@ -50,6 +50,52 @@ impl KeyAction {
     }
 }
 
+impl KeyAction {
+    pub const ALL: [KeyAction; 7] = [
+        Self::Activate,
+        Self::Deactivate,
+        Self::Destroy,
+        Self::Rotate,
+        Self::Compromise,
+        Self::Remove,
+        Self::Edit,
+    ];
+
+    /// The action's name, as the API's paths and the console's forms spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Activate => "activate",
+            Self::Deactivate => "deactivate",
+            Self::Destroy => "destroy",
+            Self::Rotate => "rotate",
+            Self::Compromise => "compromise",
+            Self::Remove => "remove",
+            Self::Edit => "edit",
+        }
+    }
+}
+
+/// The actions the state machine allows a key in `state`, leaving aside the waits that depend on
+/// time (the destroy grace period, the rotation interval): what a user may be offered.
+pub fn actions_for(state: KeyState) -> Vec<KeyAction> {
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let facts = KeyFacts {
+        state,
+        deactivated_at: Some(epoch),
+        rotated_at: None,
+        created_at: epoch,
+        label_uses_system_placeholders: false,
+    };
+    let no_waits = LifecyclePolicy {
+        destroy_grace_period: Duration::zero(),
+        rotation_min_interval: Duration::zero(),
+    };
+    KeyAction::ALL
+        .into_iter()
+        .filter(|a| transition(&facts, *a, &no_waits, epoch).is_ok())
+        .collect()
+}
+
 /// What the state machine needs to know about a key.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyFacts {

@@ -183,6 +183,7 @@ pub(crate) async fn serve_data_plane_call(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WrapRequest {
     /// Base64 data key; a 256-bit one is generated when absent.
     plaintext: Option<String>,
@@ -191,6 +192,7 @@ pub(crate) struct WrapRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CiphertextRequest {
     ciphertext: Option<String>,
     #[serde(default)]
@@ -306,13 +308,12 @@ pub(crate) async fn rewrap(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WrapBatchRequest {
-    /// Base64 data keys to wrap.
-    #[serde(default)]
-    plaintexts: Vec<String>,
-    /// How many fresh 256-bit data keys to generate and wrap.
-    #[serde(default)]
-    count: usize,
+    /// Base64 data keys to wrap (or `count`, not both).
+    plaintexts: Option<Vec<String>>,
+    /// How many fresh 256-bit data keys to generate and wrap (or `plaintexts`, not both).
+    count: Option<usize>,
     #[serde(default)]
     aad: Vec<String>,
 }
@@ -332,6 +333,7 @@ pub(crate) struct WrapBatchResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct UnwrapBatchRequest {
     #[serde(default)]
     ciphertexts: Vec<String>,
@@ -354,10 +356,22 @@ pub(crate) async fn wrap_batch(
     PathId(id): PathId,
     JsonBody(body): JsonBody<WrapBatchRequest>,
 ) -> ApiResult<Json<WrapBatchResponse>> {
-    let given = decode_all("plaintext", &body.plaintexts)?;
+    let (given, count) = match (&body.plaintexts, body.count) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid_field(
+                "count",
+                "give either plaintexts (data keys to wrap) or count (data keys to generate), not both",
+            )
+            .into());
+        }
+        (plaintexts, count) => (
+            decode_all("plaintext", plaintexts.as_deref().unwrap_or_default())?,
+            count.unwrap_or(0),
+        ),
+    };
     let wrapped = s
         .keyplane
-        .wrap_data_keys(keystore, id, given, body.count, &body.aad)
+        .wrap_data_keys(keystore, id, given, count, &body.aad)
         .await?;
     let version = wrapped.first().map_or(0, |w| w.key_version);
     Ok(Json(WrapBatchResponse {
@@ -498,7 +512,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyRef {
 
 /// The key-material fields Key Protect's create and rotate take.
 #[derive(Deserialize, ToSchema, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct MaterialFields {
     /// Base64 key material; encrypted under the import token when `encryptedNonce` is given.
     payload: Option<String>,
@@ -570,7 +584,7 @@ impl DecodedMaterial {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NewKeyResource {
     name: Option<String>,
     description: Option<String>,
@@ -579,12 +593,21 @@ pub(crate) struct NewKeyResource {
     /// At most the key's name: the alias is its label in the keystore.
     #[serde(default)]
     aliases: Vec<String>,
+    /// The resource type Key Protect clients send (`application/vnd.ibm.kms.key+json`).
+    #[serde(rename = "type")]
+    #[allow(dead_code)]
+    resource_type: Option<String>,
     #[serde(flatten)]
     material: MaterialFields,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct NewKeyRequest {
+    /// The collection header Key Protect clients send; read for nothing.
+    #[allow(dead_code)]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde::de::IgnoredAny>,
     resources: Vec<NewKeyResource>,
 }
 
@@ -709,7 +732,7 @@ pub(crate) async fn delete(
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NewImportToken {
     /// Seconds the token lives (default 600).
     expiration: Option<i64>,

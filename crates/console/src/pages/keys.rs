@@ -114,21 +114,27 @@ fn actions() -> [Action; 8] {
     ]
 }
 
-/// The actions a key in `state` can take (the API still decides).
-fn offered(state: &str) -> &'static [&'static str] {
+/// The actions a key in `state` is offered: its lifecycle's, as core's state machine allows
+/// them, and the upkeep of its keystores while it is in use (the API still decides).
+fn offered(state: &str) -> Vec<&'static str> {
+    use keyplane_core::model::KeyState;
+    let Some(state) = KeyState::parse(state) else {
+        return Vec::new();
+    };
+    let mut names: Vec<&'static str> = keyplane_core::lifecycle::actions_for(state)
+        .into_iter()
+        .map(|a| a.name())
+        .collect();
     match state {
-        "pre_activation" => &["activate", "destroy", "remove"],
-        "active" => &[
-            "sync",
-            "update_from_template",
-            "rotate",
-            "deactivate",
-            "compromise",
-        ],
-        "deactivated" => &["activate", "sync", "compromise", "destroy"],
-        "destroyed" => &["remove"],
-        _ => &["destroy"],
+        KeyState::Active => names.extend(["sync", "update_from_template"]),
+        KeyState::Deactivated => names.push("sync"),
+        _ => {}
     }
+    actions()
+        .iter()
+        .map(|a| a.name)
+        .filter(|name| names.contains(name))
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -276,6 +282,7 @@ pub(crate) async fn details(
     Path(id): Path<String>,
     Query(q): Query<DetailsQuery>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     render(&key_page(&user, &id, &q.confirm, None).await?)
 }
 
@@ -292,6 +299,7 @@ pub(crate) async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let all = actions();
     let Some(action) = all.iter().find(|a| a.name == action) else {
@@ -420,9 +428,13 @@ mod tests {
             "compromised",
         ] {
             for name in offered(state) {
-                assert!(all.iter().any(|a| a.name == *name), "{name}");
+                assert!(all.iter().any(|a| a.name == name), "{name}");
             }
         }
+        // Only destroyed keys can be removed, as the API rules.
+        assert!(!offered("pre_activation").contains(&"remove"));
+        assert!(offered("destroyed").contains(&"remove"));
+        assert_eq!(offered("pre_activation"), ["activate", "compromise", "destroy"]);
         for name in ["destroy", "remove", "deactivate", "compromise", "rotate"] {
             assert!(
                 all.iter()

@@ -250,6 +250,7 @@ pub(crate) async fn disconnect(
     Path(id): Path<String>,
     Form(form): Form<DisconnectForm>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let mode = if form.mode.is_empty() {
         "restrict"
@@ -509,6 +510,7 @@ pub(crate) async fn connect(
 }
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
+    let id = crate::page_id(&id)?;
     let answer = user.get(&format!("/api/v4/keystores/{id}")).await?;
     let item = answer.body;
     let kind = kind_of(&item);
@@ -534,6 +536,7 @@ pub(crate) async fn edit(
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     let p = posted(pairs);
     user.check_csrf(&p.csrf)?;
     let current = user.get(&format!("/api/v4/keystores/{id}")).await?;
@@ -583,12 +586,8 @@ mod tests {
 
     #[test]
     fn a_refusal_names_its_blocking_keys() {
-        let problem = Problem {
-            status: StatusCode::CONFLICT,
-            code: "keystore_not_empty".into(),
-            message: "keys remain".into(),
-            body: json!({"errors": [{"message_params": ["k1 (payroll, active)", "k2 (a, b, deactivated)"]}]}),
-        };
+        let mut problem = Problem::new(StatusCode::CONFLICT, "keystore_not_empty", "keys remain");
+        problem.body = json!({"errors": [{"message_params": ["k1 (payroll, active)", "k2 (a, b, deactivated)"]}]});
         let keys = blocking_keys(&problem);
         assert_eq!(keys.len(), 2);
         assert_eq!(

@@ -69,6 +69,23 @@ pub(crate) struct LoginForm {
     csrf: String,
     #[serde(default)]
     credential: String,
+    /// What the credential is: `api_key` or `token`. Each is tried only as what it is, so a
+    /// token never counts as a failed API-key exchange.
+    #[serde(default)]
+    kind: String,
+}
+
+/// What a sign-in credential is, as the user said.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CredentialKind {
+    ApiKey,
+    Token,
+}
+
+/// Why a sign-in was refused.
+enum Refusal {
+    NotAccepted,
+    TooManyAttempts(u64),
 }
 
 pub(crate) async fn submit(
@@ -88,6 +105,17 @@ pub(crate) async fn submit(
     }
     let credential = Zeroizing::new(form.credential);
     let credential = credential.trim();
+    let kind = match form.kind.as_str() {
+        "" | "api_key" => CredentialKind::ApiKey,
+        "token" => CredentialKind::Token,
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                Some("Say whether you sign in with an API key or an access token.".into()),
+                secure,
+            );
+        }
+    };
     if credential.is_empty() {
         return page(
             StatusCode::BAD_REQUEST,
@@ -95,13 +123,33 @@ pub(crate) async fn submit(
             secure,
         );
     }
+    // Signing in again ends the session this browser had, on the server too.
+    if let Some(previous) = console.0.sessions.find(&headers) {
+        console.0.sessions.close(&previous.id);
+    }
     let client = client.map(|c| c.0.0);
-    let Some((bearer, lifetime)) = sign_in(&console, credential, client).await else {
-        return page(
-            StatusCode::UNAUTHORIZED,
-            Some("That API key or token was not accepted.".into()),
-            secure,
-        );
+    let (bearer, lifetime) = match sign_in(&console, kind, credential, client).await {
+        Ok(signed_in) => signed_in,
+        Err(Refusal::NotAccepted) => {
+            let what = match kind {
+                CredentialKind::ApiKey => "That API key was not accepted.",
+                CredentialKind::Token => "That access token was not accepted.",
+            };
+            return page(StatusCode::UNAUTHORIZED, Some(what.into()), secure);
+        }
+        Err(Refusal::TooManyAttempts(seconds)) => {
+            let mut response = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(format!(
+                    "Too many API keys were refused from this address: try again in {seconds} seconds."
+                )),
+                secure,
+            )?;
+            if let Ok(v) = seconds.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(response);
+        }
     };
     let id = console.0.sessions.open(bearer, lifetime);
     let mut response = Redirect::to("/ui/keystores").into_response();
@@ -116,50 +164,59 @@ pub(crate) async fn submit(
     Ok(response)
 }
 
-/// An API key is exchanged for an access token; anything else must itself be a bearer token the
-/// API accepts.
+/// An API key is exchanged for an access token; a token must itself be a bearer token the API
+/// accepts.
 async fn sign_in(
     console: &Console,
+    kind: CredentialKind,
     credential: &str,
     client: Option<SocketAddr>,
-) -> Option<(Zeroizing<String>, Duration)> {
+) -> Result<(Zeroizing<String>, Duration), Refusal> {
     let api = &console.0.api;
-    let form = serde_urlencoded::to_string([
-        ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-        ("apikey", credential),
-    ])
-    .ok()?;
-    let mut exchange = Call::new(Method::POST, "/identity/token");
-    exchange.form = Some(form);
-    exchange.client = client;
-    if let Ok(answer) = api::send(api, exchange).await
-        && let Some(token) = answer.body["access_token"].as_str()
-    {
-        let seconds = answer.body["expires_in"].as_u64().unwrap_or(3600);
-        return Some((
-            Zeroizing::new(token.to_owned()),
-            Duration::from_secs(seconds),
-        ));
+    if kind == CredentialKind::ApiKey {
+        let form = serde_urlencoded::to_string([
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", credential),
+        ])
+        .map_err(|_| Refusal::NotAccepted)?;
+        let mut exchange = Call::new(Method::POST, "/identity/token");
+        exchange.form = Some(form);
+        exchange.client = client;
+        return match api::send(api, exchange).await {
+            Ok(answer) => {
+                let token = answer.body["access_token"]
+                    .as_str()
+                    .ok_or(Refusal::NotAccepted)?;
+                let seconds = answer.body["expires_in"].as_u64().unwrap_or(3600);
+                Ok((
+                    Zeroizing::new(token.to_owned()),
+                    Duration::from_secs(seconds),
+                ))
+            }
+            Err(p) if p.status == StatusCode::TOO_MANY_REQUESTS => {
+                Err(Refusal::TooManyAttempts(p.retry_after.unwrap_or(60)))
+            }
+            Err(_) => Err(Refusal::NotAccepted),
+        };
     }
     let mut probe = Call::new(Method::GET, "/api/v4/vaults?limit=1");
     probe.bearer = Some(credential);
     probe.client = client;
     // A 403 still means the token was recognised: the caller may lack the right to list.
-    let recognised = match api::send(api, probe).await {
-        Ok(_) => true,
-        Err(p) => p.status == StatusCode::FORBIDDEN,
-    };
-    recognised.then(|| (Zeroizing::new(credential.to_owned()), BEARER_SESSION))
+    match api::send(api, probe).await {
+        Ok(_) => Ok((Zeroizing::new(credential.to_owned()), BEARER_SESSION)),
+        Err(p) if p.status == StatusCode::FORBIDDEN => {
+            Ok((Zeroizing::new(credential.to_owned()), BEARER_SESSION))
+        }
+        Err(_) => Err(Refusal::NotAccepted),
+    }
 }
 
-pub(crate) async fn logout(
-    State(console): State<Console>,
-    headers: HeaderMap,
-    Form(form): Form<crate::CsrfOnly>,
-) -> Response {
-    if let Some(session) = console.0.sessions.find(&headers)
-        && same_secret(&form.csrf, &session.csrf)
-    {
+/// Signing out ends the session on the server whatever the form carried (its CSRF token is not
+/// needed): ending a session harms no one, and a cookie only cleared in the browser could still
+/// be replayed.
+pub(crate) async fn logout(State(console): State<Console>, headers: HeaderMap) -> Response {
+    if let Some(session) = console.0.sessions.find(&headers) {
         console.0.sessions.close(&session.id);
     }
     let mut response = Redirect::to("/ui/login").into_response();

@@ -115,6 +115,7 @@ pub(crate) async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<crate::CsrfOnly>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let (method, path, done) = match action.as_str() {
         "archive" => (
@@ -312,6 +313,7 @@ pub(crate) async fn create(user: User, Form(form): Form<TemplateForm>) -> PageRe
 }
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
+    let id = crate::page_id(&id)?;
     let answer = user.get(&format!("/api/v4/templates/{id}")).await?;
     let t = answer.body;
     let values = TemplateForm {
@@ -341,6 +343,7 @@ pub(crate) async fn edit(
     Path(id): Path<String>,
     Form(form): Form<TemplateForm>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let body = form.body(false);
     let path = format!("/api/v4/templates/{id}");

@@ -76,6 +76,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     Form(form): Form<crate::CsrfOnly>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let path = format!("/api/v4/vaults/{id}");
     let current = user.get(&path).await?;
@@ -151,6 +152,7 @@ pub(crate) async fn create(user: User, Form(form): Form<VaultForm>) -> PageResul
 }
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
+    let id = crate::page_id(&id)?;
     let answer = user.get(&format!("/api/v4/vaults/{id}")).await?;
     render(&FormPage {
         chrome: user.chrome("vaults"),
@@ -166,6 +168,7 @@ pub(crate) async fn edit(
     Path(id): Path<String>,
     Form(form): Form<VaultForm>,
 ) -> PageResult {
+    let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let path = format!("/api/v4/vaults/{id}");
     match user
