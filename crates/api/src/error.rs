@@ -39,6 +39,7 @@ impl From<Error> for ApiError {
             Error::Unauthorized(_) => {
                 Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
             }
+            Error::Forbidden => Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message),
             Error::NotFound { .. } => {
                 Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
             }

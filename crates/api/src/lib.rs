@@ -1,7 +1,6 @@
 //! The UKO v4 REST API over `keyplane_core` services: routes, wire shapes, auth, errors, OpenAPI.
 
 mod audit;
-pub mod authorize;
 pub mod error;
 pub mod extract;
 mod limits;
@@ -125,9 +124,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
 #[derive(Debug, Clone)]
 pub struct ClientCertificate(pub String);
 
-/// The authenticated caller.
+/// The authenticated caller, as core's operations take it: who it is and what its roles allow.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Actor);
+pub struct Caller(pub keyplane_core::authz::Caller);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -135,7 +134,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         parts
             .extensions
-            .get::<Actor>()
+            .get::<keyplane_core::authz::Caller>()
             .cloned()
             .map(Caller)
             .ok_or_else(|| {
@@ -269,11 +268,14 @@ where
             Ok(identity) => identity,
             Err(refusal) => return refusal,
         };
-        let req = match admit(state, req, identity).await {
-            Ok(req) => req,
-            Err(refusal) => return refusal,
+        let mut req = req;
+        if let Some(refusal) = admit(state, &mut req, identity) {
+            return refusal;
+        }
+        let Some(caller) = req.extensions().get::<keyplane_core::authz::Caller>() else {
+            return ApiError::from(keyplane_core::Error::internal("no caller")).into_response();
         };
-        match legacy_vault_header(state, req.headers(), req.uri()).await {
+        match legacy_vault_header(state, caller, req.headers(), req.uri()).await {
             Ok(()) => handler(req).await,
             Err(refusal) => refusal,
         }
@@ -328,33 +330,32 @@ async fn authenticate(
     }
 }
 
-/// Lets an authenticated caller through, named in the audit scope, within its call rate, and as
-/// far as its roles allow (`authorize`). While sealed only the system endpoints (seal status,
-/// unseal) answer; everything else is a key operation or reveals key metadata.
-async fn admit(
-    state: &AppState,
-    mut req: Request,
-    identity: Identity,
-) -> Result<Request, Response> {
+/// Lets an authenticated caller through, named in the audit scope, within its call rate. While
+/// sealed only the system endpoints (seal status, unseal) answer; everything else is a key
+/// operation or reveals key metadata. What the caller may do is decided by each operation, in
+/// core, on the caller this puts in the request.
+fn admit(state: &AppState, req: &mut Request, identity: Identity) -> Option<Response> {
     keyplane_core::audit::name_initiator(&identity.actor.0);
     if let Err(retry_after) = state.limits.admit_call(&identity.actor.0) {
-        return Err(limits::too_many(
+        return Some(limits::too_many(
             retry_after,
             "this caller is over its call rate",
         ));
     }
     if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
-        return Err(ApiError::from(keyplane_core::Error::Sealed).into_response());
+        return Some(ApiError::from(keyplane_core::Error::Sealed).into_response());
     }
     let Identity { actor, grants } = identity;
-    req.extensions_mut().insert(actor);
-    authorize::check(state, &grants, req).await
+    req.extensions_mut()
+        .insert(keyplane_core::authz::Caller::new(actor, grants));
+    None
 }
 
 /// API ≤ 4.7 clients send `UKO-Vault` on every per-resource call: it must name the resource's
 /// vault (400 otherwise). Creates check it against the body's vault in their handlers.
 async fn legacy_vault_header(
     state: &AppState,
+    caller: &keyplane_core::authz::Caller,
     headers: &axum::http::HeaderMap,
     uri: &axum::http::Uri,
 ) -> Result<(), Response> {
@@ -379,16 +380,16 @@ async fn legacy_vault_header(
     );
     let kp = &state.keyplane;
     let owner = match (collection, id) {
-        (Some("templates"), Some(id)) => kp.get_template(id).await.map(|t| t.vault.id).ok(),
-        (Some("keystores"), Some(id)) => kp.get_keystore(id).await.map(|k| k.vault.id).ok(),
-        (Some("managed_keys"), Some(id)) => kp.get_key(id).await.map(|k| k.vault.id).ok(),
+        (Some("templates"), Some(id)) => kp.get_template(caller, id).await.map(|t| t.vault.id).ok(),
+        (Some("keystores"), Some(id)) => kp.get_keystore(caller, id).await.map(|k| k.vault.id).ok(),
+        (Some("managed_keys"), Some(id)) => kp.get_key(caller, id).await.map(|k| k.vault.id).ok(),
         _ => None,
     };
     match owner {
         Some(vault) => extract::LegacyVault(Some(claimed))
             .check(vault)
             .map_err(IntoResponse::into_response),
-        // Unknown resources answer their own 404 in the handler.
+        // Unknown (or hidden) resources answer their own 404 in the handler.
         None => Ok(()),
     }
 }

@@ -646,7 +646,11 @@ async fn key_protect_management_needs_the_managed_permissions() {
         ("POST", format!("/api/v2/keys/{}/actions/rotate", f.key_ref)),
         ("DELETE", format!("/api/v2/keys/{}", f.key_ref)),
     ] {
-        let body = (method == "POST").then(|| new_root_key("x", json!({})));
+        let body = match (method, path.as_str()) {
+            ("POST", "/api/v2/keys") => Some(new_root_key("x", json!({}))),
+            ("POST", _) => Some(json!({})),
+            _ => None,
+        };
         let r = f.app.call_as("reader", method, &path, body, &headers).await;
         assert_eq!(r.status.as_u16(), 403, "{method} {path}: {}", r.body);
     }

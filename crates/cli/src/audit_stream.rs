@@ -88,8 +88,14 @@ pub async fn run(keyplane: Keyplane, path: PathBuf) -> anyhow::Result<()> {
     let mut file = options
         .open(&path)
         .with_context(|| format!("opening the audit stream {}", path.display()))?;
+    // The stream is the node's own reader of its trail.
+    let node = keyplane_core::authz::Caller::administrator(keyplane_core::model::Actor(
+        "keyplane-audit-stream".into(),
+    ));
     loop {
-        let page = keyplane.list_audit_events(&AuditQuery::after(after)).await;
+        let page = keyplane
+            .list_audit_events(&node, &AuditQuery::after(after))
+            .await;
         match page {
             Ok(page) if !page.items.is_empty() => {
                 let mut lines = Vec::new();

@@ -2,11 +2,13 @@
 //! grant a role on every vault or on one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::model::KeyState;
+use crate::error::{Error, Result};
+use crate::model::{Actor, KeyState};
 
 /// The service roles of UKO, and `administrator` (everything, including access management).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -90,6 +92,18 @@ impl Permission {
             ("sync_status_in_keystores" | "update_from_template", _) => Self::KeyDistribute,
             _ => return None,
         })
+    }
+}
+
+impl Permission {
+    /// The permission a lifecycle action needs on a key in `state`.
+    pub fn for_lifecycle(action: crate::lifecycle::KeyAction, state: KeyState) -> Self {
+        use crate::lifecycle::KeyAction as A;
+        match action {
+            A::Remove => Self::KeyRemove,
+            A::Edit => Self::KeyEdit,
+            other => Self::for_key_action(other.name(), state).unwrap_or(Self::Administer),
+        }
     }
 }
 
@@ -225,6 +239,75 @@ impl Grants {
 
     pub fn is_administrator(&self) -> bool {
         self.everywhere.contains(&Role::Administrator)
+    }
+}
+
+/// Who calls an operation: the identity it acts as, and what its roles allow. Every operation
+/// of a service takes one and decides on it, on the resource it loaded or the request it parsed.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: Actor,
+    pub grants: Arc<Grants>,
+}
+
+impl Caller {
+    pub fn new(actor: Actor, grants: Arc<Grants>) -> Self {
+        Self { actor, grants }
+    }
+
+    /// A caller with every permission (an admin token, or keyplane itself).
+    pub fn administrator(actor: Actor) -> Self {
+        static EVERYTHING: std::sync::LazyLock<Arc<Grants>> =
+            std::sync::LazyLock::new(|| Arc::new(Grants::administrator()));
+        Self {
+            actor,
+            grants: EVERYTHING.clone(),
+        }
+    }
+
+    /// Refuses (403) what the caller's roles held on every vault do not allow.
+    pub fn require(&self, permission: Permission) -> Result<()> {
+        if self.grants.allows(permission, None) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    /// Refuses what the caller may not do in `vault`: as `hidden` says when it holds no role
+    /// there (the resource does not exist for it, and the answer names nothing of it), 403
+    /// when it sees the vault but its roles do not allow `permission`.
+    pub fn require_in(
+        &self,
+        permission: Permission,
+        vault: Uuid,
+        hidden: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        if self.grants.allows(permission, Some(vault)) {
+            Ok(())
+        } else if self.grants.sees(vault) {
+            Err(Error::Forbidden)
+        } else {
+            Err(hidden())
+        }
+    }
+
+    /// The vaults whose resources the caller may list; 403 when there are none.
+    pub fn listing(&self) -> Result<Visible> {
+        match self.grants.visible(Permission::List) {
+            Visible::Only(v) if v.is_empty() => Err(Error::Forbidden),
+            visible => Ok(visible),
+        }
+    }
+
+    /// Narrows a list's vault filter to what the caller may list; a filter naming only hidden
+    /// vaults names the nil id, which no vault has, so the list comes back empty.
+    pub fn narrow_listing(&self, vault_ids: &mut Vec<Uuid>) -> Result<()> {
+        let visible = self.listing()?;
+        *vault_ids = visible
+            .narrow(vault_ids)
+            .unwrap_or_else(|| vec![Uuid::nil()]);
+        Ok(())
     }
 }
 

@@ -103,6 +103,9 @@ pub enum Error {
     /// 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller's roles do not allow the operation: 403.
+    #[error("your roles do not allow this operation")]
+    Forbidden,
     /// 404.
     #[error("{resource} '{id}' was not found")]
     NotFound { resource: &'static str, id: String },

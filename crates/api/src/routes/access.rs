@@ -81,10 +81,11 @@ pub(crate) async fn create_principal(
     responses((status = 200, description = "PrincipalList", body = Object)))]
 pub(crate) async fn list_principals(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<params::ListBody<Principal>>> {
     let paging = Params::new(&q).paging()?;
-    let page = s.keyplane.list_principals(paging).await?;
+    let page = s.keyplane.list_principals(&caller, paging).await?;
     Ok(Json(params::envelope(
         &s.links,
         PRINCIPALS,
@@ -102,9 +103,10 @@ pub(crate) async fn list_principals(
     responses((status = 200, description = "Principal", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_principal(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<Json<Principal>> {
-    Ok(Json(s.keyplane.get_principal(id).await?))
+    Ok(Json(s.keyplane.get_principal(&caller, id).await?))
 }
 
 /// Delete a principal and every API key it has.
@@ -113,9 +115,10 @@ pub(crate) async fn get_principal(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_principal(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
-    s.keyplane.delete_principal(id).await?;
+    s.keyplane.delete_principal(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -125,13 +128,14 @@ pub(crate) async fn delete_principal(
     responses((status = 201, body = NewApiKeyOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn create_api_key(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(principal): PathId,
     JsonBody(body): JsonBody<ApiKeyBody>,
 ) -> ApiResult<Response> {
     let (secret, digest) = s.auth.mint_api_key()?;
     let key = s
         .keyplane
-        .create_api_key(principal, body.name, digest)
+        .create_api_key(&caller, principal, body.name, digest)
         .await?;
     Ok(new_api_key(key, &secret))
 }
@@ -142,9 +146,10 @@ pub(crate) async fn create_api_key(
     responses((status = 200, description = "ApiKeyList", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list_api_keys(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(principal): PathId,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let keys = s.keyplane.list_api_keys(principal).await?;
+    let keys = s.keyplane.list_api_keys(&caller, principal).await?;
     Ok(Json(serde_json::json!({ "api_keys": keys })))
 }
 
@@ -154,10 +159,11 @@ pub(crate) async fn list_api_keys(
     responses((status = 201, body = NewApiKeyOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn rotate_api_key(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
     let (secret, digest) = s.auth.mint_api_key()?;
-    let key = s.keyplane.rotate_api_key(id, digest).await?;
+    let key = s.keyplane.rotate_api_key(&caller, id, digest).await?;
     Ok(new_api_key(key, &secret))
 }
 
@@ -167,9 +173,10 @@ pub(crate) async fn rotate_api_key(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_api_key(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
-    s.keyplane.revoke_api_key(id).await?;
+    s.keyplane.revoke_api_key(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -304,6 +311,7 @@ pub(crate) async fn create_policy(
     responses((status = 200, description = "PolicyList", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_policies(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<serde_json::Value>> {
     let principal = Params::new(&q)
@@ -317,7 +325,7 @@ pub(crate) async fn list_policies(
             })
         })
         .transpose()?;
-    let policies = s.keyplane.list_policies(principal).await?;
+    let policies = s.keyplane.list_policies(&caller, principal).await?;
     Ok(Json(serde_json::json!({ "policies": policies })))
 }
 
@@ -327,8 +335,9 @@ pub(crate) async fn list_policies(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_policy(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
-    s.keyplane.delete_policy(id).await?;
+    s.keyplane.delete_policy(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,6 @@ use keyplane_core::model::Approval;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::authorize::ListScope;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathId};
 use crate::{AppState, Caller, Trace};
@@ -36,9 +35,10 @@ pub(crate) fn pending(s: &AppState, approval: &Approval) -> Response {
     responses((status = 200, description = "{enabled}", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_dual_control(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let enabled = s.keyplane.dual_control(id).await?;
+    let enabled = s.keyplane.dual_control(&caller, id).await?;
     Ok(Json(serde_json::json!({ "enabled": enabled })))
 }
 
@@ -48,13 +48,14 @@ pub(crate) async fn get_dual_control(
     responses((status = 200, description = "{enabled}", body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn set_dual_control(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     JsonBody(body): JsonBody<DualControlBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let enabled = body
         .enabled
         .ok_or_else(|| keyplane_core::Error::missing_field("enabled"))?;
-    s.keyplane.set_dual_control(id, enabled).await?;
+    s.keyplane.set_dual_control(&caller, id, enabled).await?;
     Ok(Json(serde_json::json!({ "enabled": enabled })))
 }
 
@@ -63,11 +64,9 @@ pub(crate) async fn set_dual_control(
     responses((status = 200, description = "{approvals}", body = Object)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
-    scope: ListScope,
+    Caller(caller): Caller,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let mut vaults = Vec::new();
-    scope.narrow(&mut vaults);
-    let approvals = s.keyplane.list_approvals(&vaults).await?;
+    let approvals = s.keyplane.list_approvals(&caller, Vec::new()).await?;
     Ok(Json(serde_json::json!({ "approvals": approvals })))
 }
 
@@ -77,9 +76,10 @@ pub(crate) async fn list(
     responses((status = 200, description = "Approval", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<Json<Approval>> {
-    Ok(Json(s.keyplane.get_approval(id).await?))
+    Ok(Json(s.keyplane.get_approval(&caller, id).await?))
 }
 
 /// Approve a request (not one's own) and carry out its action.

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use keyplane_core::audit::AuditEvent;
 
-use crate::AppState;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::RawQuery;
 use crate::params::{self, Params};
+use crate::{AppState, Caller};
 
 const PATH: &str = "/api/v4/audit_events";
 
@@ -20,10 +20,11 @@ const PATH: &str = "/api/v4/audit_events";
     responses((status = 200, description = "AuditEventList", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<params::ListBody<AuditEvent>>> {
     let query = params::audit_query(&Params::new(&q))?;
-    let page = s.keyplane.list_audit_events(&query).await?;
+    let page = s.keyplane.list_audit_events(&caller, &query).await?;
     Ok(Json(params::envelope(
         &s.links,
         PATH,
@@ -39,8 +40,11 @@ pub(crate) async fn list(
 /// and matches its hash, and where the first one that does not is.
 #[utoipa::path(get, path = "/api/v4/audit_events/verification", tag = "audit",
     responses((status = 200, description = "AuditChainVerification", body = Object)))]
-pub(crate) async fn verification(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let report = s.keyplane.verify_audit_chain().await?;
+pub(crate) async fn verification(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<serde_json::Value>> {
+    let report = s.keyplane.verify_audit_chain(&caller).await?;
     Ok(Json(serde_json::json!({
         "intact": report.first_broken.is_none(),
         "events": report.events,

@@ -169,15 +169,21 @@ pub(crate) async fn serve_data_plane_call(
         Ok(instance) => instance,
         Err(refusal) => return refusal.into_response(),
     };
+    let caller = match Caller::from_request_parts(&mut parts, &()).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
     let req = axum::extract::Request::from_parts(parts, body);
-    let (state, key) = (State(state), PathId(call.key));
+    let (s, key) = (State(state), PathId(call.key));
     match call.action {
-        DataPlaneAction::Wrap => with_body(req, |b| wrap(state, instance, key, b)).await,
-        DataPlaneAction::Unwrap => with_body(req, |b| unwrap(state, instance, key, b)).await,
-        DataPlaneAction::Rewrap => with_body(req, |b| rewrap(state, instance, key, b)).await,
-        DataPlaneAction::WrapBatch => with_body(req, |b| wrap_batch(state, instance, key, b)).await,
+        DataPlaneAction::Wrap => with_body(req, |b| wrap(s, caller, instance, key, b)).await,
+        DataPlaneAction::Unwrap => with_body(req, |b| unwrap(s, caller, instance, key, b)).await,
+        DataPlaneAction::Rewrap => with_body(req, |b| rewrap(s, caller, instance, key, b)).await,
+        DataPlaneAction::WrapBatch => {
+            with_body(req, |b| wrap_batch(s, caller, instance, key, b)).await
+        }
         DataPlaneAction::UnwrapBatch => {
-            with_body(req, |b| unwrap_batch(state, instance, key, b)).await
+            with_body(req, |b| unwrap_batch(s, caller, instance, key, b)).await
         }
     }
 }
@@ -236,6 +242,7 @@ fn ciphertext_of(body: &CiphertextRequest) -> Result<Zeroizing<Vec<u8>>, ApiErro
     responses((status = 200, body = WrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn wrap(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
     JsonBody(body): JsonBody<WrapRequest>,
@@ -247,7 +254,7 @@ pub(crate) async fn wrap(
         .transpose()?;
     let w = s
         .keyplane
-        .wrap_data_key(keystore, id, plaintext, &body.aad)
+        .wrap_data_key(&caller, keystore, id, plaintext, &body.aad)
         .await?;
     Ok(Json(WrapResponse {
         plaintext: w.generated.as_ref().map(|p| B64.encode(p.as_slice())),
@@ -265,13 +272,14 @@ pub(crate) async fn wrap(
     responses((status = 200, body = UnwrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn unwrap(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
     JsonBody(body): JsonBody<CiphertextRequest>,
 ) -> ApiResult<Json<UnwrapResponse>> {
     let u = s
         .keyplane
-        .unwrap_data_key(keystore, id, &ciphertext_of(&body)?, &body.aad)
+        .unwrap_data_key(&caller, keystore, id, &ciphertext_of(&body)?, &body.aad)
         .await?;
     Ok(Json(UnwrapResponse {
         plaintext: B64.encode(u.plaintext.as_slice()),
@@ -287,13 +295,14 @@ pub(crate) async fn unwrap(
     responses((status = 200, body = WrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rewrap(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
     JsonBody(body): JsonBody<CiphertextRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
     let w = s
         .keyplane
-        .rewrap_data_key(keystore, id, &ciphertext_of(&body)?, &body.aad)
+        .rewrap_data_key(&caller, keystore, id, &ciphertext_of(&body)?, &body.aad)
         .await?;
     Ok(Json(WrapResponse {
         plaintext: None,
@@ -352,6 +361,7 @@ pub(crate) struct UnwrapBatchResponse {
     responses((status = 200, body = WrapBatchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn wrap_batch(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
     JsonBody(body): JsonBody<WrapBatchRequest>,
@@ -371,7 +381,7 @@ pub(crate) async fn wrap_batch(
     };
     let wrapped = s
         .keyplane
-        .wrap_data_keys(keystore, id, given, count, &body.aad)
+        .wrap_data_keys(&caller, keystore, id, given, count, &body.aad)
         .await?;
     let version = wrapped.first().map_or(0, |w| w.key_version);
     Ok(Json(WrapBatchResponse {
@@ -394,6 +404,7 @@ pub(crate) async fn wrap_batch(
     responses((status = 200, body = UnwrapBatchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn unwrap_batch(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
     JsonBody(body): JsonBody<UnwrapBatchRequest>,
@@ -402,7 +413,7 @@ pub(crate) async fn unwrap_batch(
     let items: Vec<&[u8]> = raw.iter().map(|c| c.as_slice()).collect();
     let opened = s
         .keyplane
-        .unwrap_data_keys(keystore, id, &items, &body.aad)
+        .unwrap_data_keys(&caller, keystore, id, &items, &body.aad)
         .await?;
     Ok(Json(UnwrapBatchResponse {
         results: opened
@@ -459,11 +470,12 @@ fn collection(total: i64, resources: Vec<Value>) -> Value {
     responses((status = 200, description = "key collection", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
     let paging = Params::new(&q).paging()?;
-    let page = s.keyplane.installed_keys(keystore, paging).await?;
+    let page = s.keyplane.installed_keys(&caller, keystore, paging).await?;
     Ok(Json(collection(
         page.total_count,
         page.items.iter().map(key_resource).collect(),
@@ -476,10 +488,11 @@ pub(crate) async fn list(
     responses((status = 200, description = "key collection of one", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     KeyRef(key): KeyRef,
 ) -> ApiResult<Json<Value>> {
-    let k = s.keyplane.key_protect_key(keystore, &key).await?;
+    let k = s.keyplane.key_protect_key(&caller, keystore, &key).await?;
     Ok(Json(collection(1, vec![key_resource(&k)])))
 }
 
@@ -765,12 +778,14 @@ fn import_token_body(t: &ImportTokenView) -> Value {
     responses((status = 201, description = "the token's metadata", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn create_import_token(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
     JsonBody(body): JsonBody<NewImportToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let token = s
         .keyplane
         .create_import_token(
+            &caller,
             keystore,
             body.expiration.unwrap_or(600),
             body.max_allowed_retrievals.unwrap_or(1),
@@ -785,9 +800,10 @@ pub(crate) async fn create_import_token(
     responses((status = 200, description = "the token with payload and nonce", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn retrieve_import_token(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     Instance(keystore): Instance,
 ) -> ApiResult<Json<Value>> {
-    let token = s.keyplane.retrieve_import_token(keystore).await?;
+    let token = s.keyplane.retrieve_import_token(&caller, keystore).await?;
     Ok(Json(import_token_body(&token)))
 }
 

@@ -22,12 +22,12 @@ const PATH: &str = "/api/v4/keystores";
     responses((status = 200, description = "KeystoreList", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
-    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<KeystoreOut>>> {
-    let mut query = params::keystore_query(&Params::new(&q))?;
-    scope.narrow(&mut query.vault_ids);
-    let page = s.keyplane.list_keystores(&query).await?;
+    let query = params::keystore_query(&Params::new(&q))?;
+    let paging = query.paging;
+    let page = s.keyplane.list_keystores(&caller, query).await?;
     let items = page
         .items
         .iter()
@@ -37,7 +37,7 @@ pub(crate) async fn list(
         &s.links,
         PATH,
         &q,
-        query.paging,
+        paging,
         page.total_count,
         "keystores",
         items,
@@ -79,8 +79,12 @@ pub(crate) async fn create(
 /// Get a keystore (secrets are never returned).
 #[utoipa::path(get, path = "/api/v4/keystores/{id}", tag = "keystores", params(("id" = String, Path)),
     responses((status = 200, body = KeystoreOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
-    let k = s.keyplane.get_keystore(id).await?;
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    let k = s.keyplane.get_keystore(&caller, id).await?;
     Ok(resource(
         StatusCode::OK,
         &wire::keystore(&s.links, &k),
@@ -121,6 +125,7 @@ pub(crate) async fn update(
               (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
     RawQuery(q): RawQuery,
@@ -137,7 +142,9 @@ pub(crate) async fn delete(
             )
         })?,
     };
-    s.keyplane.delete_keystore(id, m.as_ref(), mode).await?;
+    s.keyplane
+        .delete_keystore(&caller, id, m.as_ref(), mode)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -146,10 +153,11 @@ pub(crate) async fn delete(
     responses((status = 200, body = KeystoreStatusOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn status(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<Json<KeystoreStatusOut>> {
     Ok(Json(wire::keystore_status(
-        &s.keyplane.keystore_status(id).await?,
+        &s.keyplane.keystore_status(&caller, id).await?,
     )))
 }
 
@@ -159,9 +167,10 @@ pub(crate) async fn status(
     responses((status = 200, description = "DistributionTaskList", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn tasks(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let tasks = s.keyplane.keystore_tasks(id).await?;
+    let tasks = s.keyplane.keystore_tasks(&caller, id).await?;
     Ok(Json(serde_json::json!({
         "total_count": tasks.len(),
         "tasks": tasks,
@@ -173,13 +182,14 @@ pub(crate) async fn tasks(
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn managed_keys(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
 ) -> ApiResult<Json<params::ListBody<wire::ManagedKeyOut>>> {
     let query = params::key_query(&Params::new(&q), true)?;
     let paging = query.paging;
-    let page = s.keyplane.list_keystore_keys(id, query).await?;
+    let page = s.keyplane.list_keystore_keys(&caller, id, query).await?;
     let items = page
         .items
         .iter()
@@ -202,9 +212,10 @@ pub(crate) async fn managed_keys(
     responses((status = 200, description = "AssociatedResourceList", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn associated_resources(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<params::ListBody<serde_json::Value>>> {
-    s.keyplane.get_keystore(id).await?;
+    s.keyplane.get_keystore(&caller, id).await?;
     super::no_associated_resources(&s, &format!("{PATH}/{id}/associated_resources"), &q)
 }

@@ -2,8 +2,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use keyplane_core::authz::Caller as Who;
 use keyplane_core::etag::IfMatch as CoreIfMatch;
-use keyplane_core::model::{Actor, ManagedKey};
+use keyplane_core::model::ManagedKey;
+use keyplane_core::service::Decided;
 use uuid::Uuid;
 
 use super::resource;
@@ -42,13 +44,13 @@ fn key_response(s: &AppState, k: &ManagedKey, trace: &str, status: StatusCode) -
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
-    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<ManagedKeyOut>>> {
-    let mut query = params::key_query(&Params::new(&q), true)?;
-    scope.narrow(&mut query.vault_ids);
-    let page = s.keyplane.list_keys(&query).await?;
+    let query = params::key_query(&Params::new(&q), true)?;
+    let paging = query.paging;
+    let page = s.keyplane.list_keys(&caller, query).await?;
     let items = page
         .items
         .iter()
@@ -58,7 +60,7 @@ pub(crate) async fn list(
         &s.links,
         PATH,
         &q,
-        query.paging,
+        paging,
         page.total_count,
         "managed_keys",
         items,
@@ -88,10 +90,11 @@ pub(crate) async fn create(
     responses((status = 200, body = ManagedKeyOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     Trace(trace): Trace,
 ) -> ApiResult<Response> {
-    let k = s.keyplane.get_key(id).await?;
+    let k = s.keyplane.get_key(&caller, id).await?;
     Ok(key_response(&s, &k, &trace, StatusCode::OK))
 }
 
@@ -125,22 +128,10 @@ pub(crate) async fn delete(
     IfMatch(m): IfMatch,
     Caller(actor): Caller,
 ) -> ApiResult<Response> {
-    use keyplane_core::service::Gate;
-    match s
-        .keyplane
-        .gate(
-            &actor,
-            id,
-            m.as_ref(),
-            keyplane_core::model::ApprovalAction::RemoveKey,
-        )
-        .await?
-    {
-        Gate::Pending(approval) => return Ok(super::approval_pending(&s, &approval)),
-        Gate::Proceed => {}
+    match s.keyplane.delete_key(&actor, id, m.as_ref()).await? {
+        Decided::Requested(approval) => Ok(super::approval_pending(&s, &approval)),
+        Decided::Done(()) => Ok(StatusCode::NO_CONTENT.into_response()),
     }
-    s.keyplane.delete_key(id, m.as_ref()).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Every version of a key, newest first.
@@ -148,13 +139,14 @@ pub(crate) async fn delete(
     responses((status = 200, description = "ManagedKeyList", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn versions(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
 ) -> ApiResult<Json<params::ListBody<ManagedKeyOut>>> {
     // Older versions are usually deactivated: no default state filter here.
     let query = params::key_query(&Params::new(&q), false)?;
-    let page = s.keyplane.key_versions(id, &query).await?;
+    let page = s.keyplane.key_versions(&caller, id, &query).await?;
     let items = page
         .items
         .iter()
@@ -190,10 +182,11 @@ fn statuses(
     responses((status = 200, body = StatusInKeystoresOut), (status = 404, body = ErrorBody)))]
 pub(crate) async fn status_in_keystores(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     Trace(trace): Trace,
 ) -> ApiResult<Json<StatusInKeystoresOut>> {
-    let list = s.keyplane.key_status_in_keystores(id).await?;
+    let list = s.keyplane.key_status_in_keystores(&caller, id).await?;
     Ok(Json(statuses(&s, &list, &trace)))
 }
 
@@ -234,14 +227,14 @@ pub(crate) async fn update_from_template(
 
 type Action = for<'a> fn(
     &'a keyplane_core::service::Keyplane,
-    &'a Actor,
+    &'a Who,
     Uuid,
     Option<&'a CoreIfMatch>,
 ) -> futures::future::BoxFuture<'a, keyplane_core::Result<ManagedKey>>;
 
 async fn lifecycle(
     s: AppState,
-    actor: Actor,
+    actor: Who,
     id: Uuid,
     m: Option<CoreIfMatch>,
     trace: String,
@@ -296,24 +289,10 @@ pub(crate) async fn destroy(
     IfMatch(m): IfMatch,
     Trace(t): Trace,
 ) -> ApiResult<Response> {
-    use keyplane_core::service::Gate;
-    match s
-        .keyplane
-        .gate(
-            &a,
-            id,
-            m.as_ref(),
-            keyplane_core::model::ApprovalAction::DestroyKey,
-        )
-        .await?
-    {
-        Gate::Pending(approval) => return Ok(super::approval_pending(&s, &approval)),
-        Gate::Proceed => {}
+    match s.keyplane.destroy_key(&a, id, m.as_ref()).await? {
+        Decided::Requested(approval) => Ok(super::approval_pending(&s, &approval)),
+        Decided::Done(k) => Ok(key_response(&s, &k, &t, StatusCode::OK)),
     }
-    lifecycle(s, a, id, m, t, |k, a, id, m| {
-        Box::pin(k.destroy_key(a, id, m))
-    })
-    .await
 }
 
 /// Rotate an active key: new material, version + 1.
@@ -355,9 +334,10 @@ pub(crate) async fn compromise(
     responses((status = 200, description = "AssociatedResourceList", body = Object), (status = 404, body = ErrorBody)))]
 pub(crate) async fn associated_resources(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<params::ListBody<serde_json::Value>>> {
-    s.keyplane.get_key(id).await?;
+    s.keyplane.get_key(&caller, id).await?;
     super::no_associated_resources(&s, &format!("{PATH}/{id}/associated_resources"), &q)
 }

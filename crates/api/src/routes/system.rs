@@ -46,8 +46,11 @@ fn status_response(status: &SealStatus) -> Response {
 /// The seal status: whether keys can be used, and unseal progress.
 #[utoipa::path(get, path = "/api/v4/system/seal_status", tag = "system",
     responses((status = 200, description = "SealStatus", body = Object)))]
-pub(crate) async fn seal_status(State(s): State<AppState>) -> Response {
-    status_response(&s.keyplane.seal_status())
+pub(crate) async fn seal_status(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Response> {
+    Ok(status_response(&s.keyplane.read_seal_status(&caller)?))
 }
 
 /// Submit one unseal secret. A wrong or repeated share is refused and changes nothing.
@@ -66,8 +69,8 @@ pub(crate) async fn unseal(
 /// Seal now: every key in memory is forgotten and key operations answer 503 until an unseal.
 #[utoipa::path(post, path = "/api/v4/system/seal", tag = "system",
     responses((status = 200, description = "SealStatus", body = Object)))]
-pub(crate) async fn seal(State(s): State<AppState>, Caller(actor): Caller) -> Response {
-    status_response(&s.keyplane.seal(&actor))
+pub(crate) async fn seal(State(s): State<AppState>, Caller(actor): Caller) -> ApiResult<Response> {
+    Ok(status_response(&s.keyplane.seal(&actor)?))
 }
 
 /// Rotate the master key: every vault key is rewrapped under a new one, online.

@@ -26,12 +26,12 @@ const PATH: &str = "/api/v4/templates";
     responses((status = 200, description = "TemplateList", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
-    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<TemplateOut>>> {
-    let mut query = params::template_query(&Params::new(&q))?;
-    scope.narrow(&mut query.vault_ids);
-    let page = s.keyplane.list_templates(&query).await?;
+    let query = params::template_query(&Params::new(&q))?;
+    let paging = query.paging;
+    let page = s.keyplane.list_templates(&caller, query).await?;
     let items = page
         .items
         .iter()
@@ -41,7 +41,7 @@ pub(crate) async fn list(
         &s.links,
         PATH,
         &q,
-        query.paging,
+        paging,
         page.total_count,
         "templates",
         items,
@@ -76,8 +76,12 @@ pub(crate) async fn create(
 /// Get a key template.
 #[utoipa::path(get, path = "/api/v4/templates/{id}", tag = "templates", params(("id" = String, Path)),
     responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
-    let t = s.keyplane.get_template(id).await?;
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    let t = s.keyplane.get_template(&caller, id).await?;
     Ok(resource(
         StatusCode::OK,
         &wire::template(&s.links, &t),
@@ -125,10 +129,11 @@ pub(crate) async fn update(
     responses((status = 204), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
 ) -> ApiResult<Response> {
-    s.keyplane.delete_template(id, m.as_ref()).await?;
+    s.keyplane.delete_template(&caller, id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

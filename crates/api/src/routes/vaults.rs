@@ -19,12 +19,12 @@ const PATH: &str = "/api/v4/vaults";
     responses((status = 200, description = "VaultList", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     RawQuery(q): RawQuery,
-    scope: crate::authorize::ListScope,
 ) -> ApiResult<Json<params::ListBody<VaultOut>>> {
-    let mut query = params::vault_query(&Params::new(&q))?;
-    scope.narrow(&mut query.ids);
-    let page = s.keyplane.list_vaults(&query).await?;
+    let query = params::vault_query(&Params::new(&q))?;
+    let paging = query.paging;
+    let page = s.keyplane.list_vaults(&caller, query).await?;
     let items = page
         .items
         .iter()
@@ -34,7 +34,7 @@ pub(crate) async fn list(
         &s.links,
         PATH,
         &q,
-        query.paging,
+        paging,
         page.total_count,
         "vaults",
         items,
@@ -64,8 +64,12 @@ pub(crate) async fn create(
 /// Get a vault.
 #[utoipa::path(get, path = "/api/v4/vaults/{id}", tag = "vaults", params(("id" = String, Path)),
     responses((status = 200, body = VaultOut), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(State(s): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
-    let v = s.keyplane.get_vault(id).await?;
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    let v = s.keyplane.get_vault(&caller, id).await?;
     Ok(resource(
         StatusCode::OK,
         &wire::vault(&s.links, &v),
@@ -105,9 +109,10 @@ pub(crate) async fn update(
     responses((status = 204), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(s): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
 ) -> ApiResult<Response> {
-    s.keyplane.delete_vault(id, m.as_ref()).await?;
+    s.keyplane.delete_vault(&caller, id, m.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

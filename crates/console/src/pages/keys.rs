@@ -434,7 +434,10 @@ mod tests {
         // Only destroyed keys can be removed, as the API rules.
         assert!(!offered("pre_activation").contains(&"remove"));
         assert!(offered("destroyed").contains(&"remove"));
-        assert_eq!(offered("pre_activation"), ["activate", "compromise", "destroy"]);
+        assert_eq!(
+            offered("pre_activation"),
+            ["activate", "compromise", "destroy"]
+        );
         for name in ["destroy", "remove", "deactivate", "compromise", "rotate"] {
             assert!(
                 all.iter()

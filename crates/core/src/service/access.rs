@@ -4,9 +4,9 @@ use chrono::SubsecRound;
 use uuid::Uuid;
 
 use super::{Keyplane, now};
-use crate::authz::{Grants, Policy, Role};
+use crate::authz::{Caller, Grants, Permission, Policy, Role};
 use crate::error::{Error, Result};
-use crate::model::{Actor, ApiKey, Page, Principal, PrincipalKind, new_id};
+use crate::model::{ApiKey, Page, Principal, PrincipalKind, new_id};
 use crate::query::Paging;
 
 pub const MAX_PRINCIPAL_NAME: usize = 100;
@@ -38,7 +38,12 @@ fn check_name(field: &str, name: &str) -> Result<()> {
 }
 
 impl Keyplane {
-    pub async fn create_principal(&self, actor: &Actor, input: NewPrincipal) -> Result<Principal> {
+    pub async fn create_principal(
+        &self,
+        caller: &Caller,
+        input: NewPrincipal,
+    ) -> Result<Principal> {
+        caller.require(Permission::Administer)?;
         let name = input.name.ok_or_else(|| Error::missing_field("name"))?;
         check_name("name", &name)?;
         let kind = match input.kind.as_deref() {
@@ -54,26 +59,33 @@ impl Keyplane {
             kind,
             description,
             created_at: now(),
-            created_by: actor.0.clone(),
+            created_by: caller.actor.0.clone(),
         };
         crate::audit::note_target("principals", principal.id, None);
         self.store.insert_principal(&principal).await?;
         Ok(principal)
     }
 
-    pub async fn get_principal(&self, id: Uuid) -> Result<Principal> {
+    pub async fn get_principal(&self, caller: &Caller, id: Uuid) -> Result<Principal> {
+        caller.require(Permission::Administer)?;
         self.store
             .get_principal(id)
             .await?
             .ok_or_else(|| Error::not_found("principal", id))
     }
 
-    pub async fn list_principals(&self, paging: Paging) -> Result<Page<Principal>> {
+    pub async fn list_principals(
+        &self,
+        caller: &Caller,
+        paging: Paging,
+    ) -> Result<Page<Principal>> {
+        caller.require(Permission::Administer)?;
         self.store.list_principals(paging).await
     }
 
     /// Deletes a principal; its API keys end with it.
-    pub async fn delete_principal(&self, id: Uuid) -> Result<()> {
+    pub async fn delete_principal(&self, caller: &Caller, id: Uuid) -> Result<()> {
+        caller.require(Permission::Administer)?;
         crate::audit::note_target("principals", id, None);
         self.store.delete_principal(id).await
     }
@@ -81,11 +93,12 @@ impl Keyplane {
     /// Records a new API key whose digest is `key_hash` (the key itself is never stored).
     pub async fn create_api_key(
         &self,
+        caller: &Caller,
         principal_id: Uuid,
         name: Option<String>,
         key_hash: String,
     ) -> Result<ApiKey> {
-        self.get_principal(principal_id).await?;
+        self.get_principal(caller, principal_id).await?;
         let name = name.unwrap_or_else(|| "default".into());
         check_name("name", &name)?;
         let key = ApiKey {
@@ -101,13 +114,20 @@ impl Keyplane {
         Ok(key)
     }
 
-    pub async fn list_api_keys(&self, principal_id: Uuid) -> Result<Vec<ApiKey>> {
-        self.get_principal(principal_id).await?;
+    pub async fn list_api_keys(&self, caller: &Caller, principal_id: Uuid) -> Result<Vec<ApiKey>> {
+        caller.require(Permission::Administer)?;
+        self.get_principal(caller, principal_id).await?;
         self.store.list_api_keys(principal_id).await
     }
 
     /// Replaces an active key with a new one (same principal and name) in one step.
-    pub async fn rotate_api_key(&self, id: Uuid, key_hash: String) -> Result<ApiKey> {
+    pub async fn rotate_api_key(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        key_hash: String,
+    ) -> Result<ApiKey> {
+        caller.require(Permission::Administer)?;
         let old = self
             .store
             .get_api_key(id)
@@ -126,7 +146,8 @@ impl Keyplane {
     }
 
     /// Ends an API key's use at once: tokens issued for it stop working too.
-    pub async fn revoke_api_key(&self, id: Uuid) -> Result<()> {
+    pub async fn revoke_api_key(&self, caller: &Caller, id: Uuid) -> Result<()> {
+        caller.require(Permission::Administer)?;
         crate::audit::note_target("api_keys", id, None);
         self.store.revoke_api_key(id, None).await
     }
@@ -159,11 +180,12 @@ impl Keyplane {
     /// Grants `role` to a principal on every vault (`vault_id` none) or on one vault.
     pub async fn create_policy(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         principal_id: Option<Uuid>,
         role: Option<String>,
         vault_id: Option<Uuid>,
     ) -> Result<Policy> {
+        caller.require(Permission::Administer)?;
         let principal_id = principal_id.ok_or_else(|| Error::missing_field("principal.id"))?;
         let role = role.ok_or_else(|| Error::missing_field("role"))?;
         let role = Role::parse(&role).ok_or_else(|| {
@@ -178,11 +200,13 @@ impl Keyplane {
                 "administrator is granted on every vault, not on one",
             ));
         }
-        self.get_principal(principal_id).await.map_err(|_| {
-            Error::invalid_field("principal.id", format!("no principal {principal_id}"))
-        })?;
+        self.get_principal(caller, principal_id)
+            .await
+            .map_err(|_| {
+                Error::invalid_field("principal.id", format!("no principal {principal_id}"))
+            })?;
         if let Some(v) = vault_id {
-            self.target_vault(v).await?;
+            self.target_vault(caller, Permission::Administer, v).await?;
         }
         let policy = Policy {
             id: new_id(),
@@ -190,19 +214,25 @@ impl Keyplane {
             role,
             vault_id,
             created_at: now().trunc_subsecs(3),
-            created_by: actor.0.clone(),
+            created_by: caller.actor.0.clone(),
         };
         crate::audit::note_target("policies", policy.id, vault_id);
         self.store.insert_policy(&policy).await?;
         Ok(policy)
     }
 
-    pub async fn delete_policy(&self, id: Uuid) -> Result<()> {
+    pub async fn delete_policy(&self, caller: &Caller, id: Uuid) -> Result<()> {
+        caller.require(Permission::Administer)?;
         crate::audit::note_target("policies", id, None);
         self.store.delete_policy(id).await
     }
 
-    pub async fn list_policies(&self, principal_id: Option<Uuid>) -> Result<Vec<Policy>> {
+    pub async fn list_policies(
+        &self,
+        caller: &Caller,
+        principal_id: Option<Uuid>,
+    ) -> Result<Vec<Policy>> {
+        caller.require(Permission::Administer)?;
         self.store.list_policies(principal_id).await
     }
 

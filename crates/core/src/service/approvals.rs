@@ -4,18 +4,19 @@
 use uuid::Uuid;
 
 use super::{Keyplane, now};
+use crate::authz::{Caller, Permission};
 use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
 use crate::lifecycle::{self, KeyAction};
-use crate::model::{Actor, Approval, ApprovalAction, ApprovalState, ManagedKey, VaultView, new_id};
+use crate::model::{Approval, ApprovalAction, ApprovalState, ManagedKey, VaultView, new_id};
 
 /// How long a request waits for its approval.
 pub const APPROVAL_TTL: chrono::Duration = chrono::Duration::hours(24);
 
-/// Whether an action goes ahead now or waits for approval.
-pub enum Gate {
-    Proceed,
-    Pending(Approval),
+/// What an action guarded by dual control came to: done, or a request awaiting approval.
+pub enum Decided<T> {
+    Done(T),
+    Requested(Approval),
 }
 
 fn key_action(action: ApprovalAction) -> KeyAction {
@@ -26,33 +27,43 @@ fn key_action(action: ApprovalAction) -> KeyAction {
 }
 
 impl Keyplane {
-    pub async fn dual_control(&self, vault_id: Uuid) -> Result<bool> {
-        self.get_vault(vault_id).await?;
+    pub async fn dual_control(&self, caller: &Caller, vault_id: Uuid) -> Result<bool> {
+        self.get_vault(caller, vault_id).await?;
         self.store.dual_control(vault_id).await
     }
 
-    pub async fn set_dual_control(&self, vault_id: Uuid, enabled: bool) -> Result<VaultView> {
-        let vault = self.get_vault(vault_id).await?;
+    /// Dual control guards destroys against a single vault administrator: only an
+    /// administrator switches it.
+    pub async fn set_dual_control(
+        &self,
+        caller: &Caller,
+        vault_id: Uuid,
+        enabled: bool,
+    ) -> Result<VaultView> {
+        let vault = self.load_vault(vault_id).await?;
+        caller.require_in(Permission::Administer, vault_id, || {
+            Error::not_found("vault", vault_id)
+        })?;
         self.store.set_dual_control(vault_id, enabled).await?;
         Ok(vault)
     }
 
     /// In a vault under dual control, records a request for `action` on the key instead of
-    /// acting. The request must be possible now and carry the key's current ETag.
-    pub async fn gate(
+    /// acting, and returns it; `None` where the action goes ahead now. The request must be
+    /// possible now and carry the key's current ETag.
+    pub(super) async fn request_approval(
         &self,
-        actor: &Actor,
-        key_id: Uuid,
+        caller: &Caller,
+        key: &ManagedKey,
         if_match: Option<&IfMatch>,
         action: ApprovalAction,
-    ) -> Result<Gate> {
-        let key = self.get_key(key_id).await?;
+    ) -> Result<Option<Approval>> {
         if !self.store.dual_control(key.vault.id).await? {
-            return Ok(Gate::Proceed);
+            return Ok(None);
         }
-        etag::check(if_match, key.revision, key_id)?;
+        etag::check(if_match, key.revision, key.id)?;
         lifecycle::transition(
-            &super::keys::facts(&key, None),
+            &super::keys::facts(key, None),
             key_action(action),
             &self.policy,
             now(),
@@ -62,8 +73,8 @@ impl Keyplane {
             id: new_id(),
             vault_id: key.vault.id,
             action,
-            key_id,
-            requested_by: actor.0.clone(),
+            key_id: key.id,
+            requested_by: caller.actor.0.clone(),
             requested_at,
             expires_at: requested_at + APPROVAL_TTL,
             state: ApprovalState::Pending,
@@ -71,18 +82,46 @@ impl Keyplane {
             decided_at: None,
         };
         self.store.insert_approval(&approval).await?;
-        Ok(Gate::Pending(approval))
+        Ok(Some(approval))
     }
 
-    pub async fn get_approval(&self, id: Uuid) -> Result<Approval> {
+    async fn load_approval(&self, id: Uuid) -> Result<Approval> {
         self.store
             .get_approval(id)
             .await?
             .ok_or_else(|| Error::not_found("approval", id))
     }
 
-    pub async fn list_approvals(&self, vault_ids: &[Uuid]) -> Result<Vec<Approval>> {
-        self.store.list_approvals(vault_ids).await
+    /// A request is read by whoever can read its vault.
+    pub async fn get_approval(&self, caller: &Caller, id: Uuid) -> Result<Approval> {
+        let approval = self.load_approval(id).await?;
+        caller.require_in(Permission::Read, approval.vault_id, || {
+            Error::not_found("approval", id)
+        })?;
+        Ok(approval)
+    }
+
+    /// Requests in the vaults the caller may list (`vault_ids` narrows them; empty: all).
+    pub async fn list_approvals(
+        &self,
+        caller: &Caller,
+        mut vault_ids: Vec<Uuid>,
+    ) -> Result<Vec<Approval>> {
+        caller.narrow_listing(&mut vault_ids)?;
+        self.store.list_approvals(&vault_ids).await
+    }
+
+    /// A request is decided by whoever may do what it asks.
+    async fn approval_to_decide(&self, caller: &Caller, id: Uuid) -> Result<Approval> {
+        let approval = self.load_approval(id).await?;
+        let hidden = || Error::not_found("approval", id);
+        if !caller.grants.sees(approval.vault_id) {
+            return Err(hidden());
+        }
+        let key = self.load_key(approval.key_id).await?;
+        let permission = Permission::for_lifecycle(key_action(approval.action), key.state);
+        caller.require_in(permission, approval.vault_id, hidden)?;
+        Ok(approval)
     }
 
     fn check_pending(approval: &Approval) -> Result<()> {
@@ -103,13 +142,17 @@ impl Keyplane {
 
     /// Approves a request and carries out its action; the approver must not be the requester.
     /// Returns the key as the action left it (`None` once removed).
-    pub async fn approve(&self, actor: &Actor, id: Uuid) -> Result<(Approval, Option<ManagedKey>)> {
-        let mut approval = self.get_approval(id).await?;
+    pub async fn approve(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<(Approval, Option<ManagedKey>)> {
+        let mut approval = self.approval_to_decide(caller, id).await?;
         Self::check_pending(&approval)?;
         // A principal calling with its client certificate is `cert:<name>`: still the same one.
         let same =
             |a: &str, b: &str| a.trim_start_matches("cert:") == b.trim_start_matches("cert:");
-        if same(&approval.requested_by, &actor.0) {
+        if same(&approval.requested_by, &caller.actor.0) {
             return Err(Error::conflict(
                 ErrorCode::InvalidStateTransition,
                 "dual control: a second, different principal must approve",
@@ -118,10 +161,10 @@ impl Keyplane {
         // The request is claimed before its action runs: a concurrent approval or rejection
         // then finds it decided, and an action is never carried out for a rejected request.
         approval.state = ApprovalState::Approved;
-        approval.decided_by = Some(actor.0.clone());
+        approval.decided_by = Some(caller.actor.0.clone());
         approval.decided_at = Some(now());
         self.store.decide_approval(&approval).await?;
-        match self.approved_action(actor, &approval).await {
+        match self.approved_action(caller, &approval).await {
             Ok(key) => Ok((approval, key)),
             Err(e) => {
                 // Not carried out: the request waits again for a decision.
@@ -133,30 +176,38 @@ impl Keyplane {
         }
     }
 
+    /// The approved action, carried out as the approver (dual control aside: this is it).
     async fn approved_action(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         approval: &Approval,
     ) -> Result<Option<ManagedKey>> {
-        let key = self.get_key(approval.key_id).await?;
+        let key = self.load_key(approval.key_id).await?;
         let current = IfMatch::parse(&etag::etag(key.revision, key.id));
         Ok(match approval.action {
             ApprovalAction::DestroyKey => Some(
-                self.destroy_key(actor, approval.key_id, Some(&current))
-                    .await?,
+                self.apply_with(
+                    caller,
+                    approval.key_id,
+                    Some(&current),
+                    KeyAction::Destroy,
+                    None,
+                )
+                .await?,
             ),
             ApprovalAction::RemoveKey => {
-                self.delete_key(approval.key_id, Some(&current)).await?;
+                self.remove_key(caller, approval.key_id, Some(&current))
+                    .await?;
                 None
             }
         })
     }
 
-    pub async fn reject(&self, actor: &Actor, id: Uuid) -> Result<Approval> {
-        let mut approval = self.get_approval(id).await?;
+    pub async fn reject(&self, caller: &Caller, id: Uuid) -> Result<Approval> {
+        let mut approval = self.approval_to_decide(caller, id).await?;
         Self::check_pending(&approval)?;
         approval.state = ApprovalState::Rejected;
-        approval.decided_by = Some(actor.0.clone());
+        approval.decided_by = Some(caller.actor.0.clone());
         approval.decided_at = Some(now());
         crate::audit::note_target("approvals", id, Some(approval.vault_id));
         self.store.decide_approval(&approval).await?;

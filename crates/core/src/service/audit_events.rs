@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::audit::denials::{DenialSource, Verdict};
 use crate::audit::{AuditEvent, PendingEvent};
+use crate::authz::{Caller, Permission};
 use crate::error::Result;
 use crate::model::Page;
 use crate::ports::{AuditChainReport, AuditQuery};
@@ -11,7 +12,12 @@ use crate::ports::{AuditChainReport, AuditQuery};
 use super::Keyplane;
 
 impl Keyplane {
-    pub async fn list_audit_events(&self, query: &AuditQuery) -> Result<Page<AuditEvent>> {
+    pub async fn list_audit_events(
+        &self,
+        caller: &Caller,
+        query: &AuditQuery,
+    ) -> Result<Page<AuditEvent>> {
+        caller.require(Permission::Administer)?;
         self.store.list_audit_events(query).await
     }
 
@@ -57,7 +63,8 @@ impl Keyplane {
         }
     }
 
-    pub async fn verify_audit_chain(&self) -> Result<AuditChainReport> {
+    pub async fn verify_audit_chain(&self, caller: &Caller) -> Result<AuditChainReport> {
+        caller.require(Permission::Administer)?;
         self.store.verify_audit_chain().await
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::Keyplane;
+use crate::authz::{Caller, Permission};
 use crate::connector::ProbeCiphertext;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::*;
@@ -180,29 +181,62 @@ pub fn unknown_instance(keystore_id: Uuid) -> Error {
 }
 
 impl Keyplane {
-    /// The key installed in an internal keystore under `key_ref` (its `key_id_in_keystore`).
-    pub async fn installed_key(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<InstalledKey> {
+    /// The internal keystore a `bluemix-instance` header names, where the caller must be allowed
+    /// `permission`. One it may not see answers as one that does not exist.
+    pub(crate) async fn instance_for(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        keystore_id: Uuid,
+    ) -> Result<Keystore> {
         let keystore = self
             .store
             .get_keystore(keystore_id)
             .await?
             .filter(Keystore::is_internal)
             .ok_or_else(|| unknown_instance(keystore_id))?;
+        caller.require_in(permission, keystore.vault.id, || {
+            unknown_instance(keystore_id)
+        })?;
+        Ok(keystore)
+    }
+
+    /// The key installed in an internal keystore under `key_ref` (its `key_id_in_keystore`).
+    pub async fn installed_key(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+    ) -> Result<InstalledKey> {
+        let keystore = self
+            .instance_for(caller, Permission::KeyUse, keystore_id)
+            .await?;
         let copy = self.store.internal_copy(keystore.id, key_ref).await?.ok_or_else(|| Error::NotFound {
             resource: "key",
             id: format!("{key_ref} (not installed in keystore '{}': pre-active, destroyed or never there)", keystore.name),
         })?;
-        let key = self.get_key(copy.managed_key_id).await?;
+        let key = self.load_key(copy.managed_key_id).await?;
         Ok(InstalledKey { copy, key })
     }
 
     /// The usage context of the key installed under `key_ref`, with the same errors as `installed_key`.
-    async fn usage_context(&self, keystore_id: Uuid, key_ref: Uuid) -> Result<Arc<UsageContext>> {
+    async fn usage_context(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        key_ref: Uuid,
+    ) -> Result<Arc<UsageContext>> {
         match self.store.usage_context(keystore_id, key_ref).await? {
-            Some(ctx) => Ok(ctx),
+            Some(ctx) => {
+                // The key's vault is its keystore's.
+                caller.require_in(Permission::KeyUse, ctx.vault_id, || {
+                    unknown_instance(keystore_id)
+                })?;
+                Ok(ctx)
+            }
             // Not there: let the full lookup say why (no such keystore, not internal, no such key).
             None => self
-                .installed_key(keystore_id, key_ref)
+                .installed_key(caller, keystore_id, key_ref)
                 .await
                 .and_then(|_| {
                     Err(Error::internal(
@@ -214,21 +248,19 @@ impl Keyplane {
 
     pub async fn installed_keys(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         paging: Paging,
     ) -> Result<Page<InstalledKey>> {
-        self.store
-            .get_keystore(keystore_id)
-            .await?
-            .filter(Keystore::is_internal)
-            .ok_or_else(|| unknown_instance(keystore_id))?;
+        self.instance_for(caller, Permission::KeyUse, keystore_id)
+            .await?;
         let copies = self
             .store
             .internal_copies_in_keystore(keystore_id, paging)
             .await?;
         let mut items = Vec::with_capacity(copies.items.len());
         for copy in copies.items {
-            let key = self.get_key(copy.managed_key_id).await?;
+            let key = self.load_key(copy.managed_key_id).await?;
             items.push(InstalledKey { copy, key });
         }
         Ok(Page {
@@ -335,13 +367,14 @@ impl Keyplane {
     /// Wraps the given data keys, or `generate` fresh 256-bit ones when none are given.
     pub async fn wrap_data_keys(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         key_ref: Uuid,
         data_keys: Vec<Zeroizing<Vec<u8>>>,
         generate: usize,
         aad: &[String],
     ) -> Result<Vec<DataKeyWrap>> {
-        let key = self.usage_context(keystore_id, key_ref).await?;
+        let key = self.usage_context(caller, keystore_id, key_ref).await?;
         check_usable(&key, true)?;
         let count = data_keys.len() + generate;
         if count == 0 || count > MAX_BATCH {
@@ -387,6 +420,7 @@ impl Keyplane {
     /// Wraps `plaintext`, or a fresh 256-bit data key when none is given.
     pub async fn wrap_data_key(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         key_ref: Uuid,
         plaintext: Option<Zeroizing<Vec<u8>>>,
@@ -395,6 +429,7 @@ impl Keyplane {
         let generate = usize::from(plaintext.is_none());
         let mut wrapped = self
             .wrap_data_keys(
+                caller,
                 keystore_id,
                 key_ref,
                 plaintext.into_iter().collect(),
@@ -409,6 +444,7 @@ impl Keyplane {
 
     pub async fn unwrap_data_keys(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         key_ref: Uuid,
         ciphertexts: &[&[u8]],
@@ -420,7 +456,7 @@ impl Keyplane {
                 format!("a batch holds 1 to {MAX_BATCH} ciphertexts"),
             ));
         }
-        let key = self.usage_context(keystore_id, key_ref).await?;
+        let key = self.usage_context(caller, keystore_id, key_ref).await?;
         check_usable(&key, false)?;
         let opened = self
             .unwrap_all(&key, ciphertexts, aad, "ciphertext")
@@ -437,13 +473,14 @@ impl Keyplane {
 
     pub async fn unwrap_data_key(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         key_ref: Uuid,
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<DataKeyUnwrap> {
         let mut opened = self
-            .unwrap_data_keys(keystore_id, key_ref, &[ciphertext], aad)
+            .unwrap_data_keys(caller, keystore_id, key_ref, &[ciphertext], aad)
             .await?;
         opened
             .pop()
@@ -453,12 +490,13 @@ impl Keyplane {
     /// Unwraps and wraps again under the key's newest version.
     pub async fn rewrap_data_key(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         key_ref: Uuid,
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<DataKeyWrap> {
-        let key = self.usage_context(keystore_id, key_ref).await?;
+        let key = self.usage_context(caller, keystore_id, key_ref).await?;
         check_usable(&key, true)?;
         let mut opened = self
             .unwrap_all(&key, &[ciphertext], aad, "ciphertext")

@@ -643,8 +643,13 @@ impl Keyplane {
     }
 
     /// Recent distribution tasks of a keystore.
-    pub async fn keystore_tasks(&self, id: Uuid) -> Result<Vec<crate::ports::TaskView>> {
-        self.get_keystore(id).await?;
+    pub async fn keystore_tasks(
+        &self,
+        caller: &crate::authz::Caller,
+        id: Uuid,
+    ) -> Result<Vec<crate::ports::TaskView>> {
+        self.keystore_for(caller, crate::authz::Permission::Read, id)
+            .await?;
         self.store.keystore_tasks(id, 100).await
     }
 }

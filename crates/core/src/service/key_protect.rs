@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{InstalledKey, Keyplane, NewKey, now};
+use crate::authz::{Caller, Permission};
 use crate::distribution;
 use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
@@ -75,29 +76,17 @@ fn as_read(key: &ManagedKey) -> IfMatch {
 }
 
 impl Keyplane {
-    /// The internal keystore a `bluemix-instance` header names.
-    async fn key_protect_instance(&self, keystore_id: Uuid) -> Result<Keystore> {
-        self.store
-            .get_keystore(keystore_id)
-            .await?
-            .filter(Keystore::is_internal)
-            .ok_or_else(|| {
-                Error::invalid_header(
-                    "bluemix-instance",
-                    format!(
-                        "bluemix-instance {keystore_id} is not an internal keystore of this keyplane"
-                    ),
-                )
-            })
-    }
-
     /// Replaces the keystore's import token with a new RSA-4096 one.
     pub async fn create_import_token(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         expiration_seconds: i64,
         max_retrievals: u32,
     ) -> Result<ImportTokenView> {
+        let keystore = self
+            .instance_for(caller, Permission::KeyCreate, keystore_id)
+            .await?;
         if !(1..=MAX_IMPORT_TOKEN_SECONDS).contains(&expiration_seconds) {
             return Err(Error::invalid_field(
                 "expiration",
@@ -110,7 +99,6 @@ impl Keyplane {
                 format!("maxAllowedRetrievals is 1 to {MAX_IMPORT_TOKEN_RETRIEVALS}"),
             ));
         }
-        let keystore = self.key_protect_instance(keystore_id).await?;
         self.engine.open_vault(keystore.vault.id).await?;
         let engine = self.engine.clone();
         let vault_id = keystore.vault.id;
@@ -135,8 +123,14 @@ impl Keyplane {
     }
 
     /// Retrieves the keystore's live import token (counted against its retrievals).
-    pub async fn retrieve_import_token(&self, keystore_id: Uuid) -> Result<ImportTokenView> {
-        let keystore = self.key_protect_instance(keystore_id).await?;
+    pub async fn retrieve_import_token(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+    ) -> Result<ImportTokenView> {
+        let keystore = self
+            .instance_for(caller, Permission::KeyCreate, keystore_id)
+            .await?;
         match self.store.retrieve_import_token(keystore_id).await? {
             Some(token) => Ok(view(&token, true)),
             None => Err(Error::NotFound {
@@ -224,13 +218,15 @@ impl Keyplane {
     /// Creates (or imports) a root key in an internal keystore, as Key Protect's `POST /keys`.
     pub async fn key_protect_create(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         keystore_id: Uuid,
         name: String,
         description: Option<String>,
         supplied: &SuppliedMaterial<'_>,
     ) -> Result<InstalledKey> {
-        let keystore = self.key_protect_instance(keystore_id).await?;
+        let keystore = self
+            .instance_for(caller, Permission::KeyCreate, keystore_id)
+            .await?;
         let template = self.key_protect_template(&keystore).await?;
         let mut token = None;
         let imported = self.imported(&keystore, supplied, &mut token).await?;
@@ -242,10 +238,13 @@ impl Keyplane {
             tags: None,
         };
         let mut key = self
-            .create_key_with(actor, input, imported.as_ref())
+            .create_key_with(caller, input, imported.as_ref())
             .await?;
         if key.state == KeyState::PreActivation {
-            key = self.activate_key(actor, key.id, None).await?;
+            // Key Protect creates keys in use: the activation is part of the create.
+            key = self
+                .carry_out(caller, key.id, None, KeyAction::Activate, None)
+                .await?;
         }
         let copy = self
             .store
@@ -262,13 +261,16 @@ impl Keyplane {
     /// The key an internal keystore holds under an id or an alias (its label there).
     pub async fn key_protect_key(
         &self,
+        caller: &Caller,
         keystore_id: Uuid,
         id_or_alias: &str,
     ) -> Result<InstalledKey> {
         if let Ok(id) = Uuid::parse_str(id_or_alias) {
-            return self.installed_key(keystore_id, id).await;
+            return self.installed_key(caller, keystore_id, id).await;
         }
-        let keystore = self.key_protect_instance(keystore_id).await?;
+        let keystore = self
+            .instance_for(caller, Permission::KeyUse, keystore_id)
+            .await?;
         let copy = self
             .store
             .internal_copy_by_label(keystore_id, id_or_alias)
@@ -281,7 +283,7 @@ impl Keyplane {
                     keystore.name
                 ),
             })?;
-        let key = self.get_key(copy.managed_key_id).await?;
+        let key = self.load_key(copy.managed_key_id).await?;
         Ok(InstalledKey { copy, key })
     }
 
@@ -289,56 +291,79 @@ impl Keyplane {
     /// state the key is already in changes nothing.
     pub async fn key_protect_set_enabled(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         keystore_id: Uuid,
         id_or_alias: &str,
         enabled: bool,
     ) -> Result<InstalledKey> {
-        let installed = self.key_protect_key(keystore_id, id_or_alias).await?;
-        let key = &installed.key;
-        let action = match (enabled, key.state) {
-            (true, KeyState::Active) | (false, KeyState::Deactivated) => return Ok(installed),
-            (true, _) => KeyAction::Activate,
-            (false, _) => KeyAction::Deactivate,
-        };
-        self.apply_with(actor, key.id, Some(&as_read(key)), action, None)
+        let installed = self
+            .key_protect_key(caller, keystore_id, id_or_alias)
             .await?;
-        self.key_protect_key(keystore_id, id_or_alias).await
+        let key = &installed.key;
+        let action = if enabled {
+            KeyAction::Activate
+        } else {
+            KeyAction::Deactivate
+        };
+        // Decided before the no-op: a caller that may not enable learns nothing by asking.
+        Self::check_key(caller, Permission::for_lifecycle(action, key.state), key)?;
+        if matches!(
+            (enabled, key.state),
+            (true, KeyState::Active) | (false, KeyState::Deactivated)
+        ) {
+            return Ok(installed);
+        }
+        self.apply_with(caller, key.id, Some(&as_read(key)), action, None)
+            .await?;
+        self.key_protect_key(caller, keystore_id, id_or_alias).await
     }
 
     /// Key Protect's rotate: a new version, generated or imported.
     pub async fn key_protect_rotate(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         keystore_id: Uuid,
         id_or_alias: &str,
         supplied: &SuppliedMaterial<'_>,
     ) -> Result<InstalledKey> {
-        let installed = self.key_protect_key(keystore_id, id_or_alias).await?;
-        let keystore = self.key_protect_instance(keystore_id).await?;
+        let installed = self
+            .key_protect_key(caller, keystore_id, id_or_alias)
+            .await?;
+        let keystore = self
+            .instance_for(caller, Permission::KeyUse, keystore_id)
+            .await?;
         let mut token = None;
         let imported = self.imported(&keystore, supplied, &mut token).await?;
         self.apply_with(
-            actor,
+            caller,
             installed.key.id,
             Some(&as_read(&installed.key)),
             KeyAction::Rotate,
             imported.as_ref(),
         )
         .await?;
-        self.key_protect_key(keystore_id, id_or_alias).await
+        self.key_protect_key(caller, keystore_id, id_or_alias).await
     }
 
     /// Key Protect's delete: the managed key is deactivated (when active) and destroyed, under
     /// the lifecycle's rules. Under dual control the destroy must go through an approval.
     pub async fn key_protect_delete(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         keystore_id: Uuid,
         id_or_alias: &str,
     ) -> Result<ManagedKey> {
-        let installed = self.key_protect_key(keystore_id, id_or_alias).await?;
+        let installed = self
+            .key_protect_key(caller, keystore_id, id_or_alias)
+            .await?;
         let mut key = installed.key;
+        // One operation, authorised as the destroy it ends in: the deactivation on the way is
+        // part of it.
+        let permission = match key.state {
+            KeyState::PreActivation => Permission::KeyDestroyPreActive,
+            _ => Permission::KeyDestroyDeactivated,
+        };
+        Self::check_key(caller, permission, &key)?;
         if self.store.dual_control(key.vault.id).await? {
             return Err(Error::conflict(
                 ErrorCode::InvalidStateTransition,
@@ -351,8 +376,8 @@ impl Keyplane {
         }
         if matches!(key.state, KeyState::Active) {
             key = self
-                .apply_with(
-                    actor,
+                .carry_out(
+                    caller,
                     key.id,
                     Some(&as_read(&key)),
                     KeyAction::Deactivate,
@@ -360,8 +385,8 @@ impl Keyplane {
                 )
                 .await?;
         }
-        self.apply_with(
-            actor,
+        self.carry_out(
+            caller,
             key.id,
             Some(&as_read(&key)),
             KeyAction::Destroy,

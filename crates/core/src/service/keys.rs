@@ -1,7 +1,9 @@
 use chrono::NaiveDate;
 use uuid::Uuid;
 
+use super::approvals::Decided;
 use super::{Keyplane, distributor, now};
+use crate::authz::{Caller, Permission};
 use crate::distribution;
 use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
@@ -77,36 +79,74 @@ fn desired_copy(state: KeyState, present: bool) -> Option<bool> {
 }
 
 impl Keyplane {
-    pub async fn get_key(&self, id: Uuid) -> Result<ManagedKey> {
+    /// A key, whoever asks (for the services' own use).
+    pub(crate) async fn load_key(&self, id: Uuid) -> Result<ManagedKey> {
         self.store
             .get_managed_key(id)
             .await?
             .ok_or_else(|| Error::not_found("managed key", id))
     }
 
-    pub async fn list_keys(&self, query: &KeyQuery) -> Result<Page<ManagedKey>> {
-        self.store.list_managed_keys(query).await
+    /// Refuses `permission` on `key` to a caller without it; a key in a vault hidden from the
+    /// caller does not exist.
+    pub(crate) fn check_key(
+        caller: &Caller,
+        permission: Permission,
+        key: &ManagedKey,
+    ) -> Result<()> {
+        caller.require_in(permission, key.vault.id, || {
+            Error::not_found("managed key", key.id)
+        })
     }
 
-    pub async fn create_key(&self, actor: &Actor, input: NewKey) -> Result<ManagedKey> {
-        self.create_key_with(actor, input, None).await
+    /// A key the caller may act on with `permission`.
+    async fn key_for(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        id: Uuid,
+    ) -> Result<ManagedKey> {
+        let key = self.load_key(id).await?;
+        Self::check_key(caller, permission, &key)?;
+        Ok(key)
+    }
+
+    pub async fn get_key(&self, caller: &Caller, id: Uuid) -> Result<ManagedKey> {
+        self.key_for(caller, Permission::Read, id).await
+    }
+
+    /// Keys in the vaults the caller may list, within the query's filters.
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        mut query: KeyQuery,
+    ) -> Result<Page<ManagedKey>> {
+        caller.narrow_listing(&mut query.vault_ids)?;
+        self.store.list_managed_keys(&query).await
+    }
+
+    pub async fn create_key(&self, caller: &Caller, input: NewKey) -> Result<ManagedKey> {
+        self.create_key_with(caller, input, None).await
     }
 
     /// Creates a key; with `supplied` material it is imported and the key starts active, whatever
     /// the template's initial state.
     pub(super) async fn create_key_with(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         input: NewKey,
         supplied: Option<&ImportedMaterial<'_>>,
     ) -> Result<ManagedKey> {
+        let vault_id = input
+            .vault_id
+            .ok_or_else(|| Error::missing_field("vault.id"))?;
+        let vault = self
+            .target_vault(caller, Permission::KeyCreate, vault_id)
+            .await?;
         let template_name = input
             .template_name
             .ok_or_else(|| Error::missing_field("template_name"))?;
         validate::template_name("template_name", &template_name)?;
-        let vault_id = input
-            .vault_id
-            .ok_or_else(|| Error::missing_field("vault.id"))?;
         let description = input.description.unwrap_or_default();
         validate::description("description", &description)?;
         let tags = input.tags.unwrap_or_default();
@@ -114,7 +154,6 @@ impl Keyplane {
         if let Some(l) = &input.label {
             validate::key_label(l)?;
         }
-        let vault = self.target_vault(vault_id).await?;
         let template = self
             .store
             .find_template(vault_id, &template_name)
@@ -211,7 +250,7 @@ impl Keyplane {
             rotated_at: None,
             deactivated_at: None,
             label_from_scheme,
-            stamps: Stamps::new(actor, created),
+            stamps: Stamps::new(&caller.actor, created),
             revision: 1,
         };
         let targets = self.store.vault_keystores(vault_id).await?;
@@ -391,25 +430,55 @@ impl Keyplane {
 
     async fn apply(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         action: KeyAction,
     ) -> Result<ManagedKey> {
-        self.apply_with(actor, id, if_match, action, None).await
+        self.apply_with(caller, id, if_match, action, None).await
     }
 
     /// Applies a lifecycle action; a rotation with `supplied` material imports it as the new
     /// version.
     pub(super) async fn apply_with(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         action: KeyAction,
         supplied: Option<&ImportedMaterial<'_>>,
     ) -> Result<ManagedKey> {
-        let mut key = self.get_key(id).await?;
+        let key = self.load_key(id).await?;
+        // Decided on the key as loaded: what a destroy needs depends on its state.
+        Self::check_key(caller, Permission::for_lifecycle(action, key.state), &key)?;
+        self.carry_out_on(caller, key, if_match, action, supplied)
+            .await
+    }
+
+    /// Carries out a lifecycle action that is part of an operation already authorised (a Key
+    /// Protect create activates; its delete deactivates on the way to the destroy).
+    pub(super) async fn carry_out(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+        action: KeyAction,
+        supplied: Option<&ImportedMaterial<'_>>,
+    ) -> Result<ManagedKey> {
+        let key = self.load_key(id).await?;
+        self.carry_out_on(caller, key, if_match, action, supplied)
+            .await
+    }
+
+    async fn carry_out_on(
+        &self,
+        caller: &Caller,
+        mut key: ManagedKey,
+        if_match: Option<&IfMatch>,
+        action: KeyAction,
+        supplied: Option<&ImportedMaterial<'_>>,
+    ) -> Result<ManagedKey> {
+        let id = key.id;
         etag::check(if_match, key.revision, id)?;
         let template = self.store.get_template(key.template.id).await?;
         let at = now();
@@ -456,7 +525,7 @@ impl Keyplane {
             KeyAction::Remove | KeyAction::Edit => {}
         }
         key.state = next;
-        key.stamps.touch(actor, at);
+        key.stamps.touch(&caller.actor, at);
         key.revision += 1;
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
@@ -471,57 +540,75 @@ impl Keyplane {
 
     pub async fn activate_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<ManagedKey> {
-        self.apply(actor, id, if_match, KeyAction::Activate).await
+        self.apply(caller, id, if_match, KeyAction::Activate).await
     }
 
     pub async fn deactivate_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<ManagedKey> {
-        self.apply(actor, id, if_match, KeyAction::Deactivate).await
+        self.apply(caller, id, if_match, KeyAction::Deactivate)
+            .await
     }
 
+    /// Destroys a key, or, in a vault under dual control, records the request for a second
+    /// person to approve.
     pub async fn destroy_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
-    ) -> Result<ManagedKey> {
-        self.apply(actor, id, if_match, KeyAction::Destroy).await
+    ) -> Result<Decided<ManagedKey>> {
+        let key = self.load_key(id).await?;
+        Self::check_key(
+            caller,
+            Permission::for_lifecycle(KeyAction::Destroy, key.state),
+            &key,
+        )?;
+        if let Some(approval) = self
+            .request_approval(caller, &key, if_match, ApprovalAction::DestroyKey)
+            .await?
+        {
+            return Ok(Decided::Requested(approval));
+        }
+        self.apply(caller, id, if_match, KeyAction::Destroy)
+            .await
+            .map(Decided::Done)
     }
 
     pub async fn rotate_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<ManagedKey> {
-        self.apply(actor, id, if_match, KeyAction::Rotate).await
+        self.apply(caller, id, if_match, KeyAction::Rotate).await
     }
 
     pub async fn compromise_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<ManagedKey> {
-        self.apply(actor, id, if_match, KeyAction::Compromise).await
+        self.apply(caller, id, if_match, KeyAction::Compromise)
+            .await
     }
 
     pub async fn update_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         patch: KeyPatch,
     ) -> Result<ManagedKey> {
-        let mut key = self.get_key(id).await?;
+        let mut key = self.key_for(caller, Permission::KeyEdit, id).await?;
         etag::check(if_match, key.revision, id)?;
         lifecycle::transition(&facts(&key, None), KeyAction::Edit, &self.policy, now())?;
         let read_revision = key.revision;
@@ -568,7 +655,7 @@ impl Keyplane {
             validate::tags("tags", &tags)?;
             key.tags = tags;
         }
-        key.stamps.touch(actor, now());
+        key.stamps.touch(&caller.actor, now());
         key.revision += 1;
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
@@ -579,16 +666,45 @@ impl Keyplane {
         Ok(key)
     }
 
-    pub async fn delete_key(&self, id: Uuid, if_match: Option<&IfMatch>) -> Result<()> {
-        let key = self.get_key(id).await?;
+    /// Removes a destroyed key from its vault, or, under dual control, records the request.
+    pub async fn delete_key(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<Decided<()>> {
+        let key = self.key_for(caller, Permission::KeyRemove, id).await?;
+        if let Some(approval) = self
+            .request_approval(caller, &key, if_match, ApprovalAction::RemoveKey)
+            .await?
+        {
+            return Ok(Decided::Requested(approval));
+        }
+        self.remove_key(caller, id, if_match)
+            .await
+            .map(Decided::Done)
+    }
+
+    /// Removes a destroyed key, dual control aside (an approved request).
+    pub(super) async fn remove_key(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<()> {
+        let key = self.key_for(caller, Permission::KeyRemove, id).await?;
         etag::check(if_match, key.revision, id)?;
         lifecycle::transition(&facts(&key, None), KeyAction::Remove, &self.policy, now())?;
         self.store.delete_managed_key(id, key.revision).await
     }
 
     /// Reads what every target keystore holds (no change).
-    pub async fn key_status_in_keystores(&self, id: Uuid) -> Result<Vec<KeyStatusInKeystore>> {
-        let key = self.get_key(id).await?;
+    pub async fn key_status_in_keystores(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<Vec<KeyStatusInKeystore>> {
+        let key = self.key_for(caller, Permission::Read, id).await?;
         let targets = self.current_targets(&key).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         // Compare the managed state with what is held, without fixing anything.
@@ -617,11 +733,11 @@ impl Keyplane {
     /// Pushes the managed state to every target keystore; removed keystores are dropped.
     pub async fn sync_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<Vec<KeyStatusInKeystore>> {
-        let mut key = self.get_key(id).await?;
+        let mut key = self.key_for(caller, Permission::KeyDistribute, id).await?;
         etag::check(if_match, key.revision, id)?;
         let read_revision = key.revision;
         key.status_in_keystores.retain(|s| !s.removed);
@@ -641,7 +757,7 @@ impl Keyplane {
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
         self.distribute(&mut key, &targets, &copies, &mut write);
-        key.stamps.touch(actor, now());
+        key.stamps.touch(&caller.actor, now());
         key.revision += 1;
         self.save_key(&key, Some(read_revision), &write).await?;
         Ok(key.status_in_keystores)
@@ -651,12 +767,12 @@ impl Keyplane {
     /// and takes copies out of keystores that left it. `dry_run` returns the would-be key.
     pub async fn update_key_from_template(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         dry_run: bool,
     ) -> Result<ManagedKey> {
-        let mut key = self.get_key(id).await?;
+        let mut key = self.key_for(caller, Permission::KeyDistribute, id).await?;
         etag::check(if_match, key.revision, id)?;
         let template = self
             .store
@@ -701,15 +817,20 @@ impl Keyplane {
         if dry_run {
             return Ok(key);
         }
-        key.stamps.touch(actor, now());
+        key.stamps.touch(&caller.actor, now());
         key.revision += 1;
         self.save_key(&key, Some(read_revision), &write).await?;
         Ok(key)
     }
 
     /// Every version of the key as a key body, newest first, filtered like a key list.
-    pub async fn key_versions(&self, id: Uuid, query: &KeyQuery) -> Result<Page<ManagedKey>> {
-        let key = self.get_key(id).await?;
+    pub async fn key_versions(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        query: &KeyQuery,
+    ) -> Result<Page<ManagedKey>> {
+        let key = self.key_for(caller, Permission::Read, id).await?;
         let versions = self.store.key_versions(id).await?;
         let mut items: Vec<ManagedKey> = versions
             .into_iter()

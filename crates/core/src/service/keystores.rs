@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{Keyplane, now, set};
+use crate::authz::{Caller, Permission};
 use crate::connector::{Connector, FailureKind};
 use crate::distribution;
 use crate::error::{Error, Result};
@@ -162,7 +163,7 @@ impl Keyplane {
     /// Validates a keystore; with `dry_run` nothing is saved and the would-be keystore is returned.
     pub async fn create_keystore(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         input: NewKeystore,
         dry_run: bool,
     ) -> Result<Keystore> {
@@ -172,6 +173,9 @@ impl Keyplane {
         let vault_id = input
             .vault_id
             .ok_or_else(|| Error::missing_field("vault.id"))?;
+        let vault = self
+            .target_vault(caller, Permission::KeystoreWrite, vault_id)
+            .await?;
         let ibm_variant = match keystore_type {
             KeystoreType::IbmCloudKms => Some(
                 input
@@ -208,7 +212,6 @@ impl Keyplane {
         check_common(&description, &groups, &location, &tls_proxy)?;
         let CheckedConnection { clear, secrets } =
             keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
-        let vault = self.target_vault(vault_id).await?;
         let id = new_id();
         let sealed_secrets = self.seal_connection_secrets(vault_id, id, &secrets).await?;
         let keystore = Keystore {
@@ -224,7 +227,7 @@ impl Keyplane {
             connection: clear,
             secret_fields: secrets.keys().cloned().collect(),
             sealed_secrets,
-            stamps: Stamps::new(actor, now()),
+            stamps: Stamps::new(&caller.actor, now()),
             revision: 1,
         };
         self.test_connection(&keystore, &secrets).await?;
@@ -245,24 +248,44 @@ impl Keyplane {
             return Ok(keystore);
         }
         self.store.insert_keystore(&keystore).await?;
-        self.get_keystore(id).await
+        self.load_keystore(id).await
     }
 
-    pub async fn get_keystore(&self, id: Uuid) -> Result<Keystore> {
+    /// A keystore, whoever asks (for the services' own use).
+    pub(crate) async fn load_keystore(&self, id: Uuid) -> Result<Keystore> {
         self.store
             .get_keystore(id)
             .await?
             .ok_or_else(|| Error::not_found("keystore", id))
     }
 
+    /// A keystore the caller may act on with `permission`; one in a vault hidden from it does
+    /// not exist.
+    pub(crate) async fn keystore_for(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        id: Uuid,
+    ) -> Result<Keystore> {
+        let k = self.load_keystore(id).await?;
+        caller.require_in(permission, k.vault.id, || Error::not_found("keystore", id))?;
+        Ok(k)
+    }
+
+    pub async fn get_keystore(&self, caller: &Caller, id: Uuid) -> Result<Keystore> {
+        self.keystore_for(caller, Permission::Read, id).await
+    }
+
     pub async fn update_keystore(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         patch: KeystorePatch,
     ) -> Result<Keystore> {
-        let mut k = self.get_keystore(id).await?;
+        let mut k = self
+            .keystore_for(caller, Permission::KeystoreWrite, id)
+            .await?;
         etag::check(if_match, k.revision, id)?;
         let read_revision = k.revision;
         if let Some(n) = &patch.name {
@@ -343,19 +366,22 @@ impl Keyplane {
             self.test_connection(&k, &secrets).await?;
         }
         k.revision += 1;
-        k.stamps.touch(actor, now());
+        k.stamps.touch(&caller.actor, now());
         self.store.update_keystore(&k, read_revision).await?;
-        self.get_keystore(id).await
+        self.load_keystore(id).await
     }
 
     /// `DELETE /keystores/{id}` with its four modes (decisions.md §2).
     pub async fn delete_keystore(
         &self,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         mode: KeystoreDeleteMode,
     ) -> Result<()> {
-        let keystore = self.get_keystore(id).await?;
+        let keystore = self
+            .keystore_for(caller, Permission::KeystoreDelete, id)
+            .await?;
         etag::check(if_match, keystore.revision, id)?;
         let targeting = self.store.keys_targeting_keystore(id).await?;
         if mode == KeystoreDeleteMode::Restrict || keystore.is_internal() {
@@ -444,8 +470,8 @@ impl Keyplane {
         Ok(())
     }
 
-    pub async fn keystore_status(&self, id: Uuid) -> Result<KeystoreStatus> {
-        let k = self.get_keystore(id).await?;
+    pub async fn keystore_status(&self, caller: &Caller, id: Uuid) -> Result<KeystoreStatus> {
+        let k = self.keystore_for(caller, Permission::Read, id).await?;
         if k.is_internal() {
             self.store.ping().await?;
             return Ok(KeystoreStatus {
@@ -484,17 +510,24 @@ impl Keyplane {
         })
     }
 
-    pub async fn list_keystores(&self, query: &KeystoreQuery) -> Result<Page<Keystore>> {
-        self.store.list_keystores(query).await
+    /// Keystores in the vaults the caller may list, within the query's filters.
+    pub async fn list_keystores(
+        &self,
+        caller: &Caller,
+        mut query: KeystoreQuery,
+    ) -> Result<Page<Keystore>> {
+        caller.narrow_listing(&mut query.vault_ids)?;
+        self.store.list_keystores(&query).await
     }
 
     /// Keys installed in a keystore (never pre-active or destroyed ones).
     pub async fn list_keystore_keys(
         &self,
+        caller: &Caller,
         id: Uuid,
         mut query: KeyQuery,
     ) -> Result<Page<ManagedKey>> {
-        self.get_keystore(id).await?;
+        self.keystore_for(caller, Permission::List, id).await?;
         query.scope = KeyScope::InKeystore(id);
         self.store.list_managed_keys(&query).await
     }

@@ -23,7 +23,7 @@ use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
 pub use access::NewPrincipal;
-pub use approvals::{APPROVAL_TTL, Gate};
+pub use approvals::{APPROVAL_TTL, Decided};
 pub use dataplane::{
     DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext, unknown_instance, wrapped_probe,
 };
@@ -99,14 +99,19 @@ impl Keyplane {
 }
 
 impl Keyplane {
-    /// The vault a new resource goes into; a missing vault is a bad `vault.id`, not a 404.
+    /// The vault a new resource goes into, where the caller must be allowed `permission`. A
+    /// missing vault is a bad `vault.id`, not a 404, and so is one hidden from the caller.
     pub(crate) async fn target_vault(
         &self,
+        caller: &crate::authz::Caller,
+        permission: crate::authz::Permission,
         vault_id: uuid::Uuid,
     ) -> crate::Result<crate::model::VaultRef> {
-        self.store.vault_ref(vault_id).await?.ok_or_else(|| {
+        let missing = || {
             crate::Error::invalid_field("vault.id", format!("vault '{vault_id}' does not exist"))
-        })
+        };
+        caller.require_in(permission, vault_id, missing)?;
+        self.store.vault_ref(vault_id).await?.ok_or_else(missing)
     }
 }
 

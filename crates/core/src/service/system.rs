@@ -1,7 +1,7 @@
 //! System operations: the seal, unseal and master key rotation.
 
+use crate::authz::{Caller, Permission};
 use crate::error::Result;
-use crate::model::Actor;
 use crate::ports::{MasterKeyRotation, SealStatus, UnsealSecret};
 
 use super::Keyplane;
@@ -12,11 +12,20 @@ impl Keyplane {
         self.engine.is_sealed()
     }
 
+    /// The seal's state, for the node itself (its health answer).
     pub fn seal_status(&self) -> SealStatus {
         self.engine.seal_status()
     }
 
-    pub async fn unseal(&self, actor: &Actor, secret: UnsealSecret) -> Result<SealStatus> {
+    /// The seal's state and unseal progress, for administrators.
+    pub fn read_seal_status(&self, caller: &Caller) -> Result<SealStatus> {
+        caller.require(Permission::Administer)?;
+        Ok(self.engine.seal_status())
+    }
+
+    pub async fn unseal(&self, caller: &Caller, secret: UnsealSecret) -> Result<SealStatus> {
+        caller.require(Permission::Administer)?;
+        let actor = &caller.actor;
         let status = self.engine.unseal(secret).await;
         match &status {
             Ok(s) if !s.sealed => tracing::warn!(actor = %actor.0, "keyplane unsealed"),
@@ -27,13 +36,17 @@ impl Keyplane {
     }
 
     /// The emergency button: every key in memory is forgotten at once.
-    pub fn seal(&self, actor: &Actor) -> SealStatus {
+    pub fn seal(&self, caller: &Caller) -> Result<SealStatus> {
+        caller.require(Permission::Administer)?;
+        let actor = &caller.actor;
         self.engine.seal();
         tracing::warn!(actor = %actor.0, "keyplane sealed");
-        self.engine.seal_status()
+        Ok(self.engine.seal_status())
     }
 
-    pub async fn rotate_master_key(&self, actor: &Actor) -> Result<MasterKeyRotation> {
+    pub async fn rotate_master_key(&self, caller: &Caller) -> Result<MasterKeyRotation> {
+        caller.require(Permission::Administer)?;
+        let actor = &caller.actor;
         let rotation = self.engine.rotate_master_key().await?;
         tracing::warn!(
             actor = %actor.0,

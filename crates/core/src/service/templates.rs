@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 use super::{Keyplane, now, set};
+use crate::authz::{Caller, Permission};
 use crate::distribution;
 use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
@@ -130,10 +131,13 @@ fn check_dates(activation: &str, expiration: &str) -> Result<()> {
 }
 
 impl Keyplane {
-    pub async fn create_template(&self, actor: &Actor, input: NewTemplate) -> Result<Template> {
+    pub async fn create_template(&self, caller: &Caller, input: NewTemplate) -> Result<Template> {
         let vault_id = input
             .vault_id
             .ok_or_else(|| Error::missing_field("vault.id"))?;
+        let vault = self
+            .target_vault(caller, Permission::TemplateWrite, vault_id)
+            .await?;
         let name = input.name.ok_or_else(|| Error::missing_field("name"))?;
         validate::template_name("name", &name)?;
         let description = input.description.unwrap_or_default();
@@ -170,7 +174,6 @@ impl Keyplane {
                 "type needs at least one value",
             ));
         }
-        let vault = self.target_vault(vault_id).await?;
         let template = Template {
             id: new_id(),
             vault,
@@ -186,28 +189,48 @@ impl Keyplane {
                 .managing_systems
                 .unwrap_or_else(|| vec![ManagingSystem::Web]),
             keys_count: 0,
-            stamps: Stamps::new(actor, now()),
+            stamps: Stamps::new(&caller.actor, now()),
             revision: 1,
         };
         self.store.insert_template(&template).await?;
-        self.get_template(template.id).await
+        self.load_template(template.id).await
     }
 
-    pub async fn get_template(&self, id: Uuid) -> Result<Template> {
+    /// A template, whoever asks (for the services' own use).
+    pub(crate) async fn load_template(&self, id: Uuid) -> Result<Template> {
         self.store
             .get_template(id)
             .await?
             .ok_or_else(|| Error::not_found("template", id))
     }
 
+    /// A template the caller may act on with `permission`; one in a vault hidden from it does
+    /// not exist.
+    async fn template_for(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        id: Uuid,
+    ) -> Result<Template> {
+        let t = self.load_template(id).await?;
+        caller.require_in(permission, t.vault.id, || Error::not_found("template", id))?;
+        Ok(t)
+    }
+
+    pub async fn get_template(&self, caller: &Caller, id: Uuid) -> Result<Template> {
+        self.template_for(caller, Permission::Read, id).await
+    }
+
     pub async fn update_template(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         patch: TemplatePatch,
     ) -> Result<Template> {
-        let mut t = self.get_template(id).await?;
+        let mut t = self
+            .template_for(caller, Permission::TemplateWrite, id)
+            .await?;
         etag::check(if_match, t.revision, id)?;
         if t.state == TemplateState::Archived {
             return Err(Error::conflict(
@@ -281,13 +304,20 @@ impl Keyplane {
         }
         t.version += 1;
         t.revision += 1;
-        t.stamps.touch(actor, now());
+        t.stamps.touch(&caller.actor, now());
         self.store.update_template(&t, read_revision).await?;
-        self.get_template(id).await
+        self.load_template(id).await
     }
 
-    pub async fn delete_template(&self, id: Uuid, if_match: Option<&IfMatch>) -> Result<()> {
-        let t = self.get_template(id).await?;
+    pub async fn delete_template(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<()> {
+        let t = self
+            .template_for(caller, Permission::TemplateDelete, id)
+            .await?;
         etag::check(if_match, t.revision, id)?;
         self.store.delete_template(id, t.revision).await
     }
@@ -295,28 +325,30 @@ impl Keyplane {
     /// Archive, unarchive or expose: a change of `state` or `type` without a new version.
     async fn change_template(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         change: impl FnOnce(&mut Template) -> Result<()>,
     ) -> Result<Template> {
-        let mut t = self.get_template(id).await?;
+        let mut t = self
+            .template_for(caller, Permission::TemplateWrite, id)
+            .await?;
         etag::check(if_match, t.revision, id)?;
         let read_revision = t.revision;
         change(&mut t)?;
         t.revision += 1;
-        t.stamps.touch(actor, now());
+        t.stamps.touch(&caller.actor, now());
         self.store.update_template(&t, read_revision).await?;
-        self.get_template(id).await
+        self.load_template(id).await
     }
 
     pub async fn archive_template(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<Template> {
-        self.change_template(actor, id, if_match, |t| {
+        self.change_template(caller, id, if_match, |t| {
             if t.state == TemplateState::Archived {
                 return Err(Error::invalid_transition(format!(
                     "template '{}' is already archived",
@@ -331,11 +363,11 @@ impl Keyplane {
 
     pub async fn unarchive_template(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<Template> {
-        self.change_template(actor, id, if_match, |t| {
+        self.change_template(caller, id, if_match, |t| {
             if t.state == TemplateState::Unarchived {
                 return Err(Error::invalid_transition(format!(
                     "template '{}' is not archived",
@@ -351,11 +383,11 @@ impl Keyplane {
     /// Turns a shadow template into a regular, visible one.
     pub async fn expose_template(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
     ) -> Result<Template> {
-        self.change_template(actor, id, if_match, |t| {
+        self.change_template(caller, id, if_match, |t| {
             if !t.types.contains(&TemplateType::Shadow) {
                 return Err(Error::invalid_transition(format!(
                     "template '{}' is not a shadow template; only shadow templates can be exposed",
@@ -371,7 +403,13 @@ impl Keyplane {
         .await
     }
 
-    pub async fn list_templates(&self, query: &TemplateQuery) -> Result<Page<Template>> {
-        self.store.list_templates(query).await
+    /// Templates in the vaults the caller may list, within the query's filters.
+    pub async fn list_templates(
+        &self,
+        caller: &Caller,
+        mut query: TemplateQuery,
+    ) -> Result<Page<Template>> {
+        caller.narrow_listing(&mut query.vault_ids)?;
+        self.store.list_templates(&query).await
     }
 }

@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 use super::{Keyplane, now, set};
+use crate::authz::{Caller, Permission};
 use crate::error::{Error, Result};
 use crate::etag::{self, IfMatch};
 use crate::model::*;
@@ -26,7 +27,8 @@ fn check_recovery_label(value: &str) -> Result<()> {
 }
 
 impl Keyplane {
-    pub async fn create_vault(&self, actor: &Actor, input: NewVault) -> Result<VaultView> {
+    pub async fn create_vault(&self, caller: &Caller, input: NewVault) -> Result<VaultView> {
+        caller.require(Permission::VaultWrite)?;
         let name = input.name.ok_or_else(|| Error::missing_field("name"))?;
         validate::vault_name(&name)?;
         let description = input.description.unwrap_or_default();
@@ -39,28 +41,36 @@ impl Keyplane {
             name,
             description,
             recovery_key_label: input.recovery_key_label,
-            stamps: Stamps::new(actor, now()),
+            stamps: Stamps::new(&caller.actor, now()),
             revision: 1,
         };
         self.store.insert_vault(&vault).await?;
-        self.get_vault(vault.id).await
+        self.load_vault(vault.id).await
     }
 
-    pub async fn get_vault(&self, id: Uuid) -> Result<VaultView> {
+    /// A vault, whoever asks (for the services' own use).
+    pub(crate) async fn load_vault(&self, id: Uuid) -> Result<VaultView> {
         self.store
             .get_vault(id)
             .await?
             .ok_or_else(|| Error::not_found("vault", id))
     }
 
+    pub async fn get_vault(&self, caller: &Caller, id: Uuid) -> Result<VaultView> {
+        let view = self.load_vault(id).await?;
+        caller.require_in(Permission::Read, id, || Error::not_found("vault", id))?;
+        Ok(view)
+    }
+
     pub async fn update_vault(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: Uuid,
         if_match: Option<&IfMatch>,
         patch: VaultPatch,
     ) -> Result<VaultView> {
-        let mut vault = self.get_vault(id).await?.vault;
+        let mut vault = self.load_vault(id).await?.vault;
+        caller.require_in(Permission::VaultWrite, id, || Error::not_found("vault", id))?;
         etag::check(if_match, vault.revision, id)?;
         if let Some(n) = &patch.name {
             validate::vault_name(n)?;
@@ -77,19 +87,33 @@ impl Keyplane {
         if patch.recovery_key_label.is_some() {
             vault.recovery_key_label = patch.recovery_key_label;
         }
-        vault.stamps.touch(actor, now());
+        vault.stamps.touch(&caller.actor, now());
         vault.revision += 1;
         self.store.update_vault(&vault, read_revision).await?;
-        self.get_vault(id).await
+        self.load_vault(id).await
     }
 
-    pub async fn delete_vault(&self, id: Uuid, if_match: Option<&IfMatch>) -> Result<()> {
-        let view = self.get_vault(id).await?;
+    pub async fn delete_vault(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        if_match: Option<&IfMatch>,
+    ) -> Result<()> {
+        let view = self.load_vault(id).await?;
+        caller.require_in(Permission::VaultDelete, id, || {
+            Error::not_found("vault", id)
+        })?;
         etag::check(if_match, view.vault.revision, id)?;
         self.store.delete_vault(id, view.vault.revision).await
     }
 
-    pub async fn list_vaults(&self, query: &VaultQuery) -> Result<Page<VaultView>> {
-        self.store.list_vaults(query).await
+    /// Vaults the caller may list, within the query's filters.
+    pub async fn list_vaults(
+        &self,
+        caller: &Caller,
+        mut query: VaultQuery,
+    ) -> Result<Page<VaultView>> {
+        caller.narrow_listing(&mut query.ids)?;
+        self.store.list_vaults(&query).await
     }
 }
