@@ -67,6 +67,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Parses a body that must be exactly one JSON value: bytes after it (other than white space)
 /// are refused, so no two readers of one body can disagree on what it says.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object: serde would also fill a struct from an array, by position.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::from(Error::Invalid {
+            code: ErrorCode::InvalidField,
+            message: "the request body must be a JSON object".into(),
+            target: None,
+        }));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();

@@ -591,6 +591,14 @@ async fn a_body_is_exactly_one_json_value() {
             .await;
         assert_eq!(r.status.as_u16(), 400, "{body}: {}", r.body);
     }
+    // Nor is any value but an object a body: serde would fill a struct from an array.
+    for body in [r#"["a", "from an array", null]"#, "null", "\"a\"", "1"] {
+        let r = w
+            .app
+            .call_raw_as(keyplane_testkit::TEST_TOKEN, "POST", "/api/v4/vaults", body)
+            .await;
+        assert_eq!(r.status.as_u16(), 400, "{body}: {}", r.body);
+    }
     let vaults = w.app.get("/api/v4/vaults?name=a").await.expect(200);
     assert_eq!(vaults.body["total_count"], 0, "{}", vaults.body);
     // Trailing white space is still one value.
