@@ -84,22 +84,6 @@ pub fn action_for(method: &Method, path: &str) -> String {
     format!("keyplane.{resource}.{verb}")
 }
 
-/// The status a successful call answers with.
-fn success_status(method: &Method, path: &str) -> u16 {
-    match *method {
-        Method::DELETE => 204,
-        Method::POST
-            if path.starts_with("/api/v4/")
-                && !path.starts_with("/api/v4/system/")
-                // A collection: `/api/v4/<collection>`.
-                && path.trim_end_matches('/').bytes().filter(|b| *b == b'/').count() == 3 =>
-        {
-            201
-        }
-        _ => 200,
-    }
-}
-
 /// Key Protect calls that use keys or read them, and change nothing.
 fn is_data_plane(method: &Method, path: &str) -> bool {
     let Some(rest) = path.strip_prefix("/api/v2/") else {
@@ -129,6 +113,10 @@ where
     Fut: std::future::Future<Output = Response>,
 {
     let method = req.method().clone();
+    let req_route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     // A clone of the URI shares its bytes: the path is only copied out if an event is written.
     let uri = req.uri().clone();
     let path = uri.path();
@@ -196,7 +184,9 @@ where
         correlation_id: trace,
         source,
         request,
-        success_status: success_status(&method, path),
+        success_status: state
+            .operations
+            .success_status(&method, req_route.as_deref()),
     });
     let response = audit::in_scope(scope.clone(), call(req)).await;
     let status = response.status().as_u16();
@@ -284,11 +274,19 @@ mod tests {
         for (method, path, action) in cases {
             assert_eq!(action_for(&method, path), action, "{method} {path}");
         }
-        assert_eq!(success_status(&Method::POST, "/api/v4/vaults"), 201);
+        let operations = crate::operation::Operations::from_document(&crate::openapi());
+        let status = |method: Method, route: &str| operations.success_status(&method, Some(route));
+        assert_eq!(status(Method::POST, "/api/v4/vaults"), 201);
         assert_eq!(
-            success_status(&Method::POST, "/api/v4/managed_keys/x/actions/rotate"),
+            status(Method::POST, "/api/v4/access/principals/{id}/api_keys"),
+            201
+        );
+        assert_eq!(status(Method::POST, "/api/v2/import_token"), 201);
+        assert_eq!(
+            status(Method::POST, "/api/v4/managed_keys/{id}/rotate"),
             200
         );
-        assert_eq!(success_status(&Method::DELETE, "/api/v4/vaults/x"), 204);
+        assert_eq!(status(Method::DELETE, "/api/v4/managed_keys/{id}"), 204);
+        assert_eq!(status(Method::DELETE, "/api/v4/vaults/{id}"), 204);
     }
 }

@@ -4,6 +4,7 @@ mod audit;
 pub mod error;
 pub mod extract;
 mod limits;
+mod operation;
 pub mod params;
 mod routes;
 pub mod wire;
@@ -81,6 +82,7 @@ pub struct Shared {
     pub links: Links,
     pub auth: Arc<dyn Authenticator>,
     limits: limits::Limits,
+    operations: operation::Operations,
 }
 
 impl std::ops::Deref for AppState {
@@ -183,6 +185,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         },
         auth,
         limits: limits::Limits::new(settings.rate_limit),
+        operations: operation::Operations::from_document(&openapi()),
     }));
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
     let doc = Arc::new(doc);

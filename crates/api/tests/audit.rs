@@ -331,3 +331,80 @@ async fn a_flood_of_denials_is_bounded_and_summarised() {
     let report = app.store.verify_audit_chain().await.unwrap();
     assert!(report.first_broken.is_none(), "{report:?}");
 }
+
+/// The event written with a change records the status the call answered with: 201 for every
+/// create (API keys, policies, Key Protect keys and import tokens too), 202 for a request under
+/// dual control.
+#[tokio::test]
+async fn events_record_the_status_the_call_answered() {
+    let app = TestApp::new().await;
+    let vault = app.vault("statuses").await;
+    let keystore = app.internal_keystore(&vault, "ks", &["g"]).await;
+    app.template(&vault, "T1", "aes", "256", "active", "g")
+        .await;
+    let principal = app
+        .post("/api/v4/access/principals", json!({"name": "p1"}))
+        .await
+        .expect(201)
+        .id();
+    let mut answers = vec![
+        app.post(
+            &format!("/api/v4/access/principals/{principal}/api_keys"),
+            json!({}),
+        )
+        .await,
+        app.post(
+            "/api/v4/access/policies",
+            json!({"principal": {"id": principal}, "role": "reader"}),
+        )
+        .await,
+    ];
+    let api_key = answers[0].id();
+    answers.push(
+        app.post(
+            &format!("/api/v4/access/api_keys/{api_key}/rotate"),
+            json!({}),
+        )
+        .await,
+    );
+    let instance = [("bluemix-instance", keystore.as_str())];
+    answers.push(
+        app.call(
+            "POST",
+            "/api/v2/keys",
+            Some(json!({"resources": [{"name": "kp-key", "extractable": false}]})),
+            &instance,
+        )
+        .await,
+    );
+    answers.push(
+        app.call("POST", "/api/v2/import_token", Some(json!({})), &instance)
+            .await,
+    );
+    app.call(
+        "PUT",
+        &format!("/api/v4/vaults/{vault}/dual_control"),
+        Some(json!({"enabled": true})),
+        &[],
+    )
+    .await
+    .expect(200);
+    let key = app.key(&vault, "T1", "guarded").await.expect(201).id();
+    let path = format!("/api/v4/managed_keys/{key}");
+    app.with_etag("POST", &path, "/deactivate", None)
+        .await
+        .expect(200);
+    answers.push(app.with_etag("POST", &path, "/destroy", None).await);
+    let all = events(&app).await;
+    for answer in answers {
+        let status = answer.status.as_u16();
+        assert!(status == 201 || status == 202, "{status} {}", answer.body);
+        let correlation = trace(&answer);
+        let recorded: Vec<&Value> = all
+            .iter()
+            .filter(|e| e["correlation_id"] == correlation.as_str())
+            .collect();
+        assert_eq!(recorded.len(), 1, "one event for {correlation}");
+        assert_eq!(recorded[0]["status"], status, "{}", recorded[0]);
+    }
+}

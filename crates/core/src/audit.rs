@@ -303,6 +303,16 @@ pub fn take_for_write() -> Option<AuditEvent> {
         .flatten()
 }
 
+/// Sets the status the request's success answers with, where the operation decides it: a
+/// request that awaits approval answers 202, not the operation's usual success.
+pub fn answers_with(status: u16) {
+    let _ = SCOPE.try_with(|scope| {
+        if let Some(p) = scope.state().pending.as_mut() {
+            p.success_status = status;
+        }
+    });
+}
+
 /// Asks for the request to be recorded although it changes nothing (e.g. a data-plane call with
 /// a deactivated key).
 pub fn mark_noteworthy() {

@@ -81,6 +81,7 @@ impl Keyplane {
             decided_by: None,
             decided_at: None,
         };
+        crate::audit::answers_with(202);
         self.store.insert_approval(&approval).await?;
         Ok(Some(approval))
     }
