@@ -212,3 +212,33 @@ async fn policies_grant_roles_on_every_vault_or_one() {
     let listed = app.get("/api/v4/access/policies").await.expect(200);
     assert_eq!(listed.body["policies"].as_array().unwrap().len(), 1);
 }
+
+/// A principal cannot take the name of an admin token or of keyplane's own identities, so the
+/// audit trail's initiators and dual control's requesters each name one identity.
+#[tokio::test]
+async fn principals_cannot_take_reserved_identities() {
+    let app = TestApp::new().await;
+    for name in [
+        "admin",
+        "Admin",
+        "admin-1a2b3c4d",
+        "anonymous",
+        "scheduler",
+        "keyplane-audit-stream",
+    ] {
+        let r = app
+            .post("/api/v4/access/principals", json!({ "name": name }))
+            .await
+            .expect(400);
+        assert_eq!(r.target(), "name", "{name}");
+        assert!(r.message().contains("reserved"), "{}", r.body);
+    }
+    let listed = app.get("/api/v4/access/principals").await.expect(200);
+    assert_eq!(listed.body["total_count"], 0, "{}", listed.body);
+    app.post(
+        "/api/v4/access/principals",
+        json!({ "name": "administrator-of-payments" }),
+    )
+    .await
+    .expect(201);
+}

@@ -23,6 +23,20 @@ pub fn new_id() -> Uuid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 
+impl Actor {
+    /// The identity the actor is, whichever way it signed in: a principal calling with its client
+    /// certificate (`cert:<name>`) is the principal `<name>`. Principal names are unique and never
+    /// those of keyplane's own identities, so equal identities are one caller.
+    pub fn identity(&self) -> &str {
+        identity_of(&self.0)
+    }
+}
+
+/// The identity a recorded actor name stands for (see [`Actor::identity`]).
+pub fn identity_of(name: &str) -> &str {
+    name.strip_prefix("cert:").unwrap_or(name)
+}
+
 /// Creation and last-change stamps shared by every resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamps {

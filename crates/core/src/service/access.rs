@@ -37,6 +37,28 @@ fn check_name(field: &str, name: &str) -> Result<()> {
     }
 }
 
+/// Names a principal may not take: those of the admin tokens (`admin`, `admin-…`) and of the
+/// identities keyplane itself acts as. An initiator in the audit trail, or a requester under
+/// dual control, then always names one identity.
+fn check_not_reserved(name: &str) -> Result<()> {
+    let lower = name.to_ascii_lowercase();
+    let reserved = lower == "admin"
+        || lower.starts_with("admin-")
+        || lower == "anonymous"
+        || lower == "scheduler"
+        || lower == "many"
+        || lower.starts_with("keyplane");
+    if reserved {
+        return Err(Error::invalid_field(
+            "name",
+            format!(
+                "'{name}' is reserved for keyplane's own identities (admin, admin-*, anonymous, scheduler, many, keyplane*)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Keyplane {
     pub async fn create_principal(
         &self,
@@ -46,6 +68,7 @@ impl Keyplane {
         caller.require(Permission::Administer)?;
         let name = input.name.ok_or_else(|| Error::missing_field("name"))?;
         check_name("name", &name)?;
+        check_not_reserved(&name)?;
         let kind = match input.kind.as_deref() {
             None => PrincipalKind::User,
             Some(k) => PrincipalKind::parse(k)

@@ -150,10 +150,8 @@ impl Keyplane {
     ) -> Result<(Approval, Option<ManagedKey>)> {
         let mut approval = self.approval_to_decide(caller, id).await?;
         Self::check_pending(&approval)?;
-        // A principal calling with its client certificate is `cert:<name>`: still the same one.
-        let same =
-            |a: &str, b: &str| a.trim_start_matches("cert:") == b.trim_start_matches("cert:");
-        if same(&approval.requested_by, &caller.actor.0) {
+        // Identities, not how each signed in: a principal's certificate is still the principal.
+        if crate::model::identity_of(&approval.requested_by) == caller.actor.identity() {
             return Err(Error::conflict(
                 ErrorCode::InvalidStateTransition,
                 "dual control: a second, different principal must approve",
