@@ -144,31 +144,66 @@ impl ApiError {
 /// The Key Protect media type of error bodies.
 const KEY_PROTECT_ERROR: &str = "application/vnd.ibm.kms.error+json";
 
+/// The error body of the Key Protect API (`/api/v2`), as its clients parse it: a one-item
+/// collection whose `errorMsg` starts with the status text, with the details in `reasons`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyProtectErrorBody {
+    pub metadata: KeyProtectCollection,
+    pub resources: Vec<KeyProtectError>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyProtectCollection {
+    pub collection_type: String,
+    pub collection_total: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyProtectError {
+    pub error_msg: String,
+    pub reasons: Vec<KeyProtectReason>,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyProtectReason {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+    pub more_info: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<ErrorTarget>,
+}
+
 impl ApiError {
-    /// The error body Key Protect clients parse (the `/api/v2` data plane): a one-item collection
-    /// whose `errorMsg` starts with the status text, with the details in `reasons`.
-    pub fn key_protect_body(&self, trace: &str) -> serde_json::Value {
-        let mut reason = serde_json::json!({
-            "code": self.code.as_str(),
-            "message": self.message,
-            "status": self.status.as_u16(),
-            "moreInfo": "",
-        });
-        if let Some(t) = &self.target {
-            reason["target"] = serde_json::json!({ "type": t.kind.as_str(), "name": t.name });
-        }
-        serde_json::json!({
-            "metadata": { "collectionType": KEY_PROTECT_ERROR, "collectionTotal": 1 },
-            "resources": [{
-                "errorMsg": format!(
+    pub fn key_protect_body(&self, trace: &str) -> KeyProtectErrorBody {
+        KeyProtectErrorBody {
+            metadata: KeyProtectCollection {
+                collection_type: KEY_PROTECT_ERROR.to_owned(),
+                collection_total: 1,
+            },
+            resources: vec![KeyProtectError {
+                error_msg: format!(
                     "{}: {}",
                     self.status.canonical_reason().unwrap_or("Error"),
                     self.message
                 ),
-                "reasons": [reason],
-                "correlationId": trace,
+                reasons: vec![KeyProtectReason {
+                    code: self.code.as_str().to_owned(),
+                    message: self.message.clone(),
+                    status: self.status.as_u16(),
+                    more_info: String::new(),
+                    target: self.target.as_ref().map(|t| ErrorTarget {
+                        kind: t.kind.as_str().to_owned(),
+                        name: t.name.clone(),
+                    }),
+                }],
+                correlation_id: trace.to_owned(),
             }],
-        })
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The UKO v4 REST API over `keyplane_core` services: routes, wire shapes, auth, errors, OpenAPI.
 
 mod audit;
+mod contract;
 pub mod error;
 pub mod extract;
 mod limits;
@@ -171,9 +172,16 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document of every routed operation.
+/// The OpenAPI document of every routed operation, with what every operation can answer.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api(ApiDoc::openapi()).split_for_parts().1
+    document(routes::api(ApiDoc::openapi()).split_for_parts().1)
+}
+
+/// Completes the routes' document with the answers common to every operation (applied once the
+/// routes have added their paths).
+fn document(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    utoipa::Modify::modify(&contract::CommonAnswers, &mut doc);
+    doc
 }
 
 /// The whole HTTP application.
@@ -188,7 +196,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         operations: operation::Operations::from_document(&openapi()),
     }));
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(document(doc));
     let api = api
         .route(
             "/api/v4/openapi.json",

@@ -697,7 +697,7 @@ async fn another_vaults_keystore_answers_as_an_unknown_one() {
         };
         let hidden = answer(w.other_keystore.clone()).await;
         let missing = answer(unknown.clone()).await;
-        assert_eq!(hidden.0.as_u16(), 400, "{method} {path}: {}", hidden.1);
+        assert_eq!(hidden.0.as_u16(), 404, "{method} {path}: {}", hidden.1);
         // The trace differs; everything else is alike.
         let strip = |t: &str| {
             let mut v: Value = serde_json::from_str(t).unwrap();

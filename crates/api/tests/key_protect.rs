@@ -156,7 +156,8 @@ async fn the_instance_header_must_name_the_keystore_holding_the_key() {
     f.action_in("not-a-uuid", "wrap", json!({}))
         .await
         .expect(400);
-    f.action_in(&f.vault, "wrap", json!({})).await.expect(400);
+    // A vault's id is no keystore's: as unknown as any id.
+    f.action_in(&f.vault, "wrap", json!({})).await.expect(404);
     let other = f
         .app
         .internal_keystore(&f.vault, "other", &["elsewhere"])
@@ -827,7 +828,7 @@ async fn the_data_plane_answers_alike_ahead_of_the_router_and_through_it() {
                 instance: "00000000-0000-0000-0000-000000000001",
                 ..ok(wrap_body.clone(), false)
             },
-            400,
+            404,
         ),
     ];
     for (what, call, status) in refusals {

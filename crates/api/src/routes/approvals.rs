@@ -16,6 +16,8 @@ use crate::{AppState, Caller, Trace};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DualControlBody {
+    /// Read as `Option` so that its absence is the API's own `missing_field`, but required.
+    #[schema(required, nullable = false, value_type = bool)]
     enabled: Option<bool>,
 }
 

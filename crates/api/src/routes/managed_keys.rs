@@ -121,7 +121,8 @@ pub(crate) async fn update(
 /// Remove a destroyed key from its vault.
 #[utoipa::path(delete, path = "/api/v4/managed_keys/{id}", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
-    responses((status = 204), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+    responses((status = 204), (status = 202, description = "Under dual control: the request, awaiting a second person's approval (Location names it)", body = Object),
+              (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(s): State<AppState>,
     PathId(id): PathId,
@@ -281,7 +282,7 @@ pub(crate) async fn deactivate(
 /// Destroy a pre-active key, or a deactivated one after the grace period.
 #[utoipa::path(post, path = "/api/v4/managed_keys/{id}/destroy", tag = "managed_keys",
     params(("id" = String, Path), ("If-Match" = String, Header)),
-    responses((status = 200, body = ManagedKeyOut), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+    responses((status = 200, body = ManagedKeyOut), (status = 202, description = "Under dual control: the request, awaiting a second person's approval (Location names it)", body = Object), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn destroy(
     State(s): State<AppState>,
     Caller(a): Caller,

@@ -170,14 +170,11 @@ fn check_usable(key: &UsageContext, wrapping: bool) -> Result<()> {
     ))
 }
 
-/// The answer for a `bluemix-instance` that names no internal keystore the caller can use: the
-/// same whether the keystore does not exist, is external, or sits in a vault hidden from the
+/// The answer for a `bluemix-instance` that names no internal keystore the caller can use: 404,
+/// the same whether the keystore does not exist, is external, or sits in a vault hidden from the
 /// caller, so nothing of it is revealed.
 pub fn unknown_instance(keystore_id: Uuid) -> Error {
-    Error::invalid_header(
-        "bluemix-instance",
-        format!("bluemix-instance {keystore_id} is not an internal keystore of this keyplane"),
-    )
+    Error::not_found("internal keystore (bluemix-instance)", keystore_id)
 }
 
 impl Keyplane {

@@ -1,0 +1,177 @@
+//! What every operation can answer, written into the OpenAPI document once, so the document
+//! states all the server says: the refusals any call can meet (authentication, roles, call rate,
+//! the seal, time, media type, size), `404` wherever a path names a resource, `412`/`428` wherever
+//! an `If-Match` is read, path ids as UUIDs, and the error body of each dialect — Key Protect's
+//! on `/api/v2`, UKO's elsewhere.
+
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+
+use crate::error::{ErrorBody, KeyProtectErrorBody};
+
+pub(crate) struct CommonAnswers;
+
+/// Answers any authenticated call can get, with what they mean.
+const ANY_CALL: [(u16, &str); 7] = [
+    (
+        400,
+        "A query parameter or header is not valid; the error names it.",
+    ),
+    (
+        401,
+        "No valid bearer token (the answer carries WWW-Authenticate).",
+    ),
+    (403, "The caller's roles do not allow this operation."),
+    (
+        408,
+        "The call took longer than the server's request timeout.",
+    ),
+    (
+        429,
+        "The caller is over its call rate (the answer carries Retry-After).",
+    ),
+    (503, "The server is sealed; unseal it first."),
+    (
+        500,
+        "An internal error; the message says nothing of it, the log does.",
+    ),
+];
+const WITH_BODY: [(u16, &str); 2] = [
+    (413, "The body is larger than 1 MiB."),
+    (415, "The body is not sent as application/json."),
+];
+const WITH_ID: (u16, &str) = (
+    404,
+    "There is no such resource, or the caller has no role in its vault.",
+);
+const WITH_IF_MATCH: [(u16, &str); 2] = [
+    (
+        412,
+        "The If-Match header does not match the resource's current ETag.",
+    ),
+    (428, "The If-Match header is missing."),
+];
+
+fn uuid_schema() -> RefOr<utoipa::openapi::schema::Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+        .into()
+}
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, doc: &mut OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, schema) in [
+            <ErrorBody as utoipa::PartialSchema>::schema(),
+            <KeyProtectErrorBody as utoipa::PartialSchema>::schema(),
+        ]
+        .into_iter()
+        .zip(["ErrorBody", "KeyProtectErrorBody"])
+        .map(|(schema, name)| (name, schema))
+        {
+            components.schemas.insert(name.to_owned(), schema);
+        }
+        let mut nested = Vec::new();
+        <KeyProtectErrorBody as utoipa::ToSchema>::schemas(&mut nested);
+        <ErrorBody as utoipa::ToSchema>::schemas(&mut nested);
+        for (name, schema) in nested {
+            components.schemas.entry(name).or_insert(schema);
+        }
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let key_protect = path.starts_with("/api/v2/");
+            let names_resource = path.contains('{');
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                complete(operation, path, key_protect, names_resource);
+            }
+        }
+    }
+}
+
+/// A whole number from `min` to `max`.
+fn integer_schema(min: f64, max: f64) -> RefOr<utoipa::openapi::schema::Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .into()
+}
+
+fn complete(operation: &mut Operation, path: &str, key_protect: bool, names_resource: bool) {
+    // Key Protect names a key by id or alias, except where it uses one: there, by id only.
+    let data_plane = ["wrap", "unwrap", "rewrap", "wrap_batch", "unwrap_batch"]
+        .iter()
+        .any(|action| path.ends_with(&format!("/actions/{action}")));
+    let mut reads_if_match = false;
+    for parameter in operation.parameters.iter_mut().flatten() {
+        match (&parameter.parameter_in, parameter.name.as_str()) {
+            (ParameterIn::Path, "id") if !key_protect || data_plane => {
+                parameter.schema = Some(uuid_schema())
+            }
+            (ParameterIn::Header, "bluemix-instance") => parameter.schema = Some(uuid_schema()),
+            (ParameterIn::Header, "If-Match") => reads_if_match = true,
+            (ParameterIn::Query, "limit") => {
+                parameter.schema = Some(integer_schema(
+                    1.0,
+                    f64::from(keyplane_core::query::MAX_LIMIT),
+                ))
+            }
+            (ParameterIn::Query, "offset") => {
+                parameter.schema = Some(integer_schema(0.0, i64::MAX as f64))
+            }
+            _ => {}
+        }
+    }
+    let mut answers: Vec<(u16, &str)> = ANY_CALL.to_vec();
+    if operation.request_body.is_some() {
+        answers.extend(WITH_BODY);
+    }
+    if names_resource {
+        answers.push(WITH_ID);
+    }
+    if reads_if_match {
+        answers.extend(WITH_IF_MATCH);
+    }
+    let dialect = if key_protect {
+        "KeyProtectErrorBody"
+    } else {
+        "ErrorBody"
+    };
+    let error_body = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(dialect)))
+            .build()
+    };
+    let responses = &mut operation.responses.responses;
+    for (status, meaning) in answers {
+        responses.entry(status.to_string()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(meaning)
+                .content("application/json", error_body())
+                .into()
+        });
+    }
+    // Every error of the Key Protect API is in its own dialect, whatever a handler declared.
+    if key_protect {
+        for (status, response) in responses.iter_mut() {
+            if !status.starts_with(['4', '5']) {
+                continue;
+            }
+            if let RefOr::T(response) = response {
+                response
+                    .content
+                    .insert("application/json".to_owned(), error_body());
+            }
+        }
+    }
+}
