@@ -43,7 +43,11 @@ const WITH_BODY: [(u16, &str); 2] = [
 ];
 const WITH_ID: (u16, &str) = (
     404,
-    "There is no such resource, or the caller has no role in its vault.",
+    "There is no such resource (or keystore, for bluemix-instance), or the caller has no role in its vault.",
+);
+const CHANGE: (u16, &str) = (
+    409,
+    "The change conflicts with the resource's state or with another's name.",
 );
 const WITH_IF_MATCH: [(u16, &str); 2] = [
     (
@@ -82,17 +86,16 @@ impl utoipa::Modify for CommonAnswers {
         for (path, item) in doc.paths.paths.iter_mut() {
             let key_protect = path.starts_with("/api/v2/");
             let names_resource = path.contains('{');
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                complete(operation, path, key_protect, names_resource);
+            for (changes, operation) in [
+                (false, &mut item.get),
+                (true, &mut item.post),
+                (true, &mut item.put),
+                (true, &mut item.patch),
+                (true, &mut item.delete),
+            ] {
+                if let Some(operation) = operation {
+                    complete(operation, path, changes, key_protect, names_resource);
+                }
             }
         }
     }
@@ -107,7 +110,13 @@ fn integer_schema(min: f64, max: f64) -> RefOr<utoipa::openapi::schema::Schema> 
         .into()
 }
 
-fn complete(operation: &mut Operation, path: &str, key_protect: bool, names_resource: bool) {
+fn complete(
+    operation: &mut Operation,
+    path: &str,
+    changes: bool,
+    key_protect: bool,
+    names_resource: bool,
+) {
     // Key Protect names a key by id or alias, except where it uses one: there, by id only.
     let data_plane = ["wrap", "unwrap", "rewrap", "wrap_batch", "unwrap_batch"]
         .iter()
@@ -136,8 +145,12 @@ fn complete(operation: &mut Operation, path: &str, key_protect: bool, names_reso
     if operation.request_body.is_some() {
         answers.extend(WITH_BODY);
     }
-    if names_resource {
+    // A Key Protect call names its keystore in bluemix-instance, whatever its path.
+    if names_resource || key_protect {
         answers.push(WITH_ID);
+    }
+    if changes {
+        answers.push(CHANGE);
     }
     if reads_if_match {
         answers.extend(WITH_IF_MATCH);

@@ -26,6 +26,7 @@ pub struct Href {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdRef {
+    #[schema(required, nullable = false, value_type = String, format = Uuid)]
     pub id: Option<String>,
 }
 
@@ -82,11 +83,16 @@ fn tags(list: Option<Vec<TagBody>>) -> Option<Vec<Tag>> {
     })
 }
 
+/// A new vault. Fields are read as `Option` so that a missing one is the API's own
+/// `missing_field` error; the document says which are required.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaultBody {
+    #[schema(required, nullable = false, value_type = String, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 200)]
     pub description: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     pub recovery_key_label: Option<String>,
 }
 
@@ -98,7 +104,21 @@ impl VaultBody {
             recovery_key_label: self.recovery_key_label,
         }
     }
+}
 
+/// A vault's changes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VaultPatchBody {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    #[schema(max_length = 200)]
+    pub description: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    pub recovery_key_label: Option<String>,
+}
+
+impl VaultPatchBody {
     pub fn into_patch(self) -> service::VaultPatch {
         service::VaultPatch {
             name: self.name,
@@ -135,10 +155,13 @@ pub struct TemplateKeystoreBody {
     pub properties: KeystoreKeyProperties,
 }
 
+/// A new template.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateBody {
+    #[schema(required, nullable = false, value_type = IdRef)]
     pub vault: Option<IdRef>,
+    #[schema(required, nullable = false, value_type = String, min_length = 1, max_length = 30)]
     pub name: Option<String>,
     pub description: Option<String>,
     pub naming_scheme: Option<String>,
@@ -147,7 +170,9 @@ pub struct TemplateBody {
     pub types: Option<Vec<TemplateType>>,
     #[schema(value_type = Option<String>)]
     pub state: Option<TemplateState>,
+    #[schema(required, nullable = false, value_type = KeyPropertiesBody)]
     pub key: Option<KeyPropertiesBody>,
+    #[schema(required, nullable = false, value_type = Vec<TemplateKeystoreBody>, min_items = 1, max_items = 1)]
     pub keystores: Option<Vec<TemplateKeystoreBody>>,
     #[schema(value_type = Option<Vec<String>>)]
     pub managing_systems: Option<Vec<ManagingSystem>>,
@@ -197,7 +222,23 @@ impl TemplateBody {
             managing_systems: self.managing_systems,
         })
     }
+}
 
+/// A template's changes: what its creation set but its vault, types, state and managing systems.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatePatchBody {
+    #[schema(min_length = 1, max_length = 30)]
+    pub name: Option<String>,
+    #[schema(max_length = 200)]
+    pub description: Option<String>,
+    pub naming_scheme: Option<String>,
+    pub key: Option<KeyPropertiesBody>,
+    #[schema(min_items = 1, max_items = 1)]
+    pub keystores: Option<Vec<TemplateKeystoreBody>>,
+}
+
+impl TemplatePatchBody {
     pub fn into_patch(self) -> Result<service::TemplatePatch, ApiError> {
         let key = match self.key {
             None => None,
@@ -316,7 +357,9 @@ impl KeystoreBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCreateBody {
+    #[schema(required, nullable = false, value_type = String, min_length = 1, max_length = 30)]
     pub template_name: Option<String>,
+    #[schema(required, nullable = false, value_type = IdRef)]
     pub vault: Option<IdRef>,
     pub label: Option<String>,
     pub description: Option<String>,

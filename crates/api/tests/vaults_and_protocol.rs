@@ -817,6 +817,30 @@ async fn unknown_body_fields_are_refused_by_name() {
     assert_error(&r, 400, "invalid_field");
     assert_eq!(r.target(), "colour");
 
+    // A change names only what can change: a template's vault or state are its creation's.
+    let template = app
+        .get(&format!("/api/v4/templates?vault.id={vault}&name=T1"))
+        .await
+        .expect(200)
+        .body["templates"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for field in [
+        json!({ "vault": { "id": vault } }),
+        json!({ "state": "archived" }),
+    ] {
+        let r = app
+            .with_etag(
+                "PATCH",
+                &format!("/api/v4/templates/{template}"),
+                "",
+                Some(field),
+            )
+            .await;
+        assert_error(&r, 400, "invalid_field");
+    }
+
     // Legacy fields.
     app.post(
         "/api/v4/managed_keys",

@@ -7,7 +7,7 @@ use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
-use crate::wire::{self, TemplateBody, TemplateOut};
+use crate::wire::{self, TemplateBody, TemplateOut, TemplatePatchBody};
 use crate::{AppState, Caller};
 
 const PATH: &str = "/api/v4/templates";
@@ -92,7 +92,7 @@ pub(crate) async fn get(
 }
 
 /// Update a key template; naming scheme, algorithm, size and keystore type are immutable.
-#[utoipa::path(patch, path = "/api/v4/templates/{id}", tag = "templates", request_body = TemplateBody,
+#[utoipa::path(patch, path = "/api/v4/templates/{id}", tag = "templates", request_body = TemplatePatchBody,
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = TemplateOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
@@ -101,15 +101,8 @@ pub(crate) async fn update(
     Caller(actor): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
-    JsonBody(body): JsonBody<TemplateBody>,
+    JsonBody(body): JsonBody<TemplatePatchBody>,
 ) -> ApiResult<Response> {
-    if body.vault.is_some() {
-        return Err(keyplane_core::Error::invalid_field(
-            "vault",
-            "a template cannot move to another vault",
-        )
-        .into());
-    }
     let t = s
         .keyplane
         .update_template(&actor, id, m.as_ref(), body.into_patch()?)

@@ -7,7 +7,7 @@ use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, PathId, RawQuery};
 use crate::params::{self, Params};
-use crate::wire::{self, VaultBody, VaultOut};
+use crate::wire::{self, VaultBody, VaultOut, VaultPatchBody};
 use crate::{AppState, Caller};
 
 const PATH: &str = "/api/v4/vaults";
@@ -80,7 +80,7 @@ pub(crate) async fn get(
 }
 
 /// Update a vault.
-#[utoipa::path(patch, path = "/api/v4/vaults/{id}", tag = "vaults", request_body = VaultBody,
+#[utoipa::path(patch, path = "/api/v4/vaults/{id}", tag = "vaults", request_body = VaultPatchBody,
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = VaultOut), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn update(
@@ -88,7 +88,7 @@ pub(crate) async fn update(
     Caller(actor): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
-    JsonBody(body): JsonBody<VaultBody>,
+    JsonBody(body): JsonBody<VaultPatchBody>,
 ) -> ApiResult<Response> {
     let v = s
         .keyplane
