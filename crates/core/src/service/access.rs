@@ -46,13 +46,12 @@ fn check_not_reserved(name: &str) -> Result<()> {
         || lower.starts_with("admin-")
         || lower == "anonymous"
         || lower == "scheduler"
-        || lower == "many"
-        || lower.starts_with("keyplane");
+        || lower == "many";
     if reserved {
         return Err(Error::invalid_field(
             "name",
             format!(
-                "'{name}' is reserved for keyplane's own identities (admin, admin-*, anonymous, scheduler, many, keyplane*)"
+                "'{name}' is reserved for keyplane's own identities (admin, admin-*, anonymous, scheduler, many)"
             ),
         ));
     }
