@@ -224,7 +224,7 @@ async fn principals_cannot_take_reserved_identities() {
         "admin-1a2b3c4d",
         "anonymous",
         "scheduler",
-        "keyplane-audit-stream",
+        "many",
     ] {
         let r = app
             .post("/api/v4/access/principals", json!({ "name": name }))
