@@ -45,6 +45,33 @@ fn csrf_of(html: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
+/// Submits the sign-in form with `credential` as `kind`, sending `cookies` beside the form's own.
+async fn submit_sign_in(
+    server: &Server,
+    http: &reqwest::Client,
+    credential: &str,
+    kind: &str,
+    cookies: &str,
+) -> reqwest::Response {
+    let form = http
+        .get(format!("{}/ui/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = cookie_value(&set_cookie(&form, "keyplane_login").expect("login cookie"));
+    let csrf = csrf_of(&form.text().await.unwrap());
+    http.post(format!("{}/ui/login", server.base))
+        .header(COOKIE, format!("{cookies}keyplane_login={login_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("credential", credential),
+            ("kind", kind),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Signs in with `credential` (the admin token as a token, anything else as an API key);
 /// returns the session cookie header value.
 async fn sign_in(server: &Server, http: &reqwest::Client, credential: &str) -> String {
@@ -53,27 +80,7 @@ async fn sign_in(server: &Server, http: &reqwest::Client, credential: &str) -> S
     } else {
         "api_key"
     };
-    let form = http
-        .get(format!("{}/ui/login", server.base))
-        .send()
-        .await
-        .unwrap();
-    let login_cookie = set_cookie(&form, "keyplane_login").expect("login cookie");
-    let csrf = csrf_of(&form.text().await.unwrap());
-    let answer = http
-        .post(format!("{}/ui/login", server.base))
-        .header(
-            COOKIE,
-            format!("keyplane_login={}", cookie_value(&login_cookie)),
-        )
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("credential", credential),
-            ("kind", kind),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let answer = submit_sign_in(server, http, credential, kind, "").await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     let session = set_cookie(&answer, "keyplane_session").expect("session cookie");
     assert!(session.contains("HttpOnly"), "{session}");
@@ -202,24 +209,7 @@ async fn signing_in_needs_a_valid_credential_and_the_form_token() {
     );
     // Signing in again ends the session the browser had.
     let first = sign_in(&server, &http, TOKEN).await;
-    let form = http
-        .get(format!("{}/ui/login", server.base))
-        .send()
-        .await
-        .unwrap();
-    let login_cookie = cookie_value(&set_cookie(&form, "keyplane_login").unwrap());
-    let csrf = csrf_of(&form.text().await.unwrap());
-    let again = http
-        .post(format!("{}/ui/login", server.base))
-        .header(COOKIE, format!("{first}; keyplane_login={login_cookie}"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("credential", TOKEN),
-            ("kind", "token"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let again = submit_sign_in(&server, &http, TOKEN, "token", &format!("{first}; ")).await;
     assert_eq!(again.status(), StatusCode::SEE_OTHER);
     let stale = http
         .get(format!("{}/ui/vaults", server.base))
@@ -242,24 +232,7 @@ async fn signing_in_needs_a_valid_credential_and_the_form_token() {
     // Refused API keys are throttled, and the page says so with 429.
     let mut last = StatusCode::OK;
     for _ in 0..12 {
-        let form = http
-            .get(format!("{}/ui/login", server.base))
-            .send()
-            .await
-            .unwrap();
-        let login_cookie = cookie_value(&set_cookie(&form, "keyplane_login").unwrap());
-        let csrf = csrf_of(&form.text().await.unwrap());
-        let refused = http
-            .post(format!("{}/ui/login", server.base))
-            .header(COOKIE, format!("keyplane_login={login_cookie}"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("credential", "kp-no-such-key"),
-                ("kind", "api_key"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let refused = submit_sign_in(&server, &http, "kp-no-such-key", "api_key", "").await;
         last = refused.status();
         if last == StatusCode::TOO_MANY_REQUESTS {
             assert!(refused.headers().contains_key("retry-after"));

@@ -232,8 +232,9 @@ impl Keyplane {
                 Ok(ctx)
             }
             // Not there: let the full lookup say why (no such keystore, not internal, no such key).
-            None => self
-                .installed_key(caller, keystore_id, key_ref)
+            // Boxed: its future is large, and inlined it would grow every data-plane call's
+            // future, which the front boxes (copies) on every call.
+            None => Box::pin(self.installed_key(caller, keystore_id, key_ref))
                 .await
                 .and_then(|_| {
                     Err(Error::internal(
