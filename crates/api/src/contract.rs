@@ -5,7 +5,7 @@
 //! on `/api/v2`, UKO's elsewhere.
 
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use crate::error::{ErrorBody, KeyProtectErrorBody};
@@ -110,6 +110,82 @@ fn integer_schema(min: f64, max: f64) -> RefOr<utoipa::openapi::schema::Schema> 
         .into()
 }
 
+/// Query parameters that take one or more values.
+const LISTS: [&str; 12] = [
+    "state",
+    "algorithm",
+    "key.algorithm",
+    "type",
+    "type[]",
+    "template.type[]",
+    "keystores[].type",
+    "referenced_keystores[].type",
+    "instances[].keystore.type",
+    "managing_systems",
+    "vault.id",
+    "template.id",
+];
+
+/// What a list's query parameter takes, as `api::params` reads it: bounds, closed sets of
+/// spellings, dates, UUIDs and the lengths of text filters.
+fn query_schema(path: &str, name: &str) -> Option<RefOr<utoipa::openapi::schema::Schema>> {
+    use keyplane_core::model::{
+        Algorithm, KeyState, KeystoreDeleteMode, KeystoreType, ManagingSystem, TemplateState,
+        TemplateType,
+    };
+    let text = |max: usize| -> RefOr<utoipa::openapi::schema::Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(max))
+            .into()
+    };
+    let format = |format: KnownFormat| -> RefOr<utoipa::openapi::schema::Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+            .into()
+    };
+    let keys = path.ends_with("/managed_keys") || path.ends_with("/versions");
+    Some(match name {
+        "limit" => integer_schema(1.0, f64::from(keyplane_core::query::MAX_LIMIT)),
+        "offset" | "after_seq" => integer_schema(0.0, i64::MAX as f64),
+        "size" | "size_min" | "size_max" | "key.size" | "key.size_min" | "key.size_max" => {
+            integer_schema(0.0, f64::from(u32::MAX))
+        }
+        "vault.id" | "template.id" | "principal.id" => uuid_schema(),
+        "since" | "until" => format(KnownFormat::DateTime),
+        n if n.contains("_date")
+            || n.starts_with("created_at")
+            || n.starts_with("updated_at")
+            || n.starts_with("rotated_at") =>
+        {
+            format(KnownFormat::Date)
+        }
+        "name" | "template.name" => text(100),
+        "description" => text(200),
+        "label" | "naming_scheme" => text(255),
+        "action" => text(128),
+        "initiator" => text(256),
+        "outcome" => crate::schema::one_of(["success", "failure", "denied"]),
+        "mode" => crate::schema::one_of(KeystoreDeleteMode::WIRE.iter().copied()),
+        "algorithm" | "key.algorithm" => crate::schema::one_of(Algorithm::WIRE.iter().copied()),
+        "state" if keys => crate::schema::one_of(KeyState::WIRE.iter().copied()),
+        "state" if path == "/api/v4/templates" => {
+            crate::schema::one_of(TemplateState::WIRE.iter().copied())
+        }
+        "type[]" | "template.type[]" => crate::schema::one_of(TemplateType::WIRE.iter().copied()),
+        "keystores[].type" | "referenced_keystores[].type" | "instances[].keystore.type" => {
+            crate::schema::one_of(KeystoreType::WIRE.iter().copied())
+        }
+        "type" if path == "/api/v4/keystores" => {
+            crate::schema::one_of(KeystoreType::WIRE.iter().copied())
+        }
+        "managing_systems" => crate::schema::one_of(ManagingSystem::WIRE.iter().copied()),
+        _ => return None,
+    })
+}
+
 fn complete(
     operation: &mut Operation,
     path: &str,
@@ -129,14 +205,17 @@ fn complete(
             }
             (ParameterIn::Header, "bluemix-instance") => parameter.schema = Some(uuid_schema()),
             (ParameterIn::Header, "If-Match") => reads_if_match = true,
-            (ParameterIn::Query, "limit") => {
-                parameter.schema = Some(integer_schema(
-                    1.0,
-                    f64::from(keyplane_core::query::MAX_LIMIT),
-                ))
-            }
-            (ParameterIn::Query, "offset") => {
-                parameter.schema = Some(integer_schema(0.0, i64::MAX as f64))
+            (ParameterIn::Query, name) => {
+                if let Some(schema) = query_schema(path, name) {
+                    // Filters that take several values take them repeated (or comma-joined).
+                    parameter.schema = Some(if LISTS.contains(&name) {
+                        parameter.explode = Some(true);
+                        parameter.style = Some(utoipa::openapi::path::ParameterStyle::Form);
+                        ArrayBuilder::new().items(schema).min_items(Some(1)).into()
+                    } else {
+                        schema
+                    });
+                }
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ mod limits;
 mod operation;
 pub mod params;
 mod routes;
+mod schema;
 pub mod wire;
 
 use std::sync::Arc;

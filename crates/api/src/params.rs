@@ -52,12 +52,28 @@ impl<'a> Params<'a> {
             .collect()
     }
 
+    /// Refuses a parameter sent empty (`state=`): a filter on nothing is a mistake, not "any".
+    fn refuse_empty(&self, name: &str, what: &str) -> Result<()> {
+        if self
+            .pairs
+            .iter()
+            .any(|(k, v)| k == name && v.split(',').all(|item| item.trim().is_empty()))
+        {
+            return Err(Error::invalid_parameter(
+                name,
+                format!("{name} must name {what}, not be empty"),
+            ));
+        }
+        Ok(())
+    }
+
     fn enums<T>(
         &self,
         name: &str,
         parse: fn(&str) -> Option<T>,
         allowed: fn() -> String,
     ) -> Result<Vec<T>> {
+        self.refuse_empty(name, &format!("one or more of {}", allowed()))?;
         self.list(name)
             .iter()
             .map(|v| {
@@ -69,6 +85,7 @@ impl<'a> Params<'a> {
     }
 
     fn uuids(&self, name: &str) -> Result<Vec<Uuid>> {
+        self.refuse_empty(name, "one or more UUIDs")?;
         self.list(name)
             .iter()
             .map(|v| {

@@ -131,13 +131,14 @@ impl VaultPatchBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPropertiesBody {
-    #[schema(value_type = Option<String>)]
+    /// Bits, as a string or a number.
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,9}$")]
     pub size: Option<Size>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::schema::AlgorithmName>)]
     pub algorithm: Option<Algorithm>,
     pub activation_date: Option<String>,
     pub expiration_date: Option<String>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::schema::InitialKeyStateName>)]
     pub state: Option<InitialKeyState>,
     pub deactivate_on_rotation: Option<bool>,
 }
@@ -146,7 +147,7 @@ pub struct KeyPropertiesBody {
 #[serde(deny_unknown_fields)]
 pub struct TemplateKeystoreBody {
     #[serde(rename = "type")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::schema::KeystoreTypeName>)]
     pub keystore_type: Option<KeystoreType>,
     pub group: Option<String>,
     pub naming_scheme: Option<String>,
@@ -166,15 +167,15 @@ pub struct TemplateBody {
     pub description: Option<String>,
     pub naming_scheme: Option<String>,
     #[serde(rename = "type")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<crate::schema::TemplateTypeName>>)]
     pub types: Option<Vec<TemplateType>>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::schema::TemplateStateName>)]
     pub state: Option<TemplateState>,
     #[schema(required, nullable = false, value_type = KeyPropertiesBody)]
     pub key: Option<KeyPropertiesBody>,
     #[schema(required, nullable = false, value_type = Vec<TemplateKeystoreBody>, min_items = 1, max_items = 1)]
     pub keystores: Option<Vec<TemplateKeystoreBody>>,
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<crate::schema::ManagingSystemName>>)]
     pub managing_systems: Option<Vec<ManagingSystem>>,
 }
 
@@ -270,14 +271,16 @@ impl TemplatePatchBody {
     }
 }
 
-/// Keystore create / update body: common fields plus the type's connection fields.
+/// A new keystore: common fields plus the type's connection fields.
 #[derive(Deserialize, ToSchema)]
 pub struct KeystoreBody {
     #[serde(rename = "type")]
-    #[schema(value_type = Option<String>)]
+    #[schema(required, nullable = false, value_type = crate::schema::KeystoreTypeName)]
     pub keystore_type: Option<KeystoreType>,
-    #[schema(value_type = Option<String>)]
+    /// Required for `ibm_cloud_kms`, refused for other types.
+    #[schema(value_type = Option<crate::schema::IbmVariantName>)]
     pub ibm_variant: Option<IbmVariant>,
+    #[schema(required, nullable = false, value_type = IdRef)]
     pub vault: Option<IdRef>,
     pub name: Option<String>,
     pub description: Option<String>,
@@ -334,22 +337,42 @@ impl KeystoreBody {
             connection: Self::connection(self.rest)?,
         })
     }
+}
 
+/// A keystore's changes: common fields and connection fields; its type, variant and vault are
+/// its creation's (400 here).
+#[derive(Deserialize, ToSchema)]
+pub struct KeystorePatchBody {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub location: Option<String>,
+    pub tls_proxy: Option<String>,
+    /// Connection fields (`aws_region`, `ibm_api_key`, …) and anything else sent.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub rest: Map<String, Value>,
+}
+
+/// Connection values may be secrets: only their names are shown.
+impl std::fmt::Debug for KeystorePatchBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystorePatchBody")
+            .field("name", &self.name)
+            .field("fields", &self.rest.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeystorePatchBody {
     pub fn into_patch(self) -> Result<service::KeystorePatch, ApiError> {
-        if self.vault.is_some() {
-            return Err(keyplane_core::Error::invalid_field(
-                "vault",
-                "a keystore cannot move to another vault",
-            )
-            .into());
-        }
         Ok(service::KeystorePatch {
             name: self.name,
             description: self.description,
             groups: self.groups,
             location: self.location,
             tls_proxy: self.tls_proxy,
-            connection: Self::connection(self.rest)?,
+            connection: KeystoreBody::connection(self.rest)?,
         })
     }
 }

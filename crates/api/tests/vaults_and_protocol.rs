@@ -1065,3 +1065,16 @@ async fn gzip_request_bodies_are_accepted() {
     let r = app.send(req).await.expect(201);
     assert_eq!(r.body["name"], "compressed");
 }
+
+/// A filter sent empty is refused: a filter on nothing is a mistake, not "any".
+#[tokio::test]
+async fn an_empty_filter_is_refused() {
+    let app = TestApp::new().await;
+    for query in ["state=", "vault.id=", "algorithm=,", "template.id="] {
+        let r = app.get(&format!("/api/v4/managed_keys?{query}")).await;
+        assert_error(&r, 400, "invalid_query_parameter");
+    }
+    app.get("/api/v4/managed_keys?state=active,deactivated")
+        .await
+        .expect(200);
+}

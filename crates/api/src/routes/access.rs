@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathId, RawQuery};
 use crate::params::{self, Params};
+use crate::wire::IdRef;
 use crate::{AppState, Caller};
 
 const PRINCIPALS: &str = "/api/v4/access/principals";
@@ -20,15 +21,19 @@ const PRINCIPALS: &str = "/api/v4/access/principals";
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PrincipalBody {
+    #[schema(required, nullable = false, value_type = String, pattern = "^[A-Za-z0-9._@-]{1,100}$")]
     name: Option<String>,
     /// `user` (default) or `service`.
+    #[schema(value_type = Option<crate::schema::PrincipalKindName>)]
     kind: Option<String>,
+    #[schema(max_length = 255)]
     description: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApiKeyBody {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,100}$")]
     name: Option<String>,
 }
 
@@ -263,16 +268,10 @@ pub(crate) async fn token(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct IdRef {
-    id: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct PolicyBody {
+    #[schema(required, nullable = false, value_type = IdRef)]
     principal: Option<IdRef>,
-    /// `reader`, `key_custodian_creator`, `key_custodian_deployer`, `vault_administrator`,
-    /// `manager` or `administrator`.
+    #[schema(required, nullable = false, value_type = crate::schema::RoleName)]
     role: Option<String>,
     /// The vault the role is granted on; absent: every vault.
     vault: Option<IdRef>,

@@ -8,7 +8,7 @@ use super::resource;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
-use crate::wire::{self, KeystoreBody, KeystoreOut, KeystoreStatusOut};
+use crate::wire::{self, KeystoreBody, KeystoreOut, KeystorePatchBody, KeystoreStatusOut};
 use crate::{AppState, Caller, Trace};
 
 const PATH: &str = "/api/v4/keystores";
@@ -95,7 +95,7 @@ pub(crate) async fn get(
 }
 
 /// Update a keystore's connection; identifying fields are locked.
-#[utoipa::path(patch, path = "/api/v4/keystores/{id}", tag = "keystores", request_body = KeystoreBody,
+#[utoipa::path(patch, path = "/api/v4/keystores/{id}", tag = "keystores", request_body = KeystorePatchBody,
     params(("id" = String, Path), ("If-Match" = String, Header)),
     responses((status = 200, body = KeystoreOut), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub(crate) async fn update(
@@ -103,7 +103,7 @@ pub(crate) async fn update(
     Caller(actor): Caller,
     PathId(id): PathId,
     IfMatch(m): IfMatch,
-    JsonBody(body): JsonBody<KeystoreBody>,
+    JsonBody(body): JsonBody<KeystorePatchBody>,
 ) -> ApiResult<Response> {
     let k = s
         .keyplane
