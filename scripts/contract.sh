@@ -6,7 +6,8 @@
 # Usage: scripts/contract.sh [path/to/keyplane]     (default target/debug/keyplane)
 # Budget per pass, in seconds and examples per operation: CONTRACT_MAX_TIME (default 90),
 # CONTRACT_MAX_EXAMPLES (default 20). CONTRACT_EXCLUDE_CHECKS names checks to leave out
-# (comma-separated). Reports (JUnit XML) go to target/contract-report/.
+# (comma-separated); CONTRACT_SEED fixes the fuzzer's seed (unset: a new one each run, printed).
+# Reports (JUnit XML) go to target/contract-report/.
 # Needs python3 (with venv) and curl. Exits non-zero when any pass finds a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -143,7 +144,7 @@ run() {
         -H "Authorization: Bearer $token" \
         --checks all ${CONTRACT_EXCLUDE_CHECKS:+--exclude-checks "$CONTRACT_EXCLUDE_CHECKS"} \
         --exclude-path /api/v4/system/seal \
-        --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
+        --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" ${CONTRACT_SEED:+--seed "$CONTRACT_SEED"} \
         --continue-on-failure --generation-database none \
         --report junit --report-junit-path "$REPORTS/$name.xml" \
         "$@"); then

@@ -408,8 +408,8 @@ pub fn audit_query(p: &Params) -> Result<keyplane_core::ports::AuditQuery> {
     let after_seq = p
         .get("after_seq")
         .map(|v| {
-            v.parse::<i64>().map_err(|_| {
-                Error::invalid_parameter("after_seq", "after_seq must be a whole number")
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                Error::invalid_parameter("after_seq", "after_seq must be a whole number, 0 or more")
             })
         })
         .transpose()?

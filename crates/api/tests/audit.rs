@@ -408,3 +408,17 @@ async fn events_record_the_status_the_call_answered() {
         assert_eq!(recorded[0]["status"], status, "{}", recorded[0]);
     }
 }
+
+/// `after_seq` is a position in the chain: a negative one is refused, not read as "from the start".
+#[tokio::test]
+async fn a_negative_position_in_the_chain_is_refused() {
+    let app = TestApp::new().await;
+    let r = app
+        .get("/api/v4/audit_events?after_seq=-1")
+        .await
+        .expect(400);
+    assert_eq!(r.target(), "after_seq");
+    app.get("/api/v4/audit_events?after_seq=0")
+        .await
+        .expect(200);
+}
