@@ -95,3 +95,21 @@ async fn master_key_rotation_reports_the_vault_keys_it_rewrapped() {
         .await
         .expect(200);
 }
+
+/// A caller that may not unseal is refused before its body is read: it learns nothing of what
+/// an unseal takes.
+#[tokio::test]
+async fn unseal_decides_on_the_caller_before_the_body() {
+    let app = TestApp::new().await;
+    app.add_caller("nobody", "nobody", &[]);
+    let r = app
+        .call_as(
+            "nobody",
+            "POST",
+            "/api/v4/system/unseal",
+            Some(json!({"key": "a", "pin": "b"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+}

@@ -62,7 +62,7 @@ pub(crate) async fn unseal(
     Caller(actor): Caller,
     JsonBody(body): JsonBody<UnsealBody>,
 ) -> ApiResult<Response> {
-    let status = s.keyplane.unseal(&actor, body.into_secret()?).await?;
+    let status = s.keyplane.unseal(&actor, body.into_secret()).await?;
     Ok(status_response(&status))
 }
 

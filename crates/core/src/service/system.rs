@@ -23,8 +23,15 @@ impl Keyplane {
         Ok(self.engine.seal_status())
     }
 
-    pub async fn unseal(&self, caller: &Caller, secret: UnsealSecret) -> Result<SealStatus> {
+    /// Submits one unseal secret. `secret` is what the request said, still to be read: the
+    /// caller is decided on first, so one without the right learns nothing of the body's rules.
+    pub async fn unseal(
+        &self,
+        caller: &Caller,
+        secret: Result<UnsealSecret>,
+    ) -> Result<SealStatus> {
         caller.require(Permission::Administer)?;
+        let secret = secret?;
         let actor = &caller.actor;
         let status = self.engine.unseal(secret).await;
         match &status {
