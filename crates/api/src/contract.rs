@@ -83,6 +83,13 @@ impl utoipa::Modify for CommonAnswers {
         for (name, schema) in nested {
             components.schemas.entry(name).or_insert(schema);
         }
+        for (schema, property, min, max, pattern) in TEXT_RULES {
+            if let Some(text) = property_of(components, schema, property) {
+                text.min_length = Some(min);
+                text.max_length = Some(max);
+                text.pattern = Some(pattern.to_owned());
+            }
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             let key_protect = path.starts_with("/api/v2/");
             let names_resource = path.contains('{');
@@ -99,6 +106,74 @@ impl utoipa::Modify for CommonAnswers {
             }
         }
     }
+}
+
+use keyplane_core::validate::{
+    FREE_TEXT_PATTERN, KEY_LABEL_PATTERN, KEYSTORE_NAME_PATTERN, TEMPLATE_NAME_PATTERN,
+    VAULT_NAME_PATTERN,
+};
+
+/// Text fields of request bodies, with the lengths and pattern core checks them against:
+/// (schema, property, shortest, longest, pattern).
+const TEXT_RULES: [(&str, &str, usize, usize, &str); 17] = [
+    ("VaultBody", "name", 1, 100, VAULT_NAME_PATTERN),
+    ("VaultPatchBody", "name", 1, 100, VAULT_NAME_PATTERN),
+    ("TemplateBody", "name", 1, 30, TEMPLATE_NAME_PATTERN),
+    ("TemplatePatchBody", "name", 1, 30, TEMPLATE_NAME_PATTERN),
+    ("KeystoreBody", "name", 1, 100, KEYSTORE_NAME_PATTERN),
+    ("KeystorePatchBody", "name", 1, 100, KEYSTORE_NAME_PATTERN),
+    ("KeyCreateBody", "label", 1, 255, KEY_LABEL_PATTERN),
+    ("KeyUpdateBody", "label", 1, 255, KEY_LABEL_PATTERN),
+    ("VaultBody", "description", 0, 200, FREE_TEXT_PATTERN),
+    ("VaultPatchBody", "description", 0, 200, FREE_TEXT_PATTERN),
+    ("TemplateBody", "description", 0, 200, FREE_TEXT_PATTERN),
+    (
+        "TemplatePatchBody",
+        "description",
+        0,
+        200,
+        FREE_TEXT_PATTERN,
+    ),
+    ("KeystoreBody", "description", 0, 200, FREE_TEXT_PATTERN),
+    (
+        "KeystorePatchBody",
+        "description",
+        0,
+        200,
+        FREE_TEXT_PATTERN,
+    ),
+    ("KeyCreateBody", "description", 0, 200, FREE_TEXT_PATTERN),
+    ("KeyUpdateBody", "description", 0, 200, FREE_TEXT_PATTERN),
+    ("TagBody", "value", 0, 256, FREE_TEXT_PATTERN),
+];
+
+/// A property of a component schema, to complete.
+fn property_of<'a>(
+    components: &'a mut utoipa::openapi::Components,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Object> {
+    use utoipa::openapi::schema::Schema;
+    // A body with a flattened map of connection fields is an `allOf` of its fields and the map.
+    let objects: Vec<&mut utoipa::openapi::schema::Object> =
+        match components.schemas.get_mut(schema)? {
+            RefOr::T(Schema::Object(object)) => vec![object],
+            RefOr::T(Schema::AllOf(all)) => all
+                .items
+                .iter_mut()
+                .filter_map(|item| match item {
+                    RefOr::T(Schema::Object(object)) => Some(object),
+                    _ => None,
+                })
+                .collect(),
+            _ => return None,
+        };
+    objects
+        .into_iter()
+        .find_map(|object| match object.properties.get_mut(property) {
+            Some(RefOr::T(Schema::Object(property))) => Some(property),
+            _ => None,
+        })
 }
 
 /// A whole number from `min` to `max`.
@@ -264,6 +339,27 @@ fn complete(
                     .content
                     .insert("application/json".to_owned(), error_body());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every text rule reaches its schema: a renamed body or field would silently drop it.
+    #[test]
+    fn every_text_rule_is_in_the_document() {
+        let mut doc = crate::openapi();
+        let components = doc.components.as_mut().expect("components");
+        for (schema, property, _, _, pattern) in TEXT_RULES {
+            let text = property_of(components, schema, property)
+                .unwrap_or_else(|| panic!("{schema}.{property} is not in the document"));
+            assert_eq!(
+                text.pattern.as_deref(),
+                Some(pattern),
+                "{schema}.{property}"
+            );
         }
     }
 }

@@ -8,15 +8,23 @@ use regex::Regex;
 use crate::error::{Error, Result};
 use crate::model::Tag;
 
-static VAULT_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[A-Za-z0-9#@!$%'_-][A-Za-z0-9#@!$% '_-]*$").expect("static regex")
-});
+/// The rules of names and labels, as patterns: the checks below and the API's document use them.
+pub const VAULT_NAME_PATTERN: &str = r"^[A-Za-z0-9#@!$%'_-][A-Za-z0-9#@!$% '_-]*$";
+pub const TEMPLATE_NAME_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9-]*$";
+pub const KEYSTORE_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$";
+pub const KEY_LABEL_PATTERN: &str = r"^[A-Za-z0-9._ /-]+$";
+/// Free text as [`free_text`] takes it (no control characters but tab and newline), for
+/// documents; the check itself reads characters.
+pub const FREE_TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$";
+
+static VAULT_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(VAULT_NAME_PATTERN).expect("static regex"));
 static TEMPLATE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9-]*$").expect("static regex"));
+    LazyLock::new(|| Regex::new(TEMPLATE_NAME_PATTERN).expect("static regex"));
 static KEYSTORE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$").expect("static regex"));
+    LazyLock::new(|| Regex::new(KEYSTORE_NAME_PATTERN).expect("static regex"));
 static KEY_LABEL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._ /-]+$").expect("static regex"));
+    LazyLock::new(|| Regex::new(KEY_LABEL_PATTERN).expect("static regex"));
 static ISO_DURATION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?$")
         .expect("static regex")
