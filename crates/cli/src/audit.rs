@@ -1,12 +1,13 @@
 //! `keyplane audit`: proves the audit chain and exports it, reading the data directory's
 //! database (the server may be running: readers do not block it).
 
+use keyplane_core::ports::AuditRecords;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use keyplane_core::ports::{AuditQuery, Store};
+use keyplane_core::ports::AuditQuery;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {

@@ -8,12 +8,12 @@ use keyplane_core::authz::{Caller, Grants, Role};
 use keyplane_core::etag::IfMatch;
 use keyplane_core::lifecycle::LifecyclePolicy;
 use keyplane_core::model::*;
-use keyplane_core::query::{KeyQuery, VaultQuery};
+use keyplane_core::query::{KeyQuery, KeystoreQuery, VaultQuery};
 use keyplane_core::service::{
     Decided, KeyPropertiesInput, Keyplane, NewKey, NewKeystore, NewTemplate, NewVault,
 };
 use keyplane_crypto::{KeyHierarchy, SealMode};
-use keyplane_store::{Durability, SqliteStore};
+use keyplane_store::SqliteStore;
 use uuid::Uuid;
 
 struct World {
@@ -21,7 +21,6 @@ struct World {
     admin: Caller,
     mine: Uuid,
     other: Uuid,
-    _dir: tempfile::TempDir,
 }
 
 fn caller(name: &str, policies: &[(Role, Option<Uuid>)]) -> Caller {
@@ -32,12 +31,7 @@ fn caller(name: &str, policies: &[(Role, Option<Uuid>)]) -> Caller {
 }
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("core.sqlite"), Durability::Normal)
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
     let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
         .await
         .unwrap();
@@ -107,7 +101,6 @@ async fn world() -> World {
         admin,
         mine: vaults[0],
         other: vaults[1],
-        _dir: dir,
     }
 }
 
@@ -225,4 +218,88 @@ async fn dual_control_is_decided_by_the_operation_and_needs_a_second_identity() 
     let (decided, destroyed) = w.kp.approve(&bob, approval.id).await.unwrap();
     assert_eq!(decided.state, ApprovalState::Approved);
     assert_eq!(destroyed.unwrap().state, KeyState::Destroyed);
+}
+
+#[tokio::test]
+async fn a_key_moves_only_along_its_lifecycle_and_holds_its_keystore_until_destroyed() {
+    let w = world().await;
+    let any = IfMatch::parse("*");
+    let key =
+        w.kp.create_key(&w.admin, new_key(w.mine, "lifecycle"))
+            .await
+            .unwrap();
+    assert_eq!(key.state, KeyState::Active);
+    let keystore =
+        w.kp.list_keystores(
+            &w.admin,
+            KeystoreQuery {
+                vault_ids: vec![w.mine],
+                ..KeystoreQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    // The seed's rule: an active key keeps its keystore connected.
+    let refused =
+        w.kp.delete_keystore(
+            &w.admin,
+            keystore.id,
+            Some(&any),
+            KeystoreDeleteMode::Restrict,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("only pre-active or destroyed keys may remain"),
+        "{refused}"
+    );
+    // Only a destroyed key can be removed; a refused step changes nothing.
+    let kept =
+        w.kp.delete_key(&w.admin, key.id, Some(&any))
+            .await
+            .unwrap_err();
+    assert!(matches!(kept, Error::Conflict { .. }), "{kept:?}");
+    let unchanged = w.kp.get_key(&w.admin, key.id).await.unwrap();
+    assert_eq!(
+        (unchanged.state, unchanged.revision),
+        (KeyState::Active, key.revision)
+    );
+    w.kp.deactivate_key(&w.admin, key.id, Some(&any))
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.kp.destroy_key(&w.admin, key.id, Some(&any)).await,
+        Ok(Decided::Done(ref k)) if k.state == KeyState::Destroyed
+    ));
+    // A destroyed key has no material left to open.
+    let versions = w.kp.store().key_versions(key.id).await.unwrap();
+    for v in versions {
+        assert!(
+            w.kp.store()
+                .sealed_material(key.id, v.version)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    w.kp.delete_keystore(
+        &w.admin,
+        keystore.id,
+        Some(&any),
+        KeystoreDeleteMode::Restrict,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        w.kp.delete_key(&w.admin, key.id, Some(&any)).await,
+        Ok(Decided::Done(()))
+    ));
+    assert!(matches!(
+        w.kp.get_key(&w.admin, key.id).await,
+        Err(Error::NotFound { .. })
+    ));
 }

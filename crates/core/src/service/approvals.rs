@@ -14,6 +14,7 @@ use crate::model::{Approval, ApprovalAction, ApprovalState, ManagedKey, VaultVie
 pub const APPROVAL_TTL: chrono::Duration = chrono::Duration::hours(24);
 
 /// What an action guarded by dual control came to: done, or a request awaiting approval.
+#[derive(Debug)]
 pub enum Decided<T> {
     Done(T),
     Requested(Approval),

@@ -1,12 +1,16 @@
 //! The audit chain in SQLite: append (hash over the previous event), list, verify.
 
+use async_trait::async_trait;
 use aws_lc_rs::digest;
+use rusqlite::{Connection, params};
+
 use keyplane_core::audit::{AuditEvent, GENESIS_HASH};
 use keyplane_core::error::Result;
 use keyplane_core::model::Page;
+use keyplane_core::ports::AuditRecords;
 use keyplane_core::ports::{AuditChainReport, AuditQuery};
-use rusqlite::{Connection, params};
 
+use super::SqliteStore;
 use super::rows::{col, ts, ts_col, uuid_col};
 use super::writer::sql_err;
 
@@ -182,4 +186,19 @@ pub(crate) fn verify(conn: &Connection) -> Result<AuditChainReport> {
         reason: None,
         head: prev,
     })
+}
+
+#[async_trait]
+impl AuditRecords for SqliteStore {
+    async fn append_audit_event(&self, event: AuditEvent) -> Result<()> {
+        self.writer.write(move |c| append(c, event)).await
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Page<AuditEvent>> {
+        self.reader.with(|c| list(c, query))
+    }
+
+    async fn verify_audit_chain(&self) -> Result<AuditChainReport> {
+        self.reader.with(verify)
+    }
 }

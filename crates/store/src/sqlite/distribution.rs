@@ -1,13 +1,16 @@
 //! The outbox of convergence tasks for external keystores, and the copies they hold.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use keyplane_core::error::Result;
 use keyplane_core::model::KeyStatusInKeystore;
+use keyplane_core::ports::TaskRecords;
 use keyplane_core::ports::{ExternalCopy, KeystoreTask, TaskOutcome, TaskResult, TaskView};
 
+use super::SqliteStore;
 use super::all;
 use super::rows::*;
 use super::writer::sql_err;
@@ -255,4 +258,57 @@ pub(crate) fn forget_keystore(conn: &Connection, keystore_id: Uuid) -> Result<()
         .map_err(sql_err)?;
     }
     Ok(())
+}
+
+#[async_trait]
+impl TaskRecords for SqliteStore {
+    async fn claim_tasks(
+        &self,
+        limit: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<KeystoreTask>> {
+        self.writer
+            .write_returning(move |c| claim(c, limit, &now))
+            .await
+    }
+
+    async fn finish_task(&self, task: &KeystoreTask, result: TaskResult) -> Result<()> {
+        let task = task.clone();
+        let now = chrono::Utc::now();
+        self.writer
+            .write(move |c| finish(c, &task, &result, &now))
+            .await
+    }
+
+    async fn requeue_interrupted_tasks(&self) -> Result<u64> {
+        self.writer.write_returning(requeue_running).await
+    }
+
+    async fn keystore_tasks(&self, keystore_id: Uuid, limit: u32) -> Result<Vec<TaskView>> {
+        self.reader.with(|c| tasks_of(c, keystore_id, limit))
+    }
+
+    async fn external_copy(&self, keystore_id: Uuid, key_id: Uuid) -> Result<Option<ExternalCopy>> {
+        self.reader.with(|c| copy(c, keystore_id, key_id))
+    }
+
+    async fn record_observed_status(
+        &self,
+        key_id: Uuid,
+        status: &KeyStatusInKeystore,
+    ) -> Result<()> {
+        let status = status.clone();
+        self.writer
+            .write(move |c| record_status(c, key_id, &status))
+            .await
+    }
+
+    async fn external_copies_of_key(&self, key_id: Uuid) -> Result<Vec<ExternalCopy>> {
+        self.reader.with(|c| copies_of_key(c, key_id))
+    }
+
+    async fn save_external_copy(&self, copy: &ExternalCopy) -> Result<()> {
+        let copy = copy.clone();
+        self.writer.write(move |c| save_copy(c, &copy)).await
+    }
 }

@@ -1,0 +1,55 @@
+//! What `core` needs from the outside: a store and a key-material engine. Adapters implement
+//! these; only the binary wires them together.
+//!
+//! The store is one interface per area (keys, templates, keystores, vaults, distribution tasks,
+//! access, audit, key hierarchy), each with its record types beside it; [`Store`] is all of them
+//! together, which is what services hold.
+
+mod access;
+mod audit;
+mod distribution;
+mod hierarchy;
+mod keys;
+mod keystores;
+mod material;
+mod templates;
+mod vaults;
+
+pub use access::*;
+pub use audit::*;
+pub use distribution::*;
+pub use hierarchy::*;
+pub use keys::*;
+pub use keystores::*;
+pub use material::*;
+pub use templates::*;
+pub use vaults::*;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// Persistence of every resource. Implementations enforce uniqueness (409 `duplicate_name`) and
+/// optimistic concurrency: an update or delete carrying `revision` fails with `EtagMismatch`
+/// unless the stored revision is the one the caller read.
+#[async_trait]
+pub trait Store:
+    KeyRecords
+    + TemplateRecords
+    + KeystoreRecords
+    + VaultRecords
+    + TaskRecords
+    + AccessRecords
+    + AuditRecords
+    + HierarchyRecords
+{
+    async fn ping(&self) -> Result<()>;
+
+    /// A counter that advances with every commit, before the committing caller is answered: what
+    /// was read after observing a value is current while the counter still shows that value.
+    fn commit_generation(&self) -> u64;
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>>;
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+}

@@ -1,0 +1,219 @@
+//! Managed keys, their versions and sealed material, and the copies internal keystores hold.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::params;
+use uuid::Uuid;
+
+use keyplane_core::audit as audit_trail;
+use keyplane_core::error::Result;
+use keyplane_core::model::*;
+use keyplane_core::ports::*;
+use keyplane_core::query::*;
+use keyplane_core::service::UsageContext;
+
+use super::SqliteStore;
+use super::rows::*;
+use super::writer::sql_err;
+use super::{all, lists, one, writes};
+
+fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<InternalCopy> {
+    Ok(InternalCopy {
+        keystore_id: uuid_col(r, "keystore_id")?,
+        managed_key_id: uuid_col(r, "managed_key_id")?,
+        key_id_in_keystore: uuid_col(r, "key_id_in_keystore")?,
+        label: col(r, "label")?,
+        enabled: col(r, "enabled")?,
+        version: u32_col(r, "version")?,
+    })
+}
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
+    Ok(KeyVersion {
+        version: u32_col(r, "version")?,
+        state: enum_col(r, "state", KeyState::parse)?,
+        verification_patterns: json_col(r, "verification_patterns")?,
+        created_at: ts_col(r, "created_at")?,
+    })
+}
+
+#[async_trait]
+impl KeyRecords for SqliteStore {
+    async fn internal_copy_by_label(
+        &self,
+        keystore_id: Uuid,
+        label: &str,
+    ) -> Result<Option<InternalCopy>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT * FROM internal_copies WHERE keystore_id = ? AND label = ? LIMIT 1",
+                params![keystore_id.to_string(), label],
+                copy_from_row,
+            )
+        })
+    }
+
+    async fn save_managed_key(
+        &self,
+        key: &ManagedKey,
+        read_revision: Option<i64>,
+        write: &KeyWrite,
+    ) -> Result<()> {
+        let (key, write) = (key.clone(), write.clone());
+        audit_trail::note_target("managed_keys", key.id, Some(key.vault.id));
+        self.audited_write(move |c| writes::save_key(c, &key, read_revision, &write))
+            .await
+    }
+
+    async fn get_managed_key(&self, id: Uuid) -> Result<Option<ManagedKey>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                &format!("{KEY_SELECT} WHERE k.id = ?"),
+                [id.to_string()],
+                key_from_row,
+            )
+        })
+    }
+
+    async fn delete_managed_key(&self, id: Uuid, read_revision: i64) -> Result<()> {
+        let vault = self.owning_vault("managed_keys", id);
+        audit_trail::note_target("managed_keys", id, vault);
+        self.audited_write(move |c| writes::delete_key(c, id, read_revision))
+            .await
+    }
+
+    async fn list_managed_keys(&self, q: &KeyQuery) -> Result<Page<ManagedKey>> {
+        self.reader.with(|c| lists::keys(c, q))
+    }
+
+    async fn keys_targeting_keystore(&self, keystore_id: Uuid) -> Result<Vec<ManagedKey>> {
+        self.reader.with(|c| {
+            all(
+                c,
+                &format!(
+                    "{KEY_SELECT} WHERE k.id IN (SELECT key_id FROM key_targets WHERE keystore_id = ? AND removed = 0)
+                     ORDER BY k.created_at, k.id"
+                ),
+                [keystore_id.to_string()],
+                key_from_row,
+            )
+        })
+    }
+
+    async fn key_versions(&self, key_id: Uuid) -> Result<Vec<KeyVersion>> {
+        self.reader.with(|c| {
+            all(
+                c,
+                "SELECT version, state, verification_patterns, created_at FROM key_material WHERE key_id = ? ORDER BY version DESC",
+                [key_id.to_string()],
+                version_from_row,
+            )
+        })
+    }
+
+    async fn internal_copies_of_key(&self, key_id: Uuid) -> Result<Vec<InternalCopy>> {
+        self.reader.with(|c| {
+            all(
+                c,
+                "SELECT * FROM internal_copies WHERE managed_key_id = ? ORDER BY keystore_id",
+                [key_id.to_string()],
+                copy_from_row,
+            )
+        })
+    }
+
+    async fn internal_copy(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Option<InternalCopy>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT * FROM internal_copies WHERE keystore_id = ? AND key_id_in_keystore = ?",
+                params![keystore_id.to_string(), key_id_in_keystore.to_string()],
+                copy_from_row,
+            )
+        })
+    }
+
+    async fn internal_copies_in_keystore(
+        &self,
+        keystore_id: Uuid,
+        paging: Paging,
+    ) -> Result<Page<InternalCopy>> {
+        self.reader.with(|c| {
+            let total_count = c
+                .query_row("SELECT COUNT(*) FROM internal_copies WHERE keystore_id = ?", [keystore_id.to_string()], |r| r.get(0))
+                .map_err(sql_err)?;
+            let items = all(
+                c,
+                "SELECT * FROM internal_copies WHERE keystore_id = ? ORDER BY managed_key_id LIMIT ? OFFSET ?",
+                params![keystore_id.to_string(), i64::from(paging.limit), i64::try_from(paging.offset).unwrap_or(i64::MAX)],
+                copy_from_row,
+            )?;
+            Ok(Page { items, total_count })
+        })
+    }
+
+    async fn usage_context(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Option<Arc<UsageContext>>> {
+        self.usage_contexts.get_or_read((keystore_id, key_id_in_keystore), || self.reader.with(|c| {
+            one(
+                c,
+                "SELECT c.*, k.vault_id, k.state, k.algorithm, k.size, k.version AS key_version,
+                        m.sealed, m.verification_patterns
+                   FROM internal_copies c
+                   JOIN keystores ks ON ks.id = c.keystore_id AND ks.type = 'ibm_cloud_kms' AND ks.ibm_variant = 'internal'
+                   JOIN managed_keys k ON k.id = c.managed_key_id
+                   LEFT JOIN key_material m ON m.key_id = k.id AND m.version = k.version AND m.sealed IS NOT NULL
+                  WHERE c.keystore_id = ? AND c.key_id_in_keystore = ?",
+                params![keystore_id.to_string(), key_id_in_keystore.to_string()],
+                |r| {
+                    let version = u32_col(r, "key_version")?;
+                    let sealed: Option<Vec<u8>> = col(r, "sealed")?;
+                    Ok(Arc::new(UsageContext {
+                        copy: copy_from_row(r)?,
+                        key_id: uuid_col(r, "managed_key_id")?,
+                        vault_id: uuid_col(r, "vault_id")?,
+                        state: enum_col(r, "state", KeyState::parse)?,
+                        algorithm: enum_col(r, "algorithm", Algorithm::parse)?,
+                        size: u32_col(r, "size")?,
+                        version,
+                        current_material: match sealed {
+                            Some(sealed) => Some(SealedMaterial {
+                                version,
+                                sealed,
+                                verification_patterns: json_col(r, "verification_patterns")?,
+                            }),
+                            None => None,
+                        },
+                    }))
+                },
+            )
+        }))
+    }
+
+    async fn sealed_material(&self, key_id: Uuid, version: u32) -> Result<Option<SealedMaterial>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT version, sealed, verification_patterns FROM key_material WHERE key_id = ? AND version = ? AND sealed IS NOT NULL",
+                params![key_id.to_string(), i64::from(version)],
+                |r| {
+                    Ok(SealedMaterial {
+                        version: u32_col(r, "version")?,
+                        sealed: col(r, "sealed")?,
+                        verification_patterns: json_col(r, "verification_patterns")?,
+                    })
+                },
+            )
+        })
+    }
+}
