@@ -5,106 +5,13 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::audit::denials::DenialSource;
 use keyplane_core::audit::{self, AuditScope, PendingEvent};
 
 use crate::error::ApiError;
+use crate::operation::Resolved;
 use crate::{AppState, Trace};
-
-/// `keyplane.<resource>.<verb>` for a call, after UKO's Activity Tracker actions.
-pub fn action_for(method: &Method, path: &str) -> String {
-    if path == "/identity/token" {
-        return "keyplane.identity.token".into();
-    }
-    let mut segments = path.trim_start_matches('/').split('/');
-    let (api, resource) = (segments.next(), {
-        segments.next();
-        segments.next().unwrap_or("")
-    });
-    let rest: Vec<&str> = segments.collect();
-    if api == Some("api") && path.starts_with("/api/v2/") {
-        let verb = rest.last().copied().filter(|_| rest.len() >= 2);
-        if !is_data_plane(method, path) {
-            // Key management through the Key Protect API: it changes managed keys.
-            let verb = match (method, verb) {
-                (_, Some(action)) => action,
-                (&Method::DELETE, None) => "delete",
-                _ if resource == "import_token" => "create-import-token",
-                _ => "create",
-            };
-            return format!("keyplane.key-protect.{verb}");
-        }
-        return format!(
-            "keyplane.data-plane.{}",
-            verb.unwrap_or(if *method == Method::GET {
-                "read"
-            } else {
-                "call"
-            })
-        );
-    }
-    let resource = match resource {
-        "managed_keys" => "managed-keys",
-        "keystores" => "target-keystores",
-        "templates" => "key-templates",
-        "vaults" => "vaults",
-        "system" => {
-            return format!(
-                "keyplane.system.{}",
-                rest.first().unwrap_or(&"status").replace('_', "-")
-            );
-        }
-        "audit_events" => "audit-events",
-        "access" => {
-            let what = rest.first().copied().unwrap_or("principals");
-            let what = if rest.contains(&"api_keys") || what == "api_keys" {
-                "api-keys"
-            } else if what == "policies" {
-                "policies"
-            } else {
-                "principals"
-            };
-            let verb = match *method {
-                Method::GET => "read",
-                Method::DELETE => "delete",
-                _ => "write",
-            };
-            return format!("keyplane.access.{what}.{verb}");
-        }
-        other => other,
-    };
-    let verb = match *method {
-        Method::GET if rest.is_empty() => "list",
-        Method::GET => "read",
-        Method::DELETE => "delete",
-        _ => "write",
-    };
-    format!("keyplane.{resource}.{verb}")
-}
-
-/// Key Protect calls that use keys or read them, and change nothing.
-fn is_data_plane(method: &Method, path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/v2/") else {
-        return false;
-    };
-    if *method == Method::GET || *method == Method::HEAD {
-        return !rest.starts_with("import_token");
-    }
-    rest.rsplit_once('/').is_some_and(|(head, action)| {
-        head.ends_with("/actions")
-            && matches!(
-                action,
-                "wrap" | "unwrap" | "rewrap" | "wrap_batch" | "unwrap_batch"
-            )
-    })
-}
-
-/// Request bodies that never reach an event at all: unseal secrets, data keys, API keys.
-fn body_withheld(path: &str) -> bool {
-    path.starts_with("/api/v2/") || path.starts_with("/api/v4/system/") || path == "/identity/token"
-}
 
 /// Runs `call` inside the request's audit scope, then records what no store write did.
 pub(crate) async fn record<F, Fut>(state: &AppState, req: Request, call: F) -> Response
@@ -112,11 +19,17 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
+    let resolved = req.extensions().get::<Resolved>();
+    let Some((operation, success_status)) =
+        resolved.map(|r| (r.operation.meaning, r.operation.success))
+    else {
+        // Every call is resolved at the edge; one that was not is refused, not guessed at.
+        return ApiError::from(keyplane_core::Error::internal(
+            "a call reached no operation",
+        ))
+        .into_response();
+    };
     let method = req.method().clone();
-    let req_route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_owned());
     // A clone of the URI shares its bytes: the path is only copied out if an event is written.
     let uri = req.uri().clone();
     let path = uri.path();
@@ -129,10 +42,8 @@ where
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let reading = method == Method::GET || method == Method::HEAD;
-    // Data-plane calls change no state: recorded only when they fail or use a key out of service.
-    let changes_state = !reading && !is_data_plane(&method, path);
-    let (req, body) = if reading || body_withheld(path) {
+    let changes_state = operation.changes_state();
+    let (req, body) = if !changes_state || operation.withholds_body {
         (req, None)
     } else {
         let (parts, body) = req.into_parts();
@@ -161,7 +72,7 @@ where
     let describe = |body: Option<serde_json::Value>| {
         let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
         // A withheld body's path may carry secrets in its query too (an API key in a token URL).
-        if let Some(query) = uri.query().filter(|_| !body_withheld(path)) {
+        if let Some(query) = uri.query().filter(|_| !operation.withholds_body) {
             request["query"] =
                 serde_json::Value::String(audit::truncated(query, audit::MAX_RECORDED_QUERY));
         }
@@ -171,22 +82,21 @@ where
         request
     };
     // Most calls that change nothing are not recorded: their event is described only if needed.
-    let (action, request) = if changes_state {
-        (action_for(&method, path), describe(body))
+    let request = if changes_state {
+        describe(body)
     } else {
-        (String::new(), serde_json::Value::Null)
+        serde_json::Value::Null
     };
     let scope = AuditScope::new(PendingEvent {
-        action,
+        action: operation.action,
+        severity: operation.severity,
         initiator: "anonymous".into(),
         target: None,
         vault_id: None,
         correlation_id: trace,
         source,
         request,
-        success_status: state
-            .operations
-            .success_status(&method, req_route.as_deref()),
+        success_status,
     });
     let response = audit::in_scope(scope.clone(), call(req)).await;
     let status = response.status().as_u16();
@@ -210,7 +120,6 @@ where
             pending.request = describe(None);
         }
         if !changes_state {
-            pending.action = action_for(&method, path);
             pending.request = describe(None);
         }
         if outcome == "denied" {
@@ -229,64 +138,4 @@ where
         }
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_follow_the_activity_tracker_names() {
-        let cases = [
-            (
-                Method::POST,
-                "/api/v4/managed_keys",
-                "keyplane.managed-keys.write",
-            ),
-            (
-                Method::POST,
-                "/api/v4/managed_keys/x/destroy",
-                "keyplane.managed-keys.write",
-            ),
-            (
-                Method::DELETE,
-                "/api/v4/keystores/x",
-                "keyplane.target-keystores.delete",
-            ),
-            (
-                Method::PATCH,
-                "/api/v4/templates/x",
-                "keyplane.key-templates.write",
-            ),
-            (Method::GET, "/api/v4/vaults", "keyplane.vaults.list"),
-            (Method::GET, "/api/v4/vaults/x", "keyplane.vaults.read"),
-            (
-                Method::POST,
-                "/api/v4/system/rotate_master_key",
-                "keyplane.system.rotate-master-key",
-            ),
-            (
-                Method::POST,
-                "/api/v2/keys/x/actions/unwrap",
-                "keyplane.data-plane.unwrap",
-            ),
-        ];
-        for (method, path, action) in cases {
-            assert_eq!(action_for(&method, path), action, "{method} {path}");
-        }
-        let operations = crate::operation::Operations::from_document(&crate::openapi());
-        let status = |method: Method, route: &str| operations.success_status(&method, Some(route));
-        assert_eq!(status(Method::POST, "/api/v4/vaults"), 201);
-        assert_eq!(
-            status(Method::POST, "/api/v4/access/principals/{id}/api_keys"),
-            201
-        );
-        assert_eq!(status(Method::POST, "/api/v2/import_token"), 201);
-        assert_eq!(
-            status(Method::POST, "/api/v4/managed_keys/{id}/rotate"),
-            200
-        );
-        assert_eq!(status(Method::DELETE, "/api/v4/managed_keys/{id}"), 204);
-        assert_eq!(status(Method::DELETE, "/api/v4/vaults/{id}"), 204);
-    }
 }

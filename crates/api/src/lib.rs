@@ -24,10 +24,10 @@ use axum::response::{IntoResponse, Response};
 use keyplane_core::ErrorCode;
 use keyplane_core::model::Actor;
 use keyplane_core::service::Keyplane;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
+use crate::operation::{Dialect, Owner};
 use crate::wire::Links;
 
 /// An access token issued for an API key (the IAM token endpoint's answer).
@@ -228,19 +228,15 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         .with_state(state.clone());
     // What every request passes through wraps the router once. `Router::layer` would wrap each
     // route instead, boxing every layer per route and cloning the boxes on every request.
-    let every_request = tower::ServiceBuilder::new()
-        .layer(middleware::from_fn(correlate))
+    let routed = tower::ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.into_response())
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .service(routes);
     Router::new().fallback_service(Front {
         state,
         timeout: settings.request_timeout,
-        general: every_request,
+        routed,
     })
 }
 
@@ -287,7 +283,8 @@ where
         let Some(caller) = req.extensions().get::<keyplane_core::authz::Caller>() else {
             return ApiError::from(keyplane_core::Error::internal("no caller")).into_response();
         };
-        match legacy_vault_header(state, caller, req.headers(), req.uri()).await {
+        let resolved = req.extensions().get::<operation::Resolved>();
+        match legacy_vault_header(state, caller, req.headers(), resolved).await {
             Ok(()) => handler(req).await,
             Err(refusal) => refusal,
         }
@@ -354,7 +351,11 @@ fn admit(state: &AppState, req: &mut Request, identity: Identity) -> Option<Resp
             "this caller is over its call rate",
         ));
     }
-    if state.keyplane.is_sealed() && !req.uri().path().starts_with("/api/v4/system/") {
+    let while_sealed = req
+        .extensions()
+        .get::<operation::Resolved>()
+        .is_some_and(|r| r.operation.meaning.while_sealed);
+    if state.keyplane.is_sealed() && !while_sealed {
         return Some(ApiError::from(keyplane_core::Error::Sealed).into_response());
     }
     let Identity { actor, grants } = identity;
@@ -369,7 +370,7 @@ async fn legacy_vault_header(
     state: &AppState,
     caller: &keyplane_core::authz::Caller,
     headers: &axum::http::HeaderMap,
-    uri: &axum::http::Uri,
+    resolved: Option<&operation::Resolved>,
 ) -> Result<(), Response> {
     let Some(header) = headers.get("uko-vault") else {
         return Ok(());
@@ -385,16 +386,24 @@ async fn legacy_vault_header(
         ))
         .into_response());
     };
-    let mut segments = uri.path().trim_start_matches("/api/v4/").split('/');
-    let (collection, id) = (
-        segments.next(),
-        segments.next().and_then(|s| uuid::Uuid::parse_str(s).ok()),
-    );
+    let Some(resolved) = resolved else {
+        return Ok(());
+    };
+    let id = resolved
+        .id
+        .as_deref()
+        .and_then(|s| uuid::Uuid::parse_str(s).ok());
     let kp = &state.keyplane;
-    let owner = match (collection, id) {
-        (Some("templates"), Some(id)) => kp.get_template(caller, id).await.map(|t| t.vault.id).ok(),
-        (Some("keystores"), Some(id)) => kp.get_keystore(caller, id).await.map(|k| k.vault.id).ok(),
-        (Some("managed_keys"), Some(id)) => kp.get_key(caller, id).await.map(|k| k.vault.id).ok(),
+    let owner = match (resolved.operation.owner, id) {
+        (Some(Owner::Template), Some(id)) => {
+            kp.get_template(caller, id).await.map(|t| t.vault.id).ok()
+        }
+        (Some(Owner::Keystore), Some(id)) => {
+            kp.get_keystore(caller, id).await.map(|k| k.vault.id).ok()
+        }
+        (Some(Owner::ManagedKey), Some(id)) => {
+            kp.get_key(caller, id).await.map(|k| k.vault.id).ok()
+        }
         _ => None,
     };
     match owner {
@@ -422,18 +431,9 @@ fn correlation_id(req: &Request) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// Gives every request a correlation id and renders every error with it as the UKO error body.
-async fn correlate(mut req: Request, next: Next) -> Response {
-    let trace = correlation_id(&req);
-    req.extensions_mut().insert(Trace(trace.clone()));
-    let key_protect = req.uri().path().starts_with("/api/v2/");
-    let response = next.run(req).await;
-    with_correlation(response, &trace, key_protect)
-}
-
 /// Renders an error answer as the UKO error body (the Key Protect one on its API), naming the
 /// correlation id, which every answer echoes.
-fn with_correlation(mut response: Response, trace: &str, key_protect: bool) -> Response {
+fn with_correlation(mut response: Response, trace: &str, dialect: Dialect) -> Response {
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         // Errors produced by layers below the routes (timeout, body limit, media type).
         let status = response.status();
@@ -452,7 +452,7 @@ fn with_correlation(mut response: Response, trace: &str, key_protect: bool) -> R
     });
     if let Some(error) = error {
         let headers = std::mem::take(response.headers_mut());
-        response = if key_protect {
+        response = if dialect == Dialect::KeyProtect {
             (error.status, axum::Json(error.key_protect_body(trace))).into_response()
         } else {
             (error.status, axum::Json(error.body(trace))).into_response()
@@ -474,27 +474,27 @@ fn with_correlation(mut response: Response, trace: &str, key_protect: bool) -> R
     response
 }
 
-/// The front of the application. The data plane's calls (`wrap`, `unwrap`… of a key) go
-/// straight to their handlers: past the router, whose routes and layers box and clone
-/// themselves on every call, a large part of the cost of a call this small. They take the same
-/// steps as through the router, in the same order — correlation id, timeout, audit scope,
-/// authentication, admission, the handler's own extraction — through the same functions.
-/// Everything else, and a data-plane call the front does not take (see
-/// `routes::data_plane_call`), goes to the router.
+/// The edge of the application, which every call passes: it resolves the call's operation
+/// once, gives it a correlation id and a deadline, and renders its errors in the operation's
+/// dialect. Behind it the router serves every call — through `gate`, in the audit scope, after
+/// authentication and admission — except the data plane's key operations (`wrap`, `unwrap`…),
+/// which the edge hands to their handlers through the same `guarded` steps without the
+/// router: its routes and layers box and clone themselves on every call, a large part of the
+/// cost of a call this small.
 #[derive(Clone)]
-struct Front<G> {
+struct Front<R> {
     state: AppState,
     timeout: Duration,
-    general: G,
+    routed: R,
 }
 
-impl<G> tower::Service<Request> for Front<G>
+impl<R> tower::Service<Request> for Front<R>
 where
-    G: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+    R: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
         + Clone
         + Send
         + 'static,
-    G::Future: Send + 'static,
+    R::Future: Send + 'static,
 {
     type Response = Response;
     type Error = std::convert::Infallible;
@@ -506,35 +506,60 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.general.poll_ready(cx)
+        self.routed.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        match routes::data_plane_call(&req) {
-            Some(call) => Box::pin(serve_data_plane(
-                self.state.clone(),
-                self.timeout,
-                call,
-                req,
-            )),
-            None => Box::pin(self.general.call(req)),
-        }
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let resolved = self
+            .state
+            .operations
+            .resolve(req.method(), req.uri().path());
+        let dialect = resolved.operation.dialect;
+        let fast = fast_path(&req, &resolved);
+        let trace = correlation_id(&req);
+        req.extensions_mut().insert(Trace(trace.clone()));
+        req.extensions_mut().insert(resolved);
+        let timeout = self.timeout;
+        let answer: std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> =
+            match fast {
+                Some(call) => {
+                    let state = self.state.clone();
+                    Box::pin(async move {
+                        guarded(&state, req, |req| {
+                            routes::serve_data_plane_call(state.clone(), call, req)
+                        })
+                        .await
+                    })
+                }
+                None => {
+                    let routed = self.routed.call(req);
+                    Box::pin(async move {
+                        match routed.await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    })
+                }
+            };
+        Box::pin(async move {
+            let response = tokio::time::timeout(timeout, answer)
+                .await
+                .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
+            Ok(with_correlation(response, &trace, dialect))
+        })
     }
 }
 
-async fn serve_data_plane(
-    state: AppState,
-    timeout: Duration,
-    call: routes::DataPlaneCall,
-    mut req: Request,
-) -> Result<Response, std::convert::Infallible> {
-    let trace = correlation_id(&req);
-    req.extensions_mut().insert(Trace(trace.clone()));
-    let answer = guarded(&state, req, |req| {
-        routes::serve_data_plane_call(state.clone(), call, req)
-    });
-    let response = tokio::time::timeout(timeout, answer)
-        .await
-        .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
-    Ok(with_correlation(response, &trace, true))
+/// The data-plane call the edge serves itself: a key operation of the data plane, sent as is
+/// (a compressed body takes the router, which inflates it) to a key named by a plain UUID (any
+/// other spelling takes the router, which answers it the same way).
+fn fast_path(req: &Request, resolved: &operation::Resolved) -> Option<routes::DataPlaneCall> {
+    let action = resolved.operation.data_plane?;
+    if req.method() != axum::http::Method::POST
+        || req.headers().contains_key(header::CONTENT_ENCODING)
+    {
+        return None;
+    }
+    let key = uuid::Uuid::try_parse(resolved.id.as_deref()?).ok()?;
+    Some(routes::DataPlaneCall { action, key })
 }

@@ -1,53 +1,677 @@
-//! What each operation of the API answers on success, read once from the OpenAPI document (the
-//! contract) and found per call by the route that matched, so the event written with a change
-//! records the status the caller gets.
+//! Every operation of the API, resolved once per call at the edge from its method and path: what
+//! it means to core (`keyplane_core::operation::Operation`: audit action, effect, severity,
+//! withheld bodies, whether it answers while sealed), what it answers on success (read from the
+//! OpenAPI document, the contract), its error dialect, the resource its `{id}` names and whether
+//! the data plane's fast path serves it. Everything after the edge reads the resolved operation;
+//! nothing downstream looks at the path again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::Method;
+use keyplane_core::operation::{Operation, Severity};
 
-/// Operations by method and route template (`/api/v4/managed_keys/{id}`).
-pub(crate) struct Operations(HashMap<(Method, String), u16>);
+use crate::routes::DataPlaneAction;
 
-impl Operations {
-    /// Each operation's success status: its lowest documented 2xx but 202, which only a request
-    /// awaiting approval answers (and that writes no change of its own).
-    pub(crate) fn from_document(doc: &utoipa::openapi::OpenApi) -> Self {
-        let mut map = HashMap::new();
-        for (path, item) in &doc.paths.paths {
-            let operations = [
-                (Method::GET, &item.get),
-                (Method::POST, &item.post),
-                (Method::PUT, &item.put),
-                (Method::PATCH, &item.patch),
-                (Method::DELETE, &item.delete),
-            ];
-            for (method, operation) in operations {
-                let Some(operation) = operation else { continue };
-                let success = operation
-                    .responses
-                    .responses
-                    .keys()
-                    .filter_map(|status| status.parse::<u16>().ok())
-                    .filter(|status| (200..300).contains(status) && *status != 202)
-                    .min()
-                    .unwrap_or(200);
-                map.insert((method, path.clone()), success);
-            }
+/// Which error body a call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// UKO's `{trace, status_code, errors}`.
+    Uko,
+    /// Key Protect's `{metadata, resources}`, on `/api/v2`.
+    KeyProtect,
+}
+
+/// What the `{id}` of a route names, for the legacy `UKO-Vault` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Template,
+    Keystore,
+    ManagedKey,
+}
+
+/// One routed operation.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub meaning: Operation,
+    /// Its success status: the lowest documented 2xx but 202, which only a request awaiting
+    /// approval answers (and that writes no change of its own).
+    pub success: u16,
+    pub dialect: Dialect,
+    pub owner: Option<Owner>,
+    pub data_plane: Option<DataPlaneAction>,
+}
+
+/// A call's operation, with the `{id}` its path carried. Put in the request by the edge.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub operation: Arc<Routed>,
+    pub id: Option<Box<str>>,
+}
+
+/// The operations, by method, in a path router.
+pub(crate) struct Operations {
+    by_method: HashMap<Method, matchit::Router<Arc<Routed>>>,
+    /// A path no operation has (404, 405): it only needs the dialect of its family.
+    unknown_uko: Arc<Routed>,
+    unknown_key_protect: Arc<Routed>,
+}
+
+struct Entry {
+    method: Method,
+    path: &'static str,
+    meaning: Operation,
+    owner: Option<Owner>,
+    data_plane: Option<DataPlaneAction>,
+}
+
+fn entry(method: Method, path: &'static str, meaning: Operation) -> Entry {
+    Entry {
+        method,
+        path,
+        meaning,
+        owner: None,
+        data_plane: None,
+    }
+}
+
+impl Entry {
+    fn owned_by(self, owner: Owner) -> Self {
+        Self {
+            owner: Some(owner),
+            ..self
         }
-        Self(map)
     }
 
-    /// The success status of the operation `route` matched (200 for what the document lacks).
-    pub(crate) fn success_status(&self, method: &Method, route: Option<&str>) -> u16 {
+    fn fast(self, action: DataPlaneAction) -> Self {
+        Self {
+            data_plane: Some(action),
+            ..self
+        }
+    }
+}
+
+const KEY_PROTECT: &str = "/api/v2/";
+
+/// Every operation the server routes. A test holds it to the OpenAPI document both ways.
+fn table() -> Vec<Entry> {
+    use Method as M;
+    use Operation as O;
+    use Owner::*;
+    use Severity::*;
+    let read = O::reads;
+    let write = |action| O::changes(action, Normal);
+    let key_write = O::changes("keyplane.managed-keys.write", Warning);
+    let key_read = read("keyplane.managed-keys.read");
+    let kp = |action| O::changes(action, Warning).withholding_body();
+    let data = |action| O::uses_keys(action);
+    vec![
+        // Vaults and dual control.
+        entry(M::GET, "/api/v4/vaults", read("keyplane.vaults.list")),
+        entry(M::POST, "/api/v4/vaults", write("keyplane.vaults.write")),
+        entry(M::GET, "/api/v4/vaults/{id}", read("keyplane.vaults.read")),
+        entry(
+            M::PATCH,
+            "/api/v4/vaults/{id}",
+            write("keyplane.vaults.write"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v4/vaults/{id}",
+            O::changes("keyplane.vaults.delete", Critical),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/vaults/{id}/dual_control",
+            read("keyplane.vaults.read"),
+        ),
+        entry(
+            M::PUT,
+            "/api/v4/vaults/{id}/dual_control",
+            write("keyplane.vaults.write"),
+        ),
+        // Templates.
+        entry(
+            M::GET,
+            "/api/v4/templates",
+            read("keyplane.key-templates.list"),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/templates",
+            write("keyplane.key-templates.write"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/templates/{id}",
+            read("keyplane.key-templates.read"),
+        )
+        .owned_by(Template),
+        entry(
+            M::PATCH,
+            "/api/v4/templates/{id}",
+            write("keyplane.key-templates.write"),
+        )
+        .owned_by(Template),
+        entry(
+            M::DELETE,
+            "/api/v4/templates/{id}",
+            write("keyplane.key-templates.delete"),
+        )
+        .owned_by(Template),
+        entry(
+            M::POST,
+            "/api/v4/templates/{id}/archive",
+            write("keyplane.key-templates.write"),
+        )
+        .owned_by(Template),
+        entry(
+            M::POST,
+            "/api/v4/templates/{id}/unarchive",
+            write("keyplane.key-templates.write"),
+        )
+        .owned_by(Template),
+        entry(
+            M::POST,
+            "/api/v4/templates/{id}/expose",
+            write("keyplane.key-templates.write"),
+        )
+        .owned_by(Template),
+        // Keystores.
+        entry(
+            M::GET,
+            "/api/v4/keystores",
+            read("keyplane.target-keystores.list"),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/keystores",
+            write("keyplane.target-keystores.write"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/keystores/{id}",
+            read("keyplane.target-keystores.read"),
+        )
+        .owned_by(Keystore),
+        entry(
+            M::PATCH,
+            "/api/v4/keystores/{id}",
+            write("keyplane.target-keystores.write"),
+        )
+        .owned_by(Keystore),
+        entry(
+            M::DELETE,
+            "/api/v4/keystores/{id}",
+            O::changes("keyplane.target-keystores.delete", Critical),
+        )
+        .owned_by(Keystore),
+        entry(
+            M::GET,
+            "/api/v4/keystores/{id}/status",
+            read("keyplane.target-keystores.read"),
+        )
+        .owned_by(Keystore),
+        entry(
+            M::GET,
+            "/api/v4/keystores/{id}/tasks",
+            read("keyplane.target-keystores.read"),
+        )
+        .owned_by(Keystore),
+        entry(
+            M::GET,
+            "/api/v4/keystores/{id}/managed_keys",
+            read("keyplane.target-keystores.read"),
+        )
+        .owned_by(Keystore),
+        entry(
+            M::GET,
+            "/api/v4/keystores/{id}/associated_resources",
+            read("keyplane.target-keystores.read"),
+        )
+        .owned_by(Keystore),
+        // Managed keys.
+        entry(
+            M::GET,
+            "/api/v4/managed_keys",
+            read("keyplane.managed-keys.list"),
+        ),
+        entry(M::POST, "/api/v4/managed_keys", key_write),
+        entry(M::GET, "/api/v4/managed_keys/{id}", key_read).owned_by(ManagedKey),
+        entry(M::PATCH, "/api/v4/managed_keys/{id}", key_write).owned_by(ManagedKey),
+        entry(
+            M::DELETE,
+            "/api/v4/managed_keys/{id}",
+            O::changes("keyplane.managed-keys.delete", Critical),
+        )
+        .owned_by(ManagedKey),
+        entry(M::GET, "/api/v4/managed_keys/{id}/versions", key_read).owned_by(ManagedKey),
+        entry(
+            M::GET,
+            "/api/v4/managed_keys/{id}/status_in_keystores",
+            key_read,
+        )
+        .owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/sync_status_in_keystores",
+            key_write,
+        )
+        .owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/update_from_template",
+            key_write,
+        )
+        .owned_by(ManagedKey),
+        entry(M::POST, "/api/v4/managed_keys/{id}/activate", key_write).owned_by(ManagedKey),
+        entry(M::POST, "/api/v4/managed_keys/{id}/deactivate", key_write).owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/destroy",
+            O::changes("keyplane.managed-keys.write", Critical),
+        )
+        .owned_by(ManagedKey),
+        entry(M::POST, "/api/v4/managed_keys/{id}/rotate", key_write).owned_by(ManagedKey),
+        entry(M::POST, "/api/v4/managed_keys/{id}/compromise", key_write).owned_by(ManagedKey),
+        entry(
+            M::GET,
+            "/api/v4/managed_keys/{id}/associated_resources",
+            key_read,
+        )
+        .owned_by(ManagedKey),
+        // Approvals: approving carries out a destroy or a removal.
+        entry(M::GET, "/api/v4/approvals", read("keyplane.approvals.list")),
+        entry(
+            M::GET,
+            "/api/v4/approvals/{id}",
+            read("keyplane.approvals.read"),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/approvals/{id}/approve",
+            O::changes("keyplane.approvals.write", Critical),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/approvals/{id}/reject",
+            write("keyplane.approvals.write"),
+        ),
+        // Audit.
+        entry(
+            M::GET,
+            "/api/v4/audit_events",
+            read("keyplane.audit-events.list"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/audit_events/verification",
+            read("keyplane.audit-events.read"),
+        ),
+        // Access.
+        entry(
+            M::POST,
+            "/api/v4/access/principals",
+            write("keyplane.access.principals.write"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/access/principals",
+            read("keyplane.access.principals.read"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/access/principals/{id}",
+            read("keyplane.access.principals.read"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v4/access/principals/{id}",
+            write("keyplane.access.principals.delete"),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/access/principals/{id}/api_keys",
+            write("keyplane.access.api-keys.write"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/access/principals/{id}/api_keys",
+            read("keyplane.access.api-keys.read"),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/access/api_keys/{id}/rotate",
+            write("keyplane.access.api-keys.write"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v4/access/api_keys/{id}",
+            write("keyplane.access.api-keys.delete"),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/access/policies",
+            write("keyplane.access.policies.write"),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/access/policies",
+            read("keyplane.access.policies.read"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v4/access/policies/{id}",
+            write("keyplane.access.policies.delete"),
+        ),
+        // The seal: its bodies carry unseal secrets.
+        entry(
+            M::GET,
+            "/api/v4/system/seal_status",
+            read("keyplane.system.seal-status")
+                .withholding_body()
+                .answering_while_sealed(),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/system/unseal",
+            O::changes("keyplane.system.unseal", Warning)
+                .withholding_body()
+                .answering_while_sealed(),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/system/seal",
+            O::changes("keyplane.system.seal", Warning)
+                .withholding_body()
+                .answering_while_sealed(),
+        ),
+        entry(
+            M::POST,
+            "/api/v4/system/rotate_master_key",
+            O::changes("keyplane.system.rotate-master-key", Warning)
+                .withholding_body()
+                .answering_while_sealed(),
+        ),
+        entry(
+            M::GET,
+            "/api/v4/openapi.json",
+            read("keyplane.openapi.read"),
+        ),
+        // Key Protect: key management changes managed keys; the data plane uses them.
+        entry(M::GET, "/api/v2/keys", data("keyplane.data-plane.read")),
+        entry(M::POST, "/api/v2/keys", kp("keyplane.key-protect.create")),
+        entry(
+            M::GET,
+            "/api/v2/keys/{id}",
+            data("keyplane.data-plane.read"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v2/keys/{id}",
+            O::changes("keyplane.key-protect.delete", Critical).withholding_body(),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/wrap",
+            data("keyplane.data-plane.wrap"),
+        )
+        .fast(DataPlaneAction::Wrap),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/unwrap",
+            data("keyplane.data-plane.unwrap"),
+        )
+        .fast(DataPlaneAction::Unwrap),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/rewrap",
+            data("keyplane.data-plane.rewrap"),
+        )
+        .fast(DataPlaneAction::Rewrap),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/wrap_batch",
+            data("keyplane.data-plane.wrap_batch"),
+        )
+        .fast(DataPlaneAction::WrapBatch),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/unwrap_batch",
+            data("keyplane.data-plane.unwrap_batch"),
+        )
+        .fast(DataPlaneAction::UnwrapBatch),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/enable",
+            kp("keyplane.key-protect.enable"),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/disable",
+            kp("keyplane.key-protect.disable"),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/rotate",
+            kp("keyplane.key-protect.rotate"),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/import_token",
+            kp("keyplane.key-protect.create-import-token"),
+        ),
+        entry(
+            M::GET,
+            "/api/v2/import_token",
+            read("keyplane.key-protect.read-import-token").withholding_body(),
+        ),
+        // Outside the API: the token exchange (its body is an API key) and liveness.
+        entry(
+            M::POST,
+            "/identity/token",
+            write("keyplane.identity.token").withholding_body(),
+        ),
+        entry(M::GET, "/health", read("keyplane.health.read")),
+    ]
+}
+
+impl Operations {
+    /// The table, with each operation's success status from the document.
+    pub(crate) fn from_document(doc: &utoipa::openapi::OpenApi) -> Self {
+        let mut by_method: HashMap<Method, matchit::Router<Arc<Routed>>> = HashMap::new();
+        for e in table() {
+            let success = documented(doc, &e.method, e.path)
+                .map(|operation| {
+                    operation
+                        .responses
+                        .responses
+                        .keys()
+                        .filter_map(|status| status.parse::<u16>().ok())
+                        .filter(|status| (200..300).contains(status) && *status != 202)
+                        .min()
+                        .unwrap_or(200)
+                })
+                .unwrap_or(200);
+            let routed = Arc::new(Routed {
+                meaning: e.meaning,
+                success,
+                dialect: dialect_of(e.path),
+                owner: e.owner,
+                data_plane: e.data_plane,
+            });
+            by_method
+                .entry(e.method.clone())
+                .or_default()
+                .insert(e.path, routed)
+                .unwrap_or_else(|err| panic!("operation {} {}: {err}", e.method, e.path));
+        }
+        let unknown = |dialect| {
+            Arc::new(Routed {
+                meaning: Operation::reads("keyplane.api.unknown"),
+                success: 200,
+                dialect,
+                owner: None,
+                data_plane: None,
+            })
+        };
+        Self {
+            by_method,
+            unknown_uko: unknown(Dialect::Uko),
+            unknown_key_protect: unknown(Dialect::KeyProtect),
+        }
+    }
+
+    /// The operation a call is, or the unknown operation of its path's family. HEAD is GET.
+    pub(crate) fn resolve(&self, method: &Method, path: &str) -> Resolved {
         let method = if method == Method::HEAD {
             &Method::GET
         } else {
             method
         };
-        route
-            .and_then(|r| self.0.get(&(method.clone(), r.to_owned())))
-            .copied()
-            .unwrap_or(200)
+        if let Some(found) = self
+            .by_method
+            .get(method)
+            .and_then(|router| router.at(path).ok())
+        {
+            return Resolved {
+                operation: found.value.clone(),
+                id: found.params.get("id").map(Box::from),
+            };
+        }
+        let operation = match dialect_of(path) {
+            Dialect::Uko => self.unknown_uko.clone(),
+            Dialect::KeyProtect => self.unknown_key_protect.clone(),
+        };
+        Resolved {
+            operation,
+            id: None,
+        }
+    }
+}
+
+fn dialect_of(path: &str) -> Dialect {
+    if path.starts_with(KEY_PROTECT) {
+        Dialect::KeyProtect
+    } else {
+        Dialect::Uko
+    }
+}
+
+fn documented<'a>(
+    doc: &'a utoipa::openapi::OpenApi,
+    method: &Method,
+    path: &str,
+) -> Option<&'a utoipa::openapi::path::Operation> {
+    let item = doc.paths.paths.get(path)?;
+    match *method {
+        Method::GET => item.get.as_ref(),
+        Method::POST => item.post.as_ref(),
+        Method::PUT => item.put.as_ref(),
+        Method::PATCH => item.patch.as_ref(),
+        Method::DELETE => item.delete.as_ref(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operations() -> Operations {
+        Operations::from_document(&crate::openapi())
+    }
+
+    #[test]
+    fn every_documented_operation_is_described_and_nothing_else() {
+        let doc = crate::openapi();
+        let described: Vec<(Method, &str)> =
+            table().into_iter().map(|e| (e.method, e.path)).collect();
+        for (path, item) in &doc.paths.paths {
+            for (method, operation) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                if operation.is_some() {
+                    assert!(
+                        described.contains(&(method.clone(), path.as_str())),
+                        "{method} {path} is documented but has no operation"
+                    );
+                }
+            }
+        }
+        for (method, path) in described {
+            let outside_the_document = ["/identity/token", "/health", "/api/v4/openapi.json"];
+            assert!(
+                outside_the_document.contains(&path) || documented(&doc, &method, path).is_some(),
+                "{method} {path} is described but not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn calls_resolve_to_their_operation_once() {
+        let ops = operations();
+        let resolve = |method: Method, path: &str| ops.resolve(&method, path);
+        let destroy = resolve(Method::POST, "/api/v4/managed_keys/abc/destroy");
+        assert_eq!(
+            destroy.operation.meaning.action,
+            "keyplane.managed-keys.write"
+        );
+        assert_eq!(destroy.operation.meaning.severity, Severity::Critical);
+        assert_eq!(destroy.operation.owner, Some(Owner::ManagedKey));
+        assert_eq!(destroy.id.as_deref(), Some("abc"));
+        let rotate = resolve(Method::POST, "/api/v4/managed_keys/abc/rotate");
+        assert_eq!(rotate.operation.meaning.severity, Severity::Warning);
+        assert_eq!(rotate.operation.success, 200);
+        assert_eq!(
+            resolve(Method::POST, "/api/v4/vaults").operation.success,
+            201
+        );
+        assert_eq!(
+            resolve(Method::DELETE, "/api/v4/vaults/x")
+                .operation
+                .success,
+            204
+        );
+        assert_eq!(
+            resolve(Method::POST, "/api/v4/access/principals/x/api_keys")
+                .operation
+                .success,
+            201
+        );
+        assert_eq!(
+            resolve(Method::POST, "/api/v2/import_token")
+                .operation
+                .success,
+            201
+        );
+        let approve = resolve(Method::POST, "/api/v4/approvals/x/approve");
+        assert_eq!(approve.operation.meaning.severity, Severity::Critical);
+        let wrap = resolve(Method::POST, "/api/v2/keys/k/actions/wrap");
+        assert_eq!(wrap.operation.meaning.action, "keyplane.data-plane.wrap");
+        assert!(wrap.operation.meaning.withholds_body);
+        assert_eq!(wrap.operation.dialect, Dialect::KeyProtect);
+        assert!(wrap.operation.data_plane.is_some());
+        // HEAD is GET; unknown paths keep their family's dialect.
+        let head = resolve(Method::HEAD, "/api/v4/vaults");
+        assert_eq!(head.operation.meaning.action, "keyplane.vaults.list");
+        assert_eq!(
+            resolve(Method::GET, "/api/v2/nothing").operation.dialect,
+            Dialect::KeyProtect
+        );
+        assert_eq!(
+            resolve(Method::PUT, "/api/v4/vaults")
+                .operation
+                .meaning
+                .action,
+            "keyplane.api.unknown"
+        );
+        let unseal = resolve(Method::POST, "/api/v4/system/unseal");
+        assert!(unseal.operation.meaning.while_sealed && unseal.operation.meaning.withholds_body);
+        assert!(!destroy.operation.meaning.while_sealed);
     }
 }

@@ -72,7 +72,9 @@ impl std::fmt::Display for Target {
 /// one and most calls are never recorded: text is written out only when the event is.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
-    pub action: String,
+    pub action: &'static str,
+    /// The severity of the operation's event when it succeeds (refusals raise it).
+    pub severity: crate::operation::Severity,
     pub initiator: String,
     pub target: Option<Target>,
     pub vault_id: Option<Uuid>,
@@ -86,13 +88,13 @@ pub struct PendingEvent {
 impl PendingEvent {
     /// The event, finished (chain fields are filled in by the store).
     pub fn finish(self, outcome: &str, status: u16) -> AuditEvent {
-        let severity = severity(&self.action, status, &self.request).to_owned();
+        let severity = self.severity.answered(status).as_str().to_owned();
         AuditEvent {
             seq: 0,
             id: Uuid::now_v7(),
             // Milliseconds: what stores keep, so the hash covers exactly what is read back.
             at: Utc::now().trunc_subsecs(3),
-            action: self.action,
+            action: self.action.to_owned(),
             outcome: outcome.to_owned(),
             status,
             severity,
@@ -105,37 +107,6 @@ impl PendingEvent {
             prev_hash: String::new(),
             hash: String::new(),
         }
-    }
-}
-
-/// Severity as the Activity Tracker assigns it: deletes and destroys are critical, key writes
-/// warnings; by status, 401/403/5xx critical and 400/409/424 warnings.
-fn severity(action: &str, status: u16, request: &serde_json::Value) -> &'static str {
-    let path = request["path"].as_str().unwrap_or_default();
-    // A destroy directly, carried out by an approval (destroy or removal of a key), or through
-    // the Key Protect API's delete.
-    let destroy = (path.starts_with("/api/v4/managed_keys/") && path.ends_with("/destroy"))
-        || (path.starts_with("/api/v4/approvals/") && path.ends_with("/approve"))
-        || action == "keyplane.key-protect.delete";
-    match status {
-        401 | 403 | 500 | 503 | 507 => return "critical",
-        400 | 409 | 424 | 502 | 504 | 505 => return "warning",
-        _ => {}
-    }
-    if destroy
-        || action.ends_with(".delete")
-            && (action.contains("target-keystores")
-                || action.contains("managed-keys")
-                || action.contains("vaults"))
-    {
-        "critical"
-    } else if action == "keyplane.managed-keys.write"
-        || action.starts_with("keyplane.key-protect.")
-        || action.starts_with("keyplane.system.")
-    {
-        "warning"
-    } else {
-        "normal"
     }
 }
 
@@ -347,45 +318,5 @@ mod tests {
         assert_eq!(r["nested"][0]["ok"], 1);
         assert_eq!(r["name"], "aws");
         assert!(!r.to_string().contains("s3cr3t"));
-    }
-
-    #[test]
-    fn severities_follow_the_activity_tracker() {
-        let destroy = json!({"path": "/api/v4/managed_keys/x/destroy"});
-        assert_eq!(
-            severity("keyplane.managed-keys.write", 200, &destroy),
-            "critical"
-        );
-        assert_eq!(
-            severity("keyplane.managed-keys.write", 200, &json!({})),
-            "warning"
-        );
-        assert_eq!(
-            severity("keyplane.vaults.delete", 204, &json!({})),
-            "critical"
-        );
-        assert_eq!(severity("keyplane.vaults.write", 201, &json!({})), "normal");
-        assert_eq!(
-            severity("keyplane.vaults.write", 409, &json!({})),
-            "warning"
-        );
-        assert_eq!(
-            severity("keyplane.vaults.list", 401, &json!({})),
-            "critical"
-        );
-        // What an approval carries out, and a Key Protect delete, are destroys too.
-        let approve = json!({"path": "/api/v4/approvals/x/approve"});
-        assert_eq!(
-            severity("keyplane.approvals.write", 200, &approve),
-            "critical"
-        );
-        assert_eq!(
-            severity("keyplane.key-protect.delete", 204, &json!({})),
-            "critical"
-        );
-        assert_eq!(
-            severity("keyplane.key-protect.rotate", 204, &json!({})),
-            "warning"
-        );
     }
 }

@@ -11,6 +11,7 @@ pub mod keystore_types;
 pub mod lifecycle;
 pub mod model;
 pub mod naming;
+pub mod operation;
 pub mod ports;
 pub mod query;
 pub mod service;

@@ -95,49 +95,22 @@ fn version_id(key: Uuid, version: u32) -> String {
     id
 }
 
-/// A data-plane call, taken by the application's front ahead of the router (`crate::Front`).
+/// A data-plane call the application's edge serves on its fast path (`crate::Front`): the
+/// operation it resolved and the key its path names.
 #[derive(Clone, Copy)]
 pub(crate) struct DataPlaneCall {
-    action: DataPlaneAction,
-    key: Uuid,
+    pub action: DataPlaneAction,
+    pub key: Uuid,
 }
 
-#[derive(Clone, Copy)]
-enum DataPlaneAction {
+/// The data-plane operations the fast path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataPlaneAction {
     Wrap,
     Unwrap,
     Rewrap,
     WrapBatch,
     UnwrapBatch,
-}
-
-/// `POST /api/v2/keys/{id}/actions/{action}` of the data plane, with a plain UUID and a body
-/// sent as is. Anything else, a compressed body or an id in another spelling included, takes
-/// the router, which answers it the same way.
-pub(crate) fn data_plane_call(req: &axum::extract::Request) -> Option<DataPlaneCall> {
-    if req.method() != axum::http::Method::POST
-        || req
-            .headers()
-            .contains_key(axum::http::header::CONTENT_ENCODING)
-    {
-        return None;
-    }
-    let (id, action) = req
-        .uri()
-        .path()
-        .strip_prefix("/api/v2/keys/")?
-        .split_once('/')?;
-    let action = action.strip_prefix("actions/")?;
-    let action = match action {
-        "wrap" => DataPlaneAction::Wrap,
-        "unwrap" => DataPlaneAction::Unwrap,
-        "rewrap" => DataPlaneAction::Rewrap,
-        "wrap_batch" => DataPlaneAction::WrapBatch,
-        "unwrap_batch" => DataPlaneAction::UnwrapBatch,
-        _ => return None,
-    };
-    let key = Uuid::try_parse(id).ok()?;
-    Some(DataPlaneCall { action, key })
 }
 
 /// Answers a data-plane call with its handler, extracting its arguments as the router would.

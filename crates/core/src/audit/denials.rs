@@ -132,7 +132,8 @@ fn summary(source: &DenialSource, window: Window) -> Option<AuditEvent> {
         "individually_recorded": window.recorded,
     });
     let event = PendingEvent {
-        action: "keyplane.audit.denials-summarised".into(),
+        action: "keyplane.audit.denials-summarised",
+        severity: crate::operation::Severity::Critical,
         initiator: match source {
             DenialSource::Overflow => "many".into(),
             _ => last.initiator,
@@ -153,7 +154,8 @@ mod tests {
 
     fn pending(initiator: &str) -> PendingEvent {
         PendingEvent {
-            action: "keyplane.vaults.read".into(),
+            action: "keyplane.vaults.read",
+            severity: crate::operation::Severity::Normal,
             initiator: initiator.into(),
             target: None,
             vault_id: None,
