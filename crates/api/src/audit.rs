@@ -9,35 +9,27 @@ use axum::response::{IntoResponse, Response};
 use keyplane_core::audit::denials::DenialSource;
 use keyplane_core::audit::{self, AuditScope, PendingEvent};
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::operation::Resolved;
-use crate::{AppState, Trace};
+use crate::operation::Routed;
 
 /// Runs `call` inside the request's audit scope, then records what no store write did.
-pub(crate) async fn record<F, Fut>(state: &AppState, req: Request, call: F) -> Response
+pub(crate) async fn record<F, Fut>(
+    state: &AppState,
+    routed: &Routed,
+    trace: String,
+    req: Request,
+    call: F,
+) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let resolved = req.extensions().get::<Resolved>();
-    let Some((operation, success_status)) =
-        resolved.map(|r| (r.operation.meaning, r.operation.success))
-    else {
-        // Every call is resolved at the edge; one that was not is refused, not guessed at.
-        return ApiError::from(keyplane_core::Error::internal(
-            "a call reached no operation",
-        ))
-        .into_response();
-    };
+    let (operation, success_status) = (routed.meaning, routed.success);
     let method = req.method().clone();
     // A clone of the URI shares its bytes: the path is only copied out if an event is written.
     let uri = req.uri().clone();
     let path = uri.path();
-    let trace = req
-        .extensions()
-        .get::<Trace>()
-        .map(|t| t.0.clone())
-        .unwrap_or_default();
     let source = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

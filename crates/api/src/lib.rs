@@ -215,8 +215,15 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            |State(state): State<AppState>, req: Request, next: Next| async move {
-                audit::record(&state, req, |req| next.run(req)).await
+            |State(state): State<AppState>, mut req: Request, next: Next| async move {
+                match take_resolved(&mut req) {
+                    Some(resolved) => {
+                        let trace = trace_of(&req);
+                        audit::record(&state, &resolved.operation, trace, req, |req| next.run(req))
+                            .await
+                    }
+                    None => unresolved(),
+                }
             },
         ));
     let routes = Router::new()
@@ -258,18 +265,51 @@ async fn method_not_allowed() -> ApiError {
 
 /// What every routed API call passes through, in one middleware (each layer of its own would
 /// box and clone the stack below it on every call).
-async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    guarded(&state, req, |req| next.run(req)).await
+async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match take_resolved(&mut req) {
+        Some(resolved) => {
+            let trace = trace_of(&req);
+            guarded(&state, &resolved, trace, req, |req| next.run(req)).await
+        }
+        None => unresolved(),
+    }
+}
+
+/// The operation the edge resolved for a routed call. Every call is resolved at the edge; one
+/// that was not is refused, not guessed at.
+fn take_resolved(req: &mut Request) -> Option<operation::Resolved> {
+    req.extensions_mut().remove::<operation::Resolved>()
+}
+
+/// The correlation id the edge gave a routed call.
+fn trace_of(req: &Request) -> String {
+    req.extensions()
+        .get::<Trace>()
+        .map(|t| t.0.clone())
+        .unwrap_or_default()
+}
+
+fn unresolved() -> Response {
+    ApiError::from(keyplane_core::Error::internal(
+        "a call reached no operation",
+    ))
+    .into_response()
 }
 
 /// Runs `handler` on the request once it is let through, inside the request's audit scope:
 /// authentication; admission (call rate, seal, roles); the legacy vault header.
-async fn guarded<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
+async fn guarded<F, Fut>(
+    state: &AppState,
+    resolved: &operation::Resolved,
+    trace: String,
+    req: Request,
+    handler: F,
+) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    audit::record(state, req, |req| async {
+    audit::record(state, &resolved.operation, trace, req, |req| async {
         // Parts of the request, not the request: its body is not `Sync`.
         let certificate = req.extensions().get::<ClientCertificate>();
         let identity = match authenticate(state, req.headers(), certificate).await {
@@ -277,13 +317,17 @@ where
             Err(refusal) => return refusal,
         };
         let mut req = req;
-        if let Some(refusal) = admit(state, &mut req, identity) {
+        if let Some(refusal) = admit(
+            state,
+            &mut req,
+            identity,
+            resolved.operation.meaning.while_sealed,
+        ) {
             return refusal;
         }
         let Some(caller) = req.extensions().get::<keyplane_core::authz::Caller>() else {
             return ApiError::from(keyplane_core::Error::internal("no caller")).into_response();
         };
-        let resolved = req.extensions().get::<operation::Resolved>();
         match legacy_vault_header(state, caller, req.headers(), resolved).await {
             Ok(()) => handler(req).await,
             Err(refusal) => refusal,
@@ -343,7 +387,12 @@ async fn authenticate(
 /// sealed only the system endpoints (seal status, unseal) answer; everything else is a key
 /// operation or reveals key metadata. What the caller may do is decided by each operation, in
 /// core, on the caller this puts in the request.
-fn admit(state: &AppState, req: &mut Request, identity: Identity) -> Option<Response> {
+fn admit(
+    state: &AppState,
+    req: &mut Request,
+    identity: Identity,
+    while_sealed: bool,
+) -> Option<Response> {
     keyplane_core::audit::name_initiator(&identity.actor.0);
     if let Err(retry_after) = state.limits.admit_call(&identity.actor.0) {
         return Some(limits::too_many(
@@ -351,10 +400,6 @@ fn admit(state: &AppState, req: &mut Request, identity: Identity) -> Option<Resp
             "this caller is over its call rate",
         ));
     }
-    let while_sealed = req
-        .extensions()
-        .get::<operation::Resolved>()
-        .is_some_and(|r| r.operation.meaning.while_sealed);
     if state.keyplane.is_sealed() && !while_sealed {
         return Some(ApiError::from(keyplane_core::Error::Sealed).into_response());
     }
@@ -370,7 +415,7 @@ async fn legacy_vault_header(
     state: &AppState,
     caller: &keyplane_core::authz::Caller,
     headers: &axum::http::HeaderMap,
-    resolved: Option<&operation::Resolved>,
+    resolved: &operation::Resolved,
 ) -> Result<(), Response> {
     let Some(header) = headers.get("uko-vault") else {
         return Ok(());
@@ -386,15 +431,8 @@ async fn legacy_vault_header(
         ))
         .into_response());
     };
-    let Some(resolved) = resolved else {
-        return Ok(());
-    };
-    let id = resolved
-        .id
-        .as_deref()
-        .and_then(|s| uuid::Uuid::parse_str(s).ok());
     let kp = &state.keyplane;
-    let owner = match (resolved.operation.owner, id) {
+    let owner = match (resolved.operation.owner, resolved.id) {
         (Some(Owner::Template), Some(id)) => {
             kp.get_template(caller, id).await.map(|t| t.vault.id).ok()
         }
@@ -428,7 +466,17 @@ fn correlation_id(req: &Request) -> String {
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable_correlation_id(v))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(new_correlation_id, str::to_owned)
+}
+
+/// A new correlation id, a random UUID written straight into its text (formatting through
+/// `Display` cost about as much again as the rest of the edge).
+fn new_correlation_id() -> String {
+    let mut text = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// Renders an error answer as the UKO error body (the Key Protect one on its API), naming the
@@ -517,37 +565,54 @@ where
         let dialect = resolved.operation.dialect;
         let fast = fast_path(&req, &resolved);
         let trace = correlation_id(&req);
-        req.extensions_mut().insert(Trace(trace.clone()));
-        req.extensions_mut().insert(resolved);
         let timeout = self.timeout;
-        let answer: std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> =
-            match fast {
-                Some(call) => {
-                    let state = self.state.clone();
-                    Box::pin(async move {
-                        guarded(&state, req, |req| {
+        // The data plane's calls get what the router's get from the request's extensions
+        // directly (an insert each is a noticeable part of a call this small).
+        let next = match fast {
+            Some(call) => Onward::DataPlane(self.state.clone(), call, resolved, trace.clone(), req),
+            None => {
+                req.extensions_mut().insert(Trace(trace.clone()));
+                req.extensions_mut().insert(resolved);
+                Onward::Router(self.routed.call(req))
+            }
+        };
+        // One boxed future per call: the data plane's calls are small enough for a second one
+        // to show.
+        Box::pin(async move {
+            let answer = async {
+                match next {
+                    Onward::DataPlane(state, call, resolved, trace, req) => {
+                        guarded(&state, &resolved, trace, req, |req| {
                             routes::serve_data_plane_call(state.clone(), call, req)
                         })
                         .await
-                    })
-                }
-                None => {
-                    let routed = self.routed.call(req);
-                    Box::pin(async move {
-                        match routed.await {
-                            Ok(response) => response,
-                            Err(never) => match never {},
-                        }
-                    })
+                    }
+                    Onward::Router(routed) => match routed.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
                 }
             };
-        Box::pin(async move {
             let response = tokio::time::timeout(timeout, answer)
                 .await
                 .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
             Ok(with_correlation(response, &trace, dialect))
         })
     }
+}
+
+/// Where the edge sends a call. It lives inside the call's one boxed future, so its size is
+/// allocated once either way.
+#[allow(clippy::large_enum_variant)]
+enum Onward<F> {
+    DataPlane(
+        AppState,
+        routes::DataPlaneCall,
+        operation::Resolved,
+        String,
+        Request,
+    ),
+    Router(F),
 }
 
 /// The data-plane call the edge serves itself: a key operation of the data plane, sent as is
@@ -560,6 +625,8 @@ fn fast_path(req: &Request, resolved: &operation::Resolved) -> Option<routes::Da
     {
         return None;
     }
-    let key = uuid::Uuid::try_parse(resolved.id.as_deref()?).ok()?;
-    Some(routes::DataPlaneCall { action, key })
+    Some(routes::DataPlaneCall {
+        action,
+        key: resolved.id?,
+    })
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::http::Method;
 use keyplane_core::operation::{Operation, Severity};
+use uuid::Uuid;
 
 use crate::routes::DataPlaneAction;
 
@@ -42,16 +43,21 @@ pub(crate) struct Routed {
     pub data_plane: Option<DataPlaneAction>,
 }
 
-/// A call's operation, with the `{id}` its path carried. Put in the request by the edge.
+/// A call's operation, with the `{id}` its path carried when that is a UUID (an id in no form
+/// of one names nothing; its handler answers it). Put in the request by the edge.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub operation: Arc<Routed>,
-    pub id: Option<Box<str>>,
+    pub id: Option<Uuid>,
 }
 
 /// The operations, by method, in a path router.
 pub(crate) struct Operations {
-    by_method: HashMap<Method, matchit::Router<Arc<Routed>>>,
+    get: matchit::Router<Arc<Routed>>,
+    post: matchit::Router<Arc<Routed>>,
+    put: matchit::Router<Arc<Routed>>,
+    patch: matchit::Router<Arc<Routed>>,
+    delete: matchit::Router<Arc<Routed>>,
     /// A path no operation has (404, 405): it only needs the dialect of its family.
     unknown_uko: Arc<Routed>,
     unknown_key_protect: Arc<Routed>,
@@ -515,8 +521,13 @@ impl Operations {
                 data_plane: None,
             })
         };
+        let mut take = |method: Method| by_method.remove(&method).unwrap_or_default();
         Self {
-            by_method,
+            get: take(Method::GET),
+            post: take(Method::POST),
+            put: take(Method::PUT),
+            patch: take(Method::PATCH),
+            delete: take(Method::DELETE),
             unknown_uko: unknown(Dialect::Uko),
             unknown_key_protect: unknown(Dialect::KeyProtect),
         }
@@ -524,19 +535,21 @@ impl Operations {
 
     /// The operation a call is, or the unknown operation of its path's family. HEAD is GET.
     pub(crate) fn resolve(&self, method: &Method, path: &str) -> Resolved {
-        let method = if method == Method::HEAD {
-            &Method::GET
-        } else {
-            method
+        let router = match *method {
+            Method::POST => Some(&self.post),
+            Method::GET | Method::HEAD => Some(&self.get),
+            Method::PUT => Some(&self.put),
+            Method::PATCH => Some(&self.patch),
+            Method::DELETE => Some(&self.delete),
+            _ => None,
         };
-        if let Some(found) = self
-            .by_method
-            .get(method)
-            .and_then(|router| router.at(path).ok())
-        {
+        if let Some(found) = router.and_then(|router| router.at(path).ok()) {
             return Resolved {
                 operation: found.value.clone(),
-                id: found.params.get("id").map(Box::from),
+                id: found
+                    .params
+                    .get("id")
+                    .and_then(|id| Uuid::try_parse(id).ok()),
             };
         }
         let operation = match dialect_of(path) {
@@ -616,14 +629,19 @@ mod tests {
     fn calls_resolve_to_their_operation_once() {
         let ops = operations();
         let resolve = |method: Method, path: &str| ops.resolve(&method, path);
-        let destroy = resolve(Method::POST, "/api/v4/managed_keys/abc/destroy");
+        let id = Uuid::new_v4();
+        let destroy = resolve(Method::POST, &format!("/api/v4/managed_keys/{id}/destroy"));
         assert_eq!(
             destroy.operation.meaning.action,
             "keyplane.managed-keys.write"
         );
         assert_eq!(destroy.operation.meaning.severity, Severity::Critical);
         assert_eq!(destroy.operation.owner, Some(Owner::ManagedKey));
-        assert_eq!(destroy.id.as_deref(), Some("abc"));
+        assert_eq!(destroy.id, Some(id));
+        // An id that is no UUID names nothing.
+        let odd = resolve(Method::GET, "/api/v4/managed_keys/abc");
+        assert_eq!(odd.id, None);
+        assert_eq!(odd.operation.owner, Some(Owner::ManagedKey));
         let rotate = resolve(Method::POST, "/api/v4/managed_keys/abc/rotate");
         assert_eq!(rotate.operation.meaning.severity, Severity::Warning);
         assert_eq!(rotate.operation.success, 200);
