@@ -90,6 +90,31 @@ impl utoipa::Modify for CommonAnswers {
                 text.pattern = Some(pattern.to_owned());
             }
         }
+        for (schema, property, fewest, most, min, max, pattern) in LIST_RULES {
+            if let Some(list) = array_property_of(components, schema, property) {
+                list.min_items = (fewest > 0).then_some(fewest);
+                list.max_items = Some(most);
+                if let utoipa::openapi::schema::ArrayItems::RefOrSchema(item) = &mut list.items
+                    && let RefOr::T(utoipa::openapi::schema::Schema::Object(item)) = item.as_mut()
+                {
+                    item.min_length = Some(min);
+                    item.max_length = Some(max);
+                    item.pattern = Some(pattern.to_owned());
+                }
+            }
+        }
+        for (schema, property, min, max) in NUMBER_RULES {
+            if let Some(number) = property_of(components, schema, property) {
+                number.minimum = Some(min.into());
+                number.maximum = Some(max.into());
+            }
+        }
+        let (min, max, pattern) = DATA_KEY_RULE;
+        if let Some(text) = property_of(components, "WrapRequest", "plaintext") {
+            text.min_length = Some(min);
+            text.max_length = Some(max);
+            text.pattern = Some(pattern.to_owned());
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             let key_protect = path.starts_with("/api/v2/");
             let names_resource = path.contains('{');
@@ -109,13 +134,13 @@ impl utoipa::Modify for CommonAnswers {
 }
 
 use keyplane_core::validate::{
-    FREE_TEXT_PATTERN, KEY_LABEL_PATTERN, KEYSTORE_NAME_PATTERN, TEMPLATE_NAME_PATTERN,
-    VAULT_NAME_PATTERN,
+    FREE_TEXT_PATTERN, KEY_LABEL_PATTERN, KEYSTORE_NAME_PATTERN, NO_CONTROL_PATTERN,
+    TEMPLATE_NAME_PATTERN, VAULT_NAME_PATTERN,
 };
 
 /// Text fields of request bodies, with the lengths and pattern core checks them against:
 /// (schema, property, shortest, longest, pattern).
-const TEXT_RULES: [(&str, &str, usize, usize, &str); 17] = [
+const TEXT_RULES: [(&str, &str, usize, usize, &str); 26] = [
     ("VaultBody", "name", 1, 100, VAULT_NAME_PATTERN),
     ("VaultPatchBody", "name", 1, 100, VAULT_NAME_PATTERN),
     ("TemplateBody", "name", 1, 30, TEMPLATE_NAME_PATTERN),
@@ -145,6 +170,99 @@ const TEXT_RULES: [(&str, &str, usize, usize, &str); 17] = [
     ("KeyCreateBody", "description", 0, 200, FREE_TEXT_PATTERN),
     ("KeyUpdateBody", "description", 0, 200, FREE_TEXT_PATTERN),
     ("TagBody", "value", 0, 256, FREE_TEXT_PATTERN),
+    ("TagBody", "name", 1, 128, NO_CONTROL_PATTERN),
+    (
+        "VaultBody",
+        "recovery_key_label",
+        1,
+        100,
+        NO_CONTROL_PATTERN,
+    ),
+    (
+        "VaultPatchBody",
+        "recovery_key_label",
+        1,
+        100,
+        NO_CONTROL_PATTERN,
+    ),
+    ("KeystoreBody", "location", 0, 100, NO_CONTROL_PATTERN),
+    ("KeystorePatchBody", "location", 0, 100, NO_CONTROL_PATTERN),
+    ("KeystoreBody", "tls_proxy", 0, 2048, NO_CONTROL_PATTERN),
+    (
+        "KeystorePatchBody",
+        "tls_proxy",
+        0,
+        2048,
+        NO_CONTROL_PATTERN,
+    ),
+    (
+        "PrincipalBody",
+        "description",
+        0,
+        keyplane_core::service::MAX_PRINCIPAL_DESCRIPTION,
+        FREE_TEXT_PATTERN,
+    ),
+    ("TemplateKeystoreBody", "group", 1, 100, NO_CONTROL_PATTERN),
+];
+
+/// A Key Protect key named by id or alias: 1 to 128 characters, none of them a control one.
+const KEY_REFERENCE_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]{1,128}$";
+
+/// Base64 as the data plane decodes it (standard alphabet, padded, no stray bits in the last
+/// character).
+const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+
+/// The longest base64 text of a data key.
+const DATA_KEY_BASE64: usize = keyplane_core::service::MAX_DATA_KEY_BYTES.div_ceil(3) * 4;
+
+/// A data key as the data plane takes it.
+const DATA_KEY_RULE: (usize, usize, &str) = (4, DATA_KEY_BASE64, BASE64_PATTERN);
+
+/// Lists of text in request bodies: (schema, property, fewest and most items, each item's
+/// shortest and longest, pattern).
+const LIST_RULES: [(&str, &str, usize, usize, usize, usize, &str); 3] = [
+    ("KeystoreBody", "groups", 0, 128, 1, 100, NO_CONTROL_PATTERN),
+    (
+        "KeystorePatchBody",
+        "groups",
+        0,
+        128,
+        1,
+        100,
+        NO_CONTROL_PATTERN,
+    ),
+    (
+        "WrapBatchRequest",
+        "plaintexts",
+        1,
+        keyplane_core::service::MAX_BATCH,
+        DATA_KEY_RULE.0,
+        DATA_KEY_RULE.1,
+        DATA_KEY_RULE.2,
+    ),
+];
+
+/// Whole numbers in request bodies: (schema, property, smallest, largest).
+const NUMBER_RULES: [(&str, &str, f64, f64); 3] = [
+    (
+        "NewImportToken",
+        "expiration",
+        1.0,
+        keyplane_core::service::MAX_IMPORT_TOKEN_SECONDS as f64,
+    ),
+    (
+        "NewImportToken",
+        "maxAllowedRetrievals",
+        1.0,
+        keyplane_core::service::MAX_IMPORT_TOKEN_RETRIEVALS as f64,
+    ),
+    (
+        "WrapBatchRequest",
+        "count",
+        1.0,
+        keyplane_core::service::MAX_BATCH as f64,
+    ),
 ];
 
 /// A property of a component schema, to complete.
@@ -172,6 +290,34 @@ fn property_of<'a>(
         .into_iter()
         .find_map(|object| match object.properties.get_mut(property) {
             Some(RefOr::T(Schema::Object(property))) => Some(property),
+            _ => None,
+        })
+}
+
+/// A list property of a component schema, to complete.
+fn array_property_of<'a>(
+    components: &'a mut utoipa::openapi::Components,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Array> {
+    use utoipa::openapi::schema::Schema;
+    let objects: Vec<&mut utoipa::openapi::schema::Object> =
+        match components.schemas.get_mut(schema)? {
+            RefOr::T(Schema::Object(object)) => vec![object],
+            RefOr::T(Schema::AllOf(all)) => all
+                .items
+                .iter_mut()
+                .filter_map(|item| match item {
+                    RefOr::T(Schema::Object(object)) => Some(object),
+                    _ => None,
+                })
+                .collect(),
+            _ => return None,
+        };
+    objects
+        .into_iter()
+        .find_map(|object| match object.properties.get_mut(property) {
+            Some(RefOr::T(Schema::Array(list))) => Some(list),
             _ => None,
         })
 }
@@ -257,8 +403,34 @@ fn query_schema(path: &str, name: &str) -> Option<RefOr<utoipa::openapi::schema:
             crate::schema::one_of(KeystoreType::WIRE.iter().copied())
         }
         "managing_systems" => crate::schema::one_of(ManagingSystem::WIRE.iter().copied()),
+        "sort" => sort_schema(path)?,
         _ => return None,
     })
+}
+
+/// `sort`: a comma-joined list of the list's sortable fields, each with `-` for descending.
+fn sort_schema(path: &str) -> Option<RefOr<utoipa::openapi::schema::Schema>> {
+    use keyplane_core::query::{
+        KEY_SORT_FIELDS, KEYSTORE_SORT_FIELDS, TEMPLATE_SORT_FIELDS, VAULT_SORT_FIELDS,
+    };
+    let fields = match path {
+        "/api/v4/vaults" => VAULT_SORT_FIELDS,
+        "/api/v4/templates" => TEMPLATE_SORT_FIELDS,
+        "/api/v4/keystores" => KEYSTORE_SORT_FIELDS,
+        "/api/v4/managed_keys" => KEY_SORT_FIELDS,
+        _ => return None,
+    };
+    let field = fields
+        .iter()
+        .map(|f| regex::escape(f))
+        .collect::<Vec<_>>()
+        .join("|");
+    Some(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^-?(?:{field})(?:,-?(?:{field}))*$")))
+            .into(),
+    )
 }
 
 fn complete(
@@ -277,6 +449,14 @@ fn complete(
         match (&parameter.parameter_in, parameter.name.as_str()) {
             (ParameterIn::Path, "id") if !key_protect || data_plane => {
                 parameter.schema = Some(uuid_schema())
+            }
+            (ParameterIn::Path, "id") => {
+                parameter.schema = Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(KEY_REFERENCE_PATTERN))
+                        .into(),
+                )
             }
             (ParameterIn::Header, "bluemix-instance") => parameter.schema = Some(uuid_schema()),
             (ParameterIn::Header, "If-Match") => reads_if_match = true,
@@ -361,5 +541,36 @@ mod tests {
                 "{schema}.{property}"
             );
         }
+        for (schema, property, min, _) in NUMBER_RULES {
+            let number = property_of(components, schema, property)
+                .unwrap_or_else(|| panic!("{schema}.{property} is not in the document"));
+            assert!(number.minimum == Some(min.into()), "{schema}.{property}");
+        }
+        for (schema, property, _, most, ..) in LIST_RULES {
+            let list = array_property_of(components, schema, property)
+                .unwrap_or_else(|| panic!("{schema}.{property} is not in the document"));
+            assert_eq!(list.max_items, Some(most), "{schema}.{property}");
+        }
+        let plaintext = property_of(components, "WrapRequest", "plaintext").expect("plaintext");
+        assert_eq!(plaintext.pattern.as_deref(), Some(BASE64_PATTERN));
+    }
+
+    /// The base64 the document describes is exactly what the data plane decodes.
+    #[test]
+    fn the_documented_base64_is_what_decodes() {
+        use base64::Engine as _;
+        let pattern = regex::Regex::new(BASE64_PATTERN).expect("pattern");
+        for length in 0..40 {
+            let bytes: Vec<u8> = (0..length).map(|i| (i * 37 + 11) as u8).collect();
+            let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            assert!(pattern.is_match(&text), "{text}");
+        }
+        for stray in ["AB==", "AAB=", "AAA", "A===", "AA=A", "AA"] {
+            let decodes = base64::engine::general_purpose::STANDARD
+                .decode(stray)
+                .is_ok();
+            assert_eq!(pattern.is_match(stray), decodes, "{stray}");
+        }
+        assert_eq!(DATA_KEY_BASE64, 5464);
     }
 }

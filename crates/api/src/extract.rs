@@ -224,3 +224,39 @@ impl LegacyVault {
         }
     }
 }
+
+/// A whole number however JSON writes it: `600` and `600.0` are the same number, and JSON
+/// Schema's `integer` takes both. Anything with a fraction, or out of the field's range, is
+/// refused with the field's name.
+pub(crate) fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64> + TryFrom<i64>,
+{
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    // Beyond 2^53 a float no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let whole = if let Some(n) = number.as_u64() {
+        T::try_from(n).ok()
+    } else if let Some(n) = number.as_i64() {
+        T::try_from(n).ok()
+    } else {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+            .and_then(|f| {
+                if f >= 0.0 {
+                    T::try_from(f as u64).ok()
+                } else {
+                    T::try_from(f as i64).ok()
+                }
+            })
+    };
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
+}

@@ -101,12 +101,12 @@ impl<'a> Params<'a> {
             .transpose()
     }
 
-    /// `base` (exact) or `base_min`/`base_max`, never both forms.
+    /// `base` (exact), `base_min` and `base_max`, all applied.
     fn date_range(&self, base: &str) -> Result<Range<NaiveDate>> {
         let exact = self.date(base)?;
         let min = self.date(&format!("{base}_min"))?;
         let max = self.date(&format!("{base}_max"))?;
-        range(base, exact, min, max)
+        Ok(range(exact, min, max))
     }
 
     fn size(&self, name: &str) -> Result<Option<u32>> {
@@ -120,12 +120,11 @@ impl<'a> Params<'a> {
     }
 
     fn size_range(&self, base: &str) -> Result<Range<u32>> {
-        range(
-            base,
+        Ok(range(
             self.size(base)?,
             self.size(&format!("{base}_min"))?,
             self.size(&format!("{base}_max"))?,
-        )
+        ))
     }
 
     pub fn bool(&self, name: &str) -> Result<bool> {
@@ -182,33 +181,15 @@ impl<'a> Params<'a> {
     }
 }
 
-fn range<T: Copy + PartialOrd>(
-    base: &str,
-    exact: Option<T>,
-    min: Option<T>,
-    max: Option<T>,
-) -> Result<Range<T>> {
-    if exact.is_some() && (min.is_some() || max.is_some()) {
-        return Err(Error::invalid_parameter(
-            base,
-            format!("{base} cannot be combined with {base}_min or {base}_max"),
-        ));
+/// Every bound given applies: `size=256&size_min=128` is the keys of size 256; bounds that
+/// leave nothing between them match nothing (the document cannot say which combinations are
+/// sensible, so none is refused).
+fn range<T: Copy + PartialOrd>(exact: Option<T>, min: Option<T>, max: Option<T>) -> Range<T> {
+    Range {
+        min: exact,
+        max: exact,
     }
-    if let (Some(a), Some(b)) = (min, max)
-        && a > b
-    {
-        return Err(Error::invalid_parameter(
-            &format!("{base}_min"),
-            format!("{base}_min is after {base}_max"),
-        ));
-    }
-    Ok(match exact {
-        Some(v) => Range {
-            min: Some(v),
-            max: Some(v),
-        },
-        None => Range { min, max },
-    })
+    .and(Range { min, max })
 }
 
 pub fn vault_query(p: &Params) -> Result<VaultQuery> {
@@ -249,19 +230,17 @@ pub fn template_query(p: &Params) -> Result<TemplateQuery> {
 }
 
 pub fn keystore_query(p: &Params) -> Result<KeystoreQuery> {
-    let group = p.list("group");
-    let groups = p.list("groups[]");
-    if !group.is_empty() && !groups.is_empty() {
-        return Err(Error::invalid_parameter(
-            "group",
-            "group cannot be combined with groups[]",
-        ));
-    }
+    // `group` (API 4.7) and `groups[]` name groups alike: a keystore in any of them matches.
+    let groups: Vec<String> = p
+        .list("group")
+        .into_iter()
+        .chain(p.list("groups[]"))
+        .collect();
     Ok(KeystoreQuery {
         types: p.enums("type", KeystoreType::parse, KeystoreType::allowed)?,
         name_contains: p.text("name", 100)?,
         description_contains: p.text("description", 200)?,
-        groups: if group.is_empty() { groups } else { group },
+        groups,
         vault_ids: p.uuids("vault.id")?,
         locations: p.list("location"),
         sort: p.sort(KEYSTORE_SORT_FIELDS)?,
@@ -273,12 +252,8 @@ pub fn keystore_query(p: &Params) -> Result<KeystoreQuery> {
 pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
     let deactivation = p.date_range("deactivation_date")?;
     let expiration = p.date_range("expiration_date")?;
-    if deactivation.is_set() && expiration.is_set() {
-        return Err(Error::invalid_parameter(
-            "expiration_date",
-            "deactivation_date filters cannot be combined with expiration_date filters (they filter the same date)",
-        ));
-    }
+    // Two names of the same date (UKO renamed it): both filters apply to it.
+    let deactivation = deactivation.and(expiration);
     let referenced_types = p.enums(
         "referenced_keystores[].type",
         KeystoreType::parse,
@@ -289,12 +264,6 @@ pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
         KeystoreType::parse,
         KeystoreType::allowed,
     )?;
-    if !referenced_types.is_empty() && !instance_types.is_empty() {
-        return Err(Error::invalid_parameter(
-            "instances[].keystore.type",
-            "referenced_keystores[].type cannot be combined with instances[].keystore.type",
-        ));
-    }
     let mut states = p.enums("state", KeyState::parse, KeyState::allowed)?;
     if states.is_empty() && default_states {
         states = vec![KeyState::PreActivation, KeyState::Active];
@@ -314,14 +283,10 @@ pub fn key_query(p: &Params, default_states: bool) -> Result<KeyQuery> {
         states,
         label: p.text("label", 255)?,
         activation_date: p.date_range("activation_date")?,
-        deactivation_date: if deactivation.is_set() {
-            deactivation
-        } else {
-            expiration
-        },
+        deactivation_date: deactivation,
         created_at: p.date_range("created_at")?,
         updated_at: p.date_range("updated_at")?,
-        rotated_at: range("rotated_at", None, rotated_min, rotated_max)?,
+        rotated_at: range(None, rotated_min, rotated_max),
         size: p.size_range("size")?,
         referenced_keystore_types: referenced_types,
         referenced_keystore_names: p.list("referenced_keystores[].name"),

@@ -321,6 +321,14 @@ async fn batches_wrap_and_unwrap_many_data_keys() {
         .action("wrap_batch", json!({ "count": 2, "aad": ["x"] }))
         .await
         .expect(200);
+    // A whole number is one however JSON writes it (`2.0` was refused as "not a usize"); a
+    // fraction is not.
+    let spelled_as_float: Value = serde_json::from_str(r#"{"count": 2.0}"#).unwrap();
+    let r = f.action("wrap_batch", spelled_as_float).await.expect(200);
+    assert_eq!(r.body["results"].as_array().unwrap().len(), 2);
+    let fraction: Value = serde_json::from_str(r#"{"count": 2.5}"#).unwrap();
+    let r = f.action("wrap_batch", fraction).await.expect(400);
+    assert!(r.body.to_string().contains("whole number"), "{}", r.body);
     let mut results = w.body["results"].as_array().unwrap().clone();
     results.extend(
         generated.body["results"]

@@ -101,6 +101,18 @@ impl<T: PartialOrd + Copy> Range<T> {
         self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
     }
 
+    /// What both ranges hold: every bound of each applies (a range left empty matches nothing).
+    pub fn and(self, other: Self) -> Self {
+        let pick = |a: Option<T>, b: Option<T>, higher: bool| match (a, b) {
+            (Some(a), Some(b)) => Some(if (a > b) == higher { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        Self {
+            min: pick(self.min, other.min, true),
+            max: pick(self.max, other.max, false),
+        }
+    }
+
     pub fn is_set(&self) -> bool {
         self.min.is_some() || self.max.is_some()
     }

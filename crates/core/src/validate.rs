@@ -16,6 +16,8 @@ pub const KEY_LABEL_PATTERN: &str = r"^[A-Za-z0-9._ /-]+$";
 /// Free text as [`free_text`] takes it (no control characters but tab and newline), for
 /// documents; the check itself reads characters.
 pub const FREE_TEXT_PATTERN: &str = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$";
+/// Short text as [`short_text`] takes it (no control characters at all), for documents.
+pub const NO_CONTROL_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 static VAULT_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(VAULT_NAME_PATTERN).expect("static regex"));

@@ -173,6 +173,7 @@ pub(crate) struct WrapRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CiphertextRequest {
+    #[schema(required = true, nullable = false, value_type = String)]
     ciphertext: Option<String>,
     #[serde(default)]
     aad: Vec<String>,
@@ -295,6 +296,7 @@ pub(crate) struct WrapBatchRequest {
     /// Base64 data keys to wrap (or `count`, not both).
     plaintexts: Option<Vec<String>>,
     /// How many fresh 256-bit data keys to generate and wrap (or `plaintexts`, not both).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     count: Option<usize>,
     #[serde(default)]
     aad: Vec<String>,
@@ -485,7 +487,10 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyRef {
                 .map_err(|_| {
                     ApiError::from(Error::invalid_parameter("id", "the path has no key id"))
                 })?;
-        if raw.is_empty() || raw.len() > MAX_KEY_REF_LEN || raw.chars().any(char::is_control) {
+        if raw.is_empty()
+            || raw.chars().count() > MAX_KEY_REF_LEN
+            || raw.chars().any(char::is_control)
+        {
             return Err(Error::invalid_parameter(
                 "id",
                 format!("a key id or alias is 1 to {MAX_KEY_REF_LEN} printable characters"),
@@ -721,8 +726,10 @@ pub(crate) async fn delete(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NewImportToken {
     /// Seconds the token lives (default 600).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     expiration: Option<i64>,
     /// How often it may be retrieved (default 1).
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     max_allowed_retrievals: Option<u32>,
 }
 

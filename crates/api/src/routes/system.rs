@@ -18,6 +18,7 @@ use crate::{AppState, Caller};
 /// seal takes an empty object.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(max_properties = 1)]
 pub(crate) struct UnsealBody {
     key: Option<String>,
     passphrase: Option<String>,

@@ -10,7 +10,7 @@ use crate::model::{ApiKey, Page, Principal, PrincipalKind, new_id};
 use crate::query::Paging;
 
 pub const MAX_PRINCIPAL_NAME: usize = 100;
-pub const MAX_DESCRIPTION: usize = 255;
+pub const MAX_PRINCIPAL_DESCRIPTION: usize = 255;
 
 /// What a new principal is made of.
 pub struct NewPrincipal {
@@ -74,7 +74,7 @@ impl Keyplane {
                 .ok_or_else(|| Error::invalid_field("kind", "kind is 'user' or 'service'"))?,
         };
         let description = input.description.unwrap_or_default();
-        crate::validate::free_text("description", &description, 0, MAX_DESCRIPTION)?;
+        crate::validate::free_text("description", &description, 0, MAX_PRINCIPAL_DESCRIPTION)?;
         let principal = Principal {
             id: new_id(),
             name,

@@ -22,10 +22,11 @@ use crate::connector::Connectors;
 use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
-pub use access::NewPrincipal;
+pub use access::{MAX_PRINCIPAL_DESCRIPTION, NewPrincipal};
 pub use approvals::{APPROVAL_TTL, Decided};
 pub use dataplane::{
-    DataKeyUnwrap, DataKeyWrap, InstalledKey, UsageContext, unknown_instance, wrapped_probe,
+    DataKeyUnwrap, DataKeyWrap, InstalledKey, MAX_BATCH, MAX_DATA_KEY_BYTES, UsageContext,
+    unknown_instance, wrapped_probe,
 };
 pub use distributor::DistributionPolicy;
 pub use key_pool::KeyPoolPolicy;
