@@ -275,10 +275,13 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     }
 }
 
-/// The operation the edge resolved for a routed call. Every call is resolved at the edge; one
-/// that was not is refused, not guessed at.
+/// The operation the edge resolved for a routed call. Every call is resolved at the edge, and a
+/// call the router serves must have resolved to an operation of the table; one that did not is
+/// refused, not guessed at.
 fn take_resolved(req: &mut Request) -> Option<operation::Resolved> {
-    req.extensions_mut().remove::<operation::Resolved>()
+    req.extensions_mut()
+        .remove::<operation::Resolved>()
+        .filter(|resolved| resolved.operation.is_known())
 }
 
 /// The correlation id the edge gave a routed call.

@@ -99,6 +99,16 @@ impl Entry {
 
 const KEY_PROTECT: &str = "/api/v2/";
 
+/// The action of a call to a path no operation has.
+const UNKNOWN: &str = "keyplane.api.unknown";
+
+impl Routed {
+    /// Whether this is an operation of the table, not the stand-in for an unknown path.
+    pub(crate) fn is_known(&self) -> bool {
+        self.meaning.action != UNKNOWN
+    }
+}
+
 /// Every operation the server routes. A test holds it to the OpenAPI document both ways.
 fn table() -> Vec<Entry> {
     use Method as M;
@@ -514,7 +524,7 @@ impl Operations {
         }
         let unknown = |dialect| {
             Arc::new(Routed {
-                meaning: Operation::reads("keyplane.api.unknown"),
+                meaning: Operation::reads(UNKNOWN),
                 success: 200,
                 dialect,
                 owner: None,
