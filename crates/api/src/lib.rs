@@ -275,13 +275,19 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     }
 }
 
-/// The operation the edge resolved for a routed call. Every call is resolved at the edge, and a
-/// call the router serves must have resolved to an operation of the table; one that did not is
-/// refused, not guessed at.
+/// The operation the edge resolved for a routed call. Every call is resolved at the edge, and
+/// the router must have matched the very route the edge resolved; a call where they differ is
+/// refused, not served under another operation's audit and seal rules.
 fn take_resolved(req: &mut Request) -> Option<operation::Resolved> {
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     req.extensions_mut()
         .remove::<operation::Resolved>()
-        .filter(|resolved| resolved.operation.is_known())
+        .filter(|resolved| {
+            resolved.operation.is_known() && matched.as_deref() == Some(resolved.operation.template)
+        })
 }
 
 /// The correlation id the edge gave a routed call.
@@ -387,7 +393,8 @@ async fn authenticate(
 }
 
 /// Lets an authenticated caller through, named in the audit scope, within its call rate. While
-/// sealed only the system endpoints (seal status, unseal) answer; everything else is a key
+/// sealed only the seal's own operations pass (`while_sealed`: seal status, unseal, seal,
+/// master key rotation); everything else is a key
 /// operation or reveals key metadata. What the caller may do is decided by each operation, in
 /// core, on the caller this puts in the request.
 fn admit(
@@ -630,6 +637,6 @@ fn fast_path(req: &Request, resolved: &operation::Resolved) -> Option<routes::Da
     }
     Some(routes::DataPlaneCall {
         action,
-        key: resolved.id?,
+        key: resolved.id.filter(|_| resolved.plain_id)?,
     })
 }

@@ -34,6 +34,8 @@ pub(crate) enum Owner {
 /// One routed operation.
 #[derive(Debug)]
 pub(crate) struct Routed {
+    /// The route template it was resolved by (`/api/v4/vaults/{id}`).
+    pub template: &'static str,
     pub meaning: Operation,
     /// Its success status: the lowest documented 2xx but 202, which only a request awaiting
     /// approval answers (and that writes no change of its own).
@@ -43,12 +45,15 @@ pub(crate) struct Routed {
     pub data_plane: Option<DataPlaneAction>,
 }
 
-/// A call's operation, with the `{id}` its path carried when that is a UUID (an id in no form
-/// of one names nothing; its handler answers it). Put in the request by the edge.
+/// A call's operation, with the `{id}` its path carried when that is a UUID, read as the
+/// handler reads it (percent-decoded; an id in no form of one names nothing, and its handler
+/// answers it). Put in the request by the edge.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub operation: Arc<Routed>,
     pub id: Option<Uuid>,
+    /// The id was written plainly, with nothing percent-encoded.
+    pub plain_id: bool,
 }
 
 /// The operations, by method, in a path router.
@@ -510,6 +515,7 @@ impl Operations {
                 })
                 .unwrap_or(200);
             let routed = Arc::new(Routed {
+                template: e.path,
                 meaning: e.meaning,
                 success,
                 dialect: dialect_of(e.path),
@@ -524,6 +530,7 @@ impl Operations {
         }
         let unknown = |dialect| {
             Arc::new(Routed {
+                template: "",
                 meaning: Operation::reads(UNKNOWN),
                 success: 200,
                 dialect,
@@ -554,12 +561,22 @@ impl Operations {
             _ => None,
         };
         if let Some(found) = router.and_then(|router| router.at(path).ok()) {
+            let raw = found.params.get("id");
+            let plain_id = raw.is_some_and(|raw| !raw.contains('%'));
+            let id = raw.and_then(|raw| {
+                if plain_id {
+                    Uuid::try_parse(raw).ok()
+                } else {
+                    let decoded = percent_encoding::percent_decode_str(raw)
+                        .decode_utf8()
+                        .ok()?;
+                    Uuid::try_parse(&decoded).ok()
+                }
+            });
             return Resolved {
                 operation: found.value.clone(),
-                id: found
-                    .params
-                    .get("id")
-                    .and_then(|id| Uuid::try_parse(id).ok()),
+                id,
+                plain_id,
             };
         }
         let operation = match dialect_of(path) {
@@ -569,6 +586,7 @@ impl Operations {
         Resolved {
             operation,
             id: None,
+            plain_id: false,
         }
     }
 }
@@ -651,6 +669,17 @@ mod tests {
         // An id that is no UUID names nothing.
         let odd = resolve(Method::GET, "/api/v4/managed_keys/abc");
         assert_eq!(odd.id, None);
+        // An id read as its handler reads it, percent-decoded.
+        let hex = id.to_string();
+        let encoded = resolve(
+            Method::GET,
+            &format!(
+                "/api/v4/managed_keys/%{:02X}{}",
+                hex.as_bytes()[0],
+                &hex[1..]
+            ),
+        );
+        assert_eq!((encoded.id, encoded.plain_id), (Some(id), false));
         assert_eq!(odd.operation.owner, Some(Owner::ManagedKey));
         let rotate = resolve(Method::POST, "/api/v4/managed_keys/abc/rotate");
         assert_eq!(rotate.operation.meaning.severity, Severity::Warning);

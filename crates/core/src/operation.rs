@@ -55,7 +55,8 @@ pub struct Operation {
     pub severity: Severity,
     /// Its request body (and query) never reach an event: secrets, data keys, API keys.
     pub withholds_body: bool,
-    /// It answers while the engine is sealed (seal status and unseal): every other operation
+    /// It passes admission while the engine is sealed (the seal's own operations: status, unseal,
+    /// seal, master key rotation, which answers `sealed` itself): every other operation
     /// uses keys or reveals key metadata.
     pub while_sealed: bool,
 }
