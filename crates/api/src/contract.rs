@@ -109,12 +109,6 @@ impl utoipa::Modify for CommonAnswers {
                 number.maximum = Some(max.into());
             }
         }
-        let (min, max, pattern) = DATA_KEY_RULE;
-        if let Some(text) = property_of(components, "WrapRequest", "plaintext") {
-            text.min_length = Some(min);
-            text.max_length = Some(max);
-            text.pattern = Some(pattern.to_owned());
-        }
         for (path, item) in doc.paths.paths.iter_mut() {
             let key_protect = path.starts_with("/api/v2/");
             let names_resource = path.contains('{');
@@ -140,7 +134,7 @@ use keyplane_core::validate::{
 
 /// Text fields of request bodies, with the lengths and pattern core checks them against:
 /// (schema, property, shortest, longest, pattern).
-const TEXT_RULES: [(&str, &str, usize, usize, &str); 26] = [
+const TEXT_RULES: [(&str, &str, usize, usize, &str); 27] = [
     ("VaultBody", "name", 1, 100, VAULT_NAME_PATTERN),
     ("VaultPatchBody", "name", 1, 100, VAULT_NAME_PATTERN),
     ("TemplateBody", "name", 1, 30, TEMPLATE_NAME_PATTERN),
@@ -203,10 +197,23 @@ const TEXT_RULES: [(&str, &str, usize, usize, &str); 26] = [
         FREE_TEXT_PATTERN,
     ),
     ("TemplateKeystoreBody", "group", 1, 100, NO_CONTROL_PATTERN),
+    (
+        "WrapRequest",
+        "plaintext",
+        DATA_KEY_RULE.0,
+        DATA_KEY_RULE.1,
+        DATA_KEY_RULE.2,
+    ),
 ];
 
-/// A Key Protect key named by id or alias: 1 to 128 characters, none of them a control one.
-const KEY_REFERENCE_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]{1,128}$";
+/// A Key Protect key named by id or alias, as the handler takes it: 1 to its bound of
+/// characters, none of them a control one.
+fn key_reference_pattern() -> String {
+    format!(
+        r"^[^\u0000-\u001F\u007F-\u009F]{{1,{}}}$",
+        crate::routes::MAX_KEY_REF_LEN
+    )
+}
 
 /// Base64 as the data plane decodes it (standard alphabet, padded, no stray bits in the last
 /// character).
@@ -266,11 +273,11 @@ const NUMBER_RULES: [(&str, &str, f64, f64); 3] = [
 ];
 
 /// A property of a component schema, to complete.
-fn property_of<'a>(
+fn schema_property<'a>(
     components: &'a mut utoipa::openapi::Components,
     schema: &str,
     property: &str,
-) -> Option<&'a mut utoipa::openapi::schema::Object> {
+) -> Option<&'a mut utoipa::openapi::schema::Schema> {
     use utoipa::openapi::schema::Schema;
     // A body with a flattened map of connection fields is an `allOf` of its fields and the map.
     let objects: Vec<&mut utoipa::openapi::schema::Object> =
@@ -289,37 +296,33 @@ fn property_of<'a>(
     objects
         .into_iter()
         .find_map(|object| match object.properties.get_mut(property) {
-            Some(RefOr::T(Schema::Object(property))) => Some(property),
+            Some(RefOr::T(property)) => Some(property),
             _ => None,
         })
 }
 
-/// A list property of a component schema, to complete.
+/// A text or number property of a component schema.
+fn property_of<'a>(
+    components: &'a mut utoipa::openapi::Components,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Object> {
+    match schema_property(components, schema, property)? {
+        utoipa::openapi::schema::Schema::Object(object) => Some(object),
+        _ => None,
+    }
+}
+
+/// A list property of a component schema.
 fn array_property_of<'a>(
     components: &'a mut utoipa::openapi::Components,
     schema: &str,
     property: &str,
 ) -> Option<&'a mut utoipa::openapi::schema::Array> {
-    use utoipa::openapi::schema::Schema;
-    let objects: Vec<&mut utoipa::openapi::schema::Object> =
-        match components.schemas.get_mut(schema)? {
-            RefOr::T(Schema::Object(object)) => vec![object],
-            RefOr::T(Schema::AllOf(all)) => all
-                .items
-                .iter_mut()
-                .filter_map(|item| match item {
-                    RefOr::T(Schema::Object(object)) => Some(object),
-                    _ => None,
-                })
-                .collect(),
-            _ => return None,
-        };
-    objects
-        .into_iter()
-        .find_map(|object| match object.properties.get_mut(property) {
-            Some(RefOr::T(Schema::Array(list))) => Some(list),
-            _ => None,
-        })
+    match schema_property(components, schema, property)? {
+        utoipa::openapi::schema::Schema::Array(list) => Some(list),
+        _ => None,
+    }
 }
 
 /// A whole number from `min` to `max`.
@@ -454,7 +457,7 @@ fn complete(
                 parameter.schema = Some(
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .pattern(Some(KEY_REFERENCE_PATTERN))
+                        .pattern(Some(key_reference_pattern()))
                         .into(),
                 )
             }
@@ -551,8 +554,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("{schema}.{property} is not in the document"));
             assert_eq!(list.max_items, Some(most), "{schema}.{property}");
         }
-        let plaintext = property_of(components, "WrapRequest", "plaintext").expect("plaintext");
-        assert_eq!(plaintext.pattern.as_deref(), Some(BASE64_PATTERN));
     }
 
     /// The base64 the document describes is exactly what the data plane decodes.

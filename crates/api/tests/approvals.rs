@@ -202,14 +202,7 @@ async fn approve_and_reject_racing_agree_with_the_key() {
     for name in ["alice", "bob", "carol"] {
         app.add_caller(name, name, &[(Role::VaultAdministrator, Some(vault_id))]);
     }
-    app.call(
-        "PUT",
-        &format!("/api/v4/vaults/{vault}/dual_control"),
-        Some(json!({ "enabled": true })),
-        &[],
-    )
-    .await
-    .expect(200);
+    app.require_dual_control(&vault).await;
     for round in 0..8 {
         let key = app
             .key(&vault, "T1", &format!("race-{round}"))

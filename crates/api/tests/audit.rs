@@ -381,14 +381,7 @@ async fn events_record_the_status_the_call_answered() {
         app.call("POST", "/api/v2/import_token", Some(json!({})), &instance)
             .await,
     );
-    app.call(
-        "PUT",
-        &format!("/api/v4/vaults/{vault}/dual_control"),
-        Some(json!({"enabled": true})),
-        &[],
-    )
-    .await
-    .expect(200);
+    app.require_dual_control(&vault).await;
     let key = app.key(&vault, "T1", "guarded").await.expect(201).id();
     let path = format!("/api/v4/managed_keys/{key}");
     app.with_etag("POST", &path, "/deactivate", None)

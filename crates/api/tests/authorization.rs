@@ -862,14 +862,7 @@ impl MatrixWorld {
                 .unwrap()
                 .to_owned();
             // A pending approval: dual control on, a deactivated key's destroy requested.
-            app.call(
-                "PUT",
-                &format!("/api/v4/vaults/{vault}/dual_control"),
-                Some(json!({"enabled": true})),
-                &[],
-            )
-            .await
-            .expect(200);
+            app.require_dual_control(vault).await;
             let doomed = app
                 .key(vault, "ACT", &format!("d-{}", Uuid::new_v4().simple()))
                 .await

@@ -241,16 +241,16 @@ async fn a_key_moves_only_along_its_lifecycle_and_holds_its_keystore_until_destr
         .unwrap()
         .items
         .remove(0);
-    // The seed's rule: an active key keeps its keystore connected.
-    let refused =
+    let disconnect = || {
         w.kp.delete_keystore(
             &w.admin,
             keystore.id,
             Some(&any),
             KeystoreDeleteMode::Restrict,
         )
-        .await
-        .unwrap_err();
+    };
+    // The seed's rule: an active key keeps its keystore connected.
+    let refused = disconnect().await.unwrap_err();
     assert!(
         refused
             .to_string()
@@ -277,6 +277,7 @@ async fn a_key_moves_only_along_its_lifecycle_and_holds_its_keystore_until_destr
     ));
     // A destroyed key has no material left to open.
     let versions = w.kp.store().key_versions(key.id).await.unwrap();
+    assert!(!versions.is_empty(), "a destroyed key keeps its versions");
     for v in versions {
         assert!(
             w.kp.store()
@@ -286,14 +287,7 @@ async fn a_key_moves_only_along_its_lifecycle_and_holds_its_keystore_until_destr
                 .is_none()
         );
     }
-    w.kp.delete_keystore(
-        &w.admin,
-        keystore.id,
-        Some(&any),
-        KeystoreDeleteMode::Restrict,
-    )
-    .await
-    .unwrap();
+    disconnect().await.unwrap();
     assert!(matches!(
         w.kp.delete_key(&w.admin, key.id, Some(&any)).await,
         Ok(Decided::Done(()))

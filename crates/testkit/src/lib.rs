@@ -316,6 +316,18 @@ impl TestApp {
             .id()
     }
 
+    /// Puts the vault under dual control (as the admin).
+    pub async fn require_dual_control(&self, vault: &str) {
+        self.call(
+            "PUT",
+            &format!("/api/v4/vaults/{vault}/dual_control"),
+            Some(json!({ "enabled": true })),
+            &[],
+        )
+        .await
+        .expect(200);
+    }
+
     pub async fn internal_keystore(&self, vault: &str, name: &str, groups: &[&str]) -> String {
         self.post(
             "/api/v4/keystores",

@@ -475,7 +475,7 @@ pub(crate) async fn get(
 pub(crate) struct KeyRef(String);
 
 /// Longest id or alias accepted in a path.
-const MAX_KEY_REF_LEN: usize = 128;
+pub(crate) const MAX_KEY_REF_LEN: usize = 128;
 
 impl<S: Send + Sync> FromRequestParts<S> for KeyRef {
     type Rejection = ApiError;

@@ -4,7 +4,9 @@ mod access;
 mod approvals;
 mod audit_events;
 mod key_protect;
-pub(crate) use key_protect::{DataPlaneAction, DataPlaneCall, serve_data_plane_call};
+pub(crate) use key_protect::{
+    DataPlaneAction, DataPlaneCall, MAX_KEY_REF_LEN, serve_data_plane_call,
+};
 mod keystores;
 mod managed_keys;
 mod system;
