@@ -14,7 +14,6 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -30,49 +29,7 @@ use crate::error::ApiError;
 use crate::operation::{Dialect, Owner};
 use crate::wire::Links;
 
-/// An access token issued for an API key (the IAM token endpoint's answer).
-#[derive(Debug, Clone)]
-pub struct AccessToken {
-    pub access_token: String,
-    /// Seconds it stays valid.
-    pub expires_in: u64,
-    /// When it expires, in seconds since the epoch.
-    pub expiration: i64,
-}
-
-/// Who a bearer token belongs to, and what its roles allow.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub actor: Actor,
-    pub grants: Arc<keyplane_core::authz::Grants>,
-}
-
-impl Identity {
-    /// A caller with every permission (an admin token).
-    pub fn administrator(actor: Actor) -> Self {
-        // One shared set: admin tokens are checked on every call.
-        static EVERYTHING: std::sync::LazyLock<Arc<keyplane_core::authz::Grants>> =
-            std::sync::LazyLock::new(|| Arc::new(keyplane_core::authz::Grants::administrator()));
-        Self {
-            actor,
-            grants: EVERYTHING.clone(),
-        }
-    }
-}
-
-/// Checks bearer tokens and issues them; the binary decides how tokens are stored and signed.
-#[async_trait]
-pub trait Authenticator: Send + Sync + 'static {
-    /// The caller a token belongs to, or `None` for an unknown, expired or revoked token.
-    async fn authenticate(&self, bearer: &str) -> keyplane_core::Result<Option<Identity>>;
-
-    /// A new API key: the key, shown once, and the digest that is stored.
-    fn mint_api_key(&self) -> keyplane_core::Result<(zeroize::Zeroizing<String>, String)>;
-
-    /// Exchanges an API key for a signed, short-lived access token; `None` for a key that is
-    /// unknown or revoked.
-    async fn exchange_api_key(&self, apikey: &str) -> keyplane_core::Result<Option<AccessToken>>;
-}
+pub use keyplane_core::authn::{AccessToken, Authenticator, Identity};
 
 /// What every handler and middleware shares. The router clones its state for each request and
 /// each middleware layer: one `Arc` keeps that to a single reference-count change.

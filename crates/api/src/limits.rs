@@ -1,11 +1,8 @@
-//! Abuse limits: a call rate per caller, and throttling of failed API-key exchanges per client
-//! address.
+//! Abuse limits: a call rate per caller. Failed API-key exchanges are throttled per address in
+//! core (`authn::FailedExchanges`), shared with the console's sign-in.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,15 +12,8 @@ use keyplane_core::ErrorCode;
 
 use crate::error::ApiError;
 
-/// Failed API-key exchanges allowed per client address and window before it must wait.
-const MAX_FAILED_EXCHANGES: u32 = 10;
-const FAILED_EXCHANGE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most; the oldest windows go first.
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
-
 pub(crate) struct Limits {
     calls: Option<DefaultKeyedRateLimiter<String>>,
-    failed_exchanges: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl Limits {
@@ -33,7 +23,6 @@ impl Limits {
                 let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
                 RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
             }),
-            failed_exchanges: Mutex::default(),
         }
     }
 
@@ -46,44 +35,6 @@ impl Limits {
         limiter
             .check_key(&caller.to_owned())
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// Whether `address` may try an API key now; `Err` holds how long to wait.
-    pub(crate) fn admit_exchange(&self, address: Option<IpAddr>) -> Result<(), Duration> {
-        let Some(address) = address else {
-            return Ok(());
-        };
-        let failures = self
-            .failed_exchanges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match failures.get(&address) {
-            Some((count, since))
-                if *count >= MAX_FAILED_EXCHANGES && since.elapsed() < FAILED_EXCHANGE_WINDOW =>
-            {
-                Err(FAILED_EXCHANGE_WINDOW - since.elapsed())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Records a failed API-key exchange from `address`.
-    pub(crate) fn exchange_failed(&self, address: Option<IpAddr>) {
-        let Some(address) = address else {
-            return;
-        };
-        let mut failures = self
-            .failed_exchanges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= MAX_TRACKED_ADDRESSES {
-            failures.retain(|_, (_, since)| since.elapsed() < FAILED_EXCHANGE_WINDOW);
-        }
-        let entry = failures.entry(address).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILED_EXCHANGE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 }
 
@@ -107,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn callers_are_limited_separately_and_failed_exchanges_per_address() {
+    fn callers_are_limited_separately() {
         let limits = Limits::new(1);
         assert!(limits.admit_call("a").is_ok());
         assert!(limits.admit_call("a").is_ok(), "a burst of twice the rate");
@@ -118,17 +69,5 @@ mod tests {
             "another caller is not affected"
         );
         assert!(Limits::new(0).admit_call("a").is_ok());
-
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        for _ in 0..MAX_FAILED_EXCHANGES {
-            assert!(limits.admit_exchange(Some(ip)).is_ok());
-            limits.exchange_failed(Some(ip));
-        }
-        assert!(limits.admit_exchange(Some(ip)).is_err());
-        assert!(
-            limits
-                .admit_exchange(Some("192.0.2.8".parse().unwrap()))
-                .is_ok()
-        );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::Method;
-use keyplane_core::operation::{Operation, Severity};
+use keyplane_core::operation::{Operation, Severity, catalog};
 use uuid::Uuid;
 
 use crate::routes::DataPlaneAction;
@@ -122,212 +122,174 @@ fn table() -> Vec<Entry> {
     use Severity::*;
     let read = O::reads;
     let write = |action| O::changes(action, Normal);
-    let key_write = O::changes("keyplane.managed-keys.write", Warning);
-    let key_read = read("keyplane.managed-keys.read");
     let kp = |action| O::changes(action, Warning).withholding_body();
     let data = |action| O::uses_keys(action);
     vec![
         // Vaults and dual control.
-        entry(M::GET, "/api/v4/vaults", read("keyplane.vaults.list")),
-        entry(M::POST, "/api/v4/vaults", write("keyplane.vaults.write")),
-        entry(M::GET, "/api/v4/vaults/{id}", read("keyplane.vaults.read")),
-        entry(
-            M::PATCH,
-            "/api/v4/vaults/{id}",
-            write("keyplane.vaults.write"),
-        ),
-        entry(
-            M::DELETE,
-            "/api/v4/vaults/{id}",
-            O::changes("keyplane.vaults.delete", Critical),
-        ),
+        entry(M::GET, "/api/v4/vaults", catalog::VAULT_LIST),
+        entry(M::POST, "/api/v4/vaults", catalog::VAULT_CREATE),
+        entry(M::GET, "/api/v4/vaults/{id}", catalog::VAULT_READ),
+        entry(M::PATCH, "/api/v4/vaults/{id}", catalog::VAULT_UPDATE),
+        entry(M::DELETE, "/api/v4/vaults/{id}", catalog::VAULT_DELETE),
         entry(
             M::GET,
             "/api/v4/vaults/{id}/dual_control",
-            read("keyplane.vaults.read"),
+            catalog::DUAL_CONTROL_READ,
         ),
         entry(
             M::PUT,
             "/api/v4/vaults/{id}/dual_control",
-            write("keyplane.vaults.write"),
+            catalog::DUAL_CONTROL_SET,
         ),
         // Templates.
-        entry(
-            M::GET,
-            "/api/v4/templates",
-            read("keyplane.key-templates.list"),
-        ),
-        entry(
-            M::POST,
-            "/api/v4/templates",
-            write("keyplane.key-templates.write"),
-        ),
-        entry(
-            M::GET,
-            "/api/v4/templates/{id}",
-            read("keyplane.key-templates.read"),
-        )
-        .owned_by(Template),
-        entry(
-            M::PATCH,
-            "/api/v4/templates/{id}",
-            write("keyplane.key-templates.write"),
-        )
-        .owned_by(Template),
+        entry(M::GET, "/api/v4/templates", catalog::TEMPLATE_LIST),
+        entry(M::POST, "/api/v4/templates", catalog::TEMPLATE_CREATE),
+        entry(M::GET, "/api/v4/templates/{id}", catalog::TEMPLATE_READ).owned_by(Template),
+        entry(M::PATCH, "/api/v4/templates/{id}", catalog::TEMPLATE_UPDATE).owned_by(Template),
         entry(
             M::DELETE,
             "/api/v4/templates/{id}",
-            write("keyplane.key-templates.delete"),
+            catalog::TEMPLATE_DELETE,
         )
         .owned_by(Template),
         entry(
             M::POST,
             "/api/v4/templates/{id}/archive",
-            write("keyplane.key-templates.write"),
+            catalog::TEMPLATE_ARCHIVE,
         )
         .owned_by(Template),
         entry(
             M::POST,
             "/api/v4/templates/{id}/unarchive",
-            write("keyplane.key-templates.write"),
+            catalog::TEMPLATE_UNARCHIVE,
         )
         .owned_by(Template),
         entry(
             M::POST,
             "/api/v4/templates/{id}/expose",
-            write("keyplane.key-templates.write"),
+            catalog::TEMPLATE_EXPOSE,
         )
         .owned_by(Template),
         // Keystores.
-        entry(
-            M::GET,
-            "/api/v4/keystores",
-            read("keyplane.target-keystores.list"),
-        ),
-        entry(
-            M::POST,
-            "/api/v4/keystores",
-            write("keyplane.target-keystores.write"),
-        ),
-        entry(
-            M::GET,
-            "/api/v4/keystores/{id}",
-            read("keyplane.target-keystores.read"),
-        )
-        .owned_by(Keystore),
-        entry(
-            M::PATCH,
-            "/api/v4/keystores/{id}",
-            write("keyplane.target-keystores.write"),
-        )
-        .owned_by(Keystore),
+        entry(M::GET, "/api/v4/keystores", catalog::KEYSTORE_LIST),
+        entry(M::POST, "/api/v4/keystores", catalog::KEYSTORE_CREATE),
+        entry(M::GET, "/api/v4/keystores/{id}", catalog::KEYSTORE_READ).owned_by(Keystore),
+        entry(M::PATCH, "/api/v4/keystores/{id}", catalog::KEYSTORE_UPDATE).owned_by(Keystore),
         entry(
             M::DELETE,
             "/api/v4/keystores/{id}",
-            O::changes("keyplane.target-keystores.delete", Critical),
+            catalog::KEYSTORE_DELETE,
         )
         .owned_by(Keystore),
         entry(
             M::GET,
             "/api/v4/keystores/{id}/status",
-            read("keyplane.target-keystores.read"),
+            catalog::KEYSTORE_STATUS,
         )
         .owned_by(Keystore),
         entry(
             M::GET,
             "/api/v4/keystores/{id}/tasks",
-            read("keyplane.target-keystores.read"),
+            catalog::KEYSTORE_TASKS,
         )
         .owned_by(Keystore),
         entry(
             M::GET,
             "/api/v4/keystores/{id}/managed_keys",
-            read("keyplane.target-keystores.read"),
+            catalog::KEYSTORE_KEYS,
         )
         .owned_by(Keystore),
         entry(
             M::GET,
             "/api/v4/keystores/{id}/associated_resources",
-            read("keyplane.target-keystores.read"),
+            catalog::KEYSTORE_ASSOCIATED,
         )
         .owned_by(Keystore),
         // Managed keys.
+        entry(M::GET, "/api/v4/managed_keys", catalog::KEY_LIST),
+        entry(M::POST, "/api/v4/managed_keys", catalog::KEY_CREATE),
+        entry(M::GET, "/api/v4/managed_keys/{id}", catalog::KEY_READ).owned_by(ManagedKey),
+        entry(M::PATCH, "/api/v4/managed_keys/{id}", catalog::KEY_UPDATE).owned_by(ManagedKey),
+        entry(M::DELETE, "/api/v4/managed_keys/{id}", catalog::KEY_DELETE).owned_by(ManagedKey),
         entry(
             M::GET,
-            "/api/v4/managed_keys",
-            read("keyplane.managed-keys.list"),
-        ),
-        entry(M::POST, "/api/v4/managed_keys", key_write),
-        entry(M::GET, "/api/v4/managed_keys/{id}", key_read).owned_by(ManagedKey),
-        entry(M::PATCH, "/api/v4/managed_keys/{id}", key_write).owned_by(ManagedKey),
-        entry(
-            M::DELETE,
-            "/api/v4/managed_keys/{id}",
-            O::changes("keyplane.managed-keys.delete", Critical),
+            "/api/v4/managed_keys/{id}/versions",
+            catalog::KEY_VERSIONS,
         )
         .owned_by(ManagedKey),
-        entry(M::GET, "/api/v4/managed_keys/{id}/versions", key_read).owned_by(ManagedKey),
         entry(
             M::GET,
             "/api/v4/managed_keys/{id}/status_in_keystores",
-            key_read,
+            catalog::KEY_STATUS_IN_KEYSTORES,
         )
         .owned_by(ManagedKey),
         entry(
             M::POST,
             "/api/v4/managed_keys/{id}/sync_status_in_keystores",
-            key_write,
+            catalog::KEY_SYNC,
         )
         .owned_by(ManagedKey),
         entry(
             M::POST,
             "/api/v4/managed_keys/{id}/update_from_template",
-            key_write,
+            catalog::KEY_UPDATE_FROM_TEMPLATE,
         )
         .owned_by(ManagedKey),
-        entry(M::POST, "/api/v4/managed_keys/{id}/activate", key_write).owned_by(ManagedKey),
-        entry(M::POST, "/api/v4/managed_keys/{id}/deactivate", key_write).owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/activate",
+            catalog::KEY_ACTIVATE,
+        )
+        .owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/deactivate",
+            catalog::KEY_DEACTIVATE,
+        )
+        .owned_by(ManagedKey),
         entry(
             M::POST,
             "/api/v4/managed_keys/{id}/destroy",
-            O::changes("keyplane.managed-keys.write", Critical),
+            catalog::KEY_DESTROY,
         )
         .owned_by(ManagedKey),
-        entry(M::POST, "/api/v4/managed_keys/{id}/rotate", key_write).owned_by(ManagedKey),
-        entry(M::POST, "/api/v4/managed_keys/{id}/compromise", key_write).owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/rotate",
+            catalog::KEY_ROTATE,
+        )
+        .owned_by(ManagedKey),
+        entry(
+            M::POST,
+            "/api/v4/managed_keys/{id}/compromise",
+            catalog::KEY_COMPROMISE,
+        )
+        .owned_by(ManagedKey),
         entry(
             M::GET,
             "/api/v4/managed_keys/{id}/associated_resources",
-            key_read,
+            catalog::KEY_ASSOCIATED,
         )
         .owned_by(ManagedKey),
         // Approvals: approving carries out a destroy or a removal.
-        entry(M::GET, "/api/v4/approvals", read("keyplane.approvals.list")),
-        entry(
-            M::GET,
-            "/api/v4/approvals/{id}",
-            read("keyplane.approvals.read"),
-        ),
+        entry(M::GET, "/api/v4/approvals", catalog::APPROVAL_LIST),
+        entry(M::GET, "/api/v4/approvals/{id}", catalog::APPROVAL_READ),
         entry(
             M::POST,
             "/api/v4/approvals/{id}/approve",
-            O::changes("keyplane.approvals.write", Critical),
+            catalog::APPROVAL_APPROVE,
         ),
         entry(
             M::POST,
             "/api/v4/approvals/{id}/reject",
-            write("keyplane.approvals.write"),
+            catalog::APPROVAL_REJECT,
         ),
         // Audit.
-        entry(
-            M::GET,
-            "/api/v4/audit_events",
-            read("keyplane.audit-events.list"),
-        ),
+        entry(M::GET, "/api/v4/audit_events", catalog::AUDIT_LIST),
         entry(
             M::GET,
             "/api/v4/audit_events/verification",
-            read("keyplane.audit-events.read"),
+            catalog::AUDIT_VERIFY,
         ),
         // Access.
         entry(
@@ -488,11 +450,7 @@ fn table() -> Vec<Entry> {
             read("keyplane.key-protect.read-import-token").withholding_body(),
         ),
         // Outside the API: the token exchange (its body is an API key) and liveness.
-        entry(
-            M::POST,
-            "/identity/token",
-            write("keyplane.identity.token").withholding_body(),
-        ),
+        entry(M::POST, "/identity/token", catalog::SIGN_IN),
         entry(M::GET, "/health", read("keyplane.health.read")),
     ]
 }

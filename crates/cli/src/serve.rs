@@ -175,18 +175,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
+    let auth: Arc<dyn keyplane_api::Authenticator> =
+        Arc::new(crate::tokens::Tokens::new(keyplane.clone())?);
     let app = keyplane_api::app(
         keyplane.clone(),
-        Arc::new(crate::tokens::Tokens::new(keyplane.clone())?),
+        auth.clone(),
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,
             rate_limit: config.rate_limit,
         },
     );
-    // The console drives the API in process, so it gets the API application itself.
-    let app = app.clone().merge(keyplane_console::router(
-        app,
+    // The console calls the same services, signing users in with the same authenticator.
+    let app = app.merge(keyplane_console::router(
+        keyplane.clone(),
+        auth,
         keyplane_console::ConsoleSettings {
             secure_cookies: tls.is_some(),
         },

@@ -1,29 +1,33 @@
 //! The web console at `/ui`: server-rendered pages for key custodians.
 //!
-//! Every page reads and acts through the API router, called in process with the signed-in user's
-//! bearer token, so each permission check, lifecycle rule and audit event is the API's own; the
-//! console only renders. Pages work without JavaScript; `console.js` only makes confirmation
-//! dialogs modal.
+//! Every page reads and acts through core's services, as the signed-in user's caller and with
+//! core's typed requests, each call one operation of `operation::catalog` run in its audit scope
+//! (`Keyplane::recorded`): each permission check, lifecycle rule and audit event is the one the
+//! API applies to the same operation; the console only renders. Pages work without JavaScript;
+//! `console.js` only makes confirmation dialogs modal.
 
-mod api;
 mod pages;
 mod session;
 mod view;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use keyplane_core::authn::Authenticator;
+use keyplane_core::authz::Caller;
+use keyplane_core::operation::Operation;
+use keyplane_core::service::{Keyplane, Origin};
 use serde::Deserialize;
 use serde_json::Value;
 
-use api::{Answer, Call, Problem};
 use session::{Flash, Sessions, SignedIn};
 
 /// Forms are small: a connection's fields at most.
@@ -38,15 +42,21 @@ pub struct ConsoleSettings {
 pub(crate) struct Console(Arc<Inner>);
 
 pub(crate) struct Inner {
-    api: Router,
+    keyplane: Keyplane,
+    auth: Arc<dyn Authenticator>,
     sessions: Sessions,
     secure: bool,
 }
 
-/// The console's routes, served beside `api` (the whole API application).
-pub fn router(api: Router, settings: ConsoleSettings) -> Router {
+/// The console's routes, over the node's services and the authenticator its API uses.
+pub fn router(
+    keyplane: Keyplane,
+    auth: Arc<dyn Authenticator>,
+    settings: ConsoleSettings,
+) -> Router {
     let console = Console(Arc::new(Inner {
-        api,
+        keyplane,
+        auth,
         sessions: Sessions::default(),
         secure: settings.secure_cookies,
     }));
@@ -116,11 +126,14 @@ async fn protect(req: Request, next: Next) -> Response {
     response
 }
 
-/// A signed-in user's request: its session and the browser's address.
+/// A signed-in user's request: its session, the caller its token names now, the browser's
+/// address and the request's correlation id.
 pub(crate) struct User {
     console: Console,
     session: SignedIn,
+    caller: Caller,
     client: Option<SocketAddr>,
+    correlation_id: String,
 }
 
 impl FromRequestParts<Console> for User {
@@ -131,13 +144,24 @@ impl FromRequestParts<Console> for User {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        match console.0.sessions.find(&parts.headers) {
-            Some(session) => Ok(User {
+        let Some(session) = console.0.sessions.find(&parts.headers) else {
+            return Err(Redirect::to("/ui/login").into_response());
+        };
+        // The token is checked on every request, so a revoked key or changed policy applies at
+        // once; a token no longer accepted ends the session.
+        match console.0.auth.authenticate(&session.bearer).await {
+            Ok(Some(identity)) => Ok(User {
                 console: console.clone(),
                 session,
+                caller: identity.into_caller(),
                 client,
+                correlation_id: session::random_token()[..32].to_owned(),
             }),
-            None => Err(Redirect::to("/ui/login").into_response()),
+            Ok(None) => {
+                console.0.sessions.close(&session.id);
+                Err(PageError::SignedOut.into_response())
+            }
+            Err(e) => Err(PageError::Api(Box::new(Problem::from(e))).into_response()),
         }
     }
 }
@@ -147,6 +171,47 @@ pub(crate) struct Chrome {
     pub section: &'static str,
     pub csrf: String,
     pub flash: Option<Flash>,
+}
+
+/// Why core refused an operation, as the user is told it.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub status: StatusCode,
+    pub message: String,
+    /// Core's error, for pages that show more of it (the keys blocking a disconnect).
+    pub cause: Option<keyplane_core::Error>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Problem {
+            status,
+            message: message.into(),
+            cause: None,
+        }
+    }
+}
+
+impl From<keyplane_core::Error> for Problem {
+    fn from(e: keyplane_core::Error) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match &e {
+            keyplane_core::Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "An internal error occurred; the server log has the details.".to_owned()
+            }
+            keyplane_core::Error::Invalid {
+                target: Some(target),
+                ..
+            } => format!("{e} ({})", target.name),
+            _ => e.to_string(),
+        };
+        Problem {
+            status,
+            message,
+            cause: Some(e),
+        }
+    }
 }
 
 /// Why a page could not be shown.
@@ -205,32 +270,54 @@ impl IntoResponse for PageError {
 pub(crate) type PageResult = Result<Response, PageError>;
 
 impl User {
-    fn call<'a>(&'a self, method: Method, path: &'a str) -> Call<'a> {
-        let mut call = Call::new(method, path);
-        call.bearer = Some(self.session.bearer.as_str());
-        call.client = self.client;
-        call
+    pub fn keyplane(&self) -> &Keyplane {
+        &self.console.0.keyplane
     }
 
-    pub async fn get(&self, path: &str) -> Result<Answer, PageError> {
-        Ok(api::send(&self.console.0.api, self.call(Method::GET, path)).await?)
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 
-    /// A change; a 401 still signs the user out, other problems come back to the page.
-    pub async fn change(
-        &self,
-        method: Method,
-        path: &str,
-        json: Option<&Value>,
-        if_match: Option<&str>,
-    ) -> Result<Result<Answer, Problem>, PageError> {
-        let mut call = self.call(method, path);
-        call.json = json;
-        call.if_match = if_match;
-        match api::send(&self.console.0.api, call).await {
-            Err(p) if p.status == StatusCode::UNAUTHORIZED => Err(PageError::SignedOut),
-            other => Ok(other),
+    /// The call's origin; `request` is what the user asked (null for reads).
+    fn origin(&self, request: Value) -> Origin {
+        let request = if request.is_null() {
+            serde_json::json!({ "via": "console" })
+        } else {
+            serde_json::json!({ "via": "console", "body": request })
+        };
+        Origin {
+            initiator: self.caller.actor.0.clone(),
+            correlation_id: self.correlation_id.clone(),
+            source: self.client.map(|c| c.ip()),
+            request,
         }
+    }
+
+    /// Reads through `operation`; a refusal is the page's answer.
+    pub async fn read<T>(
+        &self,
+        operation: &Operation,
+        call: impl Future<Output = keyplane_core::Result<T>>,
+    ) -> Result<T, PageError> {
+        self.keyplane()
+            .recorded(operation, 200, self.origin(Value::Null), call)
+            .await
+            .map_err(|e| PageError::from(Problem::from(e)))
+    }
+
+    /// A change through `operation`, recorded with `request` (what the user asked, as the
+    /// trail shows it); a refusal comes back to the page, to be shown on it.
+    pub async fn change<T>(
+        &self,
+        operation: &Operation,
+        success_status: u16,
+        request: Value,
+        call: impl Future<Output = keyplane_core::Result<T>>,
+    ) -> Result<T, Problem> {
+        self.keyplane()
+            .recorded(operation, success_status, self.origin(request), call)
+            .await
+            .map_err(Problem::from)
     }
 
     /// The page frame; takes the pending notice.
@@ -272,7 +359,6 @@ impl User {
         } else {
             Err(PageError::Api(Box::new(Problem::new(
                 StatusCode::FORBIDDEN,
-                "csrf",
                 "This form has expired or did not come from the console. Reload the page and try \
                  again.",
             ))))
@@ -281,17 +367,14 @@ impl User {
 }
 
 /// A resource id from a console path, as the UUID it must be (the console's 404 page
-/// otherwise): only its canonical form is ever put into an API path.
-pub(crate) fn page_id(raw: &str) -> Result<String, PageError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| no_such_page())
+/// otherwise).
+pub(crate) fn page_id(raw: &str) -> Result<uuid::Uuid, PageError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| no_such_page())
 }
 
 fn no_such_page() -> PageError {
     PageError::Api(Box::new(Problem::new(
         StatusCode::NOT_FOUND,
-        "not_found",
         "There is no such page.",
     )))
 }

@@ -1,38 +1,7 @@
-//! Reading API bodies in templates: `item.t("/vault/name")` is the text at a JSON pointer.
+//! Showing core's values on pages: states, times and dates as people read them.
 
-use serde_json::Value;
-
-pub(crate) trait Text {
-    /// The value at `pointer` as text: strings as they are, lists joined by ", ", absent as "".
-    fn t(&self, pointer: &str) -> String;
-    /// The list at `pointer` (empty when absent).
-    fn items(&self, pointer: &str) -> Vec<Value>;
-}
-
-impl Text for Value {
-    fn t(&self, pointer: &str) -> String {
-        match self.pointer(pointer) {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            Some(other) => other.to_string(),
-        }
-    }
-
-    fn items(&self, pointer: &str) -> Vec<Value> {
-        self.pointer(pointer)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    }
-}
+use chrono::{DateTime, NaiveDate, Utc};
+use keyplane_core::model::KeyStatusInKeystore;
 
 /// A state as people read it: `pre_activation` → "Pre-active".
 pub(crate) fn state_label(state: &str) -> &'static str {
@@ -42,25 +11,40 @@ pub(crate) fn state_label(state: &str) -> &'static str {
         "deactivated" => "Deactivated",
         "destroyed" => "Destroyed",
         "compromised" => "Compromised",
+        "destroyed_compromised" => "Destroyed (compromised)",
         "archived" => "Archived",
         "unarchived" => "Unarchived",
         _ => "Unknown",
     }
 }
 
+/// A moment, to the second, in UTC.
+pub(crate) fn when(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A date, or nothing.
+pub(crate) fn maybe(date: &Option<NaiveDate>) -> String {
+    date.as_ref().map(|d| d.to_string()).unwrap_or_default()
+}
+
+/// What went wrong with a key in a keystore, if anything.
+pub(crate) fn problem_of(status: &KeyStatusInKeystore) -> &str {
+    status.error.as_ref().map_or("", |e| e.message.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn text_reads_strings_numbers_lists_and_absence() {
-        let v = json!({"a": {"b": "x"}, "n": 3, "l": ["p", "q"], "z": null});
-        assert_eq!(v.t("/a/b"), "x");
-        assert_eq!(v.t("/n"), "3");
-        assert_eq!(v.t("/l"), "p, q");
-        assert_eq!(v.t("/z"), "");
-        assert_eq!(v.t("/missing"), "");
-        assert_eq!(v.items("/l").len(), 2);
+    fn times_and_dates_read_plainly() {
+        let at = DateTime::parse_from_rfc3339("2026-12-04T19:41:22.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(when(&at), "2026-12-04 19:41:22 UTC");
+        assert_eq!(maybe(&None), "");
+        assert_eq!(maybe(&NaiveDate::from_ymd_opt(2027, 1, 2)), "2027-01-02");
+        assert_eq!(state_label("pre_activation"), "Pre-active");
     }
 }

@@ -136,6 +136,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The HTTP status this error answers with on every wire, and records in the audit trail.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Invalid { .. } => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden => 403,
+            Self::NotFound { .. } => 404,
+            Self::Conflict { .. } => 409,
+            Self::EtagMismatch => 412,
+            Self::KeystoreUnavailable(_) => 424,
+            Self::PreconditionRequired => 428,
+            Self::Internal(_) => 500,
+            Self::Sealed => 503,
+        }
+    }
+
     pub fn missing_field(name: &str) -> Self {
         Self::Invalid {
             code: ErrorCode::MissingField,

@@ -1,6 +1,7 @@
 //! Keyplane's domain: resources, rules and services. Knows nothing of HTTP, SQL or any cloud.
 
 pub mod audit;
+pub mod authn;
 pub mod authz;
 pub mod connector;
 pub mod distribution;

@@ -112,6 +112,119 @@ impl Operation {
     }
 }
 
+/// Operations by name: the API's table routes its paths to them and the console runs them, so
+/// a call means the same through either.
+pub mod catalog {
+    use super::Operation;
+    use super::Severity::{Critical, Normal, Warning};
+
+    const KEY_WRITE: Operation = Operation::changes("keyplane.managed-keys.write", Warning);
+    const KEY_READING: Operation = Operation::reads("keyplane.managed-keys.read");
+    /// `GET /api/v4/vaults`.
+    pub const VAULT_LIST: Operation = Operation::reads("keyplane.vaults.list");
+    /// `POST /api/v4/vaults`.
+    pub const VAULT_CREATE: Operation = Operation::changes("keyplane.vaults.write", Normal);
+    /// `GET /api/v4/vaults/{id}`.
+    pub const VAULT_READ: Operation = Operation::reads("keyplane.vaults.read");
+    /// `PATCH /api/v4/vaults/{id}`.
+    pub const VAULT_UPDATE: Operation = Operation::changes("keyplane.vaults.write", Normal);
+    /// `DELETE /api/v4/vaults/{id}`.
+    pub const VAULT_DELETE: Operation = Operation::changes("keyplane.vaults.delete", Critical);
+    /// `GET /api/v4/vaults/{id}/dual_control`.
+    pub const DUAL_CONTROL_READ: Operation = Operation::reads("keyplane.vaults.read");
+    /// `PUT /api/v4/vaults/{id}/dual_control`.
+    pub const DUAL_CONTROL_SET: Operation = Operation::changes("keyplane.vaults.write", Normal);
+    /// `GET /api/v4/templates`.
+    pub const TEMPLATE_LIST: Operation = Operation::reads("keyplane.key-templates.list");
+    /// `POST /api/v4/templates`.
+    pub const TEMPLATE_CREATE: Operation =
+        Operation::changes("keyplane.key-templates.write", Normal);
+    /// `GET /api/v4/templates/{id}`.
+    pub const TEMPLATE_READ: Operation = Operation::reads("keyplane.key-templates.read");
+    /// `PATCH /api/v4/templates/{id}`.
+    pub const TEMPLATE_UPDATE: Operation =
+        Operation::changes("keyplane.key-templates.write", Normal);
+    /// `DELETE /api/v4/templates/{id}`.
+    pub const TEMPLATE_DELETE: Operation =
+        Operation::changes("keyplane.key-templates.delete", Normal);
+    /// `POST /api/v4/templates/{id}/archive`.
+    pub const TEMPLATE_ARCHIVE: Operation =
+        Operation::changes("keyplane.key-templates.write", Normal);
+    /// `POST /api/v4/templates/{id}/unarchive`.
+    pub const TEMPLATE_UNARCHIVE: Operation =
+        Operation::changes("keyplane.key-templates.write", Normal);
+    /// `POST /api/v4/templates/{id}/expose`.
+    pub const TEMPLATE_EXPOSE: Operation =
+        Operation::changes("keyplane.key-templates.write", Normal);
+    /// `GET /api/v4/keystores`.
+    pub const KEYSTORE_LIST: Operation = Operation::reads("keyplane.target-keystores.list");
+    /// `POST /api/v4/keystores`.
+    pub const KEYSTORE_CREATE: Operation =
+        Operation::changes("keyplane.target-keystores.write", Normal);
+    /// `GET /api/v4/keystores/{id}`.
+    pub const KEYSTORE_READ: Operation = Operation::reads("keyplane.target-keystores.read");
+    /// `PATCH /api/v4/keystores/{id}`.
+    pub const KEYSTORE_UPDATE: Operation =
+        Operation::changes("keyplane.target-keystores.write", Normal);
+    /// `DELETE /api/v4/keystores/{id}`.
+    pub const KEYSTORE_DELETE: Operation =
+        Operation::changes("keyplane.target-keystores.delete", Critical);
+    /// `GET /api/v4/keystores/{id}/status`.
+    pub const KEYSTORE_STATUS: Operation = Operation::reads("keyplane.target-keystores.read");
+    /// `GET /api/v4/keystores/{id}/tasks`.
+    pub const KEYSTORE_TASKS: Operation = Operation::reads("keyplane.target-keystores.read");
+    /// `GET /api/v4/keystores/{id}/managed_keys`.
+    pub const KEYSTORE_KEYS: Operation = Operation::reads("keyplane.target-keystores.read");
+    /// `GET /api/v4/keystores/{id}/associated_resources`.
+    pub const KEYSTORE_ASSOCIATED: Operation = Operation::reads("keyplane.target-keystores.read");
+    /// `GET /api/v4/managed_keys`.
+    pub const KEY_LIST: Operation = Operation::reads("keyplane.managed-keys.list");
+    /// `POST /api/v4/managed_keys`.
+    pub const KEY_CREATE: Operation = KEY_WRITE;
+    /// `GET /api/v4/managed_keys/{id}`.
+    pub const KEY_READ: Operation = KEY_READING;
+    /// `PATCH /api/v4/managed_keys/{id}`.
+    pub const KEY_UPDATE: Operation = KEY_WRITE;
+    /// `DELETE /api/v4/managed_keys/{id}`.
+    pub const KEY_DELETE: Operation = Operation::changes("keyplane.managed-keys.delete", Critical);
+    /// `GET /api/v4/managed_keys/{id}/versions`.
+    pub const KEY_VERSIONS: Operation = KEY_READING;
+    /// `GET /api/v4/managed_keys/{id}/status_in_keystores`.
+    pub const KEY_STATUS_IN_KEYSTORES: Operation = KEY_READING;
+    /// `POST /api/v4/managed_keys/{id}/sync_status_in_keystores`.
+    pub const KEY_SYNC: Operation = KEY_WRITE;
+    /// `POST /api/v4/managed_keys/{id}/update_from_template`.
+    pub const KEY_UPDATE_FROM_TEMPLATE: Operation = KEY_WRITE;
+    /// `POST /api/v4/managed_keys/{id}/activate`.
+    pub const KEY_ACTIVATE: Operation = KEY_WRITE;
+    /// `POST /api/v4/managed_keys/{id}/deactivate`.
+    pub const KEY_DEACTIVATE: Operation = KEY_WRITE;
+    /// `POST /api/v4/managed_keys/{id}/destroy`.
+    pub const KEY_DESTROY: Operation = Operation::changes("keyplane.managed-keys.write", Critical);
+    /// `POST /api/v4/managed_keys/{id}/rotate`.
+    pub const KEY_ROTATE: Operation = KEY_WRITE;
+    /// `POST /api/v4/managed_keys/{id}/compromise`.
+    pub const KEY_COMPROMISE: Operation = KEY_WRITE;
+    /// `GET /api/v4/managed_keys/{id}/associated_resources`.
+    pub const KEY_ASSOCIATED: Operation = KEY_READING;
+    /// `GET /api/v4/approvals`.
+    pub const APPROVAL_LIST: Operation = Operation::reads("keyplane.approvals.list");
+    /// `GET /api/v4/approvals/{id}`.
+    pub const APPROVAL_READ: Operation = Operation::reads("keyplane.approvals.read");
+    /// `POST /api/v4/approvals/{id}/approve`.
+    pub const APPROVAL_APPROVE: Operation =
+        Operation::changes("keyplane.approvals.write", Critical);
+    /// `POST /api/v4/approvals/{id}/reject`.
+    pub const APPROVAL_REJECT: Operation = Operation::changes("keyplane.approvals.write", Normal);
+    /// `GET /api/v4/audit_events`.
+    pub const AUDIT_LIST: Operation = Operation::reads("keyplane.audit-events.list");
+    /// `GET /api/v4/audit_events/verification`.
+    pub const AUDIT_VERIFY: Operation = Operation::reads("keyplane.audit-events.read");
+    /// `POST /identity/token`, and a sign-in to the console: a credential checked.
+    pub const SIGN_IN: Operation =
+        Operation::changes("keyplane.identity.token", Normal).withholding_body();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,7 +209,7 @@ pub(crate) async fn token(
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let address = client.map(|c| c.0.0.ip());
-    if let Err(retry_after) = s.limits.admit_exchange(address) {
+    if let Err(retry_after) = s.keyplane.failed_exchanges().admit(address) {
         return crate::limits::too_many(
             retry_after,
             "too many failed API key exchanges from this address; wait and try again",
@@ -230,7 +230,7 @@ pub(crate) async fn token(
         );
     }
     let unknown_key = || {
-        s.limits.exchange_failed(address);
+        s.keyplane.failed_exchanges().failed(address);
         iam_error(
             StatusCode::BAD_REQUEST,
             "BXNIM0415E",

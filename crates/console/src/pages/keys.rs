@@ -4,19 +4,24 @@
 
 use askama::Template;
 use axum::extract::{Path, Query};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use keyplane_core::etag::etag;
+use keyplane_core::model::{
+    KeyState, KeyStatusInKeystore, ManagedKey, Template as KeyTemplate, TemplateState, VaultView,
+};
+use keyplane_core::operation::{Operation, catalog};
+use keyplane_core::query::{KeyQuery, Paging as Window, TemplateQuery};
+use keyplane_core::service::{Decided, NewKey};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use uuid::Uuid;
 
-use super::Paging;
-use crate::api::with_query;
-use crate::view::Text;
-use crate::{Chrome, Console, PageError, PageResult, User, render, render_status};
+use super::{Paging, if_match, link_query, sorted_by};
+use crate::{Chrome, Console, PageError, PageResult, Problem, User, render, render_status};
 
 const PAGE_SIZE: u64 = 25;
-const ALL_STATES: &str = "pre_activation,active,deactivated,destroyed,compromised";
 
 pub(crate) fn routes() -> Router<Console> {
     Router::new()
@@ -26,12 +31,11 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/ui/keys/{id}/{action}", post(act))
 }
 
-/// The lifecycle actions: (action, button, API method and path suffix, confirmation question).
+/// The lifecycle actions: the operation each runs, its button and its confirmation question.
 struct Action {
     name: &'static str,
     button: &'static str,
-    method: Method,
-    suffix: &'static str,
+    operation: Operation,
     confirm: Option<&'static str>,
     done: &'static str,
 }
@@ -41,32 +45,28 @@ fn actions() -> [Action; 8] {
         Action {
             name: "activate",
             button: "Activate",
-            method: Method::POST,
-            suffix: "/activate",
+            operation: catalog::KEY_ACTIVATE,
             confirm: None,
             done: "The key is active and is being distributed to its keystores.",
         },
         Action {
             name: "sync",
             button: "Sync keystores",
-            method: Method::POST,
-            suffix: "/sync_status_in_keystores",
+            operation: catalog::KEY_SYNC,
             confirm: None,
             done: "The key's keystores were checked and brought in line.",
         },
         Action {
             name: "update_from_template",
             button: "Update from template",
-            method: Method::POST,
-            suffix: "/update_from_template",
+            operation: catalog::KEY_UPDATE_FROM_TEMPLATE,
             confirm: None,
             done: "The key now follows its template's keystores.",
         },
         Action {
             name: "rotate",
             button: "Rotate",
-            method: Method::POST,
-            suffix: "/rotate",
+            operation: catalog::KEY_ROTATE,
             confirm: Some(
                 "Rotate this key? A new version is made and distributed; earlier versions stay for \
                  decryption.",
@@ -76,8 +76,7 @@ fn actions() -> [Action; 8] {
         Action {
             name: "deactivate",
             button: "Deactivate",
-            method: Method::POST,
-            suffix: "/deactivate",
+            operation: catalog::KEY_DEACTIVATE,
             confirm: Some(
                 "Deactivate this key? Workloads can no longer encrypt with it; it stays available \
                  for decryption.",
@@ -87,16 +86,14 @@ fn actions() -> [Action; 8] {
         Action {
             name: "compromise",
             button: "Mark compromised",
-            method: Method::POST,
-            suffix: "/compromise",
+            operation: catalog::KEY_COMPROMISE,
             confirm: Some("Mark this key compromised? This cannot be undone."),
             done: "The key was marked compromised.",
         },
         Action {
             name: "destroy",
             button: "Destroy",
-            method: Method::POST,
-            suffix: "/destroy",
+            operation: catalog::KEY_DESTROY,
             confirm: Some(
                 "Destroy this key? Its material is erased here and in every keystore. Data \
                  encrypted under it can never be decrypted again.",
@@ -106,8 +103,7 @@ fn actions() -> [Action; 8] {
         Action {
             name: "remove",
             button: "Remove",
-            method: Method::DELETE,
-            suffix: "",
+            operation: catalog::KEY_DELETE,
             confirm: Some("Remove this key's record? Only a pre-active or destroyed key can go."),
             done: "The key was removed.",
         },
@@ -115,12 +111,8 @@ fn actions() -> [Action; 8] {
 }
 
 /// The actions a key in `state` is offered: its lifecycle's, as core's state machine allows
-/// them, and the upkeep of its keystores while it is in use (the API still decides).
-fn offered(state: &str) -> Vec<&'static str> {
-    use keyplane_core::model::KeyState;
-    let Some(state) = KeyState::parse(state) else {
-        return Vec::new();
-    };
+/// them, and the upkeep of its keystores while it is in use (core still decides).
+fn offered(state: KeyState) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = keyplane_core::lifecycle::actions_for(state)
         .into_iter()
         .map(|a| a.name())
@@ -157,53 +149,67 @@ pub(crate) struct Filters {
 #[template(path = "keys.html")]
 pub(crate) struct KeysPage {
     chrome: Chrome,
-    keys: Vec<Value>,
+    keys: Vec<ManagedKey>,
     paging: Paging,
     filters: Filters,
-    vaults: Vec<Value>,
+    vaults: Vec<VaultView>,
     states: [(&'static str, &'static str); 6],
 }
 
-pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
-    let state = if f.state == "any" {
-        ALL_STATES
-    } else {
-        f.state.as_str()
+/// The list's query: the filters as the key list's store reads them, newest change first.
+fn key_query(f: &Filters) -> Result<KeyQuery, PageError> {
+    let bad = |what: &str| {
+        PageError::Api(Box::new(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("The {what} filter is not one the console offers."),
+        )))
     };
-    let path = with_query(
-        &format!(
-            "/api/v4/managed_keys?limit={PAGE_SIZE}&offset={}&sort=-updated_at",
-            f.offset
-        ),
-        &[
-            ("state", state),
-            ("vault.id", &f.vault),
-            ("template.name", &f.template),
-            ("referenced_keystores[].name", &f.keystore),
-            ("label", &f.label),
-        ],
-    );
-    let answer = user.get(&path).await?;
+    let states = match f.state.as_str() {
+        "any" => KeyState::ALL.to_vec(),
+        "" => vec![KeyState::PreActivation, KeyState::Active],
+        one => vec![KeyState::parse(one).ok_or_else(|| bad("state"))?],
+    };
+    let vault_ids = if f.vault.is_empty() {
+        Vec::new()
+    } else {
+        vec![Uuid::parse_str(&f.vault).map_err(|_| bad("vault"))?]
+    };
+    let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    Ok(KeyQuery {
+        states,
+        vault_ids,
+        label: text(&f.label),
+        template_name_prefix: text(&f.template),
+        referenced_keystore_names: text(&f.keystore).into_iter().collect(),
+        sort: sorted_by("updated_at", true),
+        paging: Window {
+            limit: PAGE_SIZE as u32,
+            offset: f.offset,
+        },
+        ..KeyQuery::default()
+    })
+}
+
+pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
+    let query = key_query(&f)?;
+    let page = user
+        .read(
+            &catalog::KEY_LIST,
+            user.keyplane().list_keys(user.caller(), query),
+        )
+        .await?;
     let vaults = super::vault_choices(&user).await?;
-    let query = with_query(
-        "",
-        &[
-            ("state", &f.state),
-            ("vault", &f.vault),
-            ("template", &f.template),
-            ("keystore", &f.keystore),
-            ("label", &f.label),
-        ],
-    );
+    let links = link_query(&[
+        ("state", &f.state),
+        ("vault", &f.vault),
+        ("template", &f.template),
+        ("keystore", &f.keystore),
+        ("label", &f.label),
+    ]);
     render(&KeysPage {
         chrome: user.chrome("keys"),
-        keys: answer.body.items("/managed_keys"),
-        paging: Paging::new(
-            f.offset,
-            PAGE_SIZE,
-            answer.body["total_count"].as_u64().unwrap_or(0),
-            query.trim_start_matches('?').to_owned(),
-        ),
+        keys: page.items,
+        paging: Paging::new(f.offset, PAGE_SIZE, page.total_count, links),
         filters: f,
         vaults,
         states: [
@@ -221,10 +227,10 @@ pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
 #[template(path = "key.html")]
 pub(crate) struct KeyPage {
     chrome: Chrome,
-    key: Value,
+    key: ManagedKey,
     etag: String,
-    versions: Vec<Value>,
-    placements: Vec<Value>,
+    versions: Vec<ManagedKey>,
+    placements: Vec<KeyStatusInKeystore>,
     buttons: Vec<(&'static str, &'static str, bool)>,
     confirm: Option<(&'static str, &'static str, &'static str)>,
     error: Option<String>,
@@ -238,25 +244,36 @@ pub(crate) struct DetailsQuery {
 
 async fn key_page(
     user: &User,
-    id: &str,
+    id: Uuid,
     confirm: &str,
     error: Option<String>,
 ) -> Result<KeyPage, PageError> {
-    let answer = user.get(&format!("/api/v4/managed_keys/{id}")).await?;
-    let key = answer.body;
+    let (kp, caller) = (user.keyplane(), user.caller());
+    let key = user
+        .read(&catalog::KEY_READ, kp.get_key(caller, id))
+        .await?;
+    // Older versions are usually deactivated: every state is shown.
+    let every_state = KeyQuery {
+        states: KeyState::ALL.to_vec(),
+        ..KeyQuery::default()
+    };
     let versions = user
-        .get(&format!("/api/v4/managed_keys/{id}/versions"))
+        .read(
+            &catalog::KEY_VERSIONS,
+            kp.key_versions(caller, id, &every_state),
+        )
         .await
-        .map(|a| a.body.items("/managed_keys"))
+        .map(|page| page.items)
         .unwrap_or_default();
     let placements = user
-        .get(&format!("/api/v4/managed_keys/{id}/status_in_keystores"))
+        .read(
+            &catalog::KEY_STATUS_IN_KEYSTORES,
+            kp.key_status_in_keystores(caller, id),
+        )
         .await
-        .map(|a| a.body.items("/status_in_keystores"))
         .unwrap_or_default();
-    let state = key.t("/state");
     let all = actions();
-    let buttons = offered(&state)
+    let buttons = offered(key.state)
         .iter()
         .filter_map(|name| all.iter().find(|a| a.name == *name))
         .map(|a| (a.name, a.button, a.confirm.is_some()))
@@ -267,8 +284,8 @@ async fn key_page(
         .and_then(|a| a.confirm.map(|question| (a.name, a.button, question)));
     Ok(KeyPage {
         chrome: user.chrome("keys"),
+        etag: etag(key.revision, key.id),
         key,
-        etag: answer.etag.unwrap_or_default(),
         versions,
         placements,
         buttons,
@@ -283,7 +300,7 @@ pub(crate) async fn details(
     Query(q): Query<DetailsQuery>,
 ) -> PageResult {
     let id = crate::page_id(&id)?;
-    render(&key_page(&user, &id, &q.confirm, None).await?)
+    render(&key_page(&user, id, &q.confirm, None).await?)
 }
 
 #[derive(Deserialize)]
@@ -292,6 +309,75 @@ pub(crate) struct ActionForm {
     csrf: String,
     #[serde(default)]
     etag: String,
+}
+
+/// What an action came to: done, or a request waiting for a second custodian.
+enum Outcome {
+    Done,
+    Awaiting,
+}
+
+fn done<T>(_: T) -> Outcome {
+    Outcome::Done
+}
+
+fn decided<T>(d: Decided<T>) -> Outcome {
+    match d {
+        Decided::Done(_) => Outcome::Done,
+        Decided::Requested(_) => Outcome::Awaiting,
+    }
+}
+
+/// Runs `action` on key `id`, under the precondition the page's ETag states.
+async fn run(user: &User, action: &Action, id: Uuid, etag: &str) -> Result<Outcome, Problem> {
+    let (kp, caller) = (user.keyplane(), user.caller());
+    let tag = if_match(etag);
+    let m = Some(&tag);
+    let request = json!({ "id": id, "action": action.name });
+    let op = &action.operation;
+    match action.name {
+        "activate" => user
+            .change(op, 200, request, kp.activate_key(caller, id, m))
+            .await
+            .map(done),
+        "deactivate" => user
+            .change(op, 200, request, kp.deactivate_key(caller, id, m))
+            .await
+            .map(done),
+        "rotate" => user
+            .change(op, 200, request, kp.rotate_key(caller, id, m))
+            .await
+            .map(done),
+        "compromise" => user
+            .change(op, 200, request, kp.compromise_key(caller, id, m))
+            .await
+            .map(done),
+        "sync" => user
+            .change(op, 200, request, kp.sync_key(caller, id, m))
+            .await
+            .map(done),
+        "update_from_template" => user
+            .change(
+                op,
+                200,
+                request,
+                kp.update_key_from_template(caller, id, m, false),
+            )
+            .await
+            .map(done),
+        "destroy" => user
+            .change(op, 200, request, kp.destroy_key(caller, id, m))
+            .await
+            .map(decided),
+        "remove" => user
+            .change(op, 204, request, kp.delete_key(caller, id, m))
+            .await
+            .map(decided),
+        _ => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "There is no such action.",
+        )),
+    }
 }
 
 pub(crate) async fn act(
@@ -305,20 +391,16 @@ pub(crate) async fn act(
     let Some(action) = all.iter().find(|a| a.name == action) else {
         return Ok(user.failed(&format!("/ui/keys/{id}"), "There is no such action."));
     };
-    let path = format!("/api/v4/managed_keys/{id}{}", action.suffix);
-    match user
-        .change(action.method.clone(), &path, None, Some(&form.etag))
-        .await?
-    {
-        Ok(_) if action.name == "remove" => Ok(user.done("/ui/keys", action.done)),
-        Ok(answer) if answer.status == StatusCode::ACCEPTED => Ok(user.done(
+    match run(&user, action, id, &form.etag).await {
+        Ok(Outcome::Awaiting) => Ok(user.done(
             &format!("/ui/keys/{id}"),
             "The action waits for a second custodian's approval.",
         )),
-        Ok(_) => Ok(user.done(&format!("/ui/keys/{id}"), action.done)),
+        Ok(Outcome::Done) if action.name == "remove" => Ok(user.done("/ui/keys", action.done)),
+        Ok(Outcome::Done) => Ok(user.done(&format!("/ui/keys/{id}"), action.done)),
         Err(problem) => render_status(
             problem.status,
-            &key_page(&user, &id, "", Some(problem.message)).await?,
+            &key_page(&user, id, "", Some(problem.message)).await?,
         ),
     }
 }
@@ -327,21 +409,32 @@ pub(crate) async fn act(
 #[template(path = "key_form.html")]
 pub(crate) struct CreatePage {
     chrome: Chrome,
-    templates: Vec<Value>,
+    templates: Vec<KeyTemplate>,
     template: String,
     label: String,
     description: String,
     error: Option<String>,
 }
 
-async fn template_choices(user: &User) -> Result<Vec<Value>, PageError> {
-    Ok(user
-        .get("/api/v4/templates?limit=100&sort=name")
-        .await?
-        .body
-        .items("/templates")
+async fn template_choices(user: &User) -> Result<Vec<KeyTemplate>, PageError> {
+    let query = TemplateQuery {
+        sort: sorted_by("name", false),
+        paging: Window {
+            limit: 100,
+            offset: 0,
+        },
+        ..TemplateQuery::default()
+    };
+    let page = user
+        .read(
+            &catalog::TEMPLATE_LIST,
+            user.keyplane().list_templates(user.caller(), query),
+        )
+        .await?;
+    Ok(page
+        .items
         .into_iter()
-        .filter(|t| t.t("/state") != "archived")
+        .filter(|t| t.state != TemplateState::Archived)
         .collect())
 }
 
@@ -377,37 +470,47 @@ pub(crate) struct CreateForm {
 pub(crate) async fn create(user: User, Form(form): Form<CreateForm>) -> PageResult {
     user.check_csrf(&form.csrf)?;
     let templates = template_choices(&user).await?;
-    let chosen = templates.iter().find(|t| t.t("/id") == form.template);
+    let chosen = templates.iter().find(|t| t.id.to_string() == form.template);
     let outcome = match chosen {
-        None => Err((StatusCode::BAD_REQUEST, "Choose a template.".to_owned())),
+        None => Err(Problem::new(StatusCode::BAD_REQUEST, "Choose a template.")),
         Some(t) => {
-            let mut body = json!({
-                "template_name": t.t("/name"),
-                "vault": { "id": t.t("/vault/id") },
+            let label = Some(form.label.trim().to_owned()).filter(|l| !l.is_empty());
+            let input = NewKey {
+                template_name: Some(t.name.clone()),
+                vault_id: Some(t.vault.id),
+                label: label.clone(),
+                description: Some(form.description.trim().to_owned()),
+                tags: None,
+            };
+            let request = json!({
+                "template_name": t.name,
+                "vault": { "id": t.vault.id },
+                "label": label,
                 "description": form.description.trim(),
             });
-            if !form.label.trim().is_empty() {
-                body["label"] = json!(form.label.trim());
-            }
-            user.change(Method::POST, "/api/v4/managed_keys", Some(&body), None)
-                .await?
-                .map_err(|p| (p.status, p.message))
+            user.change(
+                &catalog::KEY_CREATE,
+                201,
+                request,
+                user.keyplane().create_key(user.caller(), input),
+            )
+            .await
         }
     };
     match outcome {
         Ok(created) => Ok(user.done(
-            &format!("/ui/keys/{}", created.body.t("/id")),
-            format!("Key {} created.", created.body.t("/label")),
+            &format!("/ui/keys/{}", created.id),
+            format!("Key {} created.", created.label),
         )),
-        Err((status, message)) => render_status(
-            status,
+        Err(problem) => render_status(
+            problem.status,
             &CreatePage {
                 chrome: user.chrome("keys"),
                 templates,
                 template: form.template,
                 label: form.label,
                 description: form.description,
-                error: Some(message),
+                error: Some(problem.message),
             },
         ),
     }
@@ -420,22 +523,16 @@ mod tests {
     #[test]
     fn every_offered_action_exists_and_irreversible_ones_ask_first() {
         let all = actions();
-        for state in [
-            "pre_activation",
-            "active",
-            "deactivated",
-            "destroyed",
-            "compromised",
-        ] {
-            for name in offered(state) {
+        for state in KeyState::ALL {
+            for name in offered(*state) {
                 assert!(all.iter().any(|a| a.name == name), "{name}");
             }
         }
         // Only destroyed keys can be removed, as the API rules.
-        assert!(!offered("pre_activation").contains(&"remove"));
-        assert!(offered("destroyed").contains(&"remove"));
+        assert!(!offered(KeyState::PreActivation).contains(&"remove"));
+        assert!(offered(KeyState::Destroyed).contains(&"remove"));
         assert_eq!(
-            offered("pre_activation"),
+            offered(KeyState::PreActivation),
             ["activate", "compromise", "destroy"]
         );
         for name in ["destroy", "remove", "deactivate", "compromise", "rotate"] {

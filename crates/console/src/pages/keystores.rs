@@ -4,18 +4,24 @@
 
 use askama::Template;
 use axum::extract::{Path, Query};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use keyplane_core::etag::etag;
 use keyplane_core::keystore_types::{FieldKind, FieldSpec, connection_fields};
-use keyplane_core::model::{IbmVariant, KeystoreType};
+use keyplane_core::model::{
+    IbmVariant, Keystore, KeystoreDeleteMode, KeystoreStatus, KeystoreType, VaultView,
+};
+use keyplane_core::operation::catalog;
+use keyplane_core::query::{KeyQuery, KeystoreQuery, Paging as Window};
+use keyplane_core::service::{KeystorePatch, NewKeystore};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use uuid::Uuid;
 
-use super::{Paging, vault_choices};
-use crate::api::{Problem, with_query};
-use crate::view::{Text, state_label};
-use crate::{Chrome, Console, PageError, PageResult, User, render, render_status};
+use super::{Paging, if_match, link_query, vault_choices};
+use crate::view::state_label;
+use crate::{Chrome, Console, PageError, PageResult, Problem, User, render, render_status};
 
 const PAGE_SIZE: u64 = 25;
 
@@ -49,10 +55,19 @@ fn wire_kind(kind: &str) -> Option<(KeystoreType, Option<IbmVariant>)> {
     }
 }
 
-fn kind_of(keystore: &Value) -> String {
-    match keystore.t("/ibm_variant") {
-        v if !v.is_empty() => v,
-        _ => keystore.t("/type"),
+fn kind_of(keystore: &Keystore) -> String {
+    match keystore.ibm_variant {
+        Some(v) => v.as_str().to_owned(),
+        None => keystore.keystore_type.as_str().to_owned(),
+    }
+}
+
+/// A non-secret connection field as text (secrets are never read back).
+fn connection_text(keystore: &Keystore, field: &str) -> String {
+    match keystore.connection.get(field) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
     }
 }
 
@@ -65,7 +80,7 @@ fn kind_label(kind: &str) -> &'static str {
 
 /// A row of the list: the keystore with its health and key count.
 pub(crate) struct Row {
-    item: Value,
+    item: Keystore,
     kind: &'static str,
     health: String,
     keys: String,
@@ -94,15 +109,43 @@ impl Blocking {
 }
 
 pub(crate) struct Panel {
-    item: Value,
+    item: Keystore,
     etag: String,
     kind: &'static str,
-    health: Value,
+    health: Health,
     keys: String,
     connection: Vec<(String, String)>,
     confirm: bool,
     refusal: Option<String>,
     blocking: Vec<Blocking>,
+}
+
+/// A keystore's health as the panel shows it.
+pub(crate) struct Health {
+    status: String,
+    message: String,
+    last_heartbeat: String,
+}
+
+impl Health {
+    fn of(status: Option<KeystoreStatus>) -> Self {
+        match status {
+            Some(s) => Health {
+                status: s.health_status.as_str().to_owned(),
+                message: s.message,
+                last_heartbeat: s
+                    .last_heartbeat
+                    .as_ref()
+                    .map(crate::view::when)
+                    .unwrap_or_default(),
+            },
+            None => Health {
+                status: "unknown".into(),
+                message: "not known".into(),
+                last_heartbeat: String::new(),
+            },
+        }
+    }
 }
 
 #[derive(Template)]
@@ -127,18 +170,28 @@ pub(crate) struct ListQuery {
     offset: u64,
 }
 
-async fn health_and_count(user: &User, id: &str) -> (Value, String) {
+async fn health_and_count(user: &User, id: Uuid) -> (Health, String) {
+    let (kp, caller) = (user.keyplane(), user.caller());
     let health = user
-        .get(&format!("/api/v4/keystores/{id}/status"))
+        .read(&catalog::KEYSTORE_STATUS, kp.keystore_status(caller, id))
         .await
-        .map(|a| a.body)
-        .unwrap_or_else(|_| json!({"health_status": "unknown", "message": "not known"}));
+        .ok();
+    let one = KeyQuery {
+        paging: Window {
+            limit: 1,
+            offset: 0,
+        },
+        ..KeyQuery::default()
+    };
     let keys = user
-        .get(&format!("/api/v4/keystores/{id}/managed_keys?limit=1"))
+        .read(
+            &catalog::KEYSTORE_KEYS,
+            kp.list_keystore_keys(caller, id, one),
+        )
         .await
-        .map(|a| a.body.t("/total_count"))
+        .map(|page| page.total_count.to_string())
         .unwrap_or_default();
-    (health, keys)
+    (Health::of(health), keys)
 }
 
 async fn page(
@@ -146,40 +199,60 @@ async fn page(
     q: &ListQuery,
     panel: Option<Panel>,
 ) -> Result<KeystoresPage, PageError> {
-    let path = with_query(
-        &format!("/api/v4/keystores?limit={PAGE_SIZE}&offset={}", q.offset),
-        &[("type", q.keystore_type.as_str())],
-    );
-    let answer = user.get(&path).await?;
+    let types = if q.keystore_type.is_empty() {
+        Vec::new()
+    } else {
+        vec![KeystoreType::parse(&q.keystore_type).ok_or_else(|| {
+            PageError::Api(Box::new(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "There is no such keystore type.",
+            )))
+        })?]
+    };
+    let query = KeystoreQuery {
+        types,
+        paging: Window {
+            limit: PAGE_SIZE as u32,
+            offset: q.offset,
+        },
+        ..KeystoreQuery::default()
+    };
+    let listed = user
+        .read(
+            &catalog::KEYSTORE_LIST,
+            user.keyplane().list_keystores(user.caller(), query),
+        )
+        .await?;
     let mut rows = Vec::new();
-    for item in answer.body.items("/keystores") {
-        let (health, keys) = health_and_count(user, &item.t("/id")).await;
+    for item in listed.items {
+        let (health, keys) = health_and_count(user, item.id).await;
         rows.push(Row {
             kind: kind_label(&kind_of(&item)),
-            health: health.t("/health_status"),
+            health: health.status,
             keys,
             item,
         });
     }
-    let total = answer.body["total_count"].as_u64().unwrap_or(0);
-    let query = with_query("", &[("type", q.keystore_type.as_str())]);
+    let links = link_query(&[("type", q.keystore_type.as_str())]);
     Ok(KeystoresPage {
         chrome: user.chrome("keystores"),
         rows,
-        paging: Paging::new(
-            q.offset,
-            PAGE_SIZE,
-            total,
-            query.trim_start_matches('?').to_owned(),
-        ),
+        paging: Paging::new(q.offset, PAGE_SIZE, listed.total_count, links),
         panel,
         filter_type: q.keystore_type.clone(),
     })
 }
 
-async fn panel(user: &User, id: &str, confirm: bool) -> Result<Panel, PageError> {
-    let answer = user.get(&format!("/api/v4/keystores/{id}")).await?;
-    let item = answer.body;
+async fn read_keystore(user: &User, id: Uuid) -> Result<Keystore, PageError> {
+    user.read(
+        &catalog::KEYSTORE_READ,
+        user.keyplane().get_keystore(user.caller(), id),
+    )
+    .await
+}
+
+async fn panel(user: &User, id: Uuid, confirm: bool) -> Result<Panel, PageError> {
+    let item = read_keystore(user, id).await?;
     let (health, keys) = health_and_count(user, id).await;
     let kind = kind_of(&item);
     let connection = wire_kind(&kind)
@@ -187,11 +260,11 @@ async fn panel(user: &User, id: &str, confirm: bool) -> Result<Panel, PageError>
         .unwrap_or_default()
         .iter()
         .filter(|f| !f.secret)
-        .map(|f| (f.name.to_owned(), item.t(&format!("/{}", f.name))))
+        .map(|f| (f.name.to_owned(), connection_text(&item, f.name)))
         .filter(|(_, v)| !v.is_empty())
         .collect();
     Ok(Panel {
-        etag: answer.etag.unwrap_or_default(),
+        etag: etag(item.revision, item.id),
         kind: kind_label(&kind),
         health,
         keys,
@@ -207,7 +280,8 @@ pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
     let panel = if q.selected.is_empty() {
         None
     } else {
-        Some(panel(&user, &q.selected, q.confirm == "disconnect").await?)
+        let id = crate::page_id(&q.selected)?;
+        Some(panel(&user, id, q.confirm == "disconnect").await?)
     };
     render(&page(&user, &q, panel).await?)
 }
@@ -222,16 +296,18 @@ pub(crate) struct DisconnectForm {
     mode: String,
 }
 
-/// The refused disconnect's keys, from the error's `message_params` (`id (label, state)`).
+/// The refused disconnect's keys, from the conflict's params (`id (label, state)`).
 fn blocking_keys(problem: &Problem) -> Vec<Blocking> {
-    if problem.code != "keystore_not_empty" {
+    let Some(keyplane_core::Error::Conflict {
+        code: keyplane_core::ErrorCode::KeystoreNotEmpty,
+        params,
+        ..
+    }) = &problem.cause
+    else {
         return Vec::new();
-    }
-    problem.body["errors"][0]["message_params"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    };
+    params
+        .iter()
         .map(|entry| {
             let (id, rest) = entry.split_once(' ').unwrap_or((entry, ""));
             let inner = rest.trim_start_matches('(').trim_end_matches(')');
@@ -253,22 +329,38 @@ pub(crate) async fn disconnect(
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let mode = if form.mode.is_empty() {
-        "restrict"
+        Some(KeystoreDeleteMode::Restrict)
     } else {
-        form.mode.as_str()
+        KeystoreDeleteMode::parse(&form.mode)
     };
-    let path = with_query(&format!("/api/v4/keystores/{id}"), &[("mode", mode)]);
-    match user
-        .change(Method::DELETE, &path, None, Some(&form.etag))
-        .await?
-    {
-        Ok(_) => Ok(user.done("/ui/keystores", "The keystore was disconnected.")),
+    let tag = if_match(&form.etag);
+    let outcome = match mode {
+        None => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "The disconnect mode must be one of {}.",
+                KeystoreDeleteMode::allowed()
+            ),
+        )),
+        Some(mode) => {
+            user.change(
+                &catalog::KEYSTORE_DELETE,
+                204,
+                json!({ "id": id, "mode": mode.as_str() }),
+                user.keyplane()
+                    .delete_keystore(user.caller(), id, Some(&tag), mode),
+            )
+            .await
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(user.done("/ui/keystores", "The keystore was disconnected.")),
         Err(problem) => {
-            let mut shown = panel(&user, &id, false).await?;
+            let mut shown = panel(&user, id, false).await?;
             shown.blocking = blocking_keys(&problem);
             shown.refusal = Some(problem.message.clone());
             let q = ListQuery {
-                selected: id,
+                selected: id.to_string(),
                 ..ListQuery::default()
             };
             render_status(problem.status, &page(&user, &q, Some(shown)).await?)
@@ -318,7 +410,7 @@ pub(crate) struct ConnectPage {
     kind_label: &'static str,
     /// Editing an existing keystore (its id and ETag), or connecting a new one.
     editing: Option<(String, String)>,
-    vaults: Vec<Value>,
+    vaults: Vec<VaultView>,
     vault: String,
     name: String,
     description: String,
@@ -334,8 +426,8 @@ pub(crate) struct KindQuery {
     kind: String,
 }
 
-/// The kind's connection fields, filled from `values` (secrets are never filled in).
-fn fields_for(kind: &str, values: &Value) -> Vec<Field> {
+/// The kind's connection fields, filled by `value_of` (secrets are never filled in).
+fn fields_for(kind: &str, value_of: impl Fn(&str) -> String) -> Vec<Field> {
     wire_kind(kind)
         .map(|(t, v)| connection_fields(t, v))
         .unwrap_or_default()
@@ -344,11 +436,20 @@ fn fields_for(kind: &str, values: &Value) -> Vec<Field> {
             let value = if spec.secret {
                 String::new()
             } else {
-                values.t(&format!("/{}", spec.name))
+                value_of(spec.name)
             };
             Field::of(spec, value)
         })
         .collect()
+}
+
+/// A posted connection field's value.
+fn posted_value(fields: &Map<String, Value>, name: &str) -> String {
+    fields
+        .get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 pub(crate) async fn connect_form(user: User, Query(q): Query<KindQuery>) -> PageResult {
@@ -357,14 +458,17 @@ pub(crate) async fn connect_form(user: User, Query(q): Query<KindQuery>) -> Page
         chrome: user.chrome("keystores"),
         kinds: KINDS,
         kind_label: kind_label(&q.kind),
-        fields: fields_for(&q.kind, &Value::Null),
+        fields: fields_for(&q.kind, |_| String::new()),
         kind: if wire_kind(&q.kind).is_some() {
             q.kind
         } else {
             String::new()
         },
         editing: None,
-        vault: vaults.first().map(|v| v.t("/id")).unwrap_or_default(),
+        vault: vaults
+            .first()
+            .map(|v| v.vault.id.to_string())
+            .unwrap_or_default(),
         vaults,
         name: String::new(),
         description: String::new(),
@@ -416,19 +520,20 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
     p
 }
 
-/// The API body: groups split on commas, booleans as booleans, empty optional fields left out
-/// (and secrets left out when editing, so the stored ones stay).
-fn connection_body(kind: &str, p: &Posted, editing: bool) -> Map<String, Value> {
-    let mut body = Map::new();
-    body.insert("name".into(), json!(p.name.trim()));
-    body.insert("description".into(), json!(p.description.trim()));
-    let groups: Vec<&str> = p
-        .groups
+/// The groups, split on commas.
+fn groups(p: &Posted) -> Vec<String> {
+    p.groups
         .split(',')
         .map(str::trim)
         .filter(|g| !g.is_empty())
-        .collect();
-    body.insert("groups".into(), json!(groups));
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The connection fields: booleans as booleans, empty optional fields left out (and locked
+/// fields when editing, so the stored ones stay; secrets left empty stay as stored too).
+fn connection(kind: &str, p: &Posted, editing: bool) -> Map<String, Value> {
+    let mut fields = Map::new();
     for spec in wire_kind(kind)
         .map(|(t, v)| connection_fields(t, v))
         .unwrap_or_default()
@@ -443,9 +548,18 @@ fn connection_body(kind: &str, p: &Posted, editing: bool) -> Map<String, Value> 
             FieldKind::Bool => Value::Bool(value == "true"),
             _ => Value::String(value.to_owned()),
         };
-        body.insert(spec.name.to_owned(), value);
+        fields.insert(spec.name.to_owned(), value);
     }
-    body
+    fields
+}
+
+/// What the user asked, as the trail records it (secret fields are redacted there).
+fn recorded(p: &Posted, connection: &Map<String, Value>) -> Value {
+    let mut body = connection.clone();
+    body.insert("name".into(), json!(p.name.trim()));
+    body.insert("description".into(), json!(p.description.trim()));
+    body.insert("groups".into(), json!(groups(p)));
+    Value::Object(body)
 }
 
 pub(crate) async fn connect(
@@ -458,21 +572,35 @@ pub(crate) async fn connect(
     let Some((keystore_type, variant)) = wire_kind(&q.kind) else {
         return Ok(user.failed("/ui/keystores/new", "Choose a keystore type."));
     };
-    let mut body = connection_body(&q.kind, &p, false);
-    body.insert("type".into(), json!(keystore_type.as_str()));
-    if let Some(v) = variant {
-        body.insert("ibm_variant".into(), json!(v.as_str()));
-    }
-    body.insert("vault".into(), json!({ "id": p.vault }));
+    let fields = connection(&q.kind, &p, false);
+    let mut request = recorded(&p, &fields);
+    request["type"] = json!(keystore_type.as_str());
+    request["vault"] = json!({ "id": p.vault });
     let testing = p.intent == "test";
-    let path = if testing {
-        "/api/v4/keystores?dry_run=true"
-    } else {
-        "/api/v4/keystores"
+    let outcome = match Uuid::parse_str(&p.vault) {
+        Err(_) => Err(Problem::new(StatusCode::BAD_REQUEST, "Choose a vault.")),
+        Ok(vault_id) => {
+            let input = NewKeystore {
+                vault_id: Some(vault_id),
+                keystore_type: Some(keystore_type),
+                ibm_variant: variant,
+                name: Some(p.name.trim().to_owned()),
+                description: Some(p.description.trim().to_owned()),
+                groups: Some(groups(&p)),
+                location: None,
+                tls_proxy: None,
+                connection: fields,
+            };
+            user.change(
+                &catalog::KEYSTORE_CREATE,
+                201,
+                request,
+                user.keyplane()
+                    .create_keystore(user.caller(), input, testing),
+            )
+            .await
+        }
     };
-    let outcome = user
-        .change(Method::POST, path, Some(&Value::Object(body)), None)
-        .await?;
     let (status, error, tested) = match outcome {
         Ok(_) if testing => (
             StatusCode::OK,
@@ -480,10 +608,9 @@ pub(crate) async fn connect(
             Some("The connection works: Keyplane reached the keystore with these settings.".into()),
         ),
         Ok(created) => {
-            let id = created.body.t("/id");
             return Ok(user.done(
-                &format!("/ui/keystores?selected={id}"),
-                format!("Keystore {} connected.", created.body.t("/name")),
+                &format!("/ui/keystores?selected={}", created.id),
+                format!("Keystore {} connected.", created.name),
             ));
         }
         Err(problem) => (problem.status, Some(problem.message), None),
@@ -495,7 +622,7 @@ pub(crate) async fn connect(
             chrome: user.chrome("keystores"),
             kinds: KINDS,
             kind_label: kind_label(&q.kind),
-            fields: fields_for(&q.kind, &Value::Object(p.fields.clone())),
+            fields: fields_for(&q.kind, |name| posted_value(&p.fields, name)),
             kind: q.kind,
             editing: None,
             vaults,
@@ -511,20 +638,19 @@ pub(crate) async fn connect(
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
     let id = crate::page_id(&id)?;
-    let answer = user.get(&format!("/api/v4/keystores/{id}")).await?;
-    let item = answer.body;
+    let item = read_keystore(&user, id).await?;
     let kind = kind_of(&item);
     render(&ConnectPage {
         chrome: user.chrome("keystores"),
         kinds: KINDS,
         kind_label: kind_label(&kind),
-        fields: fields_for(&kind, &item),
-        editing: Some((id, answer.etag.unwrap_or_default())),
+        fields: fields_for(&kind, |name| connection_text(&item, name)),
+        editing: Some((id.to_string(), etag(item.revision, id))),
         vaults: Vec::new(),
-        vault: item.t("/vault/id"),
-        name: item.t("/name"),
-        description: item.t("/description"),
-        groups: item.t("/groups"),
+        vault: item.vault.id.to_string(),
+        name: item.name.clone(),
+        description: item.description.clone(),
+        groups: item.groups.join(", "),
         kind,
         error: None,
         tested: None,
@@ -539,14 +665,29 @@ pub(crate) async fn edit(
     let id = crate::page_id(&id)?;
     let p = posted(pairs);
     user.check_csrf(&p.csrf)?;
-    let current = user.get(&format!("/api/v4/keystores/{id}")).await?;
-    let kind = kind_of(&current.body);
-    let body = Value::Object(connection_body(&kind, &p, true));
-    let path = format!("/api/v4/keystores/{id}");
-    match user
-        .change(Method::PATCH, &path, Some(&body), Some(&p.etag))
-        .await?
-    {
+    let current = read_keystore(&user, id).await?;
+    let kind = kind_of(&current);
+    let fields = connection(&kind, &p, true);
+    let request = recorded(&p, &fields);
+    let patch = KeystorePatch {
+        name: Some(p.name.trim().to_owned()),
+        description: Some(p.description.trim().to_owned()),
+        groups: Some(groups(&p)),
+        location: None,
+        tls_proxy: None,
+        connection: fields,
+    };
+    let tag = if_match(&p.etag);
+    let updated = user
+        .change(
+            &catalog::KEYSTORE_UPDATE,
+            200,
+            request,
+            user.keyplane()
+                .update_keystore(user.caller(), id, Some(&tag), patch),
+        )
+        .await;
+    match updated {
         Ok(_) => Ok(user.done(
             &format!("/ui/keystores?selected={id}"),
             "The connection was updated.",
@@ -557,13 +698,13 @@ pub(crate) async fn edit(
                 chrome: user.chrome("keystores"),
                 kinds: KINDS,
                 kind_label: kind_label(&kind),
-                fields: fields_for(&kind, &Value::Object(p.fields.clone())),
-                editing: Some((id, p.etag)),
+                fields: fields_for(&kind, |name| posted_value(&p.fields, name)),
+                editing: Some((id.to_string(), p.etag.clone())),
                 vaults: Vec::new(),
-                vault: p.vault,
-                name: p.name,
-                description: p.description,
-                groups: p.groups,
+                vault: p.vault.clone(),
+                name: p.name.clone(),
+                description: p.description.clone(),
+                groups: p.groups.clone(),
                 kind,
                 error: Some(problem.message),
                 tested: None,
@@ -586,8 +727,14 @@ mod tests {
 
     #[test]
     fn a_refusal_names_its_blocking_keys() {
-        let mut problem = Problem::new(StatusCode::CONFLICT, "keystore_not_empty", "keys remain");
-        problem.body = json!({"errors": [{"message_params": ["k1 (payroll, active)", "k2 (a, b, deactivated)"]}]});
+        let problem = Problem::from(keyplane_core::Error::Conflict {
+            code: keyplane_core::ErrorCode::KeystoreNotEmpty,
+            message: "keys remain".into(),
+            params: vec![
+                "k1 (payroll, active)".into(),
+                "k2 (a, b, deactivated)".into(),
+            ],
+        });
         let keys = blocking_keys(&problem);
         assert_eq!(keys.len(), 2);
         assert_eq!(
@@ -603,16 +750,17 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_body_splits_groups_and_types_booleans() {
+    fn a_connection_splits_groups_and_leaves_out_empty_fields() {
         let p = posted(vec![
             ("name".into(), " kp ".into()),
             ("groups".into(), "a, b,,".into()),
             ("field.kmip_host".into(), "h".into()),
             ("field.kmip_port".into(), "".into()),
         ]);
-        let body = connection_body("kmip", &p, false);
-        assert_eq!(body["name"], "kp");
-        assert_eq!(body["groups"], json!(["a", "b"]));
-        assert!(!body.contains_key("kmip_port"));
+        assert_eq!(groups(&p), ["a", "b"]);
+        let fields = connection("kmip", &p, false);
+        assert_eq!(fields["kmip_host"], "h");
+        assert!(!fields.contains_key("kmip_port"));
+        assert_eq!(recorded(&p, &fields)["name"], "kp");
     }
 }

@@ -1,18 +1,21 @@
-//! Signing in with an API key (exchanged at `/identity/token`, as IAM clients do) or a bearer
-//! token such as the one `keyplane serve` prints at first start; signing out.
+//! Signing in with an API key (exchanged for an access token, as the IAM token endpoint does,
+//! under the same throttle per address) or a bearer token such as the one `keyplane serve`
+//! prints at first start; signing out. Each sign-in is recorded as the token endpoint's calls are.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::api::{self, Call};
+use keyplane_core::operation::catalog;
+use keyplane_core::service::Origin;
+
 use crate::session::{self, LOGIN_COOKIE, SESSION_COOKIE, random_token, same_secret, set_cookie};
 use crate::{Chrome, Console, PageResult, render_status};
 
@@ -164,51 +167,60 @@ pub(crate) async fn submit(
     Ok(response)
 }
 
-/// An API key is exchanged for an access token; a token must itself be a bearer token the API
-/// accepts.
+/// An API key is exchanged for an access token; a token must itself be a bearer token the
+/// authenticator accepts.
 async fn sign_in(
     console: &Console,
     kind: CredentialKind,
     credential: &str,
     client: Option<SocketAddr>,
 ) -> Result<(Zeroizing<String>, Duration), Refusal> {
-    let api = &console.0.api;
-    if kind == CredentialKind::ApiKey {
-        let form = serde_urlencoded::to_string([
-            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-            ("apikey", credential),
-        ])
-        .map_err(|_| Refusal::NotAccepted)?;
-        let mut exchange = Call::new(Method::POST, "/identity/token");
-        exchange.form = Some(form);
-        exchange.client = client;
-        return match api::send(api, exchange).await {
-            Ok(answer) => {
-                let token = answer.body["access_token"]
-                    .as_str()
-                    .ok_or(Refusal::NotAccepted)?;
-                let seconds = answer.body["expires_in"].as_u64().unwrap_or(3600);
-                Ok((
-                    Zeroizing::new(token.to_owned()),
-                    Duration::from_secs(seconds),
-                ))
-            }
-            Err(p) if p.status == StatusCode::TOO_MANY_REQUESTS => {
-                Err(Refusal::TooManyAttempts(p.retry_after.unwrap_or(60)))
-            }
-            Err(_) => Err(Refusal::NotAccepted),
-        };
+    let (keyplane, auth) = (&console.0.keyplane, &console.0.auth);
+    let address = client.map(|c| c.ip());
+    if kind == CredentialKind::ApiKey
+        && let Err(wait) = keyplane.failed_exchanges().admit(address)
+    {
+        return Err(Refusal::TooManyAttempts(wait.as_secs().max(1)));
     }
-    let mut probe = Call::new(Method::GET, "/api/v4/vaults?limit=1");
-    probe.bearer = Some(credential);
-    probe.client = client;
-    // A 403 still means the token was recognised: the caller may lack the right to list.
-    match api::send(api, probe).await {
-        Ok(_) => Ok((Zeroizing::new(credential.to_owned()), BEARER_SESSION)),
-        Err(p) if p.status == StatusCode::FORBIDDEN => {
-            Ok((Zeroizing::new(credential.to_owned()), BEARER_SESSION))
+    let origin = Origin {
+        initiator: "anonymous".into(),
+        correlation_id: session::random_token()[..32].to_owned(),
+        source: address,
+        request: serde_json::Value::Null,
+    };
+    let not_accepted =
+        || keyplane_core::Error::Unauthorized("the credential was not accepted".into());
+    let checked = keyplane.recorded(&catalog::SIGN_IN, 200, origin, async {
+        let signed_in = match kind {
+            CredentialKind::ApiKey => auth.exchange_api_key(credential).await?.map(|t| {
+                (
+                    Zeroizing::new(t.access_token),
+                    Duration::from_secs(t.expires_in),
+                )
+            }),
+            CredentialKind::Token => auth
+                .authenticate(credential)
+                .await?
+                .map(|_| (Zeroizing::new(credential.to_owned()), BEARER_SESSION)),
+        };
+        let signed_in = signed_in.ok_or_else(not_accepted)?;
+        if let Some(identity) = auth.authenticate(&signed_in.0).await? {
+            keyplane_core::audit::name_initiator(&identity.actor.0);
         }
-        Err(_) => Err(Refusal::NotAccepted),
+        Ok(signed_in)
+    });
+    match checked.await {
+        Ok(signed_in) => Ok(signed_in),
+        Err(e) => {
+            if kind == CredentialKind::ApiKey && matches!(e, keyplane_core::Error::Unauthorized(_))
+            {
+                keyplane.failed_exchanges().failed(address);
+            }
+            if !matches!(e, keyplane_core::Error::Unauthorized(_)) {
+                tracing::warn!(error = %e, "a console sign-in could not be checked");
+            }
+            Err(Refusal::NotAccepted)
+        }
     }
 }
 

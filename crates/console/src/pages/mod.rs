@@ -8,18 +8,46 @@ pub(crate) mod templates;
 pub(crate) mod vaults;
 
 use askama::Template;
-use serde_json::Value;
+use keyplane_core::etag::IfMatch;
+use keyplane_core::model::VaultView;
+use keyplane_core::operation::catalog;
+use keyplane_core::query::{Paging as Window, SortKey, VaultQuery};
 
-use crate::view::Text;
 use crate::{Chrome, PageError, User};
 
 /// The vaults a form offers (the first hundred, by name).
-pub(crate) async fn vault_choices(user: &User) -> Result<Vec<Value>, PageError> {
-    Ok(user
-        .get("/api/v4/vaults?limit=100&sort=name")
-        .await?
-        .body
-        .items("/vaults"))
+pub(crate) async fn vault_choices(user: &User) -> Result<Vec<VaultView>, PageError> {
+    let query = VaultQuery {
+        sort: sorted_by("name", false),
+        paging: Window {
+            limit: 100,
+            offset: 0,
+        },
+        ..VaultQuery::default()
+    };
+    let page = user
+        .read(
+            &catalog::VAULT_LIST,
+            user.keyplane().list_vaults(user.caller(), query),
+        )
+        .await?;
+    Ok(page.items)
+}
+
+/// One sort key; `field` is one the resource's store sorts by.
+pub(crate) fn sorted_by(field: &'static str, descending: bool) -> Vec<SortKey> {
+    vec![SortKey { field, descending }]
+}
+
+/// The precondition a form's ETag states (an empty one matches nothing).
+pub(crate) fn if_match(etag: &str) -> IfMatch {
+    IfMatch::parse(etag)
+}
+
+/// `k=v&…` with the non-empty values, form-encoded: a list page's filters in its links.
+pub(crate) fn link_query(pairs: &[(&str, &str)]) -> String {
+    let pairs: Vec<_> = pairs.iter().filter(|(_, v)| !v.is_empty()).collect();
+    serde_urlencoded::to_string(&pairs).unwrap_or_default()
 }
 
 #[derive(Template)]
@@ -40,11 +68,11 @@ pub(crate) struct Paging {
 }
 
 impl Paging {
-    pub fn new(offset: u64, limit: u64, total: u64, query: String) -> Self {
+    pub fn new(offset: u64, limit: u64, total: i64, query: String) -> Self {
         Paging {
             offset,
             limit,
-            total,
+            total: u64::try_from(total).unwrap_or(0),
             query,
         }
     }
@@ -71,5 +99,27 @@ impl Paging {
         } else {
             format!("?{}&offset={offset}", self.query)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_queries_keep_only_set_values_and_encode_them() {
+        assert_eq!(
+            link_query(&[("state", "active"), ("label", "a b&c"), ("vault", "")]),
+            "state=active&label=a+b%26c"
+        );
+        assert_eq!(link_query(&[]), "");
+    }
+
+    #[test]
+    fn an_empty_etag_matches_nothing() {
+        use keyplane_core::etag::{check, etag};
+        let id = uuid::Uuid::now_v7();
+        assert!(check(Some(&if_match("")), 1, id).is_err());
+        assert!(check(Some(&if_match(&etag(1, id))), 1, id).is_ok());
     }
 }

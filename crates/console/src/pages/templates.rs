@@ -1,17 +1,27 @@
-//! Key templates: list, create, edit, archive and unarchive, and delete (which the API refuses
+//! Key templates: list, create, edit, archive and unarchive, and delete (which core refuses
 //! while keys use the template).
 
 use askama::Template;
 use axum::extract::{Path, Query};
-use axum::http::Method;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use keyplane_core::Error;
+use keyplane_core::etag::etag;
+use keyplane_core::model::{
+    Algorithm, InitialKeyState, KeystoreKeyProperties, KeystoreType, Template as KeyTemplate,
+    TemplateKeystore, VaultView,
+};
+use keyplane_core::operation::catalog;
+use keyplane_core::query::{Paging as Window, TemplateQuery};
+use keyplane_core::service::{
+    KeyPropertiesInput, NewTemplate, TemplateKeystorePatch, TemplatePatch,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
-use super::{Paging, vault_choices};
-use crate::view::Text;
-use crate::{Chrome, Console, PageResult, User, render, render_status};
+use super::{Paging, if_match, sorted_by, vault_choices};
+use crate::{Chrome, Console, PageResult, Problem, User, render, render_status};
 
 const PAGE_SIZE: u64 = 25;
 /// Keystore rows on the template form.
@@ -39,16 +49,16 @@ pub(crate) fn routes() -> Router<Console> {
 #[template(path = "templates.html")]
 pub(crate) struct TemplatesPage {
     chrome: Chrome,
-    templates: Vec<Value>,
+    templates: Vec<KeyTemplate>,
     paging: Paging,
     /// A pending confirmation: (template id, template name, action, question).
     confirm: Option<(String, String, &'static str, &'static str)>,
 }
 
-pub(crate) fn keystore_groups(t: &Value) -> String {
-    t.items("/keystores")
+pub(crate) fn keystore_groups(t: &KeyTemplate) -> String {
+    t.keystores
         .iter()
-        .map(|k| format!("{} ({})", k.t("/group"), k.t("/type")))
+        .map(|k| format!("{} ({})", k.group, k.keystore_type))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -79,35 +89,42 @@ pub(crate) struct ListQuery {
 }
 
 pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
-    let answer = user
-        .get(&format!(
-            "/api/v4/templates?limit={PAGE_SIZE}&offset={}&sort=name",
-            q.offset
-        ))
+    let query = TemplateQuery {
+        sort: sorted_by("name", false),
+        paging: Window {
+            limit: PAGE_SIZE as u32,
+            offset: q.offset,
+        },
+        ..TemplateQuery::default()
+    };
+    let page = user
+        .read(
+            &catalog::TEMPLATE_LIST,
+            user.keyplane().list_templates(user.caller(), query),
+        )
         .await?;
-    let templates = answer.body.items("/templates");
     let confirm = match confirmation(&q.confirm) {
         Some((action, text)) if !q.id.is_empty() => {
-            let name = user
-                .get(&format!("/api/v4/templates/{}", q.id))
-                .await?
-                .body
-                .t("/name");
-            Some((q.id.clone(), name, action, text))
+            let id = crate::page_id(&q.id)?;
+            let t = read_template(&user, id).await?;
+            Some((id.to_string(), t.name, action, text))
         }
         _ => None,
     };
     render(&TemplatesPage {
         chrome: user.chrome("templates"),
-        paging: Paging::new(
-            q.offset,
-            PAGE_SIZE,
-            answer.body["total_count"].as_u64().unwrap_or(0),
-            String::new(),
-        ),
-        templates,
+        paging: Paging::new(q.offset, PAGE_SIZE, page.total_count, String::new()),
+        templates: page.items,
         confirm,
     })
+}
+
+async fn read_template(user: &User, id: Uuid) -> Result<KeyTemplate, crate::PageError> {
+    user.read(
+        &catalog::TEMPLATE_READ,
+        user.keyplane().get_template(user.caller(), id),
+    )
+    .await
 }
 
 pub(crate) async fn act(
@@ -117,31 +134,49 @@ pub(crate) async fn act(
 ) -> PageResult {
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
-    let (method, path, done) = match action.as_str() {
+    // The change applies to the template as it is now: read its ETag, then act with it.
+    let current = read_template(&user, id).await?;
+    let tag = if_match(&etag(current.revision, id));
+    let (kp, caller, m) = (user.keyplane(), user.caller(), Some(&tag));
+    let request = json!({ "id": id, "action": action });
+    let done = |_| ();
+    let (outcome, done_text) = match action.as_str() {
         "archive" => (
-            Method::POST,
-            format!("/api/v4/templates/{id}/archive"),
+            user.change(
+                &catalog::TEMPLATE_ARCHIVE,
+                200,
+                request,
+                kp.archive_template(caller, id, m),
+            )
+            .await
+            .map(done),
             "The template was archived.",
         ),
         "unarchive" => (
-            Method::POST,
-            format!("/api/v4/templates/{id}/unarchive"),
+            user.change(
+                &catalog::TEMPLATE_UNARCHIVE,
+                200,
+                request,
+                kp.unarchive_template(caller, id, m),
+            )
+            .await
+            .map(done),
             "The template was unarchived.",
         ),
         "delete" => (
-            Method::DELETE,
-            format!("/api/v4/templates/{id}"),
+            user.change(
+                &catalog::TEMPLATE_DELETE,
+                204,
+                request,
+                kp.delete_template(caller, id, m),
+            )
+            .await,
             "The template was deleted.",
         ),
         _ => return Ok(user.failed("/ui/templates", "There is no such action.")),
     };
-    // The change applies to the template as it is now: read its ETag, then act with it.
-    let current = user.get(&format!("/api/v4/templates/{id}")).await?;
-    match user
-        .change(method, &path, None, current.etag.as_deref())
-        .await?
-    {
-        Ok(_) => Ok(user.done("/ui/templates", done)),
+    match outcome {
+        Ok(()) => Ok(user.done("/ui/templates", done_text)),
         Err(problem) => Ok(user.failed("/ui/templates", problem.message)),
     }
 }
@@ -158,7 +193,7 @@ pub(crate) struct FormPage {
     chrome: Chrome,
     /// The template being edited (id, ETag), or none for a new one.
     editing: Option<(String, String)>,
-    vaults: Vec<Value>,
+    vaults: Vec<VaultView>,
     algorithms: &'static [&'static str],
     keystore_types: &'static [&'static str],
     values: TemplateForm,
@@ -215,25 +250,42 @@ impl TemplateForm {
         .collect()
     }
 
-    fn keystores(&self) -> Value {
-        Value::Array(
-            self.rows()
-                .into_iter()
-                .filter(|r| !r.group.trim().is_empty())
-                .map(|r| json!({ "type": r.keystore_type, "group": r.group.trim() }))
-                .collect(),
-        )
+    /// The filled keystore rows, typed.
+    fn keystores(&self) -> Result<Vec<TemplateKeystore>, Error> {
+        self.rows()
+            .into_iter()
+            .filter(|r| !r.group.trim().is_empty())
+            .map(|r| {
+                Ok(TemplateKeystore {
+                    keystore_type: KeystoreType::parse(&r.keystore_type).ok_or_else(|| {
+                        Error::invalid_field(
+                            "keystores.type",
+                            format!("keystores.type must be one of {}", KeystoreType::allowed()),
+                        )
+                    })?,
+                    group: r.group.trim().to_owned(),
+                    naming_scheme: None,
+                    properties: KeystoreKeyProperties::default(),
+                })
+            })
+            .collect()
     }
 
-    fn body(&self, creating: bool) -> Value {
+    fn naming_scheme(&self) -> Option<String> {
+        Some(self.naming_scheme.trim().to_owned()).filter(|s| !s.is_empty())
+    }
+
+    /// What the user asked, as the trail records it.
+    fn recorded(&self, creating: bool) -> Value {
         let mut body = json!({
             "name": self.name.trim(),
             "description": self.description.trim(),
-            "keystores": self.keystores(),
+            "naming_scheme": self.naming_scheme(),
+            "keystores": self.rows().iter()
+                .filter(|r| !r.group.trim().is_empty())
+                .map(|r| json!({ "type": r.keystore_type, "group": r.group.trim() }))
+                .collect::<Vec<_>>(),
         });
-        if !self.naming_scheme.trim().is_empty() {
-            body["naming_scheme"] = json!(self.naming_scheme.trim());
-        }
         if creating {
             body["vault"] = json!({ "id": self.vault });
             body["key"] = json!({
@@ -244,15 +296,72 @@ impl TemplateForm {
         }
         body
     }
+
+    fn new_template(&self) -> Result<NewTemplate, Error> {
+        let vault_id = Uuid::parse_str(&self.vault)
+            .map_err(|_| Error::invalid_field("vault.id", "choose a vault"))?;
+        let algorithm = Algorithm::parse(&self.algorithm).ok_or_else(|| {
+            Error::invalid_field(
+                "key.algorithm",
+                format!("key.algorithm must be one of {}", Algorithm::allowed()),
+            )
+        })?;
+        let size = self.size.trim().parse::<u32>().map_err(|_| {
+            Error::invalid_field("key.size", "key.size must be a whole number of bits")
+        })?;
+        let state = InitialKeyState::parse(&self.key_state).ok_or_else(|| {
+            Error::invalid_field(
+                "key.state",
+                format!("key.state must be one of {}", InitialKeyState::allowed()),
+            )
+        })?;
+        Ok(NewTemplate {
+            vault_id: Some(vault_id),
+            name: Some(self.name.trim().to_owned()),
+            description: Some(self.description.trim().to_owned()),
+            naming_scheme: self.naming_scheme(),
+            key: Some(KeyPropertiesInput {
+                algorithm: Some(algorithm),
+                size: Some(size),
+                activation_date: None,
+                expiration_date: None,
+                state: Some(state),
+                deactivate_on_rotation: None,
+            }),
+            keystores: Some(self.keystores()?),
+            ..NewTemplate::default()
+        })
+    }
+
+    fn patch(&self) -> Result<TemplatePatch, Error> {
+        let keystores = self
+            .keystores()?
+            .into_iter()
+            .map(|k| TemplateKeystorePatch {
+                keystore_type: Some(k.keystore_type),
+                group: Some(k.group),
+                naming_scheme: None,
+                properties: k.properties,
+            })
+            .collect();
+        Ok(TemplatePatch {
+            name: Some(self.name.trim().to_owned()),
+            description: Some(self.description.trim().to_owned()),
+            naming_scheme: self.naming_scheme(),
+            key: None,
+            keystores: Some(keystores),
+        })
+    }
 }
 
-fn rows_of(template: &Value) -> Vec<KeystoreRow> {
+fn rows_of(template: Option<&KeyTemplate>) -> Vec<KeystoreRow> {
     let mut rows: Vec<KeystoreRow> = template
-        .items("/keystores")
+        .map(|t| t.keystores.as_slice())
+        .unwrap_or_default()
         .iter()
         .map(|k| KeystoreRow {
-            keystore_type: k.t("/type"),
-            group: k.t("/group"),
+            keystore_type: k.keystore_type.as_str().to_owned(),
+            group: k.group.clone(),
         })
         .collect();
     while rows.len() < KEYSTORE_ROWS {
@@ -267,7 +376,10 @@ fn rows_of(template: &Value) -> Vec<KeystoreRow> {
 pub(crate) async fn create_form(user: User) -> PageResult {
     let vaults = vault_choices(&user).await?;
     let values = TemplateForm {
-        vault: vaults.first().map(|v| v.t("/id")).unwrap_or_default(),
+        vault: vaults
+            .first()
+            .map(|v| v.vault.id.to_string())
+            .unwrap_or_default(),
         algorithm: "aes".into(),
         size: "256".into(),
         key_state: "active".into(),
@@ -279,7 +391,7 @@ pub(crate) async fn create_form(user: User) -> PageResult {
         vaults,
         algorithms: ALGORITHMS,
         keystore_types: KEYSTORE_TYPES,
-        rows: rows_of(&Value::Null),
+        rows: rows_of(None),
         values,
         error: None,
     })
@@ -287,15 +399,20 @@ pub(crate) async fn create_form(user: User) -> PageResult {
 
 pub(crate) async fn create(user: User, Form(form): Form<TemplateForm>) -> PageResult {
     user.check_csrf(&form.csrf)?;
-    let body = form.body(true);
-    match user
-        .change(Method::POST, "/api/v4/templates", Some(&body), None)
-        .await?
-    {
-        Ok(created) => Ok(user.done(
-            "/ui/templates",
-            format!("Template {} created.", created.body.t("/name")),
-        )),
+    let created = match form.new_template() {
+        Err(e) => Err(Problem::from(e)),
+        Ok(input) => {
+            user.change(
+                &catalog::TEMPLATE_CREATE,
+                201,
+                form.recorded(true),
+                user.keyplane().create_template(user.caller(), input),
+            )
+            .await
+        }
+    };
+    match created {
+        Ok(t) => Ok(user.done("/ui/templates", format!("Template {} created.", t.name))),
         Err(problem) => render_status(
             problem.status,
             &FormPage {
@@ -314,25 +431,24 @@ pub(crate) async fn create(user: User, Form(form): Form<TemplateForm>) -> PageRe
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
     let id = crate::page_id(&id)?;
-    let answer = user.get(&format!("/api/v4/templates/{id}")).await?;
-    let t = answer.body;
+    let t = read_template(&user, id).await?;
     let values = TemplateForm {
-        vault: t.t("/vault/id"),
-        name: t.t("/name"),
-        description: t.t("/description"),
-        naming_scheme: t.t("/naming_scheme"),
-        algorithm: t.t("/key/algorithm"),
-        size: t.t("/key/size"),
-        key_state: t.t("/key/state"),
+        vault: t.vault.id.to_string(),
+        name: t.name.clone(),
+        description: t.description.clone(),
+        naming_scheme: t.naming_scheme.clone().unwrap_or_default(),
+        algorithm: t.key.algorithm.as_str().to_owned(),
+        size: t.key.size.to_string(),
+        key_state: t.key.state.as_str().to_owned(),
         ..TemplateForm::default()
     };
     render(&FormPage {
         chrome: user.chrome("templates"),
-        editing: Some((id, answer.etag.unwrap_or_default())),
+        editing: Some((id.to_string(), etag(t.revision, id))),
         vaults: Vec::new(),
         algorithms: ALGORITHMS,
         keystore_types: KEYSTORE_TYPES,
-        rows: rows_of(&t),
+        rows: rows_of(Some(&t)),
         values,
         error: None,
     })
@@ -345,18 +461,27 @@ pub(crate) async fn edit(
 ) -> PageResult {
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
-    let body = form.body(false);
-    let path = format!("/api/v4/templates/{id}");
-    match user
-        .change(Method::PATCH, &path, Some(&body), Some(&form.etag))
-        .await?
-    {
+    let tag = if_match(&form.etag);
+    let updated = match form.patch() {
+        Err(e) => Err(Problem::from(e)),
+        Ok(patch) => {
+            user.change(
+                &catalog::TEMPLATE_UPDATE,
+                200,
+                form.recorded(false),
+                user.keyplane()
+                    .update_template(user.caller(), id, Some(&tag), patch),
+            )
+            .await
+        }
+    };
+    match updated {
         Ok(_) => Ok(user.done("/ui/templates", "The template was updated.")),
         Err(problem) => render_status(
             problem.status,
             &FormPage {
                 chrome: user.chrome("templates"),
-                editing: Some((id, form.etag.clone())),
+                editing: Some((id.to_string(), form.etag.clone())),
                 vaults: Vec::new(),
                 algorithms: ALGORITHMS,
                 keystore_types: KEYSTORE_TYPES,
@@ -373,9 +498,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_template_body_carries_key_properties_and_only_filled_keystore_rows() {
+    fn a_new_template_carries_key_properties_and_only_filled_keystore_rows() {
         let form = TemplateForm {
-            vault: "v".into(),
+            vault: Uuid::now_v7().to_string(),
             name: " t ".into(),
             algorithm: "aes".into(),
             size: "256".into(),
@@ -386,13 +511,32 @@ mod tests {
             group_2: " ".into(),
             ..TemplateForm::default()
         };
-        let body = form.body(true);
-        assert_eq!(body["name"], "t");
-        assert_eq!(body["key"]["size"], "256");
-        assert_eq!(
-            body["keystores"],
-            json!([{"type": "ibm_cloud_kms", "group": "prod"}])
-        );
-        assert!(form.body(false).get("key").is_none());
+        let input = form.new_template().unwrap();
+        assert_eq!(input.name.as_deref(), Some("t"));
+        assert_eq!(input.key.as_ref().unwrap().size, Some(256));
+        let keystores = input.keystores.unwrap();
+        assert_eq!(keystores.len(), 1);
+        assert_eq!(keystores[0].keystore_type, KeystoreType::IbmCloudKms);
+        assert_eq!(keystores[0].group, "prod");
+        assert!(form.patch().unwrap().key.is_none());
+    }
+
+    #[test]
+    fn a_bad_size_or_type_is_refused_naming_the_field() {
+        let form = TemplateForm {
+            vault: Uuid::now_v7().to_string(),
+            algorithm: "aes".into(),
+            size: "big".into(),
+            key_state: "active".into(),
+            ..TemplateForm::default()
+        };
+        let e = form.new_template().unwrap_err();
+        assert!(e.to_string().contains("key.size"), "{e}");
+        let form = TemplateForm {
+            type_1: "nonsense".into(),
+            group_1: "g".into(),
+            ..form
+        };
+        assert!(form.patch().is_err());
     }
 }

@@ -1,16 +1,19 @@
-//! Vaults: list, create, edit, and delete (which the API refuses while the vault holds keys,
+//! Vaults: list, create, edit, and delete (which core refuses while the vault holds keys,
 //! templates or keystores).
 
 use askama::Template;
 use axum::extract::{Path, Query};
-use axum::http::Method;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use keyplane_core::etag::etag;
+use keyplane_core::model::VaultView;
+use keyplane_core::operation::catalog;
+use keyplane_core::query::{Paging as Window, VaultQuery};
+use keyplane_core::service::{NewVault, VaultPatch};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::Paging;
-use crate::view::Text;
+use super::{Paging, if_match, sorted_by};
 use crate::{Chrome, Console, PageResult, User, render, render_status};
 
 const PAGE_SIZE: u64 = 25;
@@ -27,7 +30,7 @@ pub(crate) fn routes() -> Router<Console> {
 #[template(path = "vaults.html")]
 pub(crate) struct VaultsPage {
     chrome: Chrome,
-    vaults: Vec<Value>,
+    vaults: Vec<VaultView>,
     paging: Paging,
     /// A pending delete confirmation: (vault id, vault name).
     confirm: Option<(String, String)>,
@@ -42,31 +45,36 @@ pub(crate) struct ListQuery {
 }
 
 pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
-    let answer = user
-        .get(&format!(
-            "/api/v4/vaults?limit={PAGE_SIZE}&offset={}&sort=name",
-            q.offset
-        ))
+    let query = VaultQuery {
+        sort: sorted_by("name", false),
+        paging: Window {
+            limit: PAGE_SIZE as u32,
+            offset: q.offset,
+        },
+        ..VaultQuery::default()
+    };
+    let page = user
+        .read(
+            &catalog::VAULT_LIST,
+            user.keyplane().list_vaults(user.caller(), query),
+        )
         .await?;
     let confirm = if q.delete.is_empty() {
         None
     } else {
-        let name = user
-            .get(&format!("/api/v4/vaults/{}", q.delete))
-            .await?
-            .body
-            .t("/name");
-        Some((q.delete.clone(), name))
+        let id = crate::page_id(&q.delete)?;
+        let view = user
+            .read(
+                &catalog::VAULT_READ,
+                user.keyplane().get_vault(user.caller(), id),
+            )
+            .await?;
+        Some((id.to_string(), view.vault.name))
     };
     render(&VaultsPage {
         chrome: user.chrome("vaults"),
-        vaults: answer.body.items("/vaults"),
-        paging: Paging::new(
-            q.offset,
-            PAGE_SIZE,
-            answer.body["total_count"].as_u64().unwrap_or(0),
-            String::new(),
-        ),
+        vaults: page.items,
+        paging: Paging::new(q.offset, PAGE_SIZE, page.total_count, String::new()),
         confirm,
     })
 }
@@ -78,13 +86,24 @@ pub(crate) async fn delete(
 ) -> PageResult {
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
-    let path = format!("/api/v4/vaults/{id}");
-    let current = user.get(&path).await?;
-    match user
-        .change(Method::DELETE, &path, None, current.etag.as_deref())
-        .await?
-    {
-        Ok(_) => Ok(user.done("/ui/vaults", "The vault was deleted.")),
+    let current = user
+        .read(
+            &catalog::VAULT_READ,
+            user.keyplane().get_vault(user.caller(), id),
+        )
+        .await?;
+    // The confirmation named this vault as it is now: its current tag is the precondition.
+    let tag = if_match(&etag(current.vault.revision, id));
+    let deleted = user
+        .change(
+            &catalog::VAULT_DELETE,
+            204,
+            json!({ "id": id }),
+            user.keyplane().delete_vault(user.caller(), id, Some(&tag)),
+        )
+        .await;
+    match deleted {
+        Ok(()) => Ok(user.done("/ui/vaults", "The vault was deleted.")),
         Err(problem) => Ok(user.failed("/ui/vaults", problem.message)),
     }
 }
@@ -113,7 +132,7 @@ pub(crate) struct VaultForm {
 }
 
 impl VaultForm {
-    fn body(&self) -> Value {
+    fn recorded(&self) -> serde_json::Value {
         json!({ "name": self.name.trim(), "description": self.description.trim() })
     }
 }
@@ -130,14 +149,21 @@ pub(crate) async fn create_form(user: User) -> PageResult {
 
 pub(crate) async fn create(user: User, Form(form): Form<VaultForm>) -> PageResult {
     user.check_csrf(&form.csrf)?;
-    match user
-        .change(Method::POST, "/api/v4/vaults", Some(&form.body()), None)
-        .await?
-    {
-        Ok(created) => Ok(user.done(
-            "/ui/vaults",
-            format!("Vault {} created.", created.body.t("/name")),
-        )),
+    let input = NewVault {
+        name: Some(form.name.trim().to_owned()),
+        description: Some(form.description.trim().to_owned()),
+        recovery_key_label: None,
+    };
+    let created = user
+        .change(
+            &catalog::VAULT_CREATE,
+            201,
+            form.recorded(),
+            user.keyplane().create_vault(user.caller(), input),
+        )
+        .await;
+    match created {
+        Ok(view) => Ok(user.done("/ui/vaults", format!("Vault {} created.", view.vault.name))),
         Err(problem) => render_status(
             problem.status,
             &FormPage {
@@ -153,12 +179,17 @@ pub(crate) async fn create(user: User, Form(form): Form<VaultForm>) -> PageResul
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
     let id = crate::page_id(&id)?;
-    let answer = user.get(&format!("/api/v4/vaults/{id}")).await?;
+    let view = user
+        .read(
+            &catalog::VAULT_READ,
+            user.keyplane().get_vault(user.caller(), id),
+        )
+        .await?;
     render(&FormPage {
         chrome: user.chrome("vaults"),
-        name: answer.body.t("/name"),
-        description: answer.body.t("/description"),
-        editing: Some((id, answer.etag.unwrap_or_default())),
+        editing: Some((id.to_string(), etag(view.vault.revision, id))),
+        name: view.vault.name,
+        description: view.vault.description,
         error: None,
     })
 }
@@ -170,17 +201,28 @@ pub(crate) async fn edit(
 ) -> PageResult {
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
-    let path = format!("/api/v4/vaults/{id}");
-    match user
-        .change(Method::PATCH, &path, Some(&form.body()), Some(&form.etag))
-        .await?
-    {
+    let patch = VaultPatch {
+        name: Some(form.name.trim().to_owned()),
+        description: Some(form.description.trim().to_owned()),
+        recovery_key_label: None,
+    };
+    let tag = if_match(&form.etag);
+    let updated = user
+        .change(
+            &catalog::VAULT_UPDATE,
+            200,
+            form.recorded(),
+            user.keyplane()
+                .update_vault(user.caller(), id, Some(&tag), patch),
+        )
+        .await;
+    match updated {
         Ok(_) => Ok(user.done("/ui/vaults", "The vault was updated.")),
         Err(problem) => render_status(
             problem.status,
             &FormPage {
                 chrome: user.chrome("vaults"),
-                editing: Some((id, form.etag)),
+                editing: Some((id.to_string(), form.etag)),
                 name: form.name,
                 description: form.description,
                 error: Some(problem.message),

@@ -1,17 +1,89 @@
 //! Reading and recording the audit trail.
 
+use std::future::Future;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::audit::denials::{DenialSource, Verdict};
-use crate::audit::{AuditEvent, PendingEvent};
+use crate::audit::{self, AuditEvent, AuditScope, PendingEvent};
 use crate::authz::{Caller, Permission};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Page;
+use crate::operation::Operation;
 use crate::ports::{AuditChainReport, AuditQuery};
 
 use super::Keyplane;
 
+/// Who asks for a call made beside the HTTP API (a console user's), and what it asked.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The caller's name, as the trail records initiators.
+    pub initiator: String,
+    pub correlation_id: String,
+    pub source: Option<IpAddr>,
+    /// What was asked; secrets are redacted and the size bounded before it is recorded.
+    pub request: serde_json::Value,
+}
+
 impl Keyplane {
+    /// Runs `call`, one `operation` for a caller reached beside the HTTP API, in its own audit
+    /// scope, and records it as the API records the same operation: a change with its write
+    /// (or as a success that wrote nothing), a failure with its status, a denial within the
+    /// caller's bound. While sealed only the seal's own operations run.
+    pub async fn recorded<T>(
+        &self,
+        operation: &Operation,
+        success_status: u16,
+        origin: Origin,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let changes = operation.changes_state();
+        let request = if operation.withholds_body {
+            serde_json::Value::Null
+        } else {
+            audit::bounded_body(audit::redact(&origin.request))
+        };
+        let scope = AuditScope::new(PendingEvent {
+            action: operation.action,
+            severity: operation.severity,
+            initiator: origin.initiator.clone(),
+            target: None,
+            vault_id: None,
+            correlation_id: origin.correlation_id,
+            source: origin.source,
+            request,
+            success_status,
+        });
+        let result = if self.is_sealed() && !operation.while_sealed {
+            Err(Error::Sealed)
+        } else {
+            audit::in_scope(scope.clone(), call).await
+        };
+        let (outcome, status) = match &result {
+            Err(e) if matches!(e, Error::Forbidden | Error::Unauthorized(_)) => {
+                ("denied", e.status())
+            }
+            Err(e) => ("failure", e.status()),
+            Ok(_) if changes && !scope.written() => ("success", success_status),
+            Ok(_) if scope.noteworthy() => ("success", success_status),
+            Ok(_) => return result,
+        };
+        if let Some(pending) = scope.pending() {
+            if outcome == "denied" {
+                // Unauthenticated refusals are bounded per address, as anyone can make them.
+                let source = if status == 401 {
+                    DenialSource::Address(origin.source)
+                } else {
+                    DenialSource::Caller(pending.initiator.clone())
+                };
+                self.record_denial(source, pending, status).await;
+            } else {
+                self.append_or_log(pending.finish(outcome, status)).await;
+            }
+        }
+        result
+    }
+
     pub async fn list_audit_events(
         &self,
         caller: &Caller,

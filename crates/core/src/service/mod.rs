@@ -24,6 +24,7 @@ use crate::ports::{MaterialEngine, Store};
 
 pub use access::{MAX_PRINCIPAL_DESCRIPTION, NewPrincipal};
 pub use approvals::{APPROVAL_TTL, Decided};
+pub use audit_events::Origin;
 pub use dataplane::{
     DataKeyUnwrap, DataKeyWrap, InstalledKey, MAX_BATCH, MAX_DATA_KEY_BYTES, UsageContext,
     unknown_instance, wrapped_probe,
@@ -52,6 +53,8 @@ pub struct Keyplane {
     distribution: Arc<distributor::Distribution>,
     /// Denied calls per source, bounded before they reach the trail.
     denials: Arc<crate::audit::denials::DenialLedger>,
+    /// Failed API-key exchanges per address, for every edge that signs callers in.
+    failed_exchanges: Arc<crate::authn::FailedExchanges>,
 }
 
 impl Keyplane {
@@ -68,6 +71,7 @@ impl Keyplane {
             connectors: None,
             distribution: Arc::default(),
             denials: Arc::default(),
+            failed_exchanges: Arc::default(),
         }
     }
 
@@ -83,6 +87,11 @@ impl Keyplane {
     pub fn with_connectors(mut self, connectors: Arc<dyn Connectors>) -> Self {
         self.connectors = Some(connectors);
         self
+    }
+
+    /// The throttle on failed API-key exchanges, shared by every edge.
+    pub fn failed_exchanges(&self) -> &crate::authn::FailedExchanges {
+        &self.failed_exchanges
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
