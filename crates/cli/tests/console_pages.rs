@@ -569,3 +569,142 @@ async fn a_refused_key_creation_answers_with_the_apis_status() {
         .unwrap();
     assert_eq!(keys.body["total_count"], 0, "{}", keys.body);
 }
+
+/// The audit events of `action`, as the API lists them.
+async fn events_of(c: &keyplane_testkit::process::Client, action: &str) -> Vec<serde_json::Value> {
+    let events = c
+        .get(&format!("/api/v4/audit_events?action={action}&limit=100"))
+        .await
+        .unwrap();
+    events.body["audit_events"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_console_removes_nothing_core_keeps_and_records_what_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let (vault, _) = setup(&c, "pre_activation", "aes", "256").await;
+    let key = id(&create_key(&c, &vault, "waiting").await);
+    let http = browser();
+    let session = sign_in(&server, &http, TOKEN).await;
+
+    // A pre-active key is offered no Remove, and a forged one is refused: the key stays.
+    let details = page(&server, &http, &session, &format!("/ui/keys/{key}")).await;
+    assert!(!details.contains("/remove"), "{details}");
+    let forged = submit(
+        &server,
+        &http,
+        &session,
+        &format!("/ui/keys/{key}"),
+        &format!("/ui/keys/{key}/remove"),
+        &[(
+            "etag",
+            c.get(&format!("/api/v4/managed_keys/{key}"))
+                .await
+                .unwrap()
+                .etag
+                .as_str(),
+        )],
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::CONFLICT);
+    let kept = c.get(&format!("/api/v4/managed_keys/{key}")).await.unwrap();
+    assert_eq!(kept.status, 200);
+    assert_eq!(kept.body["state"], "pre_activation");
+    // The refusal is in the trail as the API's own call would be, naming the console.
+    let refused = events_of(&c, "keyplane.managed-keys.delete").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["outcome"], "failure");
+    assert_eq!(refused[0]["status"], 409);
+    assert_eq!(refused[0]["request"]["via"], "console");
+
+    // Destroyed through the console, the key can go; each change is one event, with the key.
+    for action in ["destroy", "remove"] {
+        let etag = c
+            .get(&format!("/api/v4/managed_keys/{key}"))
+            .await
+            .unwrap()
+            .etag;
+        let done = submit(
+            &server,
+            &http,
+            &session,
+            &format!("/ui/keys/{key}"),
+            &format!("/ui/keys/{key}/{action}"),
+            &[("etag", etag.as_str())],
+        )
+        .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "{action}");
+    }
+    assert_eq!(
+        c.get(&format!("/api/v4/managed_keys/{key}"))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    let removed = events_of(&c, "keyplane.managed-keys.delete").await;
+    let success = removed
+        .iter()
+        .find(|e| e["outcome"] == "success")
+        .expect("the removal is recorded");
+    assert_eq!(success["status"], 204);
+    assert_eq!(success["target"], format!("managed_keys/{key}"));
+    assert_eq!(success["request"]["via"], "console");
+}
+
+#[tokio::test]
+async fn a_changed_policy_applies_to_a_signed_in_user_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let apikey =
+        principal_with_api_key(&c, "custodian-3", "user", &[("administrator", None)]).await;
+    let http = browser();
+    let session = sign_in(&server, &http, &apikey).await;
+    page(&server, &http, &session, "/ui/vaults").await;
+
+    // Its only policy goes: the same session is refused on its next page, and the refusal is
+    // recorded as a denial of that user.
+    let policies = c.get("/api/v4/access/policies").await.unwrap();
+    let principals = c.get("/api/v4/access/principals").await.unwrap();
+    let principal = principals.body["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "custodian-3")
+        .map(id)
+        .unwrap();
+    let policy = policies.body["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["principal_id"].as_str() == Some(principal.as_str()))
+        .map(id)
+        .expect("the principal's policy");
+    let removed = c
+        .send(
+            "DELETE",
+            &format!("/api/v4/access/policies/{policy}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed.status, 204);
+    let refused = http
+        .get(format!("{}/ui/vaults", server.base))
+        .header(COOKIE, session.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let denied = events_of(&c, "keyplane.vaults.list").await;
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["outcome"] == "denied" && e["initiator"] == "custodian-3"),
+        "{denied:?}"
+    );
+}

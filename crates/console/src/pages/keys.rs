@@ -104,7 +104,9 @@ fn actions() -> [Action; 8] {
             name: "remove",
             button: "Remove",
             operation: catalog::KEY_DELETE,
-            confirm: Some("Remove this key's record? Only a pre-active or destroyed key can go."),
+            confirm: Some(
+                "Remove this destroyed key's record? It leaves the key list; the audit trail keeps its history.",
+            ),
             done: "The key was removed.",
         },
     ]
