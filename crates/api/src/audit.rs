@@ -1,10 +1,12 @@
-//! The audit middleware: opens each request's audit scope and records what no store write did —
-//! failed and denied calls, and data-plane calls with keys out of service.
+//! The audit middleware: opens each request's audit scope, bounds the call by its deadline, and
+//! records what no store write did — failed, denied and timed-out calls, and data-plane calls
+//! with keys out of service.
 
 use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::audit::denials::DenialSource;
 use keyplane_core::audit::{self, AuditScope, PendingEvent};
@@ -13,7 +15,9 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::operation::Routed;
 
-/// Runs `call` inside the request's audit scope, then records what no store write did.
+/// Runs `call` inside the request's audit scope, within the request's deadline, then records
+/// what no store write did. A change's body is added to its event once the caller is
+/// authenticated (`read_body`), so what anyone can send unauthenticated never reaches the trail.
 pub(crate) async fn record<F, Fut>(
     state: &AppState,
     routed: &Routed,
@@ -35,47 +39,18 @@ where
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let changes_state = operation.changes_state();
-    let (req, body) = if !changes_state || operation.withholds_body {
-        (req, None)
-    } else {
-        let (parts, body) = req.into_parts();
-        match axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES).await {
-            Ok(bytes) => {
-                let summary = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .map(|v| audit::bounded_body(audit::redact(&v)))
-                    .unwrap_or_else(|_| {
-                        serde_json::json!(format!("{} bytes, not JSON", bytes.len()))
-                    });
-                (Request::from_parts(parts, Body::from(bytes)), Some(summary))
-            }
-            Err(_) => {
-                return ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    keyplane_core::ErrorCode::PayloadTooLarge,
-                    format!(
-                        "the request body is larger than {} bytes",
-                        crate::extract::MAX_BODY_BYTES
-                    ),
-                )
-                .into_response();
-            }
-        }
-    };
-    let describe = |body: Option<serde_json::Value>| {
+    let describe = || {
         let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
         // A withheld body's path may carry secrets in its query too (an API key in a token URL).
         if let Some(query) = uri.query().filter(|_| !operation.withholds_body) {
             request["query"] =
                 serde_json::Value::String(audit::truncated(query, audit::MAX_RECORDED_QUERY));
         }
-        if let Some(body) = body {
-            request["body"] = body;
-        }
         request
     };
     // Most calls that change nothing are not recorded: their event is described only if needed.
     let request = if changes_state {
-        describe(body)
+        describe()
     } else {
         serde_json::Value::Null
     };
@@ -90,12 +65,21 @@ where
         request,
         success_status,
     });
-    let response = audit::in_scope(scope.clone(), call(req)).await;
+    // The deadline bounds the call inside its scope, so a change cut off is still recorded.
+    let response = tokio::time::timeout(
+        state.request_timeout,
+        audit::in_scope(scope.clone(), call(req)),
+    )
+    .await
+    .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
     let status = response.status().as_u16();
     let outcome = match status {
         // Throttled calls are not recorded one by one: an event each would let a flood of calls
         // become a flood of writes.
         429 => None,
+        // A call that ran out of time before anyone was authenticated changed nothing and names
+        // no one; recording it would let anyone write to the trail by stalling.
+        408 if !scope.named() => None,
         401 | 403 => Some("denied"),
         400.. => Some("failure"),
         // Changes are recorded by the write that made them; what changed nothing is recorded
@@ -107,12 +91,8 @@ where
     // The pending event is copied out only for a call that is recorded.
     let recorded = outcome.and_then(|o| scope.pending().map(|p| (o, p)));
     if let Some((outcome, mut pending)) = recorded {
-        if status == 401 {
-            // Anyone can send an unauthenticated call: its event keeps no body.
-            pending.request = describe(None);
-        }
         if !changes_state {
-            pending.request = describe(None);
+            pending.request = describe();
         }
         if outcome == "denied" {
             // A flood of denials from one source is recorded up to a bound, then counted.
@@ -130,4 +110,30 @@ where
         }
     }
     response
+}
+
+/// Reads the body of a change whose operation lets it be recorded and adds its summary (secrets
+/// redacted, size bounded) to the call's event; the request goes on with the same bytes. Called
+/// once the caller is authenticated.
+pub(crate) async fn read_body(routed: &Routed, req: Request) -> Result<Request, Response> {
+    if !routed.meaning.changes_state() || routed.meaning.withholds_body {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES).await else {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            keyplane_core::ErrorCode::PayloadTooLarge,
+            format!(
+                "the request body is larger than {} bytes",
+                crate::extract::MAX_BODY_BYTES
+            ),
+        )
+        .into_response());
+    };
+    let summary = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map(|v| audit::bounded_body(audit::redact(&v)))
+        .unwrap_or_else(|_| serde_json::json!(format!("{} bytes, not JSON", bytes.len())));
+    audit::attach_body(summary);
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }

@@ -42,6 +42,8 @@ pub struct Shared {
     pub auth: Arc<dyn Authenticator>,
     limits: limits::Limits,
     operations: operation::Operations,
+    /// How long a call may take, body included; the audit scope enforces it.
+    request_timeout: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -152,6 +154,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         auth,
         limits: limits::Limits::new(settings.rate_limit),
         operations: operation::Operations::from_document(&openapi()),
+        request_timeout: settings.request_timeout,
     }));
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
     let doc = Arc::new(document(doc));
@@ -197,11 +200,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .service(routes);
-    Router::new().fallback_service(Front {
-        state,
-        timeout: settings.request_timeout,
-        routed,
-    })
+    Router::new().fallback_service(Front { state, routed })
 }
 
 async fn fallback() -> ApiError {
@@ -294,8 +293,11 @@ where
         let Some(caller) = req.extensions().get::<keyplane_core::authz::Caller>() else {
             return ApiError::from(keyplane_core::Error::internal("no caller")).into_response();
         };
-        match legacy_vault_header(state, caller, req.headers(), resolved).await {
-            Ok(()) => handler(req).await,
+        if let Err(refusal) = legacy_vault_header(state, caller, req.headers(), resolved).await {
+            return refusal;
+        }
+        match audit::read_body(&resolved.operation, req).await {
+            Ok(req) => handler(req).await,
             Err(refusal) => refusal,
         }
     })
@@ -490,16 +492,15 @@ fn with_correlation(mut response: Response, trace: &str, dialect: Dialect) -> Re
 }
 
 /// The edge of the application, which every call passes: it resolves the call's operation
-/// once, gives it a correlation id and a deadline, and renders its errors in the operation's
-/// dialect. Behind it the router serves every call — through `gate`, in the audit scope, after
-/// authentication and admission — except the data plane's key operations (`wrap`, `unwrap`…),
+/// once, gives it a correlation id, and renders its errors in the operation's dialect. Behind
+/// it the router serves every call — through `gate`, in the audit scope (which holds the
+/// call's deadline), after authentication and admission — except the data plane's key operations (`wrap`, `unwrap`…),
 /// which the edge hands to their handlers through the same `guarded` steps without the
 /// router: its routes and layers box and clone themselves on every call, a large part of the
 /// cost of a call this small.
 #[derive(Clone)]
 struct Front<R> {
     state: AppState,
-    timeout: Duration,
     routed: R,
 }
 
@@ -532,7 +533,6 @@ where
         let dialect = resolved.operation.dialect;
         let fast = fast_path(&req, &resolved);
         let trace = correlation_id(&req);
-        let timeout = self.timeout;
         // The data plane's calls get what the router's get from the request's extensions
         // directly (an insert each is a noticeable part of a call this small).
         let next = match fast {
@@ -546,23 +546,18 @@ where
         // One boxed future per call: the data plane's calls are small enough for a second one
         // to show.
         Box::pin(async move {
-            let answer = async {
-                match next {
-                    Onward::DataPlane(state, call, resolved, trace, req) => {
-                        guarded(&state, &resolved, trace, req, |req| {
-                            routes::serve_data_plane_call(state.clone(), call, req)
-                        })
-                        .await
-                    }
-                    Onward::Router(routed) => match routed.await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    },
+            let response = match next {
+                Onward::DataPlane(state, call, resolved, trace, req) => {
+                    guarded(&state, &resolved, trace, req, |req| {
+                        routes::serve_data_plane_call(state.clone(), call, req)
+                    })
+                    .await
                 }
+                Onward::Router(routed) => match routed.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
             };
-            let response = tokio::time::timeout(timeout, answer)
-                .await
-                .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
             Ok(with_correlation(response, &trace, dialect))
         })
     }

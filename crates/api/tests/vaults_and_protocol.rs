@@ -1043,6 +1043,35 @@ async fn a_request_that_takes_too_long_gets_408_with_the_error_body() {
         app.get("/api/v4/vaults").await.expect(200).body["total_count"],
         0
     );
+    // The change cut off is in the trail, as a failure of the caller who sent it.
+    let events = app
+        .get("/api/v4/audit_events?action=keyplane.vaults.write")
+        .await
+        .expect(200);
+    let events = events.body["audit_events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["outcome"], "failure");
+    assert_eq!(events[0]["status"], 408);
+    assert_ne!(events[0]["initiator"], "anonymous");
+    assert_eq!(events[0]["correlation_id"], r.body["trace"]);
+
+    // Without a caller, a stalled body is never read: the call is refused at once, and its
+    // denial keeps no body.
+    let stalled = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/v4/vaults")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(stalled))
+        .unwrap();
+    app.send(req).await.expect(401);
+    let events = app
+        .get("/api/v4/audit_events?action=keyplane.vaults.write&outcome=denied")
+        .await
+        .expect(200);
+    let denial = &events.body["audit_events"][0];
+    assert_eq!(denial["status"], 401, "{}", events.body);
+    assert!(denial["request"].get("body").is_none(), "{denial}");
 }
 
 #[tokio::test]

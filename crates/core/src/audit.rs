@@ -179,6 +179,8 @@ struct ScopeState {
     pending: Option<PendingEvent>,
     written: bool,
     noteworthy: bool,
+    /// The caller was authenticated and named.
+    named: bool,
 }
 
 /// The audit context of one request.
@@ -194,6 +196,7 @@ impl AuditScope {
                 pending: Some(pending),
                 written: false,
                 noteworthy: false,
+                named: false,
             }),
         })
     }
@@ -204,9 +207,16 @@ impl AuditScope {
 
     /// Names the caller once authenticated.
     pub fn set_initiator(&self, initiator: &str) {
-        if let Some(p) = self.state().pending.as_mut() {
+        let mut state = self.state();
+        state.named = true;
+        if let Some(p) = state.pending.as_mut() {
             p.initiator = initiator.to_owned();
         }
+    }
+
+    /// Whether the caller was authenticated (and named) before the call ended.
+    pub fn named(&self) -> bool {
+        self.state().named
     }
 
     /// Whether a store wrote the event with a change.
@@ -237,6 +247,17 @@ pub async fn in_scope<F: std::future::Future>(scope: Arc<AuditScope>, f: F) -> F
 /// Names the caller of the request, once authenticated.
 pub fn name_initiator(initiator: &str) {
     let _ = SCOPE.try_with(|scope| scope.set_initiator(initiator));
+}
+
+/// Adds the request's body, as its event records it (read once the caller is authenticated).
+pub fn attach_body(body: serde_json::Value) {
+    let _ = SCOPE.try_with(|scope| {
+        if let Some(p) = scope.state().pending.as_mut()
+            && let Some(request) = p.request.as_object_mut()
+        {
+            request.insert("body".into(), body);
+        }
+    });
 }
 
 /// Names what a store write changes (called by stores before they write).
