@@ -74,6 +74,11 @@ impl From<Error> for ApiError {
                 ErrorCode::KeystoreUnreachable,
                 message,
             ),
+            Error::TimedOut => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::RequestTimeout,
+                message,
+            ),
             Error::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Sealed, message),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

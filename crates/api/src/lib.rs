@@ -40,7 +40,6 @@ pub struct Shared {
     pub keyplane: Keyplane,
     pub links: Links,
     pub auth: Arc<dyn Authenticator>,
-    limits: limits::Limits,
     operations: operation::Operations,
     /// How long a call may take, body included; the audit scope enforces it.
     request_timeout: Duration,
@@ -60,8 +59,6 @@ pub struct HttpSettings {
     /// Base of absolute hrefs and `Location` (e.g. `http://127.0.0.1:8080`).
     pub public_url: String,
     pub request_timeout: Duration,
-    /// Calls per second each caller may make (twice that in a burst); 0 for no limit.
-    pub rate_limit: u32,
 }
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -152,7 +149,6 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
             base: settings.public_url.trim_end_matches('/').to_owned(),
         },
         auth,
-        limits: limits::Limits::new(settings.rate_limit),
         operations: operation::Operations::from_document(&openapi()),
         request_timeout: settings.request_timeout,
     }));
@@ -363,7 +359,7 @@ fn admit(
     while_sealed: bool,
 ) -> Option<Response> {
     keyplane_core::audit::name_initiator(&identity.actor.0);
-    if let Err(retry_after) = state.limits.admit_call(&identity.actor.0) {
+    if let Err(retry_after) = state.keyplane.call_rate().admit(&identity.actor.0) {
         return Some(limits::too_many(
             retry_after,
             "this caller is over its call rate",

@@ -149,6 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
         .with_connectors(Arc::new(keyplane_connectors::BuiltIn))
         .with_distribution_policy(config.distribution.clone())
+        .with_call_rate(config.rate_limit)
         .with_key_pool(config.rsa_pool.clone());
     tokio::spawn(keyplane.clone().run_key_pool());
     tokio::spawn(keyplane.clone().run_distribution());
@@ -183,7 +184,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,
-            rate_limit: config.rate_limit,
         },
     );
     // The console calls the same services, signing users in with the same authenticator.
@@ -192,6 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         keyplane_console::ConsoleSettings {
             secure_cookies: tls.is_some(),
+            request_timeout: config.request_timeout,
         },
     ));
     let seal = engine.status();

@@ -386,6 +386,37 @@ async fn the_audit_page_shows_events_and_the_chain_verifies() {
     assert!(!failures.contains("success</span>"), "{failures}");
 }
 
+/// The `value` of the first hidden `etag` input of a page.
+fn etag_in(html: &str) -> String {
+    let marker = r#"name="etag" value=""#;
+    let start = html.find(marker).expect("an ETag field") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+}
+
+/// Posts the confirmation form of the page at `form_page`, with the CSRF token and the ETag of
+/// what it showed.
+async fn confirm(
+    server: &Server,
+    http: &reqwest::Client,
+    session: &str,
+    form_page: &str,
+    action: &str,
+) -> reqwest::Response {
+    let html = page(server, http, session, form_page).await;
+    let (csrf, etag) = (csrf_of(&html), etag_in(&html));
+    http.post(format!("{}{action}", server.base))
+        .header(COOKIE, session)
+        .form(&[("csrf", csrf.as_str()), ("etag", etag.as_str())])
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Posts a console form with the CSRF token of the page at `form_page`.
 async fn submit(
     server: &Server,
@@ -420,13 +451,12 @@ async fn guards_refuse_with_the_apis_reason_and_edits_keep_etags() {
     let session = sign_in(&server, &http, TOKEN).await;
 
     // A vault with keys and a template in use are not deleted; the notice says why.
-    let refused = submit(
+    let refused = confirm(
         &server,
         &http,
         &session,
-        "/ui/vaults",
+        &format!("/ui/vaults?delete={vault}"),
         &format!("/ui/vaults/{vault}/delete"),
-        &[],
     )
     .await;
     assert_eq!(refused.status(), StatusCode::SEE_OTHER);
@@ -439,13 +469,12 @@ async fn guards_refuse_with_the_apis_reason_and_edits_keep_etags() {
             .status,
         200
     );
-    submit(
+    confirm(
         &server,
         &http,
         &session,
-        "/ui/templates",
+        &format!("/ui/templates?confirm=delete&id={template}"),
         &format!("/ui/templates/{template}/delete"),
-        &[],
     )
     .await;
     let listed = page(&server, &http, &session, "/ui/templates").await;
@@ -459,13 +488,12 @@ async fn guards_refuse_with_the_apis_reason_and_edits_keep_etags() {
     );
 
     // Archive, then unarchive.
-    submit(
+    confirm(
         &server,
         &http,
         &session,
-        "/ui/templates",
+        &format!("/ui/templates?confirm=archive&id={template}"),
         &format!("/ui/templates/{template}/archive"),
-        &[],
     )
     .await;
     let t = c
@@ -473,13 +501,12 @@ async fn guards_refuse_with_the_apis_reason_and_edits_keep_etags() {
         .await
         .unwrap();
     assert_eq!(t.body["state"], "archived", "{}", t.body);
-    submit(
+    confirm(
         &server,
         &http,
         &session,
         "/ui/templates",
         &format!("/ui/templates/{template}/unarchive"),
-        &[],
     )
     .await;
     let t = c
@@ -707,4 +734,80 @@ async fn a_changed_policy_applies_to_a_signed_in_user_at_once() {
             .any(|e| e["outcome"] == "denied" && e["initiator"] == "custodian-3"),
         "{denied:?}"
     );
+}
+
+#[tokio::test]
+async fn refused_forms_sign_ins_and_odd_queries_answer_as_the_api_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = common::new_vault(&c).await;
+    let http = browser();
+
+    // A refused API key is one failed exchange in the trail, as at the token endpoint.
+    let refused = submit_sign_in(&server, &http, "not-a-key", "api_key", "").await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let exchanges = events_of(&c, "keyplane.identity.token").await;
+    assert!(
+        exchanges
+            .iter()
+            .any(|e| e["outcome"] == "failure" && e["status"] == 400),
+        "{exchanges:?}"
+    );
+
+    // A form core refuses is recorded as the API records a refused body.
+    let session = sign_in(&server, &http, TOKEN).await;
+    let bad = submit(
+        &server,
+        &http,
+        &session,
+        "/ui/templates/new",
+        "/ui/templates/new",
+        &[
+            ("vault", vault.as_str()),
+            ("name", "T-bad"),
+            ("algorithm", "aes"),
+            ("size", "big"),
+            ("key_state", "active"),
+            ("type_1", "ibm_cloud_kms"),
+            ("group_1", "prod"),
+        ],
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains("key.size"));
+    let writes = events_of(&c, "keyplane.key-templates.write").await;
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0]["outcome"], "failure");
+    assert_eq!(writes[0]["request"]["via"], "console");
+    assert_eq!(writes[0]["request"]["body"]["name"], "T-bad");
+
+    // Queries out of range are refused, never a server error.
+    for (path, status) in [
+        (
+            "/ui/audit?offset=18446744073709551615",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/ui/keys?offset=18446744073709551615",
+            StatusCode::NOT_FOUND,
+        ),
+        ("/ui/vaults?offset=9223372036854775807", StatusCode::OK),
+    ] {
+        let r = http
+            .get(format!("{}{path}", server.base))
+            .header(COOKIE, session.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    let long = "x".repeat(300);
+    let r = http
+        .get(format!("{}/ui/keys?label={long}", server.base))
+        .header(COOKIE, session.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }

@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use keyplane_core::audit::Target;
 use keyplane_core::authn::Authenticator;
 use keyplane_core::authz::Caller;
 use keyplane_core::operation::Operation;
@@ -36,6 +37,8 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub struct ConsoleSettings {
     /// Served over TLS: cookies get `Secure`.
     pub secure_cookies: bool,
+    /// How long each call a page makes may take, as the API's calls.
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -46,6 +49,7 @@ pub(crate) struct Inner {
     auth: Arc<dyn Authenticator>,
     sessions: Sessions,
     secure: bool,
+    request_timeout: std::time::Duration,
 }
 
 /// The console's routes, over the node's services and the authenticator its API uses.
@@ -59,6 +63,7 @@ pub fn router(
         auth,
         sessions: Sessions::default(),
         secure: settings.secure_cookies,
+        request_timeout: settings.request_timeout,
     }));
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/keystores") }))
@@ -150,13 +155,19 @@ impl FromRequestParts<Console> for User {
         // The token is checked on every request, so a revoked key or changed policy applies at
         // once; a token no longer accepted ends the session.
         match console.0.auth.authenticate(&session.bearer).await {
-            Ok(Some(identity)) => Ok(User {
-                console: console.clone(),
-                session,
-                caller: identity.into_caller(),
-                client,
-                correlation_id: session::random_token()[..32].to_owned(),
-            }),
+            Ok(Some(identity)) => {
+                // A page counts as one call against the caller's rate, shared with the API.
+                if let Err(wait) = console.0.keyplane.call_rate().admit(&identity.actor.0) {
+                    return Err(too_many(wait));
+                }
+                Ok(User {
+                    console: console.clone(),
+                    session,
+                    caller: identity.into_caller(),
+                    client,
+                    correlation_id: session::random_token()[..32].to_owned(),
+                })
+            }
             Ok(None) => {
                 console.0.sessions.close(&session.id);
                 Err(PageError::SignedOut.into_response())
@@ -164,6 +175,20 @@ impl FromRequestParts<Console> for User {
             Err(e) => Err(PageError::Api(Box::new(Problem::from(e))).into_response()),
         }
     }
+}
+
+/// 429 with `Retry-After`: the caller is over its call rate.
+fn too_many(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = PageError::Api(Box::new(Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "You are making calls faster than your call rate allows. Wait a moment and reload.",
+    )))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// What every page's frame shows: the section, the CSRF token for its forms, a notice.
@@ -279,7 +304,7 @@ impl User {
     }
 
     /// The call's origin; `request` is what the user asked (null for reads).
-    fn origin(&self, request: Value) -> Origin {
+    fn origin(&self, target: Option<Target>, request: Value) -> Origin {
         let request = if request.is_null() {
             serde_json::json!({ "via": "console" })
         } else {
@@ -289,33 +314,45 @@ impl User {
             initiator: self.caller.actor.0.clone(),
             correlation_id: self.correlation_id.clone(),
             source: self.client.map(|c| c.ip()),
+            target,
             request,
+            deadline: Some(self.console.0.request_timeout),
         }
     }
 
-    /// Reads through `operation`; a refusal is the page's answer.
+    /// Reads through `operation` (of `target`, when it reads one resource); a refusal is the
+    /// page's answer.
     pub async fn read<T>(
         &self,
         operation: &Operation,
+        target: Option<Target>,
         call: impl Future<Output = keyplane_core::Result<T>>,
     ) -> Result<T, PageError> {
         self.keyplane()
-            .recorded(operation, 200, self.origin(Value::Null), call)
+            .recorded(operation, 200, self.origin(target, Value::Null), call)
             .await
             .map_err(|e| PageError::from(Problem::from(e)))
     }
 
-    /// A change through `operation`, recorded with `request` (what the user asked, as the
-    /// trail shows it); a refusal comes back to the page, to be shown on it.
+    /// A change through `operation` (of `target`, when it changes one resource), recorded with
+    /// `request` (what the user asked, as the trail shows it); a refusal comes back to the
+    /// page, to be shown on it. Everything the change needs checked is checked inside `call`,
+    /// so a refusal of the form is recorded as the API records a refused body.
     pub async fn change<T>(
         &self,
         operation: &Operation,
         success_status: u16,
+        target: Option<Target>,
         request: Value,
         call: impl Future<Output = keyplane_core::Result<T>>,
     ) -> Result<T, Problem> {
         self.keyplane()
-            .recorded(operation, success_status, self.origin(request), call)
+            .recorded(
+                operation,
+                success_status,
+                self.origin(target, request),
+                call,
+            )
             .await
             .map_err(Problem::from)
     }
@@ -372,7 +409,7 @@ pub(crate) fn page_id(raw: &str) -> Result<uuid::Uuid, PageError> {
     uuid::Uuid::parse_str(raw).map_err(|_| no_such_page())
 }
 
-fn no_such_page() -> PageError {
+pub(crate) fn no_such_page() -> PageError {
     PageError::Api(Box::new(Problem::new(
         StatusCode::NOT_FOUND,
         "There is no such page.",
@@ -384,11 +421,18 @@ async fn unknown_page() -> Response {
     no_such_page().into_response()
 }
 
-/// A form that carries nothing but its CSRF token.
+/// A form that carries its CSRF token and the ETag of what the page showed.
 #[derive(Deserialize)]
-pub(crate) struct CsrfOnly {
+pub(crate) struct ConfirmForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    etag: String,
+}
+
+/// The resource a call names, as the trail names it.
+pub(crate) fn target(resource: &'static str, id: uuid::Uuid) -> Option<Target> {
+    Some(Target { resource, id })
 }
 
 pub(crate) fn render(page: &impl askama::Template) -> PageResult {

@@ -28,6 +28,11 @@ pub(crate) fn maybe(date: &Option<NaiveDate>) -> String {
     date.as_ref().map(|d| d.to_string()).unwrap_or_default()
 }
 
+/// The ETag of a resource as listed, for a form that acts on it as shown.
+pub(crate) fn etag_of(revision: &i64, id: &uuid::Uuid) -> String {
+    keyplane_core::etag::etag(*revision, *id)
+}
+
 /// What went wrong with a key in a keystore, if anything.
 pub(crate) fn problem_of(status: &KeyStatusInKeystore) -> &str {
     status.error.as_ref().map_or("", |e| e.message.as_str())

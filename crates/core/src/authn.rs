@@ -1,13 +1,17 @@
 //! Who a credential belongs to. The binary decides how tokens are stored and signed and
 //! implements [`Authenticator`]; every edge that signs callers in (the API, the console) asks
-//! it, and they share one throttle on failed API-key exchanges per address.
+//! it, and they share one throttle on failed API-key exchanges per address and one call rate
+//! per caller.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::authz::{Caller, Grants};
 use crate::model::Actor;
@@ -103,9 +107,49 @@ impl FailedExchanges {
     }
 }
 
+/// Calls per caller and second (twice that in a burst), whichever edge they come through.
+#[derive(Default)]
+pub struct CallRate {
+    calls: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl CallRate {
+    /// `per_second` calls per caller; 0 for no limit.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            calls: NonZeroU32::new(per_second).map(|rate| {
+                let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+                RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
+            }),
+        }
+    }
+
+    /// Counts one call of `caller`; `Err` holds how long to wait.
+    pub fn admit(&self, caller: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.calls else {
+            return Ok(());
+        };
+        // Keyed by name; the map is bounded by the number of principals and admin tokens.
+        limiter
+            .check_key(&caller.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callers_are_limited_separately() {
+        let rate = CallRate::new(1);
+        assert!(rate.admit("a").is_ok());
+        assert!(rate.admit("a").is_ok(), "a burst of twice the rate");
+        let wait = rate.admit("a").unwrap_err();
+        assert!(wait <= Duration::from_secs(1));
+        assert!(rate.admit("b").is_ok(), "another caller is not affected");
+        assert!(CallRate::new(0).admit("a").is_ok());
+    }
 
     #[test]
     fn failed_exchanges_are_bounded_per_address() {

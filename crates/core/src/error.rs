@@ -127,6 +127,9 @@ pub enum Error {
     /// A keystore the operation depends on cannot do its part: 424. Nothing was changed.
     #[error("{0}")]
     KeystoreUnavailable(String),
+    /// The call ran out of time: 408. What a store committed before stays committed.
+    #[error("the request took longer than allowed and was stopped")]
+    TimedOut,
     /// 503.
     #[error("keyplane is sealed; unseal it before using keys")]
     Sealed,
@@ -146,6 +149,7 @@ impl Error {
             Self::Conflict { .. } => 409,
             Self::EtagMismatch => 412,
             Self::KeystoreUnavailable(_) => 424,
+            Self::TimedOut => 408,
             Self::PreconditionRequired => 428,
             Self::Internal(_) => 500,
             Self::Sealed => 503,

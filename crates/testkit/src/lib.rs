@@ -172,7 +172,6 @@ impl TestApp {
             &HttpSettings {
                 public_url: PUBLIC_URL.into(),
                 request_timeout,
-                rate_limit: 0,
             },
         );
         Self {

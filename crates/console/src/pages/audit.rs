@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 use keyplane_core::audit::AuditEvent;
 use keyplane_core::operation::catalog;
 use keyplane_core::ports::{AuditChainReport, AuditQuery};
-use keyplane_core::query::Paging as Window;
 use serde::Deserialize;
 
-use super::{Paging, link_query};
+use super::{Paging, link_query, window};
 use crate::{Chrome, PageError, PageResult, Problem, User, render};
 
 const PAGE_SIZE: u64 = 50;
@@ -59,7 +58,7 @@ impl Filters {
             })
             .transpose()?;
         Ok(AuditQuery {
-            paging: Window { limit, offset },
+            paging: window(limit, offset)?,
             action: text(&self.action)?,
             outcome,
             initiator: text(&self.initiator)?,
@@ -102,7 +101,11 @@ pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
         None => {
             let probe = f.query(1, 0)?;
             let total = user
-                .read(&catalog::AUDIT_LIST, kp.list_audit_events(caller, &probe))
+                .read(
+                    &catalog::AUDIT_LIST,
+                    None,
+                    kp.list_audit_events(caller, &probe),
+                )
                 .await?
                 .total_count;
             u64::try_from(total).unwrap_or(0).saturating_sub(PAGE_SIZE)
@@ -110,13 +113,17 @@ pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
     };
     let query = f.query(PAGE_SIZE as u32, offset)?;
     let page = user
-        .read(&catalog::AUDIT_LIST, kp.list_audit_events(caller, &query))
+        .read(
+            &catalog::AUDIT_LIST,
+            None,
+            kp.list_audit_events(caller, &query),
+        )
         .await?;
     let mut events = page.items;
     // Newest first on the page.
     events.reverse();
     let chain = user
-        .read(&catalog::AUDIT_VERIFY, kp.verify_audit_chain(caller))
+        .read(&catalog::AUDIT_VERIFY, None, kp.verify_audit_chain(caller))
         .await?;
     let links = link_query(&[
         ("action", &f.action),

@@ -12,16 +12,19 @@ use keyplane_core::model::{
     KeyState, KeyStatusInKeystore, ManagedKey, Template as KeyTemplate, TemplateState, VaultView,
 };
 use keyplane_core::operation::{Operation, catalog};
-use keyplane_core::query::{KeyQuery, Paging as Window, TemplateQuery};
+use keyplane_core::query::{KeyQuery, TemplateQuery};
 use keyplane_core::service::{Decided, NewKey};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Paging, if_match, link_query, sorted_by};
-use crate::{Chrome, Console, PageError, PageResult, Problem, User, render, render_status};
+use super::{Paging, filter_text, if_match, link_query, sorted_by, window};
+use crate::{Chrome, Console, PageError, PageResult, Problem, User, render, render_status, target};
 
 const PAGE_SIZE: u64 = 25;
+/// Longest label and name a filter takes, as the API's list query bounds them.
+const MAX_LABEL: usize = 255;
+const MAX_NAME: usize = 100;
 
 pub(crate) fn routes() -> Router<Console> {
     Router::new()
@@ -176,18 +179,16 @@ fn key_query(f: &Filters) -> Result<KeyQuery, PageError> {
     } else {
         vec![Uuid::parse_str(&f.vault).map_err(|_| bad("vault"))?]
     };
-    let text = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
     Ok(KeyQuery {
         states,
         vault_ids,
-        label: text(&f.label),
-        template_name_prefix: text(&f.template),
-        referenced_keystore_names: text(&f.keystore).into_iter().collect(),
+        label: filter_text("label", &f.label, MAX_LABEL)?,
+        template_name_prefix: filter_text("template", &f.template, MAX_NAME)?,
+        referenced_keystore_names: filter_text("keystore", &f.keystore, MAX_NAME)?
+            .into_iter()
+            .collect(),
         sort: sorted_by("updated_at", true),
-        paging: Window {
-            limit: PAGE_SIZE as u32,
-            offset: f.offset,
-        },
+        paging: window(PAGE_SIZE as u32, f.offset)?,
         ..KeyQuery::default()
     })
 }
@@ -197,6 +198,7 @@ pub(crate) async fn list(user: User, Query(f): Query<Filters>) -> PageResult {
     let page = user
         .read(
             &catalog::KEY_LIST,
+            None,
             user.keyplane().list_keys(user.caller(), query),
         )
         .await?;
@@ -252,7 +254,11 @@ async fn key_page(
 ) -> Result<KeyPage, PageError> {
     let (kp, caller) = (user.keyplane(), user.caller());
     let key = user
-        .read(&catalog::KEY_READ, kp.get_key(caller, id))
+        .read(
+            &catalog::KEY_READ,
+            target("managed_keys", id),
+            kp.get_key(caller, id),
+        )
         .await?;
     // Older versions are usually deactivated: every state is shown.
     let every_state = KeyQuery {
@@ -262,6 +268,7 @@ async fn key_page(
     let versions = user
         .read(
             &catalog::KEY_VERSIONS,
+            target("managed_keys", id),
             kp.key_versions(caller, id, &every_state),
         )
         .await
@@ -270,6 +277,7 @@ async fn key_page(
     let placements = user
         .read(
             &catalog::KEY_STATUS_IN_KEYSTORES,
+            target("managed_keys", id),
             kp.key_status_in_keystores(caller, id),
         )
         .await
@@ -335,44 +343,46 @@ async fn run(user: &User, action: &Action, id: Uuid, etag: &str) -> Result<Outco
     let (kp, caller) = (user.keyplane(), user.caller());
     let tag = if_match(etag);
     let m = Some(&tag);
-    let request = json!({ "id": id, "action": action.name });
+    let request = json!({ "action": action.name });
     let op = &action.operation;
+    let t = || target("managed_keys", id);
     match action.name {
         "activate" => user
-            .change(op, 200, request, kp.activate_key(caller, id, m))
+            .change(op, 200, t(), request, kp.activate_key(caller, id, m))
             .await
             .map(done),
         "deactivate" => user
-            .change(op, 200, request, kp.deactivate_key(caller, id, m))
+            .change(op, 200, t(), request, kp.deactivate_key(caller, id, m))
             .await
             .map(done),
         "rotate" => user
-            .change(op, 200, request, kp.rotate_key(caller, id, m))
+            .change(op, 200, t(), request, kp.rotate_key(caller, id, m))
             .await
             .map(done),
         "compromise" => user
-            .change(op, 200, request, kp.compromise_key(caller, id, m))
+            .change(op, 200, t(), request, kp.compromise_key(caller, id, m))
             .await
             .map(done),
         "sync" => user
-            .change(op, 200, request, kp.sync_key(caller, id, m))
+            .change(op, 200, t(), request, kp.sync_key(caller, id, m))
             .await
             .map(done),
         "update_from_template" => user
             .change(
                 op,
                 200,
+                t(),
                 request,
                 kp.update_key_from_template(caller, id, m, false),
             )
             .await
             .map(done),
         "destroy" => user
-            .change(op, 200, request, kp.destroy_key(caller, id, m))
+            .change(op, 200, t(), request, kp.destroy_key(caller, id, m))
             .await
             .map(decided),
         "remove" => user
-            .change(op, 204, request, kp.delete_key(caller, id, m))
+            .change(op, 204, t(), request, kp.delete_key(caller, id, m))
             .await
             .map(decided),
         _ => Err(Problem::new(
@@ -421,15 +431,13 @@ pub(crate) struct CreatePage {
 async fn template_choices(user: &User) -> Result<Vec<KeyTemplate>, PageError> {
     let query = TemplateQuery {
         sort: sorted_by("name", false),
-        paging: Window {
-            limit: 100,
-            offset: 0,
-        },
+        paging: window(100, 0)?,
         ..TemplateQuery::default()
     };
     let page = user
         .read(
             &catalog::TEMPLATE_LIST,
+            None,
             user.keyplane().list_templates(user.caller(), query),
         )
         .await?;
@@ -473,32 +481,29 @@ pub(crate) async fn create(user: User, Form(form): Form<CreateForm>) -> PageResu
     user.check_csrf(&form.csrf)?;
     let templates = template_choices(&user).await?;
     let chosen = templates.iter().find(|t| t.id.to_string() == form.template);
-    let outcome = match chosen {
-        None => Err(Problem::new(StatusCode::BAD_REQUEST, "Choose a template.")),
-        Some(t) => {
-            let label = Some(form.label.trim().to_owned()).filter(|l| !l.is_empty());
+    let label = Some(form.label.trim().to_owned()).filter(|l| !l.is_empty());
+    let request = json!({
+        "template_name": chosen.map(|t| t.name.as_str()),
+        "vault": { "id": chosen.map(|t| t.vault.id) },
+        "label": label,
+        "description": form.description.trim(),
+    });
+    // The choice is checked inside the recorded call: a refused form is in the trail too.
+    let outcome = user
+        .change(&catalog::KEY_CREATE, 201, None, request, async {
+            let t = chosen.ok_or_else(|| {
+                keyplane_core::Error::invalid_field("template_name", "choose a template")
+            })?;
             let input = NewKey {
                 template_name: Some(t.name.clone()),
                 vault_id: Some(t.vault.id),
-                label: label.clone(),
+                label,
                 description: Some(form.description.trim().to_owned()),
                 tags: None,
             };
-            let request = json!({
-                "template_name": t.name,
-                "vault": { "id": t.vault.id },
-                "label": label,
-                "description": form.description.trim(),
-            });
-            user.change(
-                &catalog::KEY_CREATE,
-                201,
-                request,
-                user.keyplane().create_key(user.caller(), input),
-            )
-            .await
-        }
-    };
+            user.keyplane().create_key(user.caller(), input).await
+        })
+        .await;
     match outcome {
         Ok(created) => Ok(user.done(
             &format!("/ui/keys/{}", created.id),

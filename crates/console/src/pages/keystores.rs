@@ -13,15 +13,15 @@ use keyplane_core::model::{
     IbmVariant, Keystore, KeystoreDeleteMode, KeystoreStatus, KeystoreType, VaultView,
 };
 use keyplane_core::operation::catalog;
-use keyplane_core::query::{KeyQuery, KeystoreQuery, Paging as Window};
+use keyplane_core::query::{KeyQuery, KeystoreQuery};
 use keyplane_core::service::{KeystorePatch, NewKeystore};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{Paging, if_match, link_query, vault_choices};
+use super::{Paging, if_match, link_query, vault_choices, window};
 use crate::view::state_label;
-use crate::{Chrome, Console, PageError, PageResult, Problem, User, render, render_status};
+use crate::{Chrome, Console, PageError, PageResult, Problem, User, render, render_status, target};
 
 const PAGE_SIZE: u64 = 25;
 
@@ -173,19 +173,21 @@ pub(crate) struct ListQuery {
 async fn health_and_count(user: &User, id: Uuid) -> (Health, String) {
     let (kp, caller) = (user.keyplane(), user.caller());
     let health = user
-        .read(&catalog::KEYSTORE_STATUS, kp.keystore_status(caller, id))
+        .read(
+            &catalog::KEYSTORE_STATUS,
+            target("keystores", id),
+            kp.keystore_status(caller, id),
+        )
         .await
         .ok();
     let one = KeyQuery {
-        paging: Window {
-            limit: 1,
-            offset: 0,
-        },
+        paging: window(1, 0).unwrap_or_default(),
         ..KeyQuery::default()
     };
     let keys = user
         .read(
             &catalog::KEYSTORE_KEYS,
+            target("keystores", id),
             kp.list_keystore_keys(caller, id, one),
         )
         .await
@@ -211,15 +213,13 @@ async fn page(
     };
     let query = KeystoreQuery {
         types,
-        paging: Window {
-            limit: PAGE_SIZE as u32,
-            offset: q.offset,
-        },
+        paging: window(PAGE_SIZE as u32, q.offset)?,
         ..KeystoreQuery::default()
     };
     let listed = user
         .read(
             &catalog::KEYSTORE_LIST,
+            None,
             user.keyplane().list_keystores(user.caller(), query),
         )
         .await?;
@@ -246,6 +246,7 @@ async fn page(
 async fn read_keystore(user: &User, id: Uuid) -> Result<Keystore, PageError> {
     user.read(
         &catalog::KEYSTORE_READ,
+        target("keystores", id),
         user.keyplane().get_keystore(user.caller(), id),
     )
     .await
@@ -329,30 +330,31 @@ pub(crate) async fn disconnect(
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let mode = if form.mode.is_empty() {
-        Some(KeystoreDeleteMode::Restrict)
+        "restrict"
     } else {
-        KeystoreDeleteMode::parse(&form.mode)
+        form.mode.as_str()
     };
     let tag = if_match(&form.etag);
-    let outcome = match mode {
-        None => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "The disconnect mode must be one of {}.",
-                KeystoreDeleteMode::allowed()
-            ),
-        )),
-        Some(mode) => {
-            user.change(
-                &catalog::KEYSTORE_DELETE,
-                204,
-                json!({ "id": id, "mode": mode.as_str() }),
+    // The mode is read inside the recorded call: a refused one is in the trail too.
+    let outcome = user
+        .change(
+            &catalog::KEYSTORE_DELETE,
+            204,
+            target("keystores", id),
+            json!({ "mode": mode }),
+            async {
+                let mode = KeystoreDeleteMode::parse(mode).ok_or_else(|| {
+                    keyplane_core::Error::invalid_parameter(
+                        "mode",
+                        format!("mode must be one of {}", KeystoreDeleteMode::allowed()),
+                    )
+                })?;
                 user.keyplane()
-                    .delete_keystore(user.caller(), id, Some(&tag), mode),
-            )
-            .await
-        }
-    };
+                    .delete_keystore(user.caller(), id, Some(&tag), mode)
+                    .await
+            },
+        )
+        .await;
     match outcome {
         Ok(()) => Ok(user.done("/ui/keystores", "The keystore was disconnected.")),
         Err(problem) => {
@@ -573,13 +575,19 @@ pub(crate) async fn connect(
         return Ok(user.failed("/ui/keystores/new", "Choose a keystore type."));
     };
     let fields = connection(&q.kind, &p, false);
+    let testing = p.intent == "test";
     let mut request = recorded(&p, &fields);
     request["type"] = json!(keystore_type.as_str());
     request["vault"] = json!({ "id": p.vault });
-    let testing = p.intent == "test";
-    let outcome = match Uuid::parse_str(&p.vault) {
-        Err(_) => Err(Problem::new(StatusCode::BAD_REQUEST, "Choose a vault.")),
-        Ok(vault_id) => {
+    if testing {
+        request["dry_run"] = json!(true);
+    }
+    // A test creates nothing: it answers 200, as the API's dry run does.
+    let success = if testing { 200 } else { 201 };
+    let outcome = user
+        .change(&catalog::KEYSTORE_CREATE, success, None, request, async {
+            let vault_id = Uuid::parse_str(&p.vault)
+                .map_err(|_| keyplane_core::Error::invalid_field("vault.id", "choose a vault"))?;
             let input = NewKeystore {
                 vault_id: Some(vault_id),
                 keystore_type: Some(keystore_type),
@@ -591,16 +599,11 @@ pub(crate) async fn connect(
                 tls_proxy: None,
                 connection: fields,
             };
-            user.change(
-                &catalog::KEYSTORE_CREATE,
-                201,
-                request,
-                user.keyplane()
-                    .create_keystore(user.caller(), input, testing),
-            )
-            .await
-        }
-    };
+            user.keyplane()
+                .create_keystore(user.caller(), input, testing)
+                .await
+        })
+        .await;
     let (status, error, tested) = match outcome {
         Ok(_) if testing => (
             StatusCode::OK,
@@ -665,28 +668,42 @@ pub(crate) async fn edit(
     let id = crate::page_id(&id)?;
     let p = posted(pairs);
     user.check_csrf(&p.csrf)?;
-    let current = read_keystore(&user, id).await?;
-    let kind = kind_of(&current);
-    let fields = connection(&kind, &p, true);
-    let request = recorded(&p, &fields);
-    let patch = KeystorePatch {
-        name: Some(p.name.trim().to_owned()),
-        description: Some(p.description.trim().to_owned()),
-        groups: Some(groups(&p)),
-        location: None,
-        tls_proxy: None,
-        connection: fields,
-    };
+    // What was posted, as the trail records it (secrets redacted there); the keystore is read
+    // inside the recorded call, so an update of one that is not there is recorded as such.
+    let request = recorded(&p, &p.fields);
     let tag = if_match(&p.etag);
+    let mut kind = String::new();
     let updated = user
         .change(
             &catalog::KEYSTORE_UPDATE,
             200,
+            target("keystores", id),
             request,
-            user.keyplane()
-                .update_keystore(user.caller(), id, Some(&tag), patch),
+            async {
+                let (kp, caller) = (user.keyplane(), user.caller());
+                let current = kp.get_keystore(caller, id).await?;
+                kind = kind_of(&current);
+                let patch = KeystorePatch {
+                    name: Some(p.name.trim().to_owned()),
+                    description: Some(p.description.trim().to_owned()),
+                    groups: Some(groups(&p)),
+                    location: None,
+                    tls_proxy: None,
+                    connection: connection(&kind, &p, true),
+                };
+                kp.update_keystore(caller, id, Some(&tag), patch).await
+            },
         )
         .await;
+    if let Err(problem) = &updated
+        && kind.is_empty()
+    {
+        // The keystore could not be read: there is no form to show again.
+        return Err(crate::PageError::Api(Box::new(Problem::new(
+            problem.status,
+            problem.message.clone(),
+        ))));
+    }
     match updated {
         Ok(_) => Ok(user.done(
             &format!("/ui/keystores?selected={id}"),

@@ -89,7 +89,12 @@ enum CredentialKind {
 enum Refusal {
     NotAccepted,
     TooManyAttempts(u64),
+    Sealed,
 }
+
+/// Longest credential tried, as the API bounds them: an API key, or a bearer token.
+const MAX_API_KEY: usize = 512;
+const MAX_TOKEN: usize = 4096;
 
 pub(crate) async fn submit(
     State(console): State<Console>,
@@ -140,6 +145,13 @@ pub(crate) async fn submit(
             };
             return page(StatusCode::UNAUTHORIZED, Some(what.into()), secure);
         }
+        Err(Refusal::Sealed) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("Keyplane is sealed: no one can sign in until it is unsealed.".into()),
+                secure,
+            );
+        }
         Err(Refusal::TooManyAttempts(seconds)) => {
             let mut response = page(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -186,11 +198,28 @@ async fn sign_in(
         initiator: "anonymous".into(),
         correlation_id: session::random_token()[..32].to_owned(),
         source: address,
+        target: None,
         request: serde_json::Value::Null,
+        deadline: Some(console.0.request_timeout),
     };
-    let not_accepted =
-        || keyplane_core::Error::Unauthorized("the credential was not accepted".into());
+    // Refused as the API refuses them: an API key as an unknown key (400, a failure, each one
+    // recorded, as the token endpoint records it), a token as unauthenticated (401, a denial).
+    let not_accepted = || match kind {
+        CredentialKind::ApiKey => {
+            keyplane_core::Error::invalid_field("apikey", "the API key was not accepted")
+        }
+        CredentialKind::Token => {
+            keyplane_core::Error::Unauthorized("the access token was not accepted".into())
+        }
+    };
+    let max = match kind {
+        CredentialKind::ApiKey => MAX_API_KEY,
+        CredentialKind::Token => MAX_TOKEN,
+    };
     let checked = keyplane.recorded(&catalog::SIGN_IN, 200, origin, async {
+        if credential.len() > max {
+            return Err(not_accepted());
+        }
         let signed_in = match kind {
             CredentialKind::ApiKey => auth.exchange_api_key(credential).await?.map(|t| {
                 (
@@ -211,14 +240,15 @@ async fn sign_in(
     });
     match checked.await {
         Ok(signed_in) => Ok(signed_in),
-        Err(e) => {
-            if kind == CredentialKind::ApiKey && matches!(e, keyplane_core::Error::Unauthorized(_))
-            {
+        Err(keyplane_core::Error::Sealed) => Err(Refusal::Sealed),
+        Err(keyplane_core::Error::Invalid { .. } | keyplane_core::Error::Unauthorized(_)) => {
+            if kind == CredentialKind::ApiKey {
                 keyplane.failed_exchanges().failed(address);
             }
-            if !matches!(e, keyplane_core::Error::Unauthorized(_)) {
-                tracing::warn!(error = %e, "a console sign-in could not be checked");
-            }
+            Err(Refusal::NotAccepted)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a console sign-in could not be checked");
             Err(Refusal::NotAccepted)
         }
     }

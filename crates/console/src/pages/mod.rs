@@ -19,19 +19,41 @@ use crate::{Chrome, PageError, User};
 pub(crate) async fn vault_choices(user: &User) -> Result<Vec<VaultView>, PageError> {
     let query = VaultQuery {
         sort: sorted_by("name", false),
-        paging: Window {
-            limit: 100,
-            offset: 0,
-        },
+        paging: window(100, 0)?,
         ..VaultQuery::default()
     };
     let page = user
         .read(
             &catalog::VAULT_LIST,
+            None,
             user.keyplane().list_vaults(user.caller(), query),
         )
         .await?;
     Ok(page.items)
+}
+
+/// A page of `limit` items from `offset`; an offset past what a store can count is no page.
+pub(crate) fn window(limit: u32, offset: u64) -> Result<Window, PageError> {
+    if i64::try_from(offset).is_err() {
+        return Err(crate::no_such_page());
+    }
+    Ok(Window { limit, offset })
+}
+
+/// A text filter, trimmed; longer than `max` bytes it is refused, as the API refuses it.
+pub(crate) fn filter_text(
+    name: &str,
+    value: &str,
+    max: usize,
+) -> Result<Option<String>, PageError> {
+    let value = value.trim();
+    if value.len() > max {
+        return Err(PageError::Api(Box::new(crate::Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("The {name} filter is longer than {max} characters."),
+        ))));
+    }
+    Ok((!value.is_empty()).then(|| value.to_owned()))
 }
 
 /// One sort key; `field` is one the resource's store sorts by.
@@ -78,11 +100,15 @@ impl Paging {
     }
 
     pub fn first_shown(&self) -> u64 {
-        if self.total == 0 { 0 } else { self.offset + 1 }
+        if self.total == 0 {
+            0
+        } else {
+            self.offset.saturating_add(1)
+        }
     }
 
     pub fn last_shown(&self) -> u64 {
-        (self.offset + self.limit).min(self.total)
+        self.offset.saturating_add(self.limit).min(self.total)
     }
 
     pub fn previous(&self) -> Option<String> {
@@ -90,7 +116,8 @@ impl Paging {
     }
 
     pub fn next(&self) -> Option<String> {
-        (self.offset + self.limit < self.total).then(|| self.link(self.offset + self.limit))
+        let next = self.offset.saturating_add(self.limit);
+        (next < self.total).then(|| self.link(next))
     }
 
     fn link(&self, offset: u64) -> String {
@@ -113,6 +140,20 @@ mod tests {
             "state=active&label=a+b%26c"
         );
         assert_eq!(link_query(&[]), "");
+    }
+
+    #[test]
+    fn offsets_past_what_a_store_counts_are_no_page_and_links_do_not_overflow() {
+        assert!(window(25, u64::MAX).is_err());
+        assert!(window(25, i64::MAX as u64).is_ok());
+        let p = Paging::new(u64::MAX - 1, 25, 10, String::new());
+        assert_eq!(p.last_shown(), 10);
+        assert!(p.next().is_none());
+        assert!(filter_text("label", &"x".repeat(300), 255).is_err());
+        assert_eq!(
+            filter_text("label", " a ", 255).ok().flatten().as_deref(),
+            Some("a")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use keyplane_core::model::{
     TemplateKeystore, VaultView,
 };
 use keyplane_core::operation::catalog;
-use keyplane_core::query::{Paging as Window, TemplateQuery};
+use keyplane_core::query::TemplateQuery;
 use keyplane_core::service::{
     KeyPropertiesInput, NewTemplate, TemplateKeystorePatch, TemplatePatch,
 };
@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Paging, if_match, sorted_by, vault_choices};
-use crate::{Chrome, Console, PageResult, Problem, User, render, render_status};
+use super::{Paging, if_match, sorted_by, vault_choices, window};
+use crate::{Chrome, Console, PageResult, User, render, render_status, target};
 
 const PAGE_SIZE: u64 = 25;
 /// Keystore rows on the template form.
@@ -51,8 +51,9 @@ pub(crate) struct TemplatesPage {
     chrome: Chrome,
     templates: Vec<KeyTemplate>,
     paging: Paging,
-    /// A pending confirmation: (template id, template name, action, question).
-    confirm: Option<(String, String, &'static str, &'static str)>,
+    /// A pending confirmation: (template id, template name, its ETag as shown, action,
+    /// question).
+    confirm: Option<(String, String, String, &'static str, &'static str)>,
 }
 
 pub(crate) fn keystore_groups(t: &KeyTemplate) -> String {
@@ -91,15 +92,13 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
     let query = TemplateQuery {
         sort: sorted_by("name", false),
-        paging: Window {
-            limit: PAGE_SIZE as u32,
-            offset: q.offset,
-        },
+        paging: window(PAGE_SIZE as u32, q.offset)?,
         ..TemplateQuery::default()
     };
     let page = user
         .read(
             &catalog::TEMPLATE_LIST,
+            None,
             user.keyplane().list_templates(user.caller(), query),
         )
         .await?;
@@ -107,7 +106,8 @@ pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
         Some((action, text)) if !q.id.is_empty() => {
             let id = crate::page_id(&q.id)?;
             let t = read_template(&user, id).await?;
-            Some((id.to_string(), t.name, action, text))
+            let tag = etag(t.revision, id);
+            Some((id.to_string(), t.name, tag, action, text))
         }
         _ => None,
     };
@@ -122,6 +122,7 @@ pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
 async fn read_template(user: &User, id: Uuid) -> Result<KeyTemplate, crate::PageError> {
     user.read(
         &catalog::TEMPLATE_READ,
+        target("templates", id),
         user.keyplane().get_template(user.caller(), id),
     )
     .await
@@ -130,21 +131,22 @@ async fn read_template(user: &User, id: Uuid) -> Result<KeyTemplate, crate::Page
 pub(crate) async fn act(
     user: User,
     Path((id, action)): Path<(String, String)>,
-    Form(form): Form<crate::CsrfOnly>,
+    Form(form): Form<crate::ConfirmForm>,
 ) -> PageResult {
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
-    // The change applies to the template as it is now: read its ETag, then act with it.
-    let current = read_template(&user, id).await?;
-    let tag = if_match(&etag(current.revision, id));
+    // The template as the page showed it: changed since, nothing is done.
+    let tag = if_match(&form.etag);
     let (kp, caller, m) = (user.keyplane(), user.caller(), Some(&tag));
-    let request = json!({ "id": id, "action": action });
+    let request = json!({ "action": action });
+    let t = || target("templates", id);
     let done = |_| ();
     let (outcome, done_text) = match action.as_str() {
         "archive" => (
             user.change(
                 &catalog::TEMPLATE_ARCHIVE,
                 200,
+                t(),
                 request,
                 kp.archive_template(caller, id, m),
             )
@@ -156,6 +158,7 @@ pub(crate) async fn act(
             user.change(
                 &catalog::TEMPLATE_UNARCHIVE,
                 200,
+                t(),
                 request,
                 kp.unarchive_template(caller, id, m),
             )
@@ -167,6 +170,7 @@ pub(crate) async fn act(
             user.change(
                 &catalog::TEMPLATE_DELETE,
                 204,
+                t(),
                 request,
                 kp.delete_template(caller, id, m),
             )
@@ -399,18 +403,19 @@ pub(crate) async fn create_form(user: User) -> PageResult {
 
 pub(crate) async fn create(user: User, Form(form): Form<TemplateForm>) -> PageResult {
     user.check_csrf(&form.csrf)?;
-    let created = match form.new_template() {
-        Err(e) => Err(Problem::from(e)),
-        Ok(input) => {
-            user.change(
-                &catalog::TEMPLATE_CREATE,
-                201,
-                form.recorded(true),
-                user.keyplane().create_template(user.caller(), input),
-            )
-            .await
-        }
-    };
+    // The form is read inside the recorded call: a refused form is in the trail too.
+    let created = user
+        .change(
+            &catalog::TEMPLATE_CREATE,
+            201,
+            None,
+            form.recorded(true),
+            async {
+                let input = form.new_template()?;
+                user.keyplane().create_template(user.caller(), input).await
+            },
+        )
+        .await;
     match created {
         Ok(t) => Ok(user.done("/ui/templates", format!("Template {} created.", t.name))),
         Err(problem) => render_status(
@@ -462,19 +467,20 @@ pub(crate) async fn edit(
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
     let tag = if_match(&form.etag);
-    let updated = match form.patch() {
-        Err(e) => Err(Problem::from(e)),
-        Ok(patch) => {
-            user.change(
-                &catalog::TEMPLATE_UPDATE,
-                200,
-                form.recorded(false),
+    let updated = user
+        .change(
+            &catalog::TEMPLATE_UPDATE,
+            200,
+            target("templates", id),
+            form.recorded(false),
+            async {
+                let patch = form.patch()?;
                 user.keyplane()
-                    .update_template(user.caller(), id, Some(&tag), patch),
-            )
-            .await
-        }
-    };
+                    .update_template(user.caller(), id, Some(&tag), patch)
+                    .await
+            },
+        )
+        .await;
     match updated {
         Ok(_) => Ok(user.done("/ui/templates", "The template was updated.")),
         Err(problem) => render_status(

@@ -8,13 +8,13 @@ use axum::{Form, Router};
 use keyplane_core::etag::etag;
 use keyplane_core::model::VaultView;
 use keyplane_core::operation::catalog;
-use keyplane_core::query::{Paging as Window, VaultQuery};
+use keyplane_core::query::VaultQuery;
 use keyplane_core::service::{NewVault, VaultPatch};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Paging, if_match, sorted_by};
-use crate::{Chrome, Console, PageResult, User, render, render_status};
+use super::{Paging, if_match, sorted_by, window};
+use crate::{Chrome, Console, PageResult, User, render, render_status, target};
 
 const PAGE_SIZE: u64 = 25;
 
@@ -32,8 +32,8 @@ pub(crate) struct VaultsPage {
     chrome: Chrome,
     vaults: Vec<VaultView>,
     paging: Paging,
-    /// A pending delete confirmation: (vault id, vault name).
-    confirm: Option<(String, String)>,
+    /// A pending delete confirmation: (vault id, vault name, its ETag as shown).
+    confirm: Option<(String, String, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -47,15 +47,13 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
     let query = VaultQuery {
         sort: sorted_by("name", false),
-        paging: Window {
-            limit: PAGE_SIZE as u32,
-            offset: q.offset,
-        },
+        paging: window(PAGE_SIZE as u32, q.offset)?,
         ..VaultQuery::default()
     };
     let page = user
         .read(
             &catalog::VAULT_LIST,
+            None,
             user.keyplane().list_vaults(user.caller(), query),
         )
         .await?;
@@ -66,10 +64,12 @@ pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
         let view = user
             .read(
                 &catalog::VAULT_READ,
+                target("vaults", id),
                 user.keyplane().get_vault(user.caller(), id),
             )
             .await?;
-        Some((id.to_string(), view.vault.name))
+        let tag = etag(view.vault.revision, id);
+        Some((id.to_string(), view.vault.name, tag))
     };
     render(&VaultsPage {
         chrome: user.chrome("vaults"),
@@ -82,23 +82,18 @@ pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
 pub(crate) async fn delete(
     user: User,
     Path(id): Path<String>,
-    Form(form): Form<crate::CsrfOnly>,
+    Form(form): Form<crate::ConfirmForm>,
 ) -> PageResult {
     let id = crate::page_id(&id)?;
     user.check_csrf(&form.csrf)?;
-    let current = user
-        .read(
-            &catalog::VAULT_READ,
-            user.keyplane().get_vault(user.caller(), id),
-        )
-        .await?;
-    // The confirmation named this vault as it is now: its current tag is the precondition.
-    let tag = if_match(&etag(current.vault.revision, id));
+    // The vault as the confirmation showed it: changed since, it is not deleted.
+    let tag = if_match(&form.etag);
     let deleted = user
         .change(
             &catalog::VAULT_DELETE,
             204,
-            json!({ "id": id }),
+            target("vaults", id),
+            json!({}),
             user.keyplane().delete_vault(user.caller(), id, Some(&tag)),
         )
         .await;
@@ -158,6 +153,7 @@ pub(crate) async fn create(user: User, Form(form): Form<VaultForm>) -> PageResul
         .change(
             &catalog::VAULT_CREATE,
             201,
+            None,
             form.recorded(),
             user.keyplane().create_vault(user.caller(), input),
         )
@@ -182,6 +178,7 @@ pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult 
     let view = user
         .read(
             &catalog::VAULT_READ,
+            target("vaults", id),
             user.keyplane().get_vault(user.caller(), id),
         )
         .await?;
@@ -211,6 +208,7 @@ pub(crate) async fn edit(
         .change(
             &catalog::VAULT_UPDATE,
             200,
+            target("vaults", id),
             form.recorded(),
             user.keyplane()
                 .update_vault(user.caller(), id, Some(&tag), patch),

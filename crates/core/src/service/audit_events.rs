@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::audit::denials::{DenialSource, Verdict};
-use crate::audit::{self, AuditEvent, AuditScope, PendingEvent};
+use crate::audit::{self, AuditEvent, AuditScope, PendingEvent, Target};
 use crate::authz::{Caller, Permission};
 use crate::error::{Error, Result};
 use crate::model::Page;
@@ -21,8 +21,12 @@ pub struct Origin {
     pub initiator: String,
     pub correlation_id: String,
     pub source: Option<IpAddr>,
+    /// The resource the call names, when it names one (a store write names what it changed).
+    pub target: Option<Target>,
     /// What was asked; secrets are redacted and the size bounded before it is recorded.
     pub request: serde_json::Value,
+    /// How long the call may take; past it the call stops and is recorded as timed out.
+    pub deadline: Option<Duration>,
 }
 
 impl Keyplane {
@@ -47,7 +51,7 @@ impl Keyplane {
             action: operation.action,
             severity: operation.severity,
             initiator: origin.initiator.clone(),
-            target: None,
+            target: origin.target,
             vault_id: None,
             correlation_id: origin.correlation_id,
             source: origin.source,
@@ -57,8 +61,17 @@ impl Keyplane {
         let result = if self.is_sealed() && !operation.while_sealed {
             Err(Error::Sealed)
         } else {
-            audit::in_scope(scope.clone(), call).await
+            let call = audit::in_scope(scope.clone(), call);
+            match origin.deadline {
+                Some(deadline) => tokio::time::timeout(deadline, call)
+                    .await
+                    .unwrap_or(Err(Error::TimedOut)),
+                None => call.await,
+            }
         };
+        // What the call answers on success: a request awaiting approval answers 202, a dry run
+        // 200, whatever the operation's usual status.
+        let success_status = scope.pending().map_or(success_status, |p| p.success_status);
         let (outcome, status) = match &result {
             Err(e) if matches!(e, Error::Forbidden | Error::Unauthorized(_)) => {
                 ("denied", e.status())

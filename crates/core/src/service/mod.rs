@@ -55,6 +55,8 @@ pub struct Keyplane {
     denials: Arc<crate::audit::denials::DenialLedger>,
     /// Failed API-key exchanges per address, for every edge that signs callers in.
     failed_exchanges: Arc<crate::authn::FailedExchanges>,
+    /// Calls per caller and second, for every edge.
+    call_rate: Arc<crate::authn::CallRate>,
 }
 
 impl Keyplane {
@@ -72,6 +74,7 @@ impl Keyplane {
             distribution: Arc::default(),
             denials: Arc::default(),
             failed_exchanges: Arc::default(),
+            call_rate: Arc::default(),
         }
     }
 
@@ -87,6 +90,19 @@ impl Keyplane {
     pub fn with_connectors(mut self, connectors: Arc<dyn Connectors>) -> Self {
         self.connectors = Some(connectors);
         self
+    }
+
+    /// Limits each caller to `per_second` calls (twice that in a burst) on every edge; 0 for
+    /// no limit.
+    #[must_use]
+    pub fn with_call_rate(mut self, per_second: u32) -> Self {
+        self.call_rate = Arc::new(crate::authn::CallRate::new(per_second));
+        self
+    }
+
+    /// The call rate per caller, shared by every edge.
+    pub fn call_rate(&self) -> &crate::authn::CallRate {
+        &self.call_rate
     }
 
     /// The throttle on failed API-key exchanges, shared by every edge.
