@@ -12,7 +12,7 @@ use keyplane_core::model::{
     KeyState, KeyStatusInKeystore, ManagedKey, Template as KeyTemplate, TemplateState, VaultView,
 };
 use keyplane_core::operation::{Operation, catalog};
-use keyplane_core::query::{KeyQuery, TemplateQuery};
+use keyplane_core::query::KeyQuery;
 use keyplane_core::service::{Decided, NewKey};
 use serde::Deserialize;
 use serde_json::json;
@@ -429,18 +429,7 @@ pub(crate) struct CreatePage {
 }
 
 async fn template_choices(user: &User) -> Result<Vec<KeyTemplate>, PageError> {
-    let query = TemplateQuery {
-        sort: sorted_by("name", false),
-        paging: window(100, 0)?,
-        ..TemplateQuery::default()
-    };
-    let page = user
-        .read(
-            &catalog::TEMPLATE_LIST,
-            None,
-            user.keyplane().list_templates(user.caller(), query),
-        )
-        .await?;
+    let page = super::templates::by_name(user, 100, 0).await?;
     Ok(page
         .items
         .into_iter()

@@ -10,26 +10,13 @@ pub(crate) mod vaults;
 use askama::Template;
 use keyplane_core::etag::IfMatch;
 use keyplane_core::model::VaultView;
-use keyplane_core::operation::catalog;
-use keyplane_core::query::{Paging as Window, SortKey, VaultQuery};
+use keyplane_core::query::{Paging as Window, SortKey};
 
 use crate::{Chrome, PageError, User};
 
 /// The vaults a form offers (the first hundred, by name).
 pub(crate) async fn vault_choices(user: &User) -> Result<Vec<VaultView>, PageError> {
-    let query = VaultQuery {
-        sort: sorted_by("name", false),
-        paging: window(100, 0)?,
-        ..VaultQuery::default()
-    };
-    let page = user
-        .read(
-            &catalog::VAULT_LIST,
-            None,
-            user.keyplane().list_vaults(user.caller(), query),
-        )
-        .await?;
-    Ok(page.items)
+    Ok(vaults::by_name(user, 100, 0).await?.items)
 }
 
 /// A page of `limit` items from `offset`; an offset past what a store can count is no page.

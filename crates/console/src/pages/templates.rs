@@ -8,7 +8,7 @@ use axum::{Form, Router};
 use keyplane_core::Error;
 use keyplane_core::etag::etag;
 use keyplane_core::model::{
-    Algorithm, InitialKeyState, KeystoreKeyProperties, KeystoreType, Template as KeyTemplate,
+    Algorithm, InitialKeyState, KeystoreKeyProperties, KeystoreType, Page, Template as KeyTemplate,
     TemplateKeystore, VaultView,
 };
 use keyplane_core::operation::catalog;
@@ -89,19 +89,27 @@ pub(crate) struct ListQuery {
     id: String,
 }
 
-pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
+/// The templates the user may see, by name, `limit` from `offset`.
+pub(crate) async fn by_name(
+    user: &User,
+    limit: u32,
+    offset: u64,
+) -> Result<Page<KeyTemplate>, crate::PageError> {
     let query = TemplateQuery {
         sort: sorted_by("name", false),
-        paging: window(PAGE_SIZE as u32, q.offset)?,
+        paging: window(limit, offset)?,
         ..TemplateQuery::default()
     };
-    let page = user
-        .read(
-            &catalog::TEMPLATE_LIST,
-            None,
-            user.keyplane().list_templates(user.caller(), query),
-        )
-        .await?;
+    user.read(
+        &catalog::TEMPLATE_LIST,
+        None,
+        user.keyplane().list_templates(user.caller(), query),
+    )
+    .await
+}
+
+pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
+    let page = by_name(&user, PAGE_SIZE as u32, q.offset).await?;
     let confirm = match confirmation(&q.confirm) {
         Some((action, text)) if !q.id.is_empty() => {
             let id = crate::page_id(&q.id)?;

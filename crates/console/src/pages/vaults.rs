@@ -6,7 +6,7 @@ use axum::extract::{Path, Query};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use keyplane_core::etag::etag;
-use keyplane_core::model::VaultView;
+use keyplane_core::model::{Page, VaultView};
 use keyplane_core::operation::catalog;
 use keyplane_core::query::VaultQuery;
 use keyplane_core::service::{NewVault, VaultPatch};
@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Paging, if_match, sorted_by, window};
-use crate::{Chrome, Console, PageResult, User, render, render_status, target};
+use uuid::Uuid;
+
+use crate::{Chrome, Console, PageError, PageResult, User, render, render_status, target};
 
 const PAGE_SIZE: u64 = 25;
 
@@ -44,30 +46,41 @@ pub(crate) struct ListQuery {
     delete: String,
 }
 
-pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
+/// The vaults the user may see, by name, `limit` from `offset`.
+pub(crate) async fn by_name(
+    user: &User,
+    limit: u32,
+    offset: u64,
+) -> Result<Page<VaultView>, PageError> {
     let query = VaultQuery {
         sort: sorted_by("name", false),
-        paging: window(PAGE_SIZE as u32, q.offset)?,
+        paging: window(limit, offset)?,
         ..VaultQuery::default()
     };
-    let page = user
-        .read(
-            &catalog::VAULT_LIST,
-            None,
-            user.keyplane().list_vaults(user.caller(), query),
-        )
-        .await?;
+    user.read(
+        &catalog::VAULT_LIST,
+        None,
+        user.keyplane().list_vaults(user.caller(), query),
+    )
+    .await
+}
+
+async fn read_vault(user: &User, id: Uuid) -> Result<VaultView, PageError> {
+    user.read(
+        &catalog::VAULT_READ,
+        target("vaults", id),
+        user.keyplane().get_vault(user.caller(), id),
+    )
+    .await
+}
+
+pub(crate) async fn list(user: User, Query(q): Query<ListQuery>) -> PageResult {
+    let page = by_name(&user, PAGE_SIZE as u32, q.offset).await?;
     let confirm = if q.delete.is_empty() {
         None
     } else {
         let id = crate::page_id(&q.delete)?;
-        let view = user
-            .read(
-                &catalog::VAULT_READ,
-                target("vaults", id),
-                user.keyplane().get_vault(user.caller(), id),
-            )
-            .await?;
+        let view = read_vault(&user, id).await?;
         let tag = etag(view.vault.revision, id);
         Some((id.to_string(), view.vault.name, tag))
     };
@@ -175,13 +188,7 @@ pub(crate) async fn create(user: User, Form(form): Form<VaultForm>) -> PageResul
 
 pub(crate) async fn edit_form(user: User, Path(id): Path<String>) -> PageResult {
     let id = crate::page_id(&id)?;
-    let view = user
-        .read(
-            &catalog::VAULT_READ,
-            target("vaults", id),
-            user.keyplane().get_vault(user.caller(), id),
-        )
-        .await?;
+    let view = read_vault(&user, id).await?;
     render(&FormPage {
         chrome: user.chrome("vaults"),
         editing: Some((id.to_string(), etag(view.vault.revision, id))),
