@@ -21,47 +21,87 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if mime != "application/json"
-            && !(mime.starts_with("application/") && mime.ends_with("+json"))
-        {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::UnsupportedMediaType,
-                "the request body must be JSON sent with Content-Type: application/json",
-            ));
-        }
-        // The limit is applied here, not left to a layer: the data plane's calls reach their
-        // handlers without the router's layers.
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|e| {
-                if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        ErrorCode::PayloadTooLarge,
-                        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                    )
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        ErrorCode::InvalidField,
-                        "the request body could not be read",
-                    )
-                }
-            })?;
+        let bytes = read_json_bytes(req, MediaType::Required).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A Key Protect body, as IBM's clients send it: JSON with or without a `Content-Type` (the Go
+/// client sends none), `None` when the body is empty or `null` (what clients send for an
+/// action without arguments). Only the media type is lenient: a body that is there must still
+/// be exactly one JSON object.
+pub struct KeyProtectBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for KeyProtectBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = read_json_bytes(req, MediaType::MayBeAbsent).await?;
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
+            return Ok(KeyProtectBody(None));
+        }
+        parse_json(&bytes).map(|v| KeyProtectBody(Some(v)))
+    }
+}
+
+/// Whether a body must say it is JSON.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    Required,
+    MayBeAbsent,
+}
+
+/// A body's bytes, at most 1 MiB (413), when its media type is JSON (`application/json` or any
+/// `application/…+json`, such as Key Protect's `application/vnd.ibm.kms.key+json`); 415
+/// otherwise.
+async fn read_json_bytes(
+    req: Request,
+    media_type: MediaType,
+) -> Result<axum::body::Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let json = match content_type {
+        None => media_type == MediaType::MayBeAbsent,
+        Some(value) => {
+            let mime = value
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        }
+    };
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be JSON sent with Content-Type: application/json",
+        ));
+    }
+    // The limit is applied here, not left to a layer: the data plane's calls reach their
+    // handlers without the router's layers.
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidField,
+                    "the request body could not be read",
+                )
+            }
+        })
 }
 
 /// Parses a body that must be exactly one JSON value: bytes after it (other than white space)

@@ -425,12 +425,25 @@ fn acceptable_correlation_id(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
-/// The correlation id the client sent, when it is a sensible one, or a new one.
-fn correlation_id(req: &Request) -> String {
-    req.headers()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable_correlation_id(v))
+/// Key Protect's correlation header, which its clients send (`Correlation-Id`).
+const KEY_PROTECT_CORRELATION_HEADER: &str = "correlation-id";
+
+/// The correlation id the client sent, when it is a sensible one, or a new one. On Key
+/// Protect's API, its own `Correlation-Id` header is read first.
+fn correlation_id(req: &Request, dialect: Dialect) -> String {
+    let sent = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| acceptable_correlation_id(v))
+    };
+    let key_protect = || {
+        (dialect == Dialect::KeyProtect)
+            .then(|| sent(KEY_PROTECT_CORRELATION_HEADER))
+            .flatten()
+    };
+    key_protect()
+        .or_else(|| sent(CORRELATION_HEADER))
         .map_or_else(new_correlation_id, str::to_owned)
 }
 
@@ -480,6 +493,12 @@ fn with_correlation(mut response: Response, trace: &str, dialect: Dialect) -> Re
         }
     }
     if let Ok(v) = HeaderValue::from_str(trace) {
+        if dialect == Dialect::KeyProtect {
+            response.headers_mut().insert(
+                HeaderName::from_static(KEY_PROTECT_CORRELATION_HEADER),
+                v.clone(),
+            );
+        }
         response
             .headers_mut()
             .insert(HeaderName::from_static(CORRELATION_HEADER), v);
@@ -528,7 +547,7 @@ where
             .resolve(req.method(), req.uri().path());
         let dialect = resolved.operation.dialect;
         let fast = fast_path(&req, &resolved);
-        let trace = correlation_id(&req);
+        let trace = correlation_id(&req, dialect);
         // The data plane's calls get what the router's get from the request's extensions
         // directly (an insert each is a noticeable part of a call this small).
         let next = match fast {

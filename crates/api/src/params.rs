@@ -152,17 +152,24 @@ impl<'a> Params<'a> {
                 }
             },
         };
-        let offset = match self.get("offset") {
-            None => 0,
+        Ok(Paging {
+            limit,
+            offset: self.paging_offset()?,
+        })
+    }
+
+    /// `offset`: a whole number a store can count to, 0 when absent.
+    pub fn paging_offset(&self) -> Result<u64> {
+        match self.get("offset") {
+            None => Ok(0),
             Some(v) => v
                 .parse::<u64>()
                 .ok()
                 .filter(|o| *o <= i64::MAX as u64)
                 .ok_or_else(|| {
                     Error::invalid_parameter("offset", "offset must be a whole number, 0 or more")
-                })?,
-        };
-        Ok(Paging { limit, offset })
+                }),
+        }
     }
 
     pub fn sort(&self, allowed: &[&'static str]) -> Result<Vec<SortKey>> {

@@ -883,3 +883,219 @@ async fn the_data_plane_answers_alike_ahead_of_the_router_and_through_it() {
         );
     }
 }
+
+impl Fixture {
+    /// A Key Protect call sent as IBM's clients send it: `body` as is (or none), the given
+    /// headers, and no `Content-Type` unless one is among them.
+    async fn as_client(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(
+                "authorization",
+                format!("Bearer {}", keyplane_testkit::TEST_TOKEN),
+            )
+            .header("bluemix-instance", &self.keystore);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = body.map_or_else(axum::body::Body::empty, |b| {
+            axum::body::Body::from(b.to_owned())
+        });
+        self.app.send(req.body(body).unwrap()).await
+    }
+
+    fn key_path(&self, rest: &str) -> String {
+        format!("/api/v2/keys/{}{rest}", self.key_ref)
+    }
+}
+
+#[tokio::test]
+async fn bodies_are_read_as_ibms_clients_send_them() {
+    let f = fixture("256").await;
+    // No Content-Type (the Go client), Key Protect's own media type (the Node client), no body
+    // at all (a wrap without a plaintext): each wraps.
+    let wrap = f.key_path("/actions/wrap");
+    let plain = f
+        .as_client("POST", &wrap, Some(r#"{"plaintext":"AAECAw=="}"#), &[])
+        .await
+        .expect(200);
+    assert!(plain.body["ciphertext"].is_string());
+    f.as_client(
+        "POST",
+        &wrap,
+        Some("{}"),
+        &[(
+            "content-type",
+            "application/vnd.ibm.kms.key_action_wrap+json",
+        )],
+    )
+    .await
+    .expect(200);
+    let generated = f.as_client("POST", &wrap, None, &[]).await.expect(200);
+    assert_eq!(b64(&generated.body["plaintext"]).len(), 32);
+    let generated = f
+        .as_client("POST", &wrap, Some("null"), &[])
+        .await
+        .expect(200);
+    assert_eq!(b64(&generated.body["plaintext"]).len(), 32);
+    // Only the media type is lenient: another one is 415, and a body is still one JSON value.
+    f.as_client("POST", &wrap, Some("{}"), &[("content-type", "text/plain")])
+        .await
+        .expect(415);
+    f.as_client("POST", &wrap, Some("{} {}"), &[])
+        .await
+        .expect(400);
+    // `null` for an action without arguments (the Go client's RotateV2(nil), enable, disable).
+    f.as_client("POST", &f.key_path("/actions/rotate"), Some("null"), &[])
+        .await
+        .expect(204);
+    f.as_client("POST", &f.key_path("/actions/disable"), Some("null"), &[])
+        .await
+        .expect(204);
+    f.as_client("POST", &f.key_path("/actions/enable"), Some("null"), &[])
+        .await
+        .expect(204);
+    // The UKO API keeps its strictness.
+    let strict = f
+        .app
+        .send(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/v4/vaults")
+                .header(
+                    "authorization",
+                    format!("Bearer {}", keyplane_testkit::TEST_TOKEN),
+                )
+                .body(axum::body::Body::from(r#"{"name":"no-media-type"}"#))
+                .unwrap(),
+        )
+        .await;
+    strict.expect(415);
+}
+
+#[tokio::test]
+async fn pages_correlation_ids_and_deletes_follow_key_protect() {
+    let f = fixture("256").await;
+    // The Go client asks for 2,000 keys a page; Key Protect allows up to 5,000.
+    f.as_client("GET", "/api/v2/keys?limit=2000&offset=0", None, &[])
+        .await
+        .expect(200);
+    let over = f
+        .as_client("GET", "/api/v2/keys?limit=5001", None, &[])
+        .await;
+    let over = over.expect(400);
+    assert_eq!(over.target(), "limit");
+
+    // The client's Correlation-Id is the call's, echoed and in the error body.
+    let seen = f
+        .as_client(
+            "GET",
+            &f.key_path(""),
+            None,
+            &[("correlation-id", "app-call-42")],
+        )
+        .await
+        .expect(200);
+    assert_eq!(seen.headers["correlation-id"], "app-call-42");
+    let missing = f
+        .as_client(
+            "GET",
+            &format!("/api/v2/keys/{}", uuid::Uuid::new_v4()),
+            None,
+            &[("correlation-id", "app-call-43")],
+        )
+        .await
+        .expect(404);
+    assert_eq!(missing.body["resources"][0]["correlationId"], "app-call-43");
+
+    // The resource carries what Key Protect's does.
+    let key = &seen.body["resources"][0];
+    assert_eq!(key["keyRingID"], "default");
+    assert_eq!(key["dualAuthDelete"]["enabled"], false);
+    assert_eq!(key["deleted"], false);
+    assert!(
+        key["crn"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}:key:{}", f.keystore, f.key_ref)),
+        "{key}"
+    );
+    assert!(key.get("lastRotateDate").is_none());
+    f.as_client("POST", &f.key_path("/actions/rotate"), None, &[])
+        .await
+        .expect(204);
+    let rotated = f
+        .as_client("GET", &f.key_path(""), None, &[])
+        .await
+        .expect(200);
+    assert!(rotated.body["resources"][0]["lastRotateDate"].is_string());
+
+    // Delete answers the deleted key when asked to, nothing otherwise.
+    let deleted = f
+        .as_client(
+            "DELETE",
+            &f.key_path(""),
+            None,
+            &[("prefer", "return=representation")],
+        )
+        .await
+        .expect(200);
+    let gone = &deleted.body["resources"][0];
+    assert_eq!(gone["state"], 5);
+    assert_eq!(gone["deleted"], true);
+    assert!(gone["deletionDate"].is_string());
+    assert_eq!(gone["id"], f.key_ref);
+}
+
+#[tokio::test]
+async fn unwrapping_an_older_version_also_rewraps_it_under_the_newest() {
+    let f = fixture("256").await;
+    let old = f.action("wrap", json!({ "aad": ["a"] })).await.expect(200);
+    let current = f
+        .action(
+            "unwrap",
+            json!({ "ciphertext": old.body["ciphertext"], "aad": ["a"] }),
+        )
+        .await
+        .expect(200);
+    assert!(current.body.get("ciphertext").is_none(), "{}", current.body);
+    f.lifecycle("rotate").await;
+    let u = f
+        .action(
+            "unwrap",
+            json!({ "ciphertext": old.body["ciphertext"], "aad": ["a"] }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(u.body["plaintext"], old.body["plaintext"]);
+    assert_eq!(u.body["keyVersion"]["id"], old.body["keyVersion"]["id"]);
+    let newest = u.body["rewrappedKeyVersion"]["id"].clone();
+    assert_ne!(newest, old.body["keyVersion"]["id"]);
+    let again = f
+        .action(
+            "unwrap",
+            json!({ "ciphertext": u.body["ciphertext"], "aad": ["a"] }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.body["plaintext"], old.body["plaintext"]);
+    assert_eq!(again.body["keyVersion"]["id"], newest);
+    assert!(again.body.get("ciphertext").is_none());
+    // A deactivated key still unwraps, but wraps nothing new.
+    f.lifecycle("deactivate").await;
+    let retired = f
+        .action(
+            "unwrap",
+            json!({ "ciphertext": old.body["ciphertext"], "aad": ["a"] }),
+        )
+        .await
+        .expect(200);
+    assert!(retired.body.get("ciphertext").is_none());
+}

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{JsonBody, PathId, RawQuery};
+use crate::extract::{KeyProtectBody, PathId, RawQuery};
 use crate::params::Params;
 use crate::wire::time;
 use crate::{AppState, Caller};
@@ -124,14 +124,14 @@ pub(crate) async fn serve_data_plane_call(
 
     async fn with_body<T, Fut, R>(
         req: axum::extract::Request,
-        handler: impl FnOnce(JsonBody<T>) -> Fut,
+        handler: impl FnOnce(KeyProtectBody<T>) -> Fut,
     ) -> axum::response::Response
     where
         T: serde::de::DeserializeOwned,
         Fut: std::future::Future<Output = ApiResult<R>>,
         R: axum::response::IntoResponse,
     {
-        match JsonBody::<T>::from_request(req, &()).await {
+        match KeyProtectBody::<T>::from_request(req, &()).await {
             Ok(body) => handler(body).await.into_response(),
             Err(refusal) => refusal.into_response(),
         }
@@ -161,7 +161,7 @@ pub(crate) async fn serve_data_plane_call(
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WrapRequest {
     /// Base64 data key; a 256-bit one is generated when absent.
@@ -170,7 +170,7 @@ pub(crate) struct WrapRequest {
     aad: Vec<String>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CiphertextRequest {
     #[schema(required = true, nullable = false, value_type = String)]
@@ -200,6 +200,12 @@ pub(crate) struct WrapResponse {
 pub(crate) struct UnwrapResponse {
     plaintext: String,
     key_version: VersionRef,
+    /// The data key wrapped under the key's newest version, when it was wrapped under an
+    /// older one (Key Protect's answer after a rotation); `rewrappedKeyVersion` names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rewrapped_key_version: Option<VersionRef>,
 }
 
 fn ciphertext_of(body: &CiphertextRequest) -> Result<Zeroizing<Vec<u8>>, ApiError> {
@@ -219,8 +225,9 @@ pub(crate) async fn wrap(
     Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
-    JsonBody(body): JsonBody<WrapRequest>,
+    KeyProtectBody(body): KeyProtectBody<WrapRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
+    let body = body.unwrap_or_default();
     let plaintext = body
         .plaintext
         .as_deref()
@@ -249,8 +256,9 @@ pub(crate) async fn unwrap(
     Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
-    JsonBody(body): JsonBody<CiphertextRequest>,
+    KeyProtectBody(body): KeyProtectBody<CiphertextRequest>,
 ) -> ApiResult<Json<UnwrapResponse>> {
+    let body = body.unwrap_or_default();
     let u = s
         .keyplane
         .unwrap_data_key(&caller, keystore, id, &ciphertext_of(&body)?, &body.aad)
@@ -260,6 +268,10 @@ pub(crate) async fn unwrap(
         key_version: VersionRef {
             id: version_id(id, u.key_version),
         },
+        rewrapped_key_version: u.rewrapped.is_some().then(|| VersionRef {
+            id: version_id(id, u.current_version),
+        }),
+        ciphertext: u.rewrapped.map(|c| B64.encode(c)),
     }))
 }
 
@@ -272,8 +284,9 @@ pub(crate) async fn rewrap(
     Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
-    JsonBody(body): JsonBody<CiphertextRequest>,
+    KeyProtectBody(body): KeyProtectBody<CiphertextRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
+    let body = body.unwrap_or_default();
     let w = s
         .keyplane
         .rewrap_data_key(&caller, keystore, id, &ciphertext_of(&body)?, &body.aad)
@@ -290,7 +303,7 @@ pub(crate) async fn rewrap(
     }))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WrapBatchRequest {
     /// Base64 data keys to wrap (or `count`, not both).
@@ -316,7 +329,7 @@ pub(crate) struct WrapBatchResponse {
     results: Vec<WrappedItem>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UnwrapBatchRequest {
     #[serde(default)]
@@ -339,8 +352,9 @@ pub(crate) async fn wrap_batch(
     Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
-    JsonBody(body): JsonBody<WrapBatchRequest>,
+    KeyProtectBody(body): KeyProtectBody<WrapBatchRequest>,
 ) -> ApiResult<Json<WrapBatchResponse>> {
+    let body = body.unwrap_or_default();
     let (given, count) = match (&body.plaintexts, body.count) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid_field(
@@ -382,8 +396,9 @@ pub(crate) async fn unwrap_batch(
     Caller(caller): Caller,
     Instance(keystore): Instance,
     PathId(id): PathId,
-    JsonBody(body): JsonBody<UnwrapBatchRequest>,
+    KeyProtectBody(body): KeyProtectBody<UnwrapBatchRequest>,
 ) -> ApiResult<Json<UnwrapBatchResponse>> {
+    let body = body.unwrap_or_default();
     let raw = decode_all("ciphertext", &body.ciphertexts)?;
     let items: Vec<&[u8]> = raw.iter().map(|c| c.as_slice()).collect();
     let opened = s
@@ -398,6 +413,8 @@ pub(crate) async fn unwrap_batch(
                 key_version: VersionRef {
                     id: version_id(id, u.key_version),
                 },
+                ciphertext: None,
+                rewrapped_key_version: None,
             })
             .collect(),
     }))
@@ -413,23 +430,53 @@ fn state_number(state: KeyState) -> u8 {
     }
 }
 
-fn key_resource(k: &InstalledKey) -> Value {
-    json!({
+/// A key as Key Protect describes it. `dual_auth_delete`: its vault's dual control.
+fn key_resource(k: &InstalledKey, dual_auth_delete: bool) -> Value {
+    let id = k.copy.key_id_in_keystore;
+    let destroyed = matches!(
+        k.key.state,
+        KeyState::Destroyed | KeyState::DestroyedCompromised
+    );
+    let mut resource = json!({
         "type": "application/vnd.ibm.kms.key+json",
-        "id": k.copy.key_id_in_keystore.to_string(),
+        "id": id.to_string(),
         "name": k.copy.label,
+        "aliases": [k.copy.label],
+        "description": k.key.description,
         "state": state_number(k.key.state),
         "extractable": false,
+        "keyRingID": DEFAULT_KEY_RING,
+        "crn": crn(k.copy.keystore_id, k.key.vault.id, id),
         "algorithmType": "AES",
+        "algorithmBitSize": 256,
+        "algorithmMetadata": { "bitLength": "256", "mode": "GCM" },
+        "createdBy": k.key.stamps.created_by,
         "creationDate": time(&k.key.stamps.created_at),
         "lastUpdateDate": time(&k.key.stamps.updated_at),
         "keyVersion": {
-            "id": version_id(k.copy.key_id_in_keystore, k.key.version),
+            "id": version_id(id, k.key.version),
             "creationDate": time(&k.key.rotated_at.unwrap_or(k.key.stamps.created_at)),
         },
-        "aliases": [k.copy.label],
-        "deleted": false,
-    })
+        "dualAuthDelete": { "enabled": dual_auth_delete },
+        "deleted": destroyed,
+    });
+    if let Some(rotated) = &k.key.rotated_at {
+        resource["lastRotateDate"] = json!(time(rotated));
+    }
+    if destroyed {
+        resource["deletionDate"] = json!(time(&k.key.stamps.updated_at));
+        resource["deletedBy"] = json!(k.key.stamps.updated_by);
+    }
+    resource
+}
+
+/// Every key is in Key Protect's default key ring.
+const DEFAULT_KEY_RING: &str = "default";
+
+/// A key's CRN, in IBM Cloud's form: the service `kms`, the vault as the account, the keystore as
+/// the instance.
+fn crn(instance: Uuid, vault: Uuid, key: Uuid) -> String {
+    format!("crn:v1:keyplane:private:kms:local:a/{vault}:{instance}:key:{key}")
 }
 
 fn collection(total: i64, resources: Vec<Value>) -> Value {
@@ -437,6 +484,28 @@ fn collection(total: i64, resources: Vec<Value>) -> Value {
         "metadata": { "collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": total },
         "resources": resources,
     })
+}
+
+/// Key Protect's page of keys: up to 5,000, 200 when not given.
+const MAX_KEY_PROTECT_LIMIT: u32 = 5000;
+const DEFAULT_KEY_PROTECT_LIMIT: u32 = 200;
+
+fn key_protect_paging(q: &Params) -> Result<keyplane_core::query::Paging, ApiError> {
+    let limit = match q.get("limit") {
+        None => DEFAULT_KEY_PROTECT_LIMIT,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_KEY_PROTECT_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Error::invalid_parameter(
+                    "limit",
+                    format!("limit must be an integer between 1 and {MAX_KEY_PROTECT_LIMIT}"),
+                )
+            })?,
+    };
+    let offset = q.paging_offset()?;
+    Ok(keyplane_core::query::Paging { limit, offset })
 }
 
 /// Keys installed in the keystore (Key Protect `GET /api/v2/keys`).
@@ -449,11 +518,15 @@ pub(crate) async fn list(
     Instance(keystore): Instance,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let paging = Params::new(&q).paging()?;
+    let paging = key_protect_paging(&Params::new(&q))?;
     let page = s.keyplane.installed_keys(&caller, keystore, paging).await?;
+    let dual = s
+        .keyplane
+        .key_protect_dual_auth_delete(&caller, keystore)
+        .await?;
     Ok(Json(collection(
         page.total_count,
-        page.items.iter().map(key_resource).collect(),
+        page.items.iter().map(|k| key_resource(k, dual)).collect(),
     )))
 }
 
@@ -468,7 +541,11 @@ pub(crate) async fn get(
     KeyRef(key): KeyRef,
 ) -> ApiResult<Json<Value>> {
     let k = s.keyplane.key_protect_key(&caller, keystore, &key).await?;
-    Ok(Json(collection(1, vec![key_resource(&k)])))
+    let dual = s
+        .keyplane
+        .key_protect_dual_auth_delete(&caller, keystore)
+        .await?;
+    Ok(Json(collection(1, vec![key_resource(&k, dual)])))
 }
 
 /// A key's id or alias in the path.
@@ -612,8 +689,9 @@ pub(crate) async fn create(
     State(s): State<AppState>,
     Instance(keystore): Instance,
     Caller(actor): Caller,
-    JsonBody(body): JsonBody<NewKeyRequest>,
+    KeyProtectBody(body): KeyProtectBody<NewKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = body.ok_or_else(|| Error::missing_field("resources"))?;
     let [resource] = <[NewKeyResource; 1]>::try_from(body.resources).map_err(|_| {
         Error::invalid_field("resources", "resources holds exactly one key to create")
     })?;
@@ -645,9 +723,13 @@ pub(crate) async fn create(
             &material.supplied(),
         )
         .await?;
+    let dual = s
+        .keyplane
+        .key_protect_dual_auth_delete(&actor, keystore)
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(collection(1, vec![key_resource(&k)])),
+        Json(collection(1, vec![key_resource(&k, dual)])),
     ))
 }
 
@@ -692,13 +774,9 @@ pub(crate) async fn rotate(
     Instance(keystore): Instance,
     KeyRef(key): KeyRef,
     Caller(actor): Caller,
-    body: axum::body::Bytes,
+    KeyProtectBody(fields): KeyProtectBody<MaterialFields>,
 ) -> ApiResult<StatusCode> {
-    let fields: MaterialFields = if body.iter().all(u8::is_ascii_whitespace) {
-        MaterialFields::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
+    let fields = fields.unwrap_or_default();
     let material = DecodedMaterial::decode(&fields)?;
     s.keyplane
         .key_protect_rotate(&actor, keystore, &key, &material.supplied())
@@ -706,23 +784,51 @@ pub(crate) async fn rotate(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Delete a key (Key Protect `DELETE`): the managed key is deactivated and destroyed.
+/// Delete a key (Key Protect `DELETE`): the managed key is deactivated and destroyed. With
+/// `Prefer: return=representation` the answer is the deleted key (200), else nothing (204).
 #[utoipa::path(delete, path = "/api/v2/keys/{id}", tag = "key_protect",
-    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("id" = String, Path), ("bluemix-instance" = String, Header), ("Prefer" = Option<String>, Header)),
+    responses((status = 200, description = "key collection of one: the deleted key", body = Object), (status = 204),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(s): State<AppState>,
     Instance(keystore): Instance,
     KeyRef(key): KeyRef,
     Caller(actor): Caller,
-) -> ApiResult<StatusCode> {
-    s.keyplane
+    headers: axum::http::HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let representation = prefers_representation(&headers);
+    if !representation {
+        // The event written with the change records the answer given.
+        keyplane_core::audit::answers_with(StatusCode::NO_CONTENT.as_u16());
+    }
+    let deleted = s
+        .keyplane
         .key_protect_delete(&actor, keystore, &key)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    if !representation {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let dual = s
+        .keyplane
+        .key_protect_dual_auth_delete(&actor, keystore)
+        .await?;
+    Ok(Json(collection(1, vec![key_resource(&deleted, dual)])).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+/// Whether the client asked for the resource in the answer (`Prefer: return=representation`;
+/// `return=minimal`, or nothing, asks for none).
+fn prefers_representation(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("return=representation"))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NewImportToken {
     /// Seconds the token lives (default 600).
@@ -733,8 +839,15 @@ pub(crate) struct NewImportToken {
     max_allowed_retrievals: Option<u32>,
 }
 
-fn import_token_body(t: &ImportTokenView) -> Value {
+/// An import token as Key Protect shows it. Its id names the token of this keystore created at
+/// that moment (a keystore holds one token at a time).
+fn import_token_body(keystore: Uuid, t: &ImportTokenView) -> Value {
+    let id = Uuid::new_v5(
+        &keystore,
+        t.created_at.timestamp_millis().to_string().as_bytes(),
+    );
     let mut body = json!({
+        "id": id.to_string(),
         "creationDate": time(&t.created_at),
         "expirationDate": time(&t.expires_at),
         "maxAllowedRetrievals": t.max_retrievals,
@@ -760,8 +873,9 @@ pub(crate) async fn create_import_token(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
-    JsonBody(body): JsonBody<NewImportToken>,
+    KeyProtectBody(body): KeyProtectBody<NewImportToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = body.unwrap_or_default();
     let token = s
         .keyplane
         .create_import_token(
@@ -771,7 +885,10 @@ pub(crate) async fn create_import_token(
             body.max_allowed_retrievals.unwrap_or(1),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(import_token_body(&token))))
+    Ok((
+        StatusCode::CREATED,
+        Json(import_token_body(keystore, &token)),
+    ))
 }
 
 /// Retrieve the import token: its public key (base64 PEM) and nonce.
@@ -784,7 +901,7 @@ pub(crate) async fn retrieve_import_token(
     Instance(keystore): Instance,
 ) -> ApiResult<Json<Value>> {
     let token = s.keyplane.retrieve_import_token(&caller, keystore).await?;
-    Ok(Json(import_token_body(&token)))
+    Ok(Json(import_token_body(keystore, &token)))
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ pub struct DataKeyUnwrap {
     pub key_version: u32,
     /// The key's newest version (a client rewraps when it differs).
     pub current_version: u32,
+    /// The data key wrapped again under the newest version, when it was wrapped under an older
+    /// one and the key still wraps (Key Protect answers an unwrap so after a rotation).
+    pub rewrapped: Option<Vec<u8>>,
 }
 
 /// Ciphertext: magic ‖ key version (big-endian) ‖ AES-256-GCM output.
@@ -465,6 +468,7 @@ impl Keyplane {
                 plaintext,
                 key_version,
                 current_version: key.version,
+                rewrapped: None,
             })
             .collect())
     }
@@ -477,12 +481,27 @@ impl Keyplane {
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<DataKeyUnwrap> {
-        let mut opened = self
-            .unwrap_data_keys(caller, keystore_id, key_ref, &[ciphertext], aad)
-            .await?;
-        opened
+        let key = self.usage_context(caller, keystore_id, key_ref).await?;
+        check_usable(&key, false)?;
+        let (key_version, plaintext) = self
+            .unwrap_all(&key, &[ciphertext], aad, "ciphertext")
+            .await?
             .pop()
-            .ok_or_else(|| Error::internal("an unwrap returned nothing"))
+            .ok_or_else(|| Error::internal("an unwrap returned nothing"))?;
+        // Wrapped under an older version: also wrapped under the newest, while the key wraps.
+        let rewrapped = if key_version != key.version && check_usable(&key, true).is_ok() {
+            self.wrap_all(&key, &[plaintext.as_slice()], aad)
+                .await?
+                .pop()
+        } else {
+            None
+        };
+        Ok(DataKeyUnwrap {
+            plaintext,
+            key_version,
+            current_version: key.version,
+            rewrapped,
+        })
     }
 
     /// Unwraps and wraps again under the key's newest version.

@@ -258,6 +258,19 @@ impl Keyplane {
         Ok(InstalledKey { copy, key })
     }
 
+    /// Whether deleting the keystore's keys takes a second person (its vault's dual control),
+    /// as Key Protect's `dualAuthDelete` reports it.
+    pub async fn key_protect_dual_auth_delete(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+    ) -> Result<bool> {
+        let keystore = self
+            .instance_for(caller, Permission::KeyUse, keystore_id)
+            .await?;
+        self.store.dual_control(keystore.vault.id).await
+    }
+
     /// The key an internal keystore holds under an id or an alias (its label there).
     pub async fn key_protect_key(
         &self,
@@ -352,10 +365,11 @@ impl Keyplane {
         caller: &Caller,
         keystore_id: Uuid,
         id_or_alias: &str,
-    ) -> Result<ManagedKey> {
+    ) -> Result<InstalledKey> {
         let installed = self
             .key_protect_key(caller, keystore_id, id_or_alias)
             .await?;
+        let copy = installed.copy;
         let mut key = installed.key;
         // One operation, authorised as the destroy it ends in: the deactivation on the way is
         // part of it.
@@ -385,13 +399,15 @@ impl Keyplane {
                 )
                 .await?;
         }
-        self.carry_out(
-            caller,
-            key.id,
-            Some(&as_read(&key)),
-            KeyAction::Destroy,
-            None,
-        )
-        .await
+        let key = self
+            .carry_out(
+                caller,
+                key.id,
+                Some(&as_read(&key)),
+                KeyAction::Destroy,
+                None,
+            )
+            .await?;
+        Ok(InstalledKey { copy, key })
     }
 }
