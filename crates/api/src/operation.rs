@@ -395,6 +395,26 @@ fn table() -> Vec<Entry> {
             O::changes("keyplane.key-protect.delete", Critical).withholding_body(),
         ),
         entry(
+            M::GET,
+            "/api/v2/keys/{id}/metadata",
+            data("keyplane.data-plane.read"),
+        ),
+        entry(
+            M::GET,
+            "/api/v2/keys/{id}/versions",
+            data("keyplane.data-plane.read"),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/aliases/{alias}",
+            kp("keyplane.key-protect.create-alias"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v2/keys/{id}/aliases/{alias}",
+            kp("keyplane.key-protect.delete-alias"),
+        ),
+        entry(
             M::POST,
             "/api/v2/keys/{id}/actions/wrap",
             data("keyplane.data-plane.wrap"),

@@ -956,7 +956,7 @@ impl MatrixWorld {
         {
             return None;
         }
-        let path = template.replace("{id}", &id);
+        let path = template.replace("{id}", &id).replace("{alias}", "an-alias");
         let etag_free = path.contains('{');
         assert!(!etag_free, "a path parameter not filled in: {template}");
         headers.push(("if-match", "*".to_owned()));

@@ -284,8 +284,8 @@ async fn installed_keys_are_listed_in_key_protect_form() {
         .await
         .expect(200);
     assert_eq!(
-        one.body["resources"][0]["name"], "app key",
-        "named as the IBM keystore naming rule allows"
+        one.body["resources"][0]["name"], "app-key",
+        "named as it was given"
     );
     f.app
         .call(
@@ -453,7 +453,8 @@ async fn a_key_protect_client_creates_imports_and_retires_keys_as_managed_keys()
     .expect(201);
     let resource = &created.body["resources"][0];
     assert_eq!(resource["state"], 1);
-    assert_eq!(resource["aliases"], json!(["generated"]));
+    assert_eq!(resource["aliases"], json!([]));
+    assert_eq!(resource["name"], "generated");
     let by_alias = kp("GET", "/api/v2/keys/generated".into(), None)
         .await
         .expect(200);
@@ -568,10 +569,32 @@ async fn bad_key_protect_requests_are_refused_and_change_nothing() {
             "resources[0].extractable",
         ),
         (
-            new_root_key("aliased", json!({"aliases": ["other"]})),
+            new_root_key("aliased", json!({"aliases": ["not ok"]})),
             400,
             "resources[0].aliases",
         ),
+        (
+            new_root_key(
+                "aliased",
+                json!({"aliases": ["a1", "a2", "a3", "a4", "a5", "a6"]}),
+            ),
+            400,
+            "resources[0].aliases",
+        ),
+        (
+            new_root_key("aliased", json!({"aliases": ["wrap"]})),
+            400,
+            "resources[0].aliases",
+        ),
+        (
+            new_root_key(
+                "aliased",
+                json!({"aliases": ["0191f2e4-3b7a-7c3e-9a55-1c2d3e4f5a6b"]}),
+            ),
+            400,
+            "resources[0].aliases",
+        ),
+        (new_root_key("x", json!({})), 400, "resources[0].name"),
         (
             new_root_key(
                 "algo",
@@ -617,7 +640,7 @@ async fn bad_key_protect_requests_are_refused_and_change_nothing() {
         .call(
             "POST",
             "/api/v2/keys",
-            Some(new_root_key("k", json!({}))),
+            Some(new_root_key("kk", json!({}))),
             &[("bluemix-instance", &bare)],
         )
         .await
@@ -1098,4 +1121,131 @@ async fn unwrapping_an_older_version_also_rewraps_it_under_the_newest() {
         .await
         .expect(200);
     assert!(retired.body.get("ciphertext").is_none());
+}
+
+#[tokio::test]
+async fn names_and_aliases_are_kept_as_sent_and_find_the_key() {
+    let f = fixture("256").await;
+    let created = f
+        .as_client(
+            "POST",
+            "/api/v2/keys",
+            Some(
+                &json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+                        "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": "node_key.v2-x",
+                                       "extractable": false, "aliases": ["py-root-1"]}]})
+                .to_string(),
+            ),
+            &[],
+        )
+        .await
+        .expect(201);
+    let key = &created.body["resources"][0];
+    assert_eq!(key["name"], "node_key.v2-x");
+    assert_eq!(key["aliases"], json!(["py-root-1"]));
+    let id = key["id"].as_str().unwrap().to_owned();
+    // Found by id, by alias and by the name it was given.
+    for reference in [id.as_str(), "py-root-1", "node_key.v2-x"] {
+        let found = f
+            .as_client("GET", &format!("/api/v2/keys/{reference}"), None, &[])
+            .await
+            .expect(200);
+        assert_eq!(found.body["resources"][0]["id"], id.as_str(), "{reference}");
+    }
+    // Aliases are added and removed; an alias names one key in the keystore.
+    let added = f
+        .as_client(
+            "POST",
+            &format!("/api/v2/keys/{id}/aliases/second_alias"),
+            None,
+            &[],
+        )
+        .await
+        .expect(201);
+    assert_eq!(added.body["resources"][0]["alias"], "second_alias");
+    assert_eq!(added.body["resources"][0]["keyId"], id.as_str());
+    let taken = f
+        .as_client(
+            "POST",
+            &format!("/api/v2/keys/{}/aliases/second_alias", f.key_ref),
+            None,
+            &[],
+        )
+        .await;
+    taken.expect(409);
+    f.as_client(
+        "POST",
+        &format!("/api/v2/keys/{id}/aliases/not%20valid"),
+        None,
+        &[],
+    )
+    .await
+    .expect(400);
+    let meta = f
+        .as_client(
+            "GET",
+            &format!("/api/v2/keys/second_alias/metadata"),
+            None,
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        meta.body["resources"][0]["aliases"],
+        json!(["py-root-1", "second_alias"])
+    );
+    f.as_client(
+        "DELETE",
+        &format!("/api/v2/keys/{id}/aliases/py-root-1"),
+        None,
+        &[],
+    )
+    .await
+    .expect(204);
+    f.as_client("GET", "/api/v2/keys/py-root-1", None, &[])
+        .await
+        .expect(404);
+    f.as_client(
+        "DELETE",
+        &format!("/api/v2/keys/{id}/aliases/py-root-1"),
+        None,
+        &[],
+    )
+    .await
+    .expect(404);
+
+    // Versions, newest first, after a rotation.
+    f.as_client(
+        "POST",
+        &format!("/api/v2/keys/{id}/actions/rotate"),
+        None,
+        &[],
+    )
+    .await
+    .expect(204);
+    let versions = f
+        .as_client("GET", &format!("/api/v2/keys/{id}/versions"), None, &[])
+        .await
+        .expect(200);
+    assert_eq!(versions.body["metadata"]["collectionTotal"], 2);
+    assert_eq!(
+        versions.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.key.version+json"
+    );
+    let current = f
+        .as_client("GET", &format!("/api/v2/keys/{id}"), None, &[])
+        .await
+        .expect(200);
+    assert_eq!(
+        versions.body["resources"][0]["id"],
+        current.body["resources"][0]["keyVersion"]["id"]
+    );
+
+    // A deleted key's aliases go with it.
+    f.as_client("DELETE", &format!("/api/v2/keys/{id}"), None, &[])
+        .await
+        .expect(204);
+    f.as_client("GET", "/api/v2/keys/second_alias", None, &[])
+        .await
+        .expect(404);
 }

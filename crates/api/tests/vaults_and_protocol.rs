@@ -988,7 +988,9 @@ async fn every_documented_operation_is_routed() {
     assert!(ops.len() >= CATALOGUE.len(), "{ops:?}");
     let mut unrouted = Vec::new();
     for (method, path) in &ops {
-        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{alias}", "an-alias");
         assert!(
             !concrete.contains('{'),
             "unexpected path parameter in {path}"

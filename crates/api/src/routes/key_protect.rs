@@ -12,6 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyplane_core::Error;
 use keyplane_core::model::KeyState;
+use keyplane_core::model::KeyVersion;
+use keyplane_core::ports::KeyAlias;
 use keyplane_core::service::{ImportTokenView, InstalledKey, SuppliedMaterial};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -430,8 +432,9 @@ fn state_number(state: KeyState) -> u8 {
     }
 }
 
-/// A key as Key Protect describes it. `dual_auth_delete`: its vault's dual control.
-fn key_resource(k: &InstalledKey, dual_auth_delete: bool) -> Value {
+/// A key as Key Protect describes it: named as it was given, with its aliases;
+/// `dual_auth_delete`: its vault's dual control.
+fn key_resource(k: &InstalledKey, aliases: &[KeyAlias], dual_auth_delete: bool) -> Value {
     let id = k.copy.key_id_in_keystore;
     let destroyed = matches!(
         k.key.state,
@@ -440,8 +443,8 @@ fn key_resource(k: &InstalledKey, dual_auth_delete: bool) -> Value {
     let mut resource = json!({
         "type": "application/vnd.ibm.kms.key+json",
         "id": id.to_string(),
-        "name": k.copy.label,
-        "aliases": [k.copy.label],
+        "name": k.key.label,
+        "aliases": aliases.iter().map(|a| a.alias.as_str()).collect::<Vec<_>>(),
         "description": k.key.description,
         "state": state_number(k.key.state),
         "extractable": false,
@@ -524,10 +527,12 @@ pub(crate) async fn list(
         .keyplane
         .key_protect_dual_auth_delete(&caller, keystore)
         .await?;
-    Ok(Json(collection(
-        page.total_count,
-        page.items.iter().map(|k| key_resource(k, dual)).collect(),
-    )))
+    let mut resources = Vec::with_capacity(page.items.len());
+    for k in &page.items {
+        let aliases = s.keyplane.key_protect_aliases(k).await?;
+        resources.push(key_resource(k, &aliases, dual));
+    }
+    Ok(Json(collection(page.total_count, resources)))
 }
 
 /// One installed key's metadata, by id or alias (Key Protect `GET /api/v2/keys/{id}`).
@@ -540,12 +545,160 @@ pub(crate) async fn get(
     Instance(keystore): Instance,
     KeyRef(key): KeyRef,
 ) -> ApiResult<Json<Value>> {
-    let k = s.keyplane.key_protect_key(&caller, keystore, &key).await?;
+    Ok(Json(described(&s, &caller, keystore, &key).await?))
+}
+
+/// One key's metadata as a collection of one, by id or alias.
+async fn described(
+    s: &AppState,
+    caller: &keyplane_core::authz::Caller,
+    keystore: Uuid,
+    key: &str,
+) -> ApiResult<Value> {
+    let k = s.keyplane.key_protect_key(caller, keystore, key).await?;
+    let aliases = s.keyplane.key_protect_aliases(&k).await?;
     let dual = s
         .keyplane
-        .key_protect_dual_auth_delete(&caller, keystore)
+        .key_protect_dual_auth_delete(caller, keystore)
         .await?;
-    Ok(Json(collection(1, vec![key_resource(&k, dual)])))
+    Ok(collection(1, vec![key_resource(&k, &aliases, dual)]))
+}
+
+/// A key's metadata without its material (Key Protect `GET /api/v2/keys/{id}/metadata`); keys
+/// here never answer with material, so it is what `GET /api/v2/keys/{id}` answers.
+#[utoipa::path(get, path = "/api/v2/keys/{id}/metadata", tag = "key_protect",
+    params(("id" = String, Path, description = "the key's id or alias"), ("bluemix-instance" = String, Header)),
+    responses((status = 200, description = "key collection of one", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn metadata(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(described(&s, &caller, keystore, &key).await?))
+}
+
+/// A key's versions, newest first (Key Protect `GET /api/v2/keys/{id}/versions`).
+#[utoipa::path(get, path = "/api/v2/keys/{id}/versions", tag = "key_protect",
+    params(("id" = String, Path, description = "the key's id or alias"), ("bluemix-instance" = String, Header),
+        ("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query)),
+    responses((status = 200, description = "key version collection", body = Object), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn versions(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let paging = key_protect_paging(&Params::new(&q))?;
+    let (k, mut all) = s
+        .keyplane
+        .key_protect_versions(&caller, keystore, &key)
+        .await?;
+    all.sort_by(|a, b| b.version.cmp(&a.version));
+    let total = all.len();
+    let id = k.copy.key_id_in_keystore;
+    let resources: Vec<Value> = all
+        .iter()
+        .skip(usize::try_from(paging.offset).unwrap_or(usize::MAX))
+        .take(paging.limit as usize)
+        .map(|v: &KeyVersion| {
+            json!({
+                "id": version_id(id, v.version),
+                "creationDate": time(&v.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "metadata": {
+            "collectionType": "application/vnd.ibm.kms.key.version+json",
+            "collectionTotal": total,
+        },
+        "resources": resources,
+    })))
+}
+
+/// A key's id or alias and an alias, in the path.
+pub(crate) struct AliasPath {
+    key: String,
+    alias: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AliasPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((key, alias)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::from(Error::invalid_parameter("alias", "the path names no alias"))
+                })?;
+        for (name, value) in [("id", &key), ("alias", &alias)] {
+            if value.is_empty()
+                || value.chars().count() > MAX_KEY_REF_LEN
+                || value.chars().any(char::is_control)
+            {
+                return Err(Error::invalid_parameter(
+                    name,
+                    format!("{name} is 1 to {MAX_KEY_REF_LEN} printable characters"),
+                )
+                .into());
+            }
+        }
+        Ok(Self { key, alias })
+    }
+}
+
+/// Give a key an alias (Key Protect `POST /api/v2/keys/{id}/aliases/{alias}`).
+#[utoipa::path(post, path = "/api/v2/keys/{id}/aliases/{alias}", tag = "key_protect",
+    params(("id" = String, Path, description = "the key's id or alias"), ("alias" = String, Path),
+        ("bluemix-instance" = String, Header)),
+    responses((status = 201, description = "alias collection of one", body = Object), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_alias(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Instance(keystore): Instance,
+    path: AliasPath,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let a = s
+        .keyplane
+        .key_protect_add_alias(&caller, keystore, &path.key, &path.alias)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "metadata": {
+                "collectionType": "application/vnd.ibm.kms.alias+json",
+                "collectionTotal": 1,
+            },
+            "resources": [{
+                "keyId": a.key_id_in_keystore.to_string(),
+                "alias": a.alias,
+                "createdBy": a.created_by,
+                "creationDate": time(&a.created_at),
+            }],
+        })),
+    ))
+}
+
+/// Take an alias from a key (Key Protect `DELETE /api/v2/keys/{id}/aliases/{alias}`).
+#[utoipa::path(delete, path = "/api/v2/keys/{id}/aliases/{alias}", tag = "key_protect",
+    params(("id" = String, Path, description = "the key's id or alias"), ("alias" = String, Path),
+        ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_alias(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Instance(keystore): Instance,
+    path: AliasPath,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_remove_alias(&caller, keystore, &path.key, &path.alias)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A key's id or alias in the path.
@@ -658,7 +811,7 @@ pub(crate) struct NewKeyResource {
     description: Option<String>,
     /// Only `false` (root keys) is supported.
     extractable: Option<bool>,
-    /// At most the key's name: the alias is its label in the keystore.
+    /// Up to five aliases, unique in the keystore.
     #[serde(default)]
     aliases: Vec<String>,
     /// The resource type Key Protect clients send (`application/vnd.ibm.kms.key+json`).
@@ -705,13 +858,6 @@ pub(crate) async fn create(
     let name = resource
         .name
         .ok_or_else(|| Error::missing_field("resources[0].name"))?;
-    if resource.aliases.iter().any(|a| *a != name) || resource.aliases.len() > 1 {
-        return Err(Error::invalid_field(
-            "resources[0].aliases",
-            "a key's only alias is its name (its label in the keystore)",
-        )
-        .into());
-    }
     let material = DecodedMaterial::decode(&resource.material)?;
     let k = s
         .keyplane
@@ -720,16 +866,18 @@ pub(crate) async fn create(
             keystore,
             name,
             resource.description,
+            &resource.aliases,
             &material.supplied(),
         )
         .await?;
+    let aliases = s.keyplane.key_protect_aliases(&k).await?;
     let dual = s
         .keyplane
         .key_protect_dual_auth_delete(&actor, keystore)
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(collection(1, vec![key_resource(&k, dual)])),
+        Json(collection(1, vec![key_resource(&k, &aliases, dual)])),
     ))
 }
 
@@ -814,7 +962,8 @@ pub(crate) async fn delete(
         .keyplane
         .key_protect_dual_auth_delete(&actor, keystore)
         .await?;
-    Ok(Json(collection(1, vec![key_resource(&deleted, dual)])).into_response())
+    // A deleted key's aliases went with its copy.
+    Ok(Json(collection(1, vec![key_resource(&deleted, &[], dual)])).into_response())
 }
 
 /// Whether the client asked for the resource in the answer (`Prefer: return=representation`;

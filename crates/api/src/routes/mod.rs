@@ -65,6 +65,12 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(managed_keys::associated_resources))
         .routes(routes!(key_protect::list, key_protect::create))
         .routes(routes!(key_protect::get, key_protect::delete))
+        .routes(routes!(key_protect::metadata))
+        .routes(routes!(key_protect::versions))
+        .routes(routes!(
+            key_protect::create_alias,
+            key_protect::delete_alias
+        ))
         .routes(routes!(key_protect::enable))
         .routes(routes!(key_protect::disable))
         .routes(routes!(key_protect::rotate))

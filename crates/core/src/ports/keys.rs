@@ -25,9 +25,48 @@ pub struct KeyWrite {
     pub converge_in: Vec<Uuid>,
 }
 
+/// An alias a Key Protect client gave a key of an internal keystore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAlias {
+    pub keystore_id: Uuid,
+    pub alias: String,
+    pub key_id_in_keystore: Uuid,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub created_by: String,
+}
+
 /// Managed keys, their versions and sealed material, and the copies internal keystores hold.
 #[async_trait]
 pub trait KeyRecords: Send + Sync + 'static {
+    /// The copy an internal keystore holds for a key whose label is `label`, if any.
+    async fn internal_copy_by_key_label(
+        &self,
+        keystore_id: Uuid,
+        label: &str,
+    ) -> Result<Option<InternalCopy>>;
+
+    /// The key an alias names in an internal keystore.
+    async fn key_alias(&self, keystore_id: Uuid, alias: &str) -> Result<Option<KeyAlias>>;
+
+    /// A key's aliases in an internal keystore, oldest first.
+    async fn key_aliases(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Vec<KeyAlias>>;
+
+    /// Adds an alias; a conflict when the keystore already has it, or when the key already has
+    /// `max_per_key` aliases. Audited with the call that adds it.
+    async fn add_key_alias(&self, alias: &KeyAlias, max_per_key: usize) -> Result<()>;
+
+    /// Removes an alias of the key; `false` when the key has no such alias.
+    async fn remove_key_alias(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+        alias: &str,
+    ) -> Result<bool>;
+
     /// The copy an internal keystore holds under a label (the Key Protect alias), if any.
     async fn internal_copy_by_label(
         &self,

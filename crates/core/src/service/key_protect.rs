@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
 use crate::lifecycle::KeyAction;
 use crate::model::*;
-use crate::ports::{ImportToken, ImportedMaterial};
+use crate::ports::{ImportToken, ImportedMaterial, KeyAlias};
 use crate::query::{Paging, TemplateQuery};
 
 /// Longest life of an import token (Key Protect's limit: one day).
@@ -20,6 +20,65 @@ pub const MAX_IMPORT_TOKEN_SECONDS: i64 = 86_400;
 /// Most retrievals one import token allows.
 pub const MAX_IMPORT_TOKEN_RETRIEVALS: u32 = 500;
 const IMPORT_NONCE_LEN: usize = 12;
+/// Most aliases one key has (Key Protect's limit).
+pub const MAX_ALIASES_PER_KEY: usize = 5;
+/// Words Key Protect keeps out of aliases: they name its own paths.
+const RESERVED_ALIASES: &[&str] = &[
+    "allowed_ip",
+    "key",
+    "keys",
+    "metadata",
+    "policy",
+    "policies",
+    "registration",
+    "registrations",
+    "ring",
+    "rings",
+    "rotate",
+    "wrap",
+    "unwrap",
+    "rewrap",
+    "version",
+    "versions",
+];
+
+/// Key Protect's rule for aliases: 2 to 90 letters, digits, `-` and `_`, not a UUID and not one of
+/// its reserved words.
+pub fn check_alias(field: &str, alias: &str) -> Result<()> {
+    let len = alias.chars().count();
+    if !(2..=90).contains(&len)
+        || !alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::invalid_field(
+            field,
+            format!("{field} is 2 to 90 letters, digits, '-' and '_'"),
+        ));
+    }
+    if Uuid::parse_str(alias).is_ok() || RESERVED_ALIASES.contains(&alias) {
+        return Err(Error::invalid_field(
+            field,
+            format!(
+                "{field} cannot be a UUID or one of: {}",
+                RESERVED_ALIASES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Key Protect's rule for key names: 2 to 90 characters.
+fn check_name(name: &str) -> Result<()> {
+    let len = name.chars().count();
+    if !(2..=90).contains(&len) {
+        return Err(Error::invalid_field(
+            "resources[0].name",
+            "a key's name is 2 to 90 characters",
+        ));
+    }
+    Ok(())
+}
 
 /// Key material in a Key Protect create or rotate request.
 pub enum SuppliedMaterial<'a> {
@@ -222,11 +281,28 @@ impl Keyplane {
         keystore_id: Uuid,
         name: String,
         description: Option<String>,
+        aliases: &[String],
         supplied: &SuppliedMaterial<'_>,
     ) -> Result<InstalledKey> {
         let keystore = self
             .instance_for(caller, Permission::KeyCreate, keystore_id)
             .await?;
+        check_name(&name)?;
+        if aliases.len() > MAX_ALIASES_PER_KEY {
+            return Err(Error::invalid_field(
+                "resources[0].aliases",
+                format!("a key has at most {MAX_ALIASES_PER_KEY} aliases"),
+            ));
+        }
+        for (i, alias) in aliases.iter().enumerate() {
+            let field = crate::error::indexed_field("resources[0].aliases", i, aliases.len());
+            check_alias(&field, alias)?;
+            if aliases[..i].contains(alias)
+                || self.store.key_alias(keystore_id, alias).await?.is_some()
+            {
+                return Err(Error::duplicate_name("alias", alias));
+            }
+        }
         let template = self.key_protect_template(&keystore).await?;
         let mut token = None;
         let imported = self.imported(&keystore, supplied, &mut token).await?;
@@ -255,7 +331,101 @@ impl Keyplane {
             .ok_or_else(|| {
                 Error::internal("a key created for a keystore is not installed there")
             })?;
+        for alias in aliases {
+            self.store
+                .add_key_alias(
+                    &KeyAlias {
+                        keystore_id,
+                        alias: alias.clone(),
+                        key_id_in_keystore: copy.key_id_in_keystore,
+                        created_at: now(),
+                        created_by: caller.actor.0.clone(),
+                    },
+                    MAX_ALIASES_PER_KEY,
+                )
+                .await?;
+        }
         Ok(InstalledKey { copy, key })
+    }
+
+    /// A key's versions (Key Protect `GET /keys/{id}/versions`).
+    pub async fn key_protect_versions(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+    ) -> Result<(InstalledKey, Vec<KeyVersion>)> {
+        let installed = self
+            .key_protect_key(caller, keystore_id, id_or_alias)
+            .await?;
+        let versions = self.store.key_versions(installed.key.id).await?;
+        Ok((installed, versions))
+    }
+
+    /// A key's aliases in the keystore.
+    pub async fn key_protect_aliases(&self, installed: &InstalledKey) -> Result<Vec<KeyAlias>> {
+        self.store
+            .key_aliases(
+                installed.copy.keystore_id,
+                installed.copy.key_id_in_keystore,
+            )
+            .await
+    }
+
+    /// Gives the key another alias (Key Protect `POST /keys/{id}/aliases/{alias}`).
+    pub async fn key_protect_add_alias(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+        alias: &str,
+    ) -> Result<KeyAlias> {
+        let installed = self
+            .key_protect_key(caller, keystore_id, id_or_alias)
+            .await?;
+        Self::check_key(caller, Permission::KeyEdit, &installed.key)?;
+        check_alias("alias", alias)?;
+        let record = KeyAlias {
+            keystore_id,
+            alias: alias.to_owned(),
+            key_id_in_keystore: installed.copy.key_id_in_keystore,
+            created_at: now(),
+            created_by: caller.actor.0.clone(),
+        };
+        self.store
+            .add_key_alias(&record, MAX_ALIASES_PER_KEY)
+            .await?;
+        Ok(record)
+    }
+
+    /// Takes an alias from the key (Key Protect `DELETE /keys/{id}/aliases/{alias}`).
+    pub async fn key_protect_remove_alias(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        id_or_alias: &str,
+        alias: &str,
+    ) -> Result<()> {
+        let installed = self
+            .key_protect_key(caller, keystore_id, id_or_alias)
+            .await?;
+        Self::check_key(caller, Permission::KeyEdit, &installed.key)?;
+        if self
+            .store
+            .remove_key_alias(keystore_id, installed.copy.key_id_in_keystore, alias)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                resource: "alias",
+                id: format!(
+                    "{} of key {}",
+                    alias.escape_debug(),
+                    installed.copy.key_id_in_keystore
+                ),
+            })
+        }
     }
 
     /// Whether deleting the keystore's keys takes a second person (its vault's dual control),
@@ -284,18 +454,39 @@ impl Keyplane {
         let keystore = self
             .instance_for(caller, Permission::KeyUse, keystore_id)
             .await?;
-        let copy = self
-            .store
-            .internal_copy_by_label(keystore_id, id_or_alias)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                resource: "key",
-                id: format!(
-                    "with alias '{}' (not installed in keystore '{}')",
-                    id_or_alias.escape_debug(),
-                    keystore.name
-                ),
-            })?;
+        // An alias first, then the key's name as it was given, then its label in the keystore.
+        let by_alias = match self.store.key_alias(keystore_id, id_or_alias).await? {
+            Some(a) => {
+                self.store
+                    .internal_copy(keystore_id, a.key_id_in_keystore)
+                    .await?
+            }
+            None => None,
+        };
+        let by_name = match by_alias {
+            Some(copy) => Some(copy),
+            None => {
+                self.store
+                    .internal_copy_by_key_label(keystore_id, id_or_alias)
+                    .await?
+            }
+        };
+        let found = match by_name {
+            Some(copy) => Some(copy),
+            None => {
+                self.store
+                    .internal_copy_by_label(keystore_id, id_or_alias)
+                    .await?
+            }
+        };
+        let copy = found.ok_or_else(|| Error::NotFound {
+            resource: "key",
+            id: format!(
+                "with alias '{}' (not installed in keystore '{}')",
+                id_or_alias.escape_debug(),
+                keystore.name
+            ),
+        })?;
         let key = self.load_key(copy.managed_key_id).await?;
         Ok(InstalledKey { copy, key })
     }

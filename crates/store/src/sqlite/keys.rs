@@ -7,7 +7,7 @@ use rusqlite::params;
 use uuid::Uuid;
 
 use keyplane_core::audit as audit_trail;
-use keyplane_core::error::Result;
+use keyplane_core::error::{Error, ErrorCode, Result};
 use keyplane_core::model::*;
 use keyplane_core::ports::*;
 use keyplane_core::query::*;
@@ -29,6 +29,16 @@ fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<InternalCopy> {
     })
 }
 
+fn alias_from_row(r: &rusqlite::Row<'_>) -> Result<KeyAlias> {
+    Ok(KeyAlias {
+        keystore_id: uuid_col(r, "keystore_id")?,
+        alias: col(r, "alias")?,
+        key_id_in_keystore: uuid_col(r, "key_id_in_keystore")?,
+        created_at: ts_col(r, "created_at")?,
+        created_by: col(r, "created_by")?,
+    })
+}
+
 fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
     Ok(KeyVersion {
         version: u32_col(r, "version")?,
@@ -40,6 +50,131 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
 
 #[async_trait]
 impl KeyRecords for SqliteStore {
+    async fn internal_copy_by_key_label(
+        &self,
+        keystore_id: Uuid,
+        label: &str,
+    ) -> Result<Option<InternalCopy>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT ic.* FROM internal_copies ic JOIN managed_keys k ON k.id = ic.managed_key_id
+                 WHERE ic.keystore_id = ? AND k.label = ? LIMIT 1",
+                params![keystore_id.to_string(), label],
+                copy_from_row,
+            )
+        })
+    }
+
+    async fn key_alias(&self, keystore_id: Uuid, alias: &str) -> Result<Option<KeyAlias>> {
+        self.reader.with(|c| {
+            one(
+                c,
+                "SELECT * FROM key_aliases WHERE keystore_id = ? AND alias = ?",
+                params![keystore_id.to_string(), alias],
+                alias_from_row,
+            )
+        })
+    }
+
+    async fn key_aliases(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+    ) -> Result<Vec<KeyAlias>> {
+        self.reader.with(|c| {
+            all(
+                c,
+                "SELECT * FROM key_aliases WHERE keystore_id = ? AND key_id_in_keystore = ?
+                 ORDER BY created_at, alias",
+                params![keystore_id.to_string(), key_id_in_keystore.to_string()],
+                alias_from_row,
+            )
+        })
+    }
+
+    async fn add_key_alias(&self, alias: &KeyAlias, max_per_key: usize) -> Result<()> {
+        let alias = alias.clone();
+        audit_trail::note_target("keys", alias.key_id_in_keystore, None);
+        self.audited_write(move |c| {
+            let (keystore, key) = (
+                alias.keystore_id.to_string(),
+                alias.key_id_in_keystore.to_string(),
+            );
+            let taken: Option<String> = c
+                .query_row(
+                    "SELECT key_id_in_keystore FROM key_aliases WHERE keystore_id = ? AND alias = ?",
+                    params![keystore, alias.alias],
+                    |r| r.get(0),
+                )
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    other => Err(other),
+                })
+                .map_err(sql_err)?;
+            if taken.is_some() {
+                return Err(Error::duplicate_name("alias", &alias.alias));
+            }
+            let held: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM key_aliases WHERE keystore_id = ? AND key_id_in_keystore = ?",
+                    params![keystore, key],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+            if usize::try_from(held).unwrap_or(usize::MAX) >= max_per_key {
+                return Err(Error::conflict(
+                    ErrorCode::InvalidField,
+                    format!("a key has at most {max_per_key} aliases"),
+                ));
+            }
+            c.execute(
+                "INSERT INTO key_aliases (keystore_id, alias, key_id_in_keystore, created_at, created_by)
+                 VALUES (?, ?, ?, ?, ?)",
+                params![keystore, alias.alias, key, ts(&alias.created_at), alias.created_by],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_key_alias(
+        &self,
+        keystore_id: Uuid,
+        key_id_in_keystore: Uuid,
+        alias: &str,
+    ) -> Result<bool> {
+        let alias = alias.to_owned();
+        audit_trail::note_target("keys", key_id_in_keystore, None);
+        let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = removed.clone();
+        self.audited_write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM key_aliases WHERE keystore_id = ? AND key_id_in_keystore = ? AND alias = ?",
+                    params![keystore_id.to_string(), key_id_in_keystore.to_string(), alias],
+                )
+                .map_err(sql_err)?;
+            if n == 0 {
+                // Nothing to remove: the write fails, and with it its audit event.
+                return Err(Error::NotFound {
+                    resource: "alias",
+                    id: alias.clone(),
+                });
+            }
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .await
+        .or_else(|e| match e {
+            Error::NotFound { .. } => Ok(()),
+            other => Err(other),
+        })?;
+        Ok(removed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     async fn internal_copy_by_label(
         &self,
         keystore_id: Uuid,

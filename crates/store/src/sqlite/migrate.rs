@@ -46,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../migrations/sqlite/0012_key_protect_imports.sql"),
     ),
+    (
+        13,
+        include_str!("../../migrations/sqlite/0013_key_aliases.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {

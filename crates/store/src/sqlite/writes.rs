@@ -259,6 +259,11 @@ pub(crate) fn delete_keystore(
         save_key(conn, key, Some(*revision), &KeyWrite::default())?;
     }
     conn.execute(
+        "DELETE FROM key_aliases WHERE keystore_id = ?",
+        [id.to_string()],
+    )
+    .map_err(sql_err)?;
+    conn.execute(
         "DELETE FROM internal_copies WHERE keystore_id = ?",
         [id.to_string()],
     )
@@ -398,6 +403,13 @@ pub(crate) fn save_key(
     }
     super::distribution::enqueue(conn, k.id, &w.converge_in, &k.stamps.updated_at)?;
     for keystore_id in &w.remove_copies_from {
+        // A copy's aliases go with it.
+        conn.prepare_cached(
+            "DELETE FROM key_aliases WHERE keystore_id = ?1 AND key_id_in_keystore IN
+               (SELECT key_id_in_keystore FROM internal_copies WHERE keystore_id = ?1 AND managed_key_id = ?2)",
+        )
+        .and_then(|mut st| st.execute(params![keystore_id.to_string(), id]))
+        .map_err(sql_err)?;
         conn.prepare_cached(
             "DELETE FROM internal_copies WHERE keystore_id = ? AND managed_key_id = ?",
         )
