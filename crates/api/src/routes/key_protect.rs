@@ -596,7 +596,7 @@ pub(crate) async fn versions(
         .keyplane
         .key_protect_versions(&caller, keystore, &key)
         .await?;
-    all.sort_by(|a, b| b.version.cmp(&a.version));
+    all.sort_by_key(|v| std::cmp::Reverse(v.version));
     let total = all.len();
     let id = k.copy.key_id_in_keystore;
     let resources: Vec<Value> = all
