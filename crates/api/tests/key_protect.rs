@@ -1182,12 +1182,7 @@ async fn names_and_aliases_are_kept_as_sent_and_find_the_key() {
     .await
     .expect(400);
     let meta = f
-        .as_client(
-            "GET",
-            &format!("/api/v2/keys/second_alias/metadata"),
-            None,
-            &[],
-        )
+        .as_client("GET", "/api/v2/keys/second_alias/metadata", None, &[])
         .await
         .expect(200);
     assert_eq!(
