@@ -56,6 +56,19 @@ if [ -z "${KEYPLANE_TEST_BAO:-}" ]; then
 fi
 export KEYPLANE_TEST_BAO
 
+# IBM's Key Protect clients, run unchanged against the binary: the Python one (PyPI, pinned in
+# tests/clients/requirements.txt) in a virtualenv under target/.
+if [ -z "${KEYPLANE_TEST_KP_PYTHON:-}" ]; then
+    kp_venv=target/clients-venv
+    if [ ! -x "$kp_venv/bin/python" ] || ! "$kp_venv/bin/python" -c 'import keyprotect' 2>/dev/null; then
+        echo "installing IBM's Key Protect Python client (PyPI) for the tests" >&2
+        python3 -m venv "$kp_venv"
+        "$kp_venv/bin/pip" install --quiet -r tests/clients/requirements.txt
+    fi
+    KEYPLANE_TEST_KP_PYTHON=$PWD/$kp_venv/bin/python
+fi
+export KEYPLANE_TEST_KP_PYTHON
+
 # LocalStack (the aws_kms connector's real target): localstack-core in a Python 3.13 virtualenv
 # under target/, started once on a free loopback port for every test that needs it.
 if [ -z "${KEYPLANE_TEST_LOCALSTACK:-}" ]; then

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{KeyProtectBody, PathId, RawQuery};
+use crate::extract::{KeyProtectBody, RawQuery};
 use crate::params::Params;
 use crate::wire::time;
 use crate::{AppState, Caller};
@@ -149,7 +149,7 @@ pub(crate) async fn serve_data_plane_call(
         Err(refusal) => return refusal.into_response(),
     };
     let req = axum::extract::Request::from_parts(parts, body);
-    let (s, key) = (State(state), PathId(call.key));
+    let (s, key) = (State(state), KeyId(call.key));
     match call.action {
         DataPlaneAction::Wrap => with_body(req, |b| wrap(s, caller, instance, key, b)).await,
         DataPlaneAction::Unwrap => with_body(req, |b| unwrap(s, caller, instance, key, b)).await,
@@ -226,7 +226,7 @@ pub(crate) async fn wrap(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
-    PathId(id): PathId,
+    KeyId(id): KeyId,
     KeyProtectBody(body): KeyProtectBody<WrapRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
     let body = body.unwrap_or_default();
@@ -257,7 +257,7 @@ pub(crate) async fn unwrap(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
-    PathId(id): PathId,
+    KeyId(id): KeyId,
     KeyProtectBody(body): KeyProtectBody<CiphertextRequest>,
 ) -> ApiResult<Json<UnwrapResponse>> {
     let body = body.unwrap_or_default();
@@ -285,7 +285,7 @@ pub(crate) async fn rewrap(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
-    PathId(id): PathId,
+    KeyId(id): KeyId,
     KeyProtectBody(body): KeyProtectBody<CiphertextRequest>,
 ) -> ApiResult<Json<WrapResponse>> {
     let body = body.unwrap_or_default();
@@ -353,7 +353,7 @@ pub(crate) async fn wrap_batch(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
-    PathId(id): PathId,
+    KeyId(id): KeyId,
     KeyProtectBody(body): KeyProtectBody<WrapBatchRequest>,
 ) -> ApiResult<Json<WrapBatchResponse>> {
     let body = body.unwrap_or_default();
@@ -397,7 +397,7 @@ pub(crate) async fn unwrap_batch(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
-    PathId(id): PathId,
+    KeyId(id): KeyId,
     KeyProtectBody(body): KeyProtectBody<UnwrapBatchRequest>,
 ) -> ApiResult<Json<UnwrapBatchResponse>> {
     let body = body.unwrap_or_default();
@@ -699,6 +699,28 @@ pub(crate) async fn delete_alias(
         .key_protect_remove_alias(&caller, keystore, &path.key, &path.alias)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The key a data-plane call names, by its id or an alias (resolved in the keystore the
+/// `bluemix-instance` header names, for the caller, as a lookup by alias is).
+pub(crate) struct KeyId(Uuid);
+
+impl FromRequestParts<AppState> for KeyId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let KeyRef(raw) = KeyRef::from_request_parts(parts, state).await?;
+        if let Ok(id) = Uuid::parse_str(&raw) {
+            return Ok(KeyId(id));
+        }
+        let Instance(keystore) = Instance::from_request_parts(parts, state).await?;
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        let installed = state
+            .keyplane
+            .key_protect_key(&caller, keystore, &raw)
+            .await?;
+        Ok(KeyId(installed.copy.key_id_in_keystore))
+    }
 }
 
 /// A key's id or alias in the path.
