@@ -455,6 +455,7 @@ async fn a_key_protect_client_creates_imports_and_retires_keys_as_managed_keys()
     assert_eq!(resource["state"], 1);
     assert_eq!(resource["aliases"], json!([]));
     assert_eq!(resource["name"], "generated");
+    assert_eq!(resource["imported"], false);
     let by_alias = kp("GET", "/api/v2/keys/generated".into(), None)
         .await
         .expect(200);
@@ -489,6 +490,7 @@ async fn a_key_protect_client_creates_imports_and_retires_keys_as_managed_keys()
         .as_str()
         .unwrap()
         .to_owned();
+    assert_eq!(imported.body["resources"][0]["imported"], true);
     let wrapped = kp(
         "POST",
         format!("/api/v2/keys/{imported_id}/actions/wrap"),

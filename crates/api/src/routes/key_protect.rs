@@ -432,9 +432,17 @@ fn state_number(state: KeyState) -> u8 {
     }
 }
 
-/// A key as Key Protect describes it: named as it was given, with its aliases;
-/// `dual_auth_delete`: its vault's dual control.
-fn key_resource(k: &InstalledKey, aliases: &[KeyAlias], dual_auth_delete: bool) -> Value {
+/// What Key Protect says of a key beyond the key itself.
+struct Facts<'a> {
+    aliases: &'a [KeyAlias],
+    /// Its current material was imported.
+    imported: bool,
+    /// Its vault's dual control.
+    dual_auth_delete: bool,
+}
+
+/// A key as Key Protect describes it: named as it was given, with its aliases.
+fn key_resource(k: &InstalledKey, facts: &Facts<'_>) -> Value {
     let id = k.copy.key_id_in_keystore;
     let destroyed = matches!(
         k.key.state,
@@ -444,10 +452,11 @@ fn key_resource(k: &InstalledKey, aliases: &[KeyAlias], dual_auth_delete: bool) 
         "type": "application/vnd.ibm.kms.key+json",
         "id": id.to_string(),
         "name": k.key.label,
-        "aliases": aliases.iter().map(|a| a.alias.as_str()).collect::<Vec<_>>(),
+        "aliases": facts.aliases.iter().map(|a| a.alias.as_str()).collect::<Vec<_>>(),
         "description": k.key.description,
         "state": state_number(k.key.state),
         "extractable": false,
+        "imported": facts.imported,
         "keyRingID": DEFAULT_KEY_RING,
         "crn": crn(k.copy.keystore_id, k.key.vault.id, id),
         "algorithmType": "AES",
@@ -460,7 +469,7 @@ fn key_resource(k: &InstalledKey, aliases: &[KeyAlias], dual_auth_delete: bool) 
             "id": version_id(id, k.key.version),
             "creationDate": time(&k.key.rotated_at.unwrap_or(k.key.stamps.created_at)),
         },
-        "dualAuthDelete": { "enabled": dual_auth_delete },
+        "dualAuthDelete": { "enabled": facts.dual_auth_delete },
         "deleted": destroyed,
     });
     if let Some(rotated) = &k.key.rotated_at {
@@ -530,7 +539,15 @@ pub(crate) async fn list(
     let mut resources = Vec::with_capacity(page.items.len());
     for k in &page.items {
         let aliases = s.keyplane.key_protect_aliases(k).await?;
-        resources.push(key_resource(k, &aliases, dual));
+        let imported = s.keyplane.key_protect_imported(k).await?;
+        resources.push(key_resource(
+            k,
+            &Facts {
+                aliases: &aliases,
+                imported,
+                dual_auth_delete: dual,
+            },
+        ));
     }
     Ok(Json(collection(page.total_count, resources)))
 }
@@ -556,12 +573,29 @@ async fn described(
     key: &str,
 ) -> ApiResult<Value> {
     let k = s.keyplane.key_protect_key(caller, keystore, key).await?;
-    let aliases = s.keyplane.key_protect_aliases(&k).await?;
-    let dual = s
-        .keyplane
-        .key_protect_dual_auth_delete(caller, keystore)
-        .await?;
-    Ok(collection(1, vec![key_resource(&k, &aliases, dual)]))
+    Ok(collection(
+        1,
+        vec![resource_of(s, caller, keystore, &k).await?],
+    ))
+}
+
+/// A key with what Key Protect says of it.
+async fn resource_of(
+    s: &AppState,
+    caller: &keyplane_core::authz::Caller,
+    keystore: Uuid,
+    k: &InstalledKey,
+) -> ApiResult<Value> {
+    let aliases = s.keyplane.key_protect_aliases(k).await?;
+    let facts = Facts {
+        aliases: &aliases,
+        imported: s.keyplane.key_protect_imported(k).await?,
+        dual_auth_delete: s
+            .keyplane
+            .key_protect_dual_auth_delete(caller, keystore)
+            .await?,
+    };
+    Ok(key_resource(k, &facts))
 }
 
 /// A key's metadata without its material (Key Protect `GET /api/v2/keys/{id}/metadata`); keys
@@ -892,14 +926,12 @@ pub(crate) async fn create(
             &material.supplied(),
         )
         .await?;
-    let aliases = s.keyplane.key_protect_aliases(&k).await?;
-    let dual = s
-        .keyplane
-        .key_protect_dual_auth_delete(&actor, keystore)
-        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(collection(1, vec![key_resource(&k, &aliases, dual)])),
+        Json(collection(
+            1,
+            vec![resource_of(&s, &actor, keystore, &k).await?],
+        )),
     ))
 }
 
@@ -973,6 +1005,13 @@ pub(crate) async fn delete(
         // The event written with the change records the answer given.
         keyplane_core::audit::answers_with(StatusCode::NO_CONTENT.as_u16());
     }
+    // Whether its material was imported is read before it is erased.
+    let imported = if representation {
+        let before = s.keyplane.key_protect_key(&actor, keystore, &key).await?;
+        s.keyplane.key_protect_imported(&before).await?
+    } else {
+        false
+    };
     let deleted = s
         .keyplane
         .key_protect_delete(&actor, keystore, &key)
@@ -980,12 +1019,16 @@ pub(crate) async fn delete(
     if !representation {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let dual = s
-        .keyplane
-        .key_protect_dual_auth_delete(&actor, keystore)
-        .await?;
-    // A deleted key's aliases went with its copy.
-    Ok(Json(collection(1, vec![key_resource(&deleted, &[], dual)])).into_response())
+    // A deleted key's aliases and material went with it.
+    let facts = Facts {
+        aliases: &[],
+        imported,
+        dual_auth_delete: s
+            .keyplane
+            .key_protect_dual_auth_delete(&actor, keystore)
+            .await?,
+    };
+    Ok(Json(collection(1, vec![key_resource(&deleted, &facts)])).into_response())
 }
 
 /// Whether the client asked for the resource in the answer (`Prefer: return=representation`;

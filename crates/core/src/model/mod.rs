@@ -315,6 +315,8 @@ pub struct KeyVersion {
     pub state: KeyState,
     pub verification_patterns: Vec<VerificationPattern>,
     pub created_at: DateTime<Utc>,
+    /// Its material was imported, not generated here.
+    pub imported: bool,
 }
 
 /// Material of one key version, sealed under the master key.

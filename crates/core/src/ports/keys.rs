@@ -12,6 +12,8 @@ use crate::query::*;
 pub struct KeyWrite {
     /// New material versions (sealed) to store.
     pub new_material: Vec<SealedMaterial>,
+    /// The new material was imported, not generated here.
+    pub imported: bool,
     /// State changes of existing versions.
     pub version_states: Vec<(u32, KeyState)>,
     /// Erase every stored material version of the key (destroy).

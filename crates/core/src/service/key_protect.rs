@@ -362,6 +362,16 @@ impl Keyplane {
         Ok((installed, versions))
     }
 
+    /// Whether the key's current material was imported (Key Protect's `imported`).
+    pub async fn key_protect_imported(&self, installed: &InstalledKey) -> Result<bool> {
+        Ok(self
+            .store
+            .key_versions(installed.key.id)
+            .await?
+            .iter()
+            .any(|v| v.version == installed.key.version && v.imported))
+    }
+
     /// A key's aliases in the keystore.
     pub async fn key_protect_aliases(&self, installed: &InstalledKey) -> Result<Vec<KeyAlias>> {
         self.store

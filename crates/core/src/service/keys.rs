@@ -289,6 +289,7 @@ impl Keyplane {
                     .import_material(key.algorithm, key.size, &binding, imported)?;
             key.verification_patterns = material.verification_patterns.clone();
             write.new_material.push(material);
+            write.imported = true;
             return Ok(());
         }
         let material = match self.take_pooled(key.algorithm, key.size, &binding).await? {

@@ -10,3 +10,6 @@ CREATE TABLE key_aliases (
 ) WITHOUT ROWID;
 
 CREATE INDEX key_aliases_by_key ON key_aliases (keystore_id, key_id_in_keystore);
+
+-- Whether a version's material was imported rather than generated (Key Protect's `imported`).
+ALTER TABLE key_material ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;

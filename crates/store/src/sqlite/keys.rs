@@ -45,6 +45,7 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
         state: enum_col(r, "state", KeyState::parse)?,
         verification_patterns: json_col(r, "verification_patterns")?,
         created_at: ts_col(r, "created_at")?,
+        imported: col(r, "imported")?,
     })
 }
 
@@ -242,7 +243,7 @@ impl KeyRecords for SqliteStore {
         self.reader.with(|c| {
             all(
                 c,
-                "SELECT version, state, verification_patterns, created_at FROM key_material WHERE key_id = ? ORDER BY version DESC",
+                "SELECT version, state, verification_patterns, created_at, imported FROM key_material WHERE key_id = ? ORDER BY version DESC",
                 [key_id.to_string()],
                 version_from_row,
             )

@@ -363,7 +363,7 @@ pub(crate) fn save_key(
     for m in &w.new_material {
         let patterns = json(&m.verification_patterns)?;
         conn.prepare_cached(
-            "INSERT INTO key_material (key_id, version, state, sealed, verification_patterns, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO key_material (key_id, version, state, sealed, verification_patterns, created_at, imported) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -372,7 +372,8 @@ pub(crate) fn save_key(
                 k.state.as_str(),
                 m.sealed,
                 patterns,
-                ts(&k.stamps.updated_at)
+                ts(&k.stamps.updated_at),
+                w.imported
             ])
         })
         .map_err(sql_err)?;
