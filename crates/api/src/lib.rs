@@ -199,12 +199,13 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
     Router::new().fallback_service(Front { state, routed })
 }
 
-async fn fallback() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::RouteNotFound,
-        "no such API path",
-    )
+async fn fallback(uri: axum::http::Uri) -> ApiError {
+    let message = if uri.path().starts_with("/api/v2/") {
+        "Keyplane does not serve this Key Protect call; docs/API.md lists the ones it serves"
+    } else {
+        "no such API path"
+    };
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::RouteNotFound, message)
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -401,6 +401,11 @@ fn table() -> Vec<Entry> {
         ),
         entry(
             M::GET,
+            "/api/v2/key_rings",
+            data("keyplane.data-plane.read"),
+        ),
+        entry(
+            M::GET,
             "/api/v2/keys/{id}/versions",
             data("keyplane.data-plane.read"),
         ),

@@ -1246,3 +1246,56 @@ async fn names_and_aliases_are_kept_as_sent_and_find_the_key() {
         .await
         .expect(404);
 }
+
+#[tokio::test]
+async fn key_rings_and_calls_not_served_answer_in_key_protects_words() {
+    let f = fixture("256").await;
+    let rings = f
+        .as_client("GET", "/api/v2/key_rings", None, &[])
+        .await
+        .expect(200);
+    assert_eq!(rings.body["resources"][0]["id"], "default");
+    assert_eq!(
+        rings.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.key_ring+json"
+    );
+    // The default ring holds every key; another is not there.
+    f.as_client(
+        "GET",
+        &f.key_path(""),
+        None,
+        &[("x-kms-key-ring", "default")],
+    )
+    .await
+    .expect(200);
+    let elsewhere = f
+        .as_client(
+            "POST",
+            &f.key_path("/actions/wrap"),
+            None,
+            &[("x-kms-key-ring", "finance")],
+        )
+        .await
+        .expect(404);
+    assert!(
+        elsewhere.message().contains("default"),
+        "{}",
+        elsewhere.body
+    );
+    // A Key Protect call Keyplane does not serve says so in Key Protect's error body.
+    let policies = f
+        .as_client("GET", &f.key_path("/policies"), None, &[])
+        .await
+        .expect(404);
+    assert_eq!(
+        policies.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.error+json"
+    );
+    assert!(
+        policies
+            .message()
+            .contains("does not serve this Key Protect call"),
+        "{}",
+        policies.body
+    );
+}

@@ -45,15 +45,58 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
                 "the bluemix-instance header naming the keystore is required",
             )
             .into()),
-            Some(v) => Uuid::parse_str(v).map(Instance).map_err(|_| {
-                Error::invalid_header(
-                    "bluemix-instance",
-                    format!("bluemix-instance '{v}' is not a keystore id"),
-                )
-                .into()
-            }),
+            Some(v) => {
+                let instance = Uuid::parse_str(v).map(Instance).map_err(|_| {
+                    ApiError::from(Error::invalid_header(
+                        "bluemix-instance",
+                        format!("bluemix-instance '{v}' is not a keystore id"),
+                    ))
+                })?;
+                check_key_ring(&parts.headers)?;
+                Ok(instance)
+            }
         }
     }
+}
+
+/// `X-Kms-Key-Ring` names the key ring a call's key is in: every key here is in the default one.
+fn check_key_ring(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    match headers.get("x-kms-key-ring").map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(ring)) if ring.trim() == DEFAULT_KEY_RING => Ok(()),
+        Some(ring) => Err(Error::NotFound {
+            resource: "key ring",
+            id: format!(
+                "{} (every key of an internal keystore is in the key ring '{DEFAULT_KEY_RING}')",
+                ring.unwrap_or("?").escape_debug()
+            ),
+        }
+        .into()),
+    }
+}
+
+/// The instance's key rings (Key Protect `GET /api/v2/key_rings`): the default one, which holds
+/// every key.
+#[utoipa::path(get, path = "/api/v2/key_rings", tag = "key_protect",
+    params(("bluemix-instance" = String, Header)),
+    responses((status = 200, description = "key ring collection", body = Object), (status = 404, body = ErrorBody)))]
+pub(crate) async fn key_rings(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Instance(keystore): Instance,
+) -> ApiResult<Json<Value>> {
+    let instance = s.keyplane.key_protect_instance(&caller, keystore).await?;
+    Ok(Json(json!({
+        "metadata": {
+            "collectionType": "application/vnd.ibm.kms.key_ring+json",
+            "collectionTotal": 1,
+        },
+        "resources": [{
+            "id": DEFAULT_KEY_RING,
+            "creationDate": time(&instance.stamps.created_at),
+            "createdBy": instance.stamps.created_by,
+        }],
+    })))
 }
 
 fn decode(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {

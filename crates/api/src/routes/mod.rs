@@ -66,6 +66,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(key_protect::list, key_protect::create))
         .routes(routes!(key_protect::get, key_protect::delete))
         .routes(routes!(key_protect::metadata))
+        .routes(routes!(key_protect::key_rings))
         .routes(routes!(key_protect::versions))
         .routes(routes!(
             key_protect::create_alias,

@@ -438,6 +438,16 @@ impl Keyplane {
         }
     }
 
+    /// The internal keystore a Key Protect client addresses as its instance.
+    pub async fn key_protect_instance(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+    ) -> Result<Keystore> {
+        self.instance_for(caller, Permission::KeyUse, keystore_id)
+            .await
+    }
+
     /// Whether deleting the keystore's keys takes a second person (its vault's dual control),
     /// as Key Protect's `dualAuthDelete` reports it.
     pub async fn key_protect_dual_auth_delete(
