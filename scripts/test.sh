@@ -56,8 +56,13 @@ if [ -z "${KEYPLANE_TEST_BAO:-}" ]; then
 fi
 export KEYPLANE_TEST_BAO
 
-# IBM's Key Protect clients, run unchanged against the binary: the Python one (PyPI, pinned in
-# tests/clients/requirements.txt) in a virtualenv under target/.
+# IBM's Key Protect clients, run unchanged against the binary: the Node.js one (npm, pinned in
+# tests/clients/package-lock.json) and the Python one (PyPI, pinned in
+# tests/clients/requirements.txt, in a virtualenv under target/).
+if [ ! -d tests/clients/node_modules/@ibm-cloud/ibm-key-protect ]; then
+    echo "installing IBM's Key Protect Node.js client (npm) for the tests" >&2
+    (cd tests/clients && npm ci --silent --no-audit --no-fund)
+fi
 if [ -z "${KEYPLANE_TEST_KP_PYTHON:-}" ]; then
     kp_venv=target/clients-venv
     if [ ! -x "$kp_venv/bin/python" ] || ! "$kp_venv/bin/python" -c 'import keyprotect' 2>/dev/null; then
