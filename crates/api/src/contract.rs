@@ -372,6 +372,9 @@ fn query_schema(path: &str, name: &str) -> Option<RefOr<utoipa::openapi::schema:
     };
     let keys = path.ends_with("/managed_keys") || path.ends_with("/versions");
     Some(match name {
+        "limit" if path.starts_with("/api/v2/") => {
+            integer_schema(1.0, f64::from(crate::routes::MAX_KEY_PROTECT_LIMIT))
+        }
         "limit" => integer_schema(1.0, f64::from(keyplane_core::query::MAX_LIMIT)),
         "offset" | "after_seq" => integer_schema(0.0, i64::MAX as f64),
         "size" | "size_min" | "size_max" | "key.size" | "key.size_min" | "key.size_max" => {
@@ -443,15 +446,18 @@ fn complete(
     key_protect: bool,
     names_resource: bool,
 ) {
-    // Key Protect names a key by id or alias, except where it uses one: there, by id only.
-    let data_plane = ["wrap", "unwrap", "rewrap", "wrap_batch", "unwrap_batch"]
-        .iter()
-        .any(|action| path.ends_with(&format!("/actions/{action}")));
+    // Key Protect names a key by id, alias or name.
     let mut reads_if_match = false;
     for parameter in operation.parameters.iter_mut().flatten() {
         match (&parameter.parameter_in, parameter.name.as_str()) {
-            (ParameterIn::Path, "id") if !key_protect || data_plane => {
-                parameter.schema = Some(uuid_schema())
+            (ParameterIn::Path, "id") if !key_protect => parameter.schema = Some(uuid_schema()),
+            (ParameterIn::Path, "alias") => {
+                parameter.schema = Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(keyplane_core::service::ALIAS_PATTERN))
+                        .into(),
+                )
             }
             (ParameterIn::Path, "id") => {
                 parameter.schema = Some(

@@ -1299,3 +1299,85 @@ async fn key_rings_and_calls_not_served_answer_in_key_protects_words() {
         policies.body
     );
 }
+
+#[tokio::test]
+async fn an_alias_never_takes_another_keys_name_and_a_refused_delete_changes_nothing() {
+    let f = fixture("256").await;
+    // The fixture's key is named "app-key": no other key may take it as an alias.
+    let other = f
+        .as_client(
+            "POST",
+            "/api/v2/keys",
+            Some(
+                &json!({"resources": [{"name": "other-key", "extractable": false,
+                                       "aliases": ["other-alias"]}]})
+                .to_string(),
+            ),
+            &[],
+        )
+        .await
+        .expect(201);
+    let other_id = other.body["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    f.as_client(
+        "POST",
+        &format!("/api/v2/keys/{other_id}/aliases/app-key"),
+        None,
+        &[],
+    )
+    .await
+    .expect(409);
+    // Nor may a new key be named like another's alias.
+    f.as_client(
+        "POST",
+        "/api/v2/keys",
+        Some(&json!({"resources": [{"name": "other-alias", "extractable": false}]}).to_string()),
+        &[],
+    )
+    .await
+    .expect(409);
+    let by_name = f
+        .as_client("GET", "/api/v2/keys/app-key", None, &[])
+        .await
+        .expect(200);
+    assert_eq!(by_name.body["resources"][0]["id"], f.key_ref.as_str());
+}
+
+#[tokio::test]
+async fn deleting_an_active_key_inside_the_grace_period_is_refused_whole() {
+    let app = TestApp::with_policy(keyplane_core::lifecycle::LifecyclePolicy {
+        destroy_grace_period: chrono::Duration::hours(4),
+        ..keyplane_core::lifecycle::LifecyclePolicy::default()
+    })
+    .await;
+    let vault = app.vault("v").await;
+    let keystore = app.internal_keystore(&vault, "internal", &["g"]).await;
+    app.template(&vault, "T1", "aes", "256", "active", "g")
+        .await;
+    let key = app.key(&vault, "T1", "held").await.expect(201);
+    let key_ref = key.body["status_in_keystores"][0]["key_id_in_keystore"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = app
+        .call(
+            "DELETE",
+            &format!("/api/v2/keys/{key_ref}"),
+            None,
+            &[("bluemix-instance", &keystore)],
+        )
+        .await
+        .expect(409);
+    assert!(refused.message().contains("disable it"), "{}", refused.body);
+    // Still active: it wraps.
+    app.call(
+        "POST",
+        &format!("/api/v2/keys/{key_ref}/actions/wrap"),
+        Some(json!({})),
+        &[("bluemix-instance", &keystore)],
+    )
+    .await
+    .expect(200);
+}

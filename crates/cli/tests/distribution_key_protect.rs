@@ -425,7 +425,8 @@ async fn the_instance_refuses_material_without_the_import_tokens_proof() {
     let (status, body) = kp(&target, &instance, "POST", "keys", Some(import(iv, proof))).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["resources"][0]["state"], 1);
-    assert_eq!(body["resources"][0]["aliases"][0], "imported");
+    assert_eq!(body["resources"][0]["name"], "imported");
+    assert_eq!(body["resources"][0]["imported"], true);
     assert_eq!(
         wrapped_by_instance_opens_with(&target, &instance, "imported", &material).await,
         (1, b"proof of the same key".to_vec())

@@ -106,7 +106,7 @@ pub struct KeyFacts {
     pub label_uses_system_placeholders: bool,
 }
 
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let mins = d.num_minutes().max(0);
     let secs = d.num_seconds().max(0);
     if mins >= 60 {

@@ -262,7 +262,7 @@ fn ciphertext_of(body: &CiphertextRequest) -> Result<Zeroizing<Vec<u8>>, ApiErro
 }
 
 /// Wrap a data key (Key Protect `wrap`).
-#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/wrap", tag = "key_protect", request_body = WrapRequest,
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/wrap", tag = "key_protect", request_body = Option<WrapRequest>,
     params(("id" = String, Path), ("bluemix-instance" = String, Header)),
     responses((status = 200, body = WrapResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn wrap(
@@ -542,7 +542,7 @@ fn collection(total: i64, resources: Vec<Value>) -> Value {
 }
 
 /// Key Protect's page of keys: up to 5,000, 200 when not given.
-const MAX_KEY_PROTECT_LIMIT: u32 = 5000;
+pub(crate) const MAX_KEY_PROTECT_LIMIT: u32 = 5000;
 const DEFAULT_KEY_PROTECT_LIMIT: u32 = 200;
 
 fn key_protect_paging(q: &Params) -> Result<keyplane_core::query::Paging, ApiError> {
@@ -579,19 +579,23 @@ pub(crate) async fn list(
         .keyplane
         .key_protect_dual_auth_delete(&caller, keystore)
         .await?;
-    let mut resources = Vec::with_capacity(page.items.len());
-    for k in &page.items {
-        let aliases = s.keyplane.key_protect_aliases(k).await?;
-        let imported = s.keyplane.key_protect_imported(k).await?;
-        resources.push(key_resource(
-            k,
-            &Facts {
-                aliases: &aliases,
-                imported,
-                dual_auth_delete: dual,
-            },
-        ));
-    }
+    let (aliases, imported) = s.keyplane.key_protect_facts(keystore, &page.items).await?;
+    let resources = page
+        .items
+        .iter()
+        .map(|k| {
+            key_resource(
+                k,
+                &Facts {
+                    aliases: aliases
+                        .get(&k.copy.key_id_in_keystore)
+                        .map_or(&[], Vec::as_slice),
+                    imported: imported.contains(&k.key.id),
+                    dual_auth_delete: dual,
+                },
+            )
+        })
+        .collect();
     Ok(Json(collection(page.total_count, resources)))
 }
 
@@ -1123,7 +1127,7 @@ fn import_token_body(keystore: Uuid, t: &ImportTokenView) -> Value {
 
 /// Create the keystore's import token (Key Protect `POST /api/v2/import_token`), replacing any
 /// earlier one.
-#[utoipa::path(post, path = "/api/v2/import_token", tag = "key_protect", request_body = NewImportToken,
+#[utoipa::path(post, path = "/api/v2/import_token", tag = "key_protect", request_body = Option<NewImportToken>,
     params(("bluemix-instance" = String, Header)),
     responses((status = 201, description = "the token's metadata", body = Object), (status = 400, body = ErrorBody)))]
 pub(crate) async fn create_import_token(

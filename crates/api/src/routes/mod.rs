@@ -5,7 +5,7 @@ mod approvals;
 mod audit_events;
 mod key_protect;
 pub(crate) use key_protect::{
-    DataPlaneAction, DataPlaneCall, MAX_KEY_REF_LEN, serve_data_plane_call,
+    DataPlaneAction, DataPlaneCall, MAX_KEY_PROTECT_LIMIT, MAX_KEY_REF_LEN, serve_data_plane_call,
 };
 mod keystores;
 mod managed_keys;

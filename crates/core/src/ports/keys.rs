@@ -57,6 +57,16 @@ pub trait KeyRecords: Send + Sync + 'static {
         key_id_in_keystore: Uuid,
     ) -> Result<Vec<KeyAlias>>;
 
+    /// The aliases of the given keys of an internal keystore (a page of them), in one read.
+    async fn key_aliases_of(
+        &self,
+        keystore_id: Uuid,
+        keys_in_keystore: &[Uuid],
+    ) -> Result<Vec<KeyAlias>>;
+
+    /// The (key, version) pairs among the given managed keys whose material was imported.
+    async fn imported_versions_of(&self, key_ids: &[Uuid]) -> Result<Vec<(Uuid, u32)>>;
+
     /// Adds an alias; a conflict when the keystore already has it, or when the key already has
     /// `max_per_key` aliases. Audited with the call that adds it.
     async fn add_key_alias(&self, alias: &KeyAlias, max_per_key: usize) -> Result<()>;

@@ -42,6 +42,9 @@ const RESERVED_ALIASES: &[&str] = &[
     "versions",
 ];
 
+/// The characters and length of an alias, as a pattern (a UUID or a reserved word also fits it).
+pub const ALIAS_PATTERN: &str = "^[A-Za-z0-9_-]{2,90}$";
+
 /// Key Protect's rule for aliases: 2 to 90 letters, digits, `-` and `_`, not a UUID and not one of
 /// its reserved words.
 pub fn check_alias(field: &str, alias: &str) -> Result<()> {
@@ -68,16 +71,21 @@ pub fn check_alias(field: &str, alias: &str) -> Result<()> {
     Ok(())
 }
 
-/// Key Protect's rule for key names: 2 to 90 characters.
+/// A key's name: at least 2 characters, as Key Protect has it, and a key label (up to 255 of
+/// letters, digits, spaces and `. _ / -`), which it becomes.
 fn check_name(name: &str) -> Result<()> {
-    let len = name.chars().count();
-    if !(2..=90).contains(&len) {
+    if name.chars().count() < 2 {
         return Err(Error::invalid_field(
             "resources[0].name",
-            "a key's name is 2 to 90 characters",
+            "a key's name is at least 2 characters",
         ));
     }
-    Ok(())
+    crate::validate::key_label(name).map_err(|_| {
+        Error::invalid_field(
+            "resources[0].name",
+            "a key's name is up to 255 letters, digits, spaces and . _ / -",
+        )
+    })
 }
 
 /// Key material in a Key Protect create or rotate request.
@@ -126,6 +134,10 @@ fn no_token(keystore: &Keystore) -> Error {
         ),
         params: vec![keystore.id.to_string()],
     }
+}
+
+fn installed_id(copy: &InternalCopy) -> Uuid {
+    copy.key_id_in_keystore
 }
 
 /// Key Protect calls carry no ETag: they act on the key as just read, and a change made in
@@ -294,12 +306,22 @@ impl Keyplane {
                 format!("a key has at most {MAX_ALIASES_PER_KEY} aliases"),
             ));
         }
+        // A name is never another key's alias, nor an alias another key's name: lookups try
+        // aliases first.
+        if self.store.key_alias(keystore_id, &name).await?.is_some() {
+            return Err(Error::duplicate_name("alias", &name));
+        }
         for (i, alias) in aliases.iter().enumerate() {
             let field = crate::error::indexed_field("resources[0].aliases", i, aliases.len());
             check_alias(&field, alias)?;
-            if aliases[..i].contains(alias)
+            let taken = aliases[..i].contains(alias)
                 || self.store.key_alias(keystore_id, alias).await?.is_some()
-            {
+                || self
+                    .store
+                    .internal_copy_by_key_label(keystore_id, alias)
+                    .await?
+                    .is_some();
+            if taken {
                 return Err(Error::duplicate_name("alias", alias));
             }
         }
@@ -362,6 +384,31 @@ impl Keyplane {
         Ok((installed, versions))
     }
 
+    /// For a page of keys, in two reads: each key's aliases (by its id in the keystore) and
+    /// whether its current material was imported.
+    pub async fn key_protect_facts(
+        &self,
+        keystore_id: Uuid,
+        page: &[InstalledKey],
+    ) -> Result<(
+        std::collections::HashMap<Uuid, Vec<KeyAlias>>,
+        std::collections::HashSet<Uuid>,
+    )> {
+        let in_keystore: Vec<Uuid> = page.iter().map(|k| k.copy.key_id_in_keystore).collect();
+        let mut aliases: std::collections::HashMap<Uuid, Vec<KeyAlias>> = Default::default();
+        for a in self.store.key_aliases_of(keystore_id, &in_keystore).await? {
+            aliases.entry(a.key_id_in_keystore).or_default().push(a);
+        }
+        let managed: Vec<Uuid> = page.iter().map(|k| k.key.id).collect();
+        let imported_versions = self.store.imported_versions_of(&managed).await?;
+        let imported = page
+            .iter()
+            .filter(|k| imported_versions.contains(&(k.key.id, k.key.version)))
+            .map(|k| k.key.id)
+            .collect();
+        Ok((aliases, imported))
+    }
+
     /// Whether the key's current material was imported (Key Protect's `imported`).
     pub async fn key_protect_imported(&self, installed: &InstalledKey) -> Result<bool> {
         Ok(self
@@ -395,6 +442,8 @@ impl Keyplane {
             .await?;
         Self::check_key(caller, Permission::KeyEdit, &installed.key)?;
         check_alias("alias", alias)?;
+        self.alias_is_no_other_keys_name(keystore_id, &installed, alias)
+            .await?;
         let record = KeyAlias {
             keystore_id,
             alias: alias.to_owned(),
@@ -402,10 +451,35 @@ impl Keyplane {
             created_at: now(),
             created_by: caller.actor.0.clone(),
         };
+        crate::audit::note_target(
+            "managed_keys",
+            installed.key.id,
+            Some(installed.key.vault.id),
+        );
         self.store
             .add_key_alias(&record, MAX_ALIASES_PER_KEY)
             .await?;
         Ok(record)
+    }
+
+    /// An alias must not be another key's name in the keystore: lookups try aliases first, so it
+    /// would take that name's calls.
+    async fn alias_is_no_other_keys_name(
+        &self,
+        keystore_id: Uuid,
+        installed: &InstalledKey,
+        alias: &str,
+    ) -> Result<()> {
+        match self
+            .store
+            .internal_copy_by_key_label(keystore_id, alias)
+            .await?
+        {
+            Some(other) if other.managed_key_id != installed.key.id => {
+                Err(Error::duplicate_name("alias", alias))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Takes an alias from the key (Key Protect `DELETE /keys/{id}/aliases/{alias}`).
@@ -420,6 +494,11 @@ impl Keyplane {
             .key_protect_key(caller, keystore_id, id_or_alias)
             .await?;
         Self::check_key(caller, Permission::KeyEdit, &installed.key)?;
+        crate::audit::note_target(
+            "managed_keys",
+            installed.key.id,
+            Some(installed.key.vault.id),
+        );
         if self
             .store
             .remove_key_alias(keystore_id, installed.copy.key_id_in_keystore, alias)
@@ -598,6 +677,16 @@ impl Keyplane {
                     key.vault.name, key.id, key.id
                 ),
             ));
+        }
+        if matches!(key.state, KeyState::Active) && !self.policy.destroy_grace_period.is_zero() {
+            // Deactivating now would leave the key out of use with its destroy refused: nothing
+            // is done instead.
+            return Err(Error::invalid_transition(format!(
+                "key {} is active and a deactivated key waits {} before it may be destroyed: \
+                 disable it, then delete it once that time has passed",
+                installed_id(&copy),
+                crate::lifecycle::human(self.policy.destroy_grace_period)
+            )));
         }
         if matches!(key.state, KeyState::Active) {
             key = self

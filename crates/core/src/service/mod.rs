@@ -32,7 +32,8 @@ pub use dataplane::{
 pub use distributor::DistributionPolicy;
 pub use key_pool::KeyPoolPolicy;
 pub use key_protect::{
-    ImportTokenView, MAX_IMPORT_TOKEN_RETRIEVALS, MAX_IMPORT_TOKEN_SECONDS, SuppliedMaterial,
+    ALIAS_PATTERN, ImportTokenView, MAX_ALIASES_PER_KEY, MAX_IMPORT_TOKEN_RETRIEVALS,
+    MAX_IMPORT_TOKEN_SECONDS, SuppliedMaterial, check_alias,
 };
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};

@@ -94,14 +94,68 @@ impl KeyRecords for SqliteStore {
         })
     }
 
+    async fn key_aliases_of(
+        &self,
+        keystore_id: Uuid,
+        keys_in_keystore: &[Uuid],
+    ) -> Result<Vec<KeyAlias>> {
+        if keys_in_keystore.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut values: Vec<String> = vec![keystore_id.to_string()];
+        values.extend(keys_in_keystore.iter().map(Uuid::to_string));
+        let sql = format!(
+            "SELECT * FROM key_aliases WHERE keystore_id = ? AND key_id_in_keystore IN ({})
+             ORDER BY created_at, alias",
+            vec!["?"; keys_in_keystore.len()].join(", ")
+        );
+        self.reader.with(|c| {
+            all(
+                c,
+                &sql,
+                rusqlite::params_from_iter(values.iter()),
+                alias_from_row,
+            )
+        })
+    }
+
+    async fn imported_versions_of(&self, key_ids: &[Uuid]) -> Result<Vec<(Uuid, u32)>> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<String> = key_ids.iter().map(Uuid::to_string).collect();
+        let sql = format!(
+            "SELECT key_id, version FROM key_material WHERE imported = 1 AND key_id IN ({})",
+            vec!["?"; key_ids.len()].join(", ")
+        );
+        self.reader.with(|c| {
+            all(c, &sql, rusqlite::params_from_iter(values.iter()), |r| {
+                Ok((uuid_col(r, "key_id")?, u32_col(r, "version")?))
+            })
+        })
+    }
+
     async fn add_key_alias(&self, alias: &KeyAlias, max_per_key: usize) -> Result<()> {
         let alias = alias.clone();
-        audit_trail::note_target("keys", alias.key_id_in_keystore, None);
         self.audited_write(move |c| {
             let (keystore, key) = (
                 alias.keystore_id.to_string(),
                 alias.key_id_in_keystore.to_string(),
             );
+            // The key must still be in the keystore when its alias is written.
+            let installed: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM internal_copies WHERE keystore_id = ? AND key_id_in_keystore = ?",
+                    params![keystore, key],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+            if installed == 0 {
+                return Err(Error::NotFound {
+                    resource: "key",
+                    id: key.clone(),
+                });
+            }
             let taken: Option<String> = c
                 .query_row(
                     "SELECT key_id_in_keystore FROM key_aliases WHERE keystore_id = ? AND alias = ?",
@@ -148,7 +202,6 @@ impl KeyRecords for SqliteStore {
         alias: &str,
     ) -> Result<bool> {
         let alias = alias.to_owned();
-        audit_trail::note_target("keys", key_id_in_keystore, None);
         let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = removed.clone();
         self.audited_write(move |c| {
