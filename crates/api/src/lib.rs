@@ -427,25 +427,25 @@ fn acceptable_correlation_id(v: &str) -> bool {
 }
 
 /// Key Protect's correlation header, which its clients send (`Correlation-Id`).
-const KEY_PROTECT_CORRELATION_HEADER: &str = "correlation-id";
+const KEY_PROTECT_CORRELATION_HEADER: HeaderName = HeaderName::from_static("correlation-id");
+const CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
 
-/// The correlation id the client sent, when it is a sensible one, or a new one. On Key
-/// Protect's API, its own `Correlation-Id` header is read first.
-fn correlation_id(req: &Request, dialect: Dialect) -> String {
-    let sent = |name: &str| {
+/// The correlation id the client sent, when it is a sensible one, or a new one; and whether it
+/// came in Key Protect's own `Correlation-Id` (read first on its API, and echoed in it).
+fn correlation_id(req: &Request, dialect: Dialect) -> (String, bool) {
+    let sent = |name: &HeaderName| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .filter(|v| acceptable_correlation_id(v))
     };
-    let key_protect = || {
-        (dialect == Dialect::KeyProtect)
-            .then(|| sent(KEY_PROTECT_CORRELATION_HEADER))
-            .flatten()
-    };
-    key_protect()
-        .or_else(|| sent(CORRELATION_HEADER))
-        .map_or_else(new_correlation_id, str::to_owned)
+    if dialect == Dialect::KeyProtect
+        && let Some(id) = sent(&KEY_PROTECT_CORRELATION_HEADER)
+    {
+        return (id.to_owned(), true);
+    }
+    let id = sent(&CORRELATION).map_or_else(new_correlation_id, str::to_owned);
+    (id, false)
 }
 
 /// A new correlation id, a random UUID written straight into its text (formatting through
@@ -460,7 +460,12 @@ fn new_correlation_id() -> String {
 
 /// Renders an error answer as the UKO error body (the Key Protect one on its API), naming the
 /// correlation id, which every answer echoes.
-fn with_correlation(mut response: Response, trace: &str, dialect: Dialect) -> Response {
+fn with_correlation(
+    mut response: Response,
+    trace: &str,
+    dialect: Dialect,
+    key_protect_header: bool,
+) -> Response {
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         // Errors produced by layers below the routes (timeout, body limit, media type).
         let status = response.status();
@@ -494,15 +499,12 @@ fn with_correlation(mut response: Response, trace: &str, dialect: Dialect) -> Re
         }
     }
     if let Ok(v) = HeaderValue::from_str(trace) {
-        if dialect == Dialect::KeyProtect {
-            response.headers_mut().insert(
-                HeaderName::from_static(KEY_PROTECT_CORRELATION_HEADER),
-                v.clone(),
-            );
+        if key_protect_header {
+            response
+                .headers_mut()
+                .insert(KEY_PROTECT_CORRELATION_HEADER, v.clone());
         }
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(CORRELATION_HEADER), v);
+        response.headers_mut().insert(CORRELATION, v);
     }
     response
 }
@@ -548,7 +550,7 @@ where
             .resolve(req.method(), req.uri().path());
         let dialect = resolved.operation.dialect;
         let fast = fast_path(&req, &resolved);
-        let trace = correlation_id(&req, dialect);
+        let (trace, key_protect_header) = correlation_id(&req, dialect);
         // The data plane's calls get what the router's get from the request's extensions
         // directly (an insert each is a noticeable part of a call this small).
         let next = match fast {
@@ -574,7 +576,12 @@ where
                     Err(never) => match never {},
                 },
             };
-            Ok(with_correlation(response, &trace, dialect))
+            Ok(with_correlation(
+                response,
+                &trace,
+                dialect,
+                key_protect_header,
+            ))
         })
     }
 }

@@ -61,7 +61,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
 
 /// `X-Kms-Key-Ring` names the key ring a call's key is in: every key here is in the default one.
 fn check_key_ring(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    match headers.get("x-kms-key-ring").map(|v| v.to_str()) {
+    const KEY_RING: axum::http::HeaderName = axum::http::HeaderName::from_static("x-kms-key-ring");
+    match headers.get(&KEY_RING).map(|v| v.to_str()) {
         None => Ok(()),
         Some(Ok(ring)) if ring.trim() == DEFAULT_KEY_RING => Ok(()),
         Some(ring) => Err(Error::NotFound {
