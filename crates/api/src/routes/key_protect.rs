@@ -576,27 +576,7 @@ pub(crate) async fn list(
 ) -> ApiResult<Json<Value>> {
     let paging = key_protect_paging(&Params::new(&q))?;
     let page = s.keyplane.installed_keys(&caller, keystore, paging).await?;
-    let dual = s
-        .keyplane
-        .key_protect_dual_auth_delete(&caller, keystore)
-        .await?;
-    let (aliases, imported) = s.keyplane.key_protect_facts(keystore, &page.items).await?;
-    let resources = page
-        .items
-        .iter()
-        .map(|k| {
-            key_resource(
-                k,
-                &Facts {
-                    aliases: aliases
-                        .get(&k.copy.key_id_in_keystore)
-                        .map_or(&[], Vec::as_slice),
-                    imported: imported.contains(&k.key.id),
-                    dual_auth_delete: dual,
-                },
-            )
-        })
-        .collect();
+    let resources = resources_of(&s, &caller, keystore, &page.items).await?;
     Ok(Json(collection(page.total_count, resources)))
 }
 
@@ -623,27 +603,37 @@ async fn described(
     let k = s.keyplane.key_protect_key(caller, keystore, key).await?;
     Ok(collection(
         1,
-        vec![resource_of(s, caller, keystore, &k).await?],
+        resources_of(s, caller, keystore, std::slice::from_ref(&k)).await?,
     ))
 }
 
-/// A key with what Key Protect says of it.
-async fn resource_of(
+/// Keys with what Key Protect says of them, read for the whole page at once.
+async fn resources_of(
     s: &AppState,
     caller: &keyplane_core::authz::Caller,
     keystore: Uuid,
-    k: &InstalledKey,
-) -> ApiResult<Value> {
-    let aliases = s.keyplane.key_protect_aliases(k).await?;
-    let facts = Facts {
-        aliases: &aliases,
-        imported: s.keyplane.key_protect_imported(k).await?,
-        dual_auth_delete: s
-            .keyplane
-            .key_protect_dual_auth_delete(caller, keystore)
-            .await?,
-    };
-    Ok(key_resource(k, &facts))
+    keys: &[InstalledKey],
+) -> ApiResult<Vec<Value>> {
+    let dual_auth_delete = s
+        .keyplane
+        .key_protect_dual_auth_delete(caller, keystore)
+        .await?;
+    let (aliases, imported) = s.keyplane.key_protect_facts(keystore, keys).await?;
+    Ok(keys
+        .iter()
+        .map(|k| {
+            key_resource(
+                k,
+                &Facts {
+                    aliases: aliases
+                        .get(&k.copy.key_id_in_keystore)
+                        .map_or(&[], Vec::as_slice),
+                    imported: imported.contains(&k.key.id),
+                    dual_auth_delete,
+                },
+            )
+        })
+        .collect())
 }
 
 /// A key's metadata without its material (Key Protect `GET /api/v2/keys/{id}/metadata`); keys
@@ -717,18 +707,8 @@ impl<S: Send + Sync> FromRequestParts<S> for AliasPath {
                 .map_err(|_| {
                     ApiError::from(Error::invalid_parameter("alias", "the path names no alias"))
                 })?;
-        for (name, value) in [("id", &key), ("alias", &alias)] {
-            if value.is_empty()
-                || value.chars().count() > MAX_KEY_REF_LEN
-                || value.chars().any(char::is_control)
-            {
-                return Err(Error::invalid_parameter(
-                    name,
-                    format!("{name} is 1 to {MAX_KEY_REF_LEN} printable characters"),
-                )
-                .into());
-            }
-        }
+        check_path_reference("id", &key)?;
+        check_path_reference("alias", &alias)?;
         Ok(Self { key, alias })
     }
 }
@@ -821,18 +801,24 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyRef {
                 .map_err(|_| {
                     ApiError::from(Error::invalid_parameter("id", "the path has no key id"))
                 })?;
-        if raw.is_empty()
-            || raw.chars().count() > MAX_KEY_REF_LEN
-            || raw.chars().any(char::is_control)
-        {
-            return Err(Error::invalid_parameter(
-                "id",
-                format!("a key id or alias is 1 to {MAX_KEY_REF_LEN} printable characters"),
-            )
-            .into());
-        }
+        check_path_reference("id", &raw)?;
         Ok(Self(raw))
     }
+}
+
+/// A key's id, alias or name, or an alias, in a path: 1 to its bound of printable characters.
+fn check_path_reference(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty()
+        || value.chars().count() > MAX_KEY_REF_LEN
+        || value.chars().any(char::is_control)
+    {
+        return Err(Error::invalid_parameter(
+            name,
+            format!("{name} is 1 to {MAX_KEY_REF_LEN} printable characters"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// The key-material fields Key Protect's create and rotate take.
@@ -978,7 +964,7 @@ pub(crate) async fn create(
         StatusCode::CREATED,
         Json(collection(
             1,
-            vec![resource_of(&s, &actor, keystore, &k).await?],
+            resources_of(&s, &actor, keystore, std::slice::from_ref(&k)).await?,
         )),
     ))
 }
@@ -1056,7 +1042,11 @@ pub(crate) async fn delete(
     // Whether its material was imported is read before it is erased.
     let imported = if representation {
         let before = s.keyplane.key_protect_key(&actor, keystore, &key).await?;
-        s.keyplane.key_protect_imported(&before).await?
+        let (_, imported) = s
+            .keyplane
+            .key_protect_facts(keystore, std::slice::from_ref(&before))
+            .await?;
+        imported.contains(&before.key.id)
     } else {
         false
     };

@@ -50,13 +50,6 @@ pub trait KeyRecords: Send + Sync + 'static {
     /// The key an alias names in an internal keystore.
     async fn key_alias(&self, keystore_id: Uuid, alias: &str) -> Result<Option<KeyAlias>>;
 
-    /// A key's aliases in an internal keystore, oldest first.
-    async fn key_aliases(
-        &self,
-        keystore_id: Uuid,
-        key_id_in_keystore: Uuid,
-    ) -> Result<Vec<KeyAlias>>;
-
     /// The aliases of the given keys of an internal keystore (a page of them), in one read.
     async fn key_aliases_of(
         &self,
@@ -71,13 +64,14 @@ pub trait KeyRecords: Send + Sync + 'static {
     /// `max_per_key` aliases. Audited with the call that adds it.
     async fn add_key_alias(&self, alias: &KeyAlias, max_per_key: usize) -> Result<()>;
 
-    /// Removes an alias of the key; `false` when the key has no such alias.
+    /// Removes an alias of the key; not found when the key has no such alias (and then nothing,
+    /// its audit event included, is written).
     async fn remove_key_alias(
         &self,
         keystore_id: Uuid,
         key_id_in_keystore: Uuid,
         alias: &str,
-    ) -> Result<bool>;
+    ) -> Result<()>;
 
     /// The copy an internal keystore holds under a label (the Key Protect alias), if any.
     async fn internal_copy_by_label(

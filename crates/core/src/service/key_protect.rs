@@ -136,10 +136,6 @@ fn no_token(keystore: &Keystore) -> Error {
     }
 }
 
-fn installed_id(copy: &InternalCopy) -> Uuid {
-    copy.key_id_in_keystore
-}
-
 /// Key Protect calls carry no ETag: they act on the key as just read, and a change made in
 /// between still fails as a stale one.
 fn as_read(key: &ManagedKey) -> IfMatch {
@@ -409,26 +405,6 @@ impl Keyplane {
         Ok((aliases, imported))
     }
 
-    /// Whether the key's current material was imported (Key Protect's `imported`).
-    pub async fn key_protect_imported(&self, installed: &InstalledKey) -> Result<bool> {
-        Ok(self
-            .store
-            .key_versions(installed.key.id)
-            .await?
-            .iter()
-            .any(|v| v.version == installed.key.version && v.imported))
-    }
-
-    /// A key's aliases in the keystore.
-    pub async fn key_protect_aliases(&self, installed: &InstalledKey) -> Result<Vec<KeyAlias>> {
-        self.store
-            .key_aliases(
-                installed.copy.keystore_id,
-                installed.copy.key_id_in_keystore,
-            )
-            .await
-    }
-
     /// Gives the key another alias (Key Protect `POST /keys/{id}/aliases/{alias}`).
     pub async fn key_protect_add_alias(
         &self,
@@ -499,22 +475,20 @@ impl Keyplane {
             installed.key.id,
             Some(installed.key.vault.id),
         );
-        if self
-            .store
+        self.store
             .remove_key_alias(keystore_id, installed.copy.key_id_in_keystore, alias)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::NotFound {
-                resource: "alias",
-                id: format!(
-                    "{} of key {}",
-                    alias.escape_debug(),
-                    installed.copy.key_id_in_keystore
-                ),
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::NotFound {
+                    resource: "alias",
+                    id: format!(
+                        "{} of key {}",
+                        alias.escape_debug(),
+                        installed.copy.key_id_in_keystore
+                    ),
+                },
+                other => other,
             })
-        }
     }
 
     /// The internal keystore a Key Protect client addresses as its instance.
@@ -684,7 +658,7 @@ impl Keyplane {
             return Err(Error::invalid_transition(format!(
                 "key {} is active and a deactivated key waits {} before it may be destroyed: \
                  disable it, then delete it once that time has passed",
-                installed_id(&copy),
+                copy.key_id_in_keystore,
                 crate::lifecycle::human(self.policy.destroy_grace_period)
             )));
         }

@@ -78,22 +78,6 @@ impl KeyRecords for SqliteStore {
         })
     }
 
-    async fn key_aliases(
-        &self,
-        keystore_id: Uuid,
-        key_id_in_keystore: Uuid,
-    ) -> Result<Vec<KeyAlias>> {
-        self.reader.with(|c| {
-            all(
-                c,
-                "SELECT * FROM key_aliases WHERE keystore_id = ? AND key_id_in_keystore = ?
-                 ORDER BY created_at, alias",
-                params![keystore_id.to_string(), key_id_in_keystore.to_string()],
-                alias_from_row,
-            )
-        })
-    }
-
     async fn key_aliases_of(
         &self,
         keystore_id: Uuid,
@@ -200,33 +184,25 @@ impl KeyRecords for SqliteStore {
         keystore_id: Uuid,
         key_id_in_keystore: Uuid,
         alias: &str,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let alias = alias.to_owned();
-        let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let seen = removed.clone();
         self.audited_write(move |c| {
-            let n = c
+            let removed = c
                 .execute(
                     "DELETE FROM key_aliases WHERE keystore_id = ? AND key_id_in_keystore = ? AND alias = ?",
                     params![keystore_id.to_string(), key_id_in_keystore.to_string(), alias],
                 )
                 .map_err(sql_err)?;
-            if n == 0 {
-                // Nothing to remove: the write fails, and with it its audit event.
+            // Nothing removed: the write fails, and its audit event with it.
+            if removed == 0 {
                 return Err(Error::NotFound {
                     resource: "alias",
                     id: alias.clone(),
                 });
             }
-            seen.store(true, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         })
         .await
-        .or_else(|e| match e {
-            Error::NotFound { .. } => Ok(()),
-            other => Err(other),
-        })?;
-        Ok(removed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     async fn internal_copy_by_label(
