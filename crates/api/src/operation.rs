@@ -400,9 +400,65 @@ fn table() -> Vec<Entry> {
             data("keyplane.data-plane.read"),
         ),
         entry(
+            M::PATCH,
+            "/api/v2/keys/{id}",
+            kp("keyplane.key-protect.move-key"),
+        ),
+        entry(
             M::GET,
             "/api/v2/key_rings",
             data("keyplane.data-plane.read"),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/key_rings/{id}",
+            kp("keyplane.key-protect.create-key-ring"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v2/key_rings/{id}",
+            kp("keyplane.key-protect.delete-key-ring"),
+        ),
+        entry(
+            M::GET,
+            "/api/v2/keys/{id}/policies",
+            data("keyplane.data-plane.read"),
+        ),
+        entry(
+            M::PUT,
+            "/api/v2/keys/{id}/policies",
+            kp("keyplane.key-protect.set-key-policy"),
+        ),
+        entry(
+            M::GET,
+            "/api/v2/instance/policies",
+            data("keyplane.data-plane.read"),
+        ),
+        // The instance's dual-authorization delete is the vault's dual control.
+        entry(
+            M::PUT,
+            "/api/v2/instance/policies",
+            O::changes("keyplane.key-protect.set-instance-policy", Critical).withholding_body(),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/setKeyForDeletion",
+            O::changes("keyplane.key-protect.set-key-for-deletion", Critical).withholding_body(),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/actions/unsetKeyForDeletion",
+            kp("keyplane.key-protect.unset-key-for-deletion"),
+        ),
+        entry(
+            M::DELETE,
+            "/api/v2/keys/{id}/purge",
+            O::changes("keyplane.key-protect.purge", Critical).withholding_body(),
+        ),
+        entry(
+            M::POST,
+            "/api/v2/keys/{id}/restore",
+            kp("keyplane.key-protect.restore"),
         ),
         entry(
             M::GET,

@@ -420,6 +420,7 @@ impl KeyUpdateBody {
             expiration_date: self.expiration_date,
             description: self.description,
             tags: tags(self.tags),
+            rotation_interval: None,
         }
     }
 }

@@ -1259,7 +1259,7 @@ async fn key_rings_and_calls_not_served_answer_in_key_protects_words() {
         rings.body["metadata"]["collectionType"],
         "application/vnd.ibm.kms.key_ring+json"
     );
-    // The default ring holds every key; another is not there.
+    // The default ring holds every key not moved; a call naming another ring does not find it.
     f.as_client(
         "GET",
         &f.key_path(""),
@@ -1270,33 +1270,36 @@ async fn key_rings_and_calls_not_served_answer_in_key_protects_words() {
     .expect(200);
     let elsewhere = f
         .as_client(
-            "POST",
-            &f.key_path("/actions/wrap"),
+            "GET",
+            &f.key_path(""),
             None,
             &[("x-kms-key-ring", "finance")],
         )
         .await
         .expect(404);
     assert!(
-        elsewhere.message().contains("default"),
+        elsewhere.message().contains("finance"),
         "{}",
         elsewhere.body
     );
+    f.as_client("GET", &f.key_path(""), None, &[("x-kms-key-ring", "a/b")])
+        .await
+        .expect(400);
     // A Key Protect call Keyplane does not serve says so in Key Protect's error body.
-    let policies = f
-        .as_client("GET", &f.key_path("/policies"), None, &[])
+    let registrations = f
+        .as_client("GET", &f.key_path("/registrations"), None, &[])
         .await
         .expect(404);
     assert_eq!(
-        policies.body["metadata"]["collectionType"],
+        registrations.body["metadata"]["collectionType"],
         "application/vnd.ibm.kms.error+json"
     );
     assert!(
-        policies
+        registrations
             .message()
             .contains("does not serve this Key Protect call"),
         "{}",
-        policies.body
+        registrations.body
     );
 }
 
@@ -1380,4 +1383,623 @@ async fn deleting_an_active_key_inside_the_grace_period_is_refused_whole() {
     )
     .await
     .expect(200);
+}
+
+impl Fixture {
+    /// A Key Protect call with a JSON body, as the fixture's administrator.
+    async fn kp(&self, method: &str, path: &str, body: Option<Value>) -> TestResponse {
+        self.kp_in_ring(method, path, body, None).await
+    }
+
+    async fn kp_in_ring(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        ring: Option<&str>,
+    ) -> TestResponse {
+        let mut headers = vec![("bluemix-instance", self.keystore.as_str())];
+        if let Some(ring) = ring {
+            headers.push(("x-kms-key-ring", ring));
+        }
+        self.app.call(method, path, body, &headers).await
+    }
+
+    async fn kp_key(&self, name: &str, ring: Option<&str>) -> String {
+        self.kp_in_ring(
+            "POST",
+            "/api/v2/keys",
+            Some(new_root_key(name, json!({}))),
+            ring,
+        )
+        .await
+        .expect(201)
+        .body["resources"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn key_rings_hold_keys_where_the_key_ring_header_puts_them() {
+    let f = fixture("256").await;
+    let rings = || f.kp("GET", "/api/v2/key_rings", None);
+    let created = f
+        .kp("POST", "/api/v2/key_rings/finance", None)
+        .await
+        .expect(201);
+    assert_eq!(created.body["resources"][0]["id"], "finance");
+    f.kp("POST", "/api/v2/key_rings/finance", None)
+        .await
+        .expect(409);
+    f.kp("POST", "/api/v2/key_rings/default", None)
+        .await
+        .expect(409);
+    f.kp("POST", "/api/v2/key_rings/x", None).await.expect(400);
+    f.kp("POST", "/api/v2/key_rings/bad_ring", None)
+        .await
+        .expect(400);
+    let listed = rings().await.expect(200);
+    let ids: Vec<&str> = listed.body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["default", "finance"]);
+
+    // A key created naming a ring is in it; naming one that does not exist creates nothing.
+    let before = key_count(&f.app, &f.vault).await;
+    let ledger = f.kp_key("ledger", Some("finance")).await;
+    let got = f
+        .kp("GET", &format!("/api/v2/keys/{ledger}"), None)
+        .await
+        .expect(200);
+    assert_eq!(got.body["resources"][0]["keyRingID"], "finance");
+    f.kp_in_ring(
+        "POST",
+        "/api/v2/keys",
+        Some(new_root_key("stray", json!({}))),
+        Some("nowhere"),
+    )
+    .await
+    .expect(404);
+    assert_eq!(key_count(&f.app, &f.vault).await, before + 1);
+
+    // Lists and calls naming a ring see only its keys.
+    let in_finance = f
+        .kp_in_ring("GET", "/api/v2/keys", None, Some("finance"))
+        .await
+        .expect(200);
+    assert_eq!(in_finance.body["metadata"]["collectionTotal"], 1);
+    assert_eq!(in_finance.body["resources"][0]["id"], ledger.as_str());
+    let in_default = f
+        .kp_in_ring("GET", "/api/v2/keys", None, Some("default"))
+        .await
+        .expect(200);
+    assert_eq!(in_default.body["resources"][0]["id"], f.key_ref.as_str());
+    f.kp_in_ring("GET", "/api/v2/keys", None, Some("nowhere"))
+        .await
+        .expect(404);
+    f.kp_in_ring(
+        "GET",
+        &format!("/api/v2/keys/{ledger}"),
+        None,
+        Some("default"),
+    )
+    .await
+    .expect(404);
+    f.kp_in_ring(
+        "GET",
+        &format!("/api/v2/keys/{ledger}"),
+        None,
+        Some("finance"),
+    )
+    .await
+    .expect(200);
+
+    // A ring holding a key is not deleted.
+    let holding = f
+        .kp("DELETE", "/api/v2/key_rings/finance", None)
+        .await
+        .expect(409);
+    assert!(holding.message().contains("1 key"), "{}", holding.body);
+
+    // PATCH moves a key between rings, only to one that exists.
+    let moved = f
+        .kp(
+            "PATCH",
+            &f.key_path(""),
+            Some(json!({"keyRingID": "finance"})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(moved.body["resources"][0]["keyRingID"], "finance");
+    f.kp(
+        "PATCH",
+        &f.key_path(""),
+        Some(json!({"keyRingID": "nowhere"})),
+    )
+    .await
+    .expect(404);
+    f.kp("PATCH", &f.key_path(""), Some(json!({"name": "x"})))
+        .await
+        .expect(400);
+    let after = f.kp("GET", &f.key_path(""), None).await.expect(200);
+    assert_eq!(after.body["resources"][0]["keyRingID"], "finance");
+
+    // Deleted keys keep their ring: deleting it takes force, which moves them to default.
+    for id in [&ledger, &f.key_ref] {
+        f.kp("POST", &format!("/api/v2/keys/{id}/actions/disable"), None)
+            .await
+            .expect(204);
+        f.kp("DELETE", &format!("/api/v2/keys/{id}"), None)
+            .await
+            .expect(204);
+    }
+    let deleted_inside = f
+        .kp("DELETE", "/api/v2/key_rings/finance", None)
+        .await
+        .expect(409);
+    assert!(
+        deleted_inside.message().contains("force=true"),
+        "{}",
+        deleted_inside.body
+    );
+    f.kp("DELETE", "/api/v2/key_rings/finance?force=maybe", None)
+        .await
+        .expect(400);
+    f.kp("DELETE", "/api/v2/key_rings/finance?force=true", None)
+        .await
+        .expect(204);
+    f.kp("DELETE", "/api/v2/key_rings/finance", None)
+        .await
+        .expect(404);
+    f.kp("DELETE", "/api/v2/key_rings/default", None)
+        .await
+        .expect(409);
+    assert_eq!(
+        rings().await.expect(200).body["metadata"]["collectionTotal"],
+        1
+    );
+    // The deleted key, now in default, is purged there.
+    f.kp_in_ring(
+        "DELETE",
+        &format!("/api/v2/keys/{ledger}/purge"),
+        None,
+        Some("default"),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn key_rings_are_set_up_by_vault_administrators_and_keys_moved_by_custodians() {
+    use keyplane_core::authz::Role;
+    let f = fixture("256").await;
+    let vault = uuid::Uuid::parse_str(&f.vault).unwrap();
+    f.app.add_caller(
+        "creator",
+        "creator",
+        &[(Role::KeyCustodianCreator, Some(vault))],
+    );
+    f.app
+        .add_caller("reader", "reader", &[(Role::Reader, Some(vault))]);
+    f.app.add_caller("stranger", "stranger", &[]);
+    let headers = [("bluemix-instance", f.keystore.as_str())];
+    f.app
+        .call_as("creator", "POST", "/api/v2/key_rings/ops", None, &headers)
+        .await
+        .expect(403);
+    f.app
+        .call_as("stranger", "POST", "/api/v2/key_rings/ops", None, &headers)
+        .await
+        .expect(404);
+    f.kp("POST", "/api/v2/key_rings/ops", None)
+        .await
+        .expect(201);
+    f.app
+        .call_as("creator", "DELETE", "/api/v2/key_rings/ops", None, &headers)
+        .await
+        .expect(403);
+    f.app
+        .call_as(
+            "reader",
+            "PATCH",
+            &f.key_path(""),
+            Some(json!({"keyRingID": "ops"})),
+            &headers,
+        )
+        .await
+        .expect(403);
+    f.app
+        .call_as(
+            "creator",
+            "PATCH",
+            &f.key_path(""),
+            Some(json!({"keyRingID": "ops"})),
+            &headers,
+        )
+        .await
+        .expect(200);
+    // Every change is in the audit trail, under Key Protect's operation names.
+    let events = f
+        .app
+        .get("/api/v4/audit_events?limit=100")
+        .await
+        .expect(200);
+    let operations: Vec<&str> = events.body["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for op in [
+        "keyplane.key-protect.create-key-ring",
+        "keyplane.key-protect.move-key",
+    ] {
+        assert!(operations.contains(&op), "{op} not in {operations:?}");
+    }
+}
+
+#[tokio::test]
+async fn policies_map_rotation_to_the_interval_and_dual_auth_delete_to_dual_control() {
+    let f = fixture("256").await;
+    let policies = f
+        .kp("GET", &f.key_path("/policies"), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        policies.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.policy+json"
+    );
+    assert_eq!(policies.body["resources"][0]["rotation"]["enabled"], false);
+    assert_eq!(
+        policies.body["resources"][1]["dualAuthDelete"]["enabled"],
+        false
+    );
+    let rotation = |months: Value| {
+        json!({"metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+               "resources": [{"type": "application/vnd.ibm.kms.policy+json",
+                              "rotation": {"enabled": true, "interval_month": months}}]})
+    };
+    let set = f
+        .kp(
+            "PUT",
+            &f.key_path("/policies?policy=rotation"),
+            Some(rotation(json!(3))),
+        )
+        .await
+        .expect(200);
+    assert_eq!(set.body["resources"][0]["rotation"]["interval_month"], 3);
+    let read = f
+        .kp("GET", &f.key_path("/policies?policy=rotation"), None)
+        .await
+        .expect(200);
+    assert_eq!(read.body["metadata"]["collectionTotal"], 1);
+    assert_eq!(read.body["resources"][0]["rotation"]["enabled"], true);
+    assert_eq!(read.body["resources"][0]["rotation"]["interval_month"], 3);
+    // Out of Key Protect's range, or not a number: refused, and the policy stays.
+    for bad in [json!(0), json!(13), json!("3"), json!(2.5)] {
+        f.kp("PUT", &f.key_path("/policies"), Some(rotation(bad.clone())))
+            .await
+            .expect(400);
+    }
+    f.kp(
+        "PUT",
+        &f.key_path("/policies?policy=dualAuthDelete"),
+        Some(rotation(json!(6))),
+    )
+    .await
+    .expect(400);
+    f.kp("GET", &f.key_path("/policies?policy=allowedNetwork"), None)
+        .await
+        .expect(404);
+    let kept = f
+        .kp("GET", &f.key_path("/policies?policy=rotation"), None)
+        .await
+        .expect(200);
+    assert_eq!(kept.body["resources"][0]["rotation"]["interval_month"], 3);
+    // Disabled: the key is rotated when someone does.
+    f.kp(
+        "PUT",
+        &f.key_path("/policies"),
+        Some(json!({"resources": [{"rotation": {"enabled": false}}]})),
+    )
+    .await
+    .expect(200);
+    let cleared = f
+        .kp("GET", &f.key_path("/policies?policy=rotation"), None)
+        .await
+        .expect(200);
+    assert_eq!(cleared.body["resources"][0]["rotation"]["enabled"], false);
+
+    // A key's dualAuthDelete is its vault's dual control: the same value is accepted, another
+    // is refused, saying where it is set.
+    let dual = |enabled: bool| json!({"resources": [{"dualAuthDelete": {"enabled": enabled}}]});
+    f.kp("PUT", &f.key_path("/policies"), Some(dual(false)))
+        .await
+        .expect(200);
+    let refused = f
+        .kp("PUT", &f.key_path("/policies"), Some(dual(true)))
+        .await
+        .expect(409);
+    assert!(
+        refused.message().contains("dual_control"),
+        "{}",
+        refused.body
+    );
+
+    // The instance's dualAuthDelete policy switches the vault's dual control.
+    let instance = f
+        .kp("GET", "/api/v2/instance/policies", None)
+        .await
+        .expect(200);
+    assert_eq!(
+        instance.body["resources"][0]["policy_type"],
+        "dualAuthDelete"
+    );
+    assert_eq!(
+        instance.body["resources"][0]["policy_data"]["enabled"],
+        false
+    );
+    let instance_dual = |enabled: bool| {
+        json!({"metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+               "resources": [{"policy_type": "dualAuthDelete", "policy_data": {"enabled": enabled}}]})
+    };
+    f.kp(
+        "PUT",
+        "/api/v2/instance/policies?policy=dualAuthDelete",
+        Some(instance_dual(true)),
+    )
+    .await
+    .expect(204);
+    let vault_dual = f
+        .app
+        .get(&format!("/api/v4/vaults/{}/dual_control", f.vault))
+        .await
+        .expect(200);
+    assert_eq!(vault_dual.body["enabled"], true);
+    let now_dual = f
+        .kp("GET", &f.key_path("/policies?policy=dualAuthDelete"), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        now_dual.body["resources"][0]["dualAuthDelete"]["enabled"],
+        true
+    );
+    f.kp(
+        "PUT",
+        "/api/v2/instance/policies",
+        Some(json!({"resources": [{"policy_type": "allowedNetwork", "policy_data": {"enabled": true}}]})),
+    )
+    .await
+    .expect(400);
+    f.kp("GET", "/api/v2/instance/policies?policy=allowedIP", None)
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn only_an_administrator_switches_the_instance_dual_auth_delete_policy() {
+    use keyplane_core::authz::Role;
+    let f = fixture("256").await;
+    let vault = uuid::Uuid::parse_str(&f.vault).unwrap();
+    f.app.add_caller(
+        "vault-admin",
+        "vault-admin",
+        &[(Role::VaultAdministrator, Some(vault))],
+    );
+    let body =
+        json!({"resources": [{"policy_type": "dualAuthDelete", "policy_data": {"enabled": true}}]});
+    f.app
+        .call_as(
+            "vault-admin",
+            "PUT",
+            "/api/v2/instance/policies",
+            Some(body),
+            &[("bluemix-instance", f.keystore.as_str())],
+        )
+        .await
+        .expect(403);
+    let vault_dual = f
+        .app
+        .get(&format!("/api/v4/vaults/{}/dual_control", f.vault))
+        .await
+        .expect(200);
+    assert_eq!(vault_dual.body["enabled"], false);
+}
+
+#[tokio::test]
+async fn dual_authorization_delete_takes_a_second_principal() {
+    use keyplane_core::authz::Role;
+    let f = fixture("256").await;
+    let vault = uuid::Uuid::parse_str(&f.vault).unwrap();
+    for who in ["alice", "bob"] {
+        f.app.add_caller(
+            who,
+            who,
+            &[
+                (Role::VaultAdministrator, Some(vault)),
+                (Role::KeyCustodianDeployer, Some(vault)),
+            ],
+        );
+    }
+    let headers = [("bluemix-instance", f.keystore.as_str())];
+    let as_ = |who: &'static str, method: &'static str, path: String| {
+        let app = &f.app;
+        async move { app.call_as(who, method, &path, None, &headers).await }
+    };
+    // Without dual control a key is deleted in one call: setting it for deletion is refused.
+    as_("alice", "POST", f.key_path("/actions/setKeyForDeletion"))
+        .await
+        .expect(409);
+    f.app.require_dual_control(&f.vault).await;
+    as_("alice", "POST", f.key_path("/actions/disable"))
+        .await
+        .expect(204);
+    // Without a request, a delete is refused and says how it is done.
+    let alone = as_("alice", "DELETE", f.key_path("")).await.expect(409);
+    assert!(
+        alone.message().contains("setKeyForDeletion"),
+        "{}",
+        alone.body
+    );
+    as_("alice", "POST", f.key_path("/actions/setKeyForDeletion"))
+        .await
+        .expect(204);
+    // Asking again changes nothing; the requester cannot approve her own request.
+    as_("alice", "POST", f.key_path("/actions/setKeyForDeletion"))
+        .await
+        .expect(204);
+    as_("alice", "DELETE", f.key_path("")).await.expect(409);
+    let pending = f.app.get("/api/v4/approvals").await.expect(200);
+    let requests = pending.body["approvals"].as_array().unwrap();
+    assert_eq!(requests.len(), 1, "{}", pending.body);
+    assert_eq!(requests[0]["state"], "pending");
+    // Bob withdraws it; then his delete has nothing to approve.
+    as_("bob", "POST", f.key_path("/actions/unsetKeyForDeletion"))
+        .await
+        .expect(204);
+    as_("bob", "POST", f.key_path("/actions/unsetKeyForDeletion"))
+        .await
+        .expect(409);
+    as_("bob", "DELETE", f.key_path("")).await.expect(409);
+    f.kp("GET", &f.key_path(""), None).await.expect(200);
+    // Alice sets it for deletion again; Bob's delete approves and carries it out.
+    as_("alice", "POST", f.key_path("/actions/setKeyForDeletion"))
+        .await
+        .expect(204);
+    let deleted = f
+        .app
+        .call_as(
+            "bob",
+            "DELETE",
+            &f.key_path(""),
+            None,
+            &[
+                ("bluemix-instance", f.keystore.as_str()),
+                ("prefer", "return=representation"),
+            ],
+        )
+        .await
+        .expect(200);
+    assert_eq!(deleted.body["resources"][0]["state"], 5);
+    assert_eq!(
+        deleted.body["resources"][0]["dualAuthDelete"]["enabled"],
+        true
+    );
+    f.kp("GET", &f.key_path(""), None).await.expect(404);
+    let key = f
+        .app
+        .get(&format!("/api/v4/managed_keys/{}", f.key))
+        .await
+        .expect(200);
+    assert_eq!(key.body["state"], "destroyed");
+    let decided = f.app.get("/api/v4/approvals").await.expect(200);
+    let states: Vec<&str> = decided.body["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"approved") && states.contains(&"rejected"),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn purge_removes_a_deleted_key_and_restore_says_why_it_cannot() {
+    let f = fixture("256").await;
+    // A key still in use is neither purged nor restored.
+    let live = f
+        .kp("DELETE", &f.key_path("/purge"), None)
+        .await
+        .expect(409);
+    assert!(live.message().contains("not deleted"), "{}", live.body);
+    f.kp("POST", &f.key_path("/restore"), None)
+        .await
+        .expect(409);
+    f.kp("DELETE", &f.key_path(""), None).await.expect(204);
+    // Deleted: restore says the material is gone; purge removes the managed key.
+    let restore = f
+        .kp("POST", &f.key_path("/restore"), None)
+        .await
+        .expect(409);
+    assert!(
+        restore.message().contains("cannot be restored"),
+        "{}",
+        restore.body
+    );
+    let purged = f
+        .kp("DELETE", &f.key_path("/purge"), None)
+        .await
+        .expect(200);
+    assert_eq!(purged.body["resources"][0]["id"], f.key_ref.as_str());
+    assert_eq!(purged.body["resources"][0]["state"], 5);
+    f.app
+        .get(&format!("/api/v4/managed_keys/{}", f.key))
+        .await
+        .expect(404);
+    f.kp("DELETE", &f.key_path("/purge"), None)
+        .await
+        .expect(404);
+    f.kp("POST", &f.key_path("/restore"), None)
+        .await
+        .expect(404);
+    f.kp(
+        "DELETE",
+        &format!("/api/v2/keys/{}/purge", uuid::Uuid::new_v4()),
+        None,
+    )
+    .await
+    .expect(404);
+    let events = f
+        .app
+        .get("/api/v4/audit_events?limit=100")
+        .await
+        .expect(200);
+    let purges = events.body["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "keyplane.key-protect.purge" && e["outcome"] == "success")
+        .count();
+    assert_eq!(purges, 1, "{}", events.body);
+}
+
+#[tokio::test]
+async fn a_key_created_with_aliases_is_written_whole() {
+    let f = fixture("256").await;
+    let before = key_count(&f.app, &f.vault).await;
+    // The second alias repeats the first: nothing is created.
+    f.kp(
+        "POST",
+        "/api/v2/keys",
+        Some(new_root_key(
+            "twice",
+            json!({"aliases": ["same-one", "same-one"]}),
+        )),
+    )
+    .await
+    .expect(409);
+    assert_eq!(key_count(&f.app, &f.vault).await, before);
+    let made = f
+        .kp(
+            "POST",
+            "/api/v2/keys",
+            Some(new_root_key(
+                "whole",
+                json!({"aliases": ["one-a", "one-b"]}),
+            )),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        made.body["resources"][0]["aliases"],
+        json!(["one-a", "one-b"])
+    );
+    assert_eq!(key_count(&f.app, &f.vault).await, before + 1);
 }

@@ -358,6 +358,7 @@ mod tests {
             rotated_at: None,
             deactivated_at: None,
             label_from_scheme: false,
+            rotation_interval: None,
             stamps: Stamps::new(&Actor("t".into()), now),
             revision: 1,
         }
@@ -415,6 +416,7 @@ mod tests {
             label: "a".into(),
             enabled: true,
             version: 1,
+            key_ring: "default".into(),
         };
         let mut held = internal_status(&active, &ks.reference(), Some(&copy));
         mark_removed(&mut held);

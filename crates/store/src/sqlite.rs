@@ -6,6 +6,7 @@ mod audit;
 mod distribution;
 mod hierarchy;
 mod import_tokens;
+mod key_rings;
 mod keys;
 mod keystores;
 mod lists;

@@ -14,7 +14,10 @@ use keyplane_core::Error;
 use keyplane_core::model::KeyState;
 use keyplane_core::model::KeyVersion;
 use keyplane_core::ports::KeyAlias;
-use keyplane_core::service::{ImportTokenView, InstalledKey, SuppliedMaterial};
+use keyplane_core::service::{
+    ImportTokenView, InstalledKey, KeyProtectRef, NewKeyProtectKey, SuppliedMaterial,
+    check_key_ring,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -28,7 +31,7 @@ use crate::wire::time;
 use crate::{AppState, Caller};
 
 /// The `bluemix-instance` header: the internal keystore addressed.
-pub(crate) struct Instance(Uuid);
+pub(crate) struct Instance(pub(crate) Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for Instance {
     type Rejection = ApiError;
@@ -52,52 +55,41 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
                         format!("bluemix-instance '{v}' is not a keystore id"),
                     ))
                 })?;
-                check_key_ring(&parts.headers)?;
+                key_ring_of(&parts.headers)?;
                 Ok(instance)
             }
         }
     }
 }
 
-/// `X-Kms-Key-Ring` names the key ring a call's key is in: every key here is in the default one.
-fn check_key_ring(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    const KEY_RING: axum::http::HeaderName = axum::http::HeaderName::from_static("x-kms-key-ring");
-    match headers.get(&KEY_RING).map(|v| v.to_str()) {
-        None => Ok(()),
-        Some(Ok(ring)) if ring.trim() == DEFAULT_KEY_RING => Ok(()),
-        Some(ring) => Err(Error::NotFound {
-            resource: "key ring",
-            id: format!(
-                "{} (every key of an internal keystore is in the key ring '{DEFAULT_KEY_RING}')",
-                ring.unwrap_or("?").escape_debug()
-            ),
-        }
-        .into()),
-    }
+const KEY_RING_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-kms-key-ring");
+
+/// `X-Kms-Key-Ring`: the key ring a call's key is in (or a list's keys are, or a new key goes
+/// to), when the client names one.
+fn key_ring_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(&KEY_RING_HEADER) else {
+        return Ok(None);
+    };
+    let ring = value.to_str().map(str::trim).unwrap_or_default();
+    check_key_ring("X-Kms-Key-Ring", ring).map_err(|_| {
+        Error::invalid_header(
+            "X-Kms-Key-Ring",
+            "X-Kms-Key-Ring names a key ring: 2 to 100 letters, digits and '-'",
+        )
+    })?;
+    Ok(Some(ring.to_owned()))
 }
 
-/// The instance's key rings (Key Protect `GET /api/v2/key_rings`): the default one, which holds
-/// every key.
-#[utoipa::path(get, path = "/api/v2/key_rings", tag = "key_protect",
-    params(("bluemix-instance" = String, Header)),
-    responses((status = 200, description = "key ring collection", body = Object), (status = 404, body = ErrorBody)))]
-pub(crate) async fn key_rings(
-    State(s): State<AppState>,
-    Caller(caller): Caller,
-    Instance(keystore): Instance,
-) -> ApiResult<Json<Value>> {
-    let instance = s.keyplane.key_protect_instance(&caller, keystore).await?;
-    Ok(Json(json!({
-        "metadata": {
-            "collectionType": "application/vnd.ibm.kms.key_ring+json",
-            "collectionTotal": 1,
-        },
-        "resources": [{
-            "id": DEFAULT_KEY_RING,
-            "creationDate": time(&instance.stamps.created_at),
-            "createdBy": instance.stamps.created_by,
-        }],
-    })))
+/// The key ring `X-Kms-Key-Ring` names, if any.
+pub(crate) struct KeyRingHeader(pub(crate) Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyRingHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        key_ring_of(&parts.headers).map(KeyRingHeader)
+    }
 }
 
 fn decode(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
@@ -477,7 +469,7 @@ fn state_number(state: KeyState) -> u8 {
 }
 
 /// What Key Protect says of a key beyond the key itself.
-struct Facts<'a> {
+pub(crate) struct Facts<'a> {
     aliases: &'a [KeyAlias],
     /// Its current material was imported.
     imported: bool,
@@ -486,7 +478,7 @@ struct Facts<'a> {
 }
 
 /// A key as Key Protect describes it: named as it was given, with its aliases.
-fn key_resource(k: &InstalledKey, facts: &Facts<'_>) -> Value {
+pub(crate) fn key_resource(k: &InstalledKey, facts: &Facts<'_>) -> Value {
     let id = k.copy.key_id_in_keystore;
     let destroyed = matches!(
         k.key.state,
@@ -501,7 +493,7 @@ fn key_resource(k: &InstalledKey, facts: &Facts<'_>) -> Value {
         "state": state_number(k.key.state),
         "extractable": false,
         "imported": facts.imported,
-        "keyRingID": DEFAULT_KEY_RING,
+        "keyRingID": k.copy.key_ring,
         "crn": crn(k.copy.keystore_id, k.key.vault.id, id),
         "algorithmType": "AES",
         "algorithmBitSize": 256,
@@ -526,16 +518,13 @@ fn key_resource(k: &InstalledKey, facts: &Facts<'_>) -> Value {
     resource
 }
 
-/// Every key is in Key Protect's default key ring.
-const DEFAULT_KEY_RING: &str = "default";
-
 /// A key's CRN, in IBM Cloud's form: the service `kms`, the vault as the account, the keystore as
 /// the instance.
 fn crn(instance: Uuid, vault: Uuid, key: Uuid) -> String {
     format!("crn:v1:keyplane:private:kms:local:a/{vault}:{instance}:key:{key}")
 }
 
-fn collection(total: i64, resources: Vec<Value>) -> Value {
+pub(crate) fn collection(total: i64, resources: Vec<Value>) -> Value {
     json!({
         "metadata": { "collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": total },
         "resources": resources,
@@ -572,10 +561,14 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Instance(keystore): Instance,
+    KeyRingHeader(ring): KeyRingHeader,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
     let paging = key_protect_paging(&Params::new(&q))?;
-    let page = s.keyplane.installed_keys(&caller, keystore, paging).await?;
+    let page = s
+        .keyplane
+        .installed_keys(&caller, keystore, ring.as_deref(), paging)
+        .await?;
     let resources = resources_of(&s, &caller, keystore, &page.items).await?;
     Ok(Json(collection(page.total_count, resources)))
 }
@@ -598,7 +591,7 @@ async fn described(
     s: &AppState,
     caller: &keyplane_core::authz::Caller,
     keystore: Uuid,
-    key: &str,
+    key: &KeyProtectRef,
 ) -> ApiResult<Value> {
     let k = s.keyplane.key_protect_key(caller, keystore, key).await?;
     Ok(collection(
@@ -608,7 +601,7 @@ async fn described(
 }
 
 /// Keys with what Key Protect says of them, read for the whole page at once.
-async fn resources_of(
+pub(crate) async fn resources_of(
     s: &AppState,
     caller: &keyplane_core::authz::Caller,
     keystore: Uuid,
@@ -693,7 +686,7 @@ pub(crate) async fn versions(
 
 /// A key's id or alias and an alias, in the path.
 pub(crate) struct AliasPath {
-    key: String,
+    key: KeyProtectRef,
     alias: String,
 }
 
@@ -709,7 +702,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AliasPath {
                 })?;
         check_path_reference("id", &key)?;
         check_path_reference("alias", &alias)?;
-        Ok(Self { key, alias })
+        let key_ring = key_ring_of(&parts.headers)?;
+        Ok(Self {
+            key: KeyProtectRef { key, key_ring },
+            alias,
+        })
     }
 }
 
@@ -772,7 +769,8 @@ impl FromRequestParts<AppState> for KeyId {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let KeyRef(raw) = KeyRef::from_request_parts(parts, state).await?;
-        if let Ok(id) = Uuid::parse_str(&raw) {
+        // By id, the key is the one the id names: the data plane's fast path reads no ring.
+        if let Ok(id) = Uuid::parse_str(&raw.key) {
             return Ok(KeyId(id));
         }
         let Instance(keystore) = Instance::from_request_parts(parts, state).await?;
@@ -785,8 +783,8 @@ impl FromRequestParts<AppState> for KeyId {
     }
 }
 
-/// A key's id or alias in the path.
-pub(crate) struct KeyRef(String);
+/// A key's id, alias or name in the path, with the key ring `X-Kms-Key-Ring` names.
+pub(crate) struct KeyRef(pub(crate) KeyProtectRef);
 
 /// Longest id or alias accepted in a path.
 pub(crate) const MAX_KEY_REF_LEN: usize = 128;
@@ -802,7 +800,10 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyRef {
                     ApiError::from(Error::invalid_parameter("id", "the path has no key id"))
                 })?;
         check_path_reference("id", &raw)?;
-        Ok(Self(raw))
+        Ok(Self(KeyProtectRef {
+            key: raw,
+            key_ring: key_ring_of(&parts.headers)?,
+        }))
     }
 }
 
@@ -931,6 +932,7 @@ pub(crate) struct NewKeyRequest {
 pub(crate) async fn create(
     State(s): State<AppState>,
     Instance(keystore): Instance,
+    KeyRingHeader(ring): KeyRingHeader,
     Caller(actor): Caller,
     KeyProtectBody(body): KeyProtectBody<NewKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -954,9 +956,12 @@ pub(crate) async fn create(
         .key_protect_create(
             &actor,
             keystore,
-            name,
-            resource.description,
-            &resource.aliases,
+            ring.as_deref(),
+            NewKeyProtectKey {
+                name,
+                description: resource.description,
+                aliases: &resource.aliases,
+            },
             &material.supplied(),
         )
         .await?;
@@ -1067,6 +1072,79 @@ pub(crate) async fn delete(
             .await?,
     };
     Ok(Json(collection(1, vec![key_resource(&deleted, &facts)])).into_response())
+}
+
+/// Set a key for deletion (Key Protect `setKeyForDeletion`): under dual control, the first
+/// principal's request to destroy it; a second principal's delete approves it.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/setKeyForDeletion", tag = "key_protect",
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn set_for_deletion(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_set_for_deletion(&actor, keystore, &key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Withdraw a key's setting for deletion (Key Protect `unsetKeyForDeletion`): the pending
+/// request to destroy it is rejected.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/actions/unsetKeyForDeletion", tag = "key_protect",
+    params(("id" = String, Path), ("bluemix-instance" = String, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn unset_for_deletion(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_unset_for_deletion(&actor, keystore, &key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Purge a deleted key (Key Protect `DELETE /keys/{id}/purge`): the destroyed managed key is
+/// removed from its vault; the answer is the key as it was last kept.
+#[utoipa::path(delete, path = "/api/v2/keys/{id}/purge", tag = "key_protect",
+    params(("id" = String, Path, description = "the deleted key's id"), ("bluemix-instance" = String, Header)),
+    responses((status = 200, description = "key collection of one: the purged key", body = Object),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn purge(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<Json<Value>> {
+    let purged = s.keyplane.key_protect_purge(&actor, keystore, &key).await?;
+    let facts = Facts {
+        aliases: &[],
+        imported: false,
+        dual_auth_delete: false,
+    };
+    Ok(Json(collection(1, vec![key_resource(&purged, &facts)])))
+}
+
+/// Restore a deleted key (Key Protect `POST /keys/{id}/restore`): a destroyed key's material is
+/// erased here, so this always answers why it cannot be done (409), or 404.
+#[utoipa::path(post, path = "/api/v2/keys/{id}/restore", tag = "key_protect",
+    params(("id" = String, Path, description = "the deleted key's id"), ("bluemix-instance" = String, Header)),
+    responses((status = 201, description = "never: a destroyed key's material is gone", body = Object),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn restore(
+    State(s): State<AppState>,
+    Instance(keystore): Instance,
+    KeyRef(key): KeyRef,
+    Caller(actor): Caller,
+) -> ApiResult<StatusCode> {
+    s.keyplane
+        .key_protect_restore(&actor, keystore, &key)
+        .await?;
+    Ok(StatusCode::CREATED)
 }
 
 /// Whether the client asked for the resource in the answer (`Prefer: return=representation`;

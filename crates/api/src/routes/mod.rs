@@ -7,6 +7,8 @@ mod key_protect;
 pub(crate) use key_protect::{
     DataPlaneAction, DataPlaneCall, MAX_KEY_PROTECT_LIMIT, MAX_KEY_REF_LEN, serve_data_plane_call,
 };
+mod key_protect_policies;
+mod key_protect_rings;
 mod keystores;
 mod managed_keys;
 mod system;
@@ -64,9 +66,29 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(managed_keys::compromise))
         .routes(routes!(managed_keys::associated_resources))
         .routes(routes!(key_protect::list, key_protect::create))
-        .routes(routes!(key_protect::get, key_protect::delete))
+        .routes(routes!(
+            key_protect::get,
+            key_protect::delete,
+            key_protect_rings::patch_key
+        ))
         .routes(routes!(key_protect::metadata))
-        .routes(routes!(key_protect::key_rings))
+        .routes(routes!(key_protect_rings::key_rings))
+        .routes(routes!(
+            key_protect_rings::create_key_ring,
+            key_protect_rings::delete_key_ring
+        ))
+        .routes(routes!(
+            key_protect_policies::get_key_policies,
+            key_protect_policies::put_key_policies
+        ))
+        .routes(routes!(
+            key_protect_policies::get_instance_policies,
+            key_protect_policies::put_instance_policies
+        ))
+        .routes(routes!(key_protect::set_for_deletion))
+        .routes(routes!(key_protect::unset_for_deletion))
+        .routes(routes!(key_protect::purge))
+        .routes(routes!(key_protect::restore))
         .routes(routes!(key_protect::versions))
         .routes(routes!(
             key_protect::create_alias,

@@ -378,7 +378,13 @@ async fn run(user: &User, action: &Action, id: Uuid, etag: &str) -> Result<Outco
             .await
             .map(done),
         "destroy" => user
-            .change(op, 200, t(), request, kp.destroy_key(caller, id, m))
+            .change(
+                op,
+                200,
+                t(),
+                request,
+                Box::pin(kp.destroy_key(caller, id, m)),
+            )
             .await
             .map(decided),
         "remove" => user

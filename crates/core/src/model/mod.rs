@@ -294,6 +294,8 @@ pub struct ManagedKey {
     pub deactivated_at: Option<DateTime<Utc>>,
     /// Whether the label came from the template's naming scheme (then it is immutable).
     pub label_from_scheme: bool,
+    /// How often the key is to be rotated, as an ISO-8601 duration; `None`: when someone does.
+    pub rotation_interval: Option<String>,
     pub stamps: Stamps,
     pub revision: i64,
 }
@@ -346,6 +348,8 @@ pub struct InternalCopy {
     pub enabled: bool,
     /// Highest material version installed.
     pub version: u32,
+    /// The Key Protect key ring it is in (`default` unless moved).
+    pub key_ring: String,
 }
 
 /// A page of a list, with the total size of the filtered collection.

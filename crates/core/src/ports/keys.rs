@@ -25,6 +25,20 @@ pub struct KeyWrite {
     /// External keystores that must converge to the key's state: a task for each is queued in
     /// the same transaction (the outbox).
     pub converge_in: Vec<Uuid>,
+    /// The ring and aliases a key created through Key Protect has in its internal keystore,
+    /// written with the key.
+    pub key_protect: Option<KeyProtectPlacement>,
+}
+
+/// Where a key created through an internal keystore's Key Protect API sits there.
+#[derive(Debug, Clone)]
+pub struct KeyProtectPlacement {
+    pub keystore_id: Uuid,
+    pub key_ring: String,
+    /// Checked for form and count by the service; unique in the keystore by the store.
+    pub aliases: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub created_by: String,
 }
 
 /// An alias a Key Protect client gave a key of an internal keystore.
@@ -108,10 +122,11 @@ pub trait KeyRecords: Send + Sync + 'static {
         key_id_in_keystore: Uuid,
     ) -> Result<Option<InternalCopy>>;
 
-    /// The copies an internal keystore holds, oldest first.
+    /// The copies an internal keystore holds (in one key ring, when given), by managed key id.
     async fn internal_copies_in_keystore(
         &self,
         keystore_id: Uuid,
+        key_ring: Option<&str>,
         paging: Paging,
     ) -> Result<Page<InternalCopy>>;
 

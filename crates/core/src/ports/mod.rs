@@ -9,6 +9,7 @@ mod access;
 mod audit;
 mod distribution;
 mod hierarchy;
+mod key_rings;
 mod keys;
 mod keystores;
 mod material;
@@ -19,6 +20,7 @@ pub use access::*;
 pub use audit::*;
 pub use distribution::*;
 pub use hierarchy::*;
+pub use key_rings::*;
 pub use keys::*;
 pub use keystores::*;
 pub use material::*;
@@ -35,6 +37,7 @@ use crate::error::Result;
 #[async_trait]
 pub trait Store:
     KeyRecords
+    + KeyRingRecords
     + TemplateRecords
     + KeystoreRecords
     + VaultRecords

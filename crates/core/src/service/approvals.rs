@@ -51,13 +51,14 @@ impl Keyplane {
 
     /// In a vault under dual control, records a request for `action` on the key instead of
     /// acting, and returns it; `None` where the action goes ahead now. The request must be
-    /// possible now and carry the key's current ETag.
+    /// possible now and carry the key's current ETag; `answer` is the status the call gives.
     pub(super) async fn request_approval(
         &self,
         caller: &Caller,
         key: &ManagedKey,
         if_match: Option<&IfMatch>,
         action: ApprovalAction,
+        answer: u16,
     ) -> Result<Option<Approval>> {
         if !self.store.dual_control(key.vault.id).await? {
             return Ok(None);
@@ -82,7 +83,7 @@ impl Keyplane {
             decided_by: None,
             decided_at: None,
         };
-        crate::audit::answers_with(202);
+        crate::audit::answers_with(answer);
         self.store.insert_approval(&approval).await?;
         Ok(Some(approval))
     }
@@ -201,6 +202,26 @@ impl Keyplane {
                 None
             }
         })
+    }
+
+    /// The request awaiting a decision on `action` for the key, if there is one.
+    pub(super) async fn pending_request(
+        &self,
+        key: &ManagedKey,
+        action: ApprovalAction,
+    ) -> Result<Option<Approval>> {
+        let at = now();
+        Ok(self
+            .store
+            .list_approvals(&[key.vault.id])
+            .await?
+            .into_iter()
+            .find(|a| {
+                a.key_id == key.id
+                    && a.action == action
+                    && a.state == ApprovalState::Pending
+                    && !a.expired(at)
+            }))
     }
 
     pub async fn reject(&self, caller: &Caller, id: Uuid) -> Result<Approval> {

@@ -251,13 +251,17 @@ impl Keyplane {
         &self,
         caller: &Caller,
         keystore_id: Uuid,
+        key_ring: Option<&str>,
         paging: Paging,
     ) -> Result<Page<InstalledKey>> {
         self.instance_for(caller, Permission::KeyUse, keystore_id)
             .await?;
+        if let Some(ring) = key_ring {
+            self.check_key_ring_exists(keystore_id, ring).await?;
+        }
         let copies = self
             .store
-            .internal_copies_in_keystore(keystore_id, paging)
+            .internal_copies_in_keystore(keystore_id, key_ring, paging)
             .await?;
         let mut items = Vec::with_capacity(copies.items.len());
         for copy in copies.items {

@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::etag::{self, IfMatch};
 use crate::lifecycle::KeyAction;
 use crate::model::*;
-use crate::ports::{ImportToken, ImportedMaterial, KeyAlias};
+use crate::ports::{DEFAULT_KEY_RING, ImportToken, ImportedMaterial, KeyAlias};
 use crate::query::{Paging, TemplateQuery};
 
 /// Longest life of an import token (Key Protect's limit: one day).
@@ -88,6 +88,21 @@ fn check_name(name: &str) -> Result<()> {
     })
 }
 
+/// How a Key Protect call names a key: its id, an alias or its name, and the key ring the client
+/// says it is in (`X-Kms-Key-Ring`), which is then checked.
+#[derive(Debug, Clone)]
+pub struct KeyProtectRef {
+    pub key: String,
+    pub key_ring: Option<String>,
+}
+
+/// What a Key Protect client says of a key it creates.
+pub struct NewKeyProtectKey<'a> {
+    pub name: String,
+    pub description: Option<String>,
+    pub aliases: &'a [String],
+}
+
 /// Key material in a Key Protect create or rotate request.
 pub enum SuppliedMaterial<'a> {
     /// None given: keyplane generates it.
@@ -138,7 +153,7 @@ fn no_token(keystore: &Keystore) -> Error {
 
 /// Key Protect calls carry no ETag: they act on the key as just read, and a change made in
 /// between still fails as a stale one.
-fn as_read(key: &ManagedKey) -> IfMatch {
+pub(super) fn as_read(key: &ManagedKey) -> IfMatch {
     IfMatch::parse(&etag::etag(key.revision, key.id))
 }
 
@@ -282,19 +297,27 @@ impl Keyplane {
             })
     }
 
-    /// Creates (or imports) a root key in an internal keystore, as Key Protect's `POST /keys`.
+    /// Creates (or imports) a root key in an internal keystore, as Key Protect's `POST /keys`:
+    /// active, in `key_ring` (`default` when none is named) and with its aliases, in one write.
     pub async fn key_protect_create(
         &self,
         caller: &Caller,
         keystore_id: Uuid,
-        name: String,
-        description: Option<String>,
-        aliases: &[String],
+        key_ring: Option<&str>,
+        new_key: NewKeyProtectKey<'_>,
         supplied: &SuppliedMaterial<'_>,
     ) -> Result<InstalledKey> {
+        let NewKeyProtectKey {
+            name,
+            description,
+            aliases,
+        } = new_key;
         let keystore = self
             .instance_for(caller, Permission::KeyCreate, keystore_id)
             .await?;
+        if let Some(ring) = key_ring {
+            self.check_key_ring_exists(keystore_id, ring).await?;
+        }
         check_name(&name)?;
         if aliases.len() > MAX_ALIASES_PER_KEY {
             return Err(Error::invalid_field(
@@ -331,15 +354,20 @@ impl Keyplane {
             description,
             tags: None,
         };
-        let mut key = self
-            .create_key_with(caller, input, imported.as_ref())
-            .await?;
-        if key.state == KeyState::PreActivation {
-            // Key Protect creates keys in use: the activation is part of the create.
-            key = self
-                .carry_out(caller, key.id, None, KeyAction::Activate, None)
-                .await?;
-        }
+        let placement = crate::ports::KeyProtectPlacement {
+            keystore_id,
+            key_ring: key_ring.unwrap_or(DEFAULT_KEY_RING).to_owned(),
+            aliases: aliases.to_vec(),
+            created_at: now(),
+            created_by: caller.actor.0.clone(),
+        };
+        // Key Protect creates keys in use: the activation is part of the create.
+        let extras = super::keys::CreateExtras {
+            supplied: imported.as_ref(),
+            active: true,
+            key_protect: Some(placement),
+        };
+        let key = self.create_key_with(caller, input, extras).await?;
         let copy = self
             .store
             .internal_copies_of_key(key.id)
@@ -349,20 +377,6 @@ impl Keyplane {
             .ok_or_else(|| {
                 Error::internal("a key created for a keystore is not installed there")
             })?;
-        for alias in aliases {
-            self.store
-                .add_key_alias(
-                    &KeyAlias {
-                        keystore_id,
-                        alias: alias.clone(),
-                        key_id_in_keystore: copy.key_id_in_keystore,
-                        created_at: now(),
-                        created_by: caller.actor.0.clone(),
-                    },
-                    MAX_ALIASES_PER_KEY,
-                )
-                .await?;
-        }
         Ok(InstalledKey { copy, key })
     }
 
@@ -371,11 +385,9 @@ impl Keyplane {
         &self,
         caller: &Caller,
         keystore_id: Uuid,
-        id_or_alias: &str,
+        key_ref: &KeyProtectRef,
     ) -> Result<(InstalledKey, Vec<KeyVersion>)> {
-        let installed = self
-            .key_protect_key(caller, keystore_id, id_or_alias)
-            .await?;
+        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
         let versions = self.store.key_versions(installed.key.id).await?;
         Ok((installed, versions))
     }
@@ -410,12 +422,10 @@ impl Keyplane {
         &self,
         caller: &Caller,
         keystore_id: Uuid,
-        id_or_alias: &str,
+        key_ref: &KeyProtectRef,
         alias: &str,
     ) -> Result<KeyAlias> {
-        let installed = self
-            .key_protect_key(caller, keystore_id, id_or_alias)
-            .await?;
+        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
         Self::check_key(caller, Permission::KeyEdit, &installed.key)?;
         check_alias("alias", alias)?;
         self.alias_is_no_other_keys_name(keystore_id, &installed, alias)
@@ -463,12 +473,10 @@ impl Keyplane {
         &self,
         caller: &Caller,
         keystore_id: Uuid,
-        id_or_alias: &str,
+        key_ref: &KeyProtectRef,
         alias: &str,
     ) -> Result<()> {
-        let installed = self
-            .key_protect_key(caller, keystore_id, id_or_alias)
-            .await?;
+        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
         Self::check_key(caller, Permission::KeyEdit, &installed.key)?;
         crate::audit::note_target(
             "managed_keys",
@@ -514,8 +522,31 @@ impl Keyplane {
         self.store.dual_control(keystore.vault.id).await
     }
 
-    /// The key an internal keystore holds under an id or an alias (its label there).
+    /// The key an internal keystore holds under an id, an alias or its name, in the key ring the
+    /// call names, if it names one.
     pub async fn key_protect_key(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        key_ref: &KeyProtectRef,
+    ) -> Result<InstalledKey> {
+        let installed = self
+            .key_protect_lookup(caller, keystore_id, &key_ref.key)
+            .await?;
+        match &key_ref.key_ring {
+            Some(ring) if *ring != installed.copy.key_ring => Err(Error::NotFound {
+                resource: "key",
+                id: format!(
+                    "{} in key ring '{}'",
+                    key_ref.key.escape_debug(),
+                    ring.escape_debug()
+                ),
+            }),
+            _ => Ok(installed),
+        }
+    }
+
+    async fn key_protect_lookup(
         &self,
         caller: &Caller,
         keystore_id: Uuid,
@@ -570,12 +601,10 @@ impl Keyplane {
         &self,
         caller: &Caller,
         keystore_id: Uuid,
-        id_or_alias: &str,
+        key_ref: &KeyProtectRef,
         enabled: bool,
     ) -> Result<InstalledKey> {
-        let installed = self
-            .key_protect_key(caller, keystore_id, id_or_alias)
-            .await?;
+        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
         let key = &installed.key;
         let action = if enabled {
             KeyAction::Activate
@@ -592,7 +621,7 @@ impl Keyplane {
         }
         self.apply_with(caller, key.id, Some(&as_read(key)), action, None)
             .await?;
-        self.key_protect_key(caller, keystore_id, id_or_alias).await
+        self.key_protect_key(caller, keystore_id, key_ref).await
     }
 
     /// Key Protect's rotate: a new version, generated or imported.
@@ -600,12 +629,10 @@ impl Keyplane {
         &self,
         caller: &Caller,
         keystore_id: Uuid,
-        id_or_alias: &str,
+        key_ref: &KeyProtectRef,
         supplied: &SuppliedMaterial<'_>,
     ) -> Result<InstalledKey> {
-        let installed = self
-            .key_protect_key(caller, keystore_id, id_or_alias)
-            .await?;
+        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
         let keystore = self
             .instance_for(caller, Permission::KeyUse, keystore_id)
             .await?;
@@ -619,69 +646,6 @@ impl Keyplane {
             imported.as_ref(),
         )
         .await?;
-        self.key_protect_key(caller, keystore_id, id_or_alias).await
-    }
-
-    /// Key Protect's delete: the managed key is deactivated (when active) and destroyed, under
-    /// the lifecycle's rules. Under dual control the destroy must go through an approval.
-    pub async fn key_protect_delete(
-        &self,
-        caller: &Caller,
-        keystore_id: Uuid,
-        id_or_alias: &str,
-    ) -> Result<InstalledKey> {
-        let installed = self
-            .key_protect_key(caller, keystore_id, id_or_alias)
-            .await?;
-        let copy = installed.copy;
-        let mut key = installed.key;
-        // One operation, authorised as the destroy it ends in: the deactivation on the way is
-        // part of it.
-        let permission = match key.state {
-            KeyState::PreActivation => Permission::KeyDestroyPreActive,
-            _ => Permission::KeyDestroyDeactivated,
-        };
-        Self::check_key(caller, permission, &key)?;
-        if self.store.dual_control(key.vault.id).await? {
-            return Err(Error::conflict(
-                ErrorCode::InvalidStateTransition,
-                format!(
-                    "vault '{}' is under dual control: destroy key {} through \
-                     /api/v4/managed_keys/{}/actions/destroy and an approval",
-                    key.vault.name, key.id, key.id
-                ),
-            ));
-        }
-        if matches!(key.state, KeyState::Active) && !self.policy.destroy_grace_period.is_zero() {
-            // Deactivating now would leave the key out of use with its destroy refused: nothing
-            // is done instead.
-            return Err(Error::invalid_transition(format!(
-                "key {} is active and a deactivated key waits {} before it may be destroyed: \
-                 disable it, then delete it once that time has passed",
-                copy.key_id_in_keystore,
-                crate::lifecycle::human(self.policy.destroy_grace_period)
-            )));
-        }
-        if matches!(key.state, KeyState::Active) {
-            key = self
-                .carry_out(
-                    caller,
-                    key.id,
-                    Some(&as_read(&key)),
-                    KeyAction::Deactivate,
-                    None,
-                )
-                .await?;
-        }
-        let key = self
-            .carry_out(
-                caller,
-                key.id,
-                Some(&as_read(&key)),
-                KeyAction::Destroy,
-                None,
-            )
-            .await?;
-        Ok(InstalledKey { copy, key })
+        self.key_protect_key(caller, keystore_id, key_ref).await
     }
 }

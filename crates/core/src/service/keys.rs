@@ -30,6 +30,8 @@ pub struct KeyPatch {
     pub expiration_date: Option<String>,
     pub description: Option<String>,
     pub tags: Option<Vec<Tag>>,
+    /// An ISO-8601 duration; empty clears it.
+    pub rotation_interval: Option<String>,
 }
 
 fn naming_error(e: NamingError) -> Error {
@@ -76,6 +78,15 @@ fn desired_copy(state: KeyState, present: bool) -> Option<bool> {
         KeyState::Active => Some(true),
         KeyState::Deactivated | KeyState::Compromised => present.then_some(false),
     }
+}
+
+/// What a create adds to a plain [`NewKey`]: material the caller supplied, and for Key Protect the
+/// key active at once, with its ring and aliases in its internal keystore.
+#[derive(Default)]
+pub(super) struct CreateExtras<'a> {
+    pub supplied: Option<&'a ImportedMaterial<'a>>,
+    pub active: bool,
+    pub key_protect: Option<crate::ports::KeyProtectPlacement>,
 }
 
 impl Keyplane {
@@ -126,17 +137,19 @@ impl Keyplane {
     }
 
     pub async fn create_key(&self, caller: &Caller, input: NewKey) -> Result<ManagedKey> {
-        self.create_key_with(caller, input, None).await
+        self.create_key_with(caller, input, CreateExtras::default())
+            .await
     }
 
-    /// Creates a key; with `supplied` material it is imported and the key starts active, whatever
-    /// the template's initial state.
+    /// Creates a key; with supplied material it is imported, and then (or when asked) the key
+    /// starts active, whatever the template's initial state.
     pub(super) async fn create_key_with(
         &self,
         caller: &Caller,
         input: NewKey,
-        supplied: Option<&ImportedMaterial<'_>>,
+        extras: CreateExtras<'_>,
     ) -> Result<ManagedKey> {
+        let supplied = extras.supplied;
         let vault_id = input
             .vault_id
             .ok_or_else(|| Error::missing_field("vault.id"))?;
@@ -250,6 +263,7 @@ impl Keyplane {
             rotated_at: None,
             deactivated_at: None,
             label_from_scheme,
+            rotation_interval: None,
             stamps: Stamps::new(&caller.actor, created),
             revision: 1,
         };
@@ -258,8 +272,11 @@ impl Keyplane {
             .into_iter()
             .cloned()
             .collect();
-        let mut write = KeyWrite::default();
-        if template.key.state == InitialKeyState::Active || supplied.is_some() {
+        let mut write = KeyWrite {
+            key_protect: extras.key_protect,
+            ..KeyWrite::default()
+        };
+        if template.key.state == InitialKeyState::Active || supplied.is_some() || extras.active {
             key.state = KeyState::Active;
             self.add_material(&mut key, &mut write, supplied).await?;
         }
@@ -361,6 +378,10 @@ impl Keyplane {
                         label: key.instances[0].label_in_keystore.clone(),
                         enabled,
                         version: key.version,
+                        key_ring: existing.map_or_else(
+                            || crate::ports::DEFAULT_KEY_RING.to_owned(),
+                            |c| c.key_ring.clone(),
+                        ),
                     };
                     if existing != Some(&copy) {
                         write.upsert_copies.push(copy.clone());
@@ -573,7 +594,7 @@ impl Keyplane {
             &key,
         )?;
         if let Some(approval) = self
-            .request_approval(caller, &key, if_match, ApprovalAction::DestroyKey)
+            .request_approval(caller, &key, if_match, ApprovalAction::DestroyKey, 202)
             .await?
         {
             return Ok(Decided::Requested(approval));
@@ -656,6 +677,14 @@ impl Keyplane {
             validate::tags("tags", &tags)?;
             key.tags = tags;
         }
+        if let Some(interval) = patch.rotation_interval {
+            key.rotation_interval = if interval.is_empty() {
+                None
+            } else {
+                validate::schedule_interval("rotation_interval", &interval)?;
+                Some(interval)
+            };
+        }
         key.stamps.touch(&caller.actor, now());
         key.revision += 1;
         let targets = self.current_targets(&key).await?;
@@ -676,7 +705,7 @@ impl Keyplane {
     ) -> Result<Decided<()>> {
         let key = self.key_for(caller, Permission::KeyRemove, id).await?;
         if let Some(approval) = self
-            .request_approval(caller, &key, if_match, ApprovalAction::RemoveKey)
+            .request_approval(caller, &key, if_match, ApprovalAction::RemoveKey, 202)
             .await?
         {
             return Ok(Decided::Requested(approval));

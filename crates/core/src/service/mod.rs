@@ -8,6 +8,9 @@ mod dataplane;
 mod distributor;
 mod key_pool;
 mod key_protect;
+mod key_protect_deletion;
+mod key_protect_policies;
+mod key_protect_rings;
 mod keys;
 mod keystores;
 mod system;
@@ -32,9 +35,12 @@ pub use dataplane::{
 pub use distributor::DistributionPolicy;
 pub use key_pool::KeyPoolPolicy;
 pub use key_protect::{
-    ALIAS_PATTERN, ImportTokenView, MAX_ALIASES_PER_KEY, MAX_IMPORT_TOKEN_RETRIEVALS,
-    MAX_IMPORT_TOKEN_SECONDS, SuppliedMaterial, check_alias,
+    ALIAS_PATTERN, ImportTokenView, KeyProtectRef, MAX_ALIASES_PER_KEY,
+    MAX_IMPORT_TOKEN_RETRIEVALS, MAX_IMPORT_TOKEN_SECONDS, NewKeyProtectKey, SuppliedMaterial,
+    check_alias,
 };
+pub use key_protect_policies::{KeyProtectPolicies, ROTATION_MONTHS};
+pub use key_protect_rings::{KEY_RING_PATTERN, check_key_ring};
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{

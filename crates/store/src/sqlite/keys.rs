@@ -26,6 +26,7 @@ fn copy_from_row(r: &rusqlite::Row<'_>) -> Result<InternalCopy> {
         label: col(r, "label")?,
         enabled: col(r, "enabled")?,
         version: u32_col(r, "version")?,
+        key_ring: col(r, "key_ring")?,
     })
 }
 
@@ -308,16 +309,22 @@ impl KeyRecords for SqliteStore {
     async fn internal_copies_in_keystore(
         &self,
         keystore_id: Uuid,
+        key_ring: Option<&str>,
         paging: Paging,
     ) -> Result<Page<InternalCopy>> {
         self.reader.with(|c| {
             let total_count = c
-                .query_row("SELECT COUNT(*) FROM internal_copies WHERE keystore_id = ?", [keystore_id.to_string()], |r| r.get(0))
+                .query_row(
+                    "SELECT COUNT(*) FROM internal_copies WHERE keystore_id = ?1 AND (?2 IS NULL OR key_ring = ?2)",
+                    params![keystore_id.to_string(), key_ring],
+                    |r| r.get(0),
+                )
                 .map_err(sql_err)?;
             let items = all(
                 c,
-                "SELECT * FROM internal_copies WHERE keystore_id = ? ORDER BY managed_key_id LIMIT ? OFFSET ?",
-                params![keystore_id.to_string(), i64::from(paging.limit), i64::try_from(paging.offset).unwrap_or(i64::MAX)],
+                "SELECT * FROM internal_copies WHERE keystore_id = ?1 AND (?2 IS NULL OR key_ring = ?2)
+                 ORDER BY managed_key_id LIMIT ?3 OFFSET ?4",
+                params![keystore_id.to_string(), key_ring, i64::from(paging.limit), i64::try_from(paging.offset).unwrap_or(i64::MAX)],
                 copy_from_row,
             )?;
             Ok(Page { items, total_count })

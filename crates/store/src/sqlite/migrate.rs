@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../../migrations/sqlite/0013_key_aliases.sql"),
     ),
+    (
+        14,
+        include_str!("../../migrations/sqlite/0014_key_rings.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {

@@ -189,6 +189,8 @@ pub(crate) struct KeyDoc {
     pub managing_systems: Vec<ManagingSystem>,
     pub deactivated_at: Option<DateTime<Utc>>,
     pub label_from_scheme: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_interval: Option<String>,
 }
 
 impl KeyDoc {
@@ -204,6 +206,7 @@ impl KeyDoc {
             managing_systems: k.managing_systems.clone(),
             deactivated_at: k.deactivated_at,
             label_from_scheme: k.label_from_scheme,
+            rotation_interval: k.rotation_interval.clone(),
         }
     }
 }
@@ -248,6 +251,7 @@ pub(crate) fn key_from_row(r: &Row<'_>) -> Result<ManagedKey> {
         rotated_at: opt_ts_col(r, "rotated_at")?,
         deactivated_at: doc.deactivated_at,
         label_from_scheme: doc.label_from_scheme,
+        rotation_interval: doc.rotation_interval,
         stamps: stamps(r)?,
         revision: col(r, "revision")?,
     })

@@ -263,11 +263,13 @@ pub(crate) fn delete_keystore(
         [id.to_string()],
     )
     .map_err(sql_err)?;
-    conn.execute(
-        "DELETE FROM internal_copies WHERE keystore_id = ?",
-        [id.to_string()],
-    )
-    .map_err(sql_err)?;
+    for table in ["internal_copies", "removed_copies", "key_rings"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE keystore_id = ?"),
+            [id.to_string()],
+        )
+        .map_err(sql_err)?;
+    }
     super::distribution::forget_keystore(conn, id)?;
     super::import_tokens::forget(conn, id)?;
     let rows = conn
@@ -280,6 +282,11 @@ pub(crate) fn delete_keystore(
 }
 
 pub(crate) fn delete_key(conn: &Connection, id: Uuid, read_revision: i64) -> Result<()> {
+    conn.execute(
+        "DELETE FROM removed_copies WHERE managed_key_id = ?",
+        [id.to_string()],
+    )
+    .map_err(sql_err)?;
     let rows = conn
         .execute(
             "DELETE FROM managed_keys WHERE id = ? AND revision = ?",
@@ -404,6 +411,20 @@ pub(crate) fn save_key(
     }
     super::distribution::enqueue(conn, k.id, &w.converge_in, &k.stamps.updated_at)?;
     for keystore_id in &w.remove_copies_from {
+        // Remembered under its id there: Key Protect's purge and restore name it so.
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO removed_copies (keystore_id, key_id_in_keystore, managed_key_id, key_ring, removed_at)
+             SELECT keystore_id, key_id_in_keystore, managed_key_id, key_ring, ?3 FROM internal_copies
+             WHERE keystore_id = ?1 AND managed_key_id = ?2",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                keystore_id.to_string(),
+                id,
+                ts(&k.stamps.updated_at)
+            ])
+        })
+        .map_err(sql_err)?;
         // A copy's aliases go with it.
         conn.prepare_cached(
             "DELETE FROM key_aliases WHERE keystore_id = ?1 AND key_id_in_keystore IN
@@ -419,8 +440,8 @@ pub(crate) fn save_key(
     }
     for c in &w.upsert_copies {
         conn.prepare_cached(
-            "INSERT INTO internal_copies (keystore_id, managed_key_id, key_id_in_keystore, label, enabled, version)
-             VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO internal_copies (keystore_id, managed_key_id, key_id_in_keystore, label, enabled, version, key_ring)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (keystore_id, managed_key_id) DO UPDATE SET label = excluded.label, enabled = excluded.enabled,
                 version = excluded.version",
         )
@@ -431,10 +452,14 @@ pub(crate) fn save_key(
                 c.key_id_in_keystore.to_string(),
                 c.label,
                 c.enabled,
-                i64::from(c.version)
+                i64::from(c.version),
+                c.key_ring
             ])
         })
         .map_err(sql_err)?;
+    }
+    if let Some(placement) = &w.key_protect {
+        super::key_rings::place(conn, k.id, placement)?;
     }
     Ok(())
 }
