@@ -65,7 +65,7 @@ if [ ! -d tests/clients/node_modules/@ibm-cloud/ibm-key-protect ]; then
 fi
 if [ -z "${KEYPLANE_TEST_KP_PYTHON:-}" ]; then
     kp_venv=target/clients-venv
-    if [ ! -x "$kp_venv/bin/python" ] || ! "$kp_venv/bin/python" -c 'import keyprotect' 2>/dev/null; then
+    if [ ! -x "$kp_venv/bin/python" ] || ! "$kp_venv/bin/python" -c 'import keyprotect, cryptography' 2>/dev/null; then
         echo "installing IBM's Key Protect Python client (PyPI) for the tests" >&2
         python3 -m venv "$kp_venv"
         "$kp_venv/bin/pip" install --quiet -r tests/clients/requirements.txt

@@ -12,6 +12,9 @@ import json
 import os
 import sys
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 from keyprotect.ibm_key_protect_api_v2 import IbmKeyProtectApiV2
@@ -161,6 +164,129 @@ assert alias["resources"][0]["alias"] == "py_alias-2", alias
 service.delete_key_alias(id=key_id, alias="py_alias-2", bluemix_instance=INSTANCE)
 refused(404, lambda: service.get_key(id="py_alias-2", bluemix_instance=INSTANCE))
 
+step("key rings: create, create a key in one, move a key, delete")
+service.create_key_ring(key_ring_id="py-ring", bluemix_instance=INSTANCE)
+rings = data(service.list_key_rings(bluemix_instance=INSTANCE))
+assert [r["id"] for r in rings["resources"]] == ["default", "py-ring"], rings
+ringed = data(
+    service.create_key(
+        bluemix_instance=INSTANCE,
+        x_kms_key_ring="py-ring",
+        key_create_body=body({"resources": [{"name": "py-ringed", "extractable": False}]}),
+    )
+)["resources"][0]
+assert ringed["keyRingID"] == "py-ring", ringed
+in_ring = data(service.get_keys(bluemix_instance=INSTANCE, x_kms_key_ring="py-ring"))
+assert [k["id"] for k in in_ring["resources"]] == [ringed["id"]], in_ring
+refused(404, lambda: service.get_key(id=ringed["id"], bluemix_instance=INSTANCE, x_kms_key_ring="default"))
+refused(409, lambda: service.delete_key_ring(key_ring_id="py-ring", bluemix_instance=INSTANCE))
+moved = data(
+    service.patch_key(
+        id=ringed["id"],
+        bluemix_instance=INSTANCE,
+        x_kms_key_ring="py-ring",
+        key_patch_body=body({"keyRingID": "default"}),
+    )
+)
+assert moved["resources"][0]["keyRingID"] == "default", moved
+service.delete_key_ring(key_ring_id="py-ring", bluemix_instance=INSTANCE)
+refused(404, lambda: service.get_keys(bluemix_instance=INSTANCE, x_kms_key_ring="py-ring"))
+
+step("policies: rotation is the key's interval, dual authorization the vault's dual control")
+policy_body = {
+    "metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+    "resources": [{"type": "application/vnd.ibm.kms.policy+json", "rotation": {"enabled": True, "interval_month": 2}}],
+}
+put = data(service.put_policy(id=key_id, bluemix_instance=INSTANCE, key_policy_put_body=policy_body, policy="rotation"))
+assert put["resources"][0]["rotation"] == {"enabled": True, "interval_month": 2}, put
+got = data(service.get_policy(id="py_alias-1", bluemix_instance=INSTANCE))
+kinds = {k: r[k] for r in got["resources"] for k in ("rotation", "dualAuthDelete") if k in r}
+assert kinds == {"rotation": {"enabled": True, "interval_month": 2}, "dualAuthDelete": {"enabled": False}}, got
+policy_body["resources"][0]["rotation"]["interval_month"] = 13
+refused(400, lambda: service.put_policy(id=key_id, bluemix_instance=INSTANCE, key_policy_put_body=policy_body))
+instance = data(service.get_instance_policy(bluemix_instance=INSTANCE, policy="dualAuthDelete"))
+assert instance["resources"][0]["policy_data"]["enabled"] is False, instance
+# Switching the vault's dual control takes an administrator: this principal is refused.
+refused(
+    403,
+    lambda: service.put_instance_policy(
+        bluemix_instance=INSTANCE,
+        instance_policy_put_body={
+            "metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+            "resources": [{"policy_type": "dualAuthDelete", "policy_data": {"enabled": True}}],
+        },
+        policy="dualAuthDelete",
+    ),
+)
+# Without dual control a key is deleted in one call: there is nothing to set for deletion.
+refused(409, lambda: service.set_key_for_deletion(id=key_id, bluemix_instance=INSTANCE))
+
+step("import a root key under an import token")
+service.post_import_token(bluemix_instance=INSTANCE, expiration=600, max_allowed_retrievals=1)
+token = data(service.get_import_token(bluemix_instance=INSTANCE))
+public_key = serialization.load_pem_public_key(base64.b64decode(token["payload"]))
+material = os.urandom(32)
+iv = os.urandom(12)
+imported = data(
+    service.create_key(
+        bluemix_instance=INSTANCE,
+        key_create_body=body(
+            {
+                "resources": [
+                    {
+                        "type": "application/vnd.ibm.kms.key+json",
+                        "name": "py-imported",
+                        "extractable": False,
+                        "payload": base64.b64encode(
+                            public_key.encrypt(
+                                material,
+                                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+                            )
+                        ).decode(),
+                        "encryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                        "encryptedNonce": base64.b64encode(
+                            AESGCM(material).encrypt(iv, base64.b64decode(token["nonce"]), None)
+                        ).decode(),
+                        "iv": base64.b64encode(iv).decode(),
+                    }
+                ]
+            }
+        ),
+    )
+)["resources"][0]
+assert imported["imported"] is True and imported["state"] == 1, imported
+sealed = data(service.wrap_key(id="py-imported", bluemix_instance=INSTANCE))
+opened = data(
+    service.unwrap_key(id=imported["id"], bluemix_instance=INSTANCE, key_action_unwrap_body=body({"ciphertext": sealed["ciphertext"]}))
+)
+assert opened["plaintext"] == sealed["plaintext"]
+# Material whose nonce proof does not match the token's nonce is refused, and nothing is made.
+refused(
+    400,
+    lambda: service.create_key(
+        bluemix_instance=INSTANCE,
+        key_create_body=body(
+            {
+                "resources": [
+                    {
+                        "name": "py-imported-2",
+                        "extractable": False,
+                        "payload": base64.b64encode(
+                            public_key.encrypt(
+                                material,
+                                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+                            )
+                        ).decode(),
+                        "encryptedNonce": base64.b64encode(AESGCM(material).encrypt(iv, b"not the nonce", None)).decode(),
+                        "iv": base64.b64encode(iv).decode(),
+                    }
+                ]
+            }
+        ),
+    ),
+)
+refused(404, lambda: service.get_key(id="py-imported-2", bluemix_instance=INSTANCE))
+
 step("disable and enable")
 service.disable_key(id=key_id, bluemix_instance=INSTANCE)
 assert data(service.get_key(id=key_id, bluemix_instance=INSTANCE))["resources"][0]["state"] == 3
@@ -173,6 +299,13 @@ deleted = data(service.delete_key(id=key_id, bluemix_instance=INSTANCE, prefer="
 gone = deleted["resources"][0]
 assert gone["state"] == 5 and gone["deleted"] is True, gone
 refused(404, lambda: service.get_key(id="py_alias-1", bluemix_instance=INSTANCE))
+
+step("restore is refused, purge removes the deleted key")
+refused(409, lambda: service.restore_key(id=key_id, bluemix_instance=INSTANCE))
+purged = data(service.purge_key(id=key_id, bluemix_instance=INSTANCE))
+assert purged["resources"][0]["id"] == key_id, purged
+refused(404, lambda: service.purge_key(id=key_id, bluemix_instance=INSTANCE))
+refused(409, lambda: service.purge_key(id=imported["id"], bluemix_instance=INSTANCE))
 
 print("python client scenario passed")
 sys.exit(0)

@@ -12,10 +12,17 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// What the store holds of a key a scenario made, by its name: nothing once purged, else its state.
+enum Left {
+    Purged,
+    Destroyed,
+    Active,
+}
+
 /// Runs `program scenario` against a fresh server as an application principal of one vault, then
-/// checks that the key the scenario made, named `key_name`, is what the store holds: destroyed,
-/// made by that principal, rotated once.
-async fn run_scenario(program: &Path, scenario: &str, passed: &str, key_name: &str) {
+/// checks that the keys the scenario made are what the store holds: each `(name, left)`, made by
+/// that principal.
+async fn run_scenario(program: &Path, scenario: &str, passed: &str, keys: &[(&str, Left)]) {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let c = server.client();
@@ -32,7 +39,10 @@ async fn run_scenario(program: &Path, scenario: &str, passed: &str, key_name: &s
         ],
     )
     .await;
-    let run = tokio::process::Command::new(program)
+    // A client that hangs fails the test within two minutes, with what it printed so far.
+    let run = tokio::process::Command::new("timeout")
+        .args(["--signal=KILL", "120"])
+        .arg(program)
         .arg(repo_root().join("tests/clients").join(scenario))
         .current_dir(repo_root().join("tests/clients"))
         .env("KEYPLANE_URL", &server.base)
@@ -46,16 +56,27 @@ async fn run_scenario(program: &Path, scenario: &str, passed: &str, key_name: &s
     assert!(run.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(passed), "{stdout}");
 
-    let keys = c
-        .get(&format!(
-            "/api/v4/managed_keys?vault.id={vault}&state=destroyed&label={key_name}"
-        ))
-        .await
-        .unwrap();
-    assert_eq!(keys.body["total_count"], 1, "{}", keys.body);
-    let key = &keys.body["managed_keys"][0];
-    assert_eq!(key["created_by"], "kp-application");
-    assert_eq!(key["version"], 2);
+    for (name, left) in keys {
+        let found = c
+            .get(&format!(
+                "/api/v4/managed_keys?vault.id={vault}&label={name}\
+                 &state=pre_activation,active,deactivated,destroyed,compromised,destroyed_compromised"
+            ))
+            .await
+            .unwrap();
+        let state = match left {
+            Left::Purged => {
+                assert_eq!(found.body["total_count"], 0, "{name}: {}", found.body);
+                continue;
+            }
+            Left::Destroyed => "destroyed",
+            Left::Active => "active",
+        };
+        assert_eq!(found.body["total_count"], 1, "{name}: {}", found.body);
+        let key = &found.body["managed_keys"][0];
+        assert_eq!(key["state"], state, "{name}: {key}");
+        assert_eq!(key["created_by"], "kp-application");
+    }
 }
 
 #[tokio::test]
@@ -72,7 +93,11 @@ async fn ibms_python_client_runs_an_applications_scenario() {
         &python,
         "key_protect.py",
         "python client scenario passed",
-        "py-root-1",
+        &[
+            ("py-root-1", Left::Purged),
+            ("py-imported", Left::Active),
+            ("py-ringed", Left::Active),
+        ],
     )
     .await;
 }
@@ -90,7 +115,10 @@ async fn ibms_node_client_runs_an_applications_scenario() {
         Path::new("node"),
         "key_protect.js",
         "node client scenario passed",
-        "node_key.v2-x",
+        &[
+            ("node_key.v2-x", Left::Destroyed),
+            ("node-imported", Left::Active),
+        ],
     )
     .await;
 }
