@@ -103,8 +103,9 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "413", "42
 # why: they refer to what must exist (a vault, a template, a principal), to what a keystore's
 # type decides (its connection fields, a template's key properties, a type fixed once created),
 # or carry what only the server can judge (a ciphertext it made, key material under its import
-# token with its nonce proof), or choose between fields (count or plaintexts), or name an alias
-# Key Protect keeps out (a UUID, one of its path words). Every other operation must accept
+# token with its nonce proof), or choose between fields (count or plaintexts; a policy and the
+# one ?policy= names; a rotation interval when rotation is enabled), or name an alias Key
+# Protect keeps out (a UUID, one of its path words). Every other operation must accept
 # whatever the document allows.
 [[operations]]
 include-name = [
@@ -121,6 +122,7 @@ include-name = [
     "POST /api/v2/keys/{id}/actions/rotate",
     "POST /api/v2/keys/{id}/actions/wrap_batch",
     "POST /api/v2/keys/{id}/aliases/{alias}",
+    "PUT /api/v2/keys/{id}/policies",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "412", "413", "428", "429", "5xx"]
 EOF

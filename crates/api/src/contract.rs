@@ -451,6 +451,14 @@ fn complete(
     for parameter in operation.parameters.iter_mut().flatten() {
         match (&parameter.parameter_in, parameter.name.as_str()) {
             (ParameterIn::Path, "id") if !key_protect => parameter.schema = Some(uuid_schema()),
+            (ParameterIn::Path, "id") if path.starts_with("/api/v2/key_rings/") => {
+                parameter.schema = Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(keyplane_core::service::KEY_RING_PATTERN))
+                        .into(),
+                )
+            }
             (ParameterIn::Path, "alias") => {
                 parameter.schema = Some(
                     ObjectBuilder::new()

@@ -1559,6 +1559,22 @@ async fn key_rings_hold_keys_where_the_key_ring_header_puts_them() {
     f.kp("DELETE", "/api/v2/key_rings/default", None)
         .await
         .expect(409);
+    // A keystore holds a bounded number of rings.
+    for n in 0..keyplane_core::service::MAX_KEY_RINGS {
+        f.kp("POST", &format!("/api/v2/key_rings/ring-{n}"), None)
+            .await
+            .expect(201);
+    }
+    let full = f
+        .kp("POST", "/api/v2/key_rings/one-more", None)
+        .await
+        .expect(409);
+    assert!(full.message().contains("at most"), "{}", full.body);
+    for n in 0..keyplane_core::service::MAX_KEY_RINGS {
+        f.kp("DELETE", &format!("/api/v2/key_rings/ring-{n}"), None)
+            .await
+            .expect(204);
+    }
     assert_eq!(
         rings().await.expect(200).body["metadata"]["collectionTotal"],
         1

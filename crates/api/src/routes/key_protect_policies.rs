@@ -118,6 +118,7 @@ pub(crate) struct RotationPolicy {
     enabled: Option<bool>,
     /// Months between rotations, 1 to 12.
     #[serde(default, deserialize_with = "crate::extract::whole_number")]
+    #[schema(minimum = 1, maximum = 12)]
     interval_month: Option<u32>,
 }
 
@@ -146,6 +147,7 @@ pub(crate) struct KeyPoliciesRequest {
     #[allow(dead_code)]
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde::de::IgnoredAny>,
+    #[schema(min_items = 1, max_items = 1)]
     resources: Vec<KeyPolicyResource>,
 }
 
@@ -241,6 +243,7 @@ pub(crate) async fn get_instance_policies(
 #[serde(deny_unknown_fields)]
 pub(crate) struct InstancePolicyResource {
     /// Only `dualAuthDelete` is mapped.
+    #[schema(pattern = "^dualAuthDelete$")]
     policy_type: String,
     policy_data: EnabledPolicy,
 }
@@ -251,6 +254,7 @@ pub(crate) struct InstancePoliciesRequest {
     #[allow(dead_code)]
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde::de::IgnoredAny>,
+    #[schema(min_items = 1, max_items = 1)]
     resources: Vec<InstancePolicyResource>,
 }
 

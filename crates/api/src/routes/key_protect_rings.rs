@@ -126,6 +126,7 @@ pub(crate) async fn delete_key_ring(
 pub(crate) struct KeyPatchBody {
     /// The key ring the key moves to.
     #[serde(rename = "keyRingID")]
+    #[schema(pattern = "^[A-Za-z0-9-]{2,100}$")]
     key_ring_id: String,
 }
 

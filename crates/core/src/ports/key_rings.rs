@@ -35,8 +35,9 @@ pub trait KeyRingRecords: Send + Sync + 'static {
     /// The key rings created in the keystore, oldest first (`default` not included).
     async fn key_rings(&self, keystore_id: Uuid) -> Result<Vec<KeyRing>>;
 
-    /// Creates a key ring; `duplicate_name` when the keystore has it.
-    async fn add_key_ring(&self, ring: &KeyRing) -> Result<()>;
+    /// Creates a key ring; `duplicate_name` when the keystore has it, a conflict when it already
+    /// has `max_per_keystore`.
+    async fn add_key_ring(&self, ring: &KeyRing, max_per_keystore: usize) -> Result<()>;
 
     /// Deletes a key ring: a conflict while a key is in it, or a removed copy is and `force` is
     /// not given (with `force`, those move to `default`); not found when there is none.

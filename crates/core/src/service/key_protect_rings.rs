@@ -9,6 +9,9 @@ use crate::authz::{Caller, Permission};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ports::{DEFAULT_KEY_RING, KeyRing};
 
+/// Most key rings a keystore has besides `default` (Key Protect's limit).
+pub const MAX_KEY_RINGS: usize = 50;
+
 /// A key ring's id, as Key Protect has it: 2 to 100 letters, digits and `-`.
 pub const KEY_RING_PATTERN: &str = "^[A-Za-z0-9-]{2,100}$";
 
@@ -79,7 +82,7 @@ impl Keyplane {
             created_by: caller.actor.0.clone(),
         };
         crate::audit::note_target("keystores", keystore_id, Some(keystore.vault.id));
-        self.store.add_key_ring(&ring).await?;
+        self.store.add_key_ring(&ring, MAX_KEY_RINGS).await?;
         Ok(ring)
     }
 

@@ -40,7 +40,7 @@ pub use key_protect::{
     check_alias,
 };
 pub use key_protect_policies::{KeyProtectPolicies, ROTATION_MONTHS};
-pub use key_protect_rings::{KEY_RING_PATTERN, check_key_ring};
+pub use key_protect_rings::{KEY_RING_PATTERN, MAX_KEY_RINGS, check_key_ring};
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{

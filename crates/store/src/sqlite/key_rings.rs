@@ -114,12 +114,25 @@ impl KeyRingRecords for SqliteStore {
         })
     }
 
-    async fn add_key_ring(&self, ring: &KeyRing) -> Result<()> {
+    async fn add_key_ring(&self, ring: &KeyRing, max_per_keystore: usize) -> Result<()> {
         let ring = ring.clone();
         self.audited_write(move |c| {
             let keystore = ring.keystore_id.to_string();
             if ring_exists(c, &keystore, &ring.id)? {
                 return Err(Error::duplicate_name("key ring", &ring.id));
+            }
+            let held: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM key_rings WHERE keystore_id = ?",
+                    [&keystore],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+            if usize::try_from(held).unwrap_or(usize::MAX) >= max_per_keystore {
+                return Err(Error::conflict(
+                    ErrorCode::InvalidStateTransition,
+                    format!("a keystore has at most {max_per_keystore} key rings besides 'default'"),
+                ));
             }
             c.execute(
                 "INSERT INTO key_rings (keystore_id, id, created_at, created_by) VALUES (?, ?, ?, ?)",
