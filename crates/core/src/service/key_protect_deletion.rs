@@ -22,16 +22,11 @@ impl Keyplane {
         keystore_id: Uuid,
         key_ref: &KeyProtectRef,
     ) -> Result<InstalledKey> {
-        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
-        let copy = installed.copy;
-        let mut key = installed.key;
         // One operation, authorised as the destroy it ends in: the deactivation on the way is
         // part of it.
-        let permission = match key.state {
-            KeyState::PreActivation => Permission::KeyDestroyPreActive,
-            _ => Permission::KeyDestroyDeactivated,
-        };
-        Self::check_key(caller, permission, &key)?;
+        let installed = self.key_to_destroy(caller, keystore_id, key_ref).await?;
+        let copy = installed.copy;
+        let mut key = installed.key;
         if self.store.dual_control(key.vault.id).await? {
             let Some(request) = self
                 .pending_request(&key, ApprovalAction::DestroyKey)
@@ -84,6 +79,22 @@ impl Keyplane {
         Ok(InstalledKey { copy, key })
     }
 
+    /// The key a call names, which the caller may destroy.
+    async fn key_to_destroy(
+        &self,
+        caller: &Caller,
+        keystore_id: Uuid,
+        key_ref: &KeyProtectRef,
+    ) -> Result<InstalledKey> {
+        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
+        Self::check_key(
+            caller,
+            Permission::for_lifecycle(KeyAction::Destroy, installed.key.state),
+            &installed.key,
+        )?;
+        Ok(installed)
+    }
+
     /// Key Protect's `setKeyForDeletion`: under dual control, the first principal's request to
     /// destroy the key, which a second principal's delete approves. Asking again changes
     /// nothing; a request another principal made is theirs to withdraw.
@@ -93,13 +104,8 @@ impl Keyplane {
         keystore_id: Uuid,
         key_ref: &KeyProtectRef,
     ) -> Result<Approval> {
-        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
+        let installed = self.key_to_destroy(caller, keystore_id, key_ref).await?;
         let key = &installed.key;
-        Self::check_key(
-            caller,
-            Permission::for_lifecycle(KeyAction::Destroy, key.state),
-            key,
-        )?;
         if !self.store.dual_control(key.vault.id).await? {
             return Err(Error::conflict(
                 ErrorCode::InvalidStateTransition,
@@ -144,13 +150,8 @@ impl Keyplane {
         keystore_id: Uuid,
         key_ref: &KeyProtectRef,
     ) -> Result<Approval> {
-        let installed = self.key_protect_key(caller, keystore_id, key_ref).await?;
+        let installed = self.key_to_destroy(caller, keystore_id, key_ref).await?;
         let key = &installed.key;
-        Self::check_key(
-            caller,
-            Permission::for_lifecycle(KeyAction::Destroy, key.state),
-            key,
-        )?;
         let pending = self
             .pending_request(key, ApprovalAction::DestroyKey)
             .await?
