@@ -41,10 +41,13 @@ struct Args {
 enum Workload {
     /// GET /managed_keys/{id} of one key.
     GetKey,
-    /// GET /managed_keys?limit=100&state=active after seeding `keys` active keys.
+    /// GET each `path` (a list; `{vault}` is the seeded vault's id) in turn after seeding `keys`
+    /// active keys; reported as `list-active`, or as `list <path>` when paths are given.
     ListActive {
         #[arg(long, default_value_t = 100_000)]
         keys: u64,
+        #[arg(long = "path")]
+        paths: Vec<String>,
     },
     /// POST /managed_keys from a template whose keys are active at once (AES-256, internal keystore).
     CreateActivate,
@@ -380,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             report("create-activate", secs, &o);
         }
-        Workload::ListActive { keys } => {
+        Workload::ListActive { keys, paths } => {
             let v = vault.clone();
             // Seed with the same closed loop until enough keys exist.
             let mut seeded = 0u64;
@@ -401,10 +404,24 @@ async fn main() -> anyhow::Result<()> {
                 seeded += o.latencies_us.len() as u64;
                 eprintln!("seeded {seeded} keys");
             }
-            let path = "/api/v4/managed_keys?limit=100&state=active".to_owned();
-            let (secs, o) =
-                run(&args, None, duration, move |_| ("GET", path.clone(), None)).await?;
-            report("list-active", secs, &o);
+            let named = !paths.is_empty();
+            let paths = if named {
+                paths
+            } else {
+                vec!["/api/v4/managed_keys?limit=100&state=active".to_owned()]
+            };
+            for path in paths {
+                let concrete = path.replace("{vault}", &v);
+                let (secs, o) = run(&args, None, duration, move |_| {
+                    ("GET", concrete.clone(), None)
+                })
+                .await?;
+                if named {
+                    report(&format!("list {path}"), secs, &o);
+                } else {
+                    report("list-active", secs, &o);
+                }
+            }
         }
     }
     Ok(())

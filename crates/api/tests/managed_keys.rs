@@ -1312,6 +1312,76 @@ async fn list_default_state_filter_and_state_filter() {
 }
 
 #[tokio::test]
+async fn list_pages_across_states_and_vaults_keep_the_order_of_last_change() {
+    let f = list_fx().await;
+    let app = &f.app;
+    // The order every page must follow, from the keys themselves: last change, then id.
+    let mut all: Vec<(String, String, String)> = Vec::new();
+    for body in f.keys.values() {
+        let key = app
+            .get(&kpath(body["id"].as_str().unwrap()))
+            .await
+            .expect(200);
+        all.push((
+            key.body["updated_at"].as_str().unwrap().to_owned(),
+            key.body["id"].as_str().unwrap().to_owned(),
+            key.body["label"].as_str().unwrap().to_owned(),
+        ));
+    }
+    all.sort();
+    let ordered = |descending: bool, keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let mut labels: Vec<String> = all
+            .iter()
+            .filter(|(_, _, l)| keep(l))
+            .map(|(_, _, l)| l.clone())
+            .collect();
+        if descending {
+            labels.reverse();
+        }
+        labels
+    };
+    let both_vaults = format!("vault.id={}&vault.id={}", f.v1, f.v2);
+    for (query, descending, keep) in [
+        ("", true, &(|l: &str| l != "delta") as &dyn Fn(&str) -> bool),
+        ("state=active,deactivated", true, &|l: &str| l != "charlie"),
+        ("sort=updated_at", false, &|l: &str| l != "delta"),
+        (
+            &*format!("{both_vaults}&state=pre_activation,active,deactivated"),
+            true,
+            &|_: &str| true,
+        ),
+        (
+            &*format!("vault.id={}&state=active,deactivated", f.v1),
+            true,
+            &|l: &str| ["alpha", "bravo", "delta"].contains(&l),
+        ),
+    ] {
+        let expected = ordered(descending, keep);
+        // One page, and the same walked two keys at a time.
+        let sep = if query.is_empty() { "" } else { "&" };
+        let whole = app
+            .get(&format!("{KEYS}?{query}{sep}limit=100"))
+            .await
+            .expect(200);
+        assert_eq!(whole.body["total_count"], expected.len(), "{query}");
+        let mut walked = Vec::new();
+        for offset in (0..expected.len() + 2).step_by(2) {
+            let page = app
+                .get(&format!("{KEYS}?{query}{sep}limit=2&offset={offset}"))
+                .await
+                .expect(200);
+            assert_eq!(
+                page.body["total_count"],
+                expected.len(),
+                "{query} at {offset}"
+            );
+            walked.extend(labels(&page.body));
+        }
+        assert_eq!(walked, expected, "{query}");
+    }
+}
+
+#[tokio::test]
 async fn list_filters_on_algorithm_label_vault_and_size() {
     let f = list_fx().await;
     let app = &f.app;

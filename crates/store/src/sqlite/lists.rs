@@ -116,6 +116,30 @@ impl Filter {
             .map_err(sql_err)
     }
 
+    /// The ids of one page, from `from` (`k` being the keys).
+    fn page_ids(
+        &self,
+        conn: &Connection,
+        from: &str,
+        order: &str,
+        paging: Paging,
+    ) -> Result<Vec<String>> {
+        let mut binds = self.binds.clone();
+        binds.push(Value::Integer(i64::from(paging.limit)));
+        binds.push(Value::Integer(
+            i64::try_from(paging.offset).unwrap_or(i64::MAX),
+        ));
+        conn.prepare_cached(&format!(
+            "SELECT k.id FROM {from}{} ORDER BY {order} LIMIT ? OFFSET ?",
+            self.sql()
+        ))
+        .and_then(|mut st| {
+            st.query_map(rusqlite::params_from_iter(binds.iter()), |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(sql_err)
+    }
+
     fn page<T>(
         &self,
         conn: &Connection,
@@ -335,7 +359,107 @@ pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> 
     } else {
         f.count(conn, "COUNT(*)", "managed_keys k")?
     };
-    f.page(conn, KEY_SELECT, total, &order, q.paging, key_from_row)
+    let from = if q.template_name_prefix.is_some() || !q.template_types.is_empty() {
+        "managed_keys k JOIN templates t ON t.id = k.template_id"
+    } else {
+        "managed_keys k"
+    };
+    let ids = match merged_by_state(conn, q)? {
+        Some(ids) => ids,
+        None => f.page_ids(conn, from, &order, q.paging)?,
+    };
+    Ok(Page {
+        items: keys_in_order(conn, &ids)?,
+        total_count: total,
+    })
+}
+
+/// Most index ranges (vault and state pairs) a page is merged from; beyond, the page is sorted.
+const MAX_MERGED_RANGES: usize = 64;
+
+/// A page of keys filtered on states (and vaults) only, in the order of their last change, merged
+/// from each (vault, state) range of the `(vault_id, state, updated_at, id)` and `(state,
+/// updated_at, id)` indexes, which hold their keys in that order: each range gives at most
+/// `offset + limit` ids and no key outside them is read. `None` where that does not apply; a
+/// single range is served by its index directly.
+fn merged_by_state(conn: &Connection, q: &KeyQuery) -> Result<Option<Vec<String>>> {
+    let [
+        SortKey {
+            field: "updated_at",
+            descending,
+        },
+    ] = q.sort.as_slice()
+    else {
+        return Ok(None);
+    };
+    let vaults: Vec<Option<String>> = if q.vault_ids.is_empty() {
+        vec![None]
+    } else {
+        q.vault_ids.iter().map(|v| Some(v.to_string())).collect()
+    };
+    let ranges = vaults.len() * q.states.len();
+    if !filters_only_state_and_vault(q) || !(2..=MAX_MERGED_RANGES).contains(&ranges) {
+        return Ok(None);
+    }
+    let direction = if *descending { "DESC" } else { "ASC" };
+    let reach = i64::from(q.paging.limit)
+        .saturating_add(i64::try_from(q.paging.offset).unwrap_or(i64::MAX));
+    let mut branches = Vec::with_capacity(ranges);
+    let mut binds = Vec::with_capacity(ranges * 3 + 2);
+    for vault in &vaults {
+        for state in &q.states {
+            let in_vault = match vault {
+                Some(v) => {
+                    binds.push(Value::Text(v.clone()));
+                    "vault_id = ? AND "
+                }
+                None => "",
+            };
+            binds.push(Value::Text(state.as_str().to_owned()));
+            binds.push(Value::Integer(reach));
+            branches.push(format!(
+                "SELECT * FROM (SELECT id, updated_at FROM managed_keys WHERE {in_vault}state = ?
+                 ORDER BY updated_at {direction}, id {direction} LIMIT ?)"
+            ));
+        }
+    }
+    binds.push(Value::Integer(i64::from(q.paging.limit)));
+    binds.push(Value::Integer(
+        i64::try_from(q.paging.offset).unwrap_or(i64::MAX),
+    ));
+    let sql = format!(
+        "SELECT id FROM ({}) ORDER BY updated_at {direction}, id {direction} LIMIT ? OFFSET ?",
+        branches.join(" UNION ALL ")
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(rusqlite::params_from_iter(binds.iter()), |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map(Some)
+        .map_err(sql_err)
+}
+
+/// Whole keys for a page of ids, in the page's order. Read after the page is chosen, so the
+/// statuses each key carries are read for its keys only, never for every key sorted.
+fn keys_in_order(conn: &Connection, ids: &[String]) -> Result<Vec<ManagedKey>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(",");
+    let mut keys = all(
+        conn,
+        &format!("{KEY_SELECT} WHERE k.id IN ({marks})"),
+        rusqlite::params_from_iter(ids.iter()),
+        key_from_row,
+    )?;
+    let position: std::collections::HashMap<String, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i))
+        .collect();
+    keys.sort_by_key(|k| position.get(&k.id.to_string()).copied());
+    Ok(keys)
 }
 
 /// Whether a key query filters on nothing but states and vaults.

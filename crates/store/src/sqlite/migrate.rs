@@ -54,6 +54,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../migrations/sqlite/0014_key_rings.sql"),
     ),
+    (
+        15,
+        include_str!("../../migrations/sqlite/0015_key_list_ranges.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
