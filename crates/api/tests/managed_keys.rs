@@ -1379,6 +1379,22 @@ async fn list_pages_across_states_and_vaults_keep_the_order_of_last_change() {
         }
         assert_eq!(walked, expected, "{query}");
     }
+    // In label order, whether the page walks the label index (most keys match) or sorts the
+    // few that match.
+    for (query, expected) in [
+        ("sort=label", strs(&["alpha", "bravo", "charlie", "echo"])),
+        (
+            "sort=-label&state=active",
+            strs(&["echo", "bravo", "alpha"]),
+        ),
+        ("sort=label&state=deactivated", strs(&["delta"])),
+        (
+            &*format!("sort=label&vault.id={}&state=active,deactivated", f.v1),
+            strs(&["alpha", "bravo", "delta"]),
+        ),
+    ] {
+        assert_eq!(list_labels(app, query).await, expected, "{query}");
+    }
 }
 
 #[tokio::test]

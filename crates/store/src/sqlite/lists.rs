@@ -287,15 +287,60 @@ pub(crate) fn keystores(conn: &Connection, q: &KeystoreQuery) -> Result<Page<Key
     )
 }
 
+/// Key-list sorts an index holds in order (each `(column, id)`).
+const INDEXED_KEY_SORTS: &[&str] = &[
+    "label",
+    "created_at",
+    "updated_at",
+    "activation_date",
+    "deactivation_date",
+    "expiration_date",
+    "id",
+];
+
+/// A page is read by walking the index of its order when at least this share (1 in N) of all
+/// keys matches: about N index entries are read per key kept, against sorting every match.
+const WALK_WHEN_ONE_IN: i64 = 8;
+
 pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> {
+    // Totals from the counts kept by triggers, where the filters allow: no row counting.
+    let counted = if filters_only_counted(q) {
+        let mut counted = Filter::default();
+        counted.one_of("vault_id", &q.vault_ids);
+        counted.one_of("state", &q.states);
+        counted.one_of("algorithm", &q.algorithms);
+        counted.int_range("size", &q.size);
+        counted.one_of("template_id", &q.template_ids);
+        template_filters(&mut counted, q, "template_id");
+        Some(counted.count(conn, "COALESCE(SUM(n), 0)", "key_counts")?)
+    } else {
+        None
+    };
+    // With an indexed order and a filter most keys pass, the page comes from walking that
+    // order's index: the filter's own indexes are kept from the planner (`+column`), which
+    // would otherwise read every match through them and sort it. The exact counts decide.
+    let walk_order = match (counted, q.sort.as_slice()) {
+        (Some(matching), [only]) if INDEXED_KEY_SORTS.contains(&only.field) => {
+            let all_keys = Filter::default().count(conn, "COALESCE(SUM(n), 0)", "key_counts")?;
+            matching.saturating_mul(WALK_WHEN_ONE_IN) >= all_keys
+        }
+        _ => false,
+    };
+    let planned = |column: &'static str| -> String {
+        if walk_order {
+            format!("+{column}")
+        } else {
+            column.to_owned()
+        }
+    };
     let mut f = Filter::default();
     if let KeyScope::InKeystore(id) = q.scope {
         f.raw("k.id IN (SELECT managed_key_id FROM internal_copies WHERE keystore_id = ?)");
         f.binds.push(Value::Text(id.to_string()));
     }
-    f.one_of("k.vault_id", &q.vault_ids);
-    f.one_of("k.algorithm", &q.algorithms);
-    f.one_of("k.state", &q.states);
+    f.one_of(&planned("k.vault_id"), &q.vault_ids);
+    f.one_of(&planned("k.algorithm"), &q.algorithms);
+    f.one_of(&planned("k.state"), &q.states);
     if let Some(l) = &q.label {
         f.eq("k.label", l.clone());
     }
@@ -315,13 +360,8 @@ pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> 
         )
     });
     f.one_of("k.instance_keystore_type", &q.instance_keystore_types);
-    if let Some(p) = &q.template_name_prefix {
-        f.prefix("t.name", p);
-    }
-    f.one_of("k.template_id", &q.template_ids);
-    f.any_of(&q.template_types, |m| {
-        format!("EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m}))")
-    });
+    f.one_of(&planned("k.template_id"), &q.template_ids);
+    template_filters(&mut f, q, &planned("k.template_id"));
     f.any_of(&q.managing_systems, |m| {
         format!(
             "EXISTS (SELECT 1 FROM json_each(k.doc, '$.managing_systems') WHERE value IN ({m}))"
@@ -344,29 +384,13 @@ pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> 
         },
         "k.id",
     );
-    let total = if filters_only_state_and_vault(q) {
-        // Kept per vault and state by triggers: no row counting for the usual lists.
-        let mut counted = Filter::default();
-        counted.one_of("vault_id", &q.vault_ids);
-        counted.one_of("state", &q.states);
-        counted.count(conn, "COALESCE(SUM(n), 0)", "key_state_counts")?
-    } else if q.template_name_prefix.is_some() || !q.template_types.is_empty() {
-        f.count(
-            conn,
-            "COUNT(*)",
-            "managed_keys k JOIN templates t ON t.id = k.template_id",
-        )?
-    } else {
-        f.count(conn, "COUNT(*)", "managed_keys k")?
-    };
-    let from = if q.template_name_prefix.is_some() || !q.template_types.is_empty() {
-        "managed_keys k JOIN templates t ON t.id = k.template_id"
-    } else {
-        "managed_keys k"
+    let total = match counted {
+        Some(total) => total,
+        None => f.count(conn, "COUNT(*)", "managed_keys k")?,
     };
     let ids = match merged_by_state(conn, q)? {
         Some(ids) => ids,
-        None => f.page_ids(conn, from, &order, q.paging)?,
+        None => f.page_ids(conn, "managed_keys k", &order, q.paging)?,
     };
     Ok(Page {
         items: keys_in_order(conn, &ids)?,
@@ -460,6 +484,40 @@ fn keys_in_order(conn: &Connection, ids: &[String]) -> Result<Vec<ManagedKey>> {
         .collect();
     keys.sort_by_key(|k| position.get(&k.id.to_string()).copied());
     Ok(keys)
+}
+
+/// Filters on the key's template (its name's prefix, its types), on `column` naming it.
+fn template_filters(f: &mut Filter, q: &KeyQuery, column: &str) {
+    if let Some(p) = &q.template_name_prefix {
+        f.raw(format!(
+            "{column} IN (SELECT id FROM templates WHERE name LIKE ? ESCAPE '\\')"
+        ));
+        f.binds.push(Value::Text(format!("{}%", like_escape(p))));
+    }
+    f.any_of(&q.template_types, |m| {
+        format!(
+            "{column} IN (SELECT t.id FROM templates t
+               WHERE EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m})))"
+        )
+    });
+}
+
+/// Whether a key query filters on nothing but what `key_counts` keeps: vaults, states,
+/// algorithms, sizes and templates.
+fn filters_only_counted(q: &KeyQuery) -> bool {
+    let bare = KeyQuery {
+        vault_ids: Vec::new(),
+        states: Vec::new(),
+        algorithms: Vec::new(),
+        size: Range::default(),
+        template_ids: Vec::new(),
+        template_name_prefix: None,
+        template_types: Vec::new(),
+        sort: Vec::new(),
+        paging: Paging::default(),
+        ..q.clone()
+    };
+    bare == KeyQuery::default()
 }
 
 /// Whether a key query filters on nothing but states and vaults.

@@ -58,6 +58,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../../migrations/sqlite/0015_key_list_ranges.sql"),
     ),
+    (
+        16,
+        include_str!("../../migrations/sqlite/0016_key_counts.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {

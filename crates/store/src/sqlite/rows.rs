@@ -79,7 +79,7 @@ fn stamps(r: &Row<'_>) -> Result<Stamps> {
 }
 
 pub(crate) const VAULT_SELECT: &str = "SELECT v.*,
-    (SELECT COALESCE(SUM(n), 0) FROM key_state_counts WHERE vault_id = v.id) AS keys_count,
+    (SELECT COALESCE(SUM(n), 0) FROM key_counts WHERE vault_id = v.id) AS keys_count,
     (SELECT COUNT(*) FROM templates WHERE vault_id = v.id) AS key_templates_count,
     (SELECT COUNT(*) FROM keystores WHERE vault_id = v.id) AS keystores_count
     FROM vaults v";
