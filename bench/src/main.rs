@@ -14,7 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8080
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -48,6 +48,9 @@ enum Workload {
         keys: u64,
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// Connections that seed the keys (the measured calls use `--connections`).
+        #[arg(long, default_value_t = 16)]
+        seed_connections: usize,
     },
     /// POST /managed_keys from a template whose keys are active at once (AES-256, internal keystore).
     CreateActivate,
@@ -383,14 +386,22 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             report("create-activate", secs, &o);
         }
-        Workload::ListActive { keys, paths } => {
+        Workload::ListActive {
+            keys,
+            paths,
+            seed_connections,
+        } => {
+            let seeding = Args {
+                connections: seed_connections,
+                ..args.clone()
+            };
             let v = vault.clone();
             // Seed with the same closed loop until enough keys exist.
             let mut seeded = 0u64;
             let mut round = 0u128;
             while seeded < keys {
                 round += 1;
-                let (_, o) = run(&args, None, Duration::from_secs(5), {
+                let (_, o) = run(&seeding, None, Duration::from_secs(5), {
                     let v = v.clone();
                     move |i| {
                         (

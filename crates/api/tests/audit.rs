@@ -251,6 +251,21 @@ async fn events_list_filters_and_pages() {
         .await
         .expect(200);
     assert_eq!(after.body["audit_events"][0]["seq"], seq + 1);
+    // Unfiltered, the total is the chain's length after the sequence number given (and never
+    // below zero past its end).
+    let everything = app.get("/api/v4/audit_events?limit=1000").await.expect(200);
+    let listed = everything.body["audit_events"].as_array().unwrap().len() as i64;
+    assert_eq!(everything.body["total_count"], listed);
+    assert_eq!(after.body["total_count"], listed - seq);
+    assert_eq!(
+        after.body["total_count"],
+        after.body["audit_events"].as_array().unwrap().len()
+    );
+    let beyond = app
+        .get(&format!("/api/v4/audit_events?after_seq={}", listed + 50))
+        .await
+        .expect(200);
+    assert_eq!(beyond.body["total_count"], 0);
     let r = app
         .get("/api/v4/audit_events?outcome=maybe")
         .await

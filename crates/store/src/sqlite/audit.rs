@@ -113,12 +113,16 @@ pub(crate) fn list(conn: &Connection, q: &AuditQuery) -> Result<Page<AuditEvent>
     }
     let filter = filters.join(" AND ");
     let params = rusqlite::params_from_iter(values.iter().map(|v| v.as_ref()));
+    // Unfiltered, the chain's own numbering counts it: sequence numbers run from 1 without a
+    // gap (`verify` holds the chain to it).
+    let count = if filters.len() == 1 {
+        "SELECT MAX(COALESCE((SELECT seq FROM audit_events ORDER BY seq DESC LIMIT 1), 0) - ?1, 0)"
+            .to_owned()
+    } else {
+        format!("SELECT COUNT(*) FROM audit_events WHERE {filter}")
+    };
     let total_count: i64 = conn
-        .query_row(
-            &format!("SELECT COUNT(*) FROM audit_events WHERE {filter}"),
-            params.clone(),
-            |r| r.get(0),
-        )
+        .query_row(&count, params.clone(), |r| r.get(0))
         .map_err(sql_err)?;
     let mut stmt = conn
         .prepare(&format!(

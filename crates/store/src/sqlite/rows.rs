@@ -119,7 +119,7 @@ impl TemplateDoc {
 }
 
 pub(crate) const TEMPLATE_SELECT: &str = "SELECT t.*, v.name AS vault_name,
-    (SELECT COUNT(*) FROM managed_keys WHERE template_id = t.id) AS keys_count
+    (SELECT COALESCE(SUM(n), 0) FROM key_counts WHERE template_id = t.id) AS keys_count
     FROM templates t JOIN vaults v ON v.id = t.vault_id";
 
 /// Like `TEMPLATE_SELECT` without counting the template's keys.
