@@ -287,17 +287,6 @@ pub(crate) fn keystores(conn: &Connection, q: &KeystoreQuery) -> Result<Page<Key
     )
 }
 
-/// Key-list sorts an index holds in order (each `(column, id)`).
-const INDEXED_KEY_SORTS: &[&str] = &[
-    "label",
-    "created_at",
-    "updated_at",
-    "activation_date",
-    "deactivation_date",
-    "expiration_date",
-    "id",
-];
-
 /// A page is read by walking the index of its order when at least this share (1 in N) of all
 /// keys matches: about N index entries are read per key kept, against sorting every match.
 const WALK_WHEN_ONE_IN: i64 = 8;
@@ -320,7 +309,8 @@ pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> 
     // order's index: the filter's own indexes are kept from the planner (`+column`), which
     // would otherwise read every match through them and sort it. The exact counts decide.
     let walk_order = match (counted, q.sort.as_slice()) {
-        (Some(matching), [only]) if INDEXED_KEY_SORTS.contains(&only.field) => {
+        // Every documented sort has its `(column, id)` index.
+        (Some(matching), [only]) if KEY_SORT_FIELDS.contains(&only.field) => {
             let all_keys = Filter::default().count(conn, "COALESCE(SUM(n), 0)", "key_counts")?;
             matching.saturating_mul(WALK_WHEN_ONE_IN) >= all_keys
         }
@@ -349,7 +339,7 @@ pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> 
     f.day_range("k.created_at", &q.created_at);
     f.day_range("k.updated_at", &q.updated_at);
     f.day_range("k.rotated_at", &q.rotated_at);
-    f.int_range("k.size", &q.size);
+    f.int_range(&planned("k.size"), &q.size);
     f.any_of(&q.referenced_keystore_types, |m| {
         format!("EXISTS (SELECT 1 FROM key_targets kt WHERE kt.key_id = k.id AND kt.removed = 0 AND kt.keystore_type IN ({m}))")
     });

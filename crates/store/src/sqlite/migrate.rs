@@ -62,6 +62,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../../migrations/sqlite/0016_key_counts.sql"),
     ),
+    (
+        17,
+        include_str!("../../migrations/sqlite/0017_key_sort_indexes.sql"),
+    ),
 ];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
