@@ -9,17 +9,9 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-3s}
 KEYS=${KEYS:-100000}
 PORT=${PORT:-18289}
-TOKEN=bench-token-0123456789abcdef
 OUT=${OUT:-bench/results/lists.jsonl}
 
-cargo build --release --locked -p keyplane-cli -p keyplane-bench
-mkdir -p "$(dirname "$OUT")"
-DATA=$(mktemp -d)
-KEYPLANE_DATA_DIR=$DATA KEYPLANE_LISTEN=127.0.0.1:$PORT KEYPLANE_BOOTSTRAP_TOKEN=$TOKEN KEYPLANE_LOG=warn KEYPLANE_RSA_POOL=0 KEYPLANE_RATE_LIMIT=0 \
-    target/release/keyplane serve > "$DATA/server.out" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
-for _ in $(seq 50); do grep -q listening "$DATA/server.out" && break; sleep 0.2; done
+. bench/server.sh
 
 keys=/api/v4/managed_keys?limit=100
 paths=(

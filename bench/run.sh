@@ -3,26 +3,16 @@
 # (SQLite synchronous=FULL: every acknowledged write is fsynced). Each workload runs three
 # times; the summary prints the median of each figure.
 set -euo pipefail
-# The RSA pool is off (filling it at start would take CPU from the first measured run), and
-# so is the per-caller rate limit (the load comes from one caller).
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
 KEYS=${KEYS:-100000}
 PORT=${PORT:-18089}
-TOKEN=bench-token-0123456789abcdef
 OUT=${OUT:-bench/results/latest.jsonl}
 
-cargo build --release --locked -p keyplane-cli -p keyplane-bench
-mkdir -p "$(dirname "$OUT")"
+. bench/server.sh
 : > "$OUT"
-DATA=$(mktemp -d)
-KEYPLANE_DATA_DIR=$DATA KEYPLANE_LISTEN=127.0.0.1:$PORT KEYPLANE_BOOTSTRAP_TOKEN=$TOKEN KEYPLANE_LOG=warn KEYPLANE_RSA_POOL=0 KEYPLANE_RATE_LIMIT=0 \
-    target/release/keyplane serve > "$DATA/server.out" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
-for _ in $(seq 50); do grep -q listening "$DATA/server.out" && break; sleep 0.2; done
 
 load() { target/release/keyplane-load --url "http://127.0.0.1:$PORT" --token "$TOKEN" --duration "$DURATION" "$@"; }
 
