@@ -227,31 +227,33 @@ token = data(service.get_import_token(bluemix_instance=INSTANCE))
 public_key = serialization.load_pem_public_key(base64.b64decode(token["payload"]))
 material = os.urandom(32)
 iv = os.urandom(12)
+
+
+def imported_key(name, nonce):
+    """A root key of `material`, sent under the import token with `nonce` as its proof."""
+    payload = public_key.encrypt(
+        material, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    )
+    return body(
+        {
+            "resources": [
+                {
+                    "type": "application/vnd.ibm.kms.key+json",
+                    "name": name,
+                    "extractable": False,
+                    "payload": base64.b64encode(payload).decode(),
+                    "encryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                    "encryptedNonce": base64.b64encode(AESGCM(material).encrypt(iv, nonce, None)).decode(),
+                    "iv": base64.b64encode(iv).decode(),
+                }
+            ]
+        }
+    )
+
+
 imported = data(
     service.create_key(
-        bluemix_instance=INSTANCE,
-        key_create_body=body(
-            {
-                "resources": [
-                    {
-                        "type": "application/vnd.ibm.kms.key+json",
-                        "name": "py-imported",
-                        "extractable": False,
-                        "payload": base64.b64encode(
-                            public_key.encrypt(
-                                material,
-                                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
-                            )
-                        ).decode(),
-                        "encryptionAlgorithm": "RSAES_OAEP_SHA_256",
-                        "encryptedNonce": base64.b64encode(
-                            AESGCM(material).encrypt(iv, base64.b64decode(token["nonce"]), None)
-                        ).decode(),
-                        "iv": base64.b64encode(iv).decode(),
-                    }
-                ]
-            }
-        ),
+        bluemix_instance=INSTANCE, key_create_body=imported_key("py-imported", base64.b64decode(token["nonce"]))
     )
 )["resources"][0]
 assert imported["imported"] is True and imported["state"] == 1, imported
@@ -264,25 +266,7 @@ assert opened["plaintext"] == sealed["plaintext"]
 refused(
     400,
     lambda: service.create_key(
-        bluemix_instance=INSTANCE,
-        key_create_body=body(
-            {
-                "resources": [
-                    {
-                        "name": "py-imported-2",
-                        "extractable": False,
-                        "payload": base64.b64encode(
-                            public_key.encrypt(
-                                material,
-                                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
-                            )
-                        ).decode(),
-                        "encryptedNonce": base64.b64encode(AESGCM(material).encrypt(iv, b"not the nonce", None)).decode(),
-                        "iv": base64.b64encode(iv).decode(),
-                    }
-                ]
-            }
-        ),
+        bluemix_instance=INSTANCE, key_create_body=imported_key("py-imported-2", b"not the nonce")
     ),
 )
 refused(404, lambda: service.get_key(id="py-imported-2", bluemix_instance=INSTANCE))
