@@ -80,6 +80,11 @@ impl From<Error> for ApiError {
                 message,
             ),
             Error::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Sealed, message),
+            Error::StoreUnavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::DatabaseUnavailable,
+                message,
+            ),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(

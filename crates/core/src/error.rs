@@ -50,6 +50,7 @@ pub enum ErrorCode {
     NotAcceptable,
     RateLimited,
     Sealed,
+    DatabaseUnavailable,
     RouteNotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -82,6 +83,7 @@ impl ErrorCode {
             Self::NotAcceptable => "not_acceptable",
             Self::RateLimited => "rate_limited",
             Self::Sealed => "sealed",
+            Self::DatabaseUnavailable => "database_unavailable",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
@@ -133,6 +135,10 @@ pub enum Error {
     /// 503.
     #[error("keyplane is sealed; unseal it before using keys")]
     Sealed,
+    /// The database cannot be reached (restarting, connections cut): 503. Nothing was changed
+    /// unless the message says the outcome is unknown.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// 500. The message is logged, the client sees a generic text.
     #[error("internal error: {0}")]
     Internal(String),
@@ -153,6 +159,7 @@ impl Error {
             Self::PreconditionRequired => 428,
             Self::Internal(_) => 500,
             Self::Sealed => 503,
+            Self::StoreUnavailable(_) => 503,
         }
     }
 

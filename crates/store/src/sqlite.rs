@@ -11,7 +11,6 @@ mod keys;
 mod keystores;
 mod lists;
 mod migrate;
-mod read_cache;
 mod reader;
 mod rows;
 mod templates;
@@ -32,6 +31,7 @@ use keyplane_core::model::*;
 use keyplane_core::ports::Store;
 use keyplane_core::service::UsageContext;
 
+use crate::read_cache::{Generation, ReadCache};
 use rows::*;
 use writer::sql_err;
 
@@ -50,9 +50,9 @@ const READ_CACHE_ENTRIES: usize = 16_384;
 pub struct SqliteStore {
     reader: reader::Reader,
     writer: writer::Writer,
-    usage_contexts: read_cache::ReadCache<(Uuid, Uuid), Arc<UsageContext>>,
-    keystores: read_cache::ReadCache<Uuid, Keystore>,
-    generation: read_cache::Generation,
+    usage_contexts: ReadCache<(Uuid, Uuid), Arc<UsageContext>>,
+    keystores: ReadCache<Uuid, Keystore>,
+    generation: Generation,
 }
 
 impl SqliteStore {
@@ -63,13 +63,13 @@ impl SqliteStore {
     }
 
     fn start(path: &Path, durability: Durability) -> Result<Self> {
-        let generation = read_cache::Generation::default();
+        let generation = Generation::default();
         let writer = writer::Writer::start(path, durability, generation.clone())?;
         Ok(Self {
             reader: reader::Reader::new(path),
             writer,
-            usage_contexts: read_cache::ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
-            keystores: read_cache::ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            usage_contexts: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            keystores: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
             generation,
         })
     }

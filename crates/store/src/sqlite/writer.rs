@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::Durability;
-use super::read_cache::Generation;
+use crate::read_cache::Generation;
 
 /// Most writes committed together; bounds the latency one commit adds to the first of them.
 const MAX_GROUP: usize = 256;

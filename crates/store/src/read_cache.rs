@@ -7,7 +7,9 @@
 //! reads, and never serves a row older than the last acknowledged write: the writer bumps the
 //! generation before it answers the caller whose write committed.
 //!
-//! Only this process writes its database (one writer thread), so its generation sees every change.
+//! On SQLite only this process writes its database (one writer thread), so its generation sees
+//! every change. On PostgreSQL other nodes write too: their commits reach this node's generation
+//! through the database's notifications (see the PostgreSQL engine's `changes`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -51,28 +53,54 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         read: impl FnOnce() -> Result<Option<V>, E>,
     ) -> Result<Option<V>, E> {
         let seen = self.generation.current();
-        if let Some((tag, value)) = self
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && *tag == seen
-        {
-            return Ok(Some(value.clone()));
+        if let Some(value) = self.cached(&key, seen) {
+            return Ok(Some(value));
         }
         let value = read()?;
-        if let Some(value) = &value {
-            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-            if entries.len() >= self.capacity {
-                let now = self.generation.current();
-                entries.retain(|_, (tag, _)| *tag == now);
-                if entries.len() >= self.capacity {
-                    entries.clear();
-                }
-            }
-            entries.insert(key, (seen, value.clone()));
-        }
+        self.remember(key, seen, &value);
         Ok(value)
+    }
+
+    /// Like [`ReadCache::get_or_read`], for a read that awaits.
+    pub(crate) async fn get_or_read_async<E, F>(
+        &self,
+        key: K,
+        read: impl FnOnce() -> F,
+    ) -> Result<Option<V>, E>
+    where
+        F: std::future::Future<Output = Result<Option<V>, E>>,
+    {
+        let seen = self.generation.current();
+        if let Some(value) = self.cached(&key, seen) {
+            return Ok(Some(value));
+        }
+        let value = read().await?;
+        self.remember(key, seen, &value);
+        Ok(value)
+    }
+
+    fn cached(&self, key: &K, seen: u64) -> Option<V> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(tag, _)| *tag == seen)
+            .map(|(_, value)| value.clone())
+    }
+
+    /// Keeps a value read while the generation was `seen`.
+    fn remember(&self, key: K, seen: u64, value: &Option<V>) {
+        let Some(value) = value else {
+            return;
+        };
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            let now = self.generation.current();
+            entries.retain(|_, (tag, _)| *tag == now);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (seen, value.clone()));
     }
 }
 

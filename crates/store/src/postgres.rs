@@ -1,0 +1,229 @@
+//! The PostgreSQL engine: several Keyplane nodes share one database.
+//!
+//! Reads run on pooled connections. Writes go through this node's writer, which commits queued
+//! writes in groups (each in its own savepoint, one commit for the group), as the SQLite engine
+//! does: a commit costs a round trip and a WAL flush, and the rows every write touches (the audit
+//! chain's end, key counts) would otherwise serialize concurrent transactions one flush at a
+//! time. See `writer` for how groups from several nodes keep the audit chain one chain.
+
+mod access;
+mod audit;
+mod connect;
+mod distribution;
+mod hierarchy;
+mod import_tokens;
+mod key_rings;
+mod keys;
+mod keystores;
+mod lists;
+mod migrate;
+mod rows;
+mod templates;
+mod vaults;
+mod writer;
+mod writes;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Object, Pool};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use keyplane_core::audit::{self as audit_trail};
+use keyplane_core::error::{Error, Result};
+use keyplane_core::model::*;
+use keyplane_core::ports::Store;
+use keyplane_core::service::UsageContext;
+
+use crate::read_cache::{Generation, ReadCache};
+
+pub use connect::PostgresOptions;
+pub(crate) use writer::{db_err, write_err};
+
+/// Most keys' usage contexts, and most keystores, held in memory at once.
+const READ_CACHE_ENTRIES: usize = 16_384;
+
+/// A parameter list for a statement.
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+pub struct PostgresStore {
+    pool: Pool,
+    writer: writer::Writer,
+    usage_contexts: ReadCache<(Uuid, Uuid), Arc<UsageContext>>,
+    keystores: ReadCache<Uuid, Keystore>,
+    generation: Generation,
+    /// This node, as it names itself in leases.
+    node_id: Uuid,
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` URL and brings its schema up to date
+    /// (one node at a time: the others wait for the migration lock).
+    pub async fn open(url: &str, options: PostgresOptions) -> Result<Self> {
+        let pool = connect::pool(url, &options)?;
+        migrate::run(&pool).await?;
+        let generation = Generation::default();
+        let node_id = Uuid::new_v4();
+        let writer = writer::Writer::start(pool.clone(), generation.clone(), options.writers);
+        Ok(Self {
+            usage_contexts: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            keystores: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            pool,
+            writer,
+            generation,
+            node_id,
+        })
+    }
+
+    /// This node's id in task and leader leases.
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        self.pool.close();
+    }
+
+    /// A pooled connection for reads.
+    pub(crate) async fn reader(&self) -> Result<Object> {
+        writer::connection(&self.pool).await
+    }
+
+    /// The vault of a resource about to be deleted, for its audit event.
+    async fn owning_vault(&self, table: &'static str, id: Uuid) -> Option<Uuid> {
+        let c = self.reader().await.ok()?;
+        one(
+            &**c,
+            &format!("SELECT vault_id FROM {table} WHERE id = $1"),
+            &[&id],
+            |r| rows::col(r, "vault_id"),
+        )
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// A write that changes what an API call asked for: the request's audit event (if any) is
+    /// appended in the same transaction, so the change and its record commit or fail together.
+    async fn audited_write(&self, work: writer::Work) -> Result<()> {
+        let event = audit_trail::take_for_write();
+        let taken = event.is_some();
+        let outcome = self.writer.submit(work, event).await;
+        if outcome.is_err() && taken {
+            audit_trail::write_failed();
+        }
+        outcome
+    }
+
+    /// A write with no audit event of its own.
+    async fn write(&self, work: writer::Work) -> Result<()> {
+        self.writer.submit(work, None).await
+    }
+
+    /// Like [`PostgresStore::audited_write`], returning what `work` produced once committed.
+    async fn audited_write_returning<T: Send + 'static>(
+        &self,
+        work: impl for<'c> FnOnce(&'c writer::Conn) -> futures::future::BoxFuture<'c, Result<T>>
+        + Send
+        + 'static,
+    ) -> Result<T> {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        self.audited_write(Box::new(move |c| {
+            Box::pin(async move {
+                let value = work(c).await?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                Ok(())
+            })
+        }))
+        .await?;
+        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value.ok_or_else(|| Error::internal("the database writer returned nothing"))
+    }
+
+    /// Like [`PostgresStore::write`], returning what `work` produced once committed.
+    async fn write_returning<T: Send + 'static>(
+        &self,
+        work: impl for<'c> FnOnce(&'c writer::Conn) -> futures::future::BoxFuture<'c, Result<T>>
+        + Send
+        + 'static,
+    ) -> Result<T> {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        self.write(Box::new(move |c| {
+            Box::pin(async move {
+                let value = work(c).await?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                Ok(())
+            })
+        }))
+        .await?;
+        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value.ok_or_else(|| Error::internal("the database writer returned nothing"))
+    }
+}
+
+/// Every row of a query, mapped.
+pub(crate) async fn all<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+    map: fn(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
+    let rows = c.query(&stmt, params).await.map_err(db_err)?;
+    rows.iter().map(map).collect()
+}
+
+/// The first row of a query, mapped.
+pub(crate) async fn one<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+    map: fn(&Row) -> Result<T>,
+) -> Result<Option<T>> {
+    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
+    let row = c.query_opt(&stmt, params).await.map_err(db_err)?;
+    row.as_ref().map(map).transpose()
+}
+
+/// Runs a statement; the number of rows it changed.
+pub(crate) async fn exec(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64> {
+    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
+    c.execute(&stmt, params).await.map_err(db_err)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        let c = self.reader().await?;
+        c.simple_query("SELECT 1").await.map_err(db_err)?;
+        Ok(())
+    }
+
+    fn commit_generation(&self) -> u64 {
+        self.generation.current()
+    }
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>> {
+        let c = self.reader().await?;
+        one(
+            &**c,
+            "SELECT value FROM settings WHERE name = $1",
+            &[&name],
+            |r| rows::col(r, "value"),
+        )
+        .await
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<()> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(Box::new(move |c| {
+            Box::pin(async move { writes::put_setting(c, &name, &value).await })
+        }))
+        .await
+    }
+}

@@ -1,0 +1,228 @@
+//! This node's writers: each takes the writes queued at the moment and commits them as one
+//! transaction, each write in its own savepoint (a failing write is rolled back alone).
+//!
+//! The audit events of a group are appended last, under a transaction-scoped advisory lock held
+//! until the commit: whatever node writes, sequence numbers and hashes are assigned one group at
+//! a time, each over the chain's end as committed. Key counts are kept by a trigger deferred to
+//! the commit, so the rows every write touches are locked only while a group commits, and one
+//! writer runs its group while another commits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
+use futures::future::BoxFuture;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use keyplane_core::audit::AuditEvent;
+use keyplane_core::error::{Error, Result};
+
+use crate::read_cache::Generation;
+
+/// The connection a write runs on, inside the group's transaction.
+pub(crate) type Conn = ClientWrapper;
+
+/// One write: statements on the group's connection.
+pub(crate) type Work = Box<dyn for<'c> FnOnce(&'c Conn) -> BoxFuture<'c, Result<()>> + Send>;
+
+/// Most writes committed together; bounds the latency one commit adds to the first of them.
+const MAX_GROUP: usize = 256;
+
+/// How long a call waits for a pooled connection before it is told the database is unavailable.
+pub(crate) const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+
+struct Job {
+    work: Work,
+    event: Option<AuditEvent>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+pub(crate) struct Writer {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// A database error: unreachable (503) or internal.
+pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
+    if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
+        // No answer from the server: the connection broke or never was.
+        return Error::StoreUnavailable(format!("the database is unavailable: {e}"));
+    }
+    if let Some(code) = e.code()
+        && (code.code().starts_with("08")
+            || code.code().starts_with("57P")
+            || *code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
+    {
+        return Error::StoreUnavailable(format!("the database is unavailable: {e}"));
+    }
+    Error::internal(format!("database: {e}"))
+}
+
+/// A unique-constraint failure is a duplicate name of `resource`; anything else as [`db_err`].
+pub(crate) fn write_err(e: tokio_postgres::Error, resource: &str, name: &str) -> Error {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        return Error::duplicate_name(resource, name);
+    }
+    db_err(e)
+}
+
+fn pool_err(e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) => db_err(e),
+        other => Error::StoreUnavailable(format!("the database is unavailable: {other}")),
+    }
+}
+
+/// A pooled connection, or 503 when none can be had in time.
+pub(crate) async fn connection(pool: &Pool) -> Result<Object> {
+    match tokio::time::timeout(CONNECTION_WAIT, pool.get()).await {
+        Ok(got) => got.map_err(pool_err),
+        Err(_) => Err(Error::StoreUnavailable(
+            "the database is unavailable: no connection could be had within 5 seconds".into(),
+        )),
+    }
+}
+
+impl Writer {
+    /// Starts `count` writers taking jobs from one queue.
+    pub(crate) fn start(pool: Pool, generation: Generation, count: usize) -> Self {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..count.max(1) {
+            let (pool, queue, generation) = (pool.clone(), queue.clone(), generation.clone());
+            tokio::spawn(async move { run(pool, queue, generation).await });
+        }
+        Self { jobs }
+    }
+
+    /// Queues `work` (with the audit event recording it) and waits until it is committed.
+    pub(crate) async fn submit(&self, work: Work, event: Option<AuditEvent>) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { work, event, reply })
+            .map_err(|_| Error::internal("the database writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::internal("the database writer stopped before answering"))?
+    }
+}
+
+async fn run(
+    pool: Pool,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+    generation: Generation,
+) {
+    loop {
+        let group = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        commit_group(&pool, group, &generation).await;
+    }
+}
+
+/// Answers every job of a group that could not commit with the same error.
+fn fail_all(replies: Vec<oneshot::Sender<Result<()>>>, error: &Error) {
+    for reply in replies {
+        let _ = reply.send(Err(same(error)));
+    }
+}
+
+fn same(error: &Error) -> Error {
+    match error {
+        Error::StoreUnavailable(m) => Error::StoreUnavailable(m.clone()),
+        other => Error::internal(other.to_string()),
+    }
+}
+
+async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation) {
+    let conn = match connection(pool).await {
+        Ok(c) => c,
+        Err(e) => return fail_all(group.into_iter().map(|j| j.reply).collect(), &e),
+    };
+    if let Err(e) = conn.batch_execute("BEGIN").await {
+        let e = db_err(e);
+        discard(conn);
+        return fail_all(group.into_iter().map(|j| j.reply).collect(), &e);
+    }
+    let mut results = Vec::with_capacity(group.len());
+    let mut events = Vec::new();
+    let mut broken = None;
+    for job in group {
+        if broken.is_some() {
+            results.push((job.reply, Ok(())));
+            continue;
+        }
+        let outcome = match conn.batch_execute("SAVEPOINT job").await {
+            Ok(()) => (job.work)(&conn).await,
+            Err(e) => Err(db_err(e)),
+        };
+        let settled = match &outcome {
+            Ok(()) => conn.batch_execute("RELEASE SAVEPOINT job").await,
+            Err(_) => {
+                conn.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                    .await
+            }
+        };
+        if let Err(e) = settled {
+            broken = Some(db_err(e));
+        } else if matches!(outcome, Err(Error::StoreUnavailable(_))) {
+            broken = outcome.as_ref().err().map(same);
+        }
+        if outcome.is_ok()
+            && let Some(event) = job.event
+        {
+            events.push(event);
+        }
+        results.push((job.reply, outcome));
+    }
+    if broken.is_none()
+        && !events.is_empty()
+        && let Err(e) = super::audit::append_all(&conn, events).await
+    {
+        broken = Some(e);
+    }
+    let replies = |results: Vec<(oneshot::Sender<Result<()>>, Result<()>)>| {
+        results.into_iter().map(|(r, _)| r).collect::<Vec<_>>()
+    };
+    if let Some(e) = broken {
+        let _ = conn.batch_execute("ROLLBACK").await;
+        discard(conn);
+        return fail_all(replies(results), &e);
+    }
+    let committed = conn.batch_execute("COMMIT").await;
+    // Before anyone learns of the commit (see `read_cache`); after a rollback it is harmless.
+    generation.advance();
+    match committed {
+        Ok(()) => {
+            for (reply, result) in results {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            // The commit's answer was lost: the writes may or may not be in the database.
+            let e = match db_err(e) {
+                Error::StoreUnavailable(m) => Error::StoreUnavailable(format!(
+                    "{m}; whether the change was saved is unknown: read it back before retrying"
+                )),
+                other => other,
+            };
+            discard(conn);
+            fail_all(replies(results), &e);
+        }
+    }
+}
+
+/// Takes a connection out of the pool for good: after a failure its session state is unknown.
+fn discard(conn: Object) {
+    let _ = Object::take(conn);
+}
