@@ -11,7 +11,7 @@ fi
 
 # Peers: SQLite is in-process; the pkcs11 seal is tested on a real SoftHSM2 token (each test
 # makes its own token directory); each OpenBao test starts its own dev server. Other peers
-# (PostgreSQL, LocalStack) are started here as their tests arrive.
+# (PostgreSQL, LocalStack) are started here.
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -100,10 +100,33 @@ if [ -z "${KEYPLANE_TEST_LOCALSTACK:-}" ]; then
     export KEYPLANE_TEST_LOCALSTACK=http://127.0.0.1:$ls_port
 fi
 
+# PostgreSQL (the engine several nodes share): started when it is down, and a database made for
+# this run, dropped when it ends. Tests that run on both engines make a schema of their own in it.
+pg_host=${KEYPLANE_TEST_PG_HOST:-127.0.0.1}
+if ! pg_isready -q -h "$pg_host" -p 5432; then
+    echo "starting PostgreSQL" >&2
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+    for _ in $(seq 60); do pg_isready -q -h "$pg_host" -p 5432 && break; sleep 0.5; done
+fi
+pg_db=keyplane_test_$(date +%s)_$$
+psql -h "$pg_host" -U postgres -d postgres -qc "CREATE DATABASE $pg_db" >/dev/null
+export KEYPLANE_TEST_POSTGRES=postgres://postgres@$pg_host:5432/$pg_db
+
 log=$(mktemp)
-trap 'rm -f "$log"; [ -n "${ls_pid:-}" ] && kill "$ls_pid" 2>/dev/null; [ -n "${ls_dir:-}" ] && rm -rf "$ls_dir"' EXIT
+cleanup() {
+    rm -f "$log"
+    [ -n "${ls_pid:-}" ] && kill "$ls_pid" 2>/dev/null
+    [ -n "${ls_dir:-}" ] && rm -rf "$ls_dir"
+    psql -h "$pg_host" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 status=0
 cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# The store's conformance suite, core's services and the whole API suite again, on PostgreSQL.
+echo "=== the store, core and API suites on PostgreSQL" | tee -a "$log"
+KEYPLANE_TEST_DATABASE_URL=$KEYPLANE_TEST_POSTGRES \
+    cargo test --locked --no-fail-fast -p keyplane-store -p keyplane-core -p keyplane-api --tests "$@" 2>&1 \
+    | tee -a "$log" || status=$?
 # The OpenAPI document is the contract: schemathesis (PyPI, pinned in the script) fuzzes the real
 # binary over every operation, as the admin and as a principal with no policies, in bounded
 # passes, with every check: no 5xx, no answer the document does not state, no schema-valid

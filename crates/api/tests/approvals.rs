@@ -3,7 +3,6 @@
 
 use keyplane_core::authz::Role;
 use keyplane_core::model::{Approval, ApprovalAction, ApprovalState};
-use keyplane_core::ports::AccessRecords;
 use keyplane_testkit::TestApp;
 use serde_json::json;
 use uuid::Uuid;

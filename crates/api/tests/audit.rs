@@ -1,6 +1,5 @@
 //! The audit trail: what each kind of call records, redaction, and the hash chain.
 
-use keyplane_core::ports::AuditRecords;
 use keyplane_testkit::{TestApp, TestResponse};
 use serde_json::{Value, json};
 

@@ -2,7 +2,6 @@
 //! controls of a running server (`unseal`, `seal`, `seal-status`, `rotate-master-key`).
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -16,8 +15,8 @@ pub enum AdminCommand {
     /// and records only what verifies them. Run once, on the server's data directory, before
     /// the first `serve`.
     Init {
-        #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: crate::serve::StoreArgs,
         /// How many shares to make (one per custodian).
         #[arg(long)]
         shares: u8,
@@ -94,11 +93,16 @@ fn read_secret(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Init {
-            data_dir,
+            store,
             shares,
             threshold,
         } => {
-            let store = crate::serve::open_store(&data_dir, true).await?;
+            let store = crate::serve::open_store(
+                &store.data_dir,
+                true,
+                store.database_url.as_deref(),
+            )
+            .await?;
             let printed = KeyHierarchy::init_shamir(store.as_ref(), threshold, shares)
                 .await
                 .context("initialising the shamir seal")?;

@@ -1,11 +1,9 @@
-//! `keyplane audit`: proves the audit chain and exports it, reading the data directory's
+//! `keyplane audit`: proves the audit chain and exports it, reading the deployment's
 //! database (the server may be running: readers do not block it).
 
-use keyplane_core::ports::AuditRecords;
 use std::io::Write;
-use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use keyplane_core::ports::AuditQuery;
 
@@ -14,8 +12,8 @@ pub enum AuditCommand {
     /// Walks the whole chain: every event must link to the one before and match its hash.
     /// Exits non-zero and names the first broken event otherwise.
     Verify {
-        #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: crate::serve::StoreArgs,
     },
     /// Events through a running server's API, newest pages last (filters as the API names them).
     Events {
@@ -31,8 +29,8 @@ pub enum AuditCommand {
     },
     /// Writes every event (or those after `--after-seq`) to standard output.
     Export {
-        #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: crate::serve::StoreArgs,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
         /// Only events after this position in the chain.
@@ -52,8 +50,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Events { .. } | AuditCommand::Chain { .. } => {
             bail!("a client verb runs through run_client")
         }
-        AuditCommand::Verify { data_dir } => {
-            let store = open(&data_dir).await?;
+        AuditCommand::Verify { store } => {
+            let store = store.open_existing().await?;
             let report = store.verify_audit_chain().await?;
             store.close().await;
             let mut out = std::io::stdout().lock();
@@ -74,11 +72,11 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             }
         }
         AuditCommand::Export {
-            data_dir,
+            store,
             format: ExportFormat::Jsonl,
             after_seq,
         } => {
-            let store = open(&data_dir).await?;
+            let store = store.open_existing().await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut after = after_seq;
             loop {
@@ -98,15 +96,4 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn open(
-    data_dir: &std::path::Path,
-) -> anyhow::Result<std::sync::Arc<keyplane_store::SqliteStore>> {
-    if !data_dir.join("keyplane.sqlite").exists() {
-        bail!("no database in {}", data_dir.display());
-    }
-    crate::serve::open_store(data_dir, true)
-        .await
-        .context("opening the database")
 }

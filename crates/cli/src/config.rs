@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Longest a request may take before 408.
     #[arg(long, env = "KEYPLANE_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// PostgreSQL database shared by every node (`postgres://user@host/db?sslmode=verify-full&sslrootcert=ca.pem`);
+    /// without it, SQLite in the data directory.
+    #[arg(long, env = "KEYPLANE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// SQLite durability: `full` (fsync every commit, default) or `normal`.
     #[arg(long, env = "KEYPLANE_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
@@ -106,6 +110,7 @@ struct FileConfig {
     destroy_grace_period: Option<String>,
     rotation_min_interval: Option<String>,
     request_timeout: Option<String>,
+    database_url: Option<String>,
     sqlite_synchronous: Option<String>,
     seal: Option<String>,
     seal_passphrase_file: Option<PathBuf>,
@@ -171,6 +176,8 @@ pub struct Config {
     pub rotation_min_interval: Duration,
     pub request_timeout: Duration,
     pub durable: bool,
+    /// `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
     pub seal: Seal,
     pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
     pub distribution: keyplane_core::service::DistributionPolicy,
@@ -320,6 +327,10 @@ impl Config {
                 "30s",
             )?,
             durable,
+            database_url: args
+                .database_url
+                .or(file.database_url)
+                .filter(|u| !u.is_empty()),
             seal,
             rsa_pool: keyplane_core::service::KeyPoolPolicy::parse_rsa(
                 args.rsa_pool

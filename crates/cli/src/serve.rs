@@ -11,7 +11,7 @@ use keyplane_core::ports::{ApiToken, Store};
 use keyplane_core::service::Keyplane;
 use keyplane_crypto::pkcs11::Pkcs11Config;
 use keyplane_crypto::{KeyHierarchy, SealMode, new_token, token_digest};
-use keyplane_store::{Durability, SqliteStore};
+use keyplane_store::{Durability, PostgresOptions, PostgresStore, SqliteStore};
 use uuid::Uuid;
 
 use crate::config::{Config, Seal};
@@ -99,11 +99,40 @@ fn seal_mode(config: &Config) -> SealMode {
     }
 }
 
-/// Opens the data directory's database.
+/// Where a command finds the database: PostgreSQL when a URL is given, else SQLite in the data
+/// directory.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "keyplane-data")]
+    pub data_dir: std::path::PathBuf,
+    /// PostgreSQL database (`postgres://…`), as the server's KEYPLANE_DATABASE_URL.
+    #[arg(long, env = "KEYPLANE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// Opens an existing database (a command on a deployment never creates one).
+    pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if self.database_url.is_none() && !self.data_dir.join("keyplane.sqlite").exists() {
+            anyhow::bail!("no database in {}", self.data_dir.display());
+        }
+        open_store(&self.data_dir, true, self.database_url.as_deref()).await
+    }
+}
+
+/// Opens the deployment's database: PostgreSQL when `database_url` names one, else SQLite in
+/// the data directory (created owner-only when absent).
 pub async fn open_store(
     data_dir: &std::path::Path,
     durable: bool,
-) -> anyhow::Result<Arc<SqliteStore>> {
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = database_url {
+        let store = PostgresStore::open(url, PostgresOptions::default())
+            .await
+            .context("opening the PostgreSQL database")?;
+        return Ok(Arc::new(store));
+    }
     // Only the server's own user may enter the data directory: it holds the database and, with
     // the dev seal, the seal key.
     let mut dir = std::fs::DirBuilder::new();
@@ -134,7 +163,12 @@ pub async fn open_store(
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.data_dir, config.durable).await?;
+    let store = open_store(
+        &config.data_dir,
+        config.durable,
+        config.database_url.as_deref(),
+    )
+    .await?;
     let dyn_store: Arc<dyn Store> = store.clone();
     // The seal first: a database started with the wrong seal gets no token.
     let engine = KeyHierarchy::start(dyn_store.clone(), seal_mode(&config))
@@ -151,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_distribution_policy(config.distribution.clone())
         .with_call_rate(config.rate_limit)
         .with_key_pool(config.rsa_pool.clone());
+    tokio::spawn(keyplane.clone().run_leadership());
     tokio::spawn(keyplane.clone().run_key_pool());
     tokio::spawn(keyplane.clone().run_distribution());
     tokio::spawn(keyplane.clone().run_denial_summaries());

@@ -1,5 +1,5 @@
 //! Core's services on their own, without HTTP: what each operation decides for a caller, over
-//! the real SQLite store and key hierarchy.
+//! the real store (SQLite, or PostgreSQL when the suite runs on it) and key hierarchy.
 
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use keyplane_core::service::{
     Decided, KeyPropertiesInput, Keyplane, NewKey, NewKeystore, NewTemplate, NewVault,
 };
 use keyplane_crypto::{KeyHierarchy, SealMode};
-use keyplane_store::SqliteStore;
 use uuid::Uuid;
 
 struct World {
@@ -31,7 +30,7 @@ fn caller(name: &str, policies: &[(Role, Option<Uuid>)]) -> Caller {
 }
 
 async fn world() -> World {
-    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let store = keyplane_store::open_scratch_store().await.unwrap();
     let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
         .await
         .unwrap();

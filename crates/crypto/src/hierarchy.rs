@@ -25,11 +25,14 @@ use crate::pkcs11::{Pkcs11Config, Pkcs11Token};
 use crate::root::{RootKey, SoftwareRootKey};
 use crate::shamir::{ShamirConfig, ShareError, UnsealProgress};
 use crate::{
-    CryptoError, MasterKey, load_or_create_dev_master_key, open_or_create_passphrase_sealed,
+    CryptoError, MasterKey, load_or_create_dev_master_key,
 };
 
 /// Settings the hierarchy records in the store.
 pub const SEAL_TYPE_SETTING: &str = "seal_type";
+/// The passphrase seal's master key, sealed under the passphrase: in the database, so every
+/// node sharing it opens the same hierarchy.
+pub const PASSPHRASE_SEAL_SETTING: &str = "passphrase_sealed_master_key";
 pub const SHAMIR_SETTING: &str = "shamir_seal";
 /// Written by releases before vault keys: the check value of the key that sealed all material.
 const LEGACY_CHECK_SETTING: &str = "master_key_check_value";
@@ -263,6 +266,52 @@ impl KeyHierarchy {
         Ok(self.status())
     }
 
+    /// Opens the passphrase seal's master key, kept sealed in the database so that every node
+    /// opens the same one; the first unseal of a deployment makes it (a file an earlier release
+    /// kept in the data directory moves into the database instead).
+    async fn open_passphrase_seal(
+        &self,
+        legacy_file: &std::path::Path,
+        passphrase: zeroize::Zeroizing<String>,
+    ) -> Result<MasterKey> {
+        let refused = |e: CryptoError| unseal_refused("passphrase", e.to_string());
+        let stored = match self.store.get_setting(PASSPHRASE_SEAL_SETTING).await? {
+            Some(text) => text,
+            None => {
+                let text = match std::fs::read_to_string(legacy_file) {
+                    Ok(text) => text,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let p = passphrase.clone();
+                        let (_, text) = tokio::task::spawn_blocking(move || {
+                            crate::passphrase::seal_new_master_key(p.as_bytes())
+                        })
+                        .await
+                        .map_err(blocking_err)?
+                        .map_err(refused)?;
+                        text
+                    }
+                    Err(e) => {
+                        return Err(Error::internal(format!(
+                            "reading the sealed master key file {}: {e}",
+                            legacy_file.display()
+                        )));
+                    }
+                };
+                // Another node starting at the same moment may have stored its own first: every
+                // node opens the one stored.
+                self.store
+                    .insert_setting(PASSPHRASE_SEAL_SETTING, &text)
+                    .await?
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            crate::passphrase::open_sealed_master_key(&stored, "the database", passphrase.as_bytes())
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(refused)
+    }
+
     /// Turns an operator's secret into what unlocks the master keys; `None` while a Shamir
     /// unseal still needs shares.
     async fn unlocker(&self, secret: UnsealSecret) -> Result<Option<Unlocker>> {
@@ -289,13 +338,7 @@ impl KeyHierarchy {
                 Ok(Some(Unlocker::SealKey(Arc::new(key))))
             }
             (SealMode::Passphrase { sealed_file, .. }, UnsealSecret::Passphrase(passphrase)) => {
-                let path = sealed_file.clone();
-                let (key, _) = tokio::task::spawn_blocking(move || {
-                    open_or_create_passphrase_sealed(&path, passphrase.as_bytes())
-                })
-                .await
-                .map_err(blocking_err)?
-                .map_err(|e| unseal_refused("passphrase", e.to_string()))?;
+                let key = self.open_passphrase_seal(sealed_file, passphrase).await?;
                 Ok(Some(Unlocker::SealKey(Arc::new(key))))
             }
             (SealMode::Shamir, UnsealSecret::Share(share)) => {

@@ -63,11 +63,10 @@ fn render(s: &Sealed) -> String {
     )
 }
 
-fn parse(text: &str, path: &Path) -> Result<Sealed, CryptoError> {
+fn parse(text: &str, source: &str) -> Result<Sealed, CryptoError> {
     let bad = |what: &str| {
         CryptoError::InvalidKeyMaterial(format!(
-            "sealed master key file {} is malformed: {what}",
-            path.display()
+            "the sealed master key ({source}) is malformed: {what}"
         ))
     };
     let field = |name: &str| {
@@ -88,48 +87,70 @@ fn parse(text: &str, path: &Path) -> Result<Sealed, CryptoError> {
     })
 }
 
+fn check_length(passphrase: &[u8]) -> Result<(), CryptoError> {
+    if passphrase.len() < MIN_PASSPHRASE_LEN {
+        return Err(CryptoError::InvalidKeyMaterial(format!(
+            "the seal passphrase must be at least {MIN_PASSPHRASE_LEN} characters long"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens a sealed master key (as [`seal_new_master_key`] renders it) with `passphrase`; `source`
+/// names where it was kept, for errors. A wrong passphrase opens nothing.
+pub fn open_sealed_master_key(
+    text: &str,
+    source: &str,
+    passphrase: &[u8],
+) -> Result<MasterKey, CryptoError> {
+    check_length(passphrase)?;
+    let s = parse(text, source)?;
+    let kek = derive(passphrase, &s.salt, s.m_cost_kib, s.t_cost, s.p_cost)?;
+    let plain = kek.open(&s.sealed, AAD).map_err(|_| {
+        CryptoError::InvalidKeyMaterial(format!(
+            "the seal passphrase is wrong (or the sealed master key in {source} was altered); nothing was opened"
+        ))
+    })?;
+    MasterKey::from_bytes(plain.expose())
+}
+
+/// A new master key, and its rendering sealed under `passphrase` (to be kept where every node
+/// finds it).
+pub fn seal_new_master_key(passphrase: &[u8]) -> Result<(MasterKey, String), CryptoError> {
+    check_length(passphrase)?;
+    let master = MasterKey::generate()?;
+    let mut salt = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| CryptoError::Generate("no randomness".into()))?;
+    let kek = derive(passphrase, &salt, M_COST_KIB, T_COST, P_COST)?;
+    let sealed = kek.seal(master.expose_bytes(), AAD)?;
+    let text = render(&Sealed {
+        m_cost_kib: M_COST_KIB,
+        t_cost: T_COST,
+        p_cost: P_COST,
+        salt,
+        sealed,
+    });
+    Ok((master, text))
+}
+
 /// Opens the master key sealed at `path` with `passphrase`, or makes and seals a new one when
 /// the file does not exist. A wrong passphrase opens nothing.
 pub fn open_or_create_passphrase_sealed(
     path: &Path,
     passphrase: &[u8],
 ) -> Result<(MasterKey, PassphraseOutcome), CryptoError> {
-    if passphrase.len() < MIN_PASSPHRASE_LEN {
-        return Err(CryptoError::InvalidKeyMaterial(format!(
-            "the seal passphrase must be at least {MIN_PASSPHRASE_LEN} characters long"
-        )));
-    }
+    check_length(passphrase)?;
+    let source = format!("file {}", path.display());
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let s = parse(&text, path)?;
-            let kek = derive(passphrase, &s.salt, s.m_cost_kib, s.t_cost, s.p_cost)?;
-            let plain = kek.open(&s.sealed, AAD).map_err(|_| {
-                CryptoError::InvalidKeyMaterial(
-                    "the seal passphrase is wrong (or the sealed master key file was altered); nothing was opened".into(),
-                )
-            })?;
-            Ok((
-                MasterKey::from_bytes(plain.expose())?,
-                PassphraseOutcome::Opened,
-            ))
-        }
+        Ok(text) => Ok((
+            open_sealed_master_key(&text, &source, passphrase)?,
+            PassphraseOutcome::Opened,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = parent_dir(path);
             create_private_dir_all(&dir)
                 .map_err(|e| io_err("cannot create directory", &dir, &e))?;
-            let master = MasterKey::generate()?;
-            let mut salt = vec![0u8; 16];
-            aws_lc_rs::rand::fill(&mut salt)
-                .map_err(|_| CryptoError::Generate("no randomness".into()))?;
-            let kek = derive(passphrase, &salt, M_COST_KIB, T_COST, P_COST)?;
-            let sealed = kek.seal(master.expose_bytes(), AAD)?;
-            let text = render(&Sealed {
-                m_cost_kib: M_COST_KIB,
-                t_cost: T_COST,
-                p_cost: P_COST,
-                salt,
-                sealed,
-            });
+            let (master, text) = seal_new_master_key(passphrase)?;
             if !publish_new_private_file(path, &dir, text.as_bytes())? {
                 // Another process sealed one first: open that one.
                 return open_or_create_passphrase_sealed(path, passphrase);

@@ -8,6 +8,7 @@
 
 mod access;
 mod audit;
+mod changes;
 mod connect;
 mod distribution;
 mod hierarchy;
@@ -56,18 +57,24 @@ pub struct PostgresStore {
     generation: Generation,
     /// This node, as it names itself in leases.
     node_id: Uuid,
+    changes: changes::Changes,
 }
 
 impl PostgresStore {
     /// Connects to the database named by a `postgres://` URL and brings its schema up to date
     /// (one node at a time: the others wait for the migration lock).
     pub async fn open(url: &str, options: PostgresOptions) -> Result<Self> {
-        let pool = connect::pool(url, &options)?;
+        let target = connect::Target::parse(url)?;
+        let pool = target.pool(&options)?;
         migrate::run(&pool).await?;
+        migrate::check_version(&pool).await?;
         let generation = Generation::default();
         let node_id = Uuid::new_v4();
-        let writer = writer::Writer::start(pool.clone(), generation.clone(), options.writers);
+        let writer =
+            writer::Writer::start(pool.clone(), generation.clone(), options.writers, node_id);
+        let changes = changes::Changes::start(target, generation.clone(), node_id);
         Ok(Self {
+            changes,
             usage_contexts: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
             keystores: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
             pool,
@@ -96,7 +103,7 @@ impl PostgresStore {
     async fn owning_vault(&self, table: &'static str, id: Uuid) -> Option<Uuid> {
         let c = self.reader().await.ok()?;
         one(
-            &**c,
+            &c,
             &format!("SELECT vault_id FROM {table} WHERE id = $1"),
             &[&id],
             |r| rows::col(r, "vault_id"),
@@ -123,27 +130,6 @@ impl PostgresStore {
         self.writer.submit(work, None).await
     }
 
-    /// Like [`PostgresStore::audited_write`], returning what `work` produced once committed.
-    async fn audited_write_returning<T: Send + 'static>(
-        &self,
-        work: impl for<'c> FnOnce(&'c writer::Conn) -> futures::future::BoxFuture<'c, Result<T>>
-        + Send
-        + 'static,
-    ) -> Result<T> {
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let out = slot.clone();
-        self.audited_write(Box::new(move |c| {
-            Box::pin(async move {
-                let value = work(c).await?;
-                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-                Ok(())
-            })
-        }))
-        .await?;
-        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        value.ok_or_else(|| Error::internal("the database writer returned nothing"))
-    }
-
     /// Like [`PostgresStore::write`], returning what `work` produced once committed.
     async fn write_returning<T: Send + 'static>(
         &self,
@@ -164,6 +150,18 @@ impl PostgresStore {
         let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         value.ok_or_else(|| Error::internal("the database writer returned nothing"))
     }
+}
+
+/// Creates an empty schema in the database `url` names (a test store's own).
+pub(crate) async fn create_schema(url: &str, schema: &str) -> Result<()> {
+    let pool = connect::Target::parse(url)?.pool(&PostgresOptions::default())?;
+    let c = writer::connection(&pool).await?;
+    c.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .map_err(db_err)?;
+    drop(c);
+    pool.close();
+    Ok(())
 }
 
 /// Every row of a query, mapped.
@@ -211,7 +209,7 @@ impl Store for PostgresStore {
     async fn get_setting(&self, name: &str) -> Result<Option<String>> {
         let c = self.reader().await?;
         one(
-            &**c,
+            &c,
             "SELECT value FROM settings WHERE name = $1",
             &[&name],
             |r| rows::col(r, "value"),
@@ -224,6 +222,55 @@ impl Store for PostgresStore {
         self.write(Box::new(move |c| {
             Box::pin(async move { writes::put_setting(c, &name, &value).await })
         }))
+        .await
+    }
+
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write_returning(move |c| {
+            Box::pin(async move {
+                exec(
+                    c,
+                    "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    &[&name, &value],
+                )
+                .await?;
+                one(c, "SELECT value FROM settings WHERE name = $1", &[&name], |r| {
+                    rows::col(r, "value")
+                })
+                .await?
+                .ok_or_else(|| Error::internal("a setting just stored is missing"))
+            })
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        PostgresStore::close(self).await
+    }
+
+    async fn tasks_queued_elsewhere(&self) {
+        self.changes.tasks_queued.notified().await
+    }
+
+    async fn lead(&self, lease: std::time::Duration) -> Result<Option<i64>> {
+        let c = self.reader().await?;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        // Taken when free or expired (the term grows), renewed by its holder (the term stays).
+        one(
+            &c,
+            "INSERT INTO leader_lease (name, holder, term, lease_until)
+             VALUES ('scheduler', $1, 1, clock_timestamp() + $2::bigint * interval '1 millisecond')
+             ON CONFLICT (name) DO UPDATE SET
+                 term = CASE WHEN leader_lease.holder = EXCLUDED.holder
+                             THEN leader_lease.term ELSE leader_lease.term + 1 END,
+                 holder = EXCLUDED.holder,
+                 lease_until = EXCLUDED.lease_until
+             WHERE leader_lease.holder = EXCLUDED.holder OR leader_lease.lease_until < clock_timestamp()
+             RETURNING term",
+            &[&self.node_id, &lease_ms],
+            |r| rows::col(r, "term"),
+        )
         .await
     }
 }

@@ -223,4 +223,25 @@ impl Store for SqliteStore {
             .write(move |c| writes::put_setting(c, &name, &value))
             .await
     }
+
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.writer
+            .write_returning(move |c| {
+                c.execute(
+                    "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                    [&name, &value],
+                )
+                .map_err(sql_err)?;
+                c.query_row("SELECT value FROM settings WHERE name = ?", [&name], |r| {
+                    r.get(0)
+                })
+                .map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await
+    }
 }

@@ -1,4 +1,5 @@
-//! Test harnesses: the API in-process over a real SQLite store, and the real `keyplane` binary.
+//! Test harnesses: the API in-process over a real store (SQLite, or PostgreSQL when
+//! `KEYPLANE_TEST_DATABASE_URL` names a database), and the real `keyplane` binary.
 
 pub mod peers;
 
@@ -21,7 +22,6 @@ use keyplane_core::lifecycle::LifecyclePolicy;
 use keyplane_core::model::Actor;
 use keyplane_core::service::Keyplane;
 use keyplane_crypto::{KeyHierarchy, SealMode};
-use keyplane_store::{Durability, SqliteStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -67,10 +67,10 @@ impl Authenticator for FixedToken {
     }
 }
 
-/// The router over a fresh SQLite database in a temporary directory.
+/// The router over a fresh, empty store.
 pub struct TestApp {
     pub router: Router,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn keyplane_core::ports::Store>,
     /// The services behind the router, for what no HTTP call reaches (shutdown steps).
     pub keyplane: Keyplane,
     pub dir: tempfile::TempDir,
@@ -154,11 +154,10 @@ impl TestApp {
 
     async fn build(policy: LifecyclePolicy, request_timeout: std::time::Duration) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("test.sqlite"), Durability::Normal)
-                .await
-                .expect("open store"),
-        );
+        // SQLite, or a schema of its own in PostgreSQL when the suite runs on that engine.
+        let store = keyplane_store::open_scratch_store()
+            .await
+            .expect("open store");
         let engine = KeyHierarchy::start(store.clone(), SealMode::Ephemeral)
             .await
             .expect("key hierarchy");

@@ -55,4 +55,27 @@ pub trait Store:
     async fn get_setting(&self, name: &str) -> Result<Option<String>>;
 
     async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+
+    /// Stores a setting unless it is already there; the value stored either way.
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String>;
+
+    /// Resolves when another node may have queued distribution tasks. A store only this process
+    /// writes never does: its own writes wake the worker directly.
+    async fn tasks_queued_elsewhere(&self) {
+        std::future::pending::<()>().await
+    }
+
+    /// Takes or renews, for `lease`, the lease that makes this node the one running scheduled
+    /// work (drift checks, key-pool refills, schedules). `Some(term)` while this node holds it —
+    /// the term grows with every change of holder, so work begun under an older term can be
+    /// told apart — and `None` while another node does. A store only this process writes always
+    /// leads.
+    async fn lead(&self, lease: std::time::Duration) -> Result<Option<i64>> {
+        let _ = lease;
+        Ok(Some(1))
+    }
+
+    /// Releases the store's connections before the process exits (SQLite also copies its WAL
+    /// back into the database file).
+    async fn close(&self) {}
 }

@@ -255,7 +255,12 @@ impl Keyplane {
                 }
             };
             if tasks.is_empty() {
-                let _ = tokio::time::timeout(IDLE_POLL, self.distribution.wake.notified()).await;
+                // Woken by this node's writes, another node's, or the poll for due retries.
+                tokio::select! {
+                    () = self.distribution.wake.notified() => {}
+                    () = self.store.tasks_queued_elsewhere() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
                 continue;
             }
             for task in tasks {
@@ -491,7 +496,8 @@ impl Keyplane {
     pub async fn run_drift_checks(self, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            if self.engine.is_sealed() {
+            // One node checks for the deployment: the leader.
+            if self.engine.is_sealed() || self.leader_term().await.is_none() {
                 continue;
             }
             if let Err(e) = self.check_drift().await {

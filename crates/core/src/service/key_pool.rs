@@ -127,7 +127,13 @@ impl Keyplane {
             return;
         }
         loop {
-            let pause = match self.refill_key_pool().await {
+            // One node refills the deployment's pool: the leader.
+            let refill = if self.leader_term().await.is_some() {
+                self.refill_key_pool().await
+            } else {
+                Ok(0)
+            };
+            let pause = match refill {
                 Ok(added) => {
                     if added > 0 {
                         tracing::debug!(added, "key pool refilled");

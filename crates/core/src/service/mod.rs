@@ -13,6 +13,7 @@ mod key_protect_policies;
 mod key_protect_rings;
 mod keys;
 mod keystores;
+mod leadership;
 mod system;
 mod templates;
 mod vaults;
@@ -42,6 +43,7 @@ pub use key_protect::{
 pub use key_protect_policies::{KeyProtectPolicies, ROTATION_MONTHS};
 pub use key_protect_rings::{KEY_RING_PATTERN, MAX_KEY_RINGS, check_key_ring};
 pub use keys::{KeyPatch, NewKey};
+pub use leadership::LEADER_LEASE;
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use templates::{
     KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch,
@@ -64,6 +66,8 @@ pub struct Keyplane {
     failed_exchanges: Arc<crate::authn::FailedExchanges>,
     /// Calls per caller and second, for every edge.
     call_rate: Arc<crate::authn::CallRate>,
+    /// Whether this node runs scheduled work.
+    leadership: Arc<leadership::Leadership>,
 }
 
 impl Keyplane {
@@ -82,6 +86,7 @@ impl Keyplane {
             denials: Arc::default(),
             failed_exchanges: Arc::default(),
             call_rate: Arc::default(),
+            leadership: Arc::default(),
         }
     }
 

@@ -100,8 +100,8 @@ CREATE INDEX managed_keys_updated ON managed_keys (updated_at, id);
 CREATE INDEX managed_keys_vault_state_updated ON managed_keys (vault_id, state, updated_at, id);
 CREATE INDEX managed_keys_label ON managed_keys (label, id);
 CREATE INDEX managed_keys_created ON managed_keys (created_at, id);
-CREATE INDEX managed_keys_activation ON managed_keys (activation_date, id);
-CREATE INDEX managed_keys_expiration ON managed_keys (expiration_date, id);
+CREATE INDEX managed_keys_activation ON managed_keys (activation_date NULLS FIRST, id);
+CREATE INDEX managed_keys_expiration ON managed_keys (expiration_date NULLS FIRST, id);
 CREATE INDEX managed_keys_state_id ON managed_keys (state, id);
 CREATE INDEX managed_keys_size ON managed_keys (size, id);
 CREATE INDEX managed_keys_version ON managed_keys (version, id);
@@ -316,6 +316,15 @@ CREATE TABLE keystore_tasks (
 CREATE UNIQUE INDEX keystore_tasks_waiting ON keystore_tasks (keystore_id, managed_key_id) WHERE state = 'pending';
 CREATE INDEX keystore_tasks_due ON keystore_tasks (state, next_attempt_at);
 CREATE INDEX keystore_tasks_by_keystore ON keystore_tasks (keystore_id, state);
+
+-- Queued work wakes the idle workers of every node (see the engine's `changes`).
+CREATE FUNCTION keystore_tasks_queued() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keyplane_tasks', '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER keystore_tasks_queued AFTER INSERT OR UPDATE OF state ON keystore_tasks
+    FOR EACH ROW WHEN (NEW.state = 'pending') EXECUTE FUNCTION keystore_tasks_queued();
 
 CREATE TABLE external_copies (
     keystore_id       UUID NOT NULL,

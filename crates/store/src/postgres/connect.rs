@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use keyplane_core::error::{Error, Result};
 
 /// How a node uses its database.
@@ -101,9 +103,8 @@ fn rustls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
             let pem = std::fs::read(path).map_err(|e| {
                 invalid(format!("reading the database CA file (sslrootcert) {path}: {e}"))
             })?;
-            let mut reader = std::io::BufReader::new(pem.as_slice());
             let mut found = 0;
-            for cert in rustls_pemfile_certs(&mut reader) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| {
                     invalid(format!("the database CA file {path} is not PEM: {e}"))
                 })?;
@@ -132,55 +133,105 @@ fn rustls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-fn rustls_pemfile_certs(
-    reader: &mut dyn std::io::BufRead,
-) -> impl Iterator<Item = std::io::Result<rustls::pki_types::CertificateDer<'static>>> + '_ {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut pem = Vec::new();
-    let read = reader.read_to_end(&mut pem);
-    let certs: Vec<std::io::Result<CertificateDer<'static>>> = match read {
-        Err(e) => vec![Err(e)],
-        Ok(_) => CertificateDer::pem_slice_iter(&pem)
-            .map(|c| c.map_err(|e| std::io::Error::other(e.to_string())))
-            .collect(),
-    };
-    certs.into_iter()
+/// Where the database is and how to reach it.
+#[derive(Clone)]
+pub(crate) struct Target {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
-/// The pool of connections to the database a URL names.
-pub(crate) fn pool(url: &str, options: &PostgresOptions) -> Result<Pool> {
-    let (url, tls) = split_tls(url)?;
-    let mut config = tokio_postgres::Config::from_str(&url)
-        .map_err(|e| invalid(format!("the database URL is not valid: {e}")))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
+impl Target {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
+        let (url, tls) = split_tls(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| invalid(format!("the database URL is not valid: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        // A peer gone without a word (cut network) is noticed within about half a minute.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name("keyplane");
+        }
+        let tls = match tls {
+            Tls::Off => None,
+            Tls::VerifyFull { root_cert } => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                rustls_config(root_cert.as_deref())?,
+            )),
+        };
+        Ok(Self { config, tls })
     }
-    // A peer gone without a word (cut network) is noticed within about half a minute.
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(10));
-    if config.get_application_name().is_none() {
-        config.application_name("keyplane");
+
+    /// The pool of connections to the database.
+    pub(crate) fn pool(&self, options: &PostgresOptions) -> Result<Pool> {
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &self.tls {
+            None => Manager::from_config(self.config.clone(), tokio_postgres::NoTls, manager_config),
+            Some(tls) => Manager::from_config(self.config.clone(), tls.clone(), manager_config),
+        };
+        Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(super::writer::CONNECTION_WAIT))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| Error::internal(format!("building the database pool: {e}")))
     }
-    let manager_config = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
-    };
-    let manager = match tls {
-        Tls::Off => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
-        Tls::VerifyFull { root_cert } => Manager::from_config(
-            config,
-            tokio_postgres_rustls::MakeRustlsConnect::new(rustls_config(root_cert.as_deref())?),
-            manager_config,
-        ),
-    };
-    Pool::builder(manager)
-        .max_size(options.pool_size.max(2))
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(super::writer::CONNECTION_WAIT))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()
-        .map_err(|e| Error::internal(format!("building the database pool: {e}")))
+
+    /// A connection of its own (not pooled) whose notifications arrive on the returned channel;
+    /// the channel closes when the connection ends.
+    pub(crate) async fn listening_connection(
+        &self,
+    ) -> Result<(
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    )> {
+        let (sender, notifications) = tokio::sync::mpsc::unbounded_channel();
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(super::db_err)?;
+                tokio::spawn(forward_notifications(connection, sender));
+                client
+            }
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(super::db_err)?;
+                tokio::spawn(forward_notifications(connection, sender));
+                client
+            }
+        };
+        Ok((client, notifications))
+    }
+}
+
+/// Drives a connection, passing its notifications on, until it ends.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    sender: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(Ok(message)) = messages.next().await {
+        if let tokio_postgres::AsyncMessage::Notification(n) = message
+            && sender.send(n).is_err()
+        {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

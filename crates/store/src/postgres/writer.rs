@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
+use deadpool_postgres::{Object, Pool, PoolError};
 use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
 
 use keyplane_core::audit::AuditEvent;
 use keyplane_core::error::{Error, Result};
@@ -20,7 +21,7 @@ use keyplane_core::error::{Error, Result};
 use crate::read_cache::Generation;
 
 /// The connection a write runs on, inside the group's transaction.
-pub(crate) type Conn = ClientWrapper;
+pub(crate) type Conn = Object;
 
 /// One write: statements on the group's connection.
 pub(crate) type Work = Box<dyn for<'c> FnOnce(&'c Conn) -> BoxFuture<'c, Result<()>> + Send>;
@@ -84,12 +85,15 @@ pub(crate) async fn connection(pool: &Pool) -> Result<Object> {
 
 impl Writer {
     /// Starts `count` writers taking jobs from one queue.
-    pub(crate) fn start(pool: Pool, generation: Generation, count: usize) -> Self {
+    pub(crate) fn start(pool: Pool, generation: Generation, count: usize, node_id: Uuid) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(Mutex::new(queue));
+        // Delivered to the other nodes when a group commits (see `changes`).
+        let notify: Arc<str> = format!("NOTIFY {}, '{node_id}'", super::changes::CHANGES_CHANNEL).into();
         for _ in 0..count.max(1) {
             let (pool, queue, generation) = (pool.clone(), queue.clone(), generation.clone());
-            tokio::spawn(async move { run(pool, queue, generation).await });
+            let notify = notify.clone();
+            tokio::spawn(async move { run(pool, queue, generation, notify).await });
         }
         Self { jobs }
     }
@@ -110,6 +114,7 @@ async fn run(
     pool: Pool,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     generation: Generation,
+    notify: Arc<str>,
 ) {
     loop {
         let group = {
@@ -126,7 +131,7 @@ async fn run(
             }
             group
         };
-        commit_group(&pool, group, &generation).await;
+        commit_group(&pool, group, &generation, &notify).await;
     }
 }
 
@@ -144,7 +149,7 @@ fn same(error: &Error) -> Error {
     }
 }
 
-async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation) {
+async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, notify: &str) {
     let conn = match connection(pool).await {
         Ok(c) => c,
         Err(e) => return fail_all(group.into_iter().map(|j| j.reply).collect(), &e),
@@ -199,7 +204,10 @@ async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation) {
         discard(conn);
         return fail_all(replies(results), &e);
     }
-    let committed = conn.batch_execute("COMMIT").await;
+    let committed = match conn.batch_execute(notify).await {
+        Ok(()) => conn.batch_execute("COMMIT").await,
+        Err(e) => Err(e),
+    };
     // Before anyone learns of the commit (see `read_cache`); after a rollback it is harmless.
     generation.advance();
     match committed {

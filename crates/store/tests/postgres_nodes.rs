@@ -1,0 +1,169 @@
+//! Several nodes on one PostgreSQL database, as stores: each test opens two or three
+//! `PostgresStore`s on one schema of its own in the database `KEYPLANE_TEST_POSTGRES` names
+//! (the test command makes one per run).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use uuid::Uuid;
+
+use keyplane_core::Error;
+use keyplane_core::audit::AuditEvent;
+use keyplane_core::model::*;
+use keyplane_core::ports::*;
+use keyplane_store::{PostgresOptions, PostgresStore};
+
+fn database() -> String {
+    std::env::var("KEYPLANE_TEST_POSTGRES")
+        .expect("KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)")
+}
+
+async fn node(url: &str) -> Arc<PostgresStore> {
+    Arc::new(
+        PostgresStore::open(url, PostgresOptions::default())
+            .await
+            .expect("node"),
+    )
+}
+
+/// Two nodes on a fresh schema.
+async fn two_nodes() -> (Arc<PostgresStore>, Arc<PostgresStore>) {
+    let url = keyplane_store::new_postgres_schema(&database())
+        .await
+        .unwrap();
+    (node(&url).await, node(&url).await)
+}
+
+fn vault(name: &str) -> Vault {
+    let at = Utc::now().trunc_subsecs(3);
+    Vault {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        description: String::new(),
+        recovery_key_label: None,
+        stamps: Stamps {
+            created_at: at,
+            updated_at: at,
+            created_by: "tester".into(),
+            updated_by: "tester".into(),
+        },
+        revision: 1,
+    }
+}
+
+fn event(n: usize) -> AuditEvent {
+    AuditEvent {
+        seq: 0,
+        id: Uuid::now_v7(),
+        at: Utc::now().trunc_subsecs(3),
+        action: format!("keyplane.test.{n}"),
+        outcome: "success".into(),
+        status: 200,
+        severity: "normal".into(),
+        initiator: "tester".into(),
+        target: None,
+        vault_id: None,
+        correlation_id: n.to_string(),
+        source: None,
+        request: serde_json::json!({}),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn nodes_starting_together_migrate_once_and_all_open() {
+    let url = keyplane_store::new_postgres_schema(&database())
+        .await
+        .unwrap();
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::open(&url, PostgresOptions::default()).await })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for s in starts {
+        nodes.push(s.await.unwrap().expect("every node opens"));
+    }
+    nodes[0].insert_vault(&vault("v")).await.unwrap();
+    assert_eq!(nodes[2].vault_ids().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn one_node_leads_and_the_lease_moves_when_its_holder_stops_renewing() {
+    let (a, b) = two_nodes().await;
+    let lease = Duration::from_millis(800);
+    let term = a.lead(lease).await.unwrap().expect("the first node leads");
+    assert_eq!(b.lead(lease).await.unwrap(), None, "one leader at a time");
+    assert_eq!(a.lead(lease).await.unwrap(), Some(term));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let next = b.lead(lease).await.unwrap().expect("the lease moved");
+    assert!(next > term, "a new holder gets a higher term: {next} after {term}");
+    assert_eq!(a.lead(lease).await.unwrap(), None, "the old holder is fenced off");
+}
+
+#[tokio::test]
+async fn a_commit_on_one_node_reaches_the_others_within_a_second() {
+    let (a, b) = two_nodes().await;
+    // Listening starts in the background: let it settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..3 {
+        let seen = b.commit_generation();
+        let committed = Instant::now();
+        a.put_setting("round", &round.to_string()).await.unwrap();
+        while b.commit_generation() == seen {
+            assert!(
+                committed.elapsed() < Duration::from_secs(1),
+                "node b did not hear of node a's commit within a second"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_audit_chain_whatever_node_writes() {
+    let (a, b) = two_nodes().await;
+    let mut appends = Vec::new();
+    for n in 0..60 {
+        let node = if n % 2 == 0 { a.clone() } else { b.clone() };
+        appends.push(tokio::spawn(
+            async move { node.append_audit_event(event(n)).await },
+        ));
+    }
+    for x in appends {
+        x.await.unwrap().unwrap();
+    }
+    for node in [&a, &b] {
+        let report = node.verify_audit_chain().await.unwrap();
+        assert_eq!(report.events, 60);
+        assert_eq!(report.first_broken, None, "{:?}", report.reason);
+    }
+}
+
+#[tokio::test]
+async fn an_etag_holds_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let v = vault("shared");
+    a.insert_vault(&v).await.unwrap();
+    let mut tries = Vec::new();
+    for (i, node) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        let mut v = v.clone();
+        tries.push(tokio::spawn(async move {
+            v.description = format!("node write {i}");
+            v.revision = 2;
+            node.update_vault(&v, 1).await
+        }));
+    }
+    let mut won = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(Error::EtagMismatch) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one update with the same ETag wins");
+}
