@@ -97,12 +97,9 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             shares,
             threshold,
         } => {
-            let store = crate::serve::open_store(
-                &store.data_dir,
-                true,
-                store.database_url.as_deref(),
-            )
-            .await?;
+            let store =
+                crate::serve::open_store(&store.data_dir, true, store.database_url.as_deref())
+                    .await?;
             let printed = KeyHierarchy::init_shamir(store.as_ref(), threshold, shares)
                 .await
                 .context("initialising the shamir seal")?;

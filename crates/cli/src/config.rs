@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// without it, SQLite in the data directory.
     #[arg(long, env = "KEYPLANE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// On PostgreSQL, how long a distribution task claimed by a node that stopped stays with it
+    /// before another node takes it over (e.g. 60s, the default).
+    #[arg(long, env = "KEYPLANE_TASK_LEASE")]
+    pub task_lease: Option<String>,
     /// SQLite durability: `full` (fsync every commit, default) or `normal`.
     #[arg(long, env = "KEYPLANE_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
@@ -111,6 +115,7 @@ struct FileConfig {
     rotation_min_interval: Option<String>,
     request_timeout: Option<String>,
     database_url: Option<String>,
+    task_lease: Option<String>,
     sqlite_synchronous: Option<String>,
     seal: Option<String>,
     seal_passphrase_file: Option<PathBuf>,
@@ -133,8 +138,9 @@ struct FileConfig {
 pub enum Seal {
     /// A plain key file in the data directory.
     Dev,
-    /// Sealed under a key derived from this passphrase.
-    Passphrase(zeroize::Zeroizing<String>),
+    /// Sealed under a key derived from this passphrase; without one the node starts sealed
+    /// and is unsealed through the API.
+    Passphrase(Option<zeroize::Zeroizing<String>>),
     /// Split into custodians' shares; starts sealed.
     Shamir,
     /// The master key lives in a PKCS#11 token.
@@ -178,6 +184,7 @@ pub struct Config {
     pub durable: bool,
     /// `None`: SQLite in the data directory.
     pub database_url: Option<String>,
+    pub task_lease: Duration,
     pub seal: Seal,
     pub rsa_pool: keyplane_core::service::KeyPoolPolicy,
     pub distribution: keyplane_core::service::DistributionPolicy,
@@ -231,22 +238,17 @@ impl Config {
         };
         let seal = match args.seal.or(file.seal).as_deref().unwrap_or("dev") {
             "dev" => Seal::Dev,
-            "passphrase" => Seal::Passphrase(
-                secret(
-                    args.seal_passphrase,
-                    args.seal_passphrase_file.or(file.seal_passphrase_file),
-                    "seal passphrase",
-                )?
-                .context(
-                    "the passphrase seal needs KEYPLANE_SEAL_PASSPHRASE or KEYPLANE_SEAL_PASSPHRASE_FILE",
-                )?,
-            ),
+            // Without a passphrase the node starts sealed and waits for `keyplane admin unseal`.
+            "passphrase" => Seal::Passphrase(secret(
+                args.seal_passphrase,
+                args.seal_passphrase_file.or(file.seal_passphrase_file),
+                "seal passphrase",
+            )?),
             "shamir" => Seal::Shamir,
             "pkcs11" => Seal::Pkcs11 {
-                module: args
-                    .pkcs11_module
-                    .or(file.pkcs11_module)
-                    .context("the pkcs11 seal needs KEYPLANE_PKCS11_MODULE (the token's PKCS#11 library)")?,
+                module: args.pkcs11_module.or(file.pkcs11_module).context(
+                    "the pkcs11 seal needs KEYPLANE_PKCS11_MODULE (the token's PKCS#11 library)",
+                )?,
                 token: args
                     .pkcs11_token
                     .or(file.pkcs11_token)
@@ -258,9 +260,7 @@ impl Config {
                 )?
                 .context("the pkcs11 seal needs KEYPLANE_PKCS11_PIN or KEYPLANE_PKCS11_PIN_FILE")?,
             },
-            other => bail!(
-                "seal mode '{other}' is unknown; use dev, passphrase, shamir or pkcs11"
-            ),
+            other => bail!("seal mode '{other}' is unknown; use dev, passphrase, shamir or pkcs11"),
         };
         let durable = match args
             .sqlite_synchronous
@@ -297,6 +297,10 @@ impl Config {
                 args.insecure_http || file.insecure_http.unwrap_or(false),
             )?;
         }
+        let task_lease = duration("task lease", args.task_lease.or(file.task_lease), "60s")?;
+        if task_lease < Duration::from_secs(1) {
+            bail!("the task lease must be at least 1s: a live node renews it every half second");
+        }
         let public_url = args.public_url.or(file.public_url);
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -331,6 +335,7 @@ impl Config {
                 .database_url
                 .or(file.database_url)
                 .filter(|u| !u.is_empty()),
+            task_lease,
             seal,
             rsa_pool: keyplane_core::service::KeyPoolPolicy::parse_rsa(
                 args.rsa_pool
@@ -446,12 +451,16 @@ mod tests {
             .is_err()
         );
         assert!(
-            Config::resolve(ServeArgs {
-                seal: Some("passphrase".into()),
-                ..Default::default()
-            })
-            .is_err(),
-            "the passphrase seal needs a passphrase"
+            matches!(
+                Config::resolve(ServeArgs {
+                    seal: Some("passphrase".into()),
+                    ..Default::default()
+                })
+                .unwrap()
+                .seal,
+                Seal::Passphrase(None)
+            ),
+            "without a passphrase the node starts sealed"
         );
         let secret = dir.join("passphrase");
         std::fs::write(&secret, "from a file 12345\n").unwrap();
@@ -461,7 +470,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert!(matches!(&c.seal, Seal::Passphrase(p) if p.as_str() == "from a file 12345"));
+        assert!(matches!(&c.seal, Seal::Passphrase(Some(p)) if p.as_str() == "from a file 12345"));
         assert!(
             Config::resolve(ServeArgs {
                 destroy_grace_period: Some("soon".into()),

@@ -88,7 +88,7 @@ fn seal_mode(config: &Config) -> SealMode {
         }
         Seal::Passphrase(passphrase) => SealMode::Passphrase {
             sealed_file: config.data_dir.join("master.sealed"),
-            passphrase: Some(passphrase.clone()),
+            passphrase: passphrase.clone(),
         },
         Seal::Shamir => SealMode::Shamir,
         Seal::Pkcs11 { module, token, pin } => SealMode::Pkcs11(Pkcs11Config {
@@ -127,8 +127,18 @@ pub async fn open_store(
     durable: bool,
     database_url: Option<&str>,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(data_dir, durable, database_url, PostgresOptions::default()).await
+}
+
+/// [`open_store`] with the PostgreSQL engine's options.
+pub async fn open_store_with(
+    data_dir: &std::path::Path,
+    durable: bool,
+    database_url: Option<&str>,
+    options: PostgresOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = database_url {
-        let store = PostgresStore::open(url, PostgresOptions::default())
+        let store = PostgresStore::open(url, options)
             .await
             .context("opening the PostgreSQL database")?;
         return Ok(Arc::new(store));
@@ -163,10 +173,14 @@ pub async fn open_store(
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = open_store(
+    let store = open_store_with(
         &config.data_dir,
         config.durable,
         config.database_url.as_deref(),
+        PostgresOptions {
+            task_lease: config.task_lease,
+            ..PostgresOptions::default()
+        },
     )
     .await?;
     let dyn_store: Arc<dyn Store> = store.clone();

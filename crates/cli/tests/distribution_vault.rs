@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::*;
 use keyplane_testkit::peers::{Fault, FaultProxy, OpenBao};
 use keyplane_testkit::process::Client;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ROOT: &str = "distribution-root-token";
 
@@ -42,12 +42,6 @@ async fn bao_encrypt(bao: &OpenBao, name: &str, text: &str) -> String {
         .await
         .unwrap();
     r["data"]["ciphertext"].as_str().unwrap().to_owned()
-}
-
-async fn transit_key(bao: &OpenBao, name: &str) -> Option<Value> {
-    bao.call("GET", &format!("transit/keys/{name}"), None)
-        .await
-        .ok()
 }
 
 #[tokio::test]
@@ -213,20 +207,6 @@ async fn connect_bao(c: &Client, vault: &str, bao: &OpenBao, name: &str) -> Stri
                 "hashicorp_address": bao.address, "hashicorp_token": ROOT}),
     )
     .await
-}
-
-async fn transit_names(bao: &OpenBao) -> Vec<String> {
-    let listed = bao.call("LIST", "transit/keys", None).await.unwrap();
-    let mut names: Vec<String> = listed["data"]["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|k| k.as_str())
-        .filter(|k| !k.ends_with('/'))
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names
 }
 
 #[tokio::test]

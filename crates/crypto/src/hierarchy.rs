@@ -24,9 +24,7 @@ use zeroize::Zeroizing;
 use crate::pkcs11::{Pkcs11Config, Pkcs11Token};
 use crate::root::{RootKey, SoftwareRootKey};
 use crate::shamir::{ShamirConfig, ShareError, UnsealProgress};
-use crate::{
-    CryptoError, MasterKey, load_or_create_dev_master_key,
-};
+use crate::{CryptoError, MasterKey, load_or_create_dev_master_key};
 
 /// Settings the hierarchy records in the store.
 pub const SEAL_TYPE_SETTING: &str = "seal_type";
@@ -305,7 +303,11 @@ impl KeyHierarchy {
             }
         };
         tokio::task::spawn_blocking(move || {
-            crate::passphrase::open_sealed_master_key(&stored, "the database", passphrase.as_bytes())
+            crate::passphrase::open_sealed_master_key(
+                &stored,
+                "the database",
+                passphrase.as_bytes(),
+            )
         })
         .await
         .map_err(blocking_err)?

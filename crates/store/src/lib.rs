@@ -35,6 +35,7 @@ pub async fn open_scratch_postgres(url: &str) -> Result<PostgresStore> {
         PostgresOptions {
             pool_size: 4,
             writers: 1,
+            ..PostgresOptions::default()
         },
     )
     .await
@@ -47,5 +48,7 @@ pub async fn new_postgres_schema(url: &str) -> Result<String> {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     postgres::create_schema(url, &schema).await?;
     let separator = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+    Ok(format!(
+        "{url}{separator}options=-c%20search_path%3D{schema}"
+    ))
 }

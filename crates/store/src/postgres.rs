@@ -58,6 +58,8 @@ pub struct PostgresStore {
     /// This node, as it names itself in leases.
     node_id: Uuid,
     changes: changes::Changes,
+    /// See [`PostgresOptions::task_lease`].
+    task_lease: std::time::Duration,
 }
 
 impl PostgresStore {
@@ -74,6 +76,7 @@ impl PostgresStore {
             writer::Writer::start(pool.clone(), generation.clone(), options.writers, node_id);
         let changes = changes::Changes::start(target, generation.clone(), node_id);
         Ok(Self {
+            task_lease: options.task_lease,
             changes,
             usage_contexts: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
             keystores: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),

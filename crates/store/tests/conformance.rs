@@ -80,7 +80,11 @@ async fn a_vault_reads_back_as_written_and_names_are_unique() {
     let read = s.get_vault(v.id).await.unwrap().expect("vault");
     assert_eq!(read.vault, v);
     assert_eq!(
-        (read.keys_count, read.key_templates_count, read.keystores_count),
+        (
+            read.keys_count,
+            read.key_templates_count,
+            read.keystores_count
+        ),
         (0, 0, 0)
     );
     let again = s.insert_vault(&vault("payments")).await.unwrap_err();
@@ -211,5 +215,9 @@ async fn the_scheduler_lease_is_held_and_renewed_under_one_term() {
     let s = store().await;
     let lease = std::time::Duration::from_secs(5);
     let term = s.lead(lease).await.unwrap().expect("a lone node leads");
-    assert_eq!(s.lead(lease).await.unwrap(), Some(term), "renewal keeps the term");
+    assert_eq!(
+        s.lead(lease).await.unwrap(),
+        Some(term),
+        "renewal keeps the term"
+    );
 }

@@ -15,8 +15,9 @@ use keyplane_core::ports::*;
 use keyplane_store::{PostgresOptions, PostgresStore};
 
 fn database() -> String {
-    std::env::var("KEYPLANE_TEST_POSTGRES")
-        .expect("KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)")
+    std::env::var("KEYPLANE_TEST_POSTGRES").expect(
+        "KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)",
+    )
 }
 
 async fn node(url: &str) -> Arc<PostgresStore> {
@@ -100,8 +101,15 @@ async fn one_node_leads_and_the_lease_moves_when_its_holder_stops_renewing() {
     assert_eq!(a.lead(lease).await.unwrap(), Some(term));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let next = b.lead(lease).await.unwrap().expect("the lease moved");
-    assert!(next > term, "a new holder gets a higher term: {next} after {term}");
-    assert_eq!(a.lead(lease).await.unwrap(), None, "the old holder is fenced off");
+    assert!(
+        next > term,
+        "a new holder gets a higher term: {next} after {term}"
+    );
+    assert_eq!(
+        a.lead(lease).await.unwrap(),
+        None,
+        "the old holder is fenced off"
+    );
 }
 
 #[tokio::test]
@@ -129,9 +137,9 @@ async fn one_audit_chain_whatever_node_writes() {
     let mut appends = Vec::new();
     for n in 0..60 {
         let node = if n % 2 == 0 { a.clone() } else { b.clone() };
-        appends.push(tokio::spawn(
-            async move { node.append_audit_event(event(n)).await },
-        ));
+        appends.push(tokio::spawn(async move {
+            node.append_audit_event(event(n)).await
+        }));
     }
     for x in appends {
         x.await.unwrap().unwrap();
@@ -149,7 +157,10 @@ async fn an_etag_holds_across_nodes() {
     let v = vault("shared");
     a.insert_vault(&v).await.unwrap();
     let mut tries = Vec::new();
-    for (i, node) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+    for (i, node) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
         let mut v = v.clone();
         tries.push(tokio::spawn(async move {
             v.description = format!("node write {i}");

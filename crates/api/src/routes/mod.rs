@@ -132,17 +132,19 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
 pub(crate) use access::token as identity_token;
 pub(crate) use approvals::pending as approval_pending;
 
-/// Liveness and the seal: 200 when keys can be used, 503 while sealed.
+/// Liveness and the seal: 200 when keys can be used, 503 while sealed. Of several nodes on one
+/// database, each answers for itself: which are sealed, and which one runs scheduled work.
 pub(crate) async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
     let seal = s.keyplane.seal_status();
+    let leader = s.keyplane.is_leader();
     if seal.sealed {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "sealed", "sealed": true, "seal_type": seal.seal_type })),
+            Json(serde_json::json!({ "status": "sealed", "sealed": true, "seal_type": seal.seal_type, "leader": leader })),
         )
             .into_response()
     } else {
-        Json(serde_json::json!({ "status": "ok", "sealed": false, "seal_type": seal.seal_type }))
+        Json(serde_json::json!({ "status": "ok", "sealed": false, "seal_type": seal.seal_type, "leader": leader }))
             .into_response()
     }
 }

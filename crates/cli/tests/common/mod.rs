@@ -368,3 +368,25 @@ pub async fn wait_status(
     }
     panic!("status never reached: last {last}");
 }
+
+/// A transit key of OpenBao, as it reports it; `None` when there is none of that name.
+pub async fn transit_key(bao: &keyplane_testkit::peers::OpenBao, name: &str) -> Option<Value> {
+    bao.call("GET", &format!("transit/keys/{name}"), None)
+        .await
+        .ok()
+}
+
+/// The names of every transit key OpenBao holds, sorted.
+pub async fn transit_names(bao: &keyplane_testkit::peers::OpenBao) -> Vec<String> {
+    let listed = bao.call("LIST", "transit/keys", None).await.unwrap();
+    let mut names: Vec<String> = listed["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str())
+        .filter(|k| !k.ends_with('/'))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}

@@ -48,6 +48,12 @@ impl Keyplane {
         self.store.lead(LEADER_LEASE).await.ok().flatten()
     }
 
+    /// Whether this node runs the deployment's scheduled work now, as last renewed (no database
+    /// call: for `/health`).
+    pub fn is_leader(&self) -> bool {
+        self.leadership.term().is_some()
+    }
+
     /// Seeks and renews the lease until the process ends.
     pub async fn run_leadership(self) {
         self.leadership

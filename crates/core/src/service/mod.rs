@@ -43,8 +43,8 @@ pub use key_protect::{
 pub use key_protect_policies::{KeyProtectPolicies, ROTATION_MONTHS};
 pub use key_protect_rings::{KEY_RING_PATTERN, MAX_KEY_RINGS, check_key_ring};
 pub use keys::{KeyPatch, NewKey};
-pub use leadership::LEADER_LEASE;
 pub use keystores::{KeystorePatch, NewKeystore};
+pub use leadership::LEADER_LEASE;
 pub use templates::{
     KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch,
 };

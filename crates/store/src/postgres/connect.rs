@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use keyplane_core::error::{Error, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use keyplane_core::error::{Error, Result};
 
 /// How a node uses its database.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// Writers committing this node's writes in groups.
     pub writers: usize,
+    /// How long a distribution task claimed by a node that stopped stays with it before another
+    /// node takes it over.
+    pub task_lease: std::time::Duration,
 }
 
 impl Default for PostgresOptions {
@@ -31,6 +34,7 @@ impl Default for PostgresOptions {
         Self {
             pool_size: 16,
             writers: 2,
+            task_lease: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -101,15 +105,18 @@ fn rustls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
     match root_cert {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
-                invalid(format!("reading the database CA file (sslrootcert) {path}: {e}"))
+                invalid(format!(
+                    "reading the database CA file (sslrootcert) {path}: {e}"
+                ))
             })?;
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| {
-                    invalid(format!("the database CA file {path} is not PEM: {e}"))
-                })?;
+                let cert = cert
+                    .map_err(|e| invalid(format!("the database CA file {path} is not PEM: {e}")))?;
                 roots.add(cert).map_err(|e| {
-                    invalid(format!("the database CA file {path} holds a bad certificate: {e}"))
+                    invalid(format!(
+                        "the database CA file {path} holds a bad certificate: {e}"
+                    ))
                 })?;
                 found += 1;
             }
@@ -169,7 +176,9 @@ impl Target {
             recycling_method: RecyclingMethod::Fast,
         };
         let manager = match &self.tls {
-            None => Manager::from_config(self.config.clone(), tokio_postgres::NoTls, manager_config),
+            None => {
+                Manager::from_config(self.config.clone(), tokio_postgres::NoTls, manager_config)
+            }
             Some(tls) => Manager::from_config(self.config.clone(), tls.clone(), manager_config),
         };
         Pool::builder(manager)
@@ -240,7 +249,10 @@ mod tests {
 
     #[test]
     fn tls_modes_are_read_off_the_url() {
-        let (url, tls) = split_tls("postgres://u@db/k?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x").unwrap();
+        let (url, tls) = split_tls(
+            "postgres://u@db/k?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        )
+        .unwrap();
         assert_eq!(url, "postgres://u@db/k?application_name=x");
         assert_eq!(
             tls,

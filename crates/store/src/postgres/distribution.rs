@@ -22,9 +22,6 @@ use keyplane_core::ports::{ExternalCopy, KeystoreTask, TaskOutcome, TaskResult, 
 use super::rows::*;
 use super::{PostgresStore, all, db_err, exec, one};
 
-/// How long a claimed task stays with its node once the node stops renewing it.
-const LEASE: Duration = Duration::from_secs(60);
-
 /// The advisory lock key claims run under ("keytasks" in ASCII, as an integer): one node claims
 /// at a time, so a key and keystore never have two tasks running.
 const TASK_CLAIM_LOCK: i64 = 0x6b65_7974_6173_6b73;
@@ -74,10 +71,11 @@ pub(crate) async fn enqueue(
 pub(crate) async fn claim(
     c: &impl GenericClient,
     node: Uuid,
+    lease: Duration,
     limit: usize,
     now: &DateTime<Utc>,
 ) -> Result<Vec<KeystoreTask>> {
-    let lease = LEASE.as_secs_f64();
+    let lease = lease.as_secs_f64();
     let renew_within = lease / 2.0;
     exec(
         c,
@@ -369,9 +367,11 @@ pub(crate) async fn forget_keystore(c: &impl GenericClient, keystore_id: Uuid) -
 #[async_trait]
 impl TaskRecords for PostgresStore {
     async fn claim_tasks(&self, limit: usize, now: DateTime<Utc>) -> Result<Vec<KeystoreTask>> {
-        let node = self.node_id;
-        self.write_returning(move |c| Box::pin(async move { claim(c, node, limit, &now).await }))
-            .await
+        let (node, lease) = (self.node_id, self.task_lease);
+        self.write_returning(move |c| {
+            Box::pin(async move { claim(c, node, lease, limit, &now).await })
+        })
+        .await
     }
 
     async fn finish_task(&self, task: &KeystoreTask, result: TaskResult) -> Result<()> {

@@ -290,8 +290,15 @@ pub(crate) async fn vaults(c: &impl GenericClient, q: &VaultQuery) -> Result<Pag
         },
         "v.id",
     );
-    f.page(c, VAULT_SELECT, "vaults v", &order, q.paging, vault_from_row)
-        .await
+    f.page(
+        c,
+        VAULT_SELECT,
+        "vaults v",
+        &order,
+        q.paging,
+        vault_from_row,
+    )
+    .await
 }
 
 pub(crate) async fn templates(c: &impl GenericClient, q: &TemplateQuery) -> Result<Page<Template>> {
@@ -407,7 +414,10 @@ pub(crate) async fn keys(c: &impl GenericClient, q: &KeyQuery) -> Result<Page<Ma
              WHERE kt.key_id = k.id AND NOT kt.removed AND ks.name = ANY({p}))"
         )
     });
-    f.one_of("k.instance_keystore_type", texts(&q.instance_keystore_types));
+    f.one_of(
+        "k.instance_keystore_type",
+        texts(&q.instance_keystore_types),
+    );
     f.one_of("k.template_id", q.template_ids.clone());
     template_filters(&mut f, q, "k.template_id");
     f.any_of(texts(&q.managing_systems), |p| {

@@ -89,7 +89,8 @@ impl Writer {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(Mutex::new(queue));
         // Delivered to the other nodes when a group commits (see `changes`).
-        let notify: Arc<str> = format!("NOTIFY {}, '{node_id}'", super::changes::CHANGES_CHANNEL).into();
+        let notify: Arc<str> =
+            format!("NOTIFY {}, '{node_id}'", super::changes::CHANGES_CHANNEL).into();
         for _ in 0..count.max(1) {
             let (pool, queue, generation) = (pool.clone(), queue.clone(), generation.clone());
             let notify = notify.clone();
