@@ -60,6 +60,8 @@ pub struct PostgresStore {
     changes: changes::Changes,
     /// See [`PostgresOptions::task_lease`].
     task_lease: std::time::Duration,
+    /// Distribution tasks this node claimed and is running: only their leases are renewed.
+    running_tasks: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl PostgresStore {
@@ -77,6 +79,7 @@ impl PostgresStore {
         let changes = changes::Changes::start(target, generation.clone(), node_id);
         Ok(Self {
             task_lease: options.task_lease,
+            running_tasks: std::sync::Mutex::default(),
             changes,
             usage_contexts: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
             keystores: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),

@@ -66,26 +66,32 @@ pub(crate) async fn enqueue(
 /// expired; a key and keystore with a task already running are skipped.
 ///
 /// A node claims as long as its worker runs (every half second at least), so claiming also
-/// renews the leases of the tasks this node runs: they expire only once it stops, however long
-/// they wait for their keystore.
+/// renews the leases of the tasks this node is running (`running_here`): they expire only once
+/// it stops, however long they wait for their keystore. A task this node holds in the database
+/// but no longer runs (its outcome could not be recorded, or the claim's commit was lost with
+/// the connection) is not renewed: its lease ends and it is claimed again.
 pub(crate) async fn claim(
     c: &impl GenericClient,
     node: Uuid,
     lease: Duration,
     limit: usize,
     now: &DateTime<Utc>,
+    running_here: &[Uuid],
 ) -> Result<Vec<KeystoreTask>> {
     let lease = lease.as_secs_f64();
     let renew_within = lease / 2.0;
-    exec(
-        c,
-        "UPDATE keystore_tasks SET lease_until = clock_timestamp() + make_interval(secs => $2)
-          WHERE id IN (SELECT id FROM keystore_tasks WHERE state = 'running' AND lease_owner = $1
-                         AND lease_until < clock_timestamp() + make_interval(secs => $3)
-                       FOR UPDATE SKIP LOCKED)",
-        &[&node, &lease, &renew_within],
-    )
-    .await?;
+    if !running_here.is_empty() {
+        exec(
+            c,
+            "UPDATE keystore_tasks SET lease_until = clock_timestamp() + make_interval(secs => $2)
+              WHERE id IN (SELECT id FROM keystore_tasks
+                            WHERE id = ANY($4) AND state = 'running' AND lease_owner = $1
+                              AND lease_until < clock_timestamp() + make_interval(secs => $3)
+                           FOR UPDATE SKIP LOCKED)",
+            &[&node, &lease, &renew_within, &running_here],
+        )
+        .await?;
+    }
     let free = one(
         c,
         "SELECT pg_try_advisory_xact_lock($1) AS free",
@@ -364,14 +370,25 @@ pub(crate) async fn forget_keystore(c: &impl GenericClient, keystore_id: Uuid) -
     Ok(())
 }
 
+impl PostgresStore {
+    /// The tasks this node claimed and has not finished.
+    fn running_here(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Uuid>> {
+        self.running_tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[async_trait]
 impl TaskRecords for PostgresStore {
     async fn claim_tasks(&self, limit: usize, now: DateTime<Utc>) -> Result<Vec<KeystoreTask>> {
         let (node, lease) = (self.node_id, self.task_lease);
-        self.write_returning(move |c| {
-            Box::pin(async move { claim(c, node, lease, limit, &now).await })
-        })
-        .await
+        let running_here: Vec<Uuid> = self.running_here().iter().copied().collect();
+        let claimed = self
+            .write_returning(move |c| {
+                Box::pin(async move { claim(c, node, lease, limit, &now, &running_here).await })
+            })
+            .await?;
+        self.running_here().extend(claimed.iter().map(|t| t.id));
+        Ok(claimed)
     }
 
     async fn finish_task(&self, task: &KeystoreTask, result: TaskResult) -> Result<()> {
@@ -383,7 +400,11 @@ impl TaskRecords for PostgresStore {
             .write_returning(move |c| {
                 Box::pin(async move { finish(c, node, &task, &result, &now).await })
             })
-            .await?;
+            .await;
+        // Recorded or not, this node has stopped running it: unrecorded, its lease ends and
+        // the task is claimed again (converging is idempotent).
+        self.running_here().remove(&id);
+        let recorded = recorded?;
         if !recorded {
             tracing::warn!(
                 task = %id,
