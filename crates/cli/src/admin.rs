@@ -33,6 +33,18 @@ pub enum AdminCommand {
     SealStatus(ServerArgs),
     /// Make a new master key and rewrap every vault key under it, while serving.
     RotateMasterKey(ServerArgs),
+    /// Move a deployment from SQLite to an empty PostgreSQL database: every row as stored
+    /// (material stays sealed, the audit chain keeps its hashes), then counts and the chain are
+    /// checked. Stop the server first; start the nodes on PostgreSQL afterwards.
+    MigrateStore {
+        /// The SQLite database: `sqlite://PATH` (the data directory's `keyplane.sqlite`).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database (`postgres://…`); may be given as KEYPLANE_MIGRATE_TO to keep a
+        /// password off the command line.
+        #[arg(long, env = "KEYPLANE_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+    },
 }
 
 #[derive(Args)]
@@ -150,6 +162,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             print(&answer);
             Ok(())
         }
+        AdminCommand::MigrateStore { from, to } => migrate_store(&from, &to).await,
         AdminCommand::Seal(server) => {
             print(&call(&server, reqwest::Method::POST, "/api/v4/system/seal", None).await?);
             Ok(())
@@ -179,4 +192,41 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `admin migrate-store`: the copy, then what the SQLite deployment kept beside its database.
+async fn migrate_store(from: &str, to: &str) -> anyhow::Result<()> {
+    let path = std::path::PathBuf::from(
+        from.strip_prefix("sqlite://")
+            .context("--from must be sqlite://PATH to the data directory's keyplane.sqlite")?,
+    );
+    let report = keyplane_store::copy_sqlite_to_postgres(&path, to)
+        .await
+        .context("moving the database")?;
+    // A passphrase seal from before the sealed master key moved into the database kept it in a
+    // file beside it: every node reads it from the database now.
+    let legacy = path.with_file_name("master.sealed");
+    if legacy.is_file() {
+        let text = std::fs::read_to_string(&legacy)
+            .with_context(|| format!("reading {}", legacy.display()))?;
+        let store = crate::serve::open_store(&path, true, Some(to)).await?;
+        store
+            .insert_setting(keyplane_crypto::PASSPHRASE_SEAL_SETTING, &text)
+            .await?;
+        store.close().await;
+    }
+    let mut out = std::io::stdout().lock();
+    for (table, rows) in &report.rows {
+        writeln!(out, "{table:<22} {rows:>10} rows")?;
+    }
+    writeln!(
+        out,
+        "audit chain intact in PostgreSQL: {} events, head {}",
+        report.audit_events, report.audit_head
+    )?;
+    writeln!(
+        out,
+        "moved; start every node with KEYPLANE_DATABASE_URL set to the new database"
+    )?;
+    Ok(())
 }

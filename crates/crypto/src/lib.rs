@@ -14,7 +14,7 @@ pub mod shamir;
 pub mod transfer;
 
 pub use error::CryptoError;
-pub use hierarchy::{KeyHierarchy, SealMode};
+pub use hierarchy::{KeyHierarchy, PASSPHRASE_SEAL_SETTING, SealMode};
 pub use master::{DevSealOutcome, MasterKey, load_or_create_dev_master_key};
 pub use material::{
     EcCurve, GeneratedKey, KeyKind, VerificationPattern, generate_key, verification_patterns,

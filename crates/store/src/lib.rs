@@ -4,9 +4,11 @@
 mod postgres;
 mod read_cache;
 mod sqlite;
+mod transfer;
 
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteStore};
+pub use transfer::{TransferReport, copy_sqlite_to_postgres};
 
 use std::sync::Arc;
 

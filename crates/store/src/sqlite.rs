@@ -32,6 +32,7 @@ use keyplane_core::ports::Store;
 use keyplane_core::service::UsageContext;
 
 use crate::read_cache::{Generation, ReadCache};
+pub(crate) use migrate::newest_schema_version;
 use rows::*;
 use writer::sql_err;
 

@@ -44,8 +44,9 @@ pub(crate) struct Writer {
 
 /// A database error: unreachable (503) or internal.
 pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
-    if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
-        // No answer from the server: the connection broke or never was.
+    // No answer from the server: the connection broke, or could not be made.
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
         return Error::StoreUnavailable(format!("the database is unavailable: {e}"));
     }
     if let Some(code) = e.code()

@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// The schema version this release brings a SQLite database to.
+pub(crate) fn newest_schema_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
     let err = |e: rusqlite::Error| Error::internal(format!("database migration: {e}"));
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
