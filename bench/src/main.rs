@@ -19,6 +19,10 @@ struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8080
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Further nodes of the same deployment: the measured connections are spread over `--url`
+    /// and these in turn (the workload is set up through `--url`).
+    #[arg(long = "also-url")]
+    also_urls: Vec<String>,
     #[arg(long, env = "KEYPLANE_TOKEN")]
     token: String,
     #[arg(long, default_value_t = 16)]
@@ -213,9 +217,10 @@ where
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for _ in 0..args.connections {
+    let urls: Vec<&String> = std::iter::once(&args.url).chain(&args.also_urls).collect();
+    for n in 0..args.connections {
         let token = args.call_token.as_deref().unwrap_or(&args.token);
-        let mut conn = Conn::open(&args.url, token).await?;
+        let mut conn = Conn::open(urls[n % urls.len()], token).await?;
         conn.instance = instance.map(str::to_owned);
         let request = request.clone();
         let counter = counter.clone();

@@ -200,6 +200,27 @@ pub(crate) async fn exec(c: &impl GenericClient, sql: &str, params: Params<'_>) 
     c.execute(&stmt, params).await.map_err(db_err)
 }
 
+/// Runs statements in order in one round trip (the connection pipelines them, the server runs
+/// them one after the other); the first failure is the outcome.
+pub(crate) async fn exec_pipelined(
+    c: &impl GenericClient,
+    statements: &[(&str, Vec<&(dyn ToSql + Sync)>)],
+) -> Result<()> {
+    let mut prepared = Vec::with_capacity(statements.len());
+    for (sql, _) in statements {
+        prepared.push(c.prepare_cached(sql).await.map_err(db_err)?);
+    }
+    futures::future::try_join_all(
+        prepared
+            .iter()
+            .zip(statements)
+            .map(|(stmt, (_, params))| c.execute(stmt, params)),
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {

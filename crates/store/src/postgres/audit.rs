@@ -23,19 +23,15 @@ use super::{PostgresStore, all, db_err, one};
 /// The advisory lock key appends run under ("keyaudit" in ASCII, as an integer).
 const AUDIT_CHAIN_LOCK: i64 = 0x6b65_7961_7564_6974;
 
+/// A group's events in one statement, one array per column.
 const INSERT: &str = "INSERT INTO audit_events (seq, id, at, action, outcome, status, severity, initiator, target, vault_id,
                                    correlation_id, source, request, prev_hash, hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[],
+                          $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[],
+                          $14::text[], $15::text[])";
 
 fn hash_of(event: &AuditEvent) -> String {
     hex::encode(digest::digest(&digest::SHA256, &event.hashed_bytes()).as_ref())
-}
-
-/// The values of an event that are not bound as they are.
-struct Bound {
-    at: chrono::DateTime<chrono::Utc>,
-    status: i64,
-    request: String,
 }
 
 /// Appends `events`, in order, after the newest one, linking and hashing each. Runs inside the
@@ -48,17 +44,18 @@ pub(crate) async fn append_all(c: &Conn, mut events: Vec<AuditEvent>) -> Result<
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await
         .map_err(db_err)?;
-    c.execute(&lock, &[&AUDIT_CHAIN_LOCK])
-        .await
-        .map_err(db_err)?;
     let end = c
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .await
         .map_err(db_err)?;
-    let last: Option<(i64, String)> = c
-        .query_opt(&end, &[])
-        .await
-        .map_err(db_err)?
+    // Sent together: the server takes the lock, then reads the chain's end as committed.
+    let (_, last) = futures::future::try_join(
+        c.execute(&lock, &[&AUDIT_CHAIN_LOCK]),
+        c.query_opt(&end, &[]),
+    )
+    .await
+    .map_err(db_err)?;
+    let last: Option<(i64, String)> = last
         .map(|r| Ok::<_, keyplane_core::Error>((col(&r, "seq")?, col(&r, "hash")?)))
         .transpose()?;
     let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
@@ -69,42 +66,49 @@ pub(crate) async fn append_all(c: &Conn, mut events: Vec<AuditEvent>) -> Result<
         event.hash = hash_of(event);
         prev_hash = event.hash.clone();
     }
-    let bound: Vec<Bound> = events
-        .iter()
-        .map(|e| Bound {
-            at: ts(&e.at),
-            status: i64::from(e.status),
-            request: e.request.to_string(),
-        })
-        .collect();
-    let params: Vec<[&(dyn ToSql + Sync); 15]> = events
-        .iter()
-        .zip(&bound)
-        .map(|(e, b)| {
-            [
-                &e.seq as &(dyn ToSql + Sync),
-                &e.id,
-                &b.at,
-                &e.action,
-                &e.outcome,
-                &b.status,
-                &e.severity,
-                &e.initiator,
-                &e.target,
-                &e.vault_id,
-                &e.correlation_id,
-                &e.source,
-                &b.request,
-                &e.prev_hash,
-                &e.hash,
-            ]
-        })
-        .collect();
+    let column = |f: fn(&AuditEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+    let ats: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|e| ts(&e.at)).collect();
+    let statuses: Vec<i64> = events.iter().map(|e| i64::from(e.status)).collect();
+    let targets: Vec<Option<String>> = events.iter().map(|e| e.target.clone()).collect();
+    let vaults: Vec<Option<uuid::Uuid>> = events.iter().map(|e| e.vault_id).collect();
+    let sources: Vec<Option<String>> = events.iter().map(|e| e.source.clone()).collect();
+    let (actions, outcomes, severities, initiators) = (
+        column(|e| e.action.clone()),
+        column(|e| e.outcome.clone()),
+        column(|e| e.severity.clone()),
+        column(|e| e.initiator.clone()),
+    );
+    let (correlations, requests, prev_hashes, hashes) = (
+        column(|e| e.correlation_id.clone()),
+        column(|e| e.request.to_string()),
+        column(|e| e.prev_hash.clone()),
+        column(|e| e.hash.clone()),
+    );
     let insert = c.prepare_cached(INSERT).await.map_err(db_err)?;
-    // Sent together: the connection pipelines them, one round trip for the group's events.
-    futures::future::try_join_all(params.iter().map(|p| c.execute(&insert, p)))
-        .await
-        .map_err(db_err)?;
+    c.execute(
+        &insert,
+        &[
+            &seqs,
+            &ids,
+            &ats,
+            &actions,
+            &outcomes,
+            &statuses,
+            &severities,
+            &initiators,
+            &targets,
+            &vaults,
+            &correlations,
+            &sources,
+            &requests,
+            &prev_hashes,
+            &hashes,
+        ],
+    )
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 

@@ -156,7 +156,9 @@ async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, not
         Ok(c) => c,
         Err(e) => return fail_all(group.into_iter().map(|j| j.reply).collect(), &e),
     };
-    if let Err(e) = conn.batch_execute("BEGIN").await {
+    // Each job runs in a savepoint of its own; releasing one and opening the next is one round
+    // trip, as is beginning the group with the first.
+    if let Err(e) = conn.batch_execute("BEGIN; SAVEPOINT job").await {
         let e = db_err(e);
         discard(conn);
         return fail_all(group.into_iter().map(|j| j.reply).collect(), &e);
@@ -164,20 +166,24 @@ async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, not
     let mut results = Vec::with_capacity(group.len());
     let mut events = Vec::new();
     let mut broken = None;
-    for job in group {
+    let jobs = group.len();
+    for (n, job) in group.into_iter().enumerate() {
         if broken.is_some() {
             results.push((job.reply, Ok(())));
             continue;
         }
-        let outcome = match conn.batch_execute("SAVEPOINT job").await {
-            Ok(()) => (job.work)(&conn).await,
-            Err(e) => Err(db_err(e)),
-        };
+        let outcome = (job.work)(&conn).await;
+        let next = if n + 1 < jobs { "; SAVEPOINT job" } else { "" };
         let settled = match &outcome {
-            Ok(()) => conn.batch_execute("RELEASE SAVEPOINT job").await,
-            Err(_) => {
-                conn.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+            Ok(()) => {
+                conn.batch_execute(&format!("RELEASE SAVEPOINT job{next}"))
                     .await
+            }
+            Err(_) => {
+                conn.batch_execute(&format!(
+                    "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job{next}"
+                ))
+                .await
             }
         };
         if let Err(e) = settled {
@@ -206,10 +212,7 @@ async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, not
         discard(conn);
         return fail_all(replies(results), &e);
     }
-    let committed = match conn.batch_execute(notify).await {
-        Ok(()) => conn.batch_execute("COMMIT").await,
-        Err(e) => Err(e),
-    };
+    let committed = conn.batch_execute(&format!("{notify}; COMMIT")).await;
     // Before anyone learns of the commit (see `read_cache`); after a rollback it is harmless.
     generation.advance();
     match committed {

@@ -1,6 +1,7 @@
 //! Every write, as statements run inside the writer's transaction.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use keyplane_core::error::{Error, Result};
@@ -413,64 +414,78 @@ pub(crate) async fn save_key(
     .await?;
     check_updated(c, "managed_keys", "managed key", k.id, rows).await?;
 
+    // The rest of the key's rows go in one round trip: the connection pipelines the statements,
+    // which the server runs in order (the first failure fails the write).
+    let mut batch: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
     if read_revision.is_some() {
-        exec(c, "DELETE FROM key_targets WHERE key_id = $1", &[&id]).await?;
+        batch.push(("DELETE FROM key_targets WHERE key_id = $1", vec![&id]));
     }
-    for (position, s) in k.status_in_keystores.iter().enumerate() {
-        let status = json(s)?;
-        let position = i64::try_from(position).map_err(|e| Error::internal(e.to_string()))?;
-        exec(
-            c,
+    let targets = k
+        .status_in_keystores
+        .iter()
+        .enumerate()
+        .map(|(position, s)| {
+            let position = i64::try_from(position).map_err(|e| Error::internal(e.to_string()))?;
+            Ok((json(s)?, position, s.keystore.keystore_type.as_str()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (s, (status, position, keystore_type)) in k.status_in_keystores.iter().zip(&targets) {
+        batch.push((
             "INSERT INTO key_targets (key_id, keystore_id, keystore_name, keystore_type, removed, position, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
+            vec![
                 &id,
                 &s.keystore.id,
                 &s.keystore.name,
-                &s.keystore.keystore_type.as_str(),
+                keystore_type,
                 &s.removed,
-                &position,
-                &status,
+                position,
+                status,
             ],
-        )
-        .await?;
+        ));
     }
-    for m in &w.new_material {
-        let patterns = json(&m.verification_patterns)?;
-        exec(
-            c,
+    let materials = w
+        .new_material
+        .iter()
+        .map(|m| Ok((json(&m.verification_patterns)?, i64::from(m.version))))
+        .collect::<Result<Vec<_>>>()?;
+    for (m, (patterns, material_version)) in w.new_material.iter().zip(&materials) {
+        batch.push((
             "INSERT INTO key_material (key_id, version, state, sealed, verification_patterns, created_at, imported)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
+            vec![
                 &id,
-                &i64::from(m.version),
-                &k.state.as_str(),
+                material_version,
+                &state,
                 &m.sealed,
-                &patterns,
+                patterns,
                 &updated_at,
                 &w.imported,
             ],
-        )
-        .await?;
+        ));
     }
     let set_state = "UPDATE key_material SET state = $1 WHERE key_id = $2 AND version = $3";
-    for (version, state) in &w.version_states {
-        exec(c, set_state, &[&state.as_str(), &id, &i64::from(*version)]).await?;
+    let version_states: Vec<(&str, i64)> = w
+        .version_states
+        .iter()
+        .map(|(v, s)| (s.as_str(), i64::from(*v)))
+        .collect();
+    for (version_state, v) in &version_states {
+        batch.push((set_state, vec![version_state, &id, v]));
     }
     if read_revision.is_some() {
         // The current version's state is the key's state.
-        exec(c, set_state, &[&k.state.as_str(), &id, &version]).await?;
+        batch.push((set_state, vec![&state, &id, &version]));
     }
     if w.erase_material {
         // SQLite overwrites the bytes first so freed pages do not keep them; here an update
         // writes a new row version whatever it sets, and the old one is gone at the next vacuum.
-        exec(
-            c,
+        batch.push((
             "UPDATE key_material SET sealed = NULL, state = $1 WHERE key_id = $2",
-            &[&k.state.as_str(), &id],
-        )
-        .await?;
+            vec![&state, &id],
+        ));
     }
+    super::exec_pipelined(c, &batch).await?;
     super::distribution::enqueue(c, k.id, &w.converge_in, &k.stamps.updated_at).await?;
     for keystore_id in &w.remove_copies_from {
         // Remembered under its id there: Key Protect's purge and restore name it so.
