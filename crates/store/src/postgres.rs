@@ -19,6 +19,7 @@ mod keystores;
 mod lists;
 mod migrate;
 mod rows;
+mod statistics;
 mod templates;
 mod vaults;
 mod writer;
@@ -77,6 +78,7 @@ impl PostgresStore {
         let writer =
             writer::Writer::start(pool.clone(), generation.clone(), options.writers, node_id);
         let changes = changes::Changes::start(target, generation.clone(), node_id);
+        statistics::start(pool.clone());
         Ok(Self {
             task_lease: options.task_lease,
             running_tasks: std::sync::Mutex::default(),
