@@ -1,6 +1,7 @@
 //! Persistence adapters for `keyplane_core::ports::Store`. SQLite is the embedded engine;
 //! PostgreSQL serves several nodes sharing one database.
 
+mod common;
 mod postgres;
 mod read_cache;
 mod sqlite;

@@ -5,12 +5,12 @@
 //! each over the chain's end as committed.
 
 use async_trait::async_trait;
-use aws_lc_rs::digest;
 use deadpool_postgres::GenericClient;
 use futures::TryStreamExt;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use crate::common::{ChainCheck, hash_of};
 use keyplane_core::audit::{AuditEvent, GENESIS_HASH};
 use keyplane_core::error::Result;
 use keyplane_core::model::Page;
@@ -29,10 +29,6 @@ const INSERT: &str = "INSERT INTO audit_events (seq, id, at, action, outcome, st
      SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[],
                           $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[],
                           $14::text[], $15::text[])";
-
-fn hash_of(event: &AuditEvent) -> String {
-    hex::encode(digest::digest(&digest::SHA256, &event.hashed_bytes()).as_ref())
-}
 
 /// Appends `events`, in order, after the newest one, linking and hashing each. Runs inside the
 /// group's transaction, after its writes: the chain stays locked until the group commits.
@@ -208,52 +204,17 @@ pub(crate) async fn verify(c: &impl GenericClient) -> Result<AuditChainReport> {
         .await
         .map_err(db_err)?;
     let mut rows = std::pin::pin!(rows);
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut expected_seq = 1;
-    let mut events = 0u64;
+    let mut check = ChainCheck::new();
     while let Some(row) = rows.try_next().await.map_err(db_err)? {
         let event = match event_from_row(&row) {
-            Ok(e) => e,
-            Err(_) => {
-                let seq: i64 = col(&row, "seq")?;
-                return Ok(AuditChainReport::broken(
-                    events,
-                    seq,
-                    "the event cannot be read",
-                ));
-            }
+            Ok(e) => Ok(e),
+            Err(_) => Err(col(&row, "seq")?),
         };
-        if event.seq != expected_seq {
-            return Ok(AuditChainReport::broken(
-                events,
-                expected_seq,
-                "the event is missing",
-            ));
+        if let Some(broken) = check.next(event) {
+            return Ok(broken);
         }
-        if event.prev_hash != prev {
-            return Ok(AuditChainReport::broken(
-                events,
-                event.seq,
-                "prev_hash does not match the previous event's hash",
-            ));
-        }
-        if hash_of(&event) != event.hash {
-            return Ok(AuditChainReport::broken(
-                events,
-                event.seq,
-                "the event's content does not match its hash",
-            ));
-        }
-        prev = event.hash;
-        expected_seq += 1;
-        events += 1;
     }
-    Ok(AuditChainReport {
-        events,
-        first_broken: None,
-        reason: None,
-        head: prev,
-    })
+    Ok(check.finish())
 }
 
 #[async_trait]

@@ -1,11 +1,12 @@
 //! Row ⇄ record mapping.
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 use uuid::Uuid;
 
+pub(crate) use crate::common::{KeyDoc, TemplateDoc};
 use keyplane_core::error::{Error, Result};
 use keyplane_core::model::*;
 use keyplane_core::ports::{PooledKey, StoredRootKey, WrappedVaultKey};
@@ -90,24 +91,6 @@ pub(crate) fn vault_from_row(r: &Row) -> Result<VaultView> {
     })
 }
 
-/// Template fields kept as one JSON document (never filtered on).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct TemplateDoc {
-    pub key: KeyProperties,
-    pub keystores: Vec<TemplateKeystore>,
-    pub description: String,
-}
-
-impl TemplateDoc {
-    pub fn of(t: &Template) -> Self {
-        Self {
-            key: t.key.clone(),
-            keystores: t.keystores.clone(),
-            description: t.description.clone(),
-        }
-    }
-}
-
 pub(crate) const TEMPLATE_SELECT: &str = "SELECT t.*, v.name AS vault_name,
     (SELECT COALESCE(SUM(n), 0)::BIGINT FROM key_counts WHERE template_id = t.id) AS keys_count
     FROM templates t JOIN vaults v ON v.id = t.vault_id";
@@ -164,41 +147,6 @@ pub(crate) fn keystore_from_row(r: &Row) -> Result<Keystore> {
         stamps: stamps(r)?,
         revision: col(r, "revision")?,
     })
-}
-
-/// Managed-key fields kept as one JSON document (never filtered on in SQL).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct KeyDoc {
-    pub description: String,
-    pub template_version: i64,
-    pub verification_patterns: Vec<VerificationPattern>,
-    pub label_tags: Vec<Tag>,
-    pub tags: Vec<Tag>,
-    pub instances: Vec<KeyInstance>,
-    pub deactivate_on_rotation: bool,
-    pub managing_systems: Vec<ManagingSystem>,
-    pub deactivated_at: Option<DateTime<Utc>>,
-    pub label_from_scheme: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_interval: Option<String>,
-}
-
-impl KeyDoc {
-    pub fn of(k: &ManagedKey) -> Self {
-        Self {
-            description: k.description.clone(),
-            template_version: k.template_version,
-            verification_patterns: k.verification_patterns.clone(),
-            label_tags: k.label_tags.clone(),
-            tags: k.tags.clone(),
-            instances: k.instances.clone(),
-            deactivate_on_rotation: k.deactivate_on_rotation,
-            managing_systems: k.managing_systems.clone(),
-            deactivated_at: k.deactivated_at,
-            label_from_scheme: k.label_from_scheme,
-            rotation_interval: k.rotation_interval.clone(),
-        }
-    }
 }
 
 /// Keys with their distribution status in one query; live keystores are named by their current name.

@@ -1,9 +1,9 @@
 //! The audit chain in SQLite: append (hash over the previous event), list, verify.
 
 use async_trait::async_trait;
-use aws_lc_rs::digest;
 use rusqlite::{Connection, params};
 
+use crate::common::{ChainCheck, hash_of};
 use keyplane_core::audit::{AuditEvent, GENESIS_HASH};
 use keyplane_core::error::Result;
 use keyplane_core::model::Page;
@@ -13,10 +13,6 @@ use keyplane_core::ports::{AuditChainReport, AuditQuery};
 use super::SqliteStore;
 use super::rows::{col, ts, ts_col, uuid_col};
 use super::writer::sql_err;
-
-fn hash_of(event: &AuditEvent) -> String {
-    hex::encode(digest::digest(&digest::SHA256, &event.hashed_bytes()).as_ref())
-}
 
 /// Appends `event` after the newest one, linking and hashing it.
 pub(crate) fn append(conn: &Connection, mut event: AuditEvent) -> Result<()> {
@@ -144,52 +140,17 @@ pub(crate) fn verify(conn: &Connection) -> Result<AuditChainReport> {
         .prepare(&format!("SELECT {COLUMNS} FROM audit_events ORDER BY seq"))
         .map_err(sql_err)?;
     let mut rows = stmt.query([]).map_err(sql_err)?;
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut expected_seq = 1;
-    let mut events = 0u64;
+    let mut check = ChainCheck::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
         let event = match event_from_row(row) {
-            Ok(e) => e,
-            Err(_) => {
-                let seq: i64 = col(row, "seq")?;
-                return Ok(AuditChainReport::broken(
-                    events,
-                    seq,
-                    "the event cannot be read",
-                ));
-            }
+            Ok(e) => Ok(e),
+            Err(_) => Err(col(row, "seq")?),
         };
-        if event.seq != expected_seq {
-            return Ok(AuditChainReport::broken(
-                events,
-                expected_seq,
-                "the event is missing",
-            ));
+        if let Some(broken) = check.next(event) {
+            return Ok(broken);
         }
-        if event.prev_hash != prev {
-            return Ok(AuditChainReport::broken(
-                events,
-                event.seq,
-                "prev_hash does not match the previous event's hash",
-            ));
-        }
-        if hash_of(&event) != event.hash {
-            return Ok(AuditChainReport::broken(
-                events,
-                event.seq,
-                "the event's content does not match its hash",
-            ));
-        }
-        prev = event.hash;
-        expected_seq += 1;
-        events += 1;
     }
-    Ok(AuditChainReport {
-        events,
-        first_broken: None,
-        reason: None,
-        head: prev,
-    })
+    Ok(check.finish())
 }
 
 #[async_trait]

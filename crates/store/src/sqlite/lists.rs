@@ -8,6 +8,8 @@ use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::query::*;
 
+use crate::common::{WALK_WHEN_ONE_IN, filters_only_counted, filters_only_state_and_vault};
+
 use super::all;
 use super::rows::*;
 use super::writer::sql_err;
@@ -287,10 +289,6 @@ pub(crate) fn keystores(conn: &Connection, q: &KeystoreQuery) -> Result<Page<Key
     )
 }
 
-/// A page is read by walking the index of its order when at least this share (1 in N) of all
-/// keys matches: about N index entries are read per key kept, against sorting every match.
-const WALK_WHEN_ONE_IN: i64 = 8;
-
 pub(crate) fn keys(conn: &Connection, q: &KeyQuery) -> Result<Page<ManagedKey>> {
     // Totals from the counts kept by triggers, where the filters allow: no row counting.
     let counted = if filters_only_counted(q) {
@@ -490,34 +488,4 @@ fn template_filters(f: &mut Filter, q: &KeyQuery, column: &str) {
                WHERE EXISTS (SELECT 1 FROM json_each(t.types) WHERE value IN ({m})))"
         )
     });
-}
-
-/// Whether a key query filters on nothing but what `key_counts` keeps: vaults, states,
-/// algorithms, sizes and templates.
-fn filters_only_counted(q: &KeyQuery) -> bool {
-    let bare = KeyQuery {
-        vault_ids: Vec::new(),
-        states: Vec::new(),
-        algorithms: Vec::new(),
-        size: Range::default(),
-        template_ids: Vec::new(),
-        template_name_prefix: None,
-        template_types: Vec::new(),
-        sort: Vec::new(),
-        paging: Paging::default(),
-        ..q.clone()
-    };
-    bare == KeyQuery::default()
-}
-
-/// Whether a key query filters on nothing but states and vaults.
-fn filters_only_state_and_vault(q: &KeyQuery) -> bool {
-    let bare = KeyQuery {
-        vault_ids: Vec::new(),
-        states: Vec::new(),
-        sort: Vec::new(),
-        paging: Paging::default(),
-        ..q.clone()
-    };
-    bare == KeyQuery::default()
 }
