@@ -134,6 +134,41 @@ async fn three_nodes_share_keys_tasks_leadership_and_the_audit_chain() {
         assert_eq!(unwrap_ok(c, &internal, &root_ref, &ciphertext).await, plain);
     }
 
+    // The master key rotated through one node: a vault made afterwards through another goes
+    // under the new master key, and the third opens it.
+    let rotated = admin(&["rotate-master-key"], nodes[0].as_ref(), "").await;
+    assert!(rotated.success, "{}{}", rotated.stdout, rotated.stderr);
+    let later = new_vault(&clients[1]).await;
+    let later_ks = connect_keystore(
+        &clients[1],
+        &json!({"type": "ibm_cloud_kms", "ibm_variant": "internal", "vault": {"id": later},
+                "name": "internal-2", "groups": ["prod"]}),
+    )
+    .await;
+    let t = clients[1]
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": later}, "name": "W",
+                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                    "keystores": [{"type": "ibm_cloud_kms", "group": "prod"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let after = clients[1]
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": later}, "template_name": "W", "label": "after-rotation"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.status, 201, "{}", after.body);
+    let (plain, ciphertext) = wrap_new(&clients[1], &later_ks, &key_ref(&after.body)).await;
+    assert_eq!(
+        unwrap_ok(&clients[2], &later_ks, &key_ref(&after.body), &ciphertext).await,
+        plain
+    );
+
     // An API key revoked on one node is refused by the others within a second.
     let apikey =
         principal_with_api_key(&clients[0], "deployer", "service", &[("reader", None)]).await;

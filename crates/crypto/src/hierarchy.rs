@@ -66,6 +66,7 @@ impl SealMode {
 }
 
 /// What unlocks the master keys.
+#[derive(Clone)]
 enum Unlocker {
     SealKey(Arc<MasterKey>),
     Token(Arc<Pkcs11Token>),
@@ -278,6 +279,22 @@ impl KeyHierarchy {
             None => {
                 let text = match std::fs::read_to_string(legacy_file) {
                     Ok(text) => text,
+                    // A deployment whose master keys exist was sealed by something else: a new
+                    // sealed key here would lock it out for good.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && (!self.store.root_keys().await?.is_empty()
+                                || self
+                                    .store
+                                    .get_setting(LEGACY_CHECK_SETTING)
+                                    .await?
+                                    .is_some()) =>
+                    {
+                        return Err(unseal_refused(
+                            "passphrase",
+                            "this database's master key was not sealed under a passphrase kept in it; move the deployment's sealed master key in (keyplane admin migrate-store does) before unsealing",
+                        ));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         let p = passphrase.clone();
                         let (_, text) = tokio::task::spawn_blocking(move || {
@@ -495,15 +512,19 @@ impl KeyHierarchy {
         let stored = match self.store.vault_key(vault_id).await? {
             Some(k) => k,
             None => {
+                // Under the deployment's newest master key, wherever it was made.
+                self.open_new_roots().await?;
                 let fresh = MasterKey::generate().map_err(crypto_err)?;
                 let wrapped = self.wrap_under_current(vault_id, &fresh)?;
                 self.store.insert_vault_key(&wrapped).await?
             }
         };
-        // A rotation may have retired the root between reading the row and unwrapping it:
-        // the row read again names the new root.
+        // A rotation (on this node or another sharing the database) may have retired the root
+        // between reading the row and unwrapping it, or made one this node has not opened: the
+        // row read again names the new root, opened from the store.
         let key = match self.unwrap_vault_key(&stored) {
             Err(Error::Internal(_)) => {
+                self.open_new_roots().await?;
                 let again = self
                     .store
                     .vault_key(vault_id)
@@ -516,6 +537,31 @@ impl KeyHierarchy {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
         unsealed.vault_keys.entry(vault_id).or_insert(key);
+        Ok(())
+    }
+
+    /// Opens the master keys stored since this node unsealed (another node's first unseal or
+    /// rotation, on a shared database) and makes the newest the one new vault keys go under.
+    async fn open_new_roots(&self) -> Result<()> {
+        let (unlocker, known): (Unlocker, Vec<String>) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let unsealed = state.unsealed.as_ref().ok_or(Error::Sealed)?;
+            (
+                unsealed.unlocker.clone(),
+                unsealed.roots.keys().cloned().collect(),
+            )
+        };
+        let stored = self.store.root_keys().await?;
+        let mut opened = Vec::new();
+        for root in stored.iter().filter(|r| !known.contains(&r.id)) {
+            opened.push((root.id.clone(), open_root(&unlocker, root).await?));
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let unsealed = state.unsealed.as_mut().ok_or(Error::Sealed)?;
+        unsealed.roots.extend(opened);
+        if let Some(newest) = stored.last().and_then(|r| unsealed.roots.get(&r.id)) {
+            unsealed.current = newest.clone();
+        }
         Ok(())
     }
 

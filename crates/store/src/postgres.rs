@@ -196,6 +196,29 @@ pub(crate) async fn one<T>(
     row.as_ref().map(map).transpose()
 }
 
+/// Every row of a statement built for one request (a list's filters and sorts): prepared
+/// unnamed, not kept per connection, so callers cannot fill the statement caches with variants.
+pub(crate) async fn all_once<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+    map: fn(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let rows = c.query(sql, params).await.map_err(db_err)?;
+    rows.iter().map(map).collect()
+}
+
+/// The first row of a statement built for one request (see [`all_once`]).
+pub(crate) async fn one_once<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+    map: fn(&Row) -> Result<T>,
+) -> Result<Option<T>> {
+    let row = c.query_opt(sql, params).await.map_err(db_err)?;
+    row.as_ref().map(map).transpose()
+}
+
 /// Runs a statement; the number of rows it changed.
 pub(crate) async fn exec(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64> {
     let stmt = c.prepare_cached(sql).await.map_err(db_err)?;

@@ -244,6 +244,9 @@ impl Keyplane {
         }
         loop {
             if self.engine.is_sealed() {
+                // Claiming nothing still renews the leases of tasks already running here, so
+                // sealing this node does not hand them to another node mid-flight.
+                let _ = self.store.claim_tasks(0, Utc::now()).await;
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;
             }

@@ -383,7 +383,8 @@ CREATE TABLE removed_copies (
 CREATE INDEX removed_copies_by_key ON removed_copies (managed_key_id);
 
 -- Scheduled work runs on one node: the holder of this lease, renewed while it lives. `term`
--- grows with every change of holder; work done under an older term is refused (fencing).
+-- grows with every change of holder, so a node that lost the lease is told apart from the one
+-- that took it; a node acts only within the lease it last renewed, timed from before it asked.
 CREATE TABLE leader_lease (
     name        TEXT COLLATE "C" PRIMARY KEY,
     holder      UUID NOT NULL,

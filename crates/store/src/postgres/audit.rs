@@ -18,7 +18,7 @@ use keyplane_core::ports::{AuditChainReport, AuditQuery, AuditRecords};
 
 use super::rows::{col, corrupt, ts, ts_col, uuid_col};
 use super::writer::Conn;
-use super::{PostgresStore, all, db_err, one};
+use super::{PostgresStore, all_once, db_err, one_once};
 
 /// The advisory lock key appends run under ("keyaudit" in ASCII, as an integer).
 const AUDIT_CHAIN_LOCK: i64 = 0x6b65_7961_7564_6974;
@@ -173,12 +173,12 @@ pub(crate) async fn list(c: &impl GenericClient, q: &AuditQuery) -> Result<Page<
         .iter()
         .map(|v| v.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let total_count = one(c, &count, &params, |r| col::<i64>(r, "n"))
+    let total_count = one_once(c, &count, &params, |r| col::<i64>(r, "n"))
         .await?
         .unwrap_or(0);
     params.push(&limit);
     params.push(&offset);
-    let items = all(
+    let items = all_once(
         c,
         &format!(
             "SELECT {COLUMNS} FROM audit_events WHERE {filter} ORDER BY seq LIMIT ${} OFFSET ${}",

@@ -161,6 +161,15 @@ impl Target {
         if config.get_application_name().is_none() {
             config.application_name("keyplane");
         }
+        // A node that stops mid-transaction (cut off, frozen) must not hold the audit chain's
+        // lock, or any row, for long: the server ends such a session, and a write waits at most
+        // this long for a lock before it is answered 503.
+        let limits = "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000";
+        let options = match config.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {limits}"),
+            _ => limits.to_owned(),
+        };
+        config.options(&options);
         let tls = match tls {
             Tls::Off => None,
             Tls::VerifyFull { root_cert } => Some(tokio_postgres_rustls::MakeRustlsConnect::new(

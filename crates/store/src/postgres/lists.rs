@@ -21,7 +21,7 @@ use super::rows::{
     KEY_SELECT, KEYSTORE_SELECT, TEMPLATE_SELECT, VAULT_SELECT, corrupt, key_from_row,
     keystore_from_row, template_from_row, vault_from_row,
 };
-use super::{all, one};
+use super::{all, all_once, one_once};
 
 /// A bound value of a dynamically built statement.
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -183,7 +183,7 @@ impl Filter {
     /// `SELECT <aggregate> FROM <from> WHERE …` as one number.
     async fn count(&self, c: &impl GenericClient, aggregate: &str, from: &str) -> Result<i64> {
         let sql = format!("SELECT {aggregate} AS total FROM {from}{}", self.sql());
-        let total = one(c, &sql, &params(&self.binds), total_from_row).await?;
+        let total = one_once(c, &sql, &params(&self.binds), total_from_row).await?;
         Ok(total.unwrap_or(0))
     }
 
@@ -206,7 +206,7 @@ impl Filter {
         let mut ps = params(&self.binds);
         ps.push(&limit);
         ps.push(&offset);
-        all(c, &sql, &ps, id_from_row).await
+        all_once(c, &sql, &ps, id_from_row).await
     }
 
     /// One page of rows, mapped.
@@ -229,7 +229,7 @@ impl Filter {
         let mut ps = params(&self.binds);
         ps.push(&limit);
         ps.push(&offset);
-        all(c, &sql, &ps, map).await
+        all_once(c, &sql, &ps, map).await
     }
 
     /// The total count (`COUNT(*)` over `from`) and one page of rows, read together.
@@ -554,7 +554,9 @@ async fn merged_by_state(c: &impl GenericClient, q: &KeyQuery) -> Result<Option<
          ORDER BY updated_at {direction}, id {direction} LIMIT {limit} OFFSET {offset}",
         branches.join(" UNION ALL ")
     );
-    all(c, &sql, &params(&f.binds), id_from_row).await.map(Some)
+    all_once(c, &sql, &params(&f.binds), id_from_row)
+        .await
+        .map(Some)
 }
 
 /// Whole keys for a page of ids, in the page's order. Read after the page is chosen, so the

@@ -49,15 +49,19 @@ pub(crate) async fn refresh(pool: &Pool) -> keyplane_core::Result<()> {
     let outcome = async {
         for row in stale? {
             let table: String = row.get(0);
-            c.batch_execute(&format!("ANALYZE \"{table}\""))
+            c.batch_execute(&format!("ANALYZE \"{}\"", table.replace('"', "\"\"")))
                 .await
                 .map_err(super::db_err)?;
         }
         Ok(())
     }
     .await;
-    let _ = c
-        .execute("SELECT pg_advisory_unlock($1)", &[&STATISTICS_LOCK])
-        .await;
+    if c.execute("SELECT pg_advisory_unlock($1)", &[&STATISTICS_LOCK])
+        .await
+        .is_err()
+    {
+        // Still holding the lock: it must not go back to the pool.
+        let _ = deadpool_postgres::Object::take(c);
+    }
     outcome
 }

@@ -42,19 +42,46 @@ pub(crate) struct Writer {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
-/// A database error: unreachable (503) or internal.
+/// A database error: unreachable or held up by other writes (503, the detail logged, not
+/// answered), a reference to something deleted meanwhile (409), or internal.
 pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
     // No answer from the server: the connection broke, or could not be made.
     let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    if e.is_closed() || io {
-        return Error::StoreUnavailable(format!("the database is unavailable: {e}"));
-    }
-    if let Some(code) = e.code()
-        && (code.code().starts_with("08")
-            || code.code().starts_with("57P")
-            || *code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
+    let code = e.code();
+    if e.is_closed()
+        || io
+        || code.is_some_and(|c| {
+            c.code().starts_with("08")
+                || c.code().starts_with("57P")
+                || *c == SqlState::CANNOT_CONNECT_NOW
+        })
     {
-        return Error::StoreUnavailable(format!("the database is unavailable: {e}"));
+        tracing::warn!(error = %e, "the database is unavailable");
+        return Error::StoreUnavailable(
+            "the database is unavailable; nothing was changed; retry shortly".into(),
+        );
+    }
+    if code.is_some_and(|c| {
+        [
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+        ]
+        .contains(c)
+    }) {
+        tracing::warn!(error = %e, "a database write was held up");
+        return Error::StoreUnavailable(
+            "the database could not complete this in time (concurrent writes); nothing was changed; retry".into(),
+        );
+    }
+    if code == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+        return Error::conflict(
+            keyplane_core::error::ErrorCode::InvalidStateTransition,
+            "something this change refers to was removed meanwhile; read it again",
+        );
     }
     Error::internal(format!("database: {e}"))
 }
@@ -70,7 +97,12 @@ pub(crate) fn write_err(e: tokio_postgres::Error, resource: &str, name: &str) ->
 fn pool_err(e: PoolError) -> Error {
     match e {
         PoolError::Backend(e) => db_err(e),
-        other => Error::StoreUnavailable(format!("the database is unavailable: {other}")),
+        other => {
+            tracing::warn!(error = %other, "no database connection");
+            Error::StoreUnavailable(
+                "the database is unavailable; nothing was changed; retry shortly".into(),
+            )
+        }
     }
 }
 
@@ -79,7 +111,7 @@ pub(crate) async fn connection(pool: &Pool) -> Result<Object> {
     match tokio::time::timeout(CONNECTION_WAIT, pool.get()).await {
         Ok(got) => got.map_err(pool_err),
         Err(_) => Err(Error::StoreUnavailable(
-            "the database is unavailable: no connection could be had within 5 seconds".into(),
+            "the database is unavailable (no connection within 5 seconds); nothing was changed; retry shortly".into(),
         )),
     }
 }
@@ -224,9 +256,9 @@ async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, not
         Err(e) => {
             // The commit's answer was lost: the writes may or may not be in the database.
             let e = match db_err(e) {
-                Error::StoreUnavailable(m) => Error::StoreUnavailable(format!(
-                    "{m}; whether the change was saved is unknown: read it back before retrying"
-                )),
+                Error::StoreUnavailable(_) => Error::StoreUnavailable(
+                    "the database stopped answering as the change was committed: whether it was saved is unknown; read it back before retrying".into(),
+                ),
                 other => other,
             };
             discard(conn);

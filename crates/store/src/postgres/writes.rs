@@ -132,6 +132,10 @@ pub(crate) async fn delete_vault(
     id: Uuid,
     read_revision: i64,
 ) -> Result<()> {
+    // Locked first: a template, keystore or key being added to the vault (on any node) holds a
+    // share of this row until it commits, so the counts below see it, and none can be added
+    // until this delete ends.
+    exec(c, "SELECT 1 FROM vaults WHERE id = $1 FOR UPDATE", &[&id]).await?;
     let (name, contents) = one(
         c,
         "SELECT name,
@@ -237,6 +241,13 @@ pub(crate) async fn delete_template(
     id: Uuid,
     read_revision: i64,
 ) -> Result<()> {
+    // Locked first, as for a vault: keys being made from the template are counted or wait.
+    exec(
+        c,
+        "SELECT 1 FROM templates WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?;
     let (name, keys) = one(
         c,
         "SELECT name, (SELECT COUNT(*) FROM managed_keys WHERE template_id = $1) AS keys FROM templates WHERE id = $1",
