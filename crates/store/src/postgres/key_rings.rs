@@ -115,6 +115,14 @@ async fn insert_ring(
     ring: &KeyRing,
     max_per_keystore: usize,
 ) -> Result<()> {
+    // The keystore stays locked until the commit: another node creating a ring in it waits,
+    // then counts this one.
+    exec(
+        c,
+        "SELECT 1 FROM keystores WHERE id = $1 FOR UPDATE",
+        &[&ring.keystore_id],
+    )
+    .await?;
     if ring_exists(c, ring.keystore_id, &ring.id).await? {
         return Err(Error::duplicate_name("key ring", &ring.id));
     }

@@ -58,10 +58,12 @@ async fn count(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<
 /// Adds an alias to a key installed in the keystore, in the write's transaction.
 async fn insert_alias(c: &impl GenericClient, alias: &KeyAlias, max_per_key: usize) -> Result<()> {
     let (keystore, key) = (&alias.keystore_id, &alias.key_id_in_keystore);
-    // The key must still be in the keystore when its alias is written.
+    // The key must still be in the keystore when its alias is written. Its copy stays locked
+    // until the commit: another node adding an alias to the same key waits, then counts this one.
     let installed = count(
         c,
-        "SELECT COUNT(*) AS n FROM internal_copies WHERE keystore_id = $1 AND key_id_in_keystore = $2",
+        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM internal_copies
+           WHERE keystore_id = $1 AND key_id_in_keystore = $2 FOR UPDATE) copy",
         &[keystore, key],
     )
     .await?;
