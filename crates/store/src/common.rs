@@ -3,7 +3,7 @@
 //! their kept counts answer, and the audit chain's hash.
 
 use aws_lc_rs::digest;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use keyplane_core::audit::{AuditEvent, GENESIS_HASH};
@@ -84,6 +84,39 @@ pub(crate) fn filters_only_counted(q: &KeyQuery) -> bool {
         ..q.clone()
     };
     bare == KeyQuery::default()
+}
+
+/// The one date a key query filters on, as `key_day_counts` names it, with its range of days,
+/// when it filters on nothing else but vaults and states: its total is then summed from those
+/// day rows.
+pub(crate) fn day_counted(q: &KeyQuery) -> Option<(&'static str, Range<NaiveDate>)> {
+    let dates = [
+        ("activation_date", &q.activation_date),
+        ("expiration_date", &q.deactivation_date),
+        ("created_at", &q.created_at),
+        ("updated_at", &q.updated_at),
+        ("rotated_at", &q.rotated_at),
+    ];
+    let mut set = dates
+        .into_iter()
+        .filter(|(_, r)| r.min.is_some() || r.max.is_some());
+    let (field, range) = set.next()?;
+    if set.next().is_some() {
+        return None;
+    }
+    let bare = KeyQuery {
+        vault_ids: Vec::new(),
+        states: Vec::new(),
+        activation_date: Range::default(),
+        deactivation_date: Range::default(),
+        created_at: Range::default(),
+        updated_at: Range::default(),
+        rotated_at: Range::default(),
+        sort: Vec::new(),
+        paging: Paging::default(),
+        ..q.clone()
+    };
+    (bare == KeyQuery::default()).then_some((field, *range))
 }
 
 /// Whether a key query filters on nothing but states and vaults.

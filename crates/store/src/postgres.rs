@@ -39,7 +39,8 @@ use keyplane_core::model::*;
 use keyplane_core::ports::Store;
 use keyplane_core::service::UsageContext;
 
-use crate::read_cache::{Generation, ReadCache};
+use crate::read_cache::ReadCache;
+use writer::Touches;
 
 pub use connect::PostgresOptions;
 pub(crate) use writer::{db_err, write_err};
@@ -53,9 +54,15 @@ pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub struct PostgresStore {
     pool: Pool,
     writer: writer::Writer,
+    /// By commit: a key's usage context changes with the key.
     usage_contexts: ReadCache<(Uuid, Uuid), Arc<UsageContext>>,
+    /// By configuration (see [`changes::Generations`]): what creating or changing a key reads,
+    /// and the data plane's keystores, stay cached while only keys are written.
     keystores: ReadCache<Uuid, Keystore>,
-    generation: Generation,
+    vault_refs: ReadCache<Uuid, VaultRef>,
+    templates_by_name: ReadCache<(Uuid, String), Template>,
+    vault_keystores: ReadCache<Uuid, Vec<Keystore>>,
+    generations: changes::Generations,
     /// This node, as it names itself in leases.
     node_id: Uuid,
     changes: changes::Changes,
@@ -73,21 +80,27 @@ impl PostgresStore {
         let pool = target.pool(&options)?;
         migrate::run(&pool).await?;
         migrate::check_version(&pool).await?;
-        let generation = Generation::default();
+        let generations = changes::Generations::default();
         let node_id = Uuid::new_v4();
         let writer =
-            writer::Writer::start(pool.clone(), generation.clone(), options.writers, node_id);
-        let changes = changes::Changes::start(target, generation.clone(), node_id);
+            writer::Writer::start(pool.clone(), generations.clone(), options.writers, node_id);
+        let changes = changes::Changes::start(target, generations.clone(), node_id);
         statistics::start(pool.clone());
         Ok(Self {
             task_lease: options.task_lease,
             running_tasks: std::sync::Mutex::default(),
             changes,
-            usage_contexts: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
-            keystores: ReadCache::new(generation.clone(), READ_CACHE_ENTRIES),
+            usage_contexts: ReadCache::new(generations.commits.clone(), READ_CACHE_ENTRIES),
+            keystores: ReadCache::new(generations.configuration.clone(), READ_CACHE_ENTRIES),
+            vault_refs: ReadCache::new(generations.configuration.clone(), READ_CACHE_ENTRIES),
+            templates_by_name: ReadCache::new(
+                generations.configuration.clone(),
+                READ_CACHE_ENTRIES,
+            ),
+            vault_keystores: ReadCache::new(generations.configuration.clone(), READ_CACHE_ENTRIES),
             pool,
             writer,
-            generation,
+            generations,
             node_id,
         })
     }
@@ -124,9 +137,19 @@ impl PostgresStore {
     /// A write that changes what an API call asked for: the request's audit event (if any) is
     /// appended in the same transaction, so the change and its record commit or fail together.
     async fn audited_write(&self, work: writer::Work) -> Result<()> {
+        self.audited_write_touching(work, Touches::Anything).await
+    }
+
+    /// [`PostgresStore::audited_write`] of a write that changes keys only: no vault, template
+    /// or keystore row (see [`Touches::KeysOnly`]).
+    async fn audited_key_write(&self, work: writer::Work) -> Result<()> {
+        self.audited_write_touching(work, Touches::KeysOnly).await
+    }
+
+    async fn audited_write_touching(&self, work: writer::Work, touches: Touches) -> Result<()> {
         let event = audit_trail::take_for_write();
         let taken = event.is_some();
-        let outcome = self.writer.submit(work, event).await;
+        let outcome = self.writer.submit(work, event, touches).await;
         if outcome.is_err() && taken {
             audit_trail::write_failed();
         }
@@ -135,7 +158,7 @@ impl PostgresStore {
 
     /// A write with no audit event of its own.
     async fn write(&self, work: writer::Work) -> Result<()> {
-        self.writer.submit(work, None).await
+        self.writer.submit(work, None, Touches::Anything).await
     }
 
     /// Like [`PostgresStore::write`], returning what `work` produced once committed.
@@ -255,7 +278,7 @@ impl Store for PostgresStore {
     }
 
     fn commit_generation(&self) -> u64 {
-        self.generation.current()
+        self.generations.commits.current()
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>> {

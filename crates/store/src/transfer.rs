@@ -13,8 +13,8 @@ use keyplane_core::ports::AuditRecords;
 
 use crate::postgres::{PostgresOptions, PostgresStore, db_err};
 
-/// Tables in the order their references allow. `key_counts` is rebuilt by its trigger as keys
-/// arrive; the leader lease and schema versions belong to the target.
+/// Tables in the order their references allow. `key_counts` and `key_day_counts` are rebuilt by
+/// their triggers as keys arrive; the leader lease and schema versions belong to the target.
 const TABLES: &[&str] = &[
     "settings",
     "api_tokens",
@@ -146,7 +146,7 @@ pub async fn copy_sqlite_to_postgres(sqlite: &Path, postgres_url: &str) -> Resul
     }
     let target = PostgresStore::open(postgres_url, PostgresOptions::default()).await?;
     let mut client = target.reader().await?;
-    for table in TABLES.iter().chain(&["key_counts"]) {
+    for table in TABLES.iter().chain(&["key_counts", "key_day_counts"]) {
         let used: bool = client
             .query_one(
                 &format!("SELECT EXISTS (SELECT 1 FROM {table}) AS used"),

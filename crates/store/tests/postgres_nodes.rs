@@ -131,6 +131,41 @@ async fn a_commit_on_one_node_reaches_the_others_within_a_second() {
     }
 }
 
+/// What key creation reads (here a vault's name) is cached apart from key writes; a change on
+/// another node still reaches this node's cache within a second, and this node's own change at
+/// once.
+#[tokio::test]
+async fn a_vault_renamed_on_one_node_is_read_renamed_on_the_others_within_a_second() {
+    let (a, b) = two_nodes().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut v = vault("before");
+    a.insert_vault(&v).await.unwrap();
+    assert_eq!(a.vault_ref(v.id).await.unwrap().unwrap().name, "before");
+    for (round, (writer, reader)) in [(b.clone(), a.clone()), (a.clone(), b.clone())]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(reader.vault_ref(v.id).await.unwrap().unwrap().name, v.name);
+        let read_revision = v.revision;
+        v.name = format!("renamed-{round}");
+        v.revision += 1;
+        writer.update_vault(&v, read_revision).await.unwrap();
+        assert_eq!(
+            writer.vault_ref(v.id).await.unwrap().unwrap().name,
+            v.name,
+            "the writing node reads its own change at once"
+        );
+        let renamed = Instant::now();
+        while reader.vault_ref(v.id).await.unwrap().unwrap().name != v.name {
+            assert!(
+                renamed.elapsed() < Duration::from_secs(1),
+                "the other node still reads the old name after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn one_audit_chain_whatever_node_writes() {
     let (a, b) = two_nodes().await;
@@ -177,4 +212,62 @@ async fn an_etag_holds_across_nodes() {
         }
     }
     assert_eq!(won, 1, "exactly one update with the same ETag wins");
+}
+
+/// A retry recorded while another node queues a newer task for the same key and keystore (its
+/// transaction still open as the retry is written) gives way to that task: the outcome is
+/// recorded without error and one task waits.
+#[tokio::test]
+async fn a_retry_gives_way_to_a_task_another_node_queues_meanwhile() {
+    let url = keyplane_store::new_postgres_schema(&database())
+        .await
+        .unwrap();
+    let a = node(&url).await;
+    let (mut other, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (keystore, key) = (Uuid::new_v4(), Uuid::new_v4());
+    let queue = "INSERT INTO keystore_tasks (id, keystore_id, managed_key_id, state, next_attempt_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'pending', now(), now(), now())";
+    other
+        .execute(queue, &[&Uuid::new_v4(), &keystore, &key])
+        .await
+        .unwrap();
+    let claimed = a.claim_tasks(10, Utc::now()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    let newer = Uuid::new_v4();
+    let queuing = other.transaction().await.unwrap();
+    queuing
+        .execute(queue, &[&newer, &keystore, &key])
+        .await
+        .unwrap();
+    let retry = TaskResult {
+        outcome: TaskOutcome::Retry {
+            at: Utc::now(),
+            error: "keystore unavailable".into(),
+        },
+        copy: None,
+        status: None,
+    };
+    let finishing = {
+        let (a, task) = (a.clone(), claimed[0].clone());
+        tokio::spawn(async move { a.finish_task(&task, retry).await })
+    };
+    // The retry now waits on the newer task's uncommitted row.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queuing.commit().await.unwrap();
+    finishing
+        .await
+        .unwrap()
+        .expect("the retry gives way instead of failing");
+    let left: Vec<(Uuid, String)> = other
+        .query("SELECT id, state FROM keystore_tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, vec![(newer, "pending".to_owned())]);
 }

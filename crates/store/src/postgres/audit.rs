@@ -17,7 +17,7 @@ use keyplane_core::model::Page;
 use keyplane_core::ports::{AuditChainReport, AuditQuery, AuditRecords};
 
 use super::rows::{col, corrupt, ts, ts_col, uuid_col};
-use super::writer::Conn;
+use super::writer::{Conn, Touches};
 use super::{PostgresStore, all_once, db_err, one_once};
 
 /// The advisory lock key appends run under ("keyaudit" in ASCII, as an integer).
@@ -222,7 +222,11 @@ impl AuditRecords for PostgresStore {
     async fn append_audit_event(&self, event: AuditEvent) -> Result<()> {
         // Appended by the writer with its group's events, in the order they were queued.
         self.writer
-            .submit(Box::new(|_| Box::pin(async { Ok(()) })), Some(event))
+            .submit(
+                Box::new(|_| Box::pin(async { Ok(()) })),
+                Some(event),
+                Touches::KeysOnly,
+            )
             .await
     }
 

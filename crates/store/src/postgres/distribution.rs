@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -177,28 +178,33 @@ pub(crate) async fn finish(
         TaskOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
         TaskOutcome::Failed { error } => ("failed", *now, Some(error.as_str())),
     };
-    if state == "pending" {
-        // A newer change may already wait for this key and keystore: it supersedes the retry.
-        let waiting = one(
-            c,
-            "SELECT COUNT(*) AS n FROM keystore_tasks WHERE state = 'pending' AND keystore_id = $1 AND managed_key_id = $2",
-            &[&task.keystore_id, &task.managed_key_id],
-            |r| col::<i64>(r, "n"),
-        )
-        .await?
-        .unwrap_or(0);
-        if waiting > 0 {
-            exec(c, "DELETE FROM keystore_tasks WHERE id = $1", &[&task.id]).await?;
-        }
-    }
-    exec(
-        c,
-        "UPDATE keystore_tasks SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
+    let settle = "UPDATE keystore_tasks SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
                 updated_at = $4, lease_owner = NULL, lease_until = NULL
-          WHERE id = $5 AND lease_owner = $6",
-        &[&state, &ts(&next), &error, &ts(now), &task.id, &node],
-    )
-    .await?;
+          WHERE id = $5 AND lease_owner = $6";
+    let params: [&(dyn ToSql + Sync); 6] = [&state, &ts(&next), &error, &ts(now), &task.id, &node];
+    if state == "pending" {
+        // A newer change may wait for this key and keystore already, or be queued by another
+        // node while this runs: either way it supersedes the retry, which then goes away. The
+        // waiting task's index decides (a count read first could not see an uncommitted one).
+        c.batch_execute("SAVEPOINT task_retry")
+            .await
+            .map_err(db_err)?;
+        let stmt = c.prepare_cached(settle).await.map_err(db_err)?;
+        match c.execute(&stmt, &params).await {
+            Ok(_) => c.batch_execute("RELEASE SAVEPOINT task_retry").await,
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                c.batch_execute("ROLLBACK TO SAVEPOINT task_retry; RELEASE SAVEPOINT task_retry")
+                    .await
+                    .map_err(db_err)?;
+                exec(c, "DELETE FROM keystore_tasks WHERE id = $1", &[&task.id]).await?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(db_err)?;
+    } else {
+        exec(c, settle, &params).await?;
+    }
     // Finished tasks are history: keep the latest few per keystore.
     if state != "pending" {
         exec(

@@ -241,7 +241,7 @@ impl KeyRecords for PostgresStore {
     ) -> Result<()> {
         let (key, write) = (key.clone(), write.clone());
         audit_trail::note_target("managed_keys", key.id, Some(key.vault.id));
-        self.audited_write(Box::new(move |c| {
+        self.audited_key_write(Box::new(move |c| {
             Box::pin(async move { writes::save_key(c, &key, read_revision, &write).await })
         }))
         .await

@@ -75,14 +75,23 @@ impl KeystoreRecords for PostgresStore {
     }
 
     async fn vault_keystores(&self, vault_id: Uuid) -> Result<Vec<Keystore>> {
-        let c = self.reader().await?;
-        all(
-            &c,
-            &format!("{KEYSTORE_SELECT} WHERE ks.vault_id = $1 ORDER BY ks.created_at, ks.id"),
-            &[&vault_id],
-            keystore_from_row,
-        )
-        .await
+        let listed = self
+            .vault_keystores
+            .get_or_read_async(vault_id, || async {
+                let c = self.reader().await?;
+                all(
+                    &c,
+                    &format!(
+                        "{KEYSTORE_SELECT} WHERE ks.vault_id = $1 ORDER BY ks.created_at, ks.id"
+                    ),
+                    &[&vault_id],
+                    keystore_from_row,
+                )
+                .await
+                .map(Some)
+            })
+            .await?;
+        Ok(listed.unwrap_or_default())
     }
 
     async fn delete_keystore(

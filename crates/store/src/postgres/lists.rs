@@ -15,7 +15,9 @@ use keyplane_core::error::Result;
 use keyplane_core::model::*;
 use keyplane_core::query::*;
 
-use crate::common::{WALK_WHEN_ONE_IN, filters_only_counted, filters_only_state_and_vault};
+use crate::common::{
+    WALK_WHEN_ONE_IN, day_counted, filters_only_counted, filters_only_state_and_vault,
+};
 
 use super::rows::{
     KEY_SELECT, KEYSTORE_SELECT, TEMPLATE_SELECT, VAULT_SELECT, corrupt, key_from_row,
@@ -395,6 +397,13 @@ pub(crate) async fn keys(c: &impl GenericClient, q: &KeyQuery) -> Result<Page<Ma
     // Totals from the counts kept by the trigger, where the filters allow: no row counting.
     let counted = if filters_only_counted(q) {
         Some(counted_filter(q).count(c, COUNTED, "key_counts").await?)
+    } else if let Some((field, days)) = day_counted(q) {
+        let mut counted = Filter::default();
+        counted.eq("field", field.to_owned());
+        counted.date_range("day", &days);
+        counted.one_of("vault_id", q.vault_ids.clone());
+        counted.one_of("state", texts(&q.states));
+        Some(counted.count(c, COUNTED, "key_day_counts").await?)
     } else {
         None
     };
@@ -417,6 +426,11 @@ pub(crate) async fn keys(c: &impl GenericClient, q: &KeyQuery) -> Result<Page<Ma
     f.int_range("k.size", &q.size);
     f.one_of("k.template_id", q.template_ids.clone());
     template_filters(&mut f, q, "k.template_id");
+    f.date_range("k.activation_date", &q.activation_date);
+    f.date_range("k.expiration_date", &q.deactivation_date);
+    f.day_range("k.created_at", &q.created_at);
+    f.day_range("k.updated_at", &q.updated_at);
+    f.day_range("k.rotated_at", &q.rotated_at);
     if walk_order {
         f.keep_from_planner();
     }
@@ -429,11 +443,6 @@ pub(crate) async fn keys(c: &impl GenericClient, q: &KeyQuery) -> Result<Page<Ma
     if let Some(l) = &q.label {
         f.eq("k.label", l.clone());
     }
-    f.date_range("k.activation_date", &q.activation_date);
-    f.date_range("k.expiration_date", &q.deactivation_date);
-    f.day_range("k.created_at", &q.created_at);
-    f.day_range("k.updated_at", &q.updated_at);
-    f.day_range("k.rotated_at", &q.rotated_at);
     f.any_of(texts(&q.referenced_keystore_types), |p| {
         format!(
             "EXISTS (SELECT 1 FROM key_targets kt

@@ -5,7 +5,13 @@
 use deadpool_postgres::Pool;
 use keyplane_core::error::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_key_day_counts.sql"),
+    ),
+];
 
 /// The advisory lock key migrations run under ("keyplane" in ASCII, as an integer).
 const MIGRATION_LOCK: i64 = 0x6b65_7970_6c61_6e65;

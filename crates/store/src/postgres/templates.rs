@@ -36,14 +36,18 @@ impl TemplateRecords for PostgresStore {
     }
 
     async fn find_template(&self, vault_id: Uuid, name: &str) -> Result<Option<Template>> {
-        let c = self.reader().await?;
-        one(
-            &c,
-            &format!("{TEMPLATE_SELECT_UNCOUNTED} WHERE t.vault_id = $1 AND t.name = $2"),
-            &[&vault_id, &name],
-            template_from_row,
-        )
-        .await
+        self.templates_by_name
+            .get_or_read_async((vault_id, name.to_owned()), || async {
+                let c = self.reader().await?;
+                one(
+                    &c,
+                    &format!("{TEMPLATE_SELECT_UNCOUNTED} WHERE t.vault_id = $1 AND t.name = $2"),
+                    &[&vault_id, &name],
+                    template_from_row,
+                )
+                .await
+            })
+            .await
     }
 
     async fn update_template(&self, t: &Template, read_revision: i64) -> Result<()> {

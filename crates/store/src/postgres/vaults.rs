@@ -36,12 +36,16 @@ impl VaultRecords for PostgresStore {
     }
 
     async fn vault_ref(&self, id: Uuid) -> Result<Option<VaultRef>> {
-        let c = self.reader().await?;
-        let name = one(&c, "SELECT name FROM vaults WHERE id = $1", &[&id], |r| {
-            col::<String>(r, "name")
-        })
-        .await?;
-        Ok(name.map(|name| VaultRef { id, name }))
+        self.vault_refs
+            .get_or_read_async(id, || async {
+                let c = self.reader().await?;
+                let name = one(&c, "SELECT name FROM vaults WHERE id = $1", &[&id], |r| {
+                    col::<String>(r, "name")
+                })
+                .await?;
+                Ok(name.map(|name| VaultRef { id, name }))
+            })
+            .await
     }
 
     async fn update_vault(&self, v: &Vault, read_revision: i64) -> Result<()> {

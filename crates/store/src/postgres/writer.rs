@@ -18,7 +18,7 @@ use uuid::Uuid;
 use keyplane_core::audit::AuditEvent;
 use keyplane_core::error::{Error, Result};
 
-use crate::read_cache::Generation;
+use super::changes::Generations;
 
 /// The connection a write runs on, inside the group's transaction.
 pub(crate) type Conn = Object;
@@ -32,9 +32,19 @@ const MAX_GROUP: usize = 256;
 /// How long a call waits for a pooled connection before it is told the database is unavailable.
 pub(crate) const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
+/// What a write may change, for the caches kept by configuration (see [`Generations`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touches {
+    /// Keys, their material, copies and tasks, or the audit trail only: never a vault, template
+    /// or keystore row.
+    KeysOnly,
+    Anything,
+}
+
 struct Job {
     work: Work,
     event: Option<AuditEvent>,
+    touches: Touches,
     reply: oneshot::Sender<Result<()>>,
 }
 
@@ -118,25 +128,33 @@ pub(crate) async fn connection(pool: &Pool) -> Result<Object> {
 
 impl Writer {
     /// Starts `count` writers taking jobs from one queue.
-    pub(crate) fn start(pool: Pool, generation: Generation, count: usize, node_id: Uuid) -> Self {
+    pub(crate) fn start(pool: Pool, generations: Generations, count: usize, node_id: Uuid) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(Mutex::new(queue));
-        // Delivered to the other nodes when a group commits (see `changes`).
-        let notify: Arc<str> =
-            format!("NOTIFY {}, '{node_id}'", super::changes::CHANGES_CHANNEL).into();
+        let notices = Arc::new(Notices::of(node_id));
         for _ in 0..count.max(1) {
-            let (pool, queue, generation) = (pool.clone(), queue.clone(), generation.clone());
-            let notify = notify.clone();
-            tokio::spawn(async move { run(pool, queue, generation, notify).await });
+            let (pool, queue, generations) = (pool.clone(), queue.clone(), generations.clone());
+            let notices = notices.clone();
+            tokio::spawn(async move { run(pool, queue, generations, notices).await });
         }
         Self { jobs }
     }
 
     /// Queues `work` (with the audit event recording it) and waits until it is committed.
-    pub(crate) async fn submit(&self, work: Work, event: Option<AuditEvent>) -> Result<()> {
+    pub(crate) async fn submit(
+        &self,
+        work: Work,
+        event: Option<AuditEvent>,
+        touches: Touches,
+    ) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { work, event, reply })
+            .send(Job {
+                work,
+                event,
+                touches,
+                reply,
+            })
             .map_err(|_| Error::internal("the database writer has stopped"))?;
         answer
             .await
@@ -144,11 +162,29 @@ impl Writer {
     }
 }
 
+/// Delivered to the other nodes when a group commits (see `changes`): the node's id, marked
+/// when the group changed keys only.
+struct Notices {
+    anything: String,
+    keys_only: String,
+}
+
+impl Notices {
+    fn of(node_id: Uuid) -> Self {
+        let channel = super::changes::CHANGES_CHANNEL;
+        let keys_only = super::changes::KEYS_ONLY;
+        Self {
+            anything: format!("NOTIFY {channel}, '{node_id}'"),
+            keys_only: format!("NOTIFY {channel}, '{node_id} {keys_only}'"),
+        }
+    }
+}
+
 async fn run(
     pool: Pool,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
-    generation: Generation,
-    notify: Arc<str>,
+    generations: Generations,
+    notices: Arc<Notices>,
 ) {
     loop {
         let group = {
@@ -165,7 +201,7 @@ async fn run(
             }
             group
         };
-        commit_group(&pool, group, &generation, &notify).await;
+        commit_group(&pool, group, &generations, &notices).await;
     }
 }
 
@@ -183,7 +219,16 @@ fn same(error: &Error) -> Error {
     }
 }
 
-async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, notify: &str) {
+async fn commit_group(pool: &Pool, group: Vec<Job>, generations: &Generations, notices: &Notices) {
+    let touches = if group.iter().all(|j| j.touches == Touches::KeysOnly) {
+        Touches::KeysOnly
+    } else {
+        Touches::Anything
+    };
+    let notify = match touches {
+        Touches::KeysOnly => &notices.keys_only,
+        Touches::Anything => &notices.anything,
+    };
     let conn = match connection(pool).await {
         Ok(c) => c,
         Err(e) => return fail_all(group.into_iter().map(|j| j.reply).collect(), &e),
@@ -246,7 +291,7 @@ async fn commit_group(pool: &Pool, group: Vec<Job>, generation: &Generation, not
     }
     let committed = conn.batch_execute(&format!("{notify}; COMMIT")).await;
     // Before anyone learns of the commit (see `read_cache`); after a rollback it is harmless.
-    generation.advance();
+    generations.advance(touches);
     match committed {
         Ok(()) => {
             for (reply, result) in results {

@@ -368,7 +368,8 @@ pub(crate) async fn delete_key(c: &impl GenericClient, id: Uuid, read_revision: 
     check_updated(c, "managed_keys", "managed key", id, rows).await
 }
 
-/// Inserts or updates one key and everything its write carries.
+/// Inserts or updates one key and everything its write carries. It runs as a keys-only write
+/// (`Touches::KeysOnly`): it must never change a vault, template or keystore row.
 pub(crate) async fn save_key(
     c: &impl GenericClient,
     k: &ManagedKey,

@@ -66,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../../migrations/sqlite/0017_key_sort_indexes.sql"),
     ),
+    (
+        18,
+        include_str!("../../migrations/sqlite/0018_key_day_counts.sql"),
+    ),
 ];
 
 /// The schema version this release brings a SQLite database to.
