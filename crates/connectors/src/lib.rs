@@ -1,6 +1,7 @@
 //! Connectors to external keystores, built from stored keystore connections.
 
 pub mod aws_kms;
+pub mod azure_key_vault;
 pub mod hashicorp_vault;
 mod http;
 pub mod ibm_key_protect;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use keyplane_core::connector::{Connector, Connectors};
 use keyplane_core::error::Error;
-use keyplane_core::model::{Keystore, KeystoreType};
+use keyplane_core::model::{AzureEnvironment, Keystore, KeystoreType};
 use serde_json::{Map, Value};
 
 /// The connectors this build has.
@@ -63,6 +64,29 @@ fn aws(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Conn
     })))
 }
 
+fn azure(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    let required = |name: &str| text(clear, name).ok_or_else(|| Error::missing_field(name));
+    let environment = required("azure_environment")?;
+    let connector = azure_key_vault::AzureKeyVault::new(azure_key_vault::Settings {
+        tenant: required("azure_tenant")?,
+        client_id: required("azure_service_principal_client_id")?,
+        client_secret: text(secrets, "azure_service_principal_password")
+            .ok_or_else(|| Error::missing_field("azure_service_principal_password"))?,
+        environment: AzureEnvironment::parse(&environment).ok_or_else(|| {
+            Error::invalid_field(
+                "azure_environment",
+                format!("must be one of {}", AzureEnvironment::allowed()),
+            )
+        })?,
+        login_url: text(clear, "azure_login_url"),
+        vault_url: text(clear, "azure_vault_url"),
+        service_name: required("azure_service_name")?,
+    })
+    .map_err(Error::internal)?;
+    Ok(Arc::new(connector))
+}
+
 /// Key Protect and HPCS instances (not the internal variant, which is this keyplane itself).
 fn key_protect(
     keystore: &Keystore,
@@ -85,7 +109,10 @@ impl Connectors for BuiltIn {
     fn supports(&self, keystore_type: KeystoreType) -> bool {
         matches!(
             keystore_type,
-            KeystoreType::HashicorpVault | KeystoreType::AwsKms | KeystoreType::IbmCloudKms
+            KeystoreType::HashicorpVault
+                | KeystoreType::AwsKms
+                | KeystoreType::IbmCloudKms
+                | KeystoreType::AzureKeyVault
         )
     }
 
@@ -97,6 +124,7 @@ impl Connectors for BuiltIn {
         match keystore.keystore_type {
             KeystoreType::HashicorpVault => Some(vault(keystore, secrets)),
             KeystoreType::AwsKms => Some(aws(keystore, secrets)),
+            KeystoreType::AzureKeyVault => Some(azure(keystore, secrets)),
             KeystoreType::IbmCloudKms if !keystore.is_internal() => {
                 Some(key_protect(keystore, secrets))
             }

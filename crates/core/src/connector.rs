@@ -111,6 +111,9 @@ pub enum TransferWrapping {
     /// RSA-OAEP (SHA-256) of a fresh AES-256 key ‖ that key's RFC 5649 wrap of the material
     /// (CKM_RSA_AES_KEY_WRAP; Vault/OpenBao transit import, AWS RSA_AES_KEY_WRAP_SHA_256).
     RsaAesKeyWrapSha256 { public_key_der: Vec<u8> },
+    /// The same with RSA-OAEP SHA-1 (MGF1 SHA-1), as Azure Key Vault's BYOK transfer blob
+    /// (`CKM_RSA_AES_KEY_WRAP`) defines it.
+    RsaAesKeyWrapSha1 { public_key_der: Vec<u8> },
     /// RSA-OAEP (SHA-256) of the material itself (AWS RSAES_OAEP_SHA_256).
     RsaOaepSha256 { public_key_der: Vec<u8> },
 }

@@ -83,6 +83,9 @@ impl MaterialEngine for KeyHierarchy {
             TransferWrapping::RsaAesKeyWrapSha256 { public_key_der } => {
                 transfer::rsa_aes_key_wrap_sha256(public_key_der, plain.expose())
             }
+            TransferWrapping::RsaAesKeyWrapSha1 { public_key_der } => {
+                transfer::rsa_aes_key_wrap(public_key_der, transfer::OaepHash::Sha1, plain.expose())
+            }
             TransferWrapping::RsaOaepSha256 { public_key_der } => {
                 transfer::rsa_oaep_sha256(public_key_der, plain.expose())
             }

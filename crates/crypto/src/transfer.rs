@@ -10,7 +10,7 @@ use aws_lc_rs::rsa::{
 };
 use zeroize::Zeroizing;
 
-use crate::{CryptoError, key_wrap};
+use crate::{CryptoError, SecretBytes, key_wrap};
 
 fn oaep_key(public_key_der: &[u8]) -> Result<OaepPublicEncryptingKey, CryptoError> {
     let key = PublicEncryptingKey::from_der(public_key_der).map_err(|e| {
@@ -22,27 +22,63 @@ fn oaep_key(public_key_der: &[u8]) -> Result<OaepPublicEncryptingKey, CryptoErro
 
 /// RSA-OAEP (SHA-256, MGF1 SHA-256) of `material` itself.
 pub fn rsa_oaep_sha256(public_key_der: &[u8], material: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    rsa_oaep(public_key_der, OaepHash::Sha256, material)
+}
+
+/// RSA-OAEP (the digest `hash`, MGF1 with the same) of `material` itself.
+fn rsa_oaep(
+    public_key_der: &[u8],
+    hash: OaepHash,
+    material: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let key = oaep_key(public_key_der)?;
     let mut out = vec![0u8; key.ciphertext_size()];
     let len = key
-        .encrypt(&OAEP_SHA256_MGF1SHA256, material, &mut out, None)
+        .encrypt(hash.algorithm(), material, &mut out, None)
         .map_err(|_| CryptoError::Encrypt)?
         .len();
     out.truncate(len);
     Ok(out)
 }
 
-/// CKM_RSA_AES_KEY_WRAP with SHA-256: RSA-OAEP of a fresh AES-256 key, followed by that key's
-/// RFC 5649 wrap of `material`. The fresh key is wiped once used.
-pub fn rsa_aes_key_wrap_sha256(
+/// CKM_RSA_AES_KEY_WRAP: RSA-OAEP (the digest `hash`) of a fresh AES-256 key, followed by that
+/// key's RFC 5649 wrap of `material`. The fresh key is wiped once used.
+pub fn rsa_aes_key_wrap(
     public_key_der: &[u8],
+    hash: OaepHash,
     material: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let mut ephemeral = Zeroizing::new([0u8; 32]);
     rand::fill(ephemeral.as_mut()).map_err(|_| CryptoError::Generate("random".into()))?;
-    let mut out = rsa_oaep_sha256(public_key_der, ephemeral.as_ref())?;
+    let mut out = rsa_oaep(public_key_der, hash, ephemeral.as_ref())?;
     out.extend_from_slice(&key_wrap::wrap_padded(ephemeral.as_ref(), material)?);
     Ok(out)
+}
+
+/// [`rsa_aes_key_wrap`] with SHA-256.
+pub fn rsa_aes_key_wrap_sha256(
+    public_key_der: &[u8],
+    material: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    rsa_aes_key_wrap(public_key_der, OaepHash::Sha256, material)
+}
+
+/// The receiving side of [`rsa_aes_key_wrap`]: the fresh key opened with the private key, then
+/// the material unwrapped with it.
+pub fn open_rsa_aes_key_wrap(
+    private_pkcs8: &[u8],
+    hash: OaepHash,
+    wrapped: &[u8],
+) -> Result<SecretBytes, CryptoError> {
+    let private = PrivateDecryptingKey::from_pkcs8(private_pkcs8)
+        .map_err(|_| CryptoError::InvalidKeyMaterial("the wrapping key pair is unusable".into()))?;
+    let split = private.key_size_bytes();
+    if wrapped.len() <= split {
+        return Err(CryptoError::Decrypt);
+    }
+    let (encrypted_key, wrapped_material) = wrapped.split_at(split);
+    let ephemeral = open_import(private_pkcs8, hash, encrypted_key, None)?;
+    key_wrap::unwrap_padded(&ephemeral[..], wrapped_material)
 }
 
 /// The key pair an import token offers: PKCS#8 private key (wiped on drop) and SPKI public key.
@@ -75,6 +111,15 @@ pub enum OaepHash {
     Sha256,
 }
 
+impl OaepHash {
+    fn algorithm(self) -> &'static OaepAlgorithm {
+        match self {
+            Self::Sha1 => &OAEP_SHA1_MGF1SHA1,
+            Self::Sha256 => &OAEP_SHA256_MGF1SHA256,
+        }
+    }
+}
+
 /// Proof that the sender of imported material holds it: the token's nonce, AES-256-GCM encrypted
 /// under that material with `iv`.
 pub struct NonceProof<'a> {
@@ -95,10 +140,7 @@ pub fn open_import(
         .map_err(|_| CryptoError::InvalidKeyMaterial("the import key pair is unusable".into()))?;
     let oaep = OaepPrivateDecryptingKey::new(private)
         .map_err(|_| CryptoError::InvalidKeyMaterial("the import key pair is unusable".into()))?;
-    let algorithm: &OaepAlgorithm = match hash {
-        OaepHash::Sha1 => &OAEP_SHA1_MGF1SHA1,
-        OaepHash::Sha256 => &OAEP_SHA256_MGF1SHA256,
-    };
+    let algorithm = hash.algorithm();
     let mut buf = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
     let len = oaep
         .decrypt(algorithm, encrypted, &mut buf, None)
@@ -144,6 +186,25 @@ mod tests {
             .unwrap();
         let opened = key_wrap::unwrap_padded(ephemeral, wrapped_material).unwrap();
         assert_eq!(opened.expose(), material);
+    }
+
+    #[test]
+    fn an_rsa_aes_key_wrap_opens_only_with_the_digest_it_was_made_with() {
+        let pair = new_import_key_pair().unwrap();
+        let material = [5u8; 48];
+        let blob = rsa_aes_key_wrap(&pair.public_der, OaepHash::Sha1, &material).unwrap();
+        assert_eq!(
+            blob.len(),
+            512 + 48 + 8,
+            "RSA-4096 block, then the padded wrap"
+        );
+        let opened = open_rsa_aes_key_wrap(&pair.private_pkcs8, OaepHash::Sha1, &blob).unwrap();
+        assert_eq!(opened.expose(), material);
+        assert!(open_rsa_aes_key_wrap(&pair.private_pkcs8, OaepHash::Sha256, &blob).is_err());
+        assert!(
+            open_rsa_aes_key_wrap(&pair.private_pkcs8, OaepHash::Sha1, &blob[..blob.len() - 8])
+                .is_err()
+        );
     }
 
     #[test]

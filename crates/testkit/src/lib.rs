@@ -1,6 +1,7 @@
 //! Test harnesses: the API in-process over a real store (SQLite, or PostgreSQL when
 //! `KEYPLANE_TEST_DATABASE_URL` names a database), and the real `keyplane` binary.
 
+pub mod azure;
 pub mod peers;
 
 /// An HTTP client for tests (TLS through aws-lc-rs, like the server).

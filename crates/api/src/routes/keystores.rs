@@ -48,7 +48,8 @@ pub(crate) async fn list(
 #[utoipa::path(post, path = "/api/v4/keystores", tag = "keystores", request_body = KeystoreBody,
     params(("dry_run" = Option<bool>, Query)),
     responses((status = 201, body = KeystoreOut), (status = 200, description = "dry run", body = KeystoreOut),
-              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 424, description = "the connection test could not reach the keystore, or it failed on its side", body = ErrorBody)))]
 pub(crate) async fn create(
     State(s): State<AppState>,
     Caller(actor): Caller,
@@ -97,7 +98,8 @@ pub(crate) async fn get(
 /// Update a keystore's connection; identifying fields are locked.
 #[utoipa::path(patch, path = "/api/v4/keystores/{id}", tag = "keystores", request_body = KeystorePatchBody,
     params(("id" = String, Path), ("If-Match" = String, Header)),
-    responses((status = 200, body = KeystoreOut), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody)))]
+    responses((status = 200, body = KeystoreOut), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody), (status = 428, body = ErrorBody),
+              (status = 424, description = "the connection test could not reach the keystore, or it failed on its side", body = ErrorBody)))]
 pub(crate) async fn update(
     State(s): State<AppState>,
     Caller(actor): Caller,

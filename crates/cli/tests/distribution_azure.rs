@@ -1,0 +1,316 @@
+//! Distribution to Azure (the test kit's contract fake of a Managed HSM and of key vaults)
+//! through the real binary: the Azure key is the managed key (the fake really unwraps the BYOK
+//! transfer blob; what it encrypts opens with the managed material, and the reverse), through
+//! create, deactivate, reactivate, rotate (a new version of the same key) and destroy (delete,
+//! then purge); a disconnected keystore's key is re-linked after a reconnect; and every way the
+//! connection can fail is told apart before anything is saved.
+
+mod common;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use common::*;
+use keyplane_testkit::azure::{AzureKeyVault, AzureKind, KEK_NAME};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn connection(vault: &str, name: &str, fake: &AzureKeyVault) -> Value {
+    json!({"type": "azure_key_vault", "vault": {"id": vault}, "name": name, "groups": ["azure"],
+           "azure_service_name": "payments-hsm", "azure_resource_group": "security",
+           "azure_location": "europe_west", "azure_environment": "azure",
+           "azure_tenant": fake.tenant, "azure_subscription_id": Uuid::new_v4().to_string(),
+           "azure_service_principal_client_id": fake.client_id,
+           "azure_service_principal_password": fake.client_secret,
+           "azure_vault_url": fake.url, "azure_login_url": fake.login_url})
+}
+
+/// Opens the fake's AES-GCM `iv ‖ ciphertext ‖ tag` with the managed material.
+fn open(material: &[u8], sealed: &[u8]) -> Vec<u8> {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let (iv, rest) = sealed.split_at(12);
+    let mut buf = rest.to_vec();
+    key.open_in_place(
+        Nonce::try_assume_unique_for_key(iv).unwrap(),
+        Aad::empty(),
+        &mut buf,
+    )
+    .expect("the managed material opens what Azure sealed")
+    .to_vec()
+}
+
+/// Seals with the managed material in the fake's layout.
+fn seal(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let iv = [7u8; 12];
+    let mut buf = plaintext.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
+        .unwrap();
+    [iv.to_vec(), buf].concat()
+}
+
+#[tokio::test]
+async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    assert_eq!(
+        hsm.key_names(),
+        vec![KEK_NAME.to_owned()],
+        "connecting created the key-exchange key"
+    );
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let label = format!("billing-{}", &Uuid::new_v4().to_string()[..8]);
+    let key = create_key(&c, &vault, &label).await;
+    let key_id = id(&key);
+    let key_path = format!("/api/v4/managed_keys/{key_id}");
+
+    // Create (active): one Azure version, tagged with the key's id, holding the material.
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    let name = entry["key_id_in_keystore"].as_str().unwrap().to_owned();
+    assert_eq!(name, label);
+    let versions = hsm.versions(&name);
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].1["keyplane-managed-key-id"], key_id.as_str());
+    let first = open_material_version(dir.path(), &key, 1);
+    let sealed = hsm.encrypt(&name, b"first secret").unwrap();
+    assert_eq!(open(first.expose(), &sealed), b"first secret");
+    assert_eq!(
+        hsm.decrypt(&name, &seal(first.expose(), b"the reverse"))
+            .unwrap(),
+        b"the reverse"
+    );
+
+    // Deactivate and reactivate disable and enable every version.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    assert!(hsm.versions(&name).iter().all(|(enabled, _)| !enabled));
+    assert!(
+        hsm.encrypt(&name, b"refused").is_err(),
+        "a disabled key refuses"
+    );
+    let r = c.with_etag("POST", &key_path, "/activate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert!(hsm.versions(&name).iter().all(|(enabled, _)| *enabled));
+
+    // Rotate: a new version of the same Azure key with the new material.
+    let r = c.with_etag("POST", &key_path, "/rotate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..600 {
+        if hsm.versions(&name).len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let versions = hsm.versions(&name);
+    assert_eq!(versions.len(), 2, "one Azure version per managed version");
+    assert_eq!(versions[1].1["keyplane-version"], "2");
+    let second = open_material_version(dir.path(), &key, 2);
+    let sealed = hsm.encrypt(&name, b"second secret").unwrap();
+    assert_eq!(open(second.expose(), &sealed), b"second secret");
+
+    // Destroy: deleted, then purged.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
+    assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    assert!(!hsm.key_names().contains(&name));
+    assert!(!hsm.is_soft_deleted(&name), "purged");
+}
+
+#[tokio::test]
+async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    hsm.protect_from_purge(true);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let first = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let label = format!("ledger-{}", &Uuid::new_v4().to_string()[..8]);
+    let key = create_key(&c, &vault, &label).await;
+    let key_id = id(&key);
+    wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
+
+    let gone = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{first}"),
+            "?mode=disconnect",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    let again = connect_keystore(&c, &connection(&vault, "azure-again", &hsm)).await;
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
+    assert_eq!(entry["key_id_in_keystore"], label.as_str(), "{entry}");
+    assert_eq!(
+        hsm.versions(&label).len(),
+        1,
+        "re-linked, not imported again"
+    );
+
+    // Under purge protection a destroyed key stays deleted.
+    let key_path = format!("/api/v4/managed_keys/{key_id}");
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &again, |s| s["status"] == "not_present").await;
+    assert!(hsm.is_soft_deleted(&label), "deleted, not purged");
+
+    // A key under the same name that keyplane did not make is never adopted.
+    let other_label = format!("lookalike-{}", &Uuid::new_v4().to_string()[..8]);
+    hsm.create_foreign_aes_key(&other_label);
+    let other = create_key(&c, &vault, &other_label).await;
+    let entry = wait_status(&c, &id(&other), &again, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("not this key"), "{entry}");
+}
+
+#[tokio::test]
+async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let attempt = async |body: Value| {
+        let r = c.post("/api/v4/keystores", &body).await.unwrap();
+        (r.status, r.body["errors"][0].clone())
+    };
+
+    let mut wrong = connection(&vault, "azure", &hsm);
+    wrong["azure_service_principal_password"] = json!("not-the-secret");
+    let (status, error) = attempt(wrong).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["code"], "keystore_rejected");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad credentials"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("not-the-secret"), "{error}");
+
+    hsm.deny_permissions(true);
+    let (status, error) = attempt(connection(&vault, "azure", &hsm)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing permission"),
+        "{error}"
+    );
+    hsm.deny_permissions(false);
+
+    hsm.throttle_next(1_000);
+    let (status, error) = attempt(connection(&vault, "azure", &hsm)).await;
+    assert_eq!(status, 424, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("throttled"),
+        "{error}"
+    );
+    hsm.throttle_next(0);
+
+    hsm.expire_secret();
+    let (status, error) = attempt(connection(&vault, "azure", &hsm)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("expired"),
+        "{error}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut unreachable = connection(&vault, "azure", &hsm);
+    unreachable["azure_vault_url"] = json!(nowhere);
+    let (status, error) = attempt(unreachable).await;
+    assert_eq!(status, 424, "{error}");
+    assert_eq!(error["code"], "keystore_unreachable");
+
+    // A Standard vault holds no HSM-protected key: BYOK cannot go there.
+    let standard = AzureKeyVault::start(AzureKind::Standard).await.unwrap();
+    let (status, error) = attempt(connection(&vault, "azure", &standard)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("Standard"),
+        "{error}"
+    );
+
+    let listed = c
+        .get(&format!("/api/v4/keystores?vault.id={vault}"))
+        .await
+        .unwrap();
+    assert_eq!(listed.body["total_count"], 0, "nothing was saved");
+}
+
+#[tokio::test]
+async fn a_key_vault_takes_rsa_keys_and_refuses_aes_ones() {
+    let premium = AzureKeyVault::start(AzureKind::Premium).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(&c, &connection(&vault, "azure", &premium)).await;
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "RSA",
+                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
+                    "keystores": [{"type": "azure_key_vault", "group": "azure"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let r = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "RSA", "label": "signing-key"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key_id = id(&r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    // The vault's RSA key is the managed key pair: what it encrypts opens with the material.
+    let sealed = premium.encrypt("signing-key", b"rsa secret").unwrap();
+    let material = open_material_version(dir.path(), &r.body, 1);
+    let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(material.expose()).unwrap();
+    let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(private).unwrap();
+    let mut out = vec![0u8; oaep.min_output_size()];
+    let opened = oaep
+        .decrypt(
+            &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+            &sealed,
+            &mut out,
+            None,
+        )
+        .unwrap();
+    assert_eq!(opened, b"rsa secret");
+
+    // AES keys exist only in a Managed HSM: the key's status says why, and nothing is sent.
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let aes = create_key(&c, &vault, "aes-key").await;
+    let entry = wait_status(&c, &id(&aes), &ks, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("Managed HSM"), "{entry}");
+    assert!(!premium.key_names().contains(&"aes-key".to_owned()));
+}

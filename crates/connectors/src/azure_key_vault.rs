@@ -1,0 +1,836 @@
+//! Azure Key Vault and Azure Managed HSM: the Key Vault data-plane REST API (7.5) with a
+//! Microsoft Entra ID client-credentials token.
+//!
+//! Sign-in follows the service's bearer challenge, as Azure's own clients do: a first call
+//! without a token is answered 401 with the tenant's authority and the resource to ask a token
+//! for (`vault.azure.net`, `managedhsm.azure.net` or a sovereign cloud's), which also tells a
+//! Managed HSM from a vault. Tokens are cached until shortly before they expire.
+//!
+//! Material goes in as Azure's BYOK defines it: a transfer blob (`CKM_RSA_AES_KEY_WRAP`: RSA-OAEP
+//! SHA-1 of a fresh AES key, then that key's RFC 5649 wrap of the material) under the
+//! key-exchange key `EKMF-BYOK-KEK-FOR-IMPORT` (RSA-HSM 4096, `key_ops: ["import"]`), created
+//! when absent. What can live where is decided before anything is sent: AES (`oct-HSM`) only in
+//! a Managed HSM, RSA in a Managed HSM or a Premium vault; a Standard vault holds no
+//! HSM-protected key. The key's name is its label; each managed version is one Azure version,
+//! tagged with the managed key's id and version. Enable and disable set every version's
+//! attributes; destroy deletes the key, then purges it where the vault allows (under purge
+//! protection it stays deleted until Azure purges it); a deleted copy of this key found when
+//! installing is recovered.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::rsa::PublicKeyComponents;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use keyplane_core::connector::{
+    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
+    TransferWrapping,
+};
+use keyplane_core::model::{Algorithm, AzureEnvironment};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::http;
+use crate::pace::Pace;
+
+const API_VERSION: &str = "7.5";
+/// The key-exchange key BYOK imports go under (the name Azure's BYOK tooling uses).
+pub const KEK_NAME: &str = "EKMF-BYOK-KEK-FOR-IMPORT";
+const TAG_KEY_ID: &str = "keyplane-managed-key-id";
+const TAG_VERSION: &str = "keyplane-version";
+/// Tokens are renewed this long before they expire.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
+/// The longest `Retry-After` waited for within one call; beyond, the call reports throttling.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Where a connection's Entra ID and Key Vault live.
+pub struct Settings {
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub environment: AzureEnvironment,
+    /// `azure_login_url`; the environment's login host when `None`.
+    pub login_url: Option<String>,
+    /// `azure_vault_url`; `https://{service_name}.{the environment's vault domain}` when `None`.
+    pub vault_url: Option<String>,
+    pub service_name: String,
+}
+
+/// The login host and vault domain of an Azure cloud.
+fn cloud(environment: AzureEnvironment) -> (&'static str, &'static str) {
+    match environment {
+        AzureEnvironment::Azure => ("https://login.microsoftonline.com", "vault.azure.net"),
+        AzureEnvironment::AzureUsGovernment => (
+            "https://login.microsoftonline.us",
+            "vault.usgovcloudapi.net",
+        ),
+        AzureEnvironment::AzureChina => ("https://login.chinacloudapi.cn", "vault.azure.cn"),
+        AzureEnvironment::AzureGermany => (
+            "https://login.microsoftonline.de",
+            "vault.microsoftazure.de",
+        ),
+    }
+}
+
+/// What the endpoint is, as its bearer challenge and key-exchange key tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    ManagedHsm,
+    /// A vault that holds HSM-protected keys (Premium).
+    PremiumVault,
+    /// A vault that refused an HSM-protected key (Standard).
+    StandardVault,
+}
+
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// The key-exchange key: its version's id (for the blob's header) and public key.
+#[derive(Clone)]
+struct Kek {
+    kid: String,
+    public_key_der: Vec<u8>,
+}
+
+/// Calls per second, paced under Azure's published per-vault limits (HSM key creates and
+/// imports: 10 per 10 s; other key transactions: far more).
+struct Quotas {
+    hsm_writes: Pace,
+    other: Pace,
+}
+
+pub struct AzureKeyVault {
+    tenant: String,
+    client_id: String,
+    client_secret: String,
+    login_url: String,
+    vault_url: String,
+    /// The resource the vault's challenge named (`https://vault.azure.net`, …).
+    resource: Mutex<Option<String>>,
+    token: Mutex<Option<Token>>,
+    endpoint: Mutex<Option<Endpoint>>,
+    kek: Mutex<Option<Kek>>,
+    quotas: Quotas,
+    client: reqwest::Client,
+}
+
+fn rejected(message: impl Into<String>) -> RemoteFailure {
+    RemoteFailure::new(FailureKind::Rejected, message)
+}
+
+/// The `error.message` of a Key Vault error body (or Entra ID's `error_description`).
+fn error_message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["error_description"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .or_else(|| body["error"].as_str())
+        .unwrap_or_default()
+}
+
+/// The `resource="…"` a `WWW-Authenticate: Bearer …` challenge names.
+fn challenged_resource(header: &str) -> Option<String> {
+    header
+        .split(',')
+        .map(str::trim)
+        .map(|p| p.trim_start_matches("Bearer").trim())
+        .find_map(|p| {
+            p.strip_prefix("resource=")
+                .or_else(|| p.strip_prefix("scope="))
+        })
+        .map(|v| v.trim_matches('"').trim_end_matches("/.default").to_owned())
+}
+
+/// A key bundle's newest version as a remote key; the name is its id here.
+fn remote_key(name: &str, bundle: &Value) -> RemoteKey {
+    RemoteKey {
+        remote_id: name.to_owned(),
+        enabled: bundle["attributes"]["enabled"].as_bool().unwrap_or(false),
+        version: bundle["tags"][TAG_VERSION]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    }
+}
+
+/// The version id at the end of a `kid`.
+fn version_of(kid: &str) -> &str {
+    kid.rsplit('/').next().unwrap_or_default()
+}
+
+impl AzureKeyVault {
+    pub fn new(settings: Settings) -> Result<Self, String> {
+        let (login, domain) = cloud(settings.environment);
+        let vault_url = settings
+            .vault_url
+            .unwrap_or_else(|| format!("https://{}.{domain}", settings.service_name));
+        Ok(Self {
+            tenant: settings.tenant,
+            client_id: settings.client_id,
+            client_secret: settings.client_secret,
+            login_url: settings
+                .login_url
+                .unwrap_or_else(|| login.to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            vault_url: vault_url.trim_end_matches('/').to_owned(),
+            resource: Mutex::new(None),
+            token: Mutex::new(None),
+            endpoint: Mutex::new(None),
+            kek: Mutex::new(None),
+            quotas: Quotas {
+                hsm_writes: Pace::per_second(1.0),
+                other: Pace::per_second(100.0),
+            },
+            client: http::client(None)?,
+        })
+    }
+
+    /// The resource the vault wants tokens for, learnt from its challenge to a call without one.
+    async fn resource(&self) -> RemoteResult<String> {
+        let mut held = self.resource.lock().await;
+        if let Some(r) = held.as_ref() {
+            return Ok(r.clone());
+        }
+        let target = format!("the key vault at {}", self.vault_url);
+        let response = self
+            .client
+            .get(format!(
+                "{}/keys?api-version={API_VERSION}&maxresults=1",
+                self.vault_url
+            ))
+            .send()
+            .await
+            .map_err(|e| http::transport_failure(&target, &e))?;
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(challenged_resource);
+        let Some(resource) = challenge else {
+            return Err(rejected(format!(
+                "{target} is not an Azure key vault or Managed HSM (HTTP {status} without a bearer challenge)"
+            )));
+        };
+        *held = Some(resource.clone());
+        Ok(resource)
+    }
+
+    /// An Entra ID access token for the vault, reused until shortly before it expires.
+    async fn access_token(&self) -> RemoteResult<String> {
+        let resource = self.resource().await?;
+        let mut held = self.token.lock().await;
+        if let Some(t) = held.as_ref()
+            && Instant::now() < t.renew_at
+        {
+            return Ok(t.value.clone());
+        }
+        let target = format!("Microsoft Entra ID at {}", self.login_url);
+        let scope = format!("{resource}/.default");
+        let response = self
+            .client
+            .post(format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.login_url, self.tenant
+            ))
+            .header("Accept", "application/json")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &self.client_id),
+                ("client_secret", &self.client_secret),
+                ("scope", &scope),
+            ])
+            .send()
+            .await
+            .map_err(|e| http::transport_failure(&target, &e))?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            let message = error_message(&body);
+            let mut failure = http::status_failure(status, "signing in to Entra ID", &message);
+            // Entra ID answers a wrong tenant, client or secret with 400 or 401 and an AADSTS
+            // code; an expired secret is AADSTS7000222.
+            if matches!(status, 400 | 401)
+                && matches!(
+                    error_code(&body),
+                    "invalid_client" | "unauthorized_client" | "invalid_request"
+                )
+            {
+                failure.kind = FailureKind::BadCredentials;
+                if message.contains("AADSTS7000222") {
+                    failure.message = format!(
+                        "the client secret of application '{}' has expired: {}",
+                        self.client_id,
+                        message.chars().take(200).collect::<String>()
+                    );
+                }
+            }
+            return Err(failure);
+        }
+        let value = body["access_token"]
+            .as_str()
+            .ok_or_else(|| rejected("Entra ID returned no access token"))?
+            .to_owned();
+        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600));
+        *held = Some(Token {
+            value: value.clone(),
+            renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+        });
+        Ok(value)
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        token: &str,
+    ) -> RemoteResult<(u16, Option<Duration>, Value)> {
+        let target = format!("the key vault at {}", self.vault_url);
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut request = self
+            .client
+            .request(
+                method.clone(),
+                format!(
+                    "{}/{path}{separator}api-version={API_VERSION}",
+                    self.vault_url
+                ),
+            )
+            .bearer_auth(token)
+            .header("Accept", "application/json");
+        if let Some(b) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| http::transport_failure(&target, &e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| http::transport_failure(&target, &e))?;
+        Ok((
+            status,
+            retry_after,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// An authenticated call: a token no longer accepted is renewed once, and a 429 whose
+    /// `Retry-After` is short is waited out once.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        pace: &Pace,
+    ) -> RemoteResult<(u16, Value)> {
+        let mut renewed = false;
+        let mut waited = false;
+        loop {
+            pace.ready().await;
+            let token = self.access_token().await?;
+            let (status, retry_after, value) = self.send(&method, path, body, &token).await?;
+            match status {
+                401 if !renewed => {
+                    renewed = true;
+                    *self.token.lock().await = None;
+                }
+                429 if !waited => {
+                    let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                    if wait > MAX_RETRY_AFTER {
+                        return Ok((status, value));
+                    }
+                    waited = true;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok((status, value)),
+            }
+        }
+    }
+
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> RemoteResult<Value> {
+        let (status, value) = self.call(method, path, body, &self.quotas.other).await?;
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(http::status_failure(status, what, &error_message(&value)))
+        }
+    }
+
+    fn key_path(name: &str) -> String {
+        let mut url = reqwest::Url::parse("http://vault/keys/").expect("a constant URL");
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(name);
+        }
+        url.path().trim_start_matches('/').to_owned()
+    }
+
+    /// The newest version of key `name` (`None` when absent or deleted).
+    async fn key_bundle(&self, name: &str) -> RemoteResult<Option<Value>> {
+        let (status, body) = self
+            .call(Method::GET, &Self::key_path(name), None, &self.quotas.other)
+            .await?;
+        match status {
+            200 => Ok(Some(body)),
+            404 => Ok(None),
+            _ => Err(http::status_failure(
+                status,
+                &format!("reading key '{name}'"),
+                &error_message(&body),
+            )),
+        }
+    }
+
+    /// The key-exchange key, created (RSA-HSM 4096, import only) when absent. Its creation
+    /// also tells a Premium vault from a Standard one, which refuses HSM-protected keys.
+    async fn kek(&self) -> RemoteResult<Kek> {
+        let mut held = self.kek.lock().await;
+        if let Some(k) = held.as_ref() {
+            return Ok(k.clone());
+        }
+        let bundle = match self.key_bundle(KEK_NAME).await? {
+            Some(b) => b,
+            None => {
+                let (status, body) = self
+                    .call(
+                        Method::POST,
+                        &format!("{}/create", Self::key_path(KEK_NAME)),
+                        Some(
+                            &json!({"kty": "RSA-HSM", "key_size": 4096, "key_ops": ["import"],
+                                     "tags": {"created-by": "keyplane"}}),
+                        ),
+                        &self.quotas.hsm_writes,
+                    )
+                    .await?;
+                if status == 400 && *self.endpoint.lock().await != Some(Endpoint::ManagedHsm) {
+                    *self.endpoint.lock().await = Some(Endpoint::StandardVault);
+                    return Err(rejected(format!(
+                        "the vault refused the HSM-protected key-exchange key '{KEK_NAME}' (a Standard vault holds no HSM-protected keys; BYOK needs a Premium vault or a Managed HSM): {}",
+                        error_message(&body)
+                    )));
+                }
+                if !(200..300).contains(&status) {
+                    return Err(http::status_failure(
+                        status,
+                        &format!("creating the key-exchange key '{KEK_NAME}'"),
+                        &error_message(&body),
+                    ));
+                }
+                body
+            }
+        };
+        let key = &bundle["key"];
+        if key["kty"] != "RSA-HSM"
+            || !key["key_ops"]
+                .as_array()
+                .is_some_and(|ops| ops.contains(&json!("import")))
+        {
+            return Err(rejected(format!(
+                "'{KEK_NAME}' exists but is not an RSA-HSM key for import"
+            )));
+        }
+        let decode = |field: &str| {
+            key[field]
+                .as_str()
+                .and_then(|v| B64URL.decode(v.trim_end_matches('=')).ok())
+                .ok_or_else(|| rejected(format!("'{KEK_NAME}' has no public {field}")))
+        };
+        let components = PublicKeyComponents {
+            n: decode("n")?,
+            e: decode("e")?,
+        };
+        let der: PublicKeyX509Der<'static> = components
+            .as_der()
+            .map_err(|_| rejected(format!("'{KEK_NAME}' is not a usable RSA public key")))?;
+        let kek = Kek {
+            kid: key["kid"].as_str().unwrap_or_default().to_owned(),
+            public_key_der: der.as_ref().to_vec(),
+        };
+        *held = Some(kek.clone());
+        Ok(kek)
+    }
+
+    /// What the endpoint is: a Managed HSM by its challenge's resource; a vault is Premium once
+    /// it holds the key-exchange key.
+    async fn endpoint(&self) -> RemoteResult<Endpoint> {
+        if let Some(e) = *self.endpoint.lock().await {
+            return Ok(e);
+        }
+        if self.resource().await?.contains("managedhsm") {
+            *self.endpoint.lock().await = Some(Endpoint::ManagedHsm);
+            return Ok(Endpoint::ManagedHsm);
+        }
+        self.kek().await?;
+        *self.endpoint.lock().await = Some(Endpoint::PremiumVault);
+        Ok(Endpoint::PremiumVault)
+    }
+
+    /// The Azure key type a managed key becomes here, or why it cannot live here.
+    async fn kty_for(&self, key: &KeyToInstall<'_>) -> RemoteResult<&'static str> {
+        let endpoint = self.endpoint().await?;
+        match (key.algorithm, endpoint) {
+            (Algorithm::Aes, Endpoint::ManagedHsm) => Ok("oct-HSM"),
+            (Algorithm::Aes, _) => Err(rejected(format!(
+                "AES keys (oct-HSM) exist only in an Azure Managed HSM; {} is a key vault",
+                self.vault_url
+            ))),
+            (Algorithm::Rsa, Endpoint::ManagedHsm | Endpoint::PremiumVault) => Ok("RSA-HSM"),
+            (Algorithm::Rsa, Endpoint::StandardVault) => Err(rejected(
+                "a Standard vault holds no HSM-protected RSA key; use a Premium vault",
+            )),
+            (other, _) => Err(rejected(format!(
+                "keyplane does not distribute {other} keys to Azure Key Vault"
+            ))),
+        }
+    }
+
+    /// Imports `key`'s newest version as a new version of the Azure key named by its label.
+    async fn import(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        let kty = self.kty_for(key).await?;
+        let kek = self.kek().await?;
+        let wrapped = key
+            .material
+            .wrapped_for(&TransferWrapping::RsaAesKeyWrapSha1 {
+                public_key_der: kek.public_key_der.clone(),
+            })
+            .await
+            .map_err(|e| rejected(e.to_string()))?;
+        let blob = json!({
+            "schema_version": "1.0.0",
+            "header": {"kid": kek.kid, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+            "ciphertext": B64URL.encode(wrapped),
+            "generator": "keyplane",
+        });
+        let key_ops = if key.algorithm == Algorithm::Aes {
+            json!(["encrypt", "decrypt", "wrapKey", "unwrapKey"])
+        } else {
+            json!([
+                "encrypt",
+                "decrypt",
+                "wrapKey",
+                "unwrapKey",
+                "sign",
+                "verify"
+            ])
+        };
+        let body = json!({
+            "key": {"kty": kty, "key_ops": key_ops, "key_hsm": B64URL.encode(blob.to_string())},
+            "Hsm": true,
+            "attributes": {"enabled": true, "exportable": false},
+            "tags": {TAG_KEY_ID: key.key_id.to_string(), TAG_VERSION: key.version.to_string()},
+        });
+        let (status, answer) = self
+            .call(
+                Method::PUT,
+                &Self::key_path(key.label),
+                Some(&body),
+                &self.quotas.hsm_writes,
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(http::status_failure(
+                status,
+                &format!("importing key '{}'", key.label),
+                &error_message(&answer),
+            ));
+        }
+        Ok(remote_key(key.label, &answer))
+    }
+
+    /// Recovers a deleted copy of this key under its name (Azure keeps deleted keys, and their
+    /// names, until they are purged); `None` when no deleted key holds the name.
+    async fn recover(&self, key: &KeyToInstall<'_>) -> RemoteResult<Option<RemoteKey>> {
+        let path = format!(
+            "deletedkeys/{}",
+            Self::key_path(key.label).trim_start_matches("keys/")
+        );
+        let (status, deleted) = self
+            .call(Method::GET, &path, None, &self.quotas.other)
+            .await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        if status != 200 {
+            return Err(http::status_failure(
+                status,
+                &format!("reading deleted key '{}'", key.label),
+                &error_message(&deleted),
+            ));
+        }
+        if deleted["tags"][TAG_KEY_ID] != key.key_id.to_string().as_str() {
+            return Err(rejected(format!(
+                "a deleted key named '{}' that is not this key holds the name until it is purged",
+                key.label
+            )));
+        }
+        let answer = self
+            .expect(
+                Method::POST,
+                &format!("{path}/recover"),
+                None,
+                &format!("recovering deleted key '{}'", key.label),
+            )
+            .await?;
+        Ok(Some(remote_key(key.label, &answer)))
+    }
+
+    /// Every version's id of key `name`, oldest first as listed.
+    async fn version_ids(&self, name: &str) -> RemoteResult<Vec<String>> {
+        let listed = self
+            .expect(
+                Method::GET,
+                &format!("{}/versions?maxresults=25", Self::key_path(name)),
+                None,
+                &format!("listing the versions of key '{name}'"),
+            )
+            .await?;
+        Ok(listed["value"]
+            .as_array()
+            .map(|vs| {
+                vs.iter()
+                    .filter_map(|v| v["kid"].as_str().map(|k| version_of(k).to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl Connector for AzureKeyVault {
+    async fn test(&self) -> RemoteResult<()> {
+        // Signs in (the challenge, then the token) and reads keys: the credentials and the
+        // permission to list keys are proven; the key-exchange key proves the rest.
+        let (status, body) = self
+            .call(Method::GET, "keys?maxresults=1", None, &self.quotas.other)
+            .await?;
+        if status != 200 {
+            return Err(http::status_failure(
+                status,
+                "listing keys",
+                &error_message(&body),
+            ));
+        }
+        self.endpoint().await?;
+        self.kek().await?;
+        Ok(())
+    }
+
+    async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
+        let name = remote_id.unwrap_or(label);
+        Ok(self
+            .key_bundle(name)
+            .await?
+            .map(|bundle| remote_key(name, &bundle)))
+    }
+
+    async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        if let Some(bundle) = self.key_bundle(key.label).await? {
+            // An earlier attempt that did not see its answer; anything else is not adopted here.
+            if bundle["tags"][TAG_KEY_ID] == key.key_id.to_string().as_str() {
+                return Ok(remote_key(key.label, &bundle));
+            }
+            return Err(rejected(format!(
+                "the vault already holds a key named '{}' that is not this key",
+                key.label
+            )));
+        }
+        if let Some(recovered) = self.recover(key).await? {
+            return if recovered.version >= key.version {
+                Ok(recovered)
+            } else {
+                self.rotate(&recovered, key).await
+            };
+        }
+        self.import(key).await
+    }
+
+    async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        for version in self.version_ids(&remote.remote_id).await? {
+            self.expect(
+                Method::PATCH,
+                &format!("{}/{version}", Self::key_path(&remote.remote_id)),
+                Some(&json!({"attributes": {"enabled": enabled}})),
+                &format!(
+                    "{} key '{}'",
+                    if enabled { "enabling" } else { "disabling" },
+                    remote.remote_id
+                ),
+            )
+            .await?;
+        }
+        Ok(RemoteKey {
+            enabled,
+            ..remote.clone()
+        })
+    }
+
+    async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        if remote.version >= key.version {
+            return Ok(remote.clone());
+        }
+        let rotated = self
+            .import(&KeyToInstall {
+                label: &remote.remote_id,
+                ..*key
+            })
+            .await?;
+        Ok(RemoteKey {
+            enabled: rotated.enabled,
+            ..rotated
+        })
+    }
+
+    async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
+        let path = Self::key_path(&remote.remote_id);
+        let (status, body) = self
+            .call(Method::DELETE, &path, None, &self.quotas.other)
+            .await?;
+        if !matches!(status, 200 | 404) {
+            return Err(http::status_failure(
+                status,
+                &format!("deleting key '{}'", remote.remote_id),
+                &error_message(&body),
+            ));
+        }
+        let deleted = format!("deleted{path}");
+        let (status, body) = self
+            .call(Method::DELETE, &deleted, None, &self.quotas.other)
+            .await?;
+        match status {
+            200..=299 | 404 => Ok(()),
+            // Purge protection: the key stays deleted (not usable, not listed) until Azure
+            // purges it at the end of its retention.
+            403 if error_message(&body).to_lowercase().contains("purge") => {
+                tracing::info!(
+                    key = %remote.remote_id,
+                    "the vault protects deleted keys from purge: the key stays deleted until its retention ends"
+                );
+                Ok(())
+            }
+            _ => Err(http::status_failure(
+                status,
+                &format!("purging deleted key '{}'", remote.remote_id),
+                &error_message(&body),
+            )),
+        }
+    }
+
+    async fn encrypt_probe(
+        &self,
+        remote: &RemoteKey,
+        plaintext: &[u8],
+    ) -> RemoteResult<Option<ProbeCiphertext>> {
+        let Some(bundle) = self.key_bundle(&remote.remote_id).await? else {
+            return Ok(None);
+        };
+        if bundle["key"]["kty"] != "oct-HSM" {
+            return Ok(None);
+        }
+        let version = version_of(bundle["key"]["kid"].as_str().unwrap_or_default()).to_owned();
+        let answer = self
+            .expect(
+                Method::POST,
+                &format!("{}/{version}/encrypt", Self::key_path(&remote.remote_id)),
+                Some(&json!({"alg": "A256GCM", "value": B64URL.encode(plaintext)})),
+                &format!("encrypting with key '{}'", remote.remote_id),
+            )
+            .await?;
+        let field = |f: &str| {
+            answer[f]
+                .as_str()
+                .and_then(|v| B64URL.decode(v.trim_end_matches('=')).ok())
+        };
+        let (Some(iv), Some(value), Some(tag)) = (field("iv"), field("value"), field("tag")) else {
+            return Ok(None);
+        };
+        Ok(Some(ProbeCiphertext {
+            sealed: [iv, value, tag].concat(),
+            aad: Vec::new(),
+        }))
+    }
+
+    async fn prove_copy(
+        &self,
+        remote: &RemoteKey,
+        key: &KeyToInstall<'_>,
+    ) -> RemoteResult<Option<bool>> {
+        // A key keyplane did not tag as this one is never adopted; a tagged one still has to
+        // prove its material (the encryption probe).
+        let Some(bundle) = self.key_bundle(&remote.remote_id).await? else {
+            return Ok(Some(false));
+        };
+        if bundle["tags"][TAG_KEY_ID] != key.key_id.to_string().as_str() {
+            return Ok(Some(false));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_challenge_names_the_resource_to_ask_a_token_for() {
+        assert_eq!(
+            challenged_resource(
+                r#"Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net""#
+            ),
+            Some("https://vault.azure.net".into())
+        );
+        assert_eq!(
+            challenged_resource(
+                r#"Bearer authorization="https://login.microsoftonline.com/t", scope="https://managedhsm.azure.net/.default""#
+            ),
+            Some("https://managedhsm.azure.net".into())
+        );
+        assert_eq!(challenged_resource("Basic realm=x"), None);
+    }
+
+    #[test]
+    fn a_vault_url_defaults_to_the_service_name_in_its_cloud() {
+        let settings = |environment| Settings {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            environment,
+            login_url: None,
+            vault_url: None,
+            service_name: "billing".into(),
+        };
+        let v = AzureKeyVault::new(settings(AzureEnvironment::AzureUsGovernment)).unwrap();
+        assert_eq!(v.vault_url, "https://billing.vault.usgovcloudapi.net");
+        assert_eq!(v.login_url, "https://login.microsoftonline.us");
+        let v = AzureKeyVault::new(settings(AzureEnvironment::Azure)).unwrap();
+        assert_eq!(v.vault_url, "https://billing.vault.azure.net");
+    }
+}
