@@ -264,7 +264,7 @@ async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
 }
 
 #[tokio::test]
-async fn a_key_vault_takes_rsa_keys_and_refuses_aes_ones() {
+async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
     let premium = AzureKeyVault::start(AzureKind::Premium).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
@@ -307,10 +307,121 @@ async fn a_key_vault_takes_rsa_keys_and_refuses_aes_ones() {
         .unwrap();
     assert_eq!(opened, b"rsa secret");
 
+    // An EC key pair: what the vault signs verifies with the managed key's public key.
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "EC",
+                    "key": {"algorithm": "ec", "size": "256", "state": "active"},
+                    "keystores": [{"type": "azure_key_vault", "group": "azure"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let r = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "EC", "label": "ec-signing"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_status(&c, &id(&r.body), &ks, |s| s["status"] == "active").await;
+    let signature = premium.sign("ec-signing", b"signed in azure").unwrap();
+    let material = open_material_version(dir.path(), &r.body, 1);
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        material.expose(),
+    )
+    .unwrap();
+    let public = aws_lc_rs::signature::KeyPair::public_key(&pair);
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        public.as_ref(),
+    )
+    .verify(b"signed in azure", &signature)
+    .expect("the vault's EC key is the managed key");
+
     // AES keys exist only in a Managed HSM: the key's status says why, and nothing is sent.
     active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
     let aes = create_key(&c, &vault, "aes-key").await;
     let entry = wait_status(&c, &id(&aes), &ks, |s| s["status"] == "error").await;
     assert!(entry.to_string().contains("Managed HSM"), "{entry}");
     assert!(!premium.key_names().contains(&"aes-key".to_owned()));
+}
+
+#[tokio::test]
+async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let first = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let key = create_key(&c, &vault, "orders-key").await;
+    let key_id = id(&key);
+    wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
+    let disconnect = async |keystore: &str, mode: &str| {
+        c.with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{keystore}"),
+            &format!("?mode={mode}"),
+        )
+        .await
+        .unwrap()
+    };
+
+    // The seed's rule: an active key blocks a restricted disconnect, and is named.
+    let refused = disconnect(&first, "restrict").await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
+    assert!(refused.body.to_string().contains(&key_id));
+    assert!(
+        hsm.versions("orders-key")
+            .iter()
+            .all(|(enabled, _)| *enabled)
+    );
+
+    // Deactivate mode disables the copy in Azure, then unlinks.
+    let gone = disconnect(&first, "deactivate").await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert!(
+        hsm.versions("orders-key")
+            .iter()
+            .all(|(enabled, _)| !enabled)
+    );
+    assert!(hsm.encrypt("orders-key", b"x").is_err());
+
+    // Destroy mode deletes (and purges) every copy keyplane put there, and only those.
+    hsm.create_foreign_aes_key("not-ours");
+    let second = connect_keystore(&c, &connection(&vault, "azure-again", &hsm)).await;
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/update_from_template",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &second, |s| s["status"] == "active").await;
+    let gone = disconnect(&second, "destroy").await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    let mut left = hsm.key_names();
+    left.sort();
+    assert_eq!(left, vec![KEK_NAME.to_owned(), "not-ours".to_owned()]);
+    assert!(!hsm.is_soft_deleted("orders-key"));
+
+    // Disconnect mode leaves what is there as it is.
+    let third = connect_keystore(&c, &connection(&vault, "azure-third", &hsm)).await;
+    let other = create_key(&c, &vault, "ledger-key").await;
+    wait_status(&c, &id(&other), &third, |s| s["status"] == "active").await;
+    let gone = disconnect(&third, "disconnect").await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert!(
+        hsm.versions("ledger-key")
+            .iter()
+            .all(|(enabled, _)| *enabled)
+    );
 }

@@ -504,8 +504,9 @@ impl AzureKeyVault {
                 self.vault_url
             ))),
             (Algorithm::Rsa, Endpoint::ManagedHsm | Endpoint::PremiumVault) => Ok("RSA-HSM"),
-            (Algorithm::Rsa, Endpoint::StandardVault) => Err(rejected(
-                "a Standard vault holds no HSM-protected RSA key; use a Premium vault",
+            (Algorithm::Ec, Endpoint::ManagedHsm | Endpoint::PremiumVault) => Ok("EC-HSM"),
+            (Algorithm::Rsa | Algorithm::Ec, Endpoint::StandardVault) => Err(rejected(
+                "a Standard vault holds no HSM-protected key; use a Premium vault",
             )),
             (other, _) => Err(rejected(format!(
                 "keyplane does not distribute {other} keys to Azure Key Vault"
@@ -530,20 +531,30 @@ impl AzureKeyVault {
             "ciphertext": B64URL.encode(wrapped),
             "generator": "keyplane",
         });
-        let key_ops = if key.algorithm == Algorithm::Aes {
-            json!(["encrypt", "decrypt", "wrapKey", "unwrapKey"])
-        } else {
-            json!([
+        let key_ops = match key.algorithm {
+            Algorithm::Aes => json!(["encrypt", "decrypt", "wrapKey", "unwrapKey"]),
+            Algorithm::Ec => json!(["sign", "verify"]),
+            _ => json!([
                 "encrypt",
                 "decrypt",
                 "wrapKey",
                 "unwrapKey",
                 "sign",
                 "verify"
-            ])
+            ]),
         };
+        let mut target =
+            json!({"kty": kty, "key_ops": key_ops, "key_hsm": B64URL.encode(blob.to_string())});
+        if key.algorithm == Algorithm::Ec {
+            target["crv"] = json!(match key.size {
+                256 => "P-256",
+                384 => "P-384",
+                521 => "P-521",
+                other => return Err(rejected(format!("no Azure curve for EC-{other}"))),
+            });
+        }
         let body = json!({
-            "key": {"kty": kty, "key_ops": key_ops, "key_hsm": B64URL.encode(blob.to_string())},
+            "key": target,
             "Hsm": true,
             "attributes": {"enabled": true, "exportable": false},
             "tags": {TAG_KEY_ID: key.key_id.to_string(), TAG_VERSION: key.version.to_string()},
@@ -756,14 +767,34 @@ impl Connector for AzureKeyVault {
             return Ok(None);
         }
         let version = version_of(bundle["key"]["kid"].as_str().unwrap_or_default()).to_owned();
+        let version_path = format!("{}/{version}", Self::key_path(&remote.remote_id));
+        // A disabled key cannot encrypt (a keystore disconnected in `deactivate` mode leaves its
+        // copies so): it is enabled for the probe only, and left as it was found.
+        let disabled = bundle["attributes"]["enabled"] == false;
+        let set_enabled = async |enabled: bool| {
+            self.expect(
+                Method::PATCH,
+                &version_path,
+                Some(&json!({"attributes": {"enabled": enabled}})),
+                "setting a key's state around the probe",
+            )
+            .await
+        };
+        if disabled {
+            set_enabled(true).await?;
+        }
         let answer = self
             .expect(
                 Method::POST,
-                &format!("{}/{version}/encrypt", Self::key_path(&remote.remote_id)),
+                &format!("{version_path}/encrypt"),
                 Some(&json!({"alg": "A256GCM", "value": B64URL.encode(plaintext)})),
                 &format!("encrypting with key '{}'", remote.remote_id),
             )
-            .await?;
+            .await;
+        if disabled {
+            set_enabled(false).await?;
+        }
+        let answer = answer?;
         let field = |f: &str| {
             answer[f]
                 .as_str()

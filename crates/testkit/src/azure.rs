@@ -3,7 +3,7 @@
 //! exists, and neither cloud can be reached from here.
 //!
 //! It follows Microsoft's published references: the Key Vault data-plane REST specification
-//! (keys: create, import, get, versions, update, delete, encrypt and decrypt; deleted keys: get,
+//! (keys: create, import, get, versions, update, delete, encrypt, decrypt and sign; deleted keys: get,
 //! purge, recover; `api-version` required; `{"error":{"code","message"}}` bodies), the bearer
 //! challenge a call without a token gets (`WWW-Authenticate` naming the tenant's authority and
 //! the resource to ask a token for), and the BYOK specification: a `key_hsm` transfer blob whose
@@ -63,6 +63,60 @@ enum Material {
         n: Vec<u8>,
         e: Vec<u8>,
     },
+    Ec {
+        pkcs8: Zeroizing<Vec<u8>>,
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
+}
+
+/// The curves of `EC-HSM` keys, with their JWK names and signing algorithms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    const ALL: [Curve; 3] = [Curve::P256, Curve::P384, Curve::P521];
+
+    fn jwk(self) -> &'static str {
+        match self {
+            Self::P256 => "P-256",
+            Self::P384 => "P-384",
+            Self::P521 => "P-521",
+        }
+    }
+
+    /// The JWS algorithm that signs with it (`ES256`, …) and its digest.
+    fn jws(self) -> (&'static str, &'static aws_lc_rs::digest::Algorithm) {
+        match self {
+            Self::P256 => ("ES256", &aws_lc_rs::digest::SHA256),
+            Self::P384 => ("ES384", &aws_lc_rs::digest::SHA384),
+            Self::P521 => ("ES512", &aws_lc_rs::digest::SHA512),
+        }
+    }
+
+    fn signing(self) -> &'static aws_lc_rs::signature::EcdsaSigningAlgorithm {
+        match self {
+            Self::P256 => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            Self::P384 => &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            Self::P521 => &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+        }
+    }
+}
+
+/// An EC private key (PKCS#8) as the curve it is on and its public point's coordinates.
+fn ec_components(pkcs8: &[u8]) -> Option<(Curve, Vec<u8>, Vec<u8>)> {
+    use aws_lc_rs::signature::KeyPair as _;
+    Curve::ALL.into_iter().find_map(|curve| {
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(curve.signing(), pkcs8).ok()?;
+        let point = pair.public_key().as_ref();
+        let half = (point.len() - 1) / 2;
+        Some((curve, point[1..=half].to_vec(), point[1 + half..].to_vec()))
+    })
 }
 
 struct Version {
@@ -156,9 +210,17 @@ impl Inner {
 
     fn bundle(&self, name: &str, v: &Version) -> Value {
         let mut key = json!({"kid": self.kid(name, &v.id), "kty": v.kty, "key_ops": v.key_ops});
-        if let Material::Rsa { n, e, .. } = &v.material {
-            key["n"] = json!(B64URL.encode(n));
-            key["e"] = json!(B64URL.encode(e));
+        match &v.material {
+            Material::Rsa { n, e, .. } => {
+                key["n"] = json!(B64URL.encode(n));
+                key["e"] = json!(B64URL.encode(e));
+            }
+            Material::Ec { curve, x, y, .. } => {
+                key["crv"] = json!(curve.jwk());
+                key["x"] = json!(B64URL.encode(x));
+                key["y"] = json!(B64URL.encode(y));
+            }
+            Material::Oct(_) => {}
         }
         json!({
             "key": key,
@@ -259,14 +321,14 @@ impl Inner {
     fn check_kty(&self, kty: &str) -> Result<(), Refusal> {
         let hsm = kty.ends_with("-HSM");
         let why = match (self.kind, kty) {
-            (AzureKind::ManagedHsm, "oct-HSM" | "RSA-HSM") => None,
+            (AzureKind::ManagedHsm, "oct-HSM" | "RSA-HSM" | "EC-HSM") => None,
             (AzureKind::ManagedHsm, _) => Some("a Managed HSM holds HSM-protected keys only"),
             (_, "oct-HSM" | "oct") => Some("AES keys (oct-HSM) exist only in a Managed HSM"),
             (AzureKind::Standard, _) if hsm => {
                 Some("HSM-protected keys need a Premium vault; this vault is Standard")
             }
-            (_, "RSA" | "RSA-HSM") => None,
-            _ => Some("this fake holds oct-HSM and RSA keys only"),
+            (_, "RSA" | "RSA-HSM" | "EC-HSM") => None,
+            _ => Some("this fake holds oct-HSM, RSA and EC-HSM keys only"),
         };
         match why {
             Some(m) => Err(refusal(StatusCode::BAD_REQUEST, "BadParameter", m)),
@@ -581,6 +643,27 @@ async fn import_key(
             );
         }
         Material::Oct(plain)
+    } else if kty == "EC-HSM" {
+        let Some((curve, x, y)) = ec_components(&plain) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                "the EC-HSM key material is not an EC private key on P-256, P-384 or P-521",
+            );
+        };
+        if key["crv"] != curve.jwk() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                "crv does not name the curve of the imported key",
+            );
+        }
+        Material::Ec {
+            pkcs8: plain,
+            curve,
+            x,
+            y,
+        }
     } else {
         let Some((n, e)) = rsa_components(&plain) else {
             return error(
@@ -881,6 +964,57 @@ fn crypt(v: &Version, encrypt: bool, body: &Value) -> Result<Value, Refusal> {
     }
 }
 
+/// `sign` with an EC version: the digest in `value`, the signature `r ‖ s` as JWS has it.
+fn sign_with(v: &Version, body: &Value) -> Result<Value, Refusal> {
+    let bad = |m: &str| refusal(StatusCode::BAD_REQUEST, "BadParameter", m.to_owned());
+    if !v.enabled {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Operation sign is not allowed on a disabled key.",
+        ));
+    }
+    let Material::Ec { pkcs8, curve, .. } = &v.material else {
+        return Err(bad("this fake signs with EC keys only"));
+    };
+    let (alg, digest_alg) = curve.jws();
+    if body["alg"] != alg {
+        return Err(bad("the algorithm does not fit this key"));
+    }
+    let digest = body["value"]
+        .as_str()
+        .and_then(|x| B64URL.decode(x).ok())
+        .ok_or_else(|| bad("value must be base64url"))?;
+    let digest = aws_lc_rs::digest::Digest::import_less_safe(&digest, digest_alg)
+        .map_err(|_| bad("value is not a digest of the algorithm's length"))?;
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(curve.signing(), pkcs8)
+        .map_err(|_| bad("unusable EC key"))?;
+    let signature = pair
+        .sign_digest(&digest)
+        .map_err(|_| bad("signing failed"))?;
+    Ok(json!({"value": B64URL.encode(signature.as_ref())}))
+}
+
+async fn sign(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(q): Q,
+    Path((name, version)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(r) = s.refuse(&headers, &q) {
+        return r;
+    }
+    let kid = s.kid(&name, &version);
+    match s.with_version(&name, &version, |v| sign_with(v, &body)) {
+        Ok(Ok(mut answer)) => {
+            answer["kid"] = json!(kid);
+            Json(answer).into_response()
+        }
+        Ok(Err(r)) | Err(r) => *r,
+    }
+}
+
 async fn encrypt(
     State(s): Shared,
     headers: HeaderMap,
@@ -963,6 +1097,7 @@ impl AzureKeyVault {
             )
             .route("/keys/{name}/{version}/encrypt", post(encrypt))
             .route("/keys/{name}/{version}/decrypt", post(decrypt))
+            .route("/keys/{name}/{version}/sign", post(sign))
             .route(
                 "/deletedkeys/{name}",
                 get(get_deleted).delete(purge_deleted),
@@ -1062,6 +1197,27 @@ impl AzureKeyVault {
         self.crypt(name, ciphertext, false)
     }
 
+    /// Signs `message` with the newest version of `name` (an EC key) as the service's sign
+    /// would: the message's digest sent, `r ‖ s` returned.
+    pub fn sign(&self, name: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.inner
+            .with_version(name, "", |v| {
+                let Material::Ec { curve, .. } = &v.material else {
+                    return Err("not an EC key".to_owned());
+                };
+                let (alg, digest_alg) = curve.jws();
+                let digest = aws_lc_rs::digest::digest(digest_alg, message);
+                let body = json!({"alg": alg, "value": B64URL.encode(digest.as_ref())});
+                let answer =
+                    sign_with(v, &body).map_err(|r| format!("refused with {}", r.status()))?;
+                Ok(answer["value"]
+                    .as_str()
+                    .and_then(|x| B64URL.decode(x).ok())
+                    .unwrap_or_default())
+            })
+            .map_err(|r| format!("refused with {}", r.status()))?
+    }
+
     fn crypt(&self, name: &str, data: &[u8], encrypting: bool) -> Result<Vec<u8>, String> {
         let refused = |r: Refusal| format!("refused with {}", r.status());
         self.inner
@@ -1070,6 +1226,7 @@ impl AzureKeyVault {
                 let alg = match &v.material {
                     Material::Oct(m) => format!("A{}GCM", m.len() * 8),
                     Material::Rsa { .. } => "RSA-OAEP-256".into(),
+                    Material::Ec { .. } => return Err("EC keys do not encrypt".to_owned()),
                 };
                 let mut body = json!({"alg": alg});
                 if aes && !encrypting {
