@@ -276,7 +276,9 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
             "/api/v4/templates",
             &json!({"vault": {"id": vault}, "name": "RSA",
                     "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
-                    "keystores": [{"type": "azure_key_vault", "group": "azure"}]}),
+                    "keystores": [{"type": "azure_key_vault", "group": "azure",
+                                   "azure_key_protection_level": "hsm",
+                                   "azure_key_operations": ["encrypt", "decrypt"]}]}),
         )
         .await
         .unwrap();
@@ -291,6 +293,11 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
     assert_eq!(r.status, 201, "{}", r.body);
     let key_id = id(&r.body);
     wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert_eq!(
+        premium.key_ops("signing-key"),
+        ["encrypt", "decrypt"],
+        "the template's key operations"
+    );
     // The vault's RSA key is the managed key pair: what it encrypts opens with the material.
     let sealed = premium.encrypt("signing-key", b"rsa secret").unwrap();
     let material = open_material_version(dir.path(), &r.body, 1);
@@ -341,6 +348,31 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
     )
     .verify(b"signed in azure", &signature)
     .expect("the vault's EC key is the managed key");
+
+    // A software-protected key would need the material in the clear (a JWK): refused, and the
+    // key's status says why.
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "SOFT",
+                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
+                    "keystores": [{"type": "azure_key_vault", "group": "azure",
+                                   "azure_key_protection_level": "software"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let r = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "SOFT", "label": "soft-key"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let entry = wait_status(&c, &id(&r.body), &ks, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("software-protected"), "{entry}");
+    assert!(!premium.key_names().contains(&"soft-key".to_owned()));
 
     // AES keys exist only in a Managed HSM: the key's status says why, and nothing is sent.
     active_aes_template(&c, &vault, "azure_key_vault", "azure").await;

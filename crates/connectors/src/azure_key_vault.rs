@@ -28,7 +28,7 @@ use keyplane_core::connector::{
     Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
     TransferWrapping,
 };
-use keyplane_core::model::{Algorithm, AzureEnvironment};
+use keyplane_core::model::{Algorithm, AzureEnvironment, AzureKeyOperation, ProtectionLevel};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -161,6 +161,18 @@ fn remote_key(name: &str, bundle: &Value) -> RemoteKey {
             .as_str()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1),
+    }
+}
+
+/// A key operation as Azure spells it.
+fn key_op(op: AzureKeyOperation) -> &'static str {
+    match op {
+        AzureKeyOperation::Encrypt => "encrypt",
+        AzureKeyOperation::Decrypt => "decrypt",
+        AzureKeyOperation::Sign => "sign",
+        AzureKeyOperation::Verify => "verify",
+        AzureKeyOperation::WrapKey => "wrapKey",
+        AzureKeyOperation::UnwrapKey => "unwrapKey",
     }
 }
 
@@ -496,6 +508,13 @@ impl AzureKeyVault {
 
     /// The Azure key type a managed key becomes here, or why it cannot live here.
     async fn kty_for(&self, key: &KeyToInstall<'_>) -> RemoteResult<&'static str> {
+        if key.properties.azure_key_protection_level == Some(ProtectionLevel::Software) {
+            // A software-protected key is imported as a JWK: the material itself in the request
+            // body. Keyplane sends material only wrapped under the target's own key.
+            return Err(rejected(
+                "a software-protected Azure key would be imported as a JWK, the material in the clear; keyplane sends material only wrapped (BYOK): use protection level hsm",
+            ));
+        }
         let endpoint = self.endpoint().await?;
         match (key.algorithm, endpoint) {
             (Algorithm::Aes, Endpoint::ManagedHsm) => Ok("oct-HSM"),
@@ -531,17 +550,20 @@ impl AzureKeyVault {
             "ciphertext": B64URL.encode(wrapped),
             "generator": "keyplane",
         });
-        let key_ops = match key.algorithm {
-            Algorithm::Aes => json!(["encrypt", "decrypt", "wrapKey", "unwrapKey"]),
-            Algorithm::Ec => json!(["sign", "verify"]),
-            _ => json!([
-                "encrypt",
-                "decrypt",
-                "wrapKey",
-                "unwrapKey",
-                "sign",
-                "verify"
-            ]),
+        let key_ops: Vec<&str> = match key.properties.azure_key_operations.as_deref() {
+            Some(ops) if !ops.is_empty() => ops.iter().map(|op| key_op(*op)).collect(),
+            _ => match key.algorithm {
+                Algorithm::Aes => vec!["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+                Algorithm::Ec => vec!["sign", "verify"],
+                _ => vec![
+                    "encrypt",
+                    "decrypt",
+                    "wrapKey",
+                    "unwrapKey",
+                    "sign",
+                    "verify",
+                ],
+            },
         };
         let mut target =
             json!({"kty": kty, "key_ops": key_ops, "key_hsm": B64URL.encode(blob.to_string())});

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::model::{Algorithm, Keystore};
+use crate::model::{Algorithm, Keystore, KeystoreKeyProperties};
 
 /// Why a remote call failed, as far as the caller can act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,9 @@ pub struct KeyToInstall<'a> {
     pub size: u32,
     pub version: u32,
     pub material: &'a dyn MaterialExport,
+    /// The key's properties for this keystore's type, from its template (Azure's key
+    /// operations and protection level, Google's purpose, algorithm and protection level).
+    pub properties: &'a KeystoreKeyProperties,
 }
 
 /// One external keystore. Every operation is idempotent: a retried call finds what an

@@ -1186,6 +1186,13 @@ impl AzureKeyVault {
             .unwrap_or_default()
     }
 
+    /// The `key_ops` of the newest version of `name`.
+    pub fn key_ops(&self, name: &str) -> Vec<String> {
+        self.inner
+            .with_version(name, "", |v| v.key_ops.clone())
+            .unwrap_or_default()
+    }
+
     /// Encrypts with the newest version of `name` as the service's encrypt would (AES-GCM:
     /// `iv ‖ ciphertext ‖ tag`; RSA: OAEP SHA-256); the service's refusal as an error.
     pub fn encrypt(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {

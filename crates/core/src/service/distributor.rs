@@ -404,7 +404,10 @@ impl Keyplane {
         {
             // A copy keyplane has no record of (a reconnected keystore): adopted only when the
             // remote proves it holds this very key.
-            if !self.is_own_copy(connector, key, remote, &label).await? {
+            if !self
+                .is_own_copy(connector, key, remote, &label, keystore.keystore_type)
+                .await?
+            {
                 return Err(RemoteFailure::new(
                     FailureKind::Rejected,
                     format!(
@@ -443,6 +446,7 @@ impl Keyplane {
                     size: key.size,
                     version: key.version,
                     material: &material,
+                    properties: properties_for(key, keystore.keystore_type),
                 };
                 let mut installed_version = recorded.as_ref().map_or(0, |c| c.installed_version);
                 let mut remote = match found {
@@ -577,6 +581,7 @@ impl Keyplane {
         key: &ManagedKey,
         remote: &RemoteKey,
         label: &str,
+        keystore_type: KeystoreType,
     ) -> std::result::Result<bool, RemoteFailure> {
         if !key.state.lives_in_keystores() {
             return Ok(false);
@@ -589,6 +594,7 @@ impl Keyplane {
             size: key.size,
             version: key.version,
             material: &export,
+            properties: properties_for(key, keystore_type),
         };
         if let Some(proven) = connector.prove_copy(remote, &install).await? {
             return Ok(proven);
@@ -661,6 +667,17 @@ impl Keyplane {
             .await?;
         self.store.keystore_tasks(id, 100).await
     }
+}
+
+/// A key's properties for keystores of `keystore_type` (from the template entry its instance
+/// was built from); none when it has no such instance.
+fn properties_for(key: &ManagedKey, keystore_type: KeystoreType) -> &KeystoreKeyProperties {
+    static NONE: std::sync::LazyLock<KeystoreKeyProperties> =
+        std::sync::LazyLock::new(KeystoreKeyProperties::default);
+    key.instances
+        .iter()
+        .find(|i| i.keystore_type == keystore_type)
+        .map_or(&NONE, |i| &i.properties)
 }
 
 #[cfg(test)]
