@@ -247,6 +247,26 @@ async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
     assert_eq!(status, 424, "{error}");
     assert_eq!(error["code"], "keystore_unreachable");
 
+    // An endpoint whose challenge fishes for a token of another resource gets none.
+    let lookalike = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    lookalike.challenge_for("https://management.azure.com");
+    let (status, error) = attempt(connection(&vault, "azure", &lookalike)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("management.azure.com"),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no token was requested"),
+        "{error}"
+    );
+
     // A Standard vault holds no HSM-protected key: BYOK cannot go there.
     let standard = AzureKeyVault::start(AzureKind::Standard).await.unwrap();
     let (status, error) = attempt(connection(&vault, "azure", &standard)).await;

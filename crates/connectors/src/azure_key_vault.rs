@@ -46,6 +46,17 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 /// The longest `Retry-After` waited for within one call; beyond, the call reports throttling.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// The resources a token may be asked for: Key Vault and Managed HSM in each Azure cloud.
+const KEY_VAULT_RESOURCES: &[&str] = &[
+    "https://vault.azure.net",
+    "https://vault.usgovcloudapi.net",
+    "https://vault.azure.cn",
+    "https://vault.microsoftazure.de",
+    "https://managedhsm.azure.net",
+    "https://managedhsm.usgovcloudapi.net",
+    "https://managedhsm.azure.cn",
+];
+
 /// Where a connection's Entra ID and Key Vault live.
 pub struct Settings {
     pub tenant: String,
@@ -236,6 +247,13 @@ impl AzureKeyVault {
                 "{target} is not an Azure key vault or Managed HSM (HTTP {status} without a bearer challenge)"
             )));
         };
+        // The token goes to this URL: it is asked for a Key Vault resource only, never for
+        // whatever a look-alike endpoint's challenge names (Azure Resource Manager, Graph, …).
+        if !KEY_VAULT_RESOURCES.contains(&resource.as_str()) {
+            return Err(rejected(format!(
+                "{target} asked for a token for '{resource}', which is not a Key Vault or Managed HSM resource; no token was requested"
+            )));
+        }
         *held = Some(resource.clone());
         Ok(resource)
     }

@@ -146,6 +146,7 @@ struct Inner {
     permissions_denied: AtomicBool,
     purge_protection: AtomicBool,
     throttle_next: AtomicUsize,
+    challenge_resource: Mutex<Option<String>>,
     tokens: Mutex<HashMap<String, Instant>>,
     keys: Mutex<BTreeMap<String, Vec<Version>>>,
     deleted: Mutex<BTreeMap<String, DeletedKey>>,
@@ -197,11 +198,15 @@ fn rsa_components(pkcs8: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 impl Inner {
-    fn resource(&self) -> &'static str {
+    fn resource(&self) -> String {
+        if let Some(r) = self.challenge_resource.lock().unwrap().clone() {
+            return r;
+        }
         match self.kind {
             AzureKind::ManagedHsm => "https://managedhsm.azure.net",
             _ => "https://vault.azure.net",
         }
+        .to_owned()
     }
 
     fn kid(&self, name: &str, version: &str) -> String {
@@ -1073,6 +1078,7 @@ impl AzureKeyVault {
             permissions_denied: AtomicBool::new(false),
             purge_protection: AtomicBool::new(false),
             throttle_next: AtomicUsize::new(0),
+            challenge_resource: Mutex::default(),
             tokens: Mutex::default(),
             keys: Mutex::default(),
             deleted: Mutex::default(),
@@ -1133,6 +1139,12 @@ impl AzureKeyVault {
     /// Purge protection: deleted keys cannot be purged.
     pub fn protect_from_purge(&self, on: bool) {
         self.inner.purge_protection.store(on, Ordering::SeqCst);
+    }
+
+    /// The bearer challenge names `resource` instead of the vault's own (as a look-alike
+    /// endpoint fishing for another resource's token would).
+    pub fn challenge_for(&self, resource: &str) {
+        *self.inner.challenge_resource.lock().unwrap() = Some(resource.to_owned());
     }
 
     /// The next `n` key requests are answered 429.
