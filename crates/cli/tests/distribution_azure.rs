@@ -477,3 +477,57 @@ async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
             .all(|(enabled, _)| *enabled)
     );
 }
+
+#[tokio::test]
+async fn a_copy_changed_in_azure_is_flagged_as_drift_and_a_sync_restores_it() {
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = keyplane_testkit::process::Server::start(
+        &binary(),
+        dir.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DRIFT_INTERVAL", "1s"),
+        ],
+    )
+    .await
+    .unwrap();
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let key = create_key(&c, &vault, "drifting-key").await;
+    let key_id = id(&key);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+
+    // Disabled in Azure by someone else: the periodic drift check flags it on the key.
+    hsm.set_enabled("drifting-key", false);
+    let flagged = wait_status(&c, &key_id, &ks, |s| {
+        s["keystore_sync_flag"] == "out_of_sync"
+    })
+    .await;
+    assert_eq!(flagged["status"], "not_active", "{flagged}");
+
+    // A sync converges it back to the managed state.
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| {
+        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
+    })
+    .await;
+    assert!(
+        hsm.versions("drifting-key")
+            .iter()
+            .all(|(enabled, _)| *enabled)
+    );
+    let material = open_material_version(dir.path(), &key, 1);
+    let sealed = hsm.encrypt("drifting-key", b"back").unwrap();
+    assert_eq!(open(material.expose(), &sealed), b"back");
+}

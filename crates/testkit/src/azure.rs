@@ -1198,6 +1198,16 @@ impl AzureKeyVault {
             .unwrap_or_default()
     }
 
+    /// Enables or disables every version of `name` behind the back of whoever manages it.
+    pub fn set_enabled(&self, name: &str, enabled: bool) {
+        if let Some(versions) = self.inner.keys.lock().unwrap().get_mut(name) {
+            for v in versions {
+                v.enabled = enabled;
+                v.updated = now();
+            }
+        }
+    }
+
     /// The `key_ops` of the newest version of `name`.
     pub fn key_ops(&self, name: &str) -> Vec<String> {
         self.inner
