@@ -281,6 +281,33 @@ async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
         .await
         .unwrap();
     assert_eq!(listed.body["total_count"], 0, "nothing was saved");
+
+    // Once connected, the keystore's status tells the same failures apart.
+    let healthy = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let ks = connect_keystore(&c, &connection(&vault, "azure", &healthy)).await;
+    let status = async || {
+        let r = c
+            .get(&format!("/api/v4/keystores/{ks}/status"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        (
+            r.body["health_status"].as_str().unwrap().to_owned(),
+            r.body["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(status().await.0, "ok");
+    healthy.deny_permissions(true);
+    let (health, message) = status().await;
+    assert_eq!(health, "configuration_error", "{message}");
+    assert!(message.contains("missing permission"), "{message}");
+    healthy.deny_permissions(false);
+    healthy.throttle_next(1_000);
+    let (health, message) = status().await;
+    assert_eq!(health, "not_responding", "{message}");
+    assert!(message.contains("throttled"), "{message}");
+    healthy.throttle_next(0);
+    assert_eq!(status().await.0, "ok");
 }
 
 #[tokio::test]
