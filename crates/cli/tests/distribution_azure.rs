@@ -112,10 +112,13 @@ async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
     let sealed = hsm.encrypt(&name, b"second secret").unwrap();
     assert_eq!(open(second.expose(), &sealed), b"second secret");
 
-    // Destroy: deleted, then purged.
+    // Destroy: deleted, then purged. The versions come one page each: every page is read,
+    // so every version is disabled.
+    hsm.page_versions_by(1);
     let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    assert!(hsm.versions(&name).iter().all(|(enabled, _)| !enabled));
     let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
@@ -267,6 +270,13 @@ async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
         "{error}"
     );
 
+    // The secret and tokens go over https only (but to this machine).
+    let mut plain = connection(&vault, "azure", &hsm);
+    plain["azure_vault_url"] = json!("http://payments-hsm.managedhsm.azure.net");
+    let (status, error) = attempt(plain).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["target"]["name"], "azure_vault_url", "{error}");
+
     // A Standard vault holds no HSM-protected key: BYOK cannot go there.
     let standard = AzureKeyVault::start(AzureKind::Standard).await.unwrap();
     let (status, error) = attempt(connection(&vault, "azure", &standard)).await;
@@ -285,6 +295,29 @@ async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
     // Once connected, the keystore's status tells the same failures apart.
     let healthy = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
     let ks = connect_keystore(&c, &connection(&vault, "azure", &healthy)).await;
+    // Where the secret goes is locked: moving it needs a new connection.
+    for (field, value) in [
+        ("azure_vault_url", "https://elsewhere.vault.azure.net"),
+        ("azure_login_url", "https://login.example"),
+        ("azure_environment", "azure_china"),
+    ] {
+        let etag = c
+            .get(&format!("/api/v4/keystores/{ks}"))
+            .await
+            .unwrap()
+            .etag;
+        let r = c
+            .send(
+                "PATCH",
+                &format!("/api/v4/keystores/{ks}"),
+                Some(&json!({ field: value })),
+                Some(&etag),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{field}: {}", r.body);
+        assert!(r.body.to_string().contains(field), "{}", r.body);
+    }
     let status = async || {
         let r = c
             .get(&format!("/api/v4/keystores/{ks}/status"))

@@ -37,6 +37,11 @@ use crate::http;
 use crate::pace::Pace;
 
 const API_VERSION: &str = "7.5";
+/// How often, and how far apart, a deletion is looked for before its purge.
+const DELETION_POLLS: usize = 20;
+const DELETION_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Most pages of a key's versions read (25 each).
+const MAX_VERSION_PAGES: usize = 40;
 /// The key-exchange key BYOK imports go under (the name Azure's BYOK tooling uses).
 pub const KEK_NAME: &str = "EKMF-BYOK-KEK-FOR-IMPORT";
 const TAG_KEY_ID: &str = "keyplane-managed-key-id";
@@ -90,10 +95,9 @@ fn cloud(environment: AzureEnvironment) -> (&'static str, &'static str) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     ManagedHsm,
-    /// A vault that holds HSM-protected keys (Premium).
+    /// A vault that holds HSM-protected keys (Premium); a Standard vault refuses the
+    /// key-exchange key, so no connection to one gets this far.
     PremiumVault,
-    /// A vault that refused an HSM-protected key (Standard).
-    StandardVault,
 }
 
 struct Token {
@@ -175,6 +179,56 @@ fn remote_key(name: &str, bundle: &Value) -> RemoteKey {
     }
 }
 
+/// Largest answer read from Entra ID or a vault (a key bundle or a page of versions is a few
+/// kilobytes).
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// An answer's JSON body, read up to [`MAX_ANSWER_BYTES`] (`null` when it is not JSON).
+async fn read_json(mut response: reqwest::Response, target: &str) -> RemoteResult<Value> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| http::transport_failure(target, &e))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(rejected(format!(
+                "{target} answered with more than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Whether `host` is this machine (a local test double may speak plain HTTP there).
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a vault or login URL that is not https, but on this machine.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    if parsed.scheme() != "https" && !is_loopback(&host) {
+        return Err("must be an https URL (the client secret and tokens go there)".into());
+    }
+    Ok(())
+}
+
+/// Whether `name` can be a vault's name (its URL's first label): 3 to 24 letters, digits and
+/// hyphens.
+pub fn is_vault_name(name: &str) -> bool {
+    (3..=24).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// A key operation as Azure spells it.
 fn key_op(op: AzureKeyOperation) -> &'static str {
     match op {
@@ -187,9 +241,20 @@ fn key_op(op: AzureKeyOperation) -> &'static str {
     }
 }
 
-/// The version id at the end of a `kid`.
+/// The version id at the end of a `kid` (letters and digits; anything else is no version).
 fn version_of(kid: &str) -> &str {
-    kid.rsplit('/').next().unwrap_or_default()
+    let id = kid.rsplit('/').next().unwrap_or_default();
+    if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        id
+    } else {
+        "unknown-version"
+    }
+}
+
+/// Whether `name` can name a key: 1 to 127 letters, digits and hyphens (Azure's rule, and what
+/// keyplane's labels in a vault become).
+fn is_key_name(name: &str) -> bool {
+    (1..=127).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 impl AzureKeyVault {
@@ -254,6 +319,19 @@ impl AzureKeyVault {
                 "{target} asked for a token for '{resource}', which is not a Key Vault or Managed HSM resource; no token was requested"
             )));
         }
+        // And the vault must be one of that resource's (`*.vault.azure.net` for
+        // `https://vault.azure.net`): a token valid for every vault the application can reach
+        // goes to no other host. A loopback vault (a local test double) is exempt.
+        let domain = resource.trim_start_matches("https://");
+        let host = reqwest::Url::parse(&self.vault_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        if !is_loopback(&host) && !host.ends_with(&format!(".{domain}")) {
+            return Err(rejected(format!(
+                "{target} is not a host of '{resource}' (a vault's host ends in .{domain}); no token was requested"
+            )));
+        }
         *held = Some(resource.clone());
         Ok(resource)
     }
@@ -286,7 +364,7 @@ impl AzureKeyVault {
             .await
             .map_err(|e| http::transport_failure(&target, &e))?;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = read_json(response, &target).await?;
         if status != 200 {
             let message = error_message(&body);
             let mut failure = http::status_failure(status, "signing in to Entra ID", &message);
@@ -313,7 +391,7 @@ impl AzureKeyVault {
             .as_str()
             .ok_or_else(|| rejected("Entra ID returned no access token"))?
             .to_owned();
-        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600));
+        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600).min(86_400));
         *held = Some(Token {
             value: value.clone(),
             renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
@@ -357,15 +435,7 @@ impl AzureKeyVault {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport_failure(&target, &e))?;
-        Ok((
-            status,
-            retry_after,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        ))
+        Ok((status, retry_after, read_json(response, &target).await?))
     }
 
     /// An authenticated call: a token no longer accepted is renewed once, and a 429 whose
@@ -416,16 +486,28 @@ impl AzureKeyVault {
         }
     }
 
+    /// `keys/{name}[/{more}…]`, each part encoded as one path segment. Names and version ids
+    /// are checked first ([`is_key_name`], [`version_of`]), so no part can be empty or a dot
+    /// segment that would name another resource.
     fn key_path(name: &str) -> String {
+        Self::key_path_with(name, &[])
+    }
+
+    fn key_path_with(name: &str, more: &[&str]) -> String {
         let mut url = reqwest::Url::parse("http://vault/keys/").expect("a constant URL");
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().push(name);
+            segments.pop_if_empty().push(name).extend(more);
         }
         url.path().trim_start_matches('/').to_owned()
     }
 
     /// The newest version of key `name` (`None` when absent or deleted).
     async fn key_bundle(&self, name: &str) -> RemoteResult<Option<Value>> {
+        if !is_key_name(name) {
+            return Err(rejected(format!(
+                "'{name}' cannot name an Azure key (1 to 127 letters, digits and hyphens)"
+            )));
+        }
         let (status, body) = self
             .call(Method::GET, &Self::key_path(name), None, &self.quotas.other)
             .await?;
@@ -462,7 +544,7 @@ impl AzureKeyVault {
                     )
                     .await?;
                 if status == 400 && *self.endpoint.lock().await != Some(Endpoint::ManagedHsm) {
-                    *self.endpoint.lock().await = Some(Endpoint::StandardVault);
+                    // Not remembered: the refusal is asked again at the next attempt.
                     return Err(rejected(format!(
                         "the vault refused the HSM-protected key-exchange key '{KEK_NAME}' (a Standard vault holds no HSM-protected keys; BYOK needs a Premium vault or a Managed HSM): {}",
                         error_message(&body)
@@ -542,9 +624,6 @@ impl AzureKeyVault {
             ))),
             (Algorithm::Rsa, Endpoint::ManagedHsm | Endpoint::PremiumVault) => Ok("RSA-HSM"),
             (Algorithm::Ec, Endpoint::ManagedHsm | Endpoint::PremiumVault) => Ok("EC-HSM"),
-            (Algorithm::Rsa | Algorithm::Ec, Endpoint::StandardVault) => Err(rejected(
-                "a Standard vault holds no HSM-protected key; use a Premium vault",
-            )),
             (other, _) => Err(rejected(format!(
                 "keyplane does not distribute {other} keys to Azure Key Vault"
             ))),
@@ -654,24 +733,57 @@ impl AzureKeyVault {
         Ok(Some(remote_key(key.label, &answer)))
     }
 
-    /// Every version's id of key `name`, oldest first as listed.
+    /// Every version's id of key `name`, page after page (a `nextLink` is followed only on
+    /// the vault's own origin, and at most [`MAX_VERSION_PAGES`] of them).
     async fn version_ids(&self, name: &str) -> RemoteResult<Vec<String>> {
-        let listed = self
-            .expect(
-                Method::GET,
-                &format!("{}/versions?maxresults=25", Self::key_path(name)),
-                None,
-                &format!("listing the versions of key '{name}'"),
-            )
-            .await?;
-        Ok(listed["value"]
-            .as_array()
-            .map(|vs| {
-                vs.iter()
-                    .filter_map(|v| v["kid"].as_str().map(|k| version_of(k).to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let what = format!("listing the versions of key '{name}'");
+        let mut path = format!("{}/versions?maxresults=25", Self::key_path(name));
+        let mut ids = Vec::new();
+        for _ in 0..MAX_VERSION_PAGES {
+            let listed = self.expect(Method::GET, &path, None, &what).await?;
+            ids.extend(
+                listed["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["kid"].as_str().map(|k| version_of(k).to_owned())),
+            );
+            let Some(next) = listed["nextLink"].as_str().filter(|n| !n.is_empty()) else {
+                return Ok(ids);
+            };
+            path = self.same_origin_path(next).ok_or_else(|| {
+                rejected(format!(
+                    "{what}: the next page is not on the vault's own origin"
+                ))
+            })?;
+        }
+        Err(rejected(format!(
+            "{what}: more than {MAX_VERSION_PAGES} pages of versions"
+        )))
+    }
+
+    /// The path and query of `link` (without its api-version, which every call adds), when it
+    /// is on the vault's own scheme, host and port.
+    fn same_origin_path(&self, link: &str) -> Option<String> {
+        let (base, next) = (
+            reqwest::Url::parse(&self.vault_url).ok()?,
+            reqwest::Url::parse(link).ok()?,
+        );
+        if base.origin() != next.origin() {
+            return None;
+        }
+        let kept: Vec<(String, String)> = next
+            .query_pairs()
+            .filter(|(k, _)| k != "api-version")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut rebuilt = next.clone();
+        rebuilt.query_pairs_mut().clear().extend_pairs(kept);
+        let path = rebuilt.path().trim_start_matches('/');
+        Some(match rebuilt.query().filter(|q| !q.is_empty()) {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        })
     }
 }
 
@@ -704,6 +816,11 @@ impl Connector for AzureKeyVault {
     }
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        if key.label.eq_ignore_ascii_case(KEK_NAME) {
+            return Err(rejected(format!(
+                "'{KEK_NAME}' is the vault's key-exchange key; a managed key cannot take its name"
+            )));
+        }
         if let Some(bundle) = self.key_bundle(key.label).await? {
             // An earlier attempt that did not see its answer; anything else is not adopted here.
             if bundle["tags"][TAG_KEY_ID] == key.key_id.to_string().as_str() {
@@ -728,7 +845,7 @@ impl Connector for AzureKeyVault {
         for version in self.version_ids(&remote.remote_id).await? {
             self.expect(
                 Method::PATCH,
-                &format!("{}/{version}", Self::key_path(&remote.remote_id)),
+                &Self::key_path_with(&remote.remote_id, &[&version]),
                 Some(&json!({"attributes": {"enabled": enabled}})),
                 &format!(
                     "{} key '{}'",
@@ -772,21 +889,66 @@ impl Connector for AzureKeyVault {
                 &error_message(&body),
             ));
         }
+        // Deleting completes in the background: the deleted key shows once it is done, and
+        // says whether it may be purged.
         let deleted = format!("deleted{path}");
+        let mut bundle = None;
+        for _ in 0..DELETION_POLLS {
+            let (status, body) = self
+                .call(Method::GET, &deleted, None, &self.quotas.other)
+                .await?;
+            match status {
+                200 => {
+                    bundle = Some(body);
+                    break;
+                }
+                404 => tokio::time::sleep(DELETION_POLL_INTERVAL).await,
+                _ => {
+                    return Err(http::status_failure(
+                        status,
+                        &format!("reading deleted key '{}'", remote.remote_id),
+                        &error_message(&body),
+                    ));
+                }
+            }
+        }
+        let Some(bundle) = bundle else {
+            if self.key_bundle(&remote.remote_id).await?.is_none() {
+                // Neither live nor deleted: purged already (by an earlier attempt or Azure).
+                return Ok(());
+            }
+            return Err(RemoteFailure::new(
+                FailureKind::Transient,
+                format!("key '{}' is still being deleted", remote.remote_id),
+            ));
+        };
+        let level = bundle["attributes"]["recoveryLevel"]
+            .as_str()
+            .unwrap_or_default();
+        if !level.contains("Purgeable") {
+            // Purge protection: the key stays deleted (not usable, not listed) until Azure
+            // purges it at the end of its retention.
+            tracing::info!(
+                key = %remote.remote_id,
+                recovery_level = level,
+                "the vault protects deleted keys from purge: the key stays deleted until its retention ends"
+            );
+            return Ok(());
+        }
         let (status, body) = self
             .call(Method::DELETE, &deleted, None, &self.quotas.other)
             .await?;
         match status {
             200..=299 | 404 => Ok(()),
-            // Purge protection: the key stays deleted (not usable, not listed) until Azure
-            // purges it at the end of its retention.
-            403 if error_message(&body).to_lowercase().contains("purge") => {
-                tracing::info!(
-                    key = %remote.remote_id,
-                    "the vault protects deleted keys from purge: the key stays deleted until its retention ends"
-                );
-                Ok(())
-            }
+            // Still being deleted, or purged meanwhile by another call: tried again later.
+            409 => Err(RemoteFailure::new(
+                FailureKind::Transient,
+                format!(
+                    "purging deleted key '{}': {}",
+                    remote.remote_id,
+                    error_message(&body)
+                ),
+            )),
             _ => Err(http::status_failure(
                 status,
                 &format!("purging deleted key '{}'", remote.remote_id),
@@ -807,7 +969,7 @@ impl Connector for AzureKeyVault {
             return Ok(None);
         }
         let version = version_of(bundle["key"]["kid"].as_str().unwrap_or_default()).to_owned();
-        let version_path = format!("{}/{version}", Self::key_path(&remote.remote_id));
+        let version_path = Self::key_path_with(&remote.remote_id, &[&version]);
         // A disabled key cannot encrypt (a keystore disconnected in `deactivate` mode leaves its
         // copies so): it is enabled for the probe only, and left as it was found.
         let disabled = bundle["attributes"]["enabled"] == false;
@@ -885,6 +1047,69 @@ mod tests {
             Some("https://managedhsm.azure.net".into())
         );
         assert_eq!(challenged_resource("Basic realm=x"), None);
+    }
+
+    #[test]
+    fn secrets_go_over_https_but_to_this_machine() {
+        assert!(check_endpoint("https://billing.vault.azure.net").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(check_endpoint("http://[::1]:8080").is_ok());
+        assert!(check_endpoint("http://billing.vault.azure.net").is_err());
+        assert!(check_endpoint("ftp://billing.vault.azure.net").is_err());
+        assert!(is_vault_name("billing-prod-01"));
+        for bad in [
+            "ab",
+            "evil.com/#",
+            "-lead",
+            "trail-",
+            "a_b",
+            &"x".repeat(25),
+        ] {
+            assert!(!is_vault_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_next_page_is_followed_on_the_vault_origin_only() {
+        let settings = Settings {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            environment: AzureEnvironment::Azure,
+            login_url: None,
+            vault_url: Some("https://billing.vault.azure.net".into()),
+            service_name: "billing".into(),
+        };
+        let v = AzureKeyVault::new(settings).unwrap();
+        assert_eq!(
+            v.same_origin_path(
+                "https://billing.vault.azure.net/keys/k/versions?api-version=7.5&maxresults=25&$skiptoken=abc%2Bdef"
+            )
+            .as_deref(),
+            Some("keys/k/versions?maxresults=25&%24skiptoken=abc%2Bdef")
+        );
+        assert_eq!(
+            v.same_origin_path("https://evil.example/keys/k/versions?$skiptoken=1"),
+            None
+        );
+        assert_eq!(
+            v.same_origin_path("http://billing.vault.azure.net/keys/k/versions"),
+            None
+        );
+    }
+
+    #[test]
+    fn only_plain_names_and_versions_reach_a_path() {
+        assert!(is_key_name("billing-2024"));
+        for bad in ["", ".", "..", "a/b", "a.b", &"k".repeat(128)] {
+            assert!(!is_key_name(bad), "{bad:?}");
+        }
+        assert_eq!(version_of("https://v/keys/k/0123abcd"), "0123abcd");
+        assert_eq!(version_of("https://v/keys/k/.."), "unknown-version");
+        assert_eq!(
+            AzureKeyVault::key_path_with("k", &["0123abcd"]),
+            "keys/k/0123abcd"
+        );
     }
 
     #[test]

@@ -68,6 +68,18 @@ fn azure(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Co
     let clear = &keystore.connection;
     let required = |name: &str| text(clear, name).ok_or_else(|| Error::missing_field(name));
     let environment = required("azure_environment")?;
+    for field in ["azure_vault_url", "azure_login_url"] {
+        if let Some(url) = text(clear, field) {
+            azure_key_vault::check_endpoint(&url).map_err(|e| Error::invalid_field(field, e))?;
+        }
+    }
+    let service_name = required("azure_service_name")?;
+    if text(clear, "azure_vault_url").is_none() && !azure_key_vault::is_vault_name(&service_name) {
+        return Err(Error::invalid_field(
+            "azure_service_name",
+            "names the vault in its URL: 3 to 24 letters, digits and hyphens",
+        ));
+    }
     let connector = azure_key_vault::AzureKeyVault::new(azure_key_vault::Settings {
         tenant: required("azure_tenant")?,
         client_id: required("azure_service_principal_client_id")?,
@@ -81,7 +93,7 @@ fn azure(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Co
         })?,
         login_url: text(clear, "azure_login_url"),
         vault_url: text(clear, "azure_vault_url"),
-        service_name: required("azure_service_name")?,
+        service_name,
     })
     .map_err(Error::internal)?;
     Ok(Arc::new(connector))

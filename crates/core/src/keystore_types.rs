@@ -120,15 +120,17 @@ const AZURE: &[FieldSpec] = &[
     ),
     f("azure_tenant", true, false, true, Text(100)),
     f("azure_subscription_id", true, false, true, Text(100)),
+    // Where the client secret and the tokens go: changing them would send the stored secret
+    // somewhere new, so they are locked once connected (reconnect to move).
     f(
         "azure_environment",
         true,
         false,
-        false,
+        true,
         OneOf(AzureEnvironment::WIRE),
     ),
-    f("azure_vault_url", false, false, false, Url),
-    f("azure_login_url", false, false, false, Url),
+    f("azure_vault_url", false, false, true, Url),
+    f("azure_login_url", false, false, true, Url),
 ];
 const GOOGLE: &[FieldSpec] = &[
     f("google_credentials", true, true, false, Text(8192)),
@@ -136,8 +138,8 @@ const GOOGLE: &[FieldSpec] = &[
     f("google_project_id", false, false, true, Text(100)),
     f("google_private_key_id", false, false, true, Text(100)),
     f("google_key_ring", false, false, true, Text(100)),
-    f("google_kms_endpoint", false, false, false, Url),
-    f("google_token_url", false, false, false, Url),
+    f("google_kms_endpoint", false, false, true, Url),
+    f("google_token_url", false, false, true, Url),
 ];
 const IBM_EXTERNAL: &[FieldSpec] = &[
     f("ibm_api_endpoint", true, false, true, Url),

@@ -146,6 +146,7 @@ struct Inner {
     permissions_denied: AtomicBool,
     purge_protection: AtomicBool,
     throttle_next: AtomicUsize,
+    page_size: AtomicUsize,
     challenge_resource: Mutex<Option<String>>,
     tokens: Mutex<HashMap<String, Instant>>,
     keys: Mutex<BTreeMap<String, Vec<Version>>>,
@@ -742,14 +743,36 @@ async fn list_versions(
             format!("A key with (name/id) {name} was not found in this key vault."),
         );
     };
+    // Pages of `maxresults` (at most 25, or the fake's own page size), newest first as the
+    // service lists them; `$skiptoken` continues.
+    let size = q
+        .get("maxresults")
+        .and_then(|m| m.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 25)
+        .min(s.page_size.load(Ordering::SeqCst));
+    let skip = q
+        .get("$skiptoken")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(0);
     let value: Vec<Value> = versions
         .iter()
+        .rev()
+        .skip(skip)
+        .take(size)
         .map(|v| {
             let b = s.bundle(&name, v);
             json!({"kid": b["key"]["kid"], "attributes": b["attributes"], "tags": b["tags"]})
         })
         .collect();
-    Json(json!({"value": value, "nextLink": null})).into_response()
+    let next = (skip + size < versions.len()).then(|| {
+        format!(
+            "{}/keys/{name}/versions?api-version=7.5&maxresults={size}&$skiptoken={}",
+            s.url,
+            skip + size
+        )
+    });
+    Json(json!({"value": value, "nextLink": next})).into_response()
 }
 
 async fn update_key(
@@ -1078,6 +1101,7 @@ impl AzureKeyVault {
             permissions_denied: AtomicBool::new(false),
             purge_protection: AtomicBool::new(false),
             throttle_next: AtomicUsize::new(0),
+            page_size: AtomicUsize::new(25),
             challenge_resource: Mutex::default(),
             tokens: Mutex::default(),
             keys: Mutex::default(),
@@ -1145,6 +1169,11 @@ impl AzureKeyVault {
     /// endpoint fishing for another resource's token would).
     pub fn challenge_for(&self, resource: &str) {
         *self.inner.challenge_resource.lock().unwrap() = Some(resource.to_owned());
+    }
+
+    /// Lists of versions come in pages of at most `size`.
+    pub fn page_versions_by(&self, size: usize) {
+        self.inner.page_size.store(size.max(1), Ordering::SeqCst);
     }
 
     /// The next `n` key requests are answered 429.
