@@ -169,6 +169,36 @@ async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
         "re-linked, not imported again"
     );
 
+    // Deleted in Azure behind keyplane's back: a sync recovers this key's own deleted copy.
+    hsm.soft_delete(&label);
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    for _ in 0..600 {
+        if !hsm.is_soft_deleted(&label) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!hsm.is_soft_deleted(&label), "recovered");
+    wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
+    assert_eq!(
+        hsm.versions(&label).len(),
+        1,
+        "recovered, not imported again"
+    );
+    let sealed = hsm.encrypt(&label, b"recovered").unwrap();
+    assert_eq!(
+        open(open_material_version(dir.path(), &key, 1).expose(), &sealed),
+        b"recovered"
+    );
+
     // Under purge protection a destroyed key stays deleted.
     let key_path = format!("/api/v4/managed_keys/{key_id}");
     let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();

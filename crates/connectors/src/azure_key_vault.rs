@@ -631,7 +631,9 @@ impl AzureKeyVault {
     }
 
     /// Imports `key`'s newest version as a new version of the Azure key named by its label.
-    async fn import(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+    /// Imports `key`'s newest version, enabled or not, as a new version of the Azure key named
+    /// by its label.
+    async fn import(&self, key: &KeyToInstall<'_>, enabled: bool) -> RemoteResult<RemoteKey> {
         let kty = self.kty_for(key).await?;
         let kek = self.kek().await?;
         let wrapped = key
@@ -648,7 +650,12 @@ impl AzureKeyVault {
             "generator": "keyplane",
         });
         let key_ops: Vec<&str> = match key.properties.azure_key_operations.as_deref() {
-            Some(ops) if !ops.is_empty() => ops.iter().map(|op| key_op(*op)).collect(),
+            Some([]) => {
+                return Err(rejected(
+                    "the template's azure_key_operations is empty: an Azure key allowing no operation is of no use",
+                ));
+            }
+            Some(ops) => ops.iter().map(|op| key_op(*op)).collect(),
             _ => match key.algorithm {
                 Algorithm::Aes => vec!["encrypt", "decrypt", "wrapKey", "unwrapKey"],
                 Algorithm::Ec => vec!["sign", "verify"],
@@ -675,7 +682,7 @@ impl AzureKeyVault {
         let body = json!({
             "key": target,
             "Hsm": true,
-            "attributes": {"enabled": true, "exportable": false},
+            "attributes": {"enabled": enabled, "exportable": false},
             "tags": {TAG_KEY_ID: key.key_id.to_string(), TAG_VERSION: key.version.to_string()},
         });
         let (status, answer) = self
@@ -722,15 +729,24 @@ impl AzureKeyVault {
                 key.label
             )));
         }
-        let answer = self
-            .expect(
-                Method::POST,
-                &format!("{path}/recover"),
-                None,
-                &format!("recovering deleted key '{}'", key.label),
-            )
-            .await?;
-        Ok(Some(remote_key(key.label, &answer)))
+        self.expect(
+            Method::POST,
+            &format!("{path}/recover"),
+            None,
+            &format!("recovering deleted key '{}'", key.label),
+        )
+        .await?;
+        // Recovery completes in the background: the key is usable once it reads back.
+        for _ in 0..DELETION_POLLS {
+            if let Some(bundle) = self.key_bundle(key.label).await? {
+                return Ok(Some(remote_key(key.label, &bundle)));
+            }
+            tokio::time::sleep(DELETION_POLL_INTERVAL).await;
+        }
+        Err(RemoteFailure::new(
+            FailureKind::Transient,
+            format!("deleted key '{}' is still being recovered", key.label),
+        ))
     }
 
     /// Every version's id of key `name`, page after page (a `nextLink` is followed only on
@@ -838,7 +854,7 @@ impl Connector for AzureKeyVault {
                 self.rotate(&recovered, key).await
             };
         }
-        self.import(key).await
+        self.import(key, true).await
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
@@ -865,16 +881,16 @@ impl Connector for AzureKeyVault {
         if remote.version >= key.version {
             return Ok(remote.clone());
         }
-        let rotated = self
-            .import(&KeyToInstall {
+        // The new version takes the copy's state: a deactivated key's is never usable, even
+        // for the moment until its state is set.
+        self.import(
+            &KeyToInstall {
                 label: &remote.remote_id,
                 ..*key
-            })
-            .await?;
-        Ok(RemoteKey {
-            enabled: rotated.enabled,
-            ..rotated
-        })
+            },
+            remote.enabled,
+        )
+        .await
     }
 
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {

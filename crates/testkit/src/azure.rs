@@ -1227,6 +1227,19 @@ impl AzureKeyVault {
             .unwrap_or_default()
     }
 
+    /// Deletes `name` (soft: recoverable) behind the back of whoever manages it.
+    pub fn soft_delete(&self, name: &str) {
+        if let Some(versions) = self.inner.keys.lock().unwrap().remove(name) {
+            self.inner.deleted.lock().unwrap().insert(
+                name.to_owned(),
+                DeletedKey {
+                    versions,
+                    deleted: now(),
+                },
+            );
+        }
+    }
+
     /// Enables or disables every version of `name` behind the back of whoever manages it.
     pub fn set_enabled(&self, name: &str, enabled: bool) {
         if let Some(versions) = self.inner.keys.lock().unwrap().get_mut(name) {
