@@ -1140,3 +1140,80 @@ async fn list_pages_with_next_links() {
     assert!(names(&r.body).is_empty());
     assert!(r.body.get("next").is_none());
 }
+
+/// AES keys exist only in an Azure Managed HSM: a template or key that would send one to an
+/// Azure key vault is refused before anything is made, naming the keystore.
+#[tokio::test]
+async fn aes_keys_go_to_an_azure_managed_hsm_only() {
+    let app = TestApp::new().await;
+    let vault = app.vault("azure-placement").await;
+    let azure = |name: &str, group: &str, url: Option<&str>| {
+        let mut b = json!({"type": "azure_key_vault", "vault": {"id": vault}, "name": name,
+            "groups": [group], "azure_service_name": name, "azure_resource_group": "rg",
+            "azure_location": "europe_west", "azure_environment": "azure",
+            "azure_tenant": "tenant", "azure_subscription_id": "subscription",
+            "azure_service_principal_client_id": "client",
+            "azure_service_principal_password": "secret"});
+        if let Some(u) = url {
+            b["azure_vault_url"] = json!(u);
+        }
+        b
+    };
+    let template = |name: &str, algorithm: &str, size: u32, group: &str| {
+        json!({"vault": {"id": vault}, "name": name,
+               "key": {"algorithm": algorithm, "size": size, "state": "active"},
+               "keystores": [{"type": "azure_key_vault", "group": group}]})
+    };
+    app.post("/api/v4/keystores", azure("billing", "vaults", None))
+        .await
+        .expect(201);
+    app.post(
+        "/api/v4/keystores",
+        azure(
+            "payments",
+            "hsms",
+            Some("https://payments.managedhsm.azure.net"),
+        ),
+    )
+    .await
+    .expect(201);
+
+    let refused = app
+        .post(TEMPLATES, template("AES-VAULT", "aes", 256, "vaults"))
+        .await
+        .expect(400);
+    assert!(
+        refused.body.to_string().contains("keystore 'billing'"),
+        "{}",
+        refused.body
+    );
+    app.post(TEMPLATES, template("RSA-VAULT", "rsa", 2048, "vaults"))
+        .await
+        .expect(201);
+    app.post(TEMPLATES, template("AES-HSM", "aes", 256, "hsms"))
+        .await
+        .expect(201);
+
+    // A vault joining a group later: the next key of an AES template refuses, and changes
+    // nothing.
+    app.post("/api/v4/keystores", azure("ledger", "hsms", None))
+        .await
+        .expect(201);
+    let r = app
+        .post(
+            "/api/v4/managed_keys",
+            json!({"vault": {"id": vault}, "template_name": "AES-HSM", "label": "refused"}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        r.body.to_string().contains("keystore 'ledger'"),
+        "{}",
+        r.body
+    );
+    let keys = app
+        .get(&format!("/api/v4/managed_keys?vault.id={vault}"))
+        .await
+        .expect(200);
+    assert_eq!(keys.body["total_count"], 0, "{}", keys.body);
+}

@@ -191,6 +191,40 @@ pub fn supported_sizes(keystore_type: KeystoreType, algorithm: Algorithm) -> &'s
     }
 }
 
+/// Refuses a key that cannot live in `keystore`, as far as its connection tells: AES keys
+/// (`oct-HSM`) exist only in an Azure Managed HSM (`https://{name}.managedhsm.…`), never in a
+/// key vault (`azure_vault_url` naming one, or none: the vault of `azure_service_name`). A
+/// connection to this machine (a local test double) tells nothing; the connector decides then.
+pub fn check_placement(keystore: &Keystore, algorithm: Algorithm) -> Result<()> {
+    if keystore.keystore_type != KeystoreType::AzureKeyVault || algorithm != Algorithm::Aes {
+        return Ok(());
+    }
+    let host = keystore
+        .connection
+        .get("azure_vault_url")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host().map(|h| h.to_owned()));
+    let managed_hsm = match &host {
+        None => false,
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => return Ok(()),
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase().contains(".managedhsm."),
+        Some(url::Host::Ipv4(ip)) if ip.is_loopback() => return Ok(()),
+        Some(url::Host::Ipv6(ip)) if ip.is_loopback() => return Ok(()),
+        Some(_) => false,
+    };
+    if managed_hsm {
+        return Ok(());
+    }
+    Err(Error::invalid_field(
+        "keystores",
+        format!(
+            "keystore '{}' is an Azure key vault: AES keys exist only in an Azure Managed HSM (an azure_vault_url of https://NAME.managedhsm.…)",
+            keystore.name
+        ),
+    ))
+}
+
 pub fn check_algorithm(keystore_type: KeystoreType, algorithm: Algorithm, size: u32) -> Result<()> {
     if matches!(algorithm, Algorithm::Des | Algorithm::Dilithium) {
         return Err(Error::invalid_field(

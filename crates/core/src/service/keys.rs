@@ -272,6 +272,9 @@ impl Keyplane {
             .into_iter()
             .cloned()
             .collect();
+        for target in &targets {
+            distribution::check_placement(target, key.algorithm)?;
+        }
         let mut write = KeyWrite {
             key_protect: extras.key_protect,
             ..KeyWrite::default()

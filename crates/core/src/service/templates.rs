@@ -131,6 +131,20 @@ fn check_dates(activation: &str, expiration: &str) -> Result<()> {
 }
 
 impl Keyplane {
+    /// Refuses a template whose keys could not live in a keystore its entry reaches now.
+    async fn check_placement(
+        &self,
+        vault_id: Uuid,
+        entry: &TemplateKeystore,
+        algorithm: Algorithm,
+    ) -> Result<()> {
+        let keystores = self.store.vault_keystores(vault_id).await?;
+        for target in distribution::resolve_targets(entry, &keystores) {
+            distribution::check_placement(target, algorithm)?;
+        }
+        Ok(())
+    }
+
     pub async fn create_template(&self, caller: &Caller, input: NewTemplate) -> Result<Template> {
         let vault_id = input
             .vault_id
@@ -160,6 +174,8 @@ impl Keyplane {
             .keystores
             .ok_or_else(|| Error::missing_field("keystores"))?;
         check_keystores(&keystores, algorithm, size)?;
+        self.check_placement(vault_id, &keystores[0], algorithm)
+            .await?;
         let naming_scheme = input.naming_scheme.filter(|s| !s.is_empty());
         if let Some(s) = &naming_scheme {
             NamingScheme::parse(s)
@@ -301,6 +317,8 @@ impl Keyplane {
                 cca_key_words
             );
             check_keystores(&t.keystores, t.key.algorithm, t.key.size)?;
+            self.check_placement(t.vault.id, &t.keystores[0], t.key.algorithm)
+                .await?;
         }
         t.version += 1;
         t.revision += 1;
