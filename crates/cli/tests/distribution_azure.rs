@@ -621,3 +621,60 @@ async fn a_copy_changed_in_azure_is_flagged_as_drift_and_a_sync_restores_it() {
     let sealed = hsm.encrypt("drifting-key", b"back").unwrap();
     assert_eq!(open(material.expose(), &sealed), b"back");
 }
+
+/// An install that failed leaves only a plan; a key someone else puts under that name
+/// meanwhile is not taken for it.
+#[tokio::test]
+async fn a_failed_install_does_not_adopt_the_key_that_takes_its_name_later() {
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    // Someone else's deleted key holds the name: the install cannot recover it, nor reuse it.
+    hsm.create_foreign_aes_key("held-name");
+    hsm.soft_delete("held-name");
+    let key = create_key(&c, &vault, "held-name").await;
+    let key_id = id(&key);
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("not this key"), "{entry}");
+
+    // Its owner recovers it; a sync must not adopt it.
+    hsm.recover("held-name");
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "error").await;
+    assert!(
+        entry.to_string().contains("that is not this key"),
+        "{entry}"
+    );
+    let versions = hsm.versions("held-name");
+    assert_eq!(versions.len(), 1, "nothing was imported into it");
+    assert!(versions[0].1.is_empty(), "nor tagged");
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/deactivate",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        hsm.versions("held-name")
+            .iter()
+            .all(|(enabled, _)| *enabled),
+        "the other key is never disabled"
+    );
+}

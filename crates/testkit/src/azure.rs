@@ -1240,6 +1240,17 @@ impl AzureKeyVault {
         }
     }
 
+    /// Recovers the deleted `name`, as its owner would.
+    pub fn recover(&self, name: &str) {
+        if let Some(d) = self.inner.deleted.lock().unwrap().remove(name) {
+            self.inner
+                .keys
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), d.versions);
+        }
+    }
+
     /// Enables or disables every version of `name` behind the back of whoever manages it.
     pub fn set_enabled(&self, name: &str, enabled: bool) {
         if let Some(versions) = self.inner.keys.lock().unwrap().get_mut(name) {

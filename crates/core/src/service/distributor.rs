@@ -399,13 +399,24 @@ impl Keyplane {
             )
             .await?;
         let mut recorded = recorded;
+        // Recorded before an install that may never have happened (it failed, or died): what
+        // holds the name now may be someone else's.
+        let planned = recorded.as_ref().is_some_and(|c| c.remote_id.is_none());
         if let Some(remote) = &found
-            && recorded.is_none()
+            && (recorded.is_none() || planned)
         {
             // A copy keyplane has no record of (a reconnected keystore): adopted only when the
-            // remote proves it holds this very key.
+            // remote proves it holds this very key. One it planned: unless the target's own
+            // proof says it is another key.
             if !self
-                .is_own_copy(connector, key, remote, &label, keystore.keystore_type)
+                .is_own_copy(
+                    connector,
+                    key,
+                    remote,
+                    &label,
+                    keystore.keystore_type,
+                    planned,
+                )
                 .await?
             {
                 return Err(RemoteFailure::new(
@@ -417,14 +428,16 @@ impl Keyplane {
                     ),
                 ));
             }
-            recorded = Some(ExternalCopy {
-                keystore_id: keystore.id,
-                managed_key_id: key.id,
-                remote_id: Some(remote.remote_id.clone()),
-                label: label.clone(),
-                installed_version: key.version,
-                enabled: remote.enabled,
-            });
+            if recorded.is_none() {
+                recorded = Some(ExternalCopy {
+                    keystore_id: keystore.id,
+                    managed_key_id: key.id,
+                    remote_id: Some(remote.remote_id.clone()),
+                    label: label.clone(),
+                    installed_version: key.version,
+                    enabled: remote.enabled,
+                });
+            }
         }
         let targeted = key
             .status_in_keystores
@@ -582,9 +595,12 @@ impl Keyplane {
         remote: &RemoteKey,
         label: &str,
         keystore_type: KeystoreType,
+        planned: bool,
     ) -> std::result::Result<bool, RemoteFailure> {
         if !key.state.lives_in_keystores() {
-            return Ok(false);
+            // No material to prove with: a planned copy is trusted as before, an unknown one
+            // is not adopted.
+            return Ok(planned);
         }
         let export = self.export_of(key).await?;
         let install = KeyToInstall {
@@ -598,6 +614,11 @@ impl Keyplane {
         };
         if let Some(proven) = connector.prove_copy(remote, &install).await? {
             return Ok(proven);
+        }
+        if planned {
+            // Most likely what an interrupted install of this key left; the target has no proof
+            // to the contrary.
+            return Ok(true);
         }
         if key.algorithm != Algorithm::Aes || key.size != 256 {
             return Ok(false);
