@@ -10,6 +10,7 @@ mod common;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use common::*;
 use keyplane_testkit::azure::{AzureKeyVault, AzureKind, KEK_NAME};
+use keyplane_testkit::process::Client;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -21,6 +22,83 @@ fn connection(vault: &str, name: &str, fake: &AzureKeyVault) -> Value {
            "azure_service_principal_client_id": fake.client_id,
            "azure_service_principal_password": fake.client_secret,
            "azure_vault_url": fake.url, "azure_login_url": fake.login_url})
+}
+
+/// A Managed HSM fake, a server, a vault, a keystore connected to the fake and template `T1`
+/// (active AES-256 keys) sending keys there. Bind `_server` (and `dir`) when destructuring: the
+/// server stops when dropped.
+struct Fixture {
+    hsm: AzureKeyVault,
+    dir: tempfile::TempDir,
+    _server: keyplane_testkit::process::Server,
+    c: Client,
+    vault: String,
+    ks: String,
+}
+
+async fn managed_hsm_fixture() -> Fixture {
+    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    Fixture {
+        hsm,
+        dir,
+        _server: server,
+        c,
+        vault,
+        ks,
+    }
+}
+
+/// Asks for a sync of the key in every keystore it targets.
+async fn sync(c: &Client, key_id: &str) {
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+}
+
+/// Template `name` (`algorithm`, `size`, active) sending its keys to the `azure` group with
+/// `properties`, and a key `label` of it; the key's body.
+async fn template_and_key(
+    c: &Client,
+    vault: &str,
+    (name, algorithm, size): (&str, &str, &str),
+    properties: Value,
+    label: &str,
+) -> keyplane_testkit::process::Reply {
+    let mut entry = json!({"type": "azure_key_vault", "group": "azure"});
+    if let (Some(e), Value::Object(p)) = (entry.as_object_mut(), properties) {
+        e.extend(p);
+    }
+    let t = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": name,
+                    "key": {"algorithm": algorithm, "size": size, "state": "active"},
+                    "keystores": [entry]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.body);
+    let r = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": name, "label": label}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    r
 }
 
 /// Opens the fake's AES-GCM `iv ‖ ciphertext ‖ tag` with the managed material.
@@ -129,14 +207,15 @@ async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
 
 #[tokio::test]
 async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
-    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
+    let Fixture {
+        hsm,
+        dir,
+        _server,
+        c,
+        vault,
+        ks: first,
+    } = managed_hsm_fixture().await;
     hsm.protect_from_purge(true);
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let c = server.client();
-    let vault = new_vault(&c).await;
-    let first = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
-    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
     let label = format!("ledger-{}", &Uuid::new_v4().to_string()[..8]);
     let key = create_key(&c, &vault, &label).await;
     let key_id = id(&key);
@@ -152,15 +231,7 @@ async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
         .unwrap();
     assert_eq!(gone.status, 204, "{}", gone.body);
     let again = connect_keystore(&c, &connection(&vault, "azure-again", &hsm)).await;
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    sync(&c, &key_id).await;
     let entry = wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
     assert_eq!(entry["key_id_in_keystore"], label.as_str(), "{entry}");
     assert_eq!(
@@ -171,15 +242,7 @@ async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
 
     // Deleted in Azure behind keyplane's back: a sync recovers this key's own deleted copy.
     hsm.soft_delete(&label);
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    sync(&c, &key_id).await;
     for _ in 0..600 {
         if !hsm.is_soft_deleted(&label) {
             break;
@@ -381,26 +444,15 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
     let c = server.client();
     let vault = new_vault(&c).await;
     let ks = connect_keystore(&c, &connection(&vault, "azure", &premium)).await;
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "RSA",
-                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
-                    "keystores": [{"type": "azure_key_vault", "group": "azure",
-                                   "azure_key_protection_level": "hsm",
-                                   "azure_key_operations": ["encrypt", "decrypt"]}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
-    let r = c
-        .post(
-            "/api/v4/managed_keys",
-            &json!({"vault": {"id": vault}, "template_name": "RSA", "label": "signing-key"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
+    let r = template_and_key(
+        &c,
+        &vault,
+        ("RSA", "rsa", "2048"),
+        json!({"azure_key_protection_level": "hsm",
+               "azure_key_operations": ["encrypt", "decrypt"]}),
+        "signing-key",
+    )
+    .await;
     let key_id = id(&r.body);
     wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
     assert_eq!(
@@ -425,24 +477,7 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
     assert_eq!(opened, b"rsa secret");
 
     // An EC key pair: what the vault signs verifies with the managed key's public key.
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "EC",
-                    "key": {"algorithm": "ec", "size": "256", "state": "active"},
-                    "keystores": [{"type": "azure_key_vault", "group": "azure"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
-    let r = c
-        .post(
-            "/api/v4/managed_keys",
-            &json!({"vault": {"id": vault}, "template_name": "EC", "label": "ec-signing"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
+    let r = template_and_key(&c, &vault, ("EC", "ec", "256"), json!({}), "ec-signing").await;
     wait_status(&c, &id(&r.body), &ks, |s| s["status"] == "active").await;
     let signature = premium.sign("ec-signing", b"signed in azure").unwrap();
     let material = open_material_version(dir.path(), &r.body, 1);
@@ -461,25 +496,14 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
 
     // A software-protected key would need the material in the clear (a JWK): refused, and the
     // key's status says why.
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "SOFT",
-                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
-                    "keystores": [{"type": "azure_key_vault", "group": "azure",
-                                   "azure_key_protection_level": "software"}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(t.status, 201, "{}", t.body);
-    let r = c
-        .post(
-            "/api/v4/managed_keys",
-            &json!({"vault": {"id": vault}, "template_name": "SOFT", "label": "soft-key"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
+    let r = template_and_key(
+        &c,
+        &vault,
+        ("SOFT", "rsa", "2048"),
+        json!({"azure_key_protection_level": "software"}),
+        "soft-key",
+    )
+    .await;
     let entry = wait_status(&c, &id(&r.body), &ks, |s| s["status"] == "error").await;
     assert!(entry.to_string().contains("software-protected"), "{entry}");
     assert!(!premium.key_names().contains(&"soft-key".to_owned()));
@@ -494,13 +518,14 @@ async fn a_key_vault_takes_rsa_and_ec_keys_and_refuses_aes_ones() {
 
 #[tokio::test]
 async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
-    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let c = server.client();
-    let vault = new_vault(&c).await;
-    let first = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
-    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let Fixture {
+        hsm,
+        c,
+        vault,
+        ks: first,
+        _server,
+        dir: _dir,
+    } = managed_hsm_fixture().await;
     let key = create_key(&c, &vault, "orders-key").await;
     let key_id = id(&key);
     wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
@@ -599,15 +624,7 @@ async fn a_copy_changed_in_azure_is_flagged_as_drift_and_a_sync_restores_it() {
     assert_eq!(flagged["status"], "not_active", "{flagged}");
 
     // A sync converges it back to the managed state.
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    sync(&c, &key_id).await;
     wait_status(&c, &key_id, &ks, |s| {
         s["status"] == "active" && s["keystore_sync_flag"] == "ok"
     })
@@ -626,13 +643,14 @@ async fn a_copy_changed_in_azure_is_flagged_as_drift_and_a_sync_restores_it() {
 /// meanwhile is not taken for it.
 #[tokio::test]
 async fn a_failed_install_does_not_adopt_the_key_that_takes_its_name_later() {
-    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let c = server.client();
-    let vault = new_vault(&c).await;
-    let ks = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
-    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
+    let Fixture {
+        hsm,
+        c,
+        vault,
+        ks,
+        _server,
+        dir: _dir,
+    } = managed_hsm_fixture().await;
     // Someone else's deleted key holds the name: the install cannot recover it, nor reuse it.
     hsm.create_foreign_aes_key("held-name");
     hsm.soft_delete("held-name");
@@ -643,15 +661,7 @@ async fn a_failed_install_does_not_adopt_the_key_that_takes_its_name_later() {
 
     // Its owner recovers it; a sync must not adopt it.
     hsm.recover("held-name");
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    sync(&c, &key_id).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "error").await;
     assert!(

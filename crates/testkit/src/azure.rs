@@ -130,6 +130,32 @@ struct Version {
     updated: i64,
 }
 
+impl Version {
+    /// A new version as a create or import body asks for it (its attributes and tags).
+    fn new(kty: String, key_ops: Vec<String>, material: Material, body: &Value) -> Self {
+        let at = now();
+        Self {
+            id: new_version_id(),
+            kty,
+            key_ops,
+            material,
+            enabled: body["attributes"]["enabled"].as_bool().unwrap_or(true),
+            tags: body["tags"].as_object().cloned().unwrap_or_default(),
+            created: at,
+            updated: at,
+        }
+    }
+}
+
+/// A `key_ops` array's operations.
+fn key_ops_of(ops: &Value) -> Option<Vec<String>> {
+    ops.as_array().map(|a| {
+        a.iter()
+            .filter_map(|o| o.as_str().map(str::to_owned))
+            .collect()
+    })
+}
+
 struct DeletedKey {
     versions: Vec<Version>,
     deleted: i64,
@@ -582,25 +608,8 @@ async fn create_key(
         aws_lc_rs::rand::fill(&mut key).expect("random");
         Material::Oct(key)
     };
-    let key_ops = body["key_ops"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let at = now();
-    let version = Version {
-        id: new_version_id(),
-        kty,
-        key_ops,
-        material,
-        enabled: body["attributes"]["enabled"].as_bool().unwrap_or(true),
-        tags: body["tags"].as_object().cloned().unwrap_or_default(),
-        created: at,
-        updated: at,
-    };
+    let key_ops = key_ops_of(&body["key_ops"]).unwrap_or_default();
+    let version = Version::new(kty, key_ops, material, &body);
     Json(s.add_version(&name, version)).into_response()
 }
 
@@ -680,25 +689,9 @@ async fn import_key(
         };
         Material::Rsa { pkcs8: plain, n, e }
     };
-    let key_ops = key["key_ops"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_else(|| vec!["encrypt".into(), "decrypt".into()]);
-    let at = now();
-    let version = Version {
-        id: new_version_id(),
-        kty,
-        key_ops,
-        material,
-        enabled: body["attributes"]["enabled"].as_bool().unwrap_or(true),
-        tags: body["tags"].as_object().cloned().unwrap_or_default(),
-        created: at,
-        updated: at,
-    };
+    let key_ops =
+        key_ops_of(&key["key_ops"]).unwrap_or_else(|| vec!["encrypt".into(), "decrypt".into()]);
+    let version = Version::new(kty, key_ops, material, &body);
     Json(s.add_version(&name, version)).into_response()
 }
 
@@ -1185,20 +1178,13 @@ impl AzureKeyVault {
     pub fn create_foreign_aes_key(&self, name: &str) {
         let mut material = Zeroizing::new(vec![0u8; 32]);
         aws_lc_rs::rand::fill(&mut material).expect("random");
-        let at = now();
-        self.inner.add_version(
-            name,
-            Version {
-                id: new_version_id(),
-                kty: "oct-HSM".into(),
-                key_ops: vec!["encrypt".into(), "decrypt".into()],
-                material: Material::Oct(material),
-                enabled: true,
-                tags: Map::new(),
-                created: at,
-                updated: at,
-            },
+        let version = Version::new(
+            "oct-HSM".into(),
+            vec!["encrypt".into(), "decrypt".into()],
+            Material::Oct(material),
+            &Value::Null,
         );
+        self.inner.add_version(name, version);
     }
 
     /// Key requests answered so far (tokens not counted).
