@@ -17,6 +17,8 @@
 //! protection it stays deleted until Azure purges it); a deleted copy of this key found when
 //! installing is recovered.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex as StdMutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -119,6 +121,27 @@ struct Quotas {
     other: Pace,
 }
 
+impl Quotas {
+    /// The quotas of the vault at `vault_url`, one set per vault in this process: every
+    /// keystore connected to that vault (and every revision of one) draws on it.
+    fn of(vault_url: &str) -> Arc<Quotas> {
+        static BY_VAULT: LazyLock<StdMutex<HashMap<String, Weak<Quotas>>>> =
+            LazyLock::new(StdMutex::default);
+        let mut all = BY_VAULT.lock().unwrap_or_else(|e| e.into_inner());
+        let key = vault_url.to_ascii_lowercase();
+        if let Some(held) = all.get(&key).and_then(Weak::upgrade) {
+            return held;
+        }
+        all.retain(|_, q| q.strong_count() > 0);
+        let quotas = Arc::new(Quotas {
+            hsm_writes: Pace::per_second(1.0),
+            other: Pace::per_second(100.0),
+        });
+        all.insert(key, Arc::downgrade(&quotas));
+        quotas
+    }
+}
+
 pub struct AzureKeyVault {
     tenant: String,
     client_id: String,
@@ -130,7 +153,7 @@ pub struct AzureKeyVault {
     token: Mutex<Option<Token>>,
     endpoint: Mutex<Option<Endpoint>>,
     kek: Mutex<Option<Kek>>,
-    quotas: Quotas,
+    quotas: Arc<Quotas>,
     client: reqwest::Client,
 }
 
@@ -277,10 +300,7 @@ impl AzureKeyVault {
             token: Mutex::new(None),
             endpoint: Mutex::new(None),
             kek: Mutex::new(None),
-            quotas: Quotas {
-                hsm_writes: Pace::per_second(1.0),
-                other: Pace::per_second(100.0),
-            },
+            quotas: Quotas::of(vault_url.trim_end_matches('/')),
             client: http::client(None)?,
         })
     }
@@ -1126,6 +1146,27 @@ mod tests {
             AzureKeyVault::key_path_with("k", &["0123abcd"]),
             "keys/k/0123abcd"
         );
+    }
+
+    #[test]
+    fn keystores_on_one_vault_share_its_quotas() {
+        let connect = |url: &str| {
+            AzureKeyVault::new(Settings {
+                tenant: "t".into(),
+                client_id: "c".into(),
+                client_secret: "s".into(),
+                environment: AzureEnvironment::Azure,
+                login_url: None,
+                vault_url: Some(url.into()),
+                service_name: "x".into(),
+            })
+            .unwrap()
+        };
+        let a = connect("https://billing.vault.azure.net");
+        let b = connect("https://BILLING.vault.azure.net/");
+        let other = connect("https://ledger.vault.azure.net");
+        assert!(Arc::ptr_eq(&a.quotas, &b.quotas));
+        assert!(!Arc::ptr_eq(&a.quotas, &other.quotas));
     }
 
     #[test]
