@@ -127,18 +127,19 @@ fn seal(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
-    let hsm = AzureKeyVault::start(AzureKind::ManagedHsm).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
-    let c = server.client();
-    let vault = new_vault(&c).await;
-    let ks = connect_keystore(&c, &connection(&vault, "azure", &hsm)).await;
+    let Fixture {
+        hsm,
+        dir,
+        _server,
+        c,
+        vault,
+        ks,
+    } = managed_hsm_fixture().await;
     assert_eq!(
         hsm.key_names(),
         vec![KEK_NAME.to_owned()],
-        "connecting created the key-exchange key"
+        "connecting created the key-exchange key, and nothing else"
     );
-    active_aes_template(&c, &vault, "azure_key_vault", "azure").await;
     let label = format!("billing-{}", &Uuid::new_v4().to_string()[..8]);
     let key = create_key(&c, &vault, &label).await;
     let key_id = id(&key);

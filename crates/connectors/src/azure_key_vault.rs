@@ -30,6 +30,7 @@ use keyplane_core::connector::{
     Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
     TransferWrapping,
 };
+use keyplane_core::distribution::is_local_host;
 use keyplane_core::model::{Algorithm, AzureEnvironment, AzureKeyOperation, ProtectionLevel};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -224,20 +225,15 @@ async fn read_json(mut response: reqwest::Response, target: &str) -> RemoteResul
     Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-/// Whether `host` is this machine (a local test double may speak plain HTTP there).
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// Whether `url` is on this machine (a local test double may speak plain HTTP there).
+fn is_local(url: &reqwest::Url) -> bool {
+    url.host().is_some_and(|h| is_local_host(&h))
 }
 
 /// Refuses a vault or login URL that is not https, but on this machine.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
-    if parsed.scheme() != "https" && !is_loopback(&host) {
+    if parsed.scheme() != "https" && !is_local(&parsed) {
         return Err("must be an https URL (the client secret and tokens go there)".into());
     }
     Ok(())
@@ -343,11 +339,12 @@ impl AzureKeyVault {
         // `https://vault.azure.net`): a token valid for every vault the application can reach
         // goes to no other host. A loopback vault (a local test double) is exempt.
         let domain = resource.trim_start_matches("https://");
-        let host = reqwest::Url::parse(&self.vault_url)
-            .ok()
+        let vault = reqwest::Url::parse(&self.vault_url).ok();
+        let host = vault
+            .as_ref()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
             .unwrap_or_default();
-        if !is_loopback(&host) && !host.ends_with(&format!(".{domain}")) {
+        if !vault.as_ref().is_some_and(is_local) && !host.ends_with(&format!(".{domain}")) {
             return Err(rejected(format!(
                 "{target} is not a host of '{resource}' (a vault's host ends in .{domain}); no token was requested"
             )));

@@ -191,6 +191,16 @@ pub fn supported_sizes(keystore_type: KeystoreType, algorithm: Algorithm) -> &'s
     }
 }
 
+/// Whether a URL's host is this machine (`localhost` or a loopback address), where only a local
+/// test double of a remote keystore can run.
+pub fn is_local_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
 /// Refuses a key that cannot live in `keystore`, as far as its connection tells: AES keys
 /// (`oct-HSM`) exist only in an Azure Managed HSM (`https://{name}.managedhsm.…`), never in a
 /// key vault (`azure_vault_url` naming one, or none: the vault of `azure_service_name`). A
@@ -199,22 +209,20 @@ pub fn check_placement(keystore: &Keystore, algorithm: Algorithm) -> Result<()> 
     if keystore.keystore_type != KeystoreType::AzureKeyVault || algorithm != Algorithm::Aes {
         return Ok(());
     }
-    let host = keystore
+    let url = keystore
         .connection
         .get("azure_vault_url")
         .and_then(serde_json::Value::as_str)
-        .and_then(|u| url::Url::parse(u).ok())
-        .and_then(|u| u.host().map(|h| h.to_owned()));
-    let managed_hsm = match &host {
-        None => false,
-        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => return Ok(()),
-        Some(url::Host::Domain(d)) => d.to_ascii_lowercase().contains(".managedhsm."),
-        Some(url::Host::Ipv4(ip)) if ip.is_loopback() => return Ok(()),
-        Some(url::Host::Ipv6(ip)) if ip.is_loopback() => return Ok(()),
-        Some(_) => false,
-    };
-    if managed_hsm {
-        return Ok(());
+        .and_then(|u| url::Url::parse(u).ok());
+    if let Some(host) = url.as_ref().and_then(url::Url::host) {
+        if is_local_host(&host) {
+            return Ok(());
+        }
+        if let url::Host::Domain(d) = host
+            && d.to_ascii_lowercase().contains(".managedhsm.")
+        {
+            return Ok(());
+        }
     }
     Err(Error::invalid_field(
         "keystores",
