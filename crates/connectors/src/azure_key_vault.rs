@@ -30,7 +30,6 @@ use keyplane_core::connector::{
     Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
     TransferWrapping,
 };
-use keyplane_core::distribution::is_local_host;
 use keyplane_core::model::{Algorithm, AzureEnvironment, AzureKeyOperation, ProtectionLevel};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -203,42 +202,6 @@ fn remote_key(name: &str, bundle: &Value) -> RemoteKey {
     }
 }
 
-/// Largest answer read from Entra ID or a vault (a key bundle or a page of versions is a few
-/// kilobytes).
-const MAX_ANSWER_BYTES: usize = 1 << 20;
-
-/// An answer's JSON body, read up to [`MAX_ANSWER_BYTES`] (`null` when it is not JSON).
-async fn read_json(mut response: reqwest::Response, target: &str) -> RemoteResult<Value> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| http::transport_failure(target, &e))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(rejected(format!(
-                "{target} answered with more than {MAX_ANSWER_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-/// Whether `url` is on this machine (a local test double may speak plain HTTP there).
-fn is_local(url: &reqwest::Url) -> bool {
-    url.host().is_some_and(|h| is_local_host(&h))
-}
-
-/// Refuses a vault or login URL that is not https, but on this machine.
-pub fn check_endpoint(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if parsed.scheme() != "https" && !is_local(&parsed) {
-        return Err("must be an https URL (the client secret and tokens go there)".into());
-    }
-    Ok(())
-}
-
 /// Whether `name` can be a vault's name (its URL's first label): 3 to 24 letters, digits and
 /// hyphens.
 pub fn is_vault_name(name: &str) -> bool {
@@ -344,7 +307,7 @@ impl AzureKeyVault {
             .as_ref()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
             .unwrap_or_default();
-        if !vault.as_ref().is_some_and(is_local) && !host.ends_with(&format!(".{domain}")) {
+        if !vault.as_ref().is_some_and(http::is_local) && !host.ends_with(&format!(".{domain}")) {
             return Err(rejected(format!(
                 "{target} is not a host of '{resource}' (a vault's host ends in .{domain}); no token was requested"
             )));
@@ -381,7 +344,7 @@ impl AzureKeyVault {
             .await
             .map_err(|e| http::transport_failure(&target, &e))?;
         let status = response.status().as_u16();
-        let body = read_json(response, &target).await?;
+        let body = http::read_json(response, &target).await?;
         if status != 200 {
             let message = error_message(&body);
             let mut failure = http::status_failure(status, "signing in to Entra ID", &message);
@@ -452,7 +415,11 @@ impl AzureKeyVault {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        Ok((status, retry_after, read_json(response, &target).await?))
+        Ok((
+            status,
+            retry_after,
+            http::read_json(response, &target).await?,
+        ))
     }
 
     /// An authenticated call: a token no longer accepted is renewed once, and a 429 whose
@@ -1084,11 +1051,11 @@ mod tests {
 
     #[test]
     fn secrets_go_over_https_but_to_this_machine() {
-        assert!(check_endpoint("https://billing.vault.azure.net").is_ok());
-        assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
-        assert!(check_endpoint("http://[::1]:8080").is_ok());
-        assert!(check_endpoint("http://billing.vault.azure.net").is_err());
-        assert!(check_endpoint("ftp://billing.vault.azure.net").is_err());
+        assert!(http::check_endpoint("https://billing.vault.azure.net").is_ok());
+        assert!(http::check_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(http::check_endpoint("http://[::1]:8080").is_ok());
+        assert!(http::check_endpoint("http://billing.vault.azure.net").is_err());
+        assert!(http::check_endpoint("ftp://billing.vault.azure.net").is_err());
         assert!(is_vault_name("billing-prod-01"));
         for bad in [
             "ab",

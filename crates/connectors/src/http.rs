@@ -109,3 +109,44 @@ pub(crate) fn status_failure(status: u16, what: &str, remote_message: &str) -> R
     };
     RemoteFailure::new(kind, format!("{what}: {detail}"))
 }
+
+/// Largest answer read from a cloud provider's REST API (a key, a page of versions or a token
+/// is a few kilobytes).
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// An answer's JSON body, read up to [`MAX_ANSWER_BYTES`] (`null` when it is not JSON).
+pub(crate) async fn read_json(
+    mut response: reqwest::Response,
+    target: &str,
+) -> Result<serde_json::Value, RemoteFailure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_failure(target, &e))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(RemoteFailure::new(
+                FailureKind::Rejected,
+                format!("{target} answered with more than {MAX_ANSWER_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Whether `url` is on this machine (a local test double may speak plain HTTP there).
+pub(crate) fn is_local(url: &reqwest::Url) -> bool {
+    url.host()
+        .is_some_and(|h| keyplane_core::distribution::is_local_host(&h))
+}
+
+/// Refuses an endpoint that secrets or tokens go to unless it is https or on this machine.
+pub(crate) fn check_endpoint(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if parsed.scheme() != "https" && !is_local(&parsed) {
+        return Err("must be an https URL (credentials and tokens go there)".into());
+    }
+    Ok(())
+}

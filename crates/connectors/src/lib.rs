@@ -2,6 +2,7 @@
 
 pub mod aws_kms;
 pub mod azure_key_vault;
+pub mod google_kms;
 pub mod hashicorp_vault;
 mod http;
 pub mod ibm_key_protect;
@@ -70,7 +71,7 @@ fn azure(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Co
     let environment = required("azure_environment")?;
     for field in ["azure_vault_url", "azure_login_url"] {
         if let Some(url) = text(clear, field) {
-            azure_key_vault::check_endpoint(&url).map_err(|e| Error::invalid_field(field, e))?;
+            http::check_endpoint(&url).map_err(|e| Error::invalid_field(field, e))?;
         }
     }
     let service_name = required("azure_service_name")?;
@@ -96,6 +97,28 @@ fn azure(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Co
         service_name,
     })
     .map_err(Error::internal)?;
+    Ok(Arc::new(connector))
+}
+
+fn google(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    let required = |name: &str| text(clear, name).ok_or_else(|| Error::missing_field(name));
+    for field in ["google_kms_endpoint", "google_token_url"] {
+        if let Some(url) = text(clear, field) {
+            http::check_endpoint(&url).map_err(|e| Error::invalid_field(field, e))?;
+        }
+    }
+    let connector = google_kms::GoogleKms::new(google_kms::Settings {
+        credentials: text(secrets, "google_credentials")
+            .ok_or_else(|| Error::missing_field("google_credentials"))?,
+        project_id: text(clear, "google_project_id"),
+        private_key_id: text(clear, "google_private_key_id"),
+        location: required("google_location")?,
+        key_ring: required("google_key_ring")?,
+        endpoint: text(clear, "google_kms_endpoint"),
+        token_url: text(clear, "google_token_url"),
+    })
+    .map_err(|(field, why)| Error::invalid_field(field, why))?;
     Ok(Arc::new(connector))
 }
 
@@ -125,6 +148,7 @@ impl Connectors for BuiltIn {
                 | KeystoreType::AwsKms
                 | KeystoreType::IbmCloudKms
                 | KeystoreType::AzureKeyVault
+                | KeystoreType::GoogleKms
         )
     }
 
@@ -137,6 +161,7 @@ impl Connectors for BuiltIn {
             KeystoreType::HashicorpVault => Some(vault(keystore, secrets)),
             KeystoreType::AwsKms => Some(aws(keystore, secrets)),
             KeystoreType::AzureKeyVault => Some(azure(keystore, secrets)),
+            KeystoreType::GoogleKms => Some(google(keystore, secrets)),
             KeystoreType::IbmCloudKms if !keystore.is_internal() => {
                 Some(key_protect(keystore, secrets))
             }

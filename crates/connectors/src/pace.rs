@@ -1,5 +1,7 @@
 //! Request pacing under a provider's published quota: calls of one kind are spread so that no
-//! second ever holds more than the quota allows, however many tasks run at once.
+//! window ever holds more than the quota allows, however many tasks run at once. A quota given
+//! per minute may be drawn in a burst (a generic cell rate: at most `burst` calls at once, then
+//! one per interval), so a few calls go at once and a flood is spread.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -7,13 +9,23 @@ use std::time::{Duration, Instant};
 /// Paces one kind of call at `per_second`.
 pub(crate) struct Pace {
     interval: Duration,
+    /// How far ahead of its theoretical time a call may go: `(burst - 1)` intervals.
+    tolerance: Duration,
     next_free: Mutex<Option<Instant>>,
 }
 
 impl Pace {
     pub(crate) fn per_second(per_second: f64) -> Self {
+        Self::with_burst(per_second, 1)
+    }
+
+    /// `per_second` on average, up to `burst` calls at once. In any window of `t` seconds at
+    /// most `burst + per_second × t` calls go.
+    pub(crate) fn with_burst(per_second: f64, burst: u32) -> Self {
+        let interval = Duration::from_secs_f64(1.0 / per_second.max(0.001));
         Self {
-            interval: Duration::from_secs_f64(1.0 / per_second.max(0.001)),
+            interval,
+            tolerance: interval * burst.saturating_sub(1),
             next_free: Mutex::new(None),
         }
     }
@@ -21,8 +33,11 @@ impl Pace {
     /// Books the next free slot at or after `now`.
     fn reserve(&self, now: Instant) -> Instant {
         let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = next.map_or(now, |n| n.max(now));
-        *next = Some(slot + self.interval);
+        let theoretical = next.map_or(now, |n| n.max(now));
+        let slot = theoretical
+            .checked_sub(self.tolerance)
+            .map_or(now, |early| early.max(now));
+        *next = Some(theoretical + self.interval);
         slot
     }
 
@@ -52,5 +67,18 @@ mod tests {
         // After a quiet spell a call goes at once.
         let later = start + Duration::from_secs(60);
         assert_eq!(pace.reserve(later), later);
+    }
+
+    #[test]
+    fn a_burst_goes_at_once_and_the_rest_is_spread() {
+        // 60 a minute, 30 at once: at most 60 in any minute.
+        let pace = Pace::with_burst(0.5, 30);
+        let start = Instant::now();
+        let slots: Vec<Instant> = (0..100).map(|_| pace.reserve(start)).collect();
+        assert!(slots[..30].iter().all(|s| *s == start));
+        assert_eq!(slots[30] - start, Duration::from_secs(2));
+        for window in slots.windows(61) {
+            assert!(window[60] - window[0] >= Duration::from_secs(60));
+        }
     }
 }

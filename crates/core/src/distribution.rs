@@ -233,6 +233,85 @@ pub fn check_placement(keystore: &Keystore, algorithm: Algorithm) -> Result<()> 
     ))
 }
 
+/// What a Google Cloud KMS key holding a managed key is: its purpose and version algorithm,
+/// from the template's `google_key_purpose` and `google_kms_algorithm` where given, else the
+/// usual ones for the key (AES-256: symmetric encryption; RSA: OAEP SHA-256 decryption, or PSS
+/// signing when the purpose is signing; EC: ECDSA on its curve; HMAC: HMAC-SHA256). `Err` says
+/// why the key cannot be such a key; the curve secp256k1 is refused (keyplane's EC keys are on
+/// the NIST curves).
+pub fn google_key_version(
+    algorithm: Algorithm,
+    size: u32,
+    properties: &KeystoreKeyProperties,
+) -> std::result::Result<(GoogleKeyPurpose, GoogleKmsAlgorithm), String> {
+    use GoogleKeyPurpose as P;
+    let purpose = properties.google_key_purpose;
+    let chosen = properties.google_kms_algorithm;
+    let default = match (algorithm, size, purpose) {
+        (Algorithm::Aes, 256, None | Some(P::EncryptDecrypt)) => {
+            Some((P::EncryptDecrypt, "google_symmetric_encryption".to_owned()))
+        }
+        (Algorithm::Hmac, 256, None | Some(P::Mac)) => Some((P::Mac, "hmac_sha256".to_owned())),
+        (Algorithm::Rsa, n, Some(P::AsymmetricSign)) => {
+            Some((P::AsymmetricSign, format!("rsa_sign_pss_{n}_sha256")))
+        }
+        (Algorithm::Rsa, n, None | Some(P::AsymmetricDecrypt)) => {
+            Some((P::AsymmetricDecrypt, format!("rsa_decrypt_oaep_{n}_sha256")))
+        }
+        (Algorithm::Ec, 256, None | Some(P::AsymmetricSign)) => {
+            Some((P::AsymmetricSign, "ec_sign_p256_sha256".to_owned()))
+        }
+        (Algorithm::Ec, 384, None | Some(P::AsymmetricSign)) => {
+            Some((P::AsymmetricSign, "ec_sign_p384_sha384".to_owned()))
+        }
+        _ => None,
+    };
+    let Some(chosen) = chosen else {
+        return default
+            .and_then(|(p, a)| GoogleKmsAlgorithm::parse(&a).map(|a| (p, a)))
+            .ok_or_else(|| match purpose {
+                Some(p) => format!(
+                    "a Google Cloud KMS key of purpose {p} cannot hold {algorithm}-{size} material"
+                ),
+                None => format!("Google Cloud KMS holds no {algorithm}-{size} keys"),
+            });
+    };
+    // The algorithm's name tells its family, its purpose and, for RSA, its modulus size.
+    let name = chosen.as_str();
+    let fits = match algorithm {
+        Algorithm::Aes => size == 256 && name == "google_symmetric_encryption",
+        Algorithm::Hmac => size == 256 && name == "hmac_sha256",
+        Algorithm::Rsa => {
+            name.starts_with("rsa_") && name.split('_').any(|p| p == size.to_string())
+        }
+        Algorithm::Ec => matches!(
+            (size, name),
+            (256, "ec_sign_p256_sha256") | (384, "ec_sign_p384_sha384")
+        ),
+        _ => false,
+    };
+    if !fits {
+        return Err(format!(
+            "google_kms_algorithm {name} cannot hold {algorithm}-{size} material"
+        ));
+    }
+    let implied = if name == "google_symmetric_encryption" {
+        P::EncryptDecrypt
+    } else if name.starts_with("hmac_") {
+        P::Mac
+    } else if name.starts_with("rsa_decrypt_") {
+        P::AsymmetricDecrypt
+    } else {
+        P::AsymmetricSign
+    };
+    match purpose {
+        Some(p) if p != implied => Err(format!(
+            "google_kms_algorithm {name} is for purpose {implied}, not {p}"
+        )),
+        _ => Ok((implied, chosen)),
+    }
+}
+
 pub fn check_algorithm(keystore_type: KeystoreType, algorithm: Algorithm, size: u32) -> Result<()> {
     if matches!(algorithm, Algorithm::Des | Algorithm::Dilithium) {
         return Err(Error::invalid_field(
@@ -484,5 +563,67 @@ mod tests {
         );
         assert_eq!(label_in_keystore("AWS/x", KeystoreType::AwsKms), "k-AWS/x");
         assert_eq!(label_in_keystore("a_b", KeystoreType::IbmCloudKms), "a b");
+    }
+
+    #[test]
+    fn a_google_key_version_follows_the_template_or_the_usual_choice() {
+        let props = |purpose: Option<&str>, algorithm: Option<&str>| KeystoreKeyProperties {
+            google_key_purpose: purpose.and_then(GoogleKeyPurpose::parse),
+            google_kms_algorithm: algorithm.and_then(GoogleKmsAlgorithm::parse),
+            ..Default::default()
+        };
+        let chosen = |a, size, p: &KeystoreKeyProperties| {
+            google_key_version(a, size, p).map(|(p, a)| (p.as_str(), a.as_str()))
+        };
+        assert_eq!(
+            chosen(Algorithm::Aes, 256, &props(None, None)),
+            Ok(("encrypt_decrypt", "google_symmetric_encryption"))
+        );
+        assert_eq!(
+            chosen(Algorithm::Rsa, 4096, &props(None, None)),
+            Ok(("asymmetric_decrypt", "rsa_decrypt_oaep_4096_sha256"))
+        );
+        assert_eq!(
+            chosen(Algorithm::Rsa, 2048, &props(Some("asymmetric_sign"), None)),
+            Ok(("asymmetric_sign", "rsa_sign_pss_2048_sha256"))
+        );
+        assert_eq!(
+            chosen(
+                Algorithm::Rsa,
+                3072,
+                &props(None, Some("rsa_sign_raw_pkcs1_3072"))
+            ),
+            Ok(("asymmetric_sign", "rsa_sign_raw_pkcs1_3072"))
+        );
+        assert_eq!(
+            chosen(Algorithm::Ec, 384, &props(None, None)),
+            Ok(("asymmetric_sign", "ec_sign_p384_sha384"))
+        );
+        assert_eq!(
+            chosen(Algorithm::Hmac, 256, &props(None, None)),
+            Ok(("mac", "hmac_sha256"))
+        );
+        for (a, size, p) in [
+            (Algorithm::Aes, 128, props(None, None)),
+            (Algorithm::Aes, 256, props(Some("mac"), None)),
+            (
+                Algorithm::Rsa,
+                2048,
+                props(None, Some("rsa_decrypt_oaep_3072_sha256")),
+            ),
+            (
+                Algorithm::Rsa,
+                2048,
+                props(Some("asymmetric_decrypt"), Some("rsa_sign_pss_2048_sha256")),
+            ),
+            (
+                Algorithm::Ec,
+                256,
+                props(None, Some("ec_sign_secp256k1_sha256")),
+            ),
+            (Algorithm::Ec, 521, props(None, None)),
+        ] {
+            assert!(google_key_version(a, size, &p).is_err(), "{a}-{size} {p:?}");
+        }
     }
 }

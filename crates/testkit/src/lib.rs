@@ -2,6 +2,7 @@
 //! `KEYPLANE_TEST_DATABASE_URL` names a database), and the real `keyplane` binary.
 
 pub mod azure;
+pub mod google;
 pub mod peers;
 
 /// An HTTP client for tests (TLS through aws-lc-rs, like the server).

@@ -121,6 +121,10 @@ pub enum KeystoreCommand {
         /// (repeatable), e.g. `--secret aws_secret_access_key`; secrets stay off the command line.
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// A secret connection field read from a file, `name=path` (repeatable), e.g.
+        /// `--secret-file google_credentials=key.json` (sent base64, as the API takes it).
+        #[arg(long = "secret-file", value_parser = field)]
+        secret_files: Vec<(String, String)>,
         /// Test the connection only; save nothing.
         #[arg(long)]
         dry_run: bool,
@@ -140,6 +144,8 @@ pub enum KeystoreCommand {
         fields: Vec<(String, String)>,
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        #[arg(long = "secret-file", value_parser = field)]
+        secret_files: Vec<(String, String)>,
         #[arg(long)]
         if_match: Option<String>,
     },
@@ -175,21 +181,44 @@ pub enum KeystoreCommand {
     },
 }
 
-/// `body` with the groups, the connection fields and the secrets (read from standard input).
-fn with_connection(
-    mut body: Value,
+/// The connection fields and secrets of `keystore connect` and `keystore update`.
+struct Connection {
     groups: Vec<String>,
     fields: Vec<(String, String)>,
-    secrets: &[String],
-) -> anyhow::Result<Value> {
-    if !groups.is_empty() {
-        body["groups"] = json!(groups);
+    /// Read from standard input, one line each.
+    secrets: Vec<String>,
+    /// Read from files.
+    secret_files: Vec<(String, String)>,
+}
+
+/// Secret fields the API takes base64-encoded (a file's bytes, which may span lines).
+const BASE64_SECRETS: &[&str] = &["google_credentials"];
+
+/// `body` with the groups, the connection fields and the secrets.
+fn with_connection(mut body: Value, connection: Connection) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    if !connection.groups.is_empty() {
+        body["groups"] = json!(connection.groups);
     }
-    for (k, v) in fields {
+    for (k, v) in connection.fields {
         body[k] = Value::String(v);
     }
-    for secret in secrets {
+    for secret in &connection.secrets {
         body[secret.as_str()] = Value::String(read_secret_line(secret)?);
+    }
+    for (name, path) in connection.secret_files {
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {name} from {path}: {e}"))?,
+        );
+        let value = if BASE64_SECRETS.contains(&name.as_str()) {
+            base64::engine::general_purpose::STANDARD.encode(&*bytes)
+        } else {
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| anyhow::anyhow!("{path} is not text"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned()
+        };
+        body[name] = Value::String(value);
     }
     Ok(body)
 }
@@ -251,6 +280,7 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
             description,
             fields,
             secrets,
+            secret_files,
             dry_run,
         } => {
             let (keystore_type, variant) = kind.wire();
@@ -261,7 +291,15 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
                     ("description", description),
                 ],
             );
-            let body = with_connection(body, groups, fields, &secrets)?;
+            let body = with_connection(
+                body,
+                Connection {
+                    groups,
+                    fields,
+                    secrets,
+                    secret_files,
+                },
+            )?;
             let path = if dry_run {
                 "/api/v4/keystores?dry_run=true"
             } else {
@@ -286,10 +324,19 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
             groups,
             fields,
             secrets,
+            secret_files,
             if_match,
         } => {
             let body = with_fields(json!({}), [("name", name), ("description", description)]);
-            let body = with_connection(body, groups, fields, &secrets)?;
+            let body = with_connection(
+                body,
+                Connection {
+                    groups,
+                    fields,
+                    secrets,
+                    secret_files,
+                },
+            )?;
             let ks = patch(
                 &client,
                 &format!("/api/v4/keystores/{id}"),

@@ -89,7 +89,12 @@ fn check_keystores(entries: &[TemplateKeystore], algorithm: Algorithm, size: u32
             .map_err(|e| Error::invalid_field("keystores.naming_scheme", e.to_string()))?;
     }
     distribution::check_algorithm(entry.keystore_type, algorithm, size)?;
-    check_type_properties(entry)
+    check_type_properties(entry)?;
+    if entry.keystore_type == KeystoreType::GoogleKms {
+        distribution::google_key_version(algorithm, size, &entry.properties)
+            .map_err(|why| Error::invalid_field("keystores", why))?;
+    }
+    Ok(())
 }
 
 /// Keystore-specific properties belong to their own keystore type only.

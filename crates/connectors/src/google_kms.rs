@@ -1,0 +1,1073 @@
+//! Google Cloud KMS: the Cloud KMS REST API (v1) with a service account's OAuth 2.0 token.
+//!
+//! Sign-in is Google's for service accounts: a JWT (RS256, the account's key id in its header)
+//! asserting the account and the `cloudkms` scope, signed with the account's private key from
+//! the credentials JSON and exchanged for an access token at the token URL. Tokens are cached
+//! until shortly before they expire.
+//!
+//! Material goes in as Google defines import: an import job (`RSA_OAEP_3072_SHA256_AES_256`, at
+//! the key's protection level) gives a public key; the material is wrapped under it (RSA-OAEP
+//! SHA-256 of a fresh AES-256 key, then that key's RFC 5649 wrap of the material: PKCS#8 for
+//! RSA and EC keys) and imported as a new version of an import-only key. The key's name is its
+//! label; its label `keyplane-managed-key-id` names the managed key, and each version's import
+//! job is named for the managed key and version it carries (`kp-{key id}-{version}-{nonce}`),
+//! which is how a version is known to be which managed version. Google keeps a key's name for
+//! ever: a destroyed key's versions are scheduled for destruction (and restored, when the same
+//! managed key comes back before that ends), never the key itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex as StdMutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
+use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use keyplane_core::connector::{
+    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
+    TransferWrapping,
+};
+use keyplane_core::distribution::google_key_version;
+use keyplane_core::model::{GoogleKeyPurpose, ProtectionLevel};
+use reqwest::Method;
+use rustls::pki_types::PrivatePkcs8KeyDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::http;
+use crate::pace::Pace;
+
+/// Google's endpoints, used when the connection names none.
+pub const DEFAULT_ENDPOINT: &str = "https://cloudkms.googleapis.com";
+pub const DEFAULT_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+const SCOPE: &str = "https://www.googleapis.com/auth/cloudkms";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The key label naming the managed key a Cloud KMS key holds.
+pub const LABEL_KEY_ID: &str = "keyplane-managed-key-id";
+const IMPORT_METHOD: &str = "RSA_OAEP_3072_SHA256_AES_256";
+/// Tokens are renewed this long before they expire.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
+/// How often, and how far apart, an import job's key or an import's result is looked for.
+const POLLS: usize = 40;
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Most pages of a key's versions read (100 each).
+const MAX_VERSION_PAGES: usize = 40;
+/// Attempts of a call Google answers `RESOURCE_EXHAUSTED`, backing off from the first delay.
+const THROTTLE_RETRIES: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The permissions keyplane uses on the key ring, proven at connect.
+const PERMISSIONS: &[&str] = &[
+    "cloudkms.cryptoKeys.create",
+    "cloudkms.cryptoKeys.get",
+    "cloudkms.cryptoKeys.update",
+    "cloudkms.cryptoKeyVersions.create",
+    "cloudkms.cryptoKeyVersions.destroy",
+    "cloudkms.cryptoKeyVersions.get",
+    "cloudkms.cryptoKeyVersions.list",
+    "cloudkms.cryptoKeyVersions.restore",
+    "cloudkms.cryptoKeyVersions.update",
+    "cloudkms.importJobs.create",
+    "cloudkms.importJobs.get",
+    "cloudkms.importJobs.useToImport",
+];
+
+/// Where a connection's key ring is and how to sign in.
+pub struct Settings {
+    /// The service-account JSON (`google_credentials`), as JSON or base64 of it.
+    pub credentials: String,
+    /// `google_project_id`; the credentials' project when `None`.
+    pub project_id: Option<String>,
+    /// `google_private_key_id`: when given, must be the credentials' key.
+    pub private_key_id: Option<String>,
+    pub location: String,
+    pub key_ring: String,
+    pub endpoint: Option<String>,
+    pub token_url: Option<String>,
+}
+
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// Calls per project, paced under Cloud KMS's published per-project quotas (300 reads and 60
+/// writes a minute): half drawn at once at most, the rest spread.
+struct Quotas {
+    reads: Pace,
+    writes: Pace,
+}
+
+impl Quotas {
+    /// One set per project in this process, shared by every keystore of the project.
+    fn of(project: &str) -> Arc<Quotas> {
+        static BY_PROJECT: LazyLock<StdMutex<HashMap<String, Weak<Quotas>>>> =
+            LazyLock::new(StdMutex::default);
+        let mut all = BY_PROJECT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = all.get(project).and_then(Weak::upgrade) {
+            return held;
+        }
+        all.retain(|_, q| q.strong_count() > 0);
+        let quotas = Arc::new(Quotas {
+            reads: Pace::with_burst(2.5, 150),
+            writes: Pace::with_burst(0.5, 30),
+        });
+        all.insert(project.to_owned(), Arc::downgrade(&quotas));
+        quotas
+    }
+}
+
+pub struct GoogleKms {
+    client_email: String,
+    private_key_id: String,
+    signer: RsaKeyPair,
+    token_url: String,
+    endpoint: String,
+    /// `projects/{project}/locations/{location}/keyRings/{ring}`.
+    ring: String,
+    parent: String,
+    ring_id: String,
+    token: Mutex<Option<Token>>,
+    ring_ready: Mutex<bool>,
+    quotas: Arc<Quotas>,
+    client: reqwest::Client,
+}
+
+fn rejected(message: impl Into<String>) -> RemoteFailure {
+    RemoteFailure::new(FailureKind::Rejected, message)
+}
+
+/// A Google API error's `error.message` (or OAuth's `error_description`).
+fn error_message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["error_description"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whether `id` can name a key ring, key or import job: 1 to 63 letters, digits, `_` and `-`.
+fn is_resource_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether `id` can be a project id or a location: lowercase letters, digits and hyphens (a
+/// legacy project's `domain:` prefix included).
+fn is_project_or_location(id: &str) -> bool {
+    (2..=100).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-:.".contains(c))
+        && !id.contains("..")
+}
+
+/// The last segment of a resource name (a version's id, an import job's id).
+fn last_segment(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or_default()
+}
+
+/// The import-job id for managed version `version` of key `key_id`; a nonce keeps it unused.
+fn import_job_id(key_id: &str, version: u32) -> String {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("kp-{key_id}-{version}-{}", &nonce[..8])
+}
+
+/// The managed key and version a Cloud KMS version carries, told by its import job's id.
+fn imported_as(version: &Value) -> Option<(String, u32)> {
+    let job = last_segment(version["importJob"].as_str()?);
+    let rest = job.strip_prefix("kp-")?;
+    // `{uuid}-{version}-{nonce}`: the uuid has four hyphens of its own.
+    let mut parts = rest.rsplitn(3, '-');
+    let _nonce = parts.next()?;
+    let managed_version = parts.next()?.parse().ok()?;
+    let key_id = parts.next()?;
+    uuid::Uuid::parse_str(key_id).ok()?;
+    Some((key_id.to_owned(), managed_version))
+}
+
+fn state(version: &Value) -> &str {
+    version["state"].as_str().unwrap_or_default()
+}
+
+/// A version that holds material and can be enabled, disabled or destroyed.
+fn is_live(version: &Value) -> bool {
+    matches!(state(version), "ENABLED" | "DISABLED")
+}
+
+/// A key and its versions as a remote key: its newest managed version, enabled when that
+/// version is; `None` when no version is live (all destroyed or scheduled for destruction).
+fn remote_of(name: &str, versions: &[Value]) -> Option<RemoteKey> {
+    let newest = versions
+        .iter()
+        .filter(|v| is_live(v))
+        .max_by_key(|v| imported_as(v).map_or(0, |(_, n)| n))?;
+    Some(RemoteKey {
+        remote_id: name.to_owned(),
+        enabled: state(newest) == "ENABLED",
+        version: imported_as(newest).map_or(1, |(_, n)| n),
+    })
+}
+
+fn protection(level: Option<ProtectionLevel>) -> &'static str {
+    match level {
+        Some(ProtectionLevel::Software) => "SOFTWARE",
+        _ => "HSM",
+    }
+}
+
+/// The credentials JSON, given as JSON or base64 of it.
+fn credentials_json(text: &str) -> Result<Value, String> {
+    let trimmed = text.trim();
+    let bytes = if trimmed.starts_with('{') {
+        trimmed.as_bytes().to_vec()
+    } else {
+        B64.decode(trimmed)
+            .map_err(|_| "is neither a service-account JSON nor base64 of one".to_owned())?
+    };
+    serde_json::from_slice(&bytes).map_err(|_| "is not a service-account JSON".to_owned())
+}
+
+impl GoogleKms {
+    /// Errors name the connection field at fault and what is wrong with it, never the key the
+    /// credentials hold.
+    pub fn new(settings: Settings) -> Result<Self, (&'static str, String)> {
+        let credentials = |why: String| ("google_credentials", format!("the credentials {why}"));
+        let json = credentials_json(&settings.credentials).map_err(credentials)?;
+        if json["type"] != "service_account" {
+            return Err(credentials(
+                "are not a service account's key (their type is not service_account)".into(),
+            ));
+        }
+        let field = |name: &str| {
+            json[name]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| credentials(format!("have no {name}")))
+        };
+        let client_email = field("client_email")?;
+        let private_key_id = field("private_key_id")?;
+        if let Some(wanted) = settings.private_key_id.filter(|k| !k.is_empty())
+            && wanted != private_key_id
+        {
+            return Err((
+                "google_private_key_id",
+                format!("the credentials hold key '{private_key_id}', not '{wanted}'"),
+            ));
+        }
+        let pem = field("private_key")?;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|_| credentials("have a private_key that is not a PKCS#8 PEM key".into()))?;
+        let signer = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+            .map_err(|_| credentials("have a private_key that is not a usable RSA key".into()))?;
+        let project = match settings.project_id.filter(|p| !p.is_empty()) {
+            Some(p) => p,
+            None => field("project_id")?,
+        };
+        for (field, id) in [
+            ("google_project_id", &project),
+            ("google_location", &settings.location),
+        ] {
+            if !is_project_or_location(id) {
+                return Err((
+                    field,
+                    format!("'{id}' is not a Google project id or location"),
+                ));
+            }
+        }
+        if !is_resource_id(&settings.key_ring) {
+            return Err((
+                "google_key_ring",
+                "a key ring's name is 1 to 63 letters, digits, _ and -".into(),
+            ));
+        }
+        let parent = format!("projects/{project}/locations/{}", settings.location);
+        Ok(Self {
+            client_email,
+            private_key_id,
+            signer,
+            token_url: settings
+                .token_url
+                .unwrap_or_else(|| DEFAULT_TOKEN_URL.to_owned()),
+            endpoint: settings
+                .endpoint
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            ring: format!("{parent}/keyRings/{}", settings.key_ring),
+            parent,
+            ring_id: settings.key_ring,
+            token: Mutex::new(None),
+            ring_ready: Mutex::new(false),
+            quotas: Quotas::of(&project),
+            client: http::client(None).map_err(|e| ("google_kms_endpoint", e))?,
+        })
+    }
+
+    /// The signed assertion exchanged for a token (RS256, valid for an hour).
+    fn assertion(&self) -> RemoteResult<String> {
+        let issued = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": self.private_key_id});
+        let claims = json!({"iss": self.client_email, "scope": SCOPE, "aud": self.token_url,
+                            "iat": issued, "exp": issued + 3600});
+        let signed = format!(
+            "{}.{}",
+            B64URL.encode(header.to_string()),
+            B64URL.encode(claims.to_string())
+        );
+        let mut signature = vec![0u8; self.signer.public_modulus_len()];
+        self.signer
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                signed.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| rejected("signing the token request failed"))?;
+        Ok(format!("{signed}.{}", B64URL.encode(signature)))
+    }
+
+    /// An access token for Cloud KMS, reused until shortly before it expires.
+    async fn access_token(&self) -> RemoteResult<String> {
+        let mut held = self.token.lock().await;
+        if let Some(t) = held.as_ref()
+            && Instant::now() < t.renew_at
+        {
+            return Ok(t.value.clone());
+        }
+        let target = format!("Google's token endpoint at {}", self.token_url);
+        let assertion = self.assertion()?;
+        let response = self
+            .client
+            .post(&self.token_url)
+            .header("Accept", "application/json")
+            .form(&[("grant_type", JWT_BEARER), ("assertion", &assertion)])
+            .send()
+            .await
+            .map_err(|e| http::transport_failure(&target, &e))?;
+        let status = response.status().as_u16();
+        let body = http::read_json(response, &target).await?;
+        if status != 200 {
+            let message = error_message(&body);
+            let mut failure = http::status_failure(status, "signing in to Google", &message);
+            if matches!(status, 400 | 401) {
+                failure.kind = FailureKind::BadCredentials;
+                // A key Google no longer knows (deleted, disabled or past its expiry) fails the
+                // signature check; an account that is gone is not found.
+                if message.contains("Invalid JWT Signature") {
+                    failure.message = format!(
+                        "Google refused key '{}' of service account '{}': the key is deleted, disabled or expired; create a new key for the account",
+                        self.private_key_id, self.client_email
+                    );
+                } else if message.contains("account not found") {
+                    failure.message = format!(
+                        "service account '{}' does not exist (or is deleted)",
+                        self.client_email
+                    );
+                }
+            }
+            return Err(failure);
+        }
+        let value = body["access_token"]
+            .as_str()
+            .ok_or_else(|| rejected("Google returned no access token"))?
+            .to_owned();
+        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600).min(86_400));
+        *held = Some(Token {
+            value: value.clone(),
+            renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+        });
+        Ok(value)
+    }
+
+    /// The URL of `path` (resource names, a `:verb`, a query) under the API's `v1`.
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/{path}", self.endpoint)
+    }
+
+    /// An authenticated call: a token no longer accepted is renewed once; `RESOURCE_EXHAUSTED`
+    /// (429) is retried with exponential backoff and jitter.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        pace: &Pace,
+    ) -> RemoteResult<(u16, Value)> {
+        let target = format!("Cloud KMS at {}", self.endpoint);
+        let mut renewed = false;
+        let mut attempt = 0;
+        loop {
+            pace.ready().await;
+            let token = self.access_token().await?;
+            let mut request = self
+                .client
+                .request(method.clone(), self.url(path))
+                .bearer_auth(&token)
+                .header("Accept", "application/json");
+            if let Some(b) = body {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string());
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| http::transport_failure(&target, &e))?;
+            let status = response.status().as_u16();
+            let value = http::read_json(response, &target).await?;
+            let exhausted = status == 429 || value["error"]["status"] == "RESOURCE_EXHAUSTED";
+            match status {
+                401 if !renewed => {
+                    renewed = true;
+                    *self.token.lock().await = None;
+                }
+                _ if exhausted && attempt < THROTTLE_RETRIES => {
+                    let jitter = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0;
+                    let backoff = FIRST_BACKOFF * 2u32.pow(attempt);
+                    attempt += 1;
+                    tokio::time::sleep(backoff.mul_f64(0.5 + jitter / 2.0)).await;
+                }
+                _ if exhausted => return Ok((429, value)),
+                _ => return Ok((status, value)),
+            }
+        }
+    }
+
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> RemoteResult<Value> {
+        let pace = if method == Method::GET {
+            &self.quotas.reads
+        } else {
+            &self.quotas.writes
+        };
+        let (status, value) = self.call(method, path, body, pace).await?;
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(http::status_failure(status, what, &error_message(&value)))
+        }
+    }
+
+    /// `{ring}/cryptoKeys/{name}`, the name checked first so no path can be made of it.
+    fn key_path(&self, name: &str) -> RemoteResult<String> {
+        if !is_resource_id(name) {
+            return Err(rejected(format!(
+                "'{name}' cannot name a Cloud KMS key (1 to 63 letters, digits, _ and -)"
+            )));
+        }
+        Ok(format!("{}/cryptoKeys/{name}", self.ring))
+    }
+
+    /// The key ring, created when absent.
+    async fn ensure_key_ring(&self) -> RemoteResult<()> {
+        let mut ready = self.ring_ready.lock().await;
+        if *ready {
+            return Ok(());
+        }
+        let (status, body) = self
+            .call(Method::GET, &self.ring, None, &self.quotas.reads)
+            .await?;
+        match status {
+            200 => {}
+            404 => {
+                let (status, body) = self
+                    .call(
+                        Method::POST,
+                        &format!("{}/keyRings?keyRingId={}", self.parent, self.ring_id),
+                        Some(&json!({})),
+                        &self.quotas.writes,
+                    )
+                    .await?;
+                // 409: made meanwhile by another call.
+                if !(200..300).contains(&status) && status != 409 {
+                    return Err(http::status_failure(
+                        status,
+                        &format!("creating key ring '{}'", self.ring),
+                        &error_message(&body),
+                    ));
+                }
+            }
+            _ => {
+                return Err(http::status_failure(
+                    status,
+                    &format!("reading key ring '{}'", self.ring),
+                    &error_message(&body),
+                ));
+            }
+        }
+        *ready = true;
+        Ok(())
+    }
+
+    /// The key `name` (`None` when there is none).
+    async fn crypto_key(&self, name: &str) -> RemoteResult<Option<Value>> {
+        let path = self.key_path(name)?;
+        let (status, body) = self
+            .call(Method::GET, &path, None, &self.quotas.reads)
+            .await?;
+        match status {
+            200 => Ok(Some(body)),
+            404 => Ok(None),
+            _ => Err(http::status_failure(
+                status,
+                &format!("reading key '{name}'"),
+                &error_message(&body),
+            )),
+        }
+    }
+
+    /// Every version of key `name`, page by page.
+    async fn versions(&self, name: &str) -> RemoteResult<Vec<Value>> {
+        let base = format!("{}/cryptoKeyVersions?pageSize=100", self.key_path(name)?);
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_VERSION_PAGES {
+            let path = match &token {
+                Some(t) => {
+                    let mut query = reqwest::Url::parse("http://x/").expect("a constant URL");
+                    query.query_pairs_mut().append_pair("pageToken", t);
+                    format!("{base}&{}", query.query().unwrap_or_default())
+                }
+                None => base.clone(),
+            };
+            let page = self
+                .expect(
+                    Method::GET,
+                    &path,
+                    None,
+                    &format!("listing the versions of key '{name}'"),
+                )
+                .await?;
+            if let Some(versions) = page["cryptoKeyVersions"].as_array() {
+                all.extend(versions.iter().cloned());
+            }
+            match page["nextPageToken"].as_str().filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(all),
+            }
+        }
+        Err(rejected(format!(
+            "key '{name}' has more than {MAX_VERSION_PAGES} pages of versions"
+        )))
+    }
+
+    /// Sets one version's state (`ENABLED` or `DISABLED`).
+    async fn set_version_state(&self, version: &Value, wanted: &str) -> RemoteResult<()> {
+        let name = version["name"].as_str().unwrap_or_default();
+        self.expect(
+            Method::PATCH,
+            &format!("{}?updateMask=state", self.own_version_path(name)?),
+            Some(&json!({"state": wanted})),
+            &format!("setting version {} to {wanted}", last_segment(name)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A version's resource name as a path, when it is one of this key ring's.
+    fn own_version_path(&self, name: &str) -> RemoteResult<String> {
+        let prefix = format!("{}/cryptoKeys/", self.ring);
+        let rest = name
+            .strip_prefix(&prefix)
+            .ok_or_else(|| rejected(format!("'{name}' is not a version in this key ring")))?;
+        let mut parts = rest.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(key), Some("cryptoKeyVersions"), Some(id), None)
+                if is_resource_id(key)
+                    && !id.is_empty()
+                    && id.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                Ok(name.to_owned())
+            }
+            _ => Err(rejected(format!(
+                "'{name}' is not a version in this key ring"
+            ))),
+        }
+    }
+
+    /// A new import job for `key`'s newest version, once Google has made its key: its name and
+    /// public key (DER).
+    async fn import_job(&self, key: &KeyToInstall<'_>) -> RemoteResult<(String, Vec<u8>)> {
+        let id = import_job_id(&key.key_id.to_string(), key.version);
+        let mut job = self
+            .expect(
+                Method::POST,
+                &format!("{}/importJobs?importJobId={id}", self.ring),
+                Some(&json!({"importMethod": IMPORT_METHOD,
+                             "protectionLevel": protection(key.properties.google_key_protection_level)})),
+                "creating an import job",
+            )
+            .await?;
+        let name = format!("{}/importJobs/{id}", self.ring);
+        for _ in 0..POLLS {
+            match job["state"].as_str().unwrap_or_default() {
+                "ACTIVE" => {
+                    let pem = job["publicKey"]["pem"].as_str().unwrap_or_default();
+                    return Ok((name, http::pem_to_der(pem, "the import job's public key")?));
+                }
+                "PENDING_GENERATION" => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    job = self
+                        .expect(Method::GET, &name, None, "reading the import job")
+                        .await?;
+                }
+                other => {
+                    return Err(rejected(format!(
+                        "import job '{id}' is {other}, not ACTIVE"
+                    )));
+                }
+            }
+        }
+        Err(RemoteFailure::new(
+            FailureKind::Transient,
+            format!("import job '{id}' was still generating its key"),
+        ))
+    }
+
+    /// Imports `key`'s newest version into key `name` (made as `key` asks when absent) unless a
+    /// live version already carries it; the new version becomes primary (symmetric keys) and
+    /// takes `enabled`.
+    async fn import(
+        &self,
+        name: &str,
+        key: &KeyToInstall<'_>,
+        enabled: bool,
+    ) -> RemoteResult<RemoteKey> {
+        let (purpose, algorithm) = google_key_version(key.algorithm, key.size, key.properties)
+            .map_err(|why| rejected(format!("key '{name}': {why}")))?;
+        let key_id = key.key_id.to_string();
+        let versions = self.versions(name).await?;
+        let carried =
+            |v: &&Value| is_live(v) && imported_as(v) == Some((key_id.clone(), key.version));
+        if versions.iter().any(|v| carried(&v)) {
+            return remote_of(name, &versions).ok_or_else(|| rejected("no live version"));
+        }
+        let (job, public_key_der) = self.import_job(key).await?;
+        let wrapped = key
+            .material
+            .wrapped_for(&TransferWrapping::RsaAesKeyWrapSha256 { public_key_der })
+            .await
+            .map_err(|e| rejected(e.to_string()))?;
+        let path = self.key_path(name)?;
+        let mut version = self
+            .expect(
+                Method::POST,
+                &format!("{path}/cryptoKeyVersions:import"),
+                Some(
+                    &json!({"algorithm": algorithm.as_str().to_ascii_uppercase(),
+                             "importJob": job, "wrappedKey": B64.encode(wrapped)}),
+                ),
+                &format!("importing version {} of key '{name}'", key.version),
+            )
+            .await?;
+        let version_path = self.own_version_path(version["name"].as_str().unwrap_or_default())?;
+        for _ in 0..POLLS {
+            if state(&version) != "PENDING_IMPORT" {
+                break;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+            version = self
+                .expect(
+                    Method::GET,
+                    &version_path,
+                    None,
+                    "reading an imported version",
+                )
+                .await?;
+        }
+        match state(&version) {
+            "ENABLED" => {}
+            "IMPORT_FAILED" => {
+                return Err(rejected(format!(
+                    "Cloud KMS could not import version {} of key '{name}': {}",
+                    key.version,
+                    version["importFailureReason"]
+                        .as_str()
+                        .unwrap_or("no reason given")
+                )));
+            }
+            other => {
+                return Err(RemoteFailure::new(
+                    FailureKind::Transient,
+                    format!("the imported version of key '{name}' is {other}"),
+                ));
+            }
+        }
+        if purpose == GoogleKeyPurpose::EncryptDecrypt {
+            self.expect(
+                Method::POST,
+                &format!("{path}:updatePrimaryVersion"),
+                Some(&json!({"cryptoKeyVersionId": last_segment(&version_path)})),
+                &format!("making version {} of key '{name}' primary", key.version),
+            )
+            .await?;
+        }
+        if !enabled {
+            self.set_version_state(&version, "DISABLED").await?;
+        }
+        Ok(RemoteKey {
+            remote_id: name.to_owned(),
+            enabled,
+            version: key.version,
+        })
+    }
+
+    /// Makes import-only key `name` for `key`.
+    async fn create_key(&self, name: &str, key: &KeyToInstall<'_>) -> RemoteResult<()> {
+        let (purpose, algorithm) = google_key_version(key.algorithm, key.size, key.properties)
+            .map_err(|why| rejected(format!("key '{name}': {why}")))?;
+        let body = json!({
+            "purpose": purpose.as_str().to_ascii_uppercase(),
+            "importOnly": true,
+            "versionTemplate": {
+                "algorithm": algorithm.as_str().to_ascii_uppercase(),
+                "protectionLevel": protection(key.properties.google_key_protection_level),
+            },
+            "labels": {LABEL_KEY_ID: key.key_id.to_string()},
+        });
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!(
+                    "{}/cryptoKeys?cryptoKeyId={name}&skipInitialVersionCreation=true",
+                    self.ring
+                ),
+                Some(&body),
+                &self.quotas.writes,
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(()),
+            409 => Err(RemoteFailure::new(
+                FailureKind::Transient,
+                format!("key '{name}' was made meanwhile by another call"),
+            )),
+            _ => Err(http::status_failure(
+                status,
+                &format!("creating key '{name}'"),
+                &error_message(&answer),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for GoogleKms {
+    async fn test(&self) -> RemoteResult<()> {
+        // Signs in, makes the key ring when absent, then asks Google which of the permissions
+        // keyplane uses the account holds on it.
+        self.ensure_key_ring().await?;
+        let answer = self
+            .expect(
+                Method::POST,
+                &format!("{}:testIamPermissions", self.ring),
+                Some(&json!({"permissions": PERMISSIONS})),
+                "testing permissions on the key ring",
+            )
+            .await?;
+        let granted: Vec<&str> = answer["permissions"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let missing: Vec<&str> = PERMISSIONS
+            .iter()
+            .copied()
+            .filter(|p| !granted.contains(p))
+            .collect();
+        if !missing.is_empty() {
+            return Err(RemoteFailure::new(
+                FailureKind::MissingPermission,
+                format!(
+                    "service account '{}' lacks {} on key ring '{}' (roles Cloud KMS Admin and Cloud KMS Importer grant them)",
+                    self.client_email,
+                    missing.join(", "),
+                    self.ring
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
+        let name = remote_id.unwrap_or(label);
+        if self.crypto_key(name).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(remote_of(name, &self.versions(name).await?))
+    }
+
+    async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        self.ensure_key_ring().await?;
+        let name = key.label;
+        match self.crypto_key(name).await? {
+            None => self.create_key(name, key).await?,
+            Some(existing) => {
+                if existing["labels"][LABEL_KEY_ID] != key.key_id.to_string().as_str() {
+                    return Err(rejected(format!(
+                        "key ring '{}' already holds a key named '{name}' that is not this key (Cloud KMS never frees a key's name)",
+                        self.ring_id
+                    )));
+                }
+                // This key, left by an earlier attempt or destroyed by a disconnect: versions
+                // still scheduled for destruction are restored (disabled, as Google restores
+                // them) before anything new is imported.
+                for version in self.versions(name).await? {
+                    if state(&version) == "DESTROY_SCHEDULED" {
+                        let path =
+                            self.own_version_path(version["name"].as_str().unwrap_or_default())?;
+                        self.expect(
+                            Method::POST,
+                            &format!("{path}:restore"),
+                            Some(&json!({})),
+                            &format!("restoring version {} of key '{name}'", last_segment(&path)),
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        let versions = self.versions(name).await?;
+        match remote_of(name, &versions) {
+            Some(remote) if remote.version >= key.version => Ok(remote),
+            Some(remote) => self.import(name, key, remote.enabled).await,
+            None => self.import(name, key, true).await,
+        }
+    }
+
+    async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        let wanted = if enabled { "ENABLED" } else { "DISABLED" };
+        for version in self.versions(&remote.remote_id).await? {
+            if is_live(&version) && state(&version) != wanted {
+                self.set_version_state(&version, wanted).await?;
+            }
+        }
+        Ok(RemoteKey {
+            enabled,
+            ..remote.clone()
+        })
+    }
+
+    async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        if remote.version >= key.version {
+            return Ok(remote.clone());
+        }
+        // The new version takes the copy's state (Google imports it enabled; it is disabled
+        // before the call returns when the copy is).
+        self.import(&remote.remote_id, key, remote.enabled).await
+    }
+
+    async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
+        if self.crypto_key(&remote.remote_id).await?.is_none() {
+            return Ok(());
+        }
+        // Every version that holds material is scheduled for destruction; Google destroys it
+        // at the end of the key's destroy-scheduled duration (30 days unless set otherwise).
+        for version in self.versions(&remote.remote_id).await? {
+            if !is_live(&version) {
+                continue;
+            }
+            let path = self.own_version_path(version["name"].as_str().unwrap_or_default())?;
+            let (status, body) = self
+                .call(
+                    Method::POST,
+                    &format!("{path}:destroy"),
+                    Some(&json!({})),
+                    &self.quotas.writes,
+                )
+                .await?;
+            // 400 FAILED_PRECONDITION: scheduled meanwhile by another call.
+            if !(200..300).contains(&status) && status != 400 {
+                return Err(http::status_failure(
+                    status,
+                    &format!(
+                        "destroying version {} of key '{}'",
+                        last_segment(&path),
+                        remote.remote_id
+                    ),
+                    &error_message(&body),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn encrypt_probe(
+        &self,
+        _remote: &RemoteKey,
+        _plaintext: &[u8],
+    ) -> RemoteResult<Option<ProbeCiphertext>> {
+        // A symmetric Cloud KMS key's ciphertext is Google's own format, not AES-GCM keyplane
+        // could open: the copy is proven by its label and import jobs instead.
+        Ok(None)
+    }
+
+    async fn prove_copy(
+        &self,
+        remote: &RemoteKey,
+        key: &KeyToInstall<'_>,
+    ) -> RemoteResult<Option<bool>> {
+        // Cloud KMS shows nothing of a version's material (no check value, no raw encryption
+        // for these keys). A copy is this key when the key's label names it and every version
+        // that holds material came through an import job named for it; only the project's KMS
+        // administrators can set either.
+        let Some(found) = self.crypto_key(&remote.remote_id).await? else {
+            return Ok(Some(false));
+        };
+        let key_id = key.key_id.to_string();
+        if found["labels"][LABEL_KEY_ID] != key_id.as_str() {
+            return Ok(Some(false));
+        }
+        let versions = self.versions(&remote.remote_id).await?;
+        let live: Vec<&Value> = versions.iter().filter(|v| is_live(v)).collect();
+        if live.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(live.iter().all(|v| {
+            imported_as(v).is_some_and(|(id, version)| id == key_id && version <= key.version)
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_job_id_names_the_managed_key_and_version() {
+        let key_id = "6f1c0d3e-8a7b-4c2d-9e0f-1a2b3c4d5e6f";
+        let id = import_job_id(key_id, 12);
+        assert!(is_resource_id(&id), "{id}");
+        let version =
+            json!({"importJob": format!("projects/p/locations/l/keyRings/r/importJobs/{id}")});
+        assert_eq!(imported_as(&version), Some((key_id.to_owned(), 12)));
+        for other in [
+            "kp-x-1-abc",
+            "job-1",
+            "kp-6f1c0d3e-8a7b-4c2d-9e0f-1a2b3c4d5e6f-x-abc",
+        ] {
+            assert_eq!(imported_as(&json!({ "importJob": other })), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_remote_key_is_its_newest_live_managed_version() {
+        let v = |n: u32, state: &str| {
+            json!({"state": state,
+                   "importJob": format!("r/importJobs/kp-6f1c0d3e-8a7b-4c2d-9e0f-1a2b3c4d5e6f-{n}-0a1b2c3d")})
+        };
+        let remote = remote_of(
+            "k",
+            &[v(1, "DISABLED"), v(2, "ENABLED"), v(3, "DESTROY_SCHEDULED")],
+        )
+        .unwrap();
+        assert_eq!((remote.version, remote.enabled), (2, true));
+        assert_eq!(
+            remote_of("k", &[v(1, "DESTROY_SCHEDULED"), v(2, "DESTROYED")]),
+            None
+        );
+    }
+
+    fn credentials() -> String {
+        let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        use aws_lc_rs::encoding::AsDer;
+        let der = pair.as_der().unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            B64.encode(der.as_ref())
+        );
+        json!({"type": "service_account", "project_id": "payments-prod",
+               "private_key_id": "abc123", "private_key": pem,
+               "client_email": "keyplane@payments-prod.iam.gserviceaccount.com"})
+        .to_string()
+    }
+
+    fn settings(credentials: String) -> Settings {
+        Settings {
+            credentials,
+            project_id: None,
+            private_key_id: None,
+            location: "europe-west1".into(),
+            key_ring: "keyplane".into(),
+            endpoint: None,
+            token_url: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_read_as_json_or_base64_and_checked() {
+        let json = credentials();
+        let kms = GoogleKms::new(settings(json.clone())).unwrap();
+        assert_eq!(
+            kms.ring,
+            "projects/payments-prod/locations/europe-west1/keyRings/keyplane"
+        );
+        assert!(GoogleKms::new(settings(B64.encode(&json))).is_ok());
+        let err = GoogleKms::new(Settings {
+            private_key_id: Some("other".into()),
+            ..settings(json.clone())
+        })
+        .err()
+        .unwrap();
+        assert_eq!(err.0, "google_private_key_id");
+        for (bad, why) in [
+            ("not json".to_owned(), "neither"),
+            (
+                r#"{"type":"authorized_user"}"#.to_owned(),
+                "service_account",
+            ),
+            (json.replace("client_email", "email"), "no client_email"),
+            (
+                json.replace("BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY"),
+                "PKCS#8",
+            ),
+        ] {
+            let (field, err) = GoogleKms::new(settings(bad)).err().unwrap();
+            assert_eq!(field, "google_credentials");
+            assert!(err.contains(why), "{err}");
+            assert!(
+                !err.contains("PRIVATE KEY-----"),
+                "no key material in {err}"
+            );
+        }
+        let err = GoogleKms::new(Settings {
+            key_ring: "../x".into(),
+            ..settings(json)
+        })
+        .err()
+        .unwrap();
+        assert_eq!(err.0, "google_key_ring");
+    }
+
+    #[test]
+    fn only_this_key_rings_versions_are_called() {
+        let kms = GoogleKms::new(settings(credentials())).unwrap();
+        let ring = "projects/payments-prod/locations/europe-west1/keyRings/keyplane";
+        assert!(
+            kms.own_version_path(&format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3"))
+                .is_ok()
+        );
+        for bad in [
+            format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3/../../../x"),
+            format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3:destroy"),
+            format!("{ring}-other/cryptoKeys/k/cryptoKeyVersions/3"),
+            "projects/other/locations/x/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1".to_owned(),
+        ] {
+            assert!(kms.own_version_path(&bad).is_err(), "{bad}");
+        }
+        assert!(kms.key_path("a/b").is_err());
+    }
+}
