@@ -811,3 +811,90 @@ async fn refused_forms_sign_ins_and_odd_queries_answer_as_the_api_would() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_connect_wizard_offers_the_cloud_keystores_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = common::new_vault(&c).await;
+    let http = browser();
+    let session = sign_in(&server, &http, TOKEN).await;
+
+    let wizard = page(&server, &http, &session, "/ui/keystores/new").await;
+    for kind in ["Azure Key Vault", "Google Cloud KMS"] {
+        assert!(wizard.contains(kind), "{kind}");
+    }
+    let azure = page(
+        &server,
+        &http,
+        &session,
+        "/ui/keystores/new?kind=azure_key_vault",
+    )
+    .await;
+    for field in [
+        "azure_tenant",
+        "azure_service_principal_client_id",
+        "azure_service_principal_password",
+        "azure_vault_url",
+    ] {
+        assert!(
+            azure.contains(&format!("name=\"field.{field}\"")),
+            "{field}"
+        );
+    }
+    let google_form = page(
+        &server,
+        &http,
+        &session,
+        "/ui/keystores/new?kind=google_kms",
+    )
+    .await;
+    for field in [
+        "google_credentials",
+        "google_location",
+        "google_key_ring",
+        "google_kms_endpoint",
+    ] {
+        assert!(
+            google_form.contains(&format!("name=\"field.{field}\"")),
+            "{field}"
+        );
+    }
+
+    // The service-account JSON pasted into its (single-line) field connects the keystore.
+    let kms = keyplane_testkit::google::GoogleKms::start("console-prod")
+        .await
+        .unwrap();
+    let pasted = kms.credentials.replace('\n', "");
+    let connected = submit(
+        &server,
+        &http,
+        &session,
+        "/ui/keystores/new?kind=google_kms",
+        "/ui/keystores/new?kind=google_kms",
+        &[
+            ("vault", vault.as_str()),
+            ("name", "google"),
+            ("groups", "google"),
+            ("intent", "connect"),
+            ("field.google_credentials", pasted.as_str()),
+            ("field.google_location", "us-east1"),
+            ("field.google_key_ring", "console-ring"),
+            ("field.google_kms_endpoint", kms.endpoint.as_str()),
+            ("field.google_token_url", kms.token_url.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(connected.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        kms.key_rings(),
+        ["projects/console-prod/locations/us-east1/keyRings/console-ring"]
+    );
+    let listed = c
+        .get(&format!("/api/v4/keystores?vault.id={vault}"))
+        .await
+        .unwrap();
+    assert_eq!(listed.body["keystores"][0]["type"], "google_kms");
+    assert!(!listed.body.to_string().contains("PRIVATE KEY"));
+}
