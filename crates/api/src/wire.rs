@@ -650,6 +650,10 @@ pub struct StatusInKeystoreOut {
     pub error: Option<ErrorBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id_in_keystore: Option<String>,
+    /// Keyplane's: what the keystore still keeps of a removed copy (a deletion under purge
+    /// protection, versions scheduled for destruction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail_in_keystore: Option<String>,
 }
 
 pub fn status_in_keystore(l: &Links, s: &KeyStatusInKeystore, trace: &str) -> StatusInKeystoreOut {
@@ -670,6 +674,7 @@ pub fn status_in_keystore(l: &Links, s: &KeyStatusInKeystore, trace: &str) -> St
             }],
         }),
         key_id_in_keystore: s.key_id_in_keystore.clone(),
+        detail_in_keystore: s.detail_in_keystore.clone(),
     }
 }
 

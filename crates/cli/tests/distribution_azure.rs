@@ -202,6 +202,7 @@ async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(r.status, 200, "{}", r.body);
     let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
     assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    assert!(entry.get("detail_in_keystore").is_none(), "purged: {entry}");
     assert!(!hsm.key_names().contains(&name));
     assert!(!hsm.is_soft_deleted(&name), "purged");
 }
@@ -269,8 +270,14 @@ async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = c.with_etag("POST", &key_path, "/destroy").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_status(&c, &key_id, &again, |s| s["status"] == "not_present").await;
+    let entry = wait_status(&c, &key_id, &again, |s| s["status"] == "not_present").await;
     assert!(hsm.is_soft_deleted(&label), "deleted, not purged");
+    assert!(
+        entry["detail_in_keystore"]
+            .as_str()
+            .is_some_and(|d| d.contains("kept under purge protection")),
+        "the status says the key stays deleted: {entry}"
+    );
 
     // A key under the same name that keyplane did not make is never adopted.
     let other_label = format!("lookalike-{}", &Uuid::new_v4().to_string()[..8]);
@@ -687,5 +694,79 @@ async fn a_failed_install_does_not_adopt_the_key_that_takes_its_name_later() {
             .iter()
             .all(|(enabled, _)| *enabled),
         "the other key is never disabled"
+    );
+}
+
+/// A compromised key's copy, left disabled by a `deactivate` disconnect, is never enabled, not
+/// even for the moment a proof by encryption would need; it is not re-linked, and the status
+/// says why. A deactivated key's copy is proven that way and re-linked.
+#[tokio::test]
+async fn a_compromised_keys_disabled_copy_is_never_enabled_to_prove_it() {
+    let Fixture {
+        hsm,
+        c,
+        vault,
+        ks: first,
+        _server,
+        dir: _dir,
+    } = managed_hsm_fixture().await;
+    let leaked = create_key(&c, &vault, "leaked-key").await;
+    let retired = create_key(&c, &vault, "retired-key").await;
+    let key_call = async |key: &Value, action: &str| {
+        let r = c
+            .with_etag("POST", &format!("/api/v4/managed_keys/{}", id(key)), action)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{action}: {}", r.body);
+    };
+    for key in [&leaked, &retired] {
+        wait_status(&c, &id(key), &first, |s| s["status"] == "active").await;
+        key_call(key, "/deactivate").await;
+    }
+    let gone = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{first}"),
+            "?mode=deactivate",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 204, "{}", gone.body);
+
+    // Reconnected, the keys target it again; the first attempts fail (no permission), and
+    // one key is compromised meanwhile.
+    let again = connect_keystore(&c, &connection(&vault, "azure-again", &hsm)).await;
+    hsm.deny_permissions(true);
+    for key in [&leaked, &retired] {
+        key_call(key, "/update_from_template").await;
+        wait_status(&c, &id(key), &again, |s| s["status"] == "error").await;
+    }
+    key_call(&leaked, "/compromise").await;
+    let enabled_before = hsm.enablings();
+    hsm.deny_permissions(false);
+    for key in [&leaked, &retired] {
+        sync(&c, &id(key)).await;
+    }
+    let entry = wait_status(&c, &id(&retired), &again, |s| s["status"] == "not_active").await;
+    assert_eq!(entry["key_id_in_keystore"], "retired-key", "{entry}");
+    assert_eq!(
+        hsm.enablings(),
+        enabled_before + 1,
+        "the deactivated key's copy, for its probe"
+    );
+    let entry = wait_status(&c, &id(&leaked), &again, |s| {
+        s["status"] == "error" && s.to_string().contains("compromised")
+    })
+    .await;
+    assert!(entry.to_string().contains("not re-linked"), "{entry}");
+    assert_eq!(
+        hsm.enablings(),
+        enabled_before + 1,
+        "the compromised key's copy never"
+    );
+    assert!(
+        hsm.versions("leaked-key")
+            .iter()
+            .all(|(enabled, _)| !enabled)
     );
 }

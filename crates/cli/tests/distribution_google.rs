@@ -217,6 +217,11 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(r.status, 200, "{}", r.body);
     let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "not_present").await;
     assert_eq!(entry["keystore_sync_flag"], "ok", "{entry}");
+    let detail = entry["detail_in_keystore"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("2 version(s) scheduled for destruction"),
+        "the status says what Google keeps meanwhile: {entry}"
+    );
     assert_eq!(
         states(&kms, "billing-key"),
         ["DESTROY_SCHEDULED", "DESTROY_SCHEDULED"]

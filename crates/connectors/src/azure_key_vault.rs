@@ -957,6 +957,30 @@ impl Connector for AzureKeyVault {
         }
     }
 
+    async fn pending_removal(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        let path = format!("deleted{}", Self::key_path(&remote.remote_id));
+        let (status, deleted) = self
+            .call(Method::GET, &path, None, &self.quotas.other)
+            .await?;
+        if status != 200 {
+            return Ok(None);
+        }
+        let level = deleted["attributes"]["recoveryLevel"]
+            .as_str()
+            .unwrap_or_default();
+        let purge_date = deleted["scheduledPurgeDate"]
+            .as_i64()
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map_or_else(|| "the end of its retention".to_owned(), |t| t.to_rfc3339());
+        Ok(Some(if level.contains("Purgeable") {
+            format!("deleted in the vault; its purge is pending (Azure purges it by {purge_date})")
+        } else {
+            format!(
+                "deleted in the vault and kept under purge protection until Azure purges it on {purge_date}; it is not usable meanwhile"
+            )
+        }))
+    }
+
     async fn encrypt_probe(
         &self,
         remote: &RemoteKey,

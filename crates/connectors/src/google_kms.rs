@@ -905,6 +905,22 @@ impl Connector for GoogleKms {
         Ok(())
     }
 
+    async fn pending_removal(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        let versions = self.versions(&remote.remote_id).await?;
+        let scheduled: Vec<&str> = versions
+            .iter()
+            .filter(|v| state(v) == "DESTROY_SCHEDULED")
+            .filter_map(|v| v["destroyTime"].as_str())
+            .collect();
+        let Some(last) = scheduled.iter().max() else {
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "{} version(s) scheduled for destruction by Cloud KMS, the last at {last}; the key keeps its name in the key ring",
+            scheduled.len()
+        )))
+    }
+
     async fn encrypt_probe(
         &self,
         _remote: &RemoteKey,

@@ -176,6 +176,13 @@ pub trait Connector: Send + Sync {
     /// Destroys the copy (the provider's deletion, pending where it has one).
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()>;
 
+    /// What the target still keeps of a copy [`Connector::destroy`] removed, in words for the
+    /// key's status (a deletion kept under purge protection, versions scheduled for
+    /// destruction); `None` when nothing is kept.
+    async fn pending_removal(&self, _remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Has the copy encrypt `plaintext` under its newest version and returns the AES-256-GCM
     /// result, so keyplane can prove the copy is its key; `None` when the target cannot do that
     /// for this key.

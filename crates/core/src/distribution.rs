@@ -81,6 +81,7 @@ pub fn internal_status(
         keystore_sync_flag_detail,
         error: None,
         key_id_in_keystore: copy.map(|c| c.key_id_in_keystore.to_string()),
+        detail_in_keystore: None,
         removed: false,
     }
 }
@@ -101,6 +102,7 @@ pub fn error_status(
             message,
         }),
         key_id_in_keystore: None,
+        detail_in_keystore: None,
         removed: false,
     }
 }

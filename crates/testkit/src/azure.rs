@@ -179,6 +179,8 @@ struct Inner {
     deleted: Mutex<BTreeMap<String, DeletedKey>>,
     hsm_writes: Mutex<Vec<Instant>>,
     requests: AtomicUsize,
+    /// Versions ever turned from disabled to enabled through an update.
+    enablings: AtomicUsize,
 }
 
 /// A running fake; dropped, it stops.
@@ -797,6 +799,9 @@ async fn update_version(
     }
     let updated = s.with_version(&name, &version, |v| {
         if let Some(enabled) = body["attributes"]["enabled"].as_bool() {
+            if enabled && !v.enabled {
+                s.enablings.fetch_add(1, Ordering::SeqCst);
+            }
             v.enabled = enabled;
         }
         if let Some(tags) = body["tags"].as_object() {
@@ -1101,6 +1106,7 @@ impl AzureKeyVault {
             deleted: Mutex::default(),
             hsm_writes: Mutex::default(),
             requests: AtomicUsize::new(0),
+            enablings: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
@@ -1185,6 +1191,11 @@ impl AzureKeyVault {
             &Value::Null,
         );
         self.inner.add_version(name, version);
+    }
+
+    /// How many times an update turned a disabled version enabled, even for a moment.
+    pub fn enablings(&self) -> usize {
+        self.inner.enablings.load(Ordering::SeqCst)
     }
 
     /// Key requests answered so far (tokens not counted).

@@ -253,6 +253,10 @@ pub struct KeyStatusInKeystore {
     pub error: Option<StatusError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id_in_keystore: Option<String>,
+    /// What the keystore still keeps of a copy it no longer shows (a deletion under purge
+    /// protection, versions scheduled for destruction), as it reported it when removing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail_in_keystore: Option<String>,
     /// The keystore was deleted or disconnected; kept until the next sync.
     #[serde(default)]
     pub removed: bool,

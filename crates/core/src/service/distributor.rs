@@ -218,6 +218,7 @@ pub(crate) fn observed_status(
         keystore_sync_flag_detail: detail,
         error: None,
         key_id_in_keystore: remote.map(|r| r.remote_id.clone()),
+        detail_in_keystore: None,
         removed: false,
     }
 }
@@ -444,9 +445,12 @@ impl Keyplane {
             .iter()
             .any(|s| s.keystore.id == keystore.id && !s.removed);
         let want = desired(key.state, targeted, found.is_some());
+        let mut removal_detail = None;
         let (remote, copy) = match (want, found) {
             (None, Some(remote)) => {
                 connector.destroy(&remote).await?;
+                // What the target keeps meanwhile is said, not an error.
+                removal_detail = connector.pending_removal(&remote).await.unwrap_or(None);
                 (None, Some(None))
             }
             (None, None) => (None, recorded.as_ref().map(|_| None)),
@@ -505,10 +509,9 @@ impl Keyplane {
             Some(Some(c)) => Some(c.enabled),
             _ => recorded.as_ref().map(|c| c.enabled),
         };
-        Ok(Attempt {
-            status: observed_status(key.state, &reference, remote.as_ref(), enabled_now),
-            copy,
-        })
+        let mut status = observed_status(key.state, &reference, remote.as_ref(), enabled_now);
+        status.detail_in_keystore = removal_detail;
+        Ok(Attempt { status, copy })
     }
 
     /// Every `every`, pings each external keystore and compares what it holds with the managed
@@ -622,6 +625,16 @@ impl Keyplane {
         }
         if key.algorithm != Algorithm::Aes || key.size != 256 {
             return Ok(false);
+        }
+        if !remote.enabled && key.state == KeyState::Compromised {
+            // A target may have to enable a disabled copy to encrypt the probe: a compromised
+            // key's copy is never made usable, not even for a moment.
+            return Err(RemoteFailure::new(
+                FailureKind::Rejected,
+                format!(
+                    "a disabled key named '{label}' is there; the key is compromised, so that copy is not enabled even to prove it is this key's, and it is not re-linked"
+                ),
+            ));
         }
         let probe = Uuid::new_v4().into_bytes();
         let Some(sealed) = connector.encrypt_probe(remote, &probe).await? else {
