@@ -127,11 +127,14 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(kms.key_rings(), vec![ring(&kms)], "the key ring was made");
     let connected = connect(false).await;
     assert!(connected.success, "{}", connected.stderr);
-    assert!(
-        !connected.stdout.contains("PRIVATE KEY"),
-        "{}",
-        connected.stdout
-    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&kms.credentials);
+    for shown in [
+        connected.stdout.clone(),
+        c.get("/api/v4/keystores").await.unwrap().body.to_string(),
+    ] {
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(!shown.contains(&encoded[..40]), "{shown}");
+    }
     let ks = id(&serde_json::from_str::<Value>(&connected.stdout).unwrap());
     assert!(kms.key_names().is_empty(), "and nothing else");
     active_aes_template(&c, &vault, "google_kms", "google").await;
@@ -183,15 +186,30 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
     assert_eq!(states(&kms, "billing-key"), ["ENABLED"]);
 
-    // Rotate: a new version, imported and made primary; the old one still decrypts.
+    // Rotate: a new version, imported and made primary. The first attempt imports but cannot
+    // move the primary (no permission): the retry finishes it without importing again.
+    kms.deny_permissions(&["cloudkms.cryptoKeys.update"]);
     let r = c.with_etag("POST", &key_path, "/rotate").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("primary"), "{entry}");
+    assert_eq!(kms.versions("billing-key").len(), 2);
+    assert!(
+        kms.crypto_key("billing-key")["primary"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("/1")
+    );
+    kms.deny_permissions(&[]);
+    sync(&c, &key_id).await;
     until(|| {
         kms.crypto_key("billing-key")["primary"]["name"]
             .as_str()
             .is_some_and(|n| n.ends_with("/2"))
     })
     .await;
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert_eq!(kms.versions("billing-key").len(), 2, "imported once");
     let second = open_material_version(dir.path(), &key, 2);
     let sealed = kms.encrypt("billing-key", b"second secret").unwrap();
     assert_eq!(open(second.expose(), &sealed), b"second secret");
@@ -205,6 +223,17 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
             .2
             .contains(&format!("kp-{key_id}-2-"))
     );
+
+    // The primary moved back by hand: the key no longer encrypts with its newest version,
+    // which a sync puts right.
+    kms.set_primary("billing-key", 1);
+    sync(&c, &key_id).await;
+    until(|| {
+        kms.crypto_key("billing-key")["primary"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("/2"))
+    })
+    .await;
 
     // Destroy: every version scheduled for destruction (read one page at a time), as Google
     // destroys; the key's name stays.
@@ -304,8 +333,21 @@ async fn every_way_a_google_connection_fails_is_told_apart_and_saves_nothing() {
         .unwrap();
     assert_eq!(listed.body["total_count"], 0, "nothing was saved");
 
+    // A short burst of RESOURCE_EXHAUSTED is absorbed; the project comes from the credentials
+    // when not given, and is stored (and locked) with the connection.
     kms.throttle_next(2);
-    let ks = connect_keystore(&c, &connection(&vault, "google", &kms)).await;
+    let mut without_project = connection(&vault, "google", &kms);
+    without_project
+        .as_object_mut()
+        .unwrap()
+        .remove("google_project_id");
+    let ks = connect_keystore(&c, &without_project).await;
+    let stored = c.get(&format!("/api/v4/keystores/{ks}")).await.unwrap();
+    assert_eq!(
+        stored.body["google_project_id"], "payments-prod",
+        "{}",
+        stored.body
+    );
     for (field, value) in [
         ("google_kms_endpoint", "https://kms.example"),
         ("google_token_url", "https://oauth2.example/token"),
@@ -487,6 +529,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
         dir.path(),
         &[
             ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
             ("KEYPLANE_DRIFT_INTERVAL", "1s"),
         ],
     )
@@ -549,7 +592,9 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
     );
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
 
-    // Destroy mode schedules destruction of what keyplane put there, and only that.
+    // Destroy mode schedules destruction of what keyplane put there, and only that (under the
+    // policy that an enabled version is disabled first).
+    kms.require_disable_before_destroy(true);
     let gone = disconnect(&second, "destroy").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert_eq!(states(&kms, "orders-key"), ["DESTROY_SCHEDULED"]);
@@ -573,6 +618,14 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
         1,
         "nothing imported into it"
     );
+    // Destroying that managed key leaves the other key alone.
+    let other_path = format!("/api/v4/managed_keys/{}", id(&other));
+    for action in ["/deactivate", "/destroy"] {
+        let r = c.with_etag("POST", &other_path, action).await.unwrap();
+        assert_eq!(r.status, 200, "{action}: {}", r.body);
+    }
+    wait_status(&c, &id(&other), &third, |s| s["status"] == "not_present").await;
+    assert_eq!(states(&kms, "not-ours"), ["ENABLED"]);
 
     // Disconnect mode leaves what is there as it is.
     let gone = disconnect(&third, "disconnect").await;

@@ -511,6 +511,14 @@ impl Connector for AwsKms {
 
     /// A KMS key is this key when it carries this key's tag and takes this key's material again:
     /// AWS KMS accepts a re-import into an imported key only of the very material it holds.
+    async fn is_labelled_for(
+        &self,
+        remote: &RemoteKey,
+        key_id: uuid::Uuid,
+    ) -> RemoteResult<Option<bool>> {
+        Ok(Some(self.tagged_for(&remote.remote_id, key_id).await?))
+    }
+
     async fn prove_copy(
         &self,
         remote: &RemoteKey,

@@ -1035,6 +1035,16 @@ impl Connector for AzureKeyVault {
         }))
     }
 
+    async fn is_labelled_for(
+        &self,
+        remote: &RemoteKey,
+        key_id: uuid::Uuid,
+    ) -> RemoteResult<Option<bool>> {
+        Ok(Some(self.key_bundle(&remote.remote_id).await?.is_some_and(
+            |bundle| bundle["tags"][TAG_KEY_ID] == key_id.to_string().as_str(),
+        )))
+    }
+
     async fn prove_copy(
         &self,
         remote: &RemoteKey,

@@ -29,7 +29,7 @@ use keyplane_core::connector::{
     TransferWrapping,
 };
 use keyplane_core::distribution::google_key_version;
-use keyplane_core::model::{GoogleKeyPurpose, ProtectionLevel};
+use keyplane_core::model::ProtectionLevel;
 use reqwest::Method;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
@@ -199,17 +199,38 @@ fn is_live(version: &Value) -> bool {
     matches!(state(version), "ENABLED" | "DISABLED")
 }
 
-/// A key and its versions as a remote key: its newest managed version, enabled when that
-/// version is; `None` when no version is live (all destroyed or scheduled for destruction).
-fn remote_of(name: &str, versions: &[Value]) -> Option<RemoteKey> {
-    let newest = versions
-        .iter()
-        .filter(|v| is_live(v))
-        .max_by_key(|v| imported_as(v).map_or(0, |(_, n)| n))?;
+/// The managed key a Cloud KMS key is labelled for.
+fn owner(crypto_key: &Value) -> Option<&str> {
+    crypto_key["labels"][LABEL_KEY_ID].as_str()
+}
+
+/// The versions of a key that carry managed versions of `key_id`, with the version each
+/// carries.
+fn carried<'a>(versions: &'a [Value], key_id: &'a str) -> impl Iterator<Item = (&'a Value, u32)> {
+    versions.iter().filter_map(move |v| {
+        imported_as(v)
+            .filter(|(id, _)| id == key_id)
+            .map(|(_, n)| (v, n))
+    })
+}
+
+/// A key and its versions as a remote key: the newest live version keyplane imported for the
+/// managed key the key is labelled for (any live version of a key labelled for none), enabled
+/// when that version is and, for a symmetric key, is primary; `None` when no such version is
+/// live (destroyed or scheduled for destruction).
+fn remote_of(name: &str, crypto_key: &Value, versions: &[Value]) -> Option<RemoteKey> {
+    let (newest, version) = match owner(crypto_key) {
+        Some(id) => carried(versions, id)
+            .filter(|(v, _)| is_live(v))
+            .max_by_key(|(_, n)| *n)?,
+        None => (versions.iter().rfind(|v| is_live(v))?, 1),
+    };
+    let primary_ok = crypto_key["purpose"] != "ENCRYPT_DECRYPT"
+        || crypto_key["primary"]["name"] == newest["name"];
     Some(RemoteKey {
         remote_id: name.to_owned(),
-        enabled: state(newest) == "ENABLED",
-        version: imported_as(newest).map_or(1, |(_, n)| n),
+        enabled: state(newest) == "ENABLED" && primary_ok,
+        version,
     })
 }
 
@@ -316,7 +337,9 @@ impl GoogleKms {
             .unwrap_or_default()
             .as_secs();
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": self.private_key_id});
-        let claims = json!({"iss": self.client_email, "scope": SCOPE, "aud": self.token_url,
+        // The audience is Google's token endpoint whichever URL the assertion is sent to (a
+        // private endpoint of it included), as Google's own clients do.
+        let claims = json!({"iss": self.client_email, "scope": SCOPE, "aud": DEFAULT_TOKEN_URL,
                             "iat": issued, "exp": issued + 3600});
         let signed = format!(
             "{}.{}",
@@ -565,50 +588,55 @@ impl GoogleKms {
         )))
     }
 
-    /// Sets one version's state (`ENABLED` or `DISABLED`).
-    async fn set_version_state(&self, version: &Value, wanted: &str) -> RemoteResult<()> {
-        let name = version["name"].as_str().unwrap_or_default();
+    /// Sets one version of key `key` to `wanted` (`ENABLED` or `DISABLED`).
+    async fn set_version_state(
+        &self,
+        key: &str,
+        version: &Value,
+        wanted: &str,
+    ) -> RemoteResult<()> {
+        let path = self.own_version_path(key, version)?;
         self.expect(
             Method::PATCH,
-            &format!("{}?updateMask=state", self.own_version_path(name)?),
+            &format!("{path}?updateMask=state"),
             Some(&json!({"state": wanted})),
-            &format!("setting version {} to {wanted}", last_segment(name)),
+            &format!(
+                "setting version {} of key '{key}' to {wanted}",
+                last_segment(&path)
+            ),
         )
         .await?;
         Ok(())
     }
 
-    /// A version's resource name as a path, when it is one of this key ring's.
-    fn own_version_path(&self, name: &str) -> RemoteResult<String> {
-        let prefix = format!("{}/cryptoKeys/", self.ring);
-        let rest = name
-            .strip_prefix(&prefix)
-            .ok_or_else(|| rejected(format!("'{name}' is not a version in this key ring")))?;
-        let mut parts = rest.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(key), Some("cryptoKeyVersions"), Some(id), None)
-                if is_resource_id(key)
-                    && !id.is_empty()
-                    && id.chars().all(|c| c.is_ascii_digit()) =>
-            {
+    /// A version's resource name as a path, when it is a version of key `key` in this key ring
+    /// (names come from Google's answers: nothing else is ever called).
+    fn own_version_path(&self, key: &str, version: &Value) -> RemoteResult<String> {
+        let name = version["name"].as_str().unwrap_or_default();
+        let prefix = format!("{}/cryptoKeyVersions/", self.key_path(key)?);
+        match name.strip_prefix(&prefix) {
+            Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) => {
                 Ok(name.to_owned())
             }
             _ => Err(rejected(format!(
-                "'{name}' is not a version in this key ring"
+                "'{name}' is not a version of key '{key}' in this key ring"
             ))),
         }
     }
 
-    /// A new import job for `key`'s newest version, once Google has made its key: its name and
-    /// public key (DER).
-    async fn import_job(&self, key: &KeyToInstall<'_>) -> RemoteResult<(String, Vec<u8>)> {
+    /// A new import job for `key`'s newest version at `protection_level`, once Google has made
+    /// its key: its name and public key (DER).
+    async fn import_job(
+        &self,
+        key: &KeyToInstall<'_>,
+        protection_level: &str,
+    ) -> RemoteResult<(String, Vec<u8>)> {
         let id = import_job_id(&key.key_id.to_string(), key.version);
         let mut job = self
             .expect(
                 Method::POST,
                 &format!("{}/importJobs?importJobId={id}", self.ring),
-                Some(&json!({"importMethod": IMPORT_METHOD,
-                             "protectionLevel": protection(key.properties.google_key_protection_level)})),
+                Some(&json!({"importMethod": IMPORT_METHOD, "protectionLevel": protection_level})),
                 "creating an import job",
             )
             .await?;
@@ -638,59 +666,95 @@ impl GoogleKms {
         ))
     }
 
-    /// Imports `key`'s newest version into key `name` (made as `key` asks when absent) unless a
-    /// live version already carries it; the new version becomes primary (symmetric keys) and
-    /// takes `enabled`.
+    /// Waits for an import to leave `PENDING_IMPORT`; an import still under way after that is
+    /// reported as such (retried later, never imported twice).
+    async fn settled(&self, key: &str, mut version: Value) -> RemoteResult<Value> {
+        let path = self.own_version_path(key, &version)?;
+        for _ in 0..POLLS {
+            if state(&version) != "PENDING_IMPORT" {
+                return Ok(version);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+            version = self
+                .expect(Method::GET, &path, None, "reading an imported version")
+                .await?;
+        }
+        Err(RemoteFailure::new(
+            FailureKind::Transient,
+            format!(
+                "version {} of key '{key}' is still being imported",
+                last_segment(&path)
+            ),
+        ))
+    }
+
+    /// Refuses to change a key while one of its imports is under way: the version it makes
+    /// would escape the change.
+    fn no_import_under_way(key: &str, versions: &[Value]) -> RemoteResult<()> {
+        if versions.iter().any(|v| state(v) == "PENDING_IMPORT") {
+            return Err(RemoteFailure::new(
+                FailureKind::Transient,
+                format!("an import into key '{key}' is still under way"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `key`'s newest version live in key `name` (imported unless a version carries it
+    /// already, an interrupted import waited for), primary for a symmetric key, and `enabled`
+    /// or not. The import takes the key's own algorithm and protection level.
     async fn import(
         &self,
         name: &str,
         key: &KeyToInstall<'_>,
         enabled: bool,
     ) -> RemoteResult<RemoteKey> {
-        let (purpose, algorithm) = google_key_version(key.algorithm, key.size, key.properties)
-            .map_err(|why| rejected(format!("key '{name}': {why}")))?;
+        let crypto_key = self.crypto_key(name).await?.ok_or_else(|| {
+            RemoteFailure::new(FailureKind::Transient, format!("key '{name}' is gone"))
+        })?;
         let key_id = key.key_id.to_string();
+        if owner(&crypto_key) != Some(key_id.as_str()) {
+            return Err(rejected(format!(
+                "key '{name}' in key ring '{}' is not labelled for this key",
+                self.ring_id
+            )));
+        }
+        let algorithm = crypto_key["versionTemplate"]["algorithm"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let protection_level = crypto_key["versionTemplate"]["protectionLevel"]
+            .as_str()
+            .unwrap_or("HSM")
+            .to_owned();
         let versions = self.versions(name).await?;
-        let carried =
-            |v: &&Value| is_live(v) && imported_as(v) == Some((key_id.clone(), key.version));
-        if versions.iter().any(|v| carried(&v)) {
-            return remote_of(name, &versions).ok_or_else(|| rejected("no live version"));
-        }
-        let (job, public_key_der) = self.import_job(key).await?;
-        let wrapped = key
-            .material
-            .wrapped_for(&TransferWrapping::RsaAesKeyWrapSha256 { public_key_der })
-            .await
-            .map_err(|e| rejected(e.to_string()))?;
-        let path = self.key_path(name)?;
-        let mut version = self
-            .expect(
-                Method::POST,
-                &format!("{path}/cryptoKeyVersions:import"),
-                Some(
-                    &json!({"algorithm": algorithm.as_str().to_ascii_uppercase(),
-                             "importJob": job, "wrappedKey": B64.encode(wrapped)}),
-                ),
-                &format!("importing version {} of key '{name}'", key.version),
-            )
-            .await?;
-        let version_path = self.own_version_path(version["name"].as_str().unwrap_or_default())?;
-        for _ in 0..POLLS {
-            if state(&version) != "PENDING_IMPORT" {
-                break;
+        let existing = carried(&versions, &key_id)
+            .filter(|(v, n)| *n == key.version && (is_live(v) || state(v) == "PENDING_IMPORT"))
+            .map(|(v, _)| v.clone())
+            .next();
+        let version = match existing {
+            Some(v) => self.settled(name, v).await?,
+            None => {
+                let (job, public_key_der) = self.import_job(key, &protection_level).await?;
+                let wrapped = key
+                    .material
+                    .wrapped_for(&TransferWrapping::RsaAesKeyWrapSha256 { public_key_der })
+                    .await
+                    .map_err(|e| rejected(e.to_string()))?;
+                let version = self
+                    .expect(
+                        Method::POST,
+                        &format!("{}/cryptoKeyVersions:import", self.key_path(name)?),
+                        Some(&json!({"algorithm": algorithm, "importJob": job,
+                                     "wrappedKey": B64.encode(wrapped)})),
+                        &format!("importing version {} of key '{name}'", key.version),
+                    )
+                    .await?;
+                self.settled(name, version).await?
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
-            version = self
-                .expect(
-                    Method::GET,
-                    &version_path,
-                    None,
-                    "reading an imported version",
-                )
-                .await?;
-        }
+        };
         match state(&version) {
-            "ENABLED" => {}
+            "ENABLED" | "DISABLED" => {}
             "IMPORT_FAILED" => {
                 return Err(rejected(format!(
                     "Cloud KMS could not import version {} of key '{name}': {}",
@@ -701,23 +765,33 @@ impl GoogleKms {
                 )));
             }
             other => {
-                return Err(RemoteFailure::new(
-                    FailureKind::Transient,
-                    format!("the imported version of key '{name}' is {other}"),
-                ));
+                return Err(rejected(format!(
+                    "the version carrying version {} of key '{name}' is {other}",
+                    key.version
+                )));
             }
         }
-        if purpose == GoogleKeyPurpose::EncryptDecrypt {
+        if state(&version) == "DISABLED" && enabled {
+            self.set_version_state(name, &version, "ENABLED").await?;
+        }
+        // Google makes only an enabled version primary: the new one becomes primary before a
+        // disabled copy's version is disabled.
+        if crypto_key["purpose"] == "ENCRYPT_DECRYPT"
+            && crypto_key["primary"]["name"] != version["name"]
+        {
+            if state(&version) == "DISABLED" {
+                self.set_version_state(name, &version, "ENABLED").await?;
+            }
             self.expect(
                 Method::POST,
-                &format!("{path}:updatePrimaryVersion"),
-                Some(&json!({"cryptoKeyVersionId": last_segment(&version_path)})),
+                &format!("{}:updatePrimaryVersion", self.key_path(name)?),
+                Some(&json!({"cryptoKeyVersionId": last_segment(version["name"].as_str().unwrap_or_default())})),
                 &format!("making version {} of key '{name}' primary", key.version),
             )
             .await?;
         }
         if !enabled {
-            self.set_version_state(&version, "DISABLED").await?;
+            self.set_version_state(name, &version, "DISABLED").await?;
         }
         Ok(RemoteKey {
             remote_id: name.to_owned(),
@@ -763,6 +837,21 @@ impl GoogleKms {
             )),
         }
     }
+
+    /// Key `name` and its versions, when it is labelled for a managed key; `None` when absent.
+    async fn managed_key(&self, name: &str) -> RemoteResult<Option<(Value, Vec<Value>, String)>> {
+        let Some(crypto_key) = self.crypto_key(name).await? else {
+            return Ok(None);
+        };
+        let Some(key_id) = owner(&crypto_key).map(str::to_owned) else {
+            return Err(rejected(format!(
+                "key '{name}' in key ring '{}' is not labelled for a managed key; keyplane does not change it",
+                self.ring_id
+            )));
+        };
+        let versions = self.versions(name).await?;
+        Ok(Some((crypto_key, versions, key_id)))
+    }
 }
 
 #[async_trait]
@@ -804,31 +893,35 @@ impl Connector for GoogleKms {
 
     async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
         let name = remote_id.unwrap_or(label);
-        if self.crypto_key(name).await?.is_none() {
+        let Some(crypto_key) = self.crypto_key(name).await? else {
             return Ok(None);
-        }
-        Ok(remote_of(name, &self.versions(name).await?))
+        };
+        Ok(remote_of(name, &crypto_key, &self.versions(name).await?))
     }
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
         self.ensure_key_ring().await?;
         let name = key.label;
-        match self.crypto_key(name).await? {
-            None => self.create_key(name, key).await?,
+        let key_id = key.key_id.to_string();
+        let enabled = match self.crypto_key(name).await? {
+            None => {
+                self.create_key(name, key).await?;
+                true
+            }
             Some(existing) => {
-                if existing["labels"][LABEL_KEY_ID] != key.key_id.to_string().as_str() {
+                if owner(&existing) != Some(key_id.as_str()) {
                     return Err(rejected(format!(
                         "key ring '{}' already holds a key named '{name}' that is not this key (Cloud KMS never frees a key's name)",
                         self.ring_id
                     )));
                 }
-                // This key, left by an earlier attempt or destroyed by a disconnect: versions
-                // still scheduled for destruction are restored (disabled, as Google restores
-                // them) before anything new is imported.
-                for version in self.versions(name).await? {
-                    if state(&version) == "DESTROY_SCHEDULED" {
-                        let path =
-                            self.own_version_path(version["name"].as_str().unwrap_or_default())?;
+                // This key, left by an earlier attempt or destroyed by a disconnect: its own
+                // versions still scheduled for destruction are restored (disabled, as Google
+                // restores them) before anything new is imported.
+                let versions = self.versions(name).await?;
+                for (version, _) in carried(&versions, &key_id) {
+                    if state(version) == "DESTROY_SCHEDULED" {
+                        let path = self.own_version_path(name, version)?;
                         self.expect(
                             Method::POST,
                             &format!("{path}:restore"),
@@ -838,22 +931,41 @@ impl Connector for GoogleKms {
                         .await?;
                     }
                 }
+                let versions = self.versions(name).await?;
+                remote_of(name, &existing, &versions).is_none_or(|r| r.enabled)
             }
-        }
-        let versions = self.versions(name).await?;
-        match remote_of(name, &versions) {
-            Some(remote) if remote.version >= key.version => Ok(remote),
-            Some(remote) => self.import(name, key, remote.enabled).await,
-            None => self.import(name, key, true).await,
-        }
+        };
+        self.import(name, key, enabled).await
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        let name = &remote.remote_id;
+        let Some((crypto_key, versions, key_id)) = self.managed_key(name).await? else {
+            return Err(rejected(format!("key '{name}' is gone")));
+        };
+        Self::no_import_under_way(name, &versions)?;
         let wanted = if enabled { "ENABLED" } else { "DISABLED" };
-        for version in self.versions(&remote.remote_id).await? {
-            if is_live(&version) && state(&version) != wanted {
-                self.set_version_state(&version, wanted).await?;
+        for (version, _) in carried(&versions, &key_id) {
+            if is_live(version) && state(version) != wanted {
+                self.set_version_state(name, version, wanted).await?;
             }
+        }
+        // An enabled symmetric key encrypts with its newest managed version (a primary moved
+        // by hand, or left behind by an interrupted rotation, is put back).
+        if enabled
+            && crypto_key["purpose"] == "ENCRYPT_DECRYPT"
+            && let Some((newest, _)) = carried(&versions, &key_id)
+                .filter(|(v, _)| is_live(v))
+                .max_by_key(|(_, n)| *n)
+            && crypto_key["primary"]["name"] != newest["name"]
+        {
+            self.expect(
+                Method::POST,
+                &format!("{}:updatePrimaryVersion", self.key_path(name)?),
+                Some(&json!({"cryptoKeyVersionId": last_segment(newest["name"].as_str().unwrap_or_default())})),
+                &format!("making the newest version of key '{name}' primary"),
+            )
+            .await?;
         }
         Ok(RemoteKey {
             enabled,
@@ -871,16 +983,22 @@ impl Connector for GoogleKms {
     }
 
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
-        if self.crypto_key(&remote.remote_id).await?.is_none() {
+        let name = &remote.remote_id;
+        let Some((_, versions, key_id)) = self.managed_key(name).await? else {
             return Ok(());
-        }
-        // Every version that holds material is scheduled for destruction; Google destroys it
-        // at the end of the key's destroy-scheduled duration (30 days unless set otherwise).
-        for version in self.versions(&remote.remote_id).await? {
-            if !is_live(&version) {
+        };
+        Self::no_import_under_way(name, &versions)?;
+        // Every version keyplane imported for the key is scheduled for destruction (disabled
+        // first, as an organisation policy may require); Google destroys it at the end of the
+        // key's destroy-scheduled duration (30 days unless set otherwise).
+        for (version, _) in carried(&versions, &key_id) {
+            if !is_live(version) {
                 continue;
             }
-            let path = self.own_version_path(version["name"].as_str().unwrap_or_default())?;
+            if state(version) == "ENABLED" {
+                self.set_version_state(name, version, "DISABLED").await?;
+            }
+            let path = self.own_version_path(name, version)?;
             let (status, body) = self
                 .call(
                     Method::POST,
@@ -889,28 +1007,34 @@ impl Connector for GoogleKms {
                     &self.quotas.writes,
                 )
                 .await?;
-            // 400 FAILED_PRECONDITION: scheduled meanwhile by another call.
-            if !(200..300).contains(&status) && status != 400 {
-                return Err(http::status_failure(
-                    status,
-                    &format!(
-                        "destroying version {} of key '{}'",
-                        last_segment(&path),
-                        remote.remote_id
-                    ),
-                    &error_message(&body),
-                ));
+            if (200..300).contains(&status) {
+                continue;
             }
+            // Scheduled meanwhile by another call is done; anything else is a failure.
+            if body["error"]["status"] == "FAILED_PRECONDITION" {
+                let now = self
+                    .expect(Method::GET, &path, None, "reading a version")
+                    .await?;
+                if matches!(state(&now), "DESTROY_SCHEDULED" | "DESTROYED") {
+                    continue;
+                }
+            }
+            return Err(http::status_failure(
+                status,
+                &format!("destroying version {} of key '{name}'", last_segment(&path)),
+                &error_message(&body),
+            ));
         }
         Ok(())
     }
 
     async fn pending_removal(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
-        let versions = self.versions(&remote.remote_id).await?;
-        let scheduled: Vec<&str> = versions
-            .iter()
-            .filter(|v| state(v) == "DESTROY_SCHEDULED")
-            .filter_map(|v| v["destroyTime"].as_str())
+        let Some((_, versions, key_id)) = self.managed_key(&remote.remote_id).await? else {
+            return Ok(None);
+        };
+        let scheduled: Vec<&str> = carried(&versions, &key_id)
+            .filter(|(v, _)| state(v) == "DESTROY_SCHEDULED")
+            .filter_map(|(v, _)| v["destroyTime"].as_str())
             .collect();
         let Some(last) = scheduled.iter().max() else {
             return Ok(None);
@@ -931,6 +1055,16 @@ impl Connector for GoogleKms {
         Ok(None)
     }
 
+    async fn is_labelled_for(
+        &self,
+        remote: &RemoteKey,
+        key_id: uuid::Uuid,
+    ) -> RemoteResult<Option<bool>> {
+        Ok(Some(self.crypto_key(&remote.remote_id).await?.is_some_and(
+            |k| owner(&k) == Some(key_id.to_string().as_str()),
+        )))
+    }
+
     async fn prove_copy(
         &self,
         remote: &RemoteKey,
@@ -938,13 +1072,12 @@ impl Connector for GoogleKms {
     ) -> RemoteResult<Option<bool>> {
         // Cloud KMS shows nothing of a version's material (no check value, no raw encryption
         // for these keys). A copy is this key when the key's label names it and every version
-        // that holds material came through an import job named for it; only the project's KMS
-        // administrators can set either.
-        let Some(found) = self.crypto_key(&remote.remote_id).await? else {
+        // that holds material came through an import job named for it.
+        let Some(crypto_key) = self.crypto_key(&remote.remote_id).await? else {
             return Ok(Some(false));
         };
         let key_id = key.key_id.to_string();
-        if found["labels"][LABEL_KEY_ID] != key_id.as_str() {
+        if owner(&crypto_key) != Some(key_id.as_str()) {
             return Ok(Some(false));
         }
         let versions = self.versions(&remote.remote_id).await?;
@@ -952,9 +1085,20 @@ impl Connector for GoogleKms {
         if live.is_empty() {
             return Ok(None);
         }
-        Ok(Some(live.iter().all(|v| {
+        let ours = live.iter().all(|v| {
             imported_as(v).is_some_and(|(id, version)| id == key_id && version <= key.version)
-        })))
+        });
+        if !ours {
+            return Ok(Some(false));
+        }
+        // A copy left behind (the key rotated while the keystore was away) is brought up to the
+        // key's newest version here: the copy is then recorded as holding it.
+        if !carried(&versions, &key_id).any(|(v, n)| n == key.version && is_live(v)) {
+            let enabled =
+                remote_of(&remote.remote_id, &crypto_key, &versions).is_some_and(|r| r.enabled);
+            self.import(&remote.remote_id, key, enabled).await?;
+        }
+        Ok(Some(true))
     }
 }
 
@@ -982,17 +1126,25 @@ mod tests {
     #[test]
     fn a_remote_key_is_its_newest_live_managed_version() {
         let v = |n: u32, state: &str| {
-            json!({"state": state,
+            json!({"state": state, "name": format!("k/cryptoKeyVersions/{n}"),
                    "importJob": format!("r/importJobs/kp-6f1c0d3e-8a7b-4c2d-9e0f-1a2b3c4d5e6f-{n}-0a1b2c3d")})
         };
-        let remote = remote_of(
-            "k",
-            &[v(1, "DISABLED"), v(2, "ENABLED"), v(3, "DESTROY_SCHEDULED")],
-        )
-        .unwrap();
+        let key = json!({"purpose": "ENCRYPT_DECRYPT",
+                         "labels": {LABEL_KEY_ID: "6f1c0d3e-8a7b-4c2d-9e0f-1a2b3c4d5e6f"},
+                         "primary": {"name": "k/cryptoKeyVersions/2"}});
+        let mut versions = vec![v(1, "DISABLED"), v(2, "ENABLED"), v(3, "DESTROY_SCHEDULED")];
+        let remote = remote_of("k", &key, &versions).unwrap();
         assert_eq!((remote.version, remote.enabled), (2, true));
+        // A primary moved elsewhere is not the managed key's state.
+        let moved = json!({"purpose": "ENCRYPT_DECRYPT", "labels": key["labels"],
+                           "primary": {"name": "k/cryptoKeyVersions/1"}});
+        assert!(!remote_of("k", &moved, &versions).unwrap().enabled);
+        // A version imported for another key does not count.
+        versions.push(json!({"state": "ENABLED", "name": "k/cryptoKeyVersions/4",
+                             "importJob": "r/importJobs/kp-00000000-0000-4000-8000-000000000000-9-0a1b2c3d"}));
+        assert_eq!(remote_of("k", &key, &versions).unwrap().version, 2);
         assert_eq!(
-            remote_of("k", &[v(1, "DESTROY_SCHEDULED"), v(2, "DESTROYED")]),
+            remote_of("k", &key, &[v(1, "DESTROY_SCHEDULED"), v(2, "DESTROYED")]),
             None
         );
     }
@@ -1069,20 +1221,20 @@ mod tests {
     }
 
     #[test]
-    fn only_this_key_rings_versions_are_called() {
+    fn only_the_keys_own_versions_are_called() {
         let kms = GoogleKms::new(settings(credentials())).unwrap();
         let ring = "projects/payments-prod/locations/europe-west1/keyRings/keyplane";
-        assert!(
-            kms.own_version_path(&format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3"))
-                .is_ok()
-        );
+        let named = |n: &str| json!({ "name": n });
+        let good = format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3");
+        assert!(kms.own_version_path("k", &named(&good)).is_ok());
         for bad in [
             format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3/../../../x"),
             format!("{ring}/cryptoKeys/k/cryptoKeyVersions/3:destroy"),
+            format!("{ring}/cryptoKeys/other/cryptoKeyVersions/3"),
             format!("{ring}-other/cryptoKeys/k/cryptoKeyVersions/3"),
             "projects/other/locations/x/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1".to_owned(),
         ] {
-            assert!(kms.own_version_path(&bad).is_err(), "{bad}");
+            assert!(kms.own_version_path("k", &named(&bad)).is_err(), "{bad}");
         }
         assert!(kms.key_path("a/b").is_err());
     }

@@ -192,6 +192,17 @@ pub trait Connector: Send + Sync {
         plaintext: &[u8],
     ) -> RemoteResult<Option<ProbeCiphertext>>;
 
+    /// Whether the target's own label or tag on `remote` names managed key `key_id`; `None`
+    /// when the target keeps no such mark. Asked where no material is left to prove a copy
+    /// with (a destroyed key): a copy marked for another key, or for none, is never touched.
+    async fn is_labelled_for(
+        &self,
+        _remote: &RemoteKey,
+        _key_id: Uuid,
+    ) -> RemoteResult<Option<bool>> {
+        Ok(None)
+    }
+
     /// Proves, the target's own way, whether `remote` holds `key`'s newest version; `None` when
     /// the target has no such way (the encryption probe is used then).
     async fn prove_copy(

@@ -304,6 +304,45 @@ pub fn check_value(spec: &FieldSpec, value: &Value) -> Result<Value> {
     }
 }
 
+/// Fills in identifying fields a connection leaves to its credentials, so they are stored and
+/// locked like the others: a Google keystore's project comes from its service-account file when
+/// `google_project_id` is not given (a later change of the file cannot move the keystore to
+/// another project's key ring).
+pub fn fill_from_credentials(keystore_type: KeystoreType, connection: &mut CheckedConnection) {
+    use base64::Engine as _;
+    if keystore_type != KeystoreType::GoogleKms
+        || connection
+            .clear
+            .get("google_project_id")
+            .and_then(Value::as_str)
+            .is_some_and(|p| !p.is_empty())
+    {
+        return;
+    }
+    let Some(text) = connection
+        .secrets
+        .get("google_credentials")
+        .and_then(Value::as_str)
+        .map(str::trim)
+    else {
+        return;
+    };
+    let bytes = if text.starts_with('{') {
+        Some(text.as_bytes().to_vec())
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).ok()
+    };
+    let project = bytes
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|json| json["project_id"].as_str().map(str::to_owned))
+        .filter(|p| !p.is_empty());
+    if let Some(project) = project {
+        connection
+            .clear
+            .insert("google_project_id".into(), Value::String(project));
+    }
+}
+
 /// Connection fields split into what is stored in clear and what is sealed.
 #[derive(Default)]
 pub struct CheckedConnection {

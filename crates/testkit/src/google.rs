@@ -81,7 +81,7 @@ struct Version {
     material: Option<Material>,
     import_job: Option<String>,
     /// Reads until an import completes (`PENDING_IMPORT` meanwhile).
-    pending_reads: u8,
+    pending_reads: usize,
     destroy_time: Option<String>,
     create_time: String,
 }
@@ -98,6 +98,8 @@ struct CryptoKey {
 
 struct ImportJob {
     protection_level: String,
+    /// Reads until its key is generated.
+    pending_reads: usize,
     /// `PENDING_GENERATION` until first read, then `ACTIVE` until expired.
     state: &'static str,
     private_pkcs8: Zeroizing<Vec<u8>>,
@@ -112,7 +114,6 @@ struct Ring {
 }
 
 struct Inner {
-    token_url: String,
     project: String,
     client_email: String,
     private_key_id: String,
@@ -121,6 +122,10 @@ struct Inner {
     granted: Mutex<HashSet<String>>,
     throttle_next: AtomicUsize,
     page_size: AtomicUsize,
+    /// Reads an import job's key generation and an import take.
+    pending_reads: AtomicUsize,
+    /// The organisation policy `constraints/cloudkms.disableBeforeDestroy`.
+    disable_before_destroy: AtomicBool,
     tokens: Mutex<HashMap<String, Instant>>,
     rings: Mutex<BTreeMap<String, Ring>>,
     writes: Mutex<Vec<Instant>>,
@@ -501,7 +506,8 @@ async fn token(State(s): Shared, Form(form): Form<HashMap<String, String>>) -> R
     if !verified || s.key_expired.load(Ordering::SeqCst) {
         return oauth("Invalid JWT Signature.");
     }
-    if claims["aud"] != s.token_url.as_str() {
+    // Google's token endpoint is the audience, whatever URL the assertion was sent to.
+    if claims["aud"] != "https://oauth2.googleapis.com/token" {
         return oauth("Invalid JWT: Failed audience check.");
     }
     let (iat, exp) = (
@@ -835,6 +841,11 @@ async fn kms(
             })
         }
         Call::Destroy { ring, key, id } => s.with_version(&ring, &key, id, |v, name| {
+            if v.state == "ENABLED" && s.disable_before_destroy.load(Ordering::SeqCst) {
+                return precondition(
+                    "Organization policy constraints/cloudkms.disableBeforeDestroy requires the version to be DISABLED before it is destroyed.",
+                );
+            }
             if !matches!(v.state, "ENABLED" | "DISABLED") {
                 return precondition(format!(
                     "The request cannot be fulfilled: version {} is {}.",
@@ -876,7 +887,11 @@ async fn kms(
             match rings.get_mut(&ring).and_then(|r| r.jobs.get_mut(&job)) {
                 Some(j) => {
                     if j.state == "PENDING_GENERATION" {
-                        j.state = "ACTIVE";
+                        if j.pending_reads == 0 {
+                            j.state = "ACTIVE";
+                        } else {
+                            j.pending_reads -= 1;
+                        }
                     }
                     ok(job_json(&name, j))
                 }
@@ -999,6 +1014,7 @@ fn create_job(s: &Inner, ring: &str, q: &HashMap<String, String>, body: &Value) 
     }
     let job = ImportJob {
         protection_level: protection_level.to_owned(),
+        pending_reads: s.pending_reads.load(Ordering::SeqCst),
         state: "PENDING_GENERATION",
         private_pkcs8,
         public_pem: pem("PUBLIC KEY", public.as_ref()),
@@ -1067,7 +1083,7 @@ fn import(s: &Inner, ring: &str, key: &str, body: &Value) -> Response {
                 },
             ),
             import_job: Some(job_name.to_owned()),
-            pending_reads: 0,
+            pending_reads: s.pending_reads.load(Ordering::SeqCst),
             destroy_time: None,
             create_time: now(),
         };
@@ -1095,7 +1111,6 @@ impl GoogleKms {
         })
         .to_string();
         let inner = Arc::new(Inner {
-            token_url: token_url.clone(),
             project: project.to_owned(),
             client_email,
             private_key_id,
@@ -1104,6 +1119,8 @@ impl GoogleKms {
             granted: Mutex::new(ALL_PERMISSIONS.iter().map(|p| (*p).to_owned()).collect()),
             throttle_next: AtomicUsize::new(0),
             page_size: AtomicUsize::new(1000),
+            pending_reads: AtomicUsize::new(2),
+            disable_before_destroy: AtomicBool::new(false),
             tokens: Mutex::default(),
             rings: Mutex::default(),
             writes: Mutex::default(),
@@ -1157,6 +1174,26 @@ impl GoogleKms {
     /// Lists of versions come in pages of at most `size`.
     pub fn page_versions_by(&self, size: usize) {
         self.inner.page_size.store(size.max(1), Ordering::SeqCst);
+    }
+
+    /// Import jobs take `reads` reads to generate their key, and imports as many to complete.
+    pub fn take_reads_to_settle(&self, reads: usize) {
+        self.inner.pending_reads.store(reads, Ordering::SeqCst);
+    }
+
+    /// The organisation policy that refuses to destroy an enabled version.
+    pub fn require_disable_before_destroy(&self, on: bool) {
+        self.inner
+            .disable_before_destroy
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Makes version `id` of key `name` primary, as an operator in the console would.
+    pub fn set_primary(&self, name: &str, id: u32) {
+        let mut rings = self.inner.rings.lock().unwrap();
+        if let Some(k) = rings.values_mut().find_map(|r| r.keys.get_mut(name)) {
+            k.primary = Some(id);
+        }
     }
 
     /// Every import job expires now.

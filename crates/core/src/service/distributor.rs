@@ -393,7 +393,7 @@ impl Keyplane {
             || distribution::label_in_keystore(&key.label, keystore.keystore_type),
             |c| c.label.clone(),
         );
-        let found = connector
+        let mut found = connector
             .find(
                 recorded.as_ref().and_then(|c| c.remote_id.as_deref()),
                 &label,
@@ -403,13 +403,14 @@ impl Keyplane {
         // Recorded before an install that may never have happened (it failed, or died): what
         // holds the name now may be someone else's.
         let planned = recorded.as_ref().is_some_and(|c| c.remote_id.is_none());
+        let mut disowned = false;
         if let Some(remote) = &found
             && (recorded.is_none() || planned)
         {
             // A copy keyplane has no record of (a reconnected keystore): adopted only when the
             // remote proves it holds this very key. One it planned: unless the target's own
             // proof says it is another key.
-            if !self
+            let own = self
                 .is_own_copy(
                     connector,
                     key,
@@ -418,8 +419,12 @@ impl Keyplane {
                     keystore.keystore_type,
                     planned,
                 )
-                .await?
-            {
+                .await?;
+            if !own && !key.state.lives_in_keystores() {
+                // Nothing of this key is there: what holds the name is left alone, and the
+                // plan of an install that never happened is dropped.
+                disowned = true;
+            } else if !own {
                 return Err(RemoteFailure::new(
                     FailureKind::Rejected,
                     format!(
@@ -429,7 +434,7 @@ impl Keyplane {
                     ),
                 ));
             }
-            if recorded.is_none() {
+            if recorded.is_none() && !disowned {
                 recorded = Some(ExternalCopy {
                     keystore_id: keystore.id,
                     managed_key_id: key.id,
@@ -439,6 +444,9 @@ impl Keyplane {
                     enabled: remote.enabled,
                 });
             }
+        }
+        if disowned {
+            found = None;
         }
         let targeted = key
             .status_in_keystores
@@ -601,9 +609,9 @@ impl Keyplane {
         planned: bool,
     ) -> std::result::Result<bool, RemoteFailure> {
         if !key.state.lives_in_keystores() {
-            // No material to prove with: a planned copy is trusted as before, an unknown one
-            // is not adopted.
-            return Ok(planned);
+            // No material to prove with: a planned copy is trusted unless the target's own mark
+            // says it is another key's (or no key's); an unknown one is not adopted.
+            return Ok(planned && connector.is_labelled_for(remote, key.id).await? != Some(false));
         }
         let export = self.export_of(key).await?;
         let install = KeyToInstall {

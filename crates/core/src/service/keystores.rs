@@ -210,8 +210,10 @@ impl Keyplane {
         let location = input.location.unwrap_or_default();
         let tls_proxy = input.tls_proxy.unwrap_or_default();
         check_common(&description, &groups, &location, &tls_proxy)?;
-        let CheckedConnection { clear, secrets } =
+        let mut checked =
             keystore_types::check_connection(keystore_type, ibm_variant, &input.connection)?;
+        keystore_types::fill_from_credentials(keystore_type, &mut checked);
+        let CheckedConnection { clear, secrets } = checked;
         let id = new_id();
         let sealed_secrets = self.seal_connection_secrets(vault_id, id, &secrets).await?;
         let keystore = Keystore {
