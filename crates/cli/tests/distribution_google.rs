@@ -468,6 +468,35 @@ async fn rsa_and_ec_keys_go_as_the_template_says_and_misfits_are_refused_up_fron
     );
     assert!(kms.public_key("signing-ec", 1).is_some());
 
+    // Re-linked after a reconnect only when the version's public key is the managed key's: a
+    // version whose material was swapped under the same import job's name is refused.
+    let gone = c
+        .with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{ks}"),
+            "?mode=disconnect",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    kms.forge_rsa_version("signing-rsa", 1);
+    let again = connect_keystore(&c, &connection(&vault, "google-again", &kms)).await;
+    for key in [&rsa, &ec] {
+        let r = c
+            .with_etag(
+                "POST",
+                &format!("/api/v4/managed_keys/{}", id(key)),
+                "/sync_status_in_keystores",
+            )
+            .await
+            .unwrap();
+        assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    }
+    let entry = wait_status(&c, &id(&ec), &again, |s| s["status"] == "active").await;
+    assert_eq!(entry["key_id_in_keystore"], "signing-ec", "{entry}");
+    let entry = wait_status(&c, &id(&rsa), &again, |s| s["status"] == "error").await;
+    assert!(entry.to_string().contains("not this key"), "{entry}");
+
     // What Google cannot hold is refused when the template is written, naming why.
     for (algorithm, size, properties, why) in [
         (

@@ -1098,6 +1098,35 @@ impl Connector for GoogleKms {
                 remote_of(&remote.remote_id, &crypto_key, &versions).is_some_and(|r| r.enabled);
             self.import(&remote.remote_id, key, enabled).await?;
         }
+        // A key pair's copy shows its public key: it must be the managed one's (an enabled
+        // version's; a disabled one shows none).
+        if let Some(expected) = key
+            .material
+            .public_key_der()
+            .await
+            .map_err(|e| rejected(e.to_string()))?
+        {
+            let versions = self.versions(&remote.remote_id).await?;
+            let newest = carried(&versions, &key_id)
+                .find(|(v, n)| *n == key.version && state(v) == "ENABLED")
+                .map(|(v, _)| v.clone());
+            if let Some(version) = newest {
+                let path = self.own_version_path(&remote.remote_id, &version)?;
+                let shown = self
+                    .expect(
+                        Method::GET,
+                        &format!("{path}/publicKey"),
+                        None,
+                        "reading a version's public key",
+                    )
+                    .await?;
+                let der = http::pem_to_der(
+                    shown["pem"].as_str().unwrap_or_default(),
+                    "the version's public key",
+                )?;
+                return Ok(Some(der == expected));
+            }
+        }
         Ok(Some(true))
     }
 }

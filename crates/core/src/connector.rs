@@ -131,6 +131,10 @@ pub trait MaterialExport: Send + Sync {
     /// Encrypts `nonce` (an import token's) under this material with AES-256-GCM, no AAD, and
     /// returns `(iv, ciphertext ‖ tag)`: proof for the target that the sender holds the material.
     async fn encrypt_nonce(&self, nonce: &[u8]) -> crate::error::Result<(Vec<u8>, Vec<u8>)>;
+
+    /// The public key (SPKI DER) of an RSA or EC key pair; `None` for a symmetric key. Proof
+    /// for a target that shows a copy's public key.
+    async fn public_key_der(&self) -> crate::error::Result<Option<Vec<u8>>>;
 }
 
 /// What a remote key made of a probe: AES-256-GCM `nonce ‖ ciphertext ‖ tag` under `aad`.

@@ -97,6 +97,18 @@ impl MaterialEngine for KeyHierarchy {
         })
     }
 
+    fn public_key_of(
+        &self,
+        binding: &MaterialBinding,
+        m: &SealedMaterial,
+    ) -> Result<Option<Vec<u8>>> {
+        let plain = self
+            .opened_vault_key(binding.vault_id)?
+            .open(&m.sealed, &binding.aad())
+            .map_err(crypto_err)?;
+        Ok(crate::material::public_key_der(plain.expose()))
+    }
+
     fn seal_status(&self) -> SealStatus {
         self.status()
     }

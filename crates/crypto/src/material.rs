@@ -161,6 +161,21 @@ pub fn verification_patterns(
     }
 }
 
+/// The public key (SPKI DER) of an RSA or EC private key (PKCS#8); `None` for other material.
+pub fn public_key_der(material: &[u8]) -> Option<Vec<u8>> {
+    if let Ok(pair) = rsa::KeyPair::from_pkcs8(material) {
+        let spki: PublicKeyX509Der<'static> = pair.public_key().as_der().ok()?;
+        return Some(spki.as_ref().to_vec());
+    }
+    [EcCurve::P256, EcCurve::P384, EcCurve::P521]
+        .into_iter()
+        .find_map(|curve| EcdsaKeyPair::from_pkcs8(ec_algorithm(curve), material).ok())
+        .and_then(|pair| {
+            let spki: PublicKeyX509Der<'static> = pair.public_key().as_der().ok()?;
+            Some(spki.as_ref().to_vec())
+        })
+}
+
 fn random_secret(len: usize) -> Result<SecretBytes, CryptoError> {
     let mut bytes = Zeroizing::new(vec![0u8; len]);
     rand::fill(&mut bytes[..])

@@ -5,7 +5,7 @@
 //! exposes them: key rings (get, create), crypto keys (create with
 //! `skipInitialVersionCreation`, get, `updatePrimaryVersion`, `encrypt`, `decrypt`), crypto key
 //! versions (list with paging, get, patch of `state`, `destroy`, `restore`, `import`,
-//! `getPublicKey`), import jobs (create, get; `PENDING_GENERATION` until first read, then
+//! `publicKey`), import jobs (create, get; `PENDING_GENERATION` until first read, then
 //! `ACTIVE` until they expire) and `testIamPermissions`; `{"error":{"code","message","status"}}`
 //! bodies with Google's status names. The token endpoint takes the JWT-bearer grant, checks the
 //! assertion's RS256 signature against the account's key, its audience and lifetime.
@@ -13,7 +13,7 @@
 //! It **really unwraps** imports (`RSA_OAEP_3072_SHA256_AES_256`: RSA-OAEP SHA-256 of an AES
 //! key under the job's private key, then RFC 5649) and keeps the material; `encrypt` and
 //! `decrypt` use it (AES-256-GCM under this fake's own ciphertext layout, as Google's is its
-//! own), and `getPublicKey` derives from it, so a test proves the remote key is the managed key.
+//! own), and `publicKey` derives from it, so a test proves the remote key is the managed key.
 //!
 //! State rules kept: only enabled versions encrypt, decrypt or become primary; destroy
 //! schedules destruction (material kept until the scheduled time, which a test brings forward),
@@ -447,10 +447,25 @@ impl Call {
                     None if *method == Method::PATCH => Self::PatchVersion { ring, key, id },
                     Some("destroy") if postm => Self::Destroy { ring, key, id },
                     Some("restore") if postm => Self::Restore { ring, key, id },
-                    Some("getPublicKey") if get => Self::PublicKey { ring, key, id },
                     _ => return None,
                 }
             }
+            (
+                [
+                    "keyRings",
+                    r,
+                    "cryptoKeys",
+                    k,
+                    "cryptoKeyVersions",
+                    id,
+                    "publicKey",
+                ],
+                None,
+            ) if get => Self::PublicKey {
+                ring: ring(r),
+                key: (*k).to_owned(),
+                id: id.parse().ok()?,
+            },
             _ => return None,
         })
     }
@@ -1196,6 +1211,34 @@ impl GoogleKms {
         }
     }
 
+    /// Puts another RSA key pair of the same size into version `id` of key `name`, keeping its
+    /// import job's name: what someone allowed to import into the key ring could forge.
+    pub fn forge_rsa_version(&self, name: &str, id: u32) {
+        let mut rings = self.inner.rings.lock().unwrap();
+        let Some(v) = rings
+            .values_mut()
+            .find_map(|r| r.keys.get_mut(name))
+            .and_then(|k| k.versions.iter_mut().find(|v| v.id == id))
+        else {
+            return;
+        };
+        let bits = match &v.material {
+            Some(Material::Private(p)) => {
+                KeyPair::from_pkcs8(p).map_or(0, |k| k.public_modulus_len() * 8)
+            }
+            _ => 0,
+        };
+        let size = match bits {
+            2048 => KeySize::Rsa2048,
+            3072 => KeySize::Rsa3072,
+            _ => KeySize::Rsa4096,
+        };
+        let other = KeyPair::generate(size).expect("an RSA key");
+        v.material = Some(Material::Private(Zeroizing::new(
+            other.as_der().expect("PKCS#8").as_ref().to_vec(),
+        )));
+    }
+
     /// Every import job expires now.
     pub fn expire_import_jobs(&self) {
         for ring in self.inner.rings.lock().unwrap().values_mut() {
@@ -1318,7 +1361,7 @@ impl GoogleKms {
         .unwrap_or_else(|| Err(format!("no key {name}")))
     }
 
-    /// The public key (SPKI DER) of version `id` of key `name`, as `getPublicKey` derives it.
+    /// The public key (SPKI DER) of version `id` of key `name`, as `publicKey` derives it.
     pub fn public_key(&self, name: &str, id: u32) -> Option<Vec<u8>> {
         self.key(name, |k| {
             k.versions

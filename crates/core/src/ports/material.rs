@@ -143,6 +143,13 @@ pub trait MaterialEngine: Send + Sync + 'static {
         material: &ImportedMaterial<'_>,
     ) -> Result<SealedMaterial>;
 
+    /// The public key (SPKI DER) of an RSA or EC key's material; `None` for a symmetric key.
+    fn public_key_of(
+        &self,
+        binding: &MaterialBinding,
+        material: &SealedMaterial,
+    ) -> Result<Option<Vec<u8>>>;
+
     /// Opens material and wraps it as an external keystore asks for import (symmetric keys as
     /// raw bytes, asymmetric ones as PKCS#8 DER); only the wrapped form leaves.
     fn wrap_for_transfer(

@@ -153,6 +153,16 @@ impl MaterialExport for VersionExport<'_> {
         )
     }
 
+    async fn public_key_der(&self) -> Result<Option<Vec<u8>>> {
+        self.keyplane
+            .engine
+            .open_vault(self.binding.vault_id)
+            .await?;
+        self.keyplane
+            .engine
+            .public_key_of(&self.binding, &self.material)
+    }
+
     async fn encrypt_nonce(&self, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
         self.keyplane
             .engine
