@@ -185,6 +185,8 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(r.status, 200, "{}", r.body);
     wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
     assert_eq!(states(&kms, "billing-key"), ["ENABLED"]);
+    let sealed = kms.encrypt("billing-key", b"reactivated").unwrap();
+    assert_eq!(open(first.expose(), &sealed), b"reactivated");
 
     // Rotate: a new version, imported and made primary. The first attempt imports but cannot
     // move the primary (no permission): the retry finishes it without importing again.
@@ -388,6 +390,11 @@ async fn every_way_a_google_connection_fails_is_told_apart_and_saves_nothing() {
     assert_eq!(health, "configuration_error", "{detail}");
     assert!(detail.contains("missing permission"), "{detail}");
     kms.deny_permissions(&[]);
+    kms.throttle_next(1_000);
+    let (health, detail) = status().await;
+    assert_eq!(health, "not_responding", "{detail}");
+    assert!(detail.contains("throttled"), "{detail}");
+    kms.throttle_next(0);
     assert_eq!(status().await.0, "ok");
 
     // The account's key expires: a new connection cannot sign in, and says why.
