@@ -25,6 +25,7 @@ use keyplane_core::connector::{
 };
 use keyplane_core::model::Algorithm;
 
+use crate::http::rejected;
 use crate::pace::Pace;
 
 /// The tag that names the managed key a KMS key holds.
@@ -116,10 +117,6 @@ fn failure<E: ProvideErrorMetadata>(what: &str, e: &SdkError<E, HttpResponse>) -
 
 fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     matches!(e, SdkError::ServiceError(s) if s.err().code() == Some("NotFoundException"))
-}
-
-fn rejected(message: impl Into<String>) -> RemoteFailure {
-    RemoteFailure::new(FailureKind::Rejected, message)
 }
 
 impl AwsKms {

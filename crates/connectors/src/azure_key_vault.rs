@@ -35,7 +35,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::http;
+use crate::http::{self, error_message, rejected};
 use crate::pace::Pace;
 
 const API_VERSION: &str = "7.5";
@@ -155,19 +155,6 @@ pub struct AzureKeyVault {
     kek: Mutex<Option<Kek>>,
     quotas: Arc<Quotas>,
     client: reqwest::Client,
-}
-
-fn rejected(message: impl Into<String>) -> RemoteFailure {
-    RemoteFailure::new(FailureKind::Rejected, message)
-}
-
-/// The `error.message` of a Key Vault error body (or Entra ID's `error_description`).
-fn error_message(body: &Value) -> String {
-    body["error"]["message"]
-        .as_str()
-        .or_else(|| body["error_description"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn error_code(body: &Value) -> &str {

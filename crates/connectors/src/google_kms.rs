@@ -36,7 +36,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::http;
+use crate::http::{self, error_message, rejected};
 use crate::pace::Pace;
 
 /// Google's endpoints, used when the connection names none.
@@ -133,19 +133,6 @@ pub struct GoogleKms {
     ring_ready: Mutex<bool>,
     quotas: Arc<Quotas>,
     client: reqwest::Client,
-}
-
-fn rejected(message: impl Into<String>) -> RemoteFailure {
-    RemoteFailure::new(FailureKind::Rejected, message)
-}
-
-/// A Google API error's `error.message` (or OAuth's `error_description`).
-fn error_message(body: &Value) -> String {
-    body["error"]["message"]
-        .as_str()
-        .or_else(|| body["error_description"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Whether `id` can name a key ring, key or import job: 1 to 63 letters, digits, `_` and `-`.

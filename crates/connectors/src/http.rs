@@ -150,3 +150,18 @@ pub(crate) fn check_endpoint(url: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A refusal by the target (or of what it answered) that retrying will not change.
+pub(crate) fn rejected(message: impl Into<String>) -> RemoteFailure {
+    RemoteFailure::new(FailureKind::Rejected, message)
+}
+
+/// The `error.message` of a cloud provider's error body (Azure's and Google's), or an OAuth
+/// token endpoint's `error_description`.
+pub(crate) fn error_message(body: &serde_json::Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["error_description"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::http;
+use crate::http::{self, rejected};
 
 const KEY_MEDIA_TYPE: &str = "application/vnd.ibm.kms.key+json";
 const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
@@ -84,10 +84,6 @@ fn remote_key(resource: &Value) -> RemoteResult<Option<RemoteKey>> {
         enabled: state == 1,
         version: 1,
     }))
-}
-
-fn rejected(message: impl Into<String>) -> RemoteFailure {
-    RemoteFailure::new(FailureKind::Rejected, message)
 }
 
 impl KeyProtect {
