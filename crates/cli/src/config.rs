@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// File holding the token's user PIN (trailing newline ignored).
     #[arg(long, env = "KEYPLANE_PKCS11_PIN_FILE")]
     pub pkcs11_pin_file: Option<PathBuf>,
+    /// PKCS#11 modules `pkcs11` keystores may load, as a list separated by `:` (none by default:
+    /// a keystore names its module, and only a module the operator allows here is loaded).
+    #[arg(long, env = "KEYPLANE_PKCS11_KEYSTORE_MODULES")]
+    pub pkcs11_keystore_modules: Option<String>,
     /// Pre-generated RSA key pairs to keep ready, as SIZE:COUNT pairs (e.g. `3072:4,4096:2`;
     /// `0` for none).
     #[arg(long, env = "KEYPLANE_RSA_POOL")]
@@ -122,6 +126,7 @@ struct FileConfig {
     pkcs11_module: Option<PathBuf>,
     pkcs11_token: Option<String>,
     pkcs11_pin_file: Option<PathBuf>,
+    pkcs11_keystore_modules: Option<Vec<PathBuf>>,
     rsa_pool: Option<String>,
     keystore_concurrency: Option<usize>,
     distribution_backoff: Option<String>,
@@ -194,6 +199,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     pub rate_limit: u32,
     pub audit_file: Option<PathBuf>,
+    /// The PKCS#11 modules `pkcs11` keystores may load.
+    pub pkcs11_keystore_modules: Vec<PathBuf>,
 }
 
 /// Far above what one client of a key manager needs; a runaway or hostile client is held back.
@@ -359,6 +366,12 @@ impl Config {
                 .or(file.rate_limit)
                 .unwrap_or(DEFAULT_RATE_LIMIT),
             audit_file: args.audit_file.or(file.audit_file),
+            pkcs11_keystore_modules: match args.pkcs11_keystore_modules {
+                Some(list) => std::env::split_paths(&list)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect(),
+                None => file.pkcs11_keystore_modules.unwrap_or_default(),
+            },
         })
     }
 }

@@ -195,7 +195,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rotation_min_interval: chrono::Duration::from_std(config.rotation_min_interval)?,
     };
     let keyplane = Keyplane::new(dyn_store.clone(), engine.clone(), policy)
-        .with_connectors(Arc::new(keyplane_connectors::BuiltIn))
+        .with_connectors(Arc::new(keyplane_connectors::BuiltIn {
+            pkcs11_modules: config.pkcs11_keystore_modules.clone(),
+        }))
         .with_distribution_policy(config.distribution.clone())
         .with_call_rate(config.rate_limit)
         .with_key_pool(config.rsa_pool.clone());

@@ -7,6 +7,7 @@ pub mod hashicorp_vault;
 mod http;
 pub mod ibm_key_protect;
 mod pace;
+pub mod pkcs11;
 
 use std::sync::Arc;
 
@@ -17,7 +18,11 @@ use serde_json::{Map, Value};
 
 /// The connectors this build has.
 #[derive(Default)]
-pub struct BuiltIn;
+pub struct BuiltIn {
+    /// The PKCS#11 modules `pkcs11` keystores may load: the operator's choice, never the API
+    /// caller's (a module is code the server runs).
+    pub pkcs11_modules: Vec<std::path::PathBuf>,
+}
 
 fn text(fields: &Map<String, Value>, name: &str) -> Option<String> {
     fields
@@ -122,6 +127,34 @@ fn google(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn C
     Ok(Arc::new(connector))
 }
 
+fn pkcs11(
+    keystore: &Keystore,
+    secrets: &Map<String, Value>,
+    allowed: &[std::path::PathBuf],
+) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    let required = |name: &str| text(clear, name).ok_or_else(|| Error::missing_field(name));
+    let module = std::path::PathBuf::from(required("pkcs11_module")?);
+    if !allowed.contains(&module) {
+        return Err(Error::invalid_field(
+            "pkcs11_module",
+            format!(
+                "{} is not a PKCS#11 module this server may load (the operator lists them in KEYPLANE_PKCS11_KEYSTORE_MODULES)",
+                module.display()
+            ),
+        ));
+    }
+    Ok(Arc::new(pkcs11::Pkcs11Keystore::new(pkcs11::Settings {
+        module,
+        token_label: required("pkcs11_token_label")?,
+        pin: zeroize::Zeroizing::new(
+            text(secrets, "pkcs11_pin").ok_or_else(|| Error::missing_field("pkcs11_pin"))?,
+        ),
+        kek_label: text(clear, "pkcs11_kek_label")
+            .unwrap_or_else(|| pkcs11::DEFAULT_KEK_LABEL.to_owned()),
+    })))
+}
+
 /// Key Protect and HPCS instances (not the internal variant, which is this keyplane itself).
 fn key_protect(
     keystore: &Keystore,
@@ -149,6 +182,7 @@ impl Connectors for BuiltIn {
                 | KeystoreType::IbmCloudKms
                 | KeystoreType::AzureKeyVault
                 | KeystoreType::GoogleKms
+                | KeystoreType::Pkcs11
         )
     }
 
@@ -162,6 +196,7 @@ impl Connectors for BuiltIn {
             KeystoreType::AwsKms => Some(aws(keystore, secrets)),
             KeystoreType::AzureKeyVault => Some(azure(keystore, secrets)),
             KeystoreType::GoogleKms => Some(google(keystore, secrets)),
+            KeystoreType::Pkcs11 => Some(pkcs11(keystore, secrets, &self.pkcs11_modules)),
             KeystoreType::IbmCloudKms if !keystore.is_internal() => {
                 Some(key_protect(keystore, secrets))
             }

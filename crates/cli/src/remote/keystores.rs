@@ -73,6 +73,10 @@ pub enum Kind {
     Azure,
     /// Google Cloud KMS (`google_kms`).
     Google,
+    /// A KMIP server (`kmip`).
+    Kmip,
+    /// A PKCS#11 token: an HSM (`pkcs11`).
+    Pkcs11,
 }
 
 impl Kind {
@@ -86,6 +90,8 @@ impl Kind {
             Self::Vault => ("hashicorp_vault", None),
             Self::Azure => ("azure_key_vault", None),
             Self::Google => ("google_kms", None),
+            Self::Kmip => ("kmip", None),
+            Self::Pkcs11 => ("pkcs11", None),
         }
     }
 }

@@ -17,7 +17,8 @@ use super::Keyplane;
 pub const MAX_POOL_TARGET: u32 = 256;
 /// How often the refill checks the pool when nothing wakes it.
 const REFILL_INTERVAL: Duration = Duration::from_secs(60);
-/// How long the refill waits after a failure (for example while sealed).
+/// How long the refill waits after a failure (for example while sealed), or while another
+/// node leads.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// How many pre-generated keys to keep, per algorithm and size.
@@ -128,12 +129,17 @@ impl Keyplane {
         }
         loop {
             // One node refills the deployment's pool: the leader.
-            let refill = if self.leader_term().await.is_some() {
+            let leading = self.leader_term().await.is_some();
+            let refill = if leading {
                 self.refill_key_pool().await
             } else {
                 Ok(0)
             };
             let pause = match refill {
+                // Not the leader now (or not yet: at start the lease may still be being taken):
+                // asked again soon, so a node that becomes leader fills the pool at once rather
+                // than a refill interval later.
+                Ok(_) if !leading => RETRY_AFTER,
                 Ok(added) => {
                     if added > 0 {
                         tracing::debug!(added, "key pool refilled");

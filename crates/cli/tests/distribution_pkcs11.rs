@@ -1,0 +1,332 @@
+//! Distribution to a PKCS#11 token (SoftHSM2) through the real binary: the token's key object is
+//! the managed key (what the token encrypts opens with the managed material, and the reverse),
+//! through create, deactivate, reactivate, rotate and destroy; every disconnect mode with the
+//! seed's refusal and a re-link after a reconnect; only modules the operator allows are loaded.
+//!
+//! SoftHSM2 reads `SOFTHSM2_CONF` once per process: the test body runs in a child process of
+//! this test binary with a fresh token, the server beside it on the same token.
+
+mod common;
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use serde_json::{Value, json};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN_LABEL: &str = "keystore-e2e";
+const PIN: &str = "user-pin-8642";
+const CHILD: &str = "KEYPLANE_PKCS11_E2E_CHILD";
+
+/// In the child: the token's `SOFTHSM2_CONF`. In the parent: makes a fresh token, runs `test`
+/// in a child process and returns `None`.
+fn on_fresh_token(test: &str) -> Option<String> {
+    if let Ok(conf) = std::env::var(CHILD) {
+        return Some(conf);
+    }
+    assert!(
+        Path::new(MODULE).exists(),
+        "SoftHSM2 is missing: scripts/test.sh installs the softhsm2 package"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let init = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", TOKEN_LABEL])
+        .args(["--so-pin", "so-pin-9753", "--pin", PIN])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env(CHILD, &conf)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && out.contains("1 passed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    None
+}
+
+fn connection(vault: &str, name: &str) -> Value {
+    json!({"type": "pkcs11", "vault": {"id": vault}, "name": name, "groups": ["hsm"],
+           "pkcs11_module": MODULE, "pkcs11_token_label": TOKEN_LABEL, "pkcs11_pin": PIN})
+}
+
+/// The test's own logged-in session on the token, to see what the server put there.
+fn inspect() -> Session {
+    let context = Pkcs11::new(MODULE).unwrap();
+    context
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = context
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| context.get_token_info(*s).unwrap().label().trim_end() == TOKEN_LABEL)
+        .unwrap();
+    let session = context.open_ro_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    session
+}
+
+/// The key objects labelled `label`, oldest version first.
+fn objects(session: &Session, label: &str) -> Vec<(ObjectHandle, String, bool)> {
+    let mut found: Vec<(ObjectHandle, String, bool)> = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap()
+        .into_iter()
+        .map(|h| {
+            let mut id = String::new();
+            let mut enabled = false;
+            for a in session
+                .get_attributes(h, &[AttributeType::Id, AttributeType::Encrypt])
+                .unwrap()
+            {
+                match a {
+                    Attribute::Id(v) => id = String::from_utf8(v).unwrap(),
+                    Attribute::Encrypt(e) => enabled = e,
+                    _ => {}
+                }
+            }
+            (h, id, enabled)
+        })
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    found
+}
+
+/// AES-GCM in the token: `iv ‖ ciphertext ‖ tag`.
+fn token_encrypt(session: &Session, handle: ObjectHandle, plaintext: &[u8]) -> Option<Vec<u8>> {
+    let iv = [4u8; 12];
+    let sealed = session
+        .encrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv.clone(), b"", 128.into()).unwrap()),
+            handle,
+            plaintext,
+        )
+        .ok()?;
+    Some([iv.to_vec(), sealed].concat())
+}
+
+fn token_decrypt(session: &Session, handle: ObjectHandle, sealed: &[u8]) -> Vec<u8> {
+    let (iv, rest) = sealed.split_at(12);
+    session
+        .decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv.to_vec(), b"", 128.into()).unwrap()),
+            handle,
+            rest,
+        )
+        .unwrap()
+}
+
+fn open(material: &[u8], sealed: &[u8]) -> Vec<u8> {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let (iv, rest) = sealed.split_at(12);
+    let mut buf = rest.to_vec();
+    key.open_in_place(
+        Nonce::try_assume_unique_for_key(iv).unwrap(),
+        Aad::empty(),
+        &mut buf,
+    )
+    .expect("the managed material opens what the token sealed")
+    .to_vec()
+}
+
+fn seal(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let iv = [6u8; 12];
+    let mut buf = plaintext.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
+        .unwrap();
+    [iv.to_vec(), buf].concat()
+}
+
+#[tokio::test]
+async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconnects() {
+    let Some(conf) = on_fresh_token(
+        "a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconnects",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = keyplane_testkit::process::Server::start(
+        &binary(),
+        dir.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
+            ("KEYPLANE_PKCS11_KEYSTORE_MODULES", MODULE),
+            ("SOFTHSM2_CONF", conf.as_str()),
+        ],
+    )
+    .await
+    .unwrap();
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let attempt = async |body: Value| {
+        let r = c.post("/api/v4/keystores", &body).await.unwrap();
+        (r.status, r.body["errors"][0].clone())
+    };
+
+    // Only a module the operator allows is loaded; a wrong PIN and a missing token are told
+    // apart; nothing is saved.
+    let mut evil = connection(&vault, "hsm");
+    evil["pkcs11_module"] = json!("/tmp/not-allowed.so");
+    let (status, error) = attempt(evil).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["target"]["name"], "pkcs11_module", "{error}");
+    let mut wrong = connection(&vault, "hsm");
+    wrong["pkcs11_pin"] = json!("not-the-pin");
+    let (status, error) = attempt(wrong).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the PIN"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("not-the-pin"), "{error}");
+    let mut missing = connection(&vault, "hsm");
+    missing["pkcs11_token_label"] = json!("no-such-token");
+    let (status, error) = attempt(missing).await;
+    assert_eq!(status, 424, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no token labelled 'no-such-token'"),
+        "{error}"
+    );
+    let listed = c
+        .get(&format!("/api/v4/keystores?vault.id={vault}"))
+        .await
+        .unwrap();
+    assert_eq!(listed.body["total_count"], 0, "nothing was saved");
+
+    let ks = connect_keystore(&c, &connection(&vault, "hsm")).await;
+    active_aes_template(&c, &vault, "pkcs11", "hsm").await;
+    let key = create_key(&c, &vault, "payments-key").await;
+    let key_id = id(&key);
+    let key_path = format!("/api/v4/managed_keys/{key_id}");
+    let entry = wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert_eq!(entry["key_id_in_keystore"], "payments-key");
+    let session = inspect();
+    let found = objects(&session, "payments-key");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1, format!("keyplane:{key_id}:1"));
+    let first = open_material_version(dir.path(), &key, 1);
+    let sealed = token_encrypt(&session, found[0].0, b"from the token").unwrap();
+    assert_eq!(open(first.expose(), &sealed), b"from the token");
+    assert_eq!(
+        token_decrypt(&session, found[0].0, &seal(first.expose(), b"the reverse")),
+        b"the reverse"
+    );
+
+    // Deactivate and reactivate.
+    let r = c.with_etag("POST", &key_path, "/deactivate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "not_active").await;
+    assert!(
+        token_encrypt(&session, found[0].0, b"x").is_none(),
+        "disabled refuses"
+    );
+    let r = c.with_etag("POST", &key_path, "/activate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
+    assert!(token_encrypt(&session, found[0].0, b"x").is_some());
+
+    // Rotate: a second object with the new material.
+    let r = c.with_etag("POST", &key_path, "/rotate").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..600 {
+        if objects(&session, "payments-key").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let found = objects(&session, "payments-key");
+    assert_eq!(found.len(), 2);
+    let second = open_material_version(dir.path(), &key, 2);
+    let sealed = token_encrypt(&session, found[1].0, b"second").unwrap();
+    assert_eq!(open(second.expose(), &sealed), b"second");
+
+    // The seed's rule, then deactivate mode: the objects are disabled and the keystore unlinked.
+    let disconnect = async |keystore: &str, mode: &str| {
+        c.with_etag(
+            "DELETE",
+            &format!("/api/v4/keystores/{keystore}"),
+            &format!("?mode={mode}"),
+        )
+        .await
+        .unwrap()
+    };
+    let refused = disconnect(&ks, "restrict").await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.to_string().contains(&key_id));
+    let gone = disconnect(&ks, "deactivate").await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert!(objects(&session, "payments-key").iter().all(|o| !o.2));
+
+    // Reconnected: the copy proves itself (the token encrypts a probe the material opens) and
+    // is re-linked, not installed again.
+    let again = connect_keystore(&c, &connection(&vault, "hsm-again")).await;
+    let r = c
+        .with_etag("POST", &key_path, "/update_from_template")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
+    let found = objects(&session, "payments-key");
+    assert_eq!(found.len(), 2, "re-linked");
+    assert!(found.iter().all(|o| o.2));
+
+    // Destroy mode removes every version's object, and only those.
+    let gone = disconnect(&again, "destroy").await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert!(objects(&session, "payments-key").is_empty());
+
+    // A key's destroy removes its objects too.
+    let third = connect_keystore(&c, &connection(&vault, "hsm-third")).await;
+    let other = create_key(&c, &vault, "ledger-key").await;
+    let other_path = format!("/api/v4/managed_keys/{}", id(&other));
+    wait_status(&c, &id(&other), &third, |s| s["status"] == "active").await;
+    assert_eq!(objects(&session, "ledger-key").len(), 1);
+    for action in ["/deactivate", "/destroy"] {
+        let r = c.with_etag("POST", &other_path, action).await.unwrap();
+        assert_eq!(r.status, 200, "{action}: {}", r.body);
+    }
+    wait_status(&c, &id(&other), &third, |s| s["status"] == "not_present").await;
+    assert!(objects(&session, "ledger-key").is_empty());
+}
