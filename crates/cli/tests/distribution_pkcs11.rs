@@ -236,6 +236,22 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
     assert_eq!(listed.body["total_count"], 0, "nothing was saved");
 
     let ks = connect_keystore(&c, &connection(&vault, "hsm")).await;
+    // Keyplane installs AES keys in tokens: another algorithm is refused with the template.
+    let r = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "RSA",
+                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
+                    "keystores": [{"type": "pkcs11", "group": "hsm"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("do not accept rsa keys"),
+        "{}",
+        r.body
+    );
     active_aes_template(&c, &vault, "pkcs11", "hsm").await;
     let key = create_key(&c, &vault, "payments-key").await;
     let key_id = id(&key);

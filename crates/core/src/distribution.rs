@@ -178,7 +178,9 @@ pub fn supported_sizes(keystore_type: KeystoreType, algorithm: Algorithm) -> &'s
     use KeystoreType::*;
     match (keystore_type, algorithm) {
         (_, Des | Dilithium) => &[],
-        (IbmCloudKms | Pkcs11, a) => a.supported_sizes(),
+        (IbmCloudKms, a) => a.supported_sizes(),
+        // What keyplane installs in a token: AES keys (the connector unwraps AES key objects).
+        (Pkcs11, Aes) => &[128, 192, 256],
         (AwsKms, Aes) => &[256],
         (AwsKms | AzureKeyVault | HashicorpVault, a) if a != Aes => a.supported_sizes(),
         (AzureKeyVault, Aes) => &[128, 192, 256],
