@@ -308,6 +308,19 @@ impl Config {
         if task_lease < Duration::from_secs(1) {
             bail!("the task lease must be at least 1s: a live node renews it every half second");
         }
+        let pkcs11_keystore_modules: Vec<PathBuf> = match args.pkcs11_keystore_modules.clone() {
+            Some(list) => std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
+            None => file.pkcs11_keystore_modules.clone().unwrap_or_default(),
+        };
+        // A bare name would be looked up on the loader's search path: only full paths.
+        if let Some(relative) = pkcs11_keystore_modules.iter().find(|p| !p.is_absolute()) {
+            bail!(
+                "KEYPLANE_PKCS11_KEYSTORE_MODULES: '{}' is not an absolute path",
+                relative.display()
+            );
+        }
         let public_url = args.public_url.or(file.public_url);
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -366,12 +379,7 @@ impl Config {
                 .or(file.rate_limit)
                 .unwrap_or(DEFAULT_RATE_LIMIT),
             audit_file: args.audit_file.or(file.audit_file),
-            pkcs11_keystore_modules: match args.pkcs11_keystore_modules {
-                Some(list) => std::env::split_paths(&list)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect(),
-                None => file.pkcs11_keystore_modules.unwrap_or_default(),
-            },
+            pkcs11_keystore_modules,
         })
     }
 }

@@ -1,5 +1,5 @@
-//! PKCS#11 tokens (HSMs, SoftHSM2) as keystores: any PKCS#11 v2.40 module by path, the token by
-//! label, the user PIN.
+//! PKCS#11 tokens (HSMs, SoftHSM2) as keystores: any PKCS#11 v2.40 module the operator allows,
+//! the token by label, the user PIN.
 //!
 //! Material goes in wrapped and is unwrapped inside the token: the token keeps an RSA key pair
 //! labelled `pkcs11_kek_label` (made when absent; the private key sensitive, never extractable,
@@ -7,29 +7,32 @@
 //! key (RSA-OAEP, SHA-1 as PKCS#11 tokens widely offer it) and the material under that key (RFC
 //! 5649), and the token unwraps both — `CKM_RSA_AES_KEY_WRAP` in two steps, the transfer key
 //! a session object destroyed at once. Each managed version becomes one persistent, sensitive,
-//! non-extractable AES key object: `CKA_LABEL` the key's label, `CKA_ID`
+//! non-extractable, non-copyable AES key object: `CKA_LABEL` the key's label, `CKA_ID`
 //! `keyplane:{key id}:{version}`. Enabling and disabling set `CKA_ENCRYPT` and `CKA_DECRYPT` on
-//! every version's object; destroy destroys them.
+//! every version's object; destroy destroys them. Objects of one label that are not all one
+//! managed key's are never changed.
 //!
-//! Every call runs off the async runtime on a pooled session of the token (one login per
-//! module and token in the process), under a time limit: a token that hangs fails the call, not
-//! the worker.
+//! Every call runs off the async runtime on a pooled session of the token, within a time limit
+//! and a bound on calls in flight: a token that hangs fails its calls fast instead of holding
+//! the server's threads. One login per module and token holds for the process on a session of
+//! its own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rsa::PublicKeyComponents;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as Pkcs11Error, RvError};
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use keyplane_core::connector::{
@@ -37,6 +40,7 @@ use keyplane_core::connector::{
     TransferWrapping,
 };
 use keyplane_core::model::Algorithm;
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::http::rejected;
@@ -44,11 +48,18 @@ use crate::http::rejected;
 /// The token key pair's label when the connection names none.
 pub const DEFAULT_KEK_LABEL: &str = "keyplane-kek";
 const ID_PREFIX: &str = "keyplane:";
+/// `CKA_ID` of the import key pair's two halves.
+const KEK_ID: &[u8] = b"keyplane-import-key-pair";
 /// The longest one token call may take before the keystore reports it unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Sessions kept open per token for reuse.
+/// Token calls in flight at once per token; a hung token holds at most these threads.
+const CALLS_IN_FLIGHT: usize = 4;
+/// Sessions kept open per token for reuse (besides the login session).
 const POOLED_SESSIONS: usize = 4;
 const KEK_BITS: u64 = 3072;
+/// How long a PIN the token refused is refused again without asking the token (each refusal
+/// counts towards the token locking its user PIN).
+const REFUSED_PIN_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 /// Where the token is and how to log in.
 pub struct Settings {
@@ -61,7 +72,8 @@ pub struct Settings {
 /// Sessions open on every token of this process, as counted when opened and closed.
 static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// The PKCS#11 sessions keystores hold open in this process now (pooled or in use).
+/// The PKCS#11 sessions keystores hold open in this process now (pooled, in use or holding a
+/// login).
 pub fn open_sessions() -> usize {
     OPEN_SESSIONS.load(Ordering::SeqCst)
 }
@@ -85,26 +97,20 @@ impl Drop for Counted {
     }
 }
 
-/// One token, logged in once for the whole process, with its session pool.
+/// One token, logged in once for the whole process: the login lasts while its own session is
+/// open (it never serves calls, so closing a broken pooled session cannot end it).
 struct Token {
     context: Pkcs11,
     slot: Slot,
-    /// SHA-256 of the PIN that logged in: a connection with another PIN is refused, as the
-    /// token would refuse it (a second login cannot be asked while one holds).
+    /// Keyed digest of the PIN that logged in: a connection with another PIN is refused.
     pin_digest: Vec<u8>,
+    /// Held (not used) behind a lock: a session is not to be shared between threads.
+    _login: Mutex<Counted>,
     sessions: Mutex<Vec<Counted>>,
-}
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        let sessions =
-            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(first) = sessions.first() {
-            let _ = first.0.logout();
-        }
-        // Closing every session ends the login too.
-        drop(sessions);
-    }
+    /// Serialises what must not interleave on the token: making the import key pair, checking
+    /// a label and unwrapping under it.
+    writes: Mutex<()>,
+    calls: Arc<Semaphore>,
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> RemoteFailure {
@@ -119,12 +125,14 @@ fn token_failure(what: &str, e: &Pkcs11Error) -> RemoteFailure {
             | RvError::PinExpired
             | RvError::PinLocked
             | RvError::PinInvalid => FailureKind::BadCredentials,
+            // The login is gone (the token was reset or removed meanwhile): opened again.
             RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
             | RvError::DeviceRemoved
             | RvError::DeviceError
             | RvError::SessionClosed
-            | RvError::SessionHandleInvalid => FailureKind::Unreachable,
-            RvError::UserNotLoggedIn => FailureKind::BadCredentials,
+            | RvError::SessionHandleInvalid
+            | RvError::UserNotLoggedIn => FailureKind::Unreachable,
             RvError::AttributeReadOnly | RvError::ActionProhibited => {
                 FailureKind::MissingPermission
             }
@@ -135,10 +143,18 @@ fn token_failure(what: &str, e: &Pkcs11Error) -> RemoteFailure {
     failure(kind, format!("{what}: {e}"))
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The module at `path`, loaded and initialised once for the process. A module is loaded under
+/// its own lock, so a module that hangs while loading holds up only its own keystores.
 fn module(path: &PathBuf) -> RemoteResult<Pkcs11> {
-    static MODULES: LazyLock<Mutex<HashMap<PathBuf, Pkcs11>>> = LazyLock::new(Mutex::default);
-    let mut modules = MODULES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(context) = modules.get(path) {
+    type Loaded = HashMap<PathBuf, Arc<Mutex<Option<Pkcs11>>>>;
+    static MODULES: LazyLock<Mutex<Loaded>> = LazyLock::new(Mutex::default);
+    let slot = lock(&MODULES).entry(path.clone()).or_default().clone();
+    let mut loaded = lock(&slot);
+    if let Some(context) = loaded.as_ref() {
         return Ok(context.clone());
     }
     let context = Pkcs11::new(path).map_err(|e| {
@@ -151,35 +167,63 @@ fn module(path: &PathBuf) -> RemoteResult<Pkcs11> {
         Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(token_failure("initialising the PKCS#11 module", &e)),
     }
-    modules.insert(path.clone(), context.clone());
+    *loaded = Some(context.clone());
     Ok(context)
 }
 
-fn digest(pin: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pin.as_bytes())
+/// A keyed digest of a PIN, under a key of this process only: what is kept of a PIN to compare
+/// it (no PIN, nor an unkeyed digest of one, stays in memory).
+fn pin_digest(pin: &str) -> Vec<u8> {
+    static KEY: LazyLock<aws_lc_rs::hmac::Key> = LazyLock::new(|| {
+        aws_lc_rs::hmac::Key::generate(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .expect("randomness for a process key")
+    });
+    aws_lc_rs::hmac::sign(&KEY, pin.as_bytes())
         .as_ref()
         .to_vec()
 }
 
+/// What this process knows of one token: the open token, and PINs it refused lately.
+#[derive(Default)]
+struct TokenEntry {
+    open: Weak<Token>,
+    refused: Vec<(Vec<u8>, Instant)>,
+}
+
 /// The token `settings` name, logged in (shared with every connection to it in this process).
 fn open_token(settings: &Settings) -> RemoteResult<Arc<Token>> {
-    /// Open tokens by module and token label.
-    type Open = HashMap<(PathBuf, String), Weak<Token>>;
-    static TOKENS: LazyLock<Mutex<Open>> = LazyLock::new(Mutex::default);
-    let mut tokens = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (settings.module.clone(), settings.token_label.clone());
-    let wanted = digest(&settings.pin);
-    if let Some(token) = tokens.get(&key).and_then(Weak::upgrade) {
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&token.pin_digest, &wanted).is_err() {
-            return Err(failure(
-                FailureKind::BadCredentials,
-                format!(
-                    "the token '{}' refused the PIN (it differs from the PIN the token is open with)",
-                    settings.token_label
-                ),
-            ));
+    type Entries = HashMap<(PathBuf, String), Arc<Mutex<TokenEntry>>>;
+    static TOKENS: LazyLock<Mutex<Entries>> = LazyLock::new(Mutex::default);
+    // The global map is held only to find the token's own entry; the token's calls (which
+    // may block) run under that entry's lock.
+    let entry = lock(&TOKENS)
+        .entry((settings.module.clone(), settings.token_label.clone()))
+        .or_default()
+        .clone();
+    let mut entry = lock(&entry);
+    let wanted = pin_digest(&settings.pin);
+    let same = |a: &[u8]| aws_lc_rs::constant_time::verify_slices_are_equal(a, &wanted).is_ok();
+    let refused_pin = || {
+        failure(
+            FailureKind::BadCredentials,
+            format!("the token '{}' refused the PIN", settings.token_label),
+        )
+    };
+    if let Some(token) = entry.open.upgrade() {
+        if !same(&token.pin_digest) {
+            return Err(refused_pin());
         }
         return Ok(token);
+    }
+    entry
+        .refused
+        .retain(|(_, at)| at.elapsed() < REFUSED_PIN_MEMORY);
+    if entry.refused.iter().any(|(d, _)| same(d)) {
+        // Asked again, the token would count another failure towards locking the PIN.
+        return Err(refused_pin());
     }
     let context = module(&settings.module)?;
     let slots = context
@@ -202,9 +246,9 @@ fn open_token(settings: &Settings) -> RemoteResult<Arc<Token>> {
                 ),
             )
         })?;
-    let session = Counted::open(&context, slot)?;
+    let login = Counted::open(&context, slot)?;
     let pin = AuthPin::new(settings.pin.as_str().into());
-    match session.0.login(UserType::User, Some(&pin)) {
+    match login.0.login(UserType::User, Some(&pin)) {
         Ok(()) => {}
         Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
             // Logged in by another part of this process (the pkcs11 seal): the PIN cannot be
@@ -218,41 +262,56 @@ fn open_token(settings: &Settings) -> RemoteResult<Arc<Token>> {
             ));
         }
         Err(e) => {
-            return Err(match token_failure("logging in", &e) {
-                f if f.kind == FailureKind::BadCredentials => failure(
+            let failed = token_failure("logging in", &e);
+            if failed.kind == FailureKind::BadCredentials {
+                entry.refused.push((wanted, Instant::now()));
+                return Err(failure(
                     FailureKind::BadCredentials,
                     format!("the token '{}' refused the PIN ({e})", settings.token_label),
-                ),
-                f => f,
-            });
+                ));
+            }
+            return Err(failed);
         }
     }
     let token = Arc::new(Token {
         context,
         slot,
         pin_digest: wanted,
-        sessions: Mutex::new(vec![session]),
+        _login: Mutex::new(login),
+        sessions: Mutex::default(),
+        writes: Mutex::default(),
+        calls: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
     });
-    tokens.retain(|_, t| t.strong_count() > 0);
-    tokens.insert(key, Arc::downgrade(&token));
+    entry.open = Arc::downgrade(&token);
     Ok(token)
 }
 
 impl Token {
-    /// Runs `f` on a pooled session (opened when none is free) and returns it to the pool.
+    /// Runs `f` on a pooled session (opened when none is free) and returns it to the pool
+    /// unless it broke.
     fn with_session<T>(&self, f: impl FnOnce(&Session) -> RemoteResult<T>) -> RemoteResult<T> {
-        let pooled = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let pooled = lock(&self.sessions).pop();
         let session = match pooled {
             Some(s) => s,
             None => Counted::open(&self.context, self.slot)?,
         };
-        let result = f(&session.0);
-        let broken = matches!(&result, Err(f) if f.kind == FailureKind::Unreachable);
-        let mut pool = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        // The login holds for every session of the token; one that is not a user session
+        // means it was lost (the token was reset): the token is opened again.
+        match session.0.get_session_info() {
+            Ok(info) if info.session_state() == SessionState::RwUser => {}
+            Ok(_) => {
+                return Err(failure(
+                    FailureKind::Unreachable,
+                    "the token's login was lost; it is opened again",
+                ));
+            }
+            Err(e) => return Err(token_failure("reading a session", &e)),
+        }
+        let mut broken = false;
+        let result = f(&session.0).inspect_err(|f| {
+            broken = f.kind == FailureKind::Unreachable;
+        });
+        let mut pool = lock(&self.sessions);
         if !broken && pool.len() < POOLED_SESSIONS {
             pool.push(session);
         }
@@ -280,15 +339,17 @@ struct VersionObject {
     enabled: bool,
 }
 
-/// The AES key objects labelled `label` that keyplane made (a `CKA_ID` it wrote).
-fn version_objects(session: &Session, label: &str) -> RemoteResult<Vec<VersionObject>> {
+/// The key objects labelled `label`: those keyplane marked (oldest version first), and how
+/// many others there are.
+fn objects_labelled(session: &Session, label: &str) -> RemoteResult<(Vec<VersionObject>, usize)> {
     let handles = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Label(label.as_bytes().to_vec()),
         ])
         .map_err(|e| token_failure("searching the token", &e))?;
-    let mut found = Vec::new();
+    let mut marked = Vec::new();
+    let mut others = 0;
     for handle in handles {
         let attributes = session
             .get_attributes(handle, &[AttributeType::Id, AttributeType::Encrypt])
@@ -302,28 +363,36 @@ fn version_objects(session: &Session, label: &str) -> RemoteResult<Vec<VersionOb
                 _ => {}
             }
         }
-        if let Some((key_id, version)) = id {
-            found.push(VersionObject {
+        match id {
+            Some((key_id, version)) => marked.push(VersionObject {
                 handle,
                 key_id,
                 version,
                 enabled,
-            });
+            }),
+            None => others += 1,
         }
     }
-    found.sort_by_key(|o| o.version);
-    Ok(found)
+    marked.sort_by_key(|o| o.version);
+    Ok((marked, others))
 }
 
-/// Whether any object labelled `label` is one keyplane did not make (no keyplane `CKA_ID`).
-fn has_foreign_object(session: &Session, label: &str) -> RemoteResult<bool> {
-    let all = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(|e| token_failure("searching the token", &e))?;
-    Ok(all.len() > version_objects(session, label)?.len())
+/// The objects of the one managed key labelled `label`; refused when the label also holds
+/// objects keyplane did not make, or another key's: those are never changed.
+fn own_objects(session: &Session, label: &str) -> RemoteResult<Vec<VersionObject>> {
+    let (marked, others) = objects_labelled(session, label)?;
+    if others > 0 && marked.is_empty() {
+        return Err(rejected(format!(
+            "the token holds a key labelled '{label}' that keyplane did not put there; keyplane does not change it"
+        )));
+    }
+    let mixed = marked.windows(2).any(|w| w[0].key_id != w[1].key_id);
+    if others > 0 || mixed {
+        return Err(rejected(format!(
+            "the token holds keys labelled '{label}' that are not all one managed key's; keyplane changes none of them"
+        )));
+    }
+    Ok(marked)
 }
 
 fn remote_of(label: &str, objects: &[VersionObject]) -> Option<RemoteKey> {
@@ -335,80 +404,28 @@ fn remote_of(label: &str, objects: &[VersionObject]) -> Option<RemoteKey> {
     })
 }
 
-pub struct Pkcs11Keystore {
-    settings: Settings,
-    token: tokio::sync::Mutex<Option<Arc<Token>>>,
+fn attribute_bytes(
+    session: &Session,
+    handle: ObjectHandle,
+    wanted: AttributeType,
+) -> RemoteResult<Vec<u8>> {
+    let found = session
+        .get_attributes(handle, &[wanted])
+        .map_err(|e| token_failure("reading the import key", &e))?;
+    Ok(found
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Modulus(v) | Attribute::PublicExponent(v) => Some(v),
+            _ => None,
+        })
+        .unwrap_or_default())
 }
 
-impl Pkcs11Keystore {
-    pub fn new(settings: Settings) -> Self {
-        Self {
-            settings,
-            token: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// Runs `f` with a session of the token, off the async runtime and within the time limit.
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Token, &Session, &Settings) -> RemoteResult<T> + Send + 'static,
-    ) -> RemoteResult<T> {
-        let token = {
-            let mut held = self.token.lock().await;
-            match held.as_ref() {
-                Some(t) => t.clone(),
-                None => {
-                    let settings = Settings {
-                        module: self.settings.module.clone(),
-                        token_label: self.settings.token_label.clone(),
-                        pin: self.settings.pin.clone(),
-                        kek_label: self.settings.kek_label.clone(),
-                    };
-                    let opened =
-                        timed(tokio::task::spawn_blocking(move || open_token(&settings))).await??;
-                    *held = Some(opened.clone());
-                    opened
-                }
-            }
-        };
-        let settings = Settings {
-            module: self.settings.module.clone(),
-            token_label: self.settings.token_label.clone(),
-            pin: Zeroizing::new(String::new()),
-            kek_label: self.settings.kek_label.clone(),
-        };
-        let result = timed(tokio::task::spawn_blocking(move || {
-            token.with_session(|session| f(&token, session, &settings))
-        }))
-        .await?;
-        if matches!(&result, Err(f) if f.kind == FailureKind::Unreachable) {
-            // The token may be gone: the next call opens it again.
-            *self.token.lock().await = None;
-        }
-        result
-    }
-}
-
-async fn timed<T>(task: tokio::task::JoinHandle<T>) -> RemoteResult<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, task).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(failure(
-            FailureKind::Transient,
-            format!("a PKCS#11 call failed: {e}"),
-        )),
-        Err(_) => Err(failure(
-            FailureKind::Unreachable,
-            format!(
-                "the PKCS#11 token did not answer within {} s",
-                CALL_TIMEOUT.as_secs()
-            ),
-        )),
-    }
-}
-
-/// The token's key pair for imports: its private key's handle and its public key (SPKI DER),
-/// made when absent.
-fn kek(session: &Session, label: &str) -> RemoteResult<(ObjectHandle, Vec<u8>)> {
+/// The token's import key pair: its private key's handle and its public key (SPKI DER), made
+/// when absent. A pair found is used only when its halves match and the private key has always
+/// been sensitive and never extractable.
+fn kek(token: &Token, session: &Session, label: &str) -> RemoteResult<(ObjectHandle, Vec<u8>)> {
+    let _serialised = lock(&token.writes);
     let find = |class| {
         session
             .find_objects(&[
@@ -423,60 +440,87 @@ fn kek(session: &Session, label: &str) -> RemoteResult<(ObjectHandle, Vec<u8>)> 
         find(ObjectClass::PUBLIC_KEY)?,
     );
     if private.is_empty() && public.is_empty() {
-        let id = label.as_bytes().to_vec();
         let (pubkey, privkey) = session
             .generate_key_pair(
                 &Mechanism::RsaPkcsKeyPairGen,
                 &[
                     Attribute::Token(true),
-                    Attribute::Private(false),
+                    Attribute::Private(true),
+                    Attribute::Modifiable(false),
                     Attribute::ModulusBits(KEK_BITS.into()),
                     Attribute::PublicExponent(vec![1, 0, 1]),
                     Attribute::Wrap(true),
                     Attribute::Encrypt(false),
                     Attribute::Verify(false),
                     Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Id(id.clone()),
+                    Attribute::Id(KEK_ID.to_vec()),
                 ],
                 &[
                     Attribute::Token(true),
                     Attribute::Private(true),
                     Attribute::Sensitive(true),
                     Attribute::Extractable(false),
+                    Attribute::Modifiable(false),
                     Attribute::Unwrap(true),
                     Attribute::Decrypt(false),
                     Attribute::Sign(false),
+                    Attribute::Derive(false),
                     Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Id(id),
+                    Attribute::Id(KEK_ID.to_vec()),
                 ],
             )
             .map_err(|e| token_failure("making the import key pair", &e))?;
         private = vec![privkey];
         public = vec![pubkey];
     }
-    let (Some(private), Some(public)) = (private.first(), public.first()) else {
+    let ([private], [public]) = (private.as_slice(), public.as_slice()) else {
         return Err(rejected(format!(
-            "the token holds only half of the key pair '{label}' (its private or public key is missing)"
+            "the token holds {} private and {} public keys labelled '{label}', not one key pair",
+            private.len(),
+            public.len()
         )));
     };
-    let attributes = session
+    let modulus = attribute_bytes(session, *public, AttributeType::Modulus)?;
+    if attribute_bytes(session, *private, AttributeType::Modulus)? != modulus {
+        return Err(rejected(format!(
+            "the private and public keys labelled '{label}' are not one key pair"
+        )));
+    }
+    let guarded = session
         .get_attributes(
-            *public,
-            &[AttributeType::Modulus, AttributeType::PublicExponent],
+            *private,
+            &[
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+            ],
         )
         .map_err(|e| token_failure("reading the import key", &e))?;
-    let (mut n, mut e) = (Vec::new(), Vec::new());
-    for a in attributes {
-        match a {
-            Attribute::Modulus(v) => n = v,
-            Attribute::PublicExponent(v) => e = v,
-            _ => {}
-        }
+    if !guarded.contains(&Attribute::AlwaysSensitive(true))
+        || !guarded.contains(&Attribute::NeverExtractable(true))
+    {
+        return Err(rejected(format!(
+            "the private key labelled '{label}' has been extractable or not sensitive: it is not used to import keys"
+        )));
     }
-    let der: PublicKeyX509Der<'static> = PublicKeyComponents { n, e }
+    let e = attribute_bytes(session, *public, AttributeType::PublicExponent)?;
+    let der: PublicKeyX509Der<'static> = PublicKeyComponents { n: modulus, e }
         .as_der()
         .map_err(|_| rejected(format!("'{label}' is not a usable RSA public key")))?;
     Ok((*private, der.as_ref().to_vec()))
+}
+
+/// A session object destroyed when dropped, on every path.
+struct SessionObject<'a> {
+    session: &'a Session,
+    handle: ObjectHandle,
+}
+
+impl Drop for SessionObject<'_> {
+    fn drop(&mut self) {
+        // It dies with its session anyway; the session is not pooled again when this fails
+        // (see `unwrap_into_token`).
+        let _ = self.session.destroy_object(self.handle);
+    }
 }
 
 /// Unwraps `wrapped` (RSA-OAEP SHA-1 of a transfer key ‖ that key's RFC 5649 wrap of the
@@ -484,79 +528,187 @@ fn kek(session: &Session, label: &str) -> RemoteResult<(ObjectHandle, Vec<u8>)> 
 fn unwrap_into_token(
     session: &Session,
     kek: ObjectHandle,
+    kek_bytes: usize,
     wrapped: &[u8],
     label: &str,
     id: Vec<u8>,
     enabled: bool,
 ) -> RemoteResult<ObjectHandle> {
-    let split = (KEK_BITS / 8) as usize;
-    if wrapped.len() <= split {
+    if wrapped.len() <= kek_bytes {
         return Err(rejected("the wrapped material is too short"));
     }
-    let (encrypted_key, wrapped_material) = wrapped.split_at(split);
+    let (encrypted_key, wrapped_material) = wrapped.split_at(kek_bytes);
     let oaep = PkcsOaepParams::new(
         MechanismType::SHA1,
         PkcsMgfType::MGF1_SHA1,
         PkcsOaepSource::empty(),
     );
-    let transfer = session
+    let transfer = SessionObject {
+        session,
+        handle: session
+            .unwrap_key(
+                &Mechanism::RsaPkcsOaep(oaep),
+                kek,
+                encrypted_key,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Copyable(false),
+                    Attribute::Unwrap(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Derive(false),
+                ],
+            )
+            .map_err(|e| token_failure("unwrapping the transfer key", &e))?,
+    };
+    let installed = session
         .unwrap_key(
-            &Mechanism::RsaPkcsOaep(oaep),
-            kek,
-            encrypted_key,
+            &Mechanism::AesKeyWrapPad,
+            transfer.handle,
+            wrapped_material,
             &[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
-                Attribute::Token(false),
+                Attribute::Token(true),
+                Attribute::Private(true),
                 Attribute::Sensitive(true),
                 Attribute::Extractable(false),
-                Attribute::Unwrap(true),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
+                Attribute::Copyable(false),
+                Attribute::Modifiable(true),
+                Attribute::Encrypt(enabled),
+                Attribute::Decrypt(enabled),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Derive(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id),
             ],
         )
-        .map_err(|e| token_failure("unwrapping the transfer key", &e))?;
-    let installed = session.unwrap_key(
-        &Mechanism::AesKeyWrapPad,
-        transfer,
-        wrapped_material,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Modifiable(true),
-            Attribute::Encrypt(enabled),
-            Attribute::Decrypt(enabled),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(id),
-        ],
-    );
-    // The transfer key is a session object; it goes now, whatever happened.
-    let _ = session.destroy_object(transfer);
-    installed.map_err(|e| token_failure("unwrapping the material into the token", &e))
+        .map_err(|e| token_failure("unwrapping the material into the token", &e))?;
+    // The transfer key goes now; a token that will not destroy it gets this session closed
+    // (and the key with it) rather than pooled.
+    let handle = transfer.handle;
+    std::mem::forget(transfer);
+    session.destroy_object(handle).map_err(|e| {
+        failure(
+            FailureKind::Unreachable,
+            format!("destroying the transfer key: {e}"),
+        )
+    })?;
+    Ok(installed)
 }
 
 fn set_usable(session: &Session, handle: ObjectHandle, enabled: bool) -> RemoteResult<()> {
     session
-        .update_attributes(handle, &[Attribute::Encrypt(enabled), Attribute::Decrypt(enabled)])
+        .update_attributes(
+            handle,
+            &[Attribute::Encrypt(enabled), Attribute::Decrypt(enabled)],
+        )
         .map_err(|e| {
             let mut f = token_failure(
-                if enabled { "enabling a key object" } else { "disabling a key object" },
+                if enabled {
+                    "enabling a key object"
+                } else {
+                    "disabling a key object"
+                },
                 &e,
             );
             if f.kind == FailureKind::MissingPermission {
-                f.message = format!("the token cannot disable keys (it refuses to change CKA_ENCRYPT/CKA_DECRYPT): {}", f.message);
+                f.message = format!(
+                    "the token cannot disable keys (it refuses to change CKA_ENCRYPT/CKA_DECRYPT): {}",
+                    f.message
+                );
             }
             f
         })
 }
 
+pub struct Pkcs11Keystore {
+    settings: Settings,
+    token: tokio::sync::Mutex<Option<Arc<Token>>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> RemoteResult<T> + Send + 'static,
+) -> RemoteResult<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(failure(
+            FailureKind::Transient,
+            format!("a PKCS#11 call failed: {e}"),
+        )),
+        Err(_) => Err(failure(
+            FailureKind::Unreachable,
+            format!(
+                "the PKCS#11 token did not answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
 impl Pkcs11Keystore {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn token(&self) -> RemoteResult<Arc<Token>> {
+        let mut held = self.token.lock().await;
+        if let Some(t) = held.as_ref() {
+            return Ok(t.clone());
+        }
+        let settings = Settings {
+            module: self.settings.module.clone(),
+            token_label: self.settings.token_label.clone(),
+            pin: self.settings.pin.clone(),
+            kek_label: self.settings.kek_label.clone(),
+        };
+        let opened = blocking(move || open_token(&settings)).await?;
+        *held = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// Runs `f` with a session of the token, off the async runtime, within the time limit and
+    /// the bound on calls in flight.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Token, &Session, &str) -> RemoteResult<T> + Send + 'static,
+    ) -> RemoteResult<T> {
+        let token = self.token().await?;
+        let permit =
+            match tokio::time::timeout(CALL_TIMEOUT, token.calls.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    return Err(failure(
+                        FailureKind::Unreachable,
+                        "the PKCS#11 token is not answering (its earlier calls are still waiting)",
+                    ));
+                }
+            };
+        let kek_label = self.settings.kek_label.clone();
+        let result = blocking(move || {
+            let _permit = permit;
+            token.with_session(|session| f(&token, session, &kek_label))
+        })
+        .await;
+        if matches!(&result, Err(f) if f.kind == FailureKind::Unreachable) {
+            // The token may be gone or hung: the next call opens it again.
+            *self.token.lock().await = None;
+        }
+        result
+    }
+
     /// Installs `key`'s newest version as one object, unless a keyplane object carries it.
     async fn put_version(
         &self,
@@ -570,25 +722,24 @@ impl Pkcs11Keystore {
                 key.algorithm
             )));
         }
-        let key_id = key.key_id;
-        let version = key.version;
+        let (key_id, version) = (key.key_id, key.version);
+        // Whether a version is there, and whose the label is, is checked again under the
+        // token's write lock just before the unwrap.
+        let check = move |session: &Session, label: &str| -> RemoteResult<bool> {
+            let objects = own_objects(session, label)?;
+            if objects.iter().any(|o| o.key_id != key_id.to_string()) {
+                return Err(rejected(format!(
+                    "the token holds a key labelled '{label}' that is not this key"
+                )));
+            }
+            Ok(objects.iter().any(|o| o.version == version))
+        };
         let (present, public_key_der) = self
             .call({
                 let label = label.clone();
-                move |_, session, settings| {
-                    if has_foreign_object(session, &label)? {
-                        return Err(rejected(format!(
-                            "the token holds a key labelled '{label}' that keyplane did not put there"
-                        )));
-                    }
-                    let objects = version_objects(session, &label)?;
-                    if objects.iter().any(|o| o.key_id != key_id.to_string()) {
-                        return Err(rejected(format!(
-                            "the token holds a key labelled '{label}' that is not this key"
-                        )));
-                    }
-                    let present = objects.iter().any(|o| o.version == version);
-                    let (_, der) = kek(session, &settings.kek_label)?;
+                move |token, session, kek_label| {
+                    let present = check(session, &label)?;
+                    let (_, der) = kek(token, session, kek_label)?;
                     Ok((present, der))
                 }
             })
@@ -600,16 +751,23 @@ impl Pkcs11Keystore {
                 .await
                 .map_err(|e| rejected(e.to_string()))?;
             let label = label.clone();
-            self.call(move |_, session, settings| {
-                let (kek, _) = kek(session, &settings.kek_label)?;
-                unwrap_into_token(
-                    session,
-                    kek,
-                    &wrapped,
-                    &label,
-                    object_id(key_id, version),
-                    enabled,
-                )?;
+            self.call(move |token, session, kek_label| {
+                let (kek, der) = kek(token, session, kek_label)?;
+                let kek_bytes = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&der)
+                    .map_err(|_| rejected("the import key is not a usable RSA key"))?
+                    .key_size_bytes();
+                let _serialised = lock(&token.writes);
+                if !check(session, &label)? {
+                    unwrap_into_token(
+                        session,
+                        kek,
+                        kek_bytes,
+                        &wrapped,
+                        &label,
+                        object_id(key_id, version),
+                        enabled,
+                    )?;
+                }
                 Ok(())
             })
             .await?;
@@ -627,23 +785,15 @@ impl Connector for Pkcs11Keystore {
     async fn test(&self) -> RemoteResult<()> {
         // Opens the token and logs in (the module, the token and the PIN are proven), then
         // finds or makes the import key pair.
-        self.call(|_, session, settings| kek(session, &settings.kek_label).map(|_| ()))
+        self.call(|token, session, kek_label| kek(token, session, kek_label).map(|_| ()))
             .await
     }
 
     async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
         let label = remote_id.unwrap_or(label).to_owned();
         self.call(move |_, session, _| {
-            let objects = version_objects(session, &label)?;
-            if objects.is_empty() && has_foreign_object(session, &label)? {
-                // Someone else's key of that name: present, and never this key's.
-                return Ok(Some(RemoteKey {
-                    remote_id: label,
-                    enabled: true,
-                    version: 1,
-                }));
-            }
-            Ok(remote_of(&label, &objects))
+            // Someone else's key of that name (or a mix) is an error: never this key's copy.
+            Ok(remote_of(&label, &own_objects(session, &label)?))
         })
         .await
     }
@@ -655,7 +805,7 @@ impl Connector for Pkcs11Keystore {
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
         let label = remote.remote_id.clone();
         self.call(move |_, session, _| {
-            for object in version_objects(session, &label)? {
+            for object in own_objects(session, &label)? {
                 if object.enabled != enabled {
                     set_usable(session, object.handle, enabled)?;
                 }
@@ -680,7 +830,7 @@ impl Connector for Pkcs11Keystore {
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
         let label = remote.remote_id.clone();
         self.call(move |_, session, _| {
-            for object in version_objects(session, &label)? {
+            for object in own_objects(session, &label)? {
                 session
                     .destroy_object(object.handle)
                     .map_err(|e| token_failure("destroying a key object", &e))?;
@@ -698,29 +848,30 @@ impl Connector for Pkcs11Keystore {
         let label = remote.remote_id.clone();
         let plaintext = plaintext.to_vec();
         self.call(move |_, session, _| {
-            let objects = version_objects(session, &label)?;
+            let objects = own_objects(session, &label)?;
             let Some(newest) = objects.last() else {
                 return Ok(None);
             };
             // A disabled key cannot encrypt: it is enabled for the probe only (never a
-            // compromised key's: keyplane does not ask then), and left as found.
+            // compromised key's: keyplane does not ask then) and disabled again before the
+            // answer; should that fail, the call fails and drift detection sees the copy.
             if !newest.enabled {
                 set_usable(session, newest.handle, true)?;
             }
             let mut iv = [0u8; 12];
             aws_lc_rs::rand::fill(&mut iv).map_err(|_| rejected("no randomness for the probe"))?;
             let aad = b"keyplane-probe".to_vec();
-            let sealed =
-                cryptoki::mechanism::aead::GcmParams::new(&mut iv.clone(), &aad, 128.into())
-                    .map_err(|e| rejected(format!("GCM parameters: {e}")))
-                    .and_then(|params| {
-                        session
-                            .encrypt(&Mechanism::AesGcm(params), newest.handle, &plaintext)
-                            .map_err(|e| token_failure("encrypting the probe", &e))
-                    });
+            let sealed = GcmParams::new(&mut iv, &aad, 128.into())
+                .map_err(|e| rejected(format!("GCM parameters: {e}")))
+                .and_then(|params| {
+                    session
+                        .encrypt(&Mechanism::AesGcm(params), newest.handle, &plaintext)
+                        .map_err(|e| token_failure("encrypting the probe", &e))
+                });
             if !newest.enabled {
                 set_usable(session, newest.handle, false)?;
             }
+            // The IV as the token used it (a token may write back one it chose).
             Ok(Some(ProbeCiphertext {
                 sealed: [iv.to_vec(), sealed?].concat(),
                 aad,
@@ -736,11 +887,11 @@ impl Connector for Pkcs11Keystore {
     ) -> RemoteResult<Option<bool>> {
         let label = remote.remote_id.clone();
         self.call(move |_, session, _| {
-            let objects = version_objects(session, &label)?;
+            let (marked, others) = objects_labelled(session, &label)?;
             Ok(Some(
-                !has_foreign_object(session, &label)?
-                    && !objects.is_empty()
-                    && objects.iter().all(|o| o.key_id == key_id.to_string()),
+                others == 0
+                    && !marked.is_empty()
+                    && marked.iter().all(|o| o.key_id == key_id.to_string()),
             ))
         })
         .await
@@ -771,5 +922,18 @@ mod tests {
         for other in [&b"keyplane-kek"[..], b"keyplane:x:1", b"", b"keyplane:"] {
             assert_eq!(parse_id(other), None);
         }
+    }
+
+    #[test]
+    fn a_pin_is_kept_only_as_a_keyed_digest() {
+        let digest = pin_digest("1234");
+        assert_eq!(digest, pin_digest("1234"));
+        assert_ne!(digest, pin_digest("1235"));
+        assert_ne!(
+            digest,
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"1234")
+                .as_ref()
+                .to_vec()
+        );
     }
 }

@@ -175,7 +175,7 @@ fn inspect() -> Session {
         .into_iter()
         .find(|s| context.get_token_info(*s).unwrap().label().trim_end() == LABEL)
         .unwrap();
-    let session = context.open_ro_session(slot).unwrap();
+    let session = context.open_rw_session(slot).unwrap();
     // Already logged in by the connector in this process: the login is shared.
     let _ = session.login(UserType::User, Some(&AuthPin::new(PIN.into())));
     session
@@ -350,6 +350,57 @@ async fn the_token_holds_the_managed_key_through_its_lifecycle() {
         Some(false)
     );
 
+    // A key keyplane did not put there is never taken, changed nor destroyed.
+    let foreign = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Value(random_key()),
+            Attribute::Label(b"foreign".to_vec()),
+            Attribute::Encrypt(true),
+        ])
+        .unwrap();
+    let refused = ks
+        .install(&install(uuid::Uuid::new_v4(), "foreign", 1, &other, &props))
+        .await
+        .unwrap_err();
+    assert!(refused.message.contains("did not put there"), "{refused}");
+    let as_copy = keyplane_core::connector::RemoteKey {
+        remote_id: "foreign".into(),
+        enabled: true,
+        version: 1,
+    };
+    assert!(ks.find(None, "foreign").await.is_err());
+    assert!(ks.set_enabled(&as_copy, false).await.is_err());
+    assert!(ks.destroy(&as_copy).await.is_err());
+    assert!(token_encrypt(&session, foreign, b"still usable").is_ok());
+
+    // An object marked as a key's version but holding other material fails the probe.
+    let forged_key = uuid::Uuid::new_v4();
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Value(random_key()),
+            Attribute::Label(b"forged".to_vec()),
+            Attribute::Id(format!("keyplane:{forged_key}:1").into_bytes()),
+            Attribute::Encrypt(true),
+        ])
+        .unwrap();
+    let forged = ks.find(None, "forged").await.unwrap().unwrap();
+    assert_eq!(
+        ks.is_labelled_for(&forged, forged_key).await.unwrap(),
+        Some(true)
+    );
+    let probe = ks
+        .encrypt_probe(&forged, b"who are you")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!other.opens_probe(&probe, b"who are you").await);
+
     // Destroy: every version's object is gone, and only those.
     ks.destroy(&rotated).await.unwrap();
     assert!(objects(&session, "billing").is_empty());
@@ -431,7 +482,33 @@ async fn two_hundred_installs_leave_no_session_or_thread_behind() {
     }
     assert_eq!(open_sessions(), sessions_before, "no session left open");
     assert!(
-        threads() <= threads_before + 2,
+        threads() <= threads_before + 1,
+        "threads {} then {}",
+        threads_before,
+        threads()
+    );
+    // At once, too: the pool stays bounded and every session is closed or pooled again.
+    let installs = (0..20).map(|i| {
+        let ks = &ks;
+        let material = &material;
+        let props = &props;
+        async move {
+            let label = format!("together-{i}");
+            ks.install(&install(uuid::Uuid::new_v4(), &label, 1, material, props))
+                .await
+        }
+    });
+    for installed in futures::future::join_all(installs).await {
+        installed.unwrap();
+    }
+    assert!(
+        open_sessions() <= sessions_before + 4,
+        "{} sessions open after concurrent installs",
+        open_sessions()
+    );
+    // Calls in flight per token are bounded, and so the threads they hold.
+    assert!(
+        threads() <= threads_before + 4,
         "threads {} then {}",
         threads_before,
         threads()
