@@ -7,7 +7,6 @@
 
 mod common;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use common::*;
 use keyplane_testkit::azure::{AzureKeyVault, AzureKind, KEK_NAME};
 use keyplane_testkit::process::Client;
@@ -101,30 +100,6 @@ async fn template_and_key(
     r
 }
 
-/// Opens the fake's AES-GCM `iv ‖ ciphertext ‖ tag` with the managed material.
-fn open(material: &[u8], sealed: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
-    let (iv, rest) = sealed.split_at(12);
-    let mut buf = rest.to_vec();
-    key.open_in_place(
-        Nonce::try_assume_unique_for_key(iv).unwrap(),
-        Aad::empty(),
-        &mut buf,
-    )
-    .expect("the managed material opens what Azure sealed")
-    .to_vec()
-}
-
-/// Seals with the managed material in the fake's layout.
-fn seal(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
-    let iv = [7u8; 12];
-    let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
-        .unwrap();
-    [iv.to_vec(), buf].concat()
-}
-
 #[tokio::test]
 async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
     let Fixture {
@@ -154,9 +129,9 @@ async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(versions[0].1["keyplane-managed-key-id"], key_id.as_str());
     let first = open_material_version(dir.path(), &key, 1);
     let sealed = hsm.encrypt(&name, b"first secret").unwrap();
-    assert_eq!(open(first.expose(), &sealed), b"first secret");
+    assert_eq!(open_gcm(first.expose(), &sealed), b"first secret");
     assert_eq!(
-        hsm.decrypt(&name, &seal(first.expose(), b"the reverse"))
+        hsm.decrypt(&name, &seal_gcm(first.expose(), b"the reverse"))
             .unwrap(),
         b"the reverse"
     );
@@ -189,7 +164,7 @@ async fn a_managed_hsm_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(versions[1].1["keyplane-version"], "2");
     let second = open_material_version(dir.path(), &key, 2);
     let sealed = hsm.encrypt(&name, b"second secret").unwrap();
-    assert_eq!(open(second.expose(), &sealed), b"second secret");
+    assert_eq!(open_gcm(second.expose(), &sealed), b"second secret");
 
     // Destroy: deleted, then purged. The versions come one page each: every page is read,
     // so every version is disabled.
@@ -260,7 +235,7 @@ async fn a_reconnected_azure_keystore_re_links_only_its_own_keys() {
     );
     let sealed = hsm.encrypt(&label, b"recovered").unwrap();
     assert_eq!(
-        open(open_material_version(dir.path(), &key, 1).expose(), &sealed),
+        open_gcm(open_material_version(dir.path(), &key, 1).expose(), &sealed),
         b"recovered"
     );
 
@@ -537,18 +512,9 @@ async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
     let key = create_key(&c, &vault, "orders-key").await;
     let key_id = id(&key);
     wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
-    let disconnect = async |keystore: &str, mode: &str| {
-        c.with_etag(
-            "DELETE",
-            &format!("/api/v4/keystores/{keystore}"),
-            &format!("?mode={mode}"),
-        )
-        .await
-        .unwrap()
-    };
 
     // The seed's rule: an active key blocks a restricted disconnect, and is named.
-    let refused = disconnect(&first, "restrict").await;
+    let refused = disconnect_keystore(&c, &first, "restrict").await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
     assert!(refused.body.to_string().contains(&key_id));
@@ -559,7 +525,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
     );
 
     // Deactivate mode disables the copy in Azure, then unlinks.
-    let gone = disconnect(&first, "deactivate").await;
+    let gone = disconnect_keystore(&c, &first, "deactivate").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert!(
         hsm.versions("orders-key")
@@ -581,7 +547,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     wait_status(&c, &key_id, &second, |s| s["status"] == "active").await;
-    let gone = disconnect(&second, "destroy").await;
+    let gone = disconnect_keystore(&c, &second, "destroy").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     let mut left = hsm.key_names();
     left.sort();
@@ -592,7 +558,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
     let third = connect_keystore(&c, &connection(&vault, "azure-third", &hsm)).await;
     let other = create_key(&c, &vault, "ledger-key").await;
     wait_status(&c, &id(&other), &third, |s| s["status"] == "active").await;
-    let gone = disconnect(&third, "disconnect").await;
+    let gone = disconnect_keystore(&c, &third, "disconnect").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert!(
         hsm.versions("ledger-key")
@@ -644,7 +610,7 @@ async fn a_copy_changed_in_azure_is_flagged_as_drift_and_a_sync_restores_it() {
     );
     let material = open_material_version(dir.path(), &key, 1);
     let sealed = hsm.encrypt("drifting-key", b"back").unwrap();
-    assert_eq!(open(material.expose(), &sealed), b"back");
+    assert_eq!(open_gcm(material.expose(), &sealed), b"back");
 }
 
 /// An install that failed leaves only a plan; a key someone else puts under that name

@@ -7,7 +7,6 @@
 
 mod common;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
 use common::*;
 use keyplane_testkit::google::GoogleKms;
@@ -29,29 +28,6 @@ fn ring(fake: &GoogleKms) -> String {
         "projects/{}/locations/europe-west3/keyRings/{RING}",
         fake.project
     )
-}
-
-/// Opens the fake's AES-GCM `iv ‖ ciphertext ‖ tag` with the managed material.
-fn open(material: &[u8], sealed: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
-    let (iv, rest) = sealed.split_at(12);
-    let mut buf = rest.to_vec();
-    key.open_in_place(
-        Nonce::try_assume_unique_for_key(iv).unwrap(),
-        Aad::empty(),
-        &mut buf,
-    )
-    .expect("the managed material opens what Cloud KMS sealed")
-    .to_vec()
-}
-
-fn seal(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
-    let iv = [9u8; 12];
-    let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
-        .unwrap();
-    [iv.to_vec(), buf].concat()
 }
 
 fn states(fake: &GoogleKms, name: &str) -> Vec<String> {
@@ -165,9 +141,9 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     );
     let first = open_material_version(dir.path(), &key, 1);
     let sealed = kms.encrypt("billing-key", b"first secret").unwrap();
-    assert_eq!(open(first.expose(), &sealed), b"first secret");
+    assert_eq!(open_gcm(first.expose(), &sealed), b"first secret");
     assert_eq!(
-        kms.decrypt("billing-key", 1, &seal(first.expose(), b"the reverse"))
+        kms.decrypt("billing-key", 1, &seal_gcm(first.expose(), b"the reverse"))
             .unwrap(),
         b"the reverse"
     );
@@ -186,7 +162,7 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     wait_status(&c, &key_id, &ks, |s| s["status"] == "active").await;
     assert_eq!(states(&kms, "billing-key"), ["ENABLED"]);
     let sealed = kms.encrypt("billing-key", b"reactivated").unwrap();
-    assert_eq!(open(first.expose(), &sealed), b"reactivated");
+    assert_eq!(open_gcm(first.expose(), &sealed), b"reactivated");
 
     // Rotate: a new version, imported and made primary. The first attempt imports but cannot
     // move the primary (no permission): the retry finishes it without importing again.
@@ -214,9 +190,9 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     assert_eq!(kms.versions("billing-key").len(), 2, "imported once");
     let second = open_material_version(dir.path(), &key, 2);
     let sealed = kms.encrypt("billing-key", b"second secret").unwrap();
-    assert_eq!(open(second.expose(), &sealed), b"second secret");
+    assert_eq!(open_gcm(second.expose(), &sealed), b"second secret");
     assert_eq!(
-        kms.decrypt("billing-key", 1, &seal(first.expose(), b"older"))
+        kms.decrypt("billing-key", 1, &seal_gcm(first.expose(), b"older"))
             .unwrap(),
         b"older"
     );
@@ -259,7 +235,7 @@ async fn a_google_key_ring_holds_the_managed_key_through_its_lifecycle() {
     );
     kms.complete_destructions();
     assert!(
-        kms.decrypt("billing-key", 1, &seal(first.expose(), b"gone"))
+        kms.decrypt("billing-key", 1, &seal_gcm(first.expose(), b"gone"))
             .is_err()
     );
 }
@@ -594,24 +570,15 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
     .await;
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
 
-    let disconnect = async |keystore: &str, mode: &str| {
-        c.with_etag(
-            "DELETE",
-            &format!("/api/v4/keystores/{keystore}"),
-            &format!("?mode={mode}"),
-        )
-        .await
-        .unwrap()
-    };
     // The seed's rule: an active key blocks a restricted disconnect, and is named.
-    let refused = disconnect(&first, "restrict").await;
+    let refused = disconnect_keystore(&c, &first, "restrict").await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
     assert!(refused.body.to_string().contains(&key_id));
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
 
     // Deactivate mode disables the copy, then unlinks.
-    let gone = disconnect(&first, "deactivate").await;
+    let gone = disconnect_keystore(&c, &first, "deactivate").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert_eq!(states(&kms, "orders-key"), ["DISABLED"]);
 
@@ -631,7 +598,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
     // Destroy mode schedules destruction of what keyplane put there, and only that (under the
     // policy that an enabled version is disabled first).
     kms.require_disable_before_destroy(true);
-    let gone = disconnect(&second, "destroy").await;
+    let gone = disconnect_keystore(&c, &second, "destroy").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert_eq!(states(&kms, "orders-key"), ["DESTROY_SCHEDULED"]);
     assert_eq!(states(&kms, "not-ours"), ["ENABLED"]);
@@ -643,7 +610,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
     wait_status(&c, &key_id, &third, |s| s["status"] == "active").await;
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
     let sealed = kms.encrypt("orders-key", b"restored").unwrap();
-    assert_eq!(open(material.expose(), &sealed), b"restored");
+    assert_eq!(open_gcm(material.expose(), &sealed), b"restored");
 
     // A key under a managed key's name that keyplane did not make is never adopted.
     let other = create_key(&c, &vault, "not-ours").await;
@@ -664,7 +631,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
     assert_eq!(states(&kms, "not-ours"), ["ENABLED"]);
 
     // Disconnect mode leaves what is there as it is.
-    let gone = disconnect(&third, "disconnect").await;
+    let gone = disconnect_keystore(&c, &third, "disconnect").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
 }

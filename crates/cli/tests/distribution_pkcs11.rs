@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::path::Path;
-
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
@@ -20,57 +17,15 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use serde_json::{Value, json};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = keyplane_testkit::softhsm::MODULE;
 const TOKEN_LABEL: &str = "keystore-e2e";
 const PIN: &str = "user-pin-8642";
 const CHILD: &str = "KEYPLANE_PKCS11_E2E_CHILD";
 
-/// In the child: the token's `SOFTHSM2_CONF`. In the parent: makes a fresh token, runs `test`
-/// in a child process and returns `None`.
+/// In the child: the token's `SOFTHSM2_CONF`. In the parent: runs `test` in a child process
+/// with a fresh token and returns `None`.
 fn on_fresh_token(test: &str) -> Option<String> {
-    if let Ok(conf) = std::env::var(CHILD) {
-        return Some(conf);
-    }
-    assert!(
-        Path::new(MODULE).exists(),
-        "SoftHSM2 is missing: scripts/test.sh installs the softhsm2 package"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let init = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN_LABEL])
-        .args(["--so-pin", "so-pin-9753", "--pin", PIN])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD, &conf)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success() && out.contains("1 passed"),
-        "{out}\n{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
-    None
+    keyplane_testkit::softhsm::in_child_with_token(test, CHILD, TOKEN_LABEL, PIN)
 }
 
 fn connection(vault: &str, name: &str) -> Value {
@@ -148,28 +103,6 @@ fn token_decrypt(session: &Session, handle: ObjectHandle, sealed: &[u8]) -> Vec<
             rest,
         )
         .unwrap()
-}
-
-fn open(material: &[u8], sealed: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
-    let (iv, rest) = sealed.split_at(12);
-    let mut buf = rest.to_vec();
-    key.open_in_place(
-        Nonce::try_assume_unique_for_key(iv).unwrap(),
-        Aad::empty(),
-        &mut buf,
-    )
-    .expect("the managed material opens what the token sealed")
-    .to_vec()
-}
-
-fn seal(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
-    let iv = [6u8; 12];
-    let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
-        .unwrap();
-    [iv.to_vec(), buf].concat()
 }
 
 #[tokio::test]
@@ -264,9 +197,13 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
     assert_eq!(found[0].1, format!("keyplane:{key_id}:1"));
     let first = open_material_version(dir.path(), &key, 1);
     let sealed = token_encrypt(&session, found[0].0, b"from the token").unwrap();
-    assert_eq!(open(first.expose(), &sealed), b"from the token");
+    assert_eq!(open_gcm(first.expose(), &sealed), b"from the token");
     assert_eq!(
-        token_decrypt(&session, found[0].0, &seal(first.expose(), b"the reverse")),
+        token_decrypt(
+            &session,
+            found[0].0,
+            &seal_gcm(first.expose(), b"the reverse")
+        ),
         b"the reverse"
     );
 
@@ -296,22 +233,13 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
     assert_eq!(found.len(), 2);
     let second = open_material_version(dir.path(), &key, 2);
     let sealed = token_encrypt(&session, found[1].0, b"second").unwrap();
-    assert_eq!(open(second.expose(), &sealed), b"second");
+    assert_eq!(open_gcm(second.expose(), &sealed), b"second");
 
     // The seed's rule, then deactivate mode: the objects are disabled and the keystore unlinked.
-    let disconnect = async |keystore: &str, mode: &str| {
-        c.with_etag(
-            "DELETE",
-            &format!("/api/v4/keystores/{keystore}"),
-            &format!("?mode={mode}"),
-        )
-        .await
-        .unwrap()
-    };
-    let refused = disconnect(&ks, "restrict").await;
+    let refused = disconnect_keystore(&c, &ks, "restrict").await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(refused.body.to_string().contains(&key_id));
-    let gone = disconnect(&ks, "deactivate").await;
+    let gone = disconnect_keystore(&c, &ks, "deactivate").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert!(objects(&session, "payments-key").iter().all(|o| !o.2));
 
@@ -329,7 +257,7 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
     assert!(found.iter().all(|o| o.2));
 
     // Destroy mode removes every version's object, and only those.
-    let gone = disconnect(&again, "destroy").await;
+    let gone = disconnect_keystore(&c, &again, "destroy").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert!(objects(&session, "payments-key").is_empty());
 

@@ -476,39 +476,7 @@ async fn rsa_keys_activate_from_the_background_pool() {
     }
 }
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const USER_PIN: &str = "custodian-pin-1234";
-
-/// A fresh SoftHSM2 token in `dir`; returns the `SOFTHSM2_CONF` path.
-fn softhsm_token(dir: &std::path::Path, label: &str) -> String {
-    assert!(
-        std::path::Path::new(SOFTHSM_MODULE).exists(),
-        "SoftHSM2 is missing: scripts/test.sh installs the softhsm2 package"
-    );
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label])
-        .args(["--so-pin", "security-officer-1234", "--pin", USER_PIN])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    conf.to_str().unwrap().to_owned()
-}
 
 /// The pkcs11 seal on SoftHSM2: the master key is created inside the token and never stored
 /// in the database; keys survive a restart; a wrong PIN refuses to start; rotation makes a new
@@ -516,13 +484,13 @@ fn softhsm_token(dir: &std::path::Path, label: &str) -> String {
 #[tokio::test]
 async fn pkcs11_seal_on_softhsm() {
     let hsm = tempfile::tempdir().unwrap();
-    let conf = softhsm_token(hsm.path(), "keyplane-e2e");
+    let conf = keyplane_testkit::softhsm::token(hsm.path(), "keyplane-e2e", USER_PIN);
     let dir = tempfile::tempdir().unwrap();
     let env = |pin: &'static str| {
         vec![
             ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
             ("KEYPLANE_SEAL", "pkcs11"),
-            ("KEYPLANE_PKCS11_MODULE", SOFTHSM_MODULE),
+            ("KEYPLANE_PKCS11_MODULE", keyplane_testkit::softhsm::MODULE),
             ("KEYPLANE_PKCS11_TOKEN", "keyplane-e2e"),
             ("KEYPLANE_PKCS11_PIN", pin),
             ("SOFTHSM2_CONF", conf.as_str()),

@@ -5,8 +5,6 @@
 //! SoftHSM2 reads `SOFTHSM2_CONF` once per process, so each test runs its body in a child
 //! process of this test binary with a fresh token (as the seal's token tests do).
 
-use std::path::Path;
-
 use async_trait::async_trait;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -22,56 +20,14 @@ use keyplane_core::connector::{
 use keyplane_core::model::{Algorithm, KeystoreKeyProperties};
 use zeroize::Zeroizing;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = keyplane_testkit::softhsm::MODULE;
 const LABEL: &str = "keystore-test";
 const PIN: &str = "user-pin-2468";
 const CHILD: &str = "KEYPLANE_PKCS11_KEYSTORE_TEST_CHILD";
 
 /// Runs `test` in a child process against a fresh token; in the child, returns true.
 fn on_fresh_token(test: &str) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return true;
-    }
-    assert!(
-        Path::new(MODULE).exists(),
-        "SoftHSM2 is missing: scripts/test.sh installs the softhsm2 package"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let init = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL])
-        .args(["--so-pin", "so-pin-1357", "--pin", PIN])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success() && out.contains("1 passed"),
-        "{out}\n{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
-    false
+    keyplane_testkit::softhsm::in_child_with_token(test, CHILD, LABEL, PIN).is_some()
 }
 
 fn keystore(label: &str, pin: &str) -> Pkcs11Keystore {

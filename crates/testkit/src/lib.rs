@@ -11,6 +11,7 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 pub mod process;
+pub mod softhsm;
 
 use std::sync::Arc;
 

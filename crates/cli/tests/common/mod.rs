@@ -390,3 +390,47 @@ pub async fn transit_names(bao: &keyplane_testkit::peers::OpenBao) -> Vec<String
     names.sort();
     names
 }
+
+/// Opens AES-256-GCM `iv ‖ ciphertext ‖ tag` (no AAD) with managed material: what a remote
+/// keystore sealed with its copy of the key.
+pub fn open_gcm(material: &[u8], sealed: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let (iv, rest) = sealed.split_at(12);
+    let mut buf = rest.to_vec();
+    key.open_in_place(
+        Nonce::try_assume_unique_for_key(iv).unwrap(),
+        Aad::empty(),
+        &mut buf,
+    )
+    .expect("the managed material opens what the keystore sealed")
+    .to_vec()
+}
+
+/// Seals `plaintext` with managed material as AES-256-GCM `iv ‖ ciphertext ‖ tag` (no AAD), for
+/// a remote keystore's copy to open.
+pub fn seal_gcm(material: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, material).unwrap());
+    let iv = [7u8; 12];
+    let mut buf = plaintext.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut buf)
+        .unwrap();
+    [iv.to_vec(), buf].concat()
+}
+
+/// Disconnects keystore `keystore` in `mode` (`restrict`, `disconnect`, `deactivate`,
+/// `destroy`), with its current ETag.
+pub async fn disconnect_keystore(
+    c: &Client,
+    keystore: &str,
+    mode: &str,
+) -> keyplane_testkit::process::Reply {
+    c.with_etag(
+        "DELETE",
+        &format!("/api/v4/keystores/{keystore}"),
+        &format!("?mode={mode}"),
+    )
+    .await
+    .unwrap()
+}
