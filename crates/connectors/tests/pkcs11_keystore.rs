@@ -437,8 +437,10 @@ async fn two_hundred_installs_leave_no_session_or_thread_behind() {
         }
     }
     assert_eq!(open_sessions(), sessions_before, "no session left open");
+    // Blocking threads are reused (a few may be started while others are returning to the
+    // pool); a leak would add one per call.
     assert!(
-        threads() <= threads_before + 1,
+        threads() <= threads_before + 4,
         "threads {} then {}",
         threads_before,
         threads()
