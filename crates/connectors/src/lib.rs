@@ -8,6 +8,7 @@ mod http;
 pub mod ibm_key_protect;
 mod pace;
 pub mod pkcs11;
+pub mod ttlv;
 
 use std::sync::Arc;
 
