@@ -377,34 +377,9 @@ async fn every_way_an_azure_connection_fails_is_told_apart_and_saves_nothing() {
         ("azure_login_url", "https://login.example"),
         ("azure_environment", "azure_china"),
     ] {
-        let etag = c
-            .get(&format!("/api/v4/keystores/{ks}"))
-            .await
-            .unwrap()
-            .etag;
-        let r = c
-            .send(
-                "PATCH",
-                &format!("/api/v4/keystores/{ks}"),
-                Some(&json!({ field: value })),
-                Some(&etag),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 400, "{field}: {}", r.body);
-        assert!(r.body.to_string().contains(field), "{}", r.body);
+        assert_field_locked(&c, &ks, field, value).await;
     }
-    let status = async || {
-        let r = c
-            .get(&format!("/api/v4/keystores/{ks}/status"))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        (
-            r.body["health_status"].as_str().unwrap().to_owned(),
-            r.body["message"].as_str().unwrap_or_default().to_owned(),
-        )
-    };
+    let status = async || keystore_health(&c, &ks).await;
     assert_eq!(status().await.0, "ok");
     healthy.deny_permissions(true);
     let (health, message) = status().await;

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex as StdMutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
@@ -48,8 +48,6 @@ const MAX_VERSION_PAGES: usize = 40;
 pub const KEK_NAME: &str = "EKMF-BYOK-KEK-FOR-IMPORT";
 const TAG_KEY_ID: &str = "keyplane-managed-key-id";
 const TAG_VERSION: &str = "keyplane-version";
-/// Tokens are renewed this long before they expire.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 /// The longest `Retry-After` waited for within one call; beyond, the call reports throttling.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -102,11 +100,6 @@ enum Endpoint {
     PremiumVault,
 }
 
-struct Token {
-    value: String,
-    renew_at: Instant,
-}
-
 /// The key-exchange key: its version's id (for the blob's header) and public key.
 #[derive(Clone)]
 struct Kek {
@@ -150,7 +143,7 @@ pub struct AzureKeyVault {
     vault_url: String,
     /// The resource the vault's challenge named (`https://vault.azure.net`, …).
     resource: Mutex<Option<String>>,
-    token: Mutex<Option<Token>>,
+    token: Mutex<Option<http::AccessToken>>,
     endpoint: Mutex<Option<Endpoint>>,
     kek: Mutex<Option<Kek>>,
     quotas: Arc<Quotas>,
@@ -307,10 +300,8 @@ impl AzureKeyVault {
     async fn access_token(&self) -> RemoteResult<String> {
         let resource = self.resource().await?;
         let mut held = self.token.lock().await;
-        if let Some(t) = held.as_ref()
-            && Instant::now() < t.renew_at
-        {
-            return Ok(t.value.clone());
+        if let Some(current) = held.as_ref().and_then(http::AccessToken::current) {
+            return Ok(current.to_owned());
         }
         let target = format!("Microsoft Entra ID at {}", self.login_url);
         let scope = format!("{resource}/.default");
@@ -354,15 +345,9 @@ impl AzureKeyVault {
             }
             return Err(failure);
         }
-        let value = body["access_token"]
-            .as_str()
-            .ok_or_else(|| rejected("Entra ID returned no access token"))?
-            .to_owned();
-        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600).min(86_400));
-        *held = Some(Token {
-            value: value.clone(),
-            renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
-        });
+        let token = http::AccessToken::from_answer(&body, "Entra ID")?;
+        let value = token.value().to_owned();
+        *held = Some(token);
         Ok(value)
     }
 

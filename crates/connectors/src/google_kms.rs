@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex as StdMutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
@@ -47,8 +47,6 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// The key label naming the managed key a Cloud KMS key holds.
 pub const LABEL_KEY_ID: &str = "keyplane-managed-key-id";
 const IMPORT_METHOD: &str = "RSA_OAEP_3072_SHA256_AES_256";
-/// Tokens are renewed this long before they expire.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 /// How often, and how far apart, an import job's key or an import's result is looked for.
 const POLLS: usize = 40;
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -88,11 +86,6 @@ pub struct Settings {
     pub token_url: Option<String>,
 }
 
-struct Token {
-    value: String,
-    renew_at: Instant,
-}
-
 /// Calls per project, paced under Cloud KMS's published per-project quotas (300 reads and 60
 /// writes a minute): half drawn at once at most, the rest spread.
 struct Quotas {
@@ -129,7 +122,7 @@ pub struct GoogleKms {
     ring: String,
     parent: String,
     ring_id: String,
-    token: Mutex<Option<Token>>,
+    token: Mutex<Option<http::AccessToken>>,
     ring_ready: Mutex<bool>,
     quotas: Arc<Quotas>,
     client: reqwest::Client,
@@ -348,10 +341,8 @@ impl GoogleKms {
     /// An access token for Cloud KMS, reused until shortly before it expires.
     async fn access_token(&self) -> RemoteResult<String> {
         let mut held = self.token.lock().await;
-        if let Some(t) = held.as_ref()
-            && Instant::now() < t.renew_at
-        {
-            return Ok(t.value.clone());
+        if let Some(current) = held.as_ref().and_then(http::AccessToken::current) {
+            return Ok(current.to_owned());
         }
         let target = format!("Google's token endpoint at {}", self.token_url);
         let assertion = self.assertion()?;
@@ -386,15 +377,9 @@ impl GoogleKms {
             }
             return Err(failure);
         }
-        let value = body["access_token"]
-            .as_str()
-            .ok_or_else(|| rejected("Google returned no access token"))?
-            .to_owned();
-        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600).min(86_400));
-        *held = Some(Token {
-            value: value.clone(),
-            renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
-        });
+        let token = http::AccessToken::from_answer(&body, "Google")?;
+        let value = token.value().to_owned();
+        *held = Some(token);
         Ok(value)
     }
 

@@ -165,3 +165,42 @@ pub(crate) fn error_message(body: &serde_json::Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Tokens are renewed this long before they expire.
+const TOKEN_EXPIRY_MARGIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A bearer token from an OAuth token endpoint, reused until shortly before it expires.
+pub(crate) struct AccessToken {
+    value: String,
+    renew_at: std::time::Instant,
+}
+
+impl AccessToken {
+    /// The token an endpoint's answer carries (`access_token`, `expires_in`, at most a day);
+    /// `issuer` names the endpoint in the error.
+    pub(crate) fn from_answer(
+        body: &serde_json::Value,
+        issuer: &str,
+    ) -> Result<Self, RemoteFailure> {
+        let value = body["access_token"]
+            .as_str()
+            .ok_or_else(|| rejected(format!("{issuer} returned no access token")))?
+            .to_owned();
+        let lifetime =
+            std::time::Duration::from_secs(body["expires_in"].as_u64().unwrap_or(600).min(86_400));
+        Ok(Self {
+            value,
+            renew_at: std::time::Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN),
+        })
+    }
+
+    /// The token itself (freshly received: used even when it is due for renewal soon).
+    pub(crate) fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The token, while it is not due for renewal.
+    pub(crate) fn current(&self) -> Option<&str> {
+        (std::time::Instant::now() < self.renew_at).then_some(self.value.as_str())
+    }
+}

@@ -434,3 +434,37 @@ pub async fn disconnect_keystore(
     .await
     .unwrap()
 }
+
+/// Asks to change connection field `field` of keystore `keystore` to `value`, and expects a
+/// 400 naming the field (it identifies the keystore: locked once connected).
+pub async fn assert_field_locked(c: &Client, keystore: &str, field: &str, value: &str) {
+    let etag = c
+        .get(&format!("/api/v4/keystores/{keystore}"))
+        .await
+        .unwrap()
+        .etag;
+    let r = c
+        .send(
+            "PATCH",
+            &format!("/api/v4/keystores/{keystore}"),
+            Some(&json!({ field: value })),
+            Some(&etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{field}: {}", r.body);
+    assert!(r.body.to_string().contains(field), "{}", r.body);
+}
+
+/// Keystore `keystore`'s health, checked now: `(health_status, message)`.
+pub async fn keystore_health(c: &Client, keystore: &str) -> (String, String) {
+    let r = c
+        .get(&format!("/api/v4/keystores/{keystore}/status"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    (
+        r.body["health_status"].as_str().unwrap().to_owned(),
+        r.body["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
