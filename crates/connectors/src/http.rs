@@ -14,8 +14,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest error text taken from a remote answer into a message.
 const MAX_REMOTE_MESSAGE: usize = 300;
 
-/// A client for one keystore: `ca_pem` replaces the system's roots when given.
-pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+/// The roots a keystore's server certificate is checked against: `ca_pem` when given, else the
+/// system's.
+pub(crate) fn roots(ca_pem: Option<&str>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem.filter(|p| !p.trim().is_empty()) {
         Some(pem) => {
@@ -25,6 +26,9 @@ pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
                     .add(cert)
                     .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
             }
+            if roots.is_empty() {
+                return Err("the CA certificate holds no certificate".into());
+            }
         }
         None => {
             for cert in rustls_native_certs::load_native_certs().certs {
@@ -33,6 +37,12 @@ pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
             }
         }
     }
+    Ok(roots)
+}
+
+/// A client for one keystore: `ca_pem` replaces the system's roots when given.
+pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+    let roots = roots(ca_pem)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

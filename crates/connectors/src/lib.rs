@@ -8,7 +8,7 @@ mod http;
 pub mod ibm_key_protect;
 mod pace;
 pub mod pkcs11;
-pub mod ttlv;
+pub mod kmip;
 
 use std::sync::Arc;
 
@@ -156,6 +156,53 @@ fn pkcs11(
     })))
 }
 
+fn kmip(keystore: &Keystore, secrets: &Map<String, Value>) -> Result<Arc<dyn Connector>, Error> {
+    let clear = &keystore.connection;
+    let host = text(clear, "kmip_host").ok_or_else(|| Error::missing_field("kmip_host"))?;
+    let port = match clear.get("kmip_port") {
+        None | Some(Value::Null) => 5696,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::invalid_field("kmip_port", "must be a port number"))?,
+    };
+    let version = match text(clear, "kmip_version") {
+        None => None,
+        Some(v) => Some(kmip::protocol::Version::parse(&v).ok_or_else(|| {
+            Error::invalid_field(
+                "kmip_version",
+                format!("keyplane speaks KMIP 1.2, 1.3, 1.4, 2.0 and 2.1, not {v}"),
+            )
+        })?),
+    };
+    let credential = match (text(clear, "kmip_username"), text(secrets, "kmip_password")) {
+        (Some(username), Some(password)) => Some(kmip::protocol::Credential {
+            username,
+            password: zeroize::Zeroizing::new(password),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(Error::missing_field("kmip_password")),
+        (None, Some(_)) => return Err(Error::missing_field("kmip_username")),
+    };
+    let (ca_cert, client_cert) = (text(clear, "kmip_ca_cert"), text(clear, "kmip_client_cert"));
+    let client_key = text(secrets, "kmip_client_key").map(zeroize::Zeroizing::new);
+    let connector = kmip::Kmip::new(kmip::Settings {
+        host,
+        port,
+        tls: kmip::TlsSettings {
+            ca_cert: ca_cert.as_deref(),
+            client_cert: client_cert.as_deref(),
+            client_key: client_key.as_deref().map(String::as_str),
+        },
+        version,
+        credential,
+    })
+    .map_err(|(field, why)| Error::invalid_field(field, why))?;
+    Ok(Arc::new(connector))
+}
+
 /// Key Protect and HPCS instances (not the internal variant, which is this keyplane itself).
 fn key_protect(
     keystore: &Keystore,
@@ -184,6 +231,7 @@ impl Connectors for BuiltIn {
                 | KeystoreType::AzureKeyVault
                 | KeystoreType::GoogleKms
                 | KeystoreType::Pkcs11
+                | KeystoreType::Kmip
         )
     }
 
@@ -198,6 +246,7 @@ impl Connectors for BuiltIn {
             KeystoreType::AzureKeyVault => Some(azure(keystore, secrets)),
             KeystoreType::GoogleKms => Some(google(keystore, secrets)),
             KeystoreType::Pkcs11 => Some(pkcs11(keystore, secrets, &self.pkcs11_modules)),
+            KeystoreType::Kmip => Some(kmip(keystore, secrets)),
             KeystoreType::IbmCloudKms if !keystore.is_internal() => {
                 Some(key_protect(keystore, secrets))
             }

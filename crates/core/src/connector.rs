@@ -116,6 +116,9 @@ pub enum TransferWrapping {
     RsaAesKeyWrapSha1 { public_key_der: Vec<u8> },
     /// RSA-OAEP (SHA-256) of the material itself (AWS RSAES_OAEP_SHA_256).
     RsaOaepSha256 { public_key_der: Vec<u8> },
+    /// The material as is, for a target that takes keys only over its own mutually
+    /// authenticated channel (KMIP Register over mutual TLS). The receiver zeroizes it.
+    ClearOverMutualTls,
 }
 
 /// Opens one key version's material and wraps it as the target asks; the clear material never
@@ -176,6 +179,19 @@ pub trait Connector: Send + Sync {
 
     /// Adds `key.version` as the copy's newest version (a no-op when it is already there).
     async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey>;
+
+    /// Makes the copy usable again. A target whose disabled state is final (a revoked KMIP
+    /// object) installs the version anew from `key`; the rest set the state.
+    async fn enable(&self, remote: &RemoteKey, _key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        self.set_enabled(remote, true).await
+    }
+
+    /// Records at the target that the copy's key is compromised, where the target keeps such a
+    /// state (KMIP's Revoke with the reason key compromise); a no-op elsewhere. Called after
+    /// the copy is disabled.
+    async fn mark_compromised(&self, remote: &RemoteKey) -> RemoteResult<RemoteKey> {
+        Ok(remote.clone())
+    }
 
     /// Destroys the copy (the provider's deletion, pending where it has one).
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()>;

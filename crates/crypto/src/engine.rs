@@ -89,6 +89,7 @@ impl MaterialEngine for KeyHierarchy {
             TransferWrapping::RsaOaepSha256 { public_key_der } => {
                 transfer::rsa_oaep_sha256(public_key_der, plain.expose())
             }
+            TransferWrapping::ClearOverMutualTls => Ok(plain.expose().to_vec()),
         };
         wrapped.map_err(|e| {
             Error::KeystoreUnavailable(format!(

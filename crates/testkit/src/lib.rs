@@ -3,6 +3,7 @@
 
 pub mod azure;
 pub mod google;
+pub mod kmip;
 pub mod peers;
 
 /// An HTTP client for tests (TLS through aws-lc-rs, like the server).

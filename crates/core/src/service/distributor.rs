@@ -510,7 +510,14 @@ impl Keyplane {
                 }
                 let recorded_enabled = recorded.as_ref().map(|c| c.enabled);
                 if remote.enabled != enabled || recorded_enabled != Some(enabled) {
-                    remote = connector.set_enabled(&remote, enabled).await?;
+                    remote = if enabled {
+                        connector.enable(&remote, &install).await?
+                    } else {
+                        connector.set_enabled(&remote, false).await?
+                    };
+                }
+                if key.state == KeyState::Compromised {
+                    remote = connector.mark_compromised(&remote).await?;
                 }
                 let copy = ExternalCopy {
                     keystore_id: keystore.id,

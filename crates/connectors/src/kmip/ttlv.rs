@@ -13,8 +13,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const MAX_DEPTH: usize = 16;
 const HEADER: usize = 8;
 
-/// One TTLV item.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One TTLV item. Zeroized when dropped: requests and answers carry key material.
+#[derive(Debug, Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Ttlv {
     /// The 24-bit tag (KMIP's are `0x42xxxx`).
     pub tag: u32,
@@ -22,7 +22,7 @@ pub struct Ttlv {
 }
 
 /// A TTLV value, by its type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, zeroize::Zeroize)]
 pub enum Value {
     Structure(Vec<Ttlv>),
     Integer(i32),

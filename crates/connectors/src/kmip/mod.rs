@@ -1,0 +1,659 @@
+//! `kmip` keystores: any KMIP 1.2 – 2.1 server, over mutual TLS in TTLV (decisions.md §3).
+//!
+//! Each version of a managed key is one symmetric-key object, named with the key's label (what
+//! KMIP clients look up) and marked with Application Specific Information in the `keyplane`
+//! namespace, `{key}:{version}`, which says whose and which version it is. The newest version is Active while the managed key is, and is
+//! revoked (cessation of operation) when it is deactivated; older versions are revoked as
+//! superseded when a new one arrives, so they still decrypt. KMIP has no way back from
+//! revoked: a deactivated key that is activated again gets its version registered anew, and
+//! the revoked object stays for what clients encrypted under it. Objects under the label that
+//! keyplane did not mark, or that another key's marks, are never changed.
+
+pub mod protocol;
+pub mod transport;
+pub mod ttlv;
+
+use async_trait::async_trait;
+use keyplane_core::connector::{
+    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey,
+    RemoteResult, TransferWrapping,
+};
+use keyplane_core::model::Algorithm;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::http::rejected;
+use crate::pace::Pace;
+use protocol::{
+    Attribute, Credential, Operation, Outcome, Reason, RevocationReason, Version, answer, payload,
+    state,
+};
+use ttlv::Ttlv;
+
+pub use transport::TlsSettings;
+
+/// The most objects one label may hold (every version, and revoked ones kept after a
+/// reactivation).
+const MAX_OBJECTS_PER_LABEL: i32 = 1000;
+/// KMIP Cryptographic Algorithm values.
+const ALGORITHM_AES: u32 = 0x03;
+const ALGORITHM_HMAC_SHA256: u32 = 0x09;
+/// Cryptographic Usage Mask bits.
+const USAGE_ENCRYPT_DECRYPT_WRAP_UNWRAP: i32 = 0x04 | 0x08 | 0x10 | 0x20;
+const USAGE_MAC_GENERATE_VERIFY: i32 = 0x80 | 0x100;
+
+pub struct Settings<'a> {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsSettings<'a>,
+    /// Pinned by `kmip_version`; negotiated with Discover Versions when `None`.
+    pub version: Option<Version>,
+    pub credential: Option<Credential>,
+}
+
+pub struct Kmip {
+    transport: transport::Transport,
+    pinned: Option<Version>,
+    negotiated: OnceCell<Version>,
+    credential: Option<Credential>,
+    pace: Pace,
+    /// Checking what a label holds and registering into it happen as one step.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// One object keyplane registered: whose, which version, and its state.
+#[derive(Debug, Clone)]
+struct Object {
+    id: String,
+    key_id: String,
+    version: u32,
+    state: u32,
+}
+
+/// The Application Specific Information namespace of keyplane's marks.
+const MARK_NAMESPACE: &str = "keyplane";
+
+/// The mark of `key_id`'s version `version`.
+fn mark(key_id: Uuid, version: u32) -> Attribute {
+    Attribute::ApplicationSpecificInformation {
+        namespace: MARK_NAMESPACE.into(),
+        data: format!("{key_id}:{version}"),
+    }
+}
+
+/// Whose and which version an object is, by its mark.
+fn parse_mark(attributes: &protocol::ObjectAttributes) -> Option<(String, u32)> {
+    let (_, data) = attributes
+        .application
+        .iter()
+        .find(|(namespace, _)| namespace == MARK_NAMESPACE)?;
+    let (key, version) = data.split_once(':')?;
+    let key = Uuid::parse_str(key).ok()?;
+    Some((key.to_string(), version.parse().ok()?))
+}
+
+fn failed(operation: Operation, reason: Reason, message: Option<String>) -> RemoteFailure {
+    let kind = match reason {
+        Reason::AuthenticationNotSuccessful => FailureKind::BadCredentials,
+        Reason::PermissionDenied => FailureKind::MissingPermission,
+        Reason::GeneralFailure => FailureKind::Transient,
+        _ => FailureKind::Rejected,
+    };
+    let mut text = format!(
+        "the KMIP server refused {} ({})",
+        operation.name(),
+        reason.describe()
+    );
+    if let Some(m) = message.filter(|m| !m.is_empty()) {
+        text.push_str(": ");
+        text.push_str(&m);
+    }
+    if matches!(
+        reason,
+        Reason::OperationNotSupported | Reason::FeatureNotSupported
+    ) {
+        text.push_str("; keyplane needs Register, Locate, Get Attributes, Activate, Revoke and Destroy");
+    }
+    RemoteFailure::new(kind, text)
+}
+
+/// The object to speak of for a version: Active first, then pre-active, then revoked.
+fn preference(state: u32) -> u8 {
+    match state {
+        state::ACTIVE => 0,
+        state::PRE_ACTIVE => 1,
+        state::DEACTIVATED => 2,
+        _ => 3,
+    }
+}
+
+fn remote_of(objects: &[Object]) -> Option<RemoteKey> {
+    let newest = objects.iter().map(|o| o.version).max()?;
+    let object = objects
+        .iter()
+        .filter(|o| o.version == newest)
+        .min_by_key(|o| preference(o.state))?;
+    Some(RemoteKey {
+        remote_id: object.id.clone(),
+        enabled: object.state == state::ACTIVE,
+        version: newest,
+    })
+}
+
+impl Kmip {
+    pub fn new(settings: Settings<'_>) -> Result<Self, transport::SettingsError> {
+        Ok(Self {
+            transport: transport::Transport::new(&settings.host, settings.port, &settings.tls)?,
+            pinned: settings.version,
+            negotiated: OnceCell::new(),
+            credential: settings.credential,
+            // KMIP servers publish no quota: a steady pace that leaves room for their other
+            // clients, with bursts for a batch of keys.
+            pace: Pace::with_burst(100.0, 20),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The version spoken: the pinned one once the server confirms it, else the newest both
+    /// sides speak.
+    pub async fn version(&self) -> RemoteResult<Version> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                // Discover Versions exists since 1.1: asked in 1.2, which every server keyplane
+                // can use answers.
+                let offered = self
+                    .send(
+                        Version::V1_2,
+                        Operation::DiscoverVersions,
+                        payload::discover_versions(),
+                    )
+                    .await?;
+                let spoken = answer::versions(&offered);
+                let spoken_text = || {
+                    spoken
+                        .iter()
+                        .map(Version::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                match self.pinned {
+                    Some(pinned) if spoken.contains(&pinned) => Ok(pinned),
+                    Some(pinned) => Err(rejected(format!(
+                        "the KMIP server does not speak KMIP {pinned} (kmip_version); it offers {}",
+                        spoken_text()
+                    ))),
+                    None => spoken
+                        .iter()
+                        .copied()
+                        .filter(|v| Version::SUPPORTED.contains(v))
+                        .max()
+                        .ok_or_else(|| {
+                            rejected(format!(
+                                "the KMIP server speaks none of KMIP 1.2 – 2.1 (it offers {})",
+                                spoken_text()
+                            ))
+                        }),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    async fn send(
+        &self,
+        version: Version,
+        operation: Operation,
+        payload: Vec<Ttlv>,
+    ) -> RemoteResult<Ttlv> {
+        match self.outcome(version, operation, payload).await? {
+            Outcome::Success(payload) => Ok(payload),
+            Outcome::Failed { reason, message } => Err(failed(operation, reason, message)),
+        }
+    }
+
+    async fn outcome(
+        &self,
+        version: Version,
+        operation: Operation,
+        payload: Vec<Ttlv>,
+    ) -> RemoteResult<Outcome> {
+        self.pace.ready().await;
+        let message = protocol::request(version, self.credential.as_ref(), operation, payload);
+        // The request may hold key material or the password.
+        let bytes = Zeroizing::new(message.encode().map_err(|e| rejected(e.to_string()))?);
+        drop(message);
+        let answer = self.transport.exchange(&bytes).await?;
+        let decoded = Ttlv::decode(&answer).map_err(|e| {
+            RemoteFailure::new(
+                FailureKind::Transient,
+                format!("the KMIP server's answer to {} is not TTLV: {e}", operation.name()),
+            )
+        })?;
+        protocol::read_response(&decoded, operation)
+            .map_err(|e| RemoteFailure::new(FailureKind::Transient, e.0))
+    }
+
+    async fn call(&self, operation: Operation, payload: Vec<Ttlv>) -> RemoteResult<Ttlv> {
+        let version = self.version().await?;
+        self.send(version, operation, payload).await
+    }
+
+    /// The names and state of one object; `None` when the server has no such object.
+    async fn attributes_of(&self, id: &str) -> RemoteResult<Option<protocol::ObjectAttributes>> {
+        let version = self.version().await?;
+        match self
+            .outcome(version, Operation::GetAttributes, payload::get_attributes(id))
+            .await?
+        {
+            Outcome::Success(p) => Ok(Some(answer::attributes(&p))),
+            Outcome::Failed {
+                reason: Reason::ItemNotFound,
+                ..
+            } => Ok(None),
+            Outcome::Failed { reason, message } => {
+                Err(failed(Operation::GetAttributes, reason, message))
+            }
+        }
+    }
+
+    /// What the label holds: keyplane's objects, and how many others.
+    async fn objects_labelled(&self, label: &str) -> RemoteResult<(Vec<Object>, usize)> {
+        let version = self.version().await?;
+        let located = self
+            .call(
+                Operation::Locate,
+                payload::locate_by_name(version, label, MAX_OBJECTS_PER_LABEL),
+            )
+            .await?;
+        let ids = answer::unique_identifiers(&located);
+        if ids.len() >= MAX_OBJECTS_PER_LABEL as usize {
+            return Err(rejected(format!(
+                "the KMIP server holds {MAX_OBJECTS_PER_LABEL} or more objects named '{label}'"
+            )));
+        }
+        let (mut marked, mut others) = (Vec::new(), 0);
+        for id in ids {
+            // Gone between Locate and now: nothing to count.
+            let Some(attributes) = self.attributes_of(&id).await? else {
+                continue;
+            };
+            match parse_mark(&attributes) {
+                Some((key_id, version)) => marked.push(Object {
+                    id,
+                    key_id,
+                    version,
+                    state: attributes.state.unwrap_or(0),
+                }),
+                None => others += 1,
+            }
+        }
+        marked.sort_by_key(|o| o.version);
+        Ok((marked, others))
+    }
+
+    /// This label's objects, all keyplane's and one key's; anything else there is an error.
+    async fn own_objects(&self, label: &str) -> RemoteResult<Vec<Object>> {
+        let (marked, others) = self.objects_labelled(label).await?;
+        let first = marked.first().map(|o| o.key_id.clone());
+        if others > 0 || marked.iter().any(|o| Some(&o.key_id) != first.as_ref()) {
+            return Err(rejected(format!(
+                "the KMIP server holds objects named '{label}' that are not this key's; keyplane does not change them"
+            )));
+        }
+        Ok(marked)
+    }
+
+    /// The label and objects of the key whose copy `remote` is.
+    async fn group_of(&self, remote: &RemoteKey) -> RemoteResult<(String, Vec<Object>)> {
+        let attributes = self.attributes_of(&remote.remote_id).await?.ok_or_else(|| {
+            rejected(format!(
+                "the KMIP server no longer holds object {}",
+                remote.remote_id
+            ))
+        })?;
+        let label = attributes.names.first().cloned().ok_or_else(|| {
+            rejected(format!("KMIP object {} has no name", remote.remote_id))
+        })?;
+        let objects = self.own_objects(&label).await?;
+        Ok((label, objects))
+    }
+
+    async fn revoke(&self, id: &str, reason: RevocationReason) -> RemoteResult<()> {
+        self.call(Operation::Revoke, payload::revoke(id, reason))
+            .await
+            .map(drop)
+    }
+
+    async fn activate(&self, id: &str) -> RemoteResult<()> {
+        self.call(Operation::Activate, payload::by_id(id))
+            .await
+            .map(drop)
+    }
+
+    /// Registers `key`'s newest version under `label` and activates it, unless an object of
+    /// that version is there (what an interrupted attempt left: activated if it is not yet).
+    async fn put_version(&self, key: &KeyToInstall<'_>, label: &str) -> RemoteResult<RemoteKey> {
+        let (algorithm, usage) = match key.algorithm {
+            Algorithm::Aes => (ALGORITHM_AES, USAGE_ENCRYPT_DECRYPT_WRAP_UNWRAP),
+            Algorithm::Hmac => (ALGORITHM_HMAC_SHA256, USAGE_MAC_GENERATE_VERIFY),
+            other => {
+                return Err(rejected(format!(
+                    "keyplane distributes AES and HMAC keys to KMIP servers; this key is {other}"
+                )));
+            }
+        };
+        let _serialised = self.writes.lock().await;
+        let objects = self.own_objects(label).await?;
+        if objects.iter().any(|o| o.key_id != key.key_id.to_string()) {
+            return Err(rejected(format!(
+                "the KMIP server holds objects named '{label}' that are another key's"
+            )));
+        }
+        let present = objects
+            .iter()
+            .filter(|o| o.version == key.version)
+            .min_by_key(|o| preference(o.state))
+            .cloned();
+        let id = match present {
+            Some(o) if o.state == state::ACTIVE => o.id,
+            Some(o) if o.state == state::PRE_ACTIVE => {
+                self.activate(&o.id).await?;
+                o.id
+            }
+            _ => {
+                let id = self.register(key, label, algorithm, usage).await?;
+                self.activate(&id).await?;
+                id
+            }
+        };
+        Ok(RemoteKey {
+            remote_id: id,
+            enabled: true,
+            version: key.version,
+        })
+    }
+
+    async fn register(
+        &self,
+        key: &KeyToInstall<'_>,
+        label: &str,
+        algorithm: u32,
+        usage: i32,
+    ) -> RemoteResult<String> {
+        let version = self.version().await?;
+        let material = Zeroizing::new(
+            key.material
+                .wrapped_for(&TransferWrapping::ClearOverMutualTls)
+                .await
+                .map_err(|e| rejected(e.to_string()))?,
+        );
+        let registered = self
+            .call(
+                Operation::Register,
+                payload::register_symmetric_key(
+                    version,
+                    &material,
+                    algorithm,
+                    &[
+                        Attribute::Name(label.to_owned()),
+                        mark(key.key_id, key.version),
+                        Attribute::CryptographicAlgorithm(algorithm),
+                        Attribute::CryptographicLength(
+                            i32::try_from(key.size).unwrap_or(i32::MAX),
+                        ),
+                        Attribute::CryptographicUsageMask(usage),
+                    ],
+                ),
+            )
+            .await?;
+        answer::unique_identifier(&registered).ok_or_else(|| {
+            RemoteFailure::new(
+                FailureKind::Transient,
+                "the KMIP server's answer to Register names no object",
+            )
+        })
+    }
+
+    /// The key's material as the server holds it in object `id`; `None` when the server will
+    /// not give it out.
+    async fn material_of(&self, id: &str) -> RemoteResult<Option<Zeroizing<Vec<u8>>>> {
+        let version = self.version().await?;
+        match self
+            .outcome(version, Operation::Get, payload::by_id(id))
+            .await?
+        {
+            Outcome::Success(p) => Ok(answer::symmetric_key_material(&p)
+                .map(|m| Zeroizing::new(m.to_vec()))),
+            Outcome::Failed {
+                reason:
+                    Reason::Sensitive
+                    | Reason::NotExtractable
+                    | Reason::PermissionDenied
+                    | Reason::KeyFormatTypeNotSupported,
+                ..
+            } => Ok(None),
+            Outcome::Failed { reason, message } => Err(failed(Operation::Get, reason, message)),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Kmip {
+    async fn test(&self) -> RemoteResult<()> {
+        // The handshake proves both certificates, Discover Versions the protocol, and a Locate
+        // the credentials.
+        self.version().await?;
+        let probe = format!("keyplane-connection-test-{}", Uuid::new_v4());
+        self.objects_labelled(&probe).await.map(drop)
+    }
+
+    async fn find(&self, _remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
+        // By label: the object speaking for the key changes when it is registered anew.
+        Ok(remote_of(&self.own_objects(label).await?))
+    }
+
+    async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        self.put_version(key, key.label).await
+    }
+
+    async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        let (_, objects) = self.group_of(remote).await?;
+        let Some(current) = remote_of(&objects) else {
+            return Err(rejected("the KMIP server holds no object of this key"));
+        };
+        for object in objects.iter().filter(|o| o.version == current.version) {
+            match (enabled, object.state) {
+                (false, state::PRE_ACTIVE) => {
+                    // Revoked from Active, so that it decrypts what it may have encrypted.
+                    self.activate(&object.id).await?;
+                    self.revoke(&object.id, RevocationReason::CessationOfOperation)
+                        .await?;
+                }
+                (false, state::ACTIVE) => {
+                    self.revoke(&object.id, RevocationReason::CessationOfOperation)
+                        .await?;
+                }
+                (true, state::PRE_ACTIVE) if object.id == current.remote_id => {
+                    self.activate(&object.id).await?;
+                }
+                (true, state::DEACTIVATED | state::COMPROMISED)
+                    if object.id == current.remote_id =>
+                {
+                    return Err(rejected(
+                        "a revoked KMIP object cannot be activated again; keyplane registers the version anew, which needs the key's material",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(RemoteKey {
+            enabled,
+            ..current
+        })
+    }
+
+    async fn enable(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        let (label, _) = self.group_of(remote).await?;
+        // Active or pre-active objects of this version are used; a revoked one is not touched
+        // and the version is registered anew beside it.
+        self.put_version(key, &label).await
+    }
+
+    async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
+        if remote.version >= key.version {
+            return Ok(remote.clone());
+        }
+        let (label, _) = self.group_of(remote).await?;
+        let installed = self.put_version(key, &label).await?;
+        // Older versions decrypt only: revoked as superseded.
+        for object in self.own_objects(&label).await? {
+            if object.version < key.version && object.state == state::ACTIVE {
+                self.revoke(&object.id, RevocationReason::Superseded).await?;
+            }
+        }
+        Ok(installed)
+    }
+
+    async fn mark_compromised(&self, remote: &RemoteKey) -> RemoteResult<RemoteKey> {
+        let (_, objects) = self.group_of(remote).await?;
+        for object in &objects {
+            if object.state != state::COMPROMISED {
+                self.revoke(&object.id, RevocationReason::KeyCompromise)
+                    .await?;
+            }
+        }
+        Ok(RemoteKey {
+            enabled: false,
+            ..remote.clone()
+        })
+    }
+
+    async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
+        let (_, objects) = self.group_of(remote).await?;
+        for object in objects {
+            // Servers refuse to destroy an Active object.
+            if object.state == state::ACTIVE {
+                self.revoke(&object.id, RevocationReason::CessationOfOperation)
+                    .await?;
+            }
+            let version = self.version().await?;
+            match self
+                .outcome(version, Operation::Destroy, payload::by_id(&object.id))
+                .await?
+            {
+                Outcome::Success(_)
+                | Outcome::Failed {
+                    reason: Reason::ItemNotFound,
+                    ..
+                } => {}
+                Outcome::Failed { reason, message } => {
+                    return Err(failed(Operation::Destroy, reason, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn encrypt_probe(
+        &self,
+        _remote: &RemoteKey,
+        _plaintext: &[u8],
+    ) -> RemoteResult<Option<ProbeCiphertext>> {
+        // The copy is proven by its material (Get), not by a probe.
+        Ok(None)
+    }
+
+    async fn is_labelled_for(
+        &self,
+        remote: &RemoteKey,
+        key_id: Uuid,
+    ) -> RemoteResult<Option<bool>> {
+        let Some(attributes) = self.attributes_of(&remote.remote_id).await? else {
+            return Ok(Some(false));
+        };
+        let Some(label) = attributes.names.first() else {
+            return Ok(Some(false));
+        };
+        let (marked, others) = self.objects_labelled(label).await?;
+        Ok(Some(
+            others == 0
+                && !marked.is_empty()
+                && marked.iter().all(|o| o.key_id == key_id.to_string()),
+        ))
+    }
+
+    async fn prove_copy(
+        &self,
+        remote: &RemoteKey,
+        key: &KeyToInstall<'_>,
+    ) -> RemoteResult<Option<bool>> {
+        if self.is_labelled_for(remote, key.key_id).await? == Some(false) {
+            return Ok(Some(false));
+        }
+        let Some(held) = self.material_of(&remote.remote_id).await? else {
+            return Ok(None);
+        };
+        let managed = Zeroizing::new(
+            key.material
+                .wrapped_for(&TransferWrapping::ClearOverMutualTls)
+                .await
+                .map_err(|e| rejected(e.to_string()))?,
+        );
+        Ok(Some(
+            aws_lc_rs::constant_time::verify_slices_are_equal(&held, &managed).is_ok(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_names_the_managed_key_and_version() {
+        let key = Uuid::new_v4();
+        let with = |namespace: &str, data: &str| protocol::ObjectAttributes {
+            application: vec![(namespace.into(), data.into())],
+            ..Default::default()
+        };
+        let Attribute::ApplicationSpecificInformation { namespace, data } = mark(key, 7) else {
+            panic!("a mark is application specific information");
+        };
+        assert_eq!(parse_mark(&with(&namespace, &data)), Some((key.to_string(), 7)));
+        for (namespace, data) in [
+            ("other", data.as_str()),
+            ("keyplane", "x:1"),
+            ("keyplane", ""),
+            ("keyplane", &format!("{key}:")),
+        ] {
+            assert_eq!(parse_mark(&with(namespace, data)), None, "{namespace} {data}");
+        }
+    }
+
+    #[test]
+    fn the_newest_version_speaks_for_the_key_by_its_active_object() {
+        let object = |id: &str, version, state| Object {
+            id: id.into(),
+            key_id: "k".into(),
+            version,
+            state,
+        };
+        let objects = [
+            object("1", 1, state::DEACTIVATED),
+            object("2", 2, state::DEACTIVATED),
+            object("3", 2, state::ACTIVE),
+        ];
+        assert_eq!(
+            remote_of(&objects),
+            Some(RemoteKey {
+                remote_id: "3".into(),
+                enabled: true,
+                version: 2
+            })
+        );
+        assert_eq!(remote_of(&objects[..2]).unwrap().remote_id, "2");
+        assert!(!remote_of(&objects[..2]).unwrap().enabled);
+        assert_eq!(remote_of(&[]), None);
+    }
+}

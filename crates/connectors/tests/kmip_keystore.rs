@@ -1,0 +1,323 @@
+//! The `kmip` keystore connector against a real KMIP server (PyKMIP, installed by
+//! `scripts/test.sh`): what keyplane registers is the managed key (read back with Get by
+//! PyKMIP's own client), states follow the managed lifecycle, and TLS trust fails clearly on
+//! either side.
+
+use async_trait::async_trait;
+use keyplane_connectors::kmip::protocol::Version;
+use keyplane_connectors::kmip::{Kmip, Settings, TlsSettings};
+use keyplane_core::connector::{
+    Connector, FailureKind, KeyToInstall, MaterialExport, ProbeCiphertext, RemoteKey,
+    TransferWrapping,
+};
+use keyplane_core::model::{Algorithm, KeystoreKeyProperties};
+use keyplane_testkit::kmip::{Authority, Identity, PyKmip};
+
+/// Managed material as the material engine hands it to a KMIP target.
+struct Material(Vec<u8>);
+
+#[async_trait]
+impl MaterialExport for Material {
+    async fn wrapped_for(
+        &self,
+        wrapping: &TransferWrapping,
+    ) -> keyplane_core::error::Result<Vec<u8>> {
+        assert_eq!(wrapping, &TransferWrapping::ClearOverMutualTls);
+        Ok(self.0.clone())
+    }
+
+    async fn opens_probe(&self, _probe: &ProbeCiphertext, _expected: &[u8]) -> bool {
+        unreachable!("KMIP copies are proven by their material")
+    }
+
+    async fn encrypt_nonce(
+        &self,
+        _nonce: &[u8],
+    ) -> keyplane_core::error::Result<(Vec<u8>, Vec<u8>)> {
+        unreachable!()
+    }
+
+    async fn public_key_der(&self) -> keyplane_core::error::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+}
+
+fn random_key() -> Material {
+    let mut k = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut k).unwrap();
+    Material(k)
+}
+
+fn connector(server: &PyKmip, ca_pem: &str, client: &Identity, version: Option<Version>) -> Kmip {
+    Kmip::new(Settings {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        tls: TlsSettings {
+            ca_cert: Some(ca_pem),
+            client_cert: Some(&client.cert_pem),
+            client_key: Some(&client.key_pem),
+        },
+        version,
+        credential: None,
+    })
+    .unwrap()
+}
+
+fn to_install<'a>(
+    key_id: uuid::Uuid,
+    label: &'a str,
+    version: u32,
+    material: &'a Material,
+    properties: &'a KeystoreKeyProperties,
+) -> KeyToInstall<'a> {
+    KeyToInstall {
+        key_id,
+        label,
+        algorithm: Algorithm::Aes,
+        size: 256,
+        version,
+        material,
+        properties,
+    }
+}
+
+/// The object's state and material as PyKMIP's own client reads them.
+async fn held(server: &PyKmip, id: &str) -> (String, String) {
+    let out = server
+        .client_script(
+            &server.client,
+            &format!(
+                "print(client.get_attributes('{id}', ['State'])[1][0].attribute_value.value.name)\n\
+                 print(client.get('{id}').value.hex())"
+            ),
+        )
+        .await
+        .unwrap();
+    let mut lines = out.lines();
+    (
+        lines.next().unwrap().to_owned(),
+        lines.next().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn state_of(server: &PyKmip, id: &str) -> String {
+    server
+        .client_script(
+            &server.client,
+            &format!(
+                "print(client.get_attributes('{id}', ['State'])[1][0].attribute_value.value.name)"
+            ),
+        )
+        .await
+        .unwrap()
+}
+
+async fn lifecycle(version: Option<Version>) {
+    let server = PyKmip::start().await.unwrap();
+    let kmip = connector(&server, &server.ca.cert_pem(), &server.client, version);
+    kmip.test().await.unwrap();
+    // PyKMIP's newest is 2.0: 2.x attributes when negotiated, 1.x ones when pinned.
+    assert_eq!(
+        kmip.version().await.unwrap(),
+        version.unwrap_or(Version { major: 2, minor: 0 })
+    );
+    let properties = KeystoreKeyProperties::default();
+    let key_id = uuid::Uuid::new_v4();
+    let (v1, v2) = (random_key(), random_key());
+    let label = "orders-key";
+
+    assert_eq!(kmip.find(None, label).await.unwrap(), None);
+    let installed = kmip
+        .install(&to_install(key_id, label, 1, &v1, &properties))
+        .await
+        .unwrap();
+    assert!(installed.enabled);
+    assert_eq!(
+        held(&server, &installed.remote_id).await,
+        ("ACTIVE".into(), hex::encode(&v1.0)),
+        "{}",
+        server.log()
+    );
+    // A retried install adopts what is there.
+    let again = kmip
+        .install(&to_install(key_id, label, 1, &v1, &properties))
+        .await
+        .unwrap();
+    assert_eq!(again, installed);
+    assert_eq!(kmip.find(None, label).await.unwrap(), Some(installed.clone()));
+    assert_eq!(
+        kmip.prove_copy(&installed, &to_install(key_id, label, 1, &v1, &properties))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        kmip.prove_copy(&installed, &to_install(key_id, label, 1, &v2, &properties))
+            .await
+            .unwrap(),
+        Some(false),
+        "other material is not this copy"
+    );
+    assert_eq!(
+        kmip.is_labelled_for(&installed, uuid::Uuid::new_v4())
+            .await
+            .unwrap(),
+        Some(false)
+    );
+
+    // Deactivated: revoked, cessation of operation.
+    let disabled = kmip.set_enabled(&installed, false).await.unwrap();
+    assert!(!disabled.enabled);
+    assert_eq!(state_of(&server, &installed.remote_id).await, "DEACTIVATED");
+    assert_eq!(kmip.find(None, label).await.unwrap(), Some(disabled.clone()));
+    let refused = kmip.set_enabled(&disabled, true).await.unwrap_err();
+    assert!(refused.message.contains("cannot be activated again"), "{refused}");
+
+    // Reactivated: the version registered anew; the revoked object stays for old data.
+    let enabled = kmip
+        .enable(&disabled, &to_install(key_id, label, 1, &v1, &properties))
+        .await
+        .unwrap();
+    assert!(enabled.enabled);
+    assert_ne!(enabled.remote_id, installed.remote_id);
+    assert_eq!(
+        held(&server, &enabled.remote_id).await,
+        ("ACTIVE".into(), hex::encode(&v1.0))
+    );
+    assert_eq!(state_of(&server, &installed.remote_id).await, "DEACTIVATED");
+    assert_eq!(kmip.find(None, label).await.unwrap(), Some(enabled.clone()));
+
+    // Rotated: a new object; the older version is superseded (deactivated).
+    let rotated = kmip
+        .rotate(&enabled, &to_install(key_id, label, 2, &v2, &properties))
+        .await
+        .unwrap();
+    assert_eq!((rotated.version, rotated.enabled), (2, true));
+    assert_eq!(
+        held(&server, &rotated.remote_id).await,
+        ("ACTIVE".into(), hex::encode(&v2.0))
+    );
+    assert_eq!(state_of(&server, &enabled.remote_id).await, "DEACTIVATED");
+    assert_eq!(kmip.find(None, label).await.unwrap(), Some(rotated.clone()));
+
+    // Compromised: every object revoked with that reason.
+    let compromised = kmip.mark_compromised(&rotated).await.unwrap();
+    assert!(!compromised.enabled);
+    for id in [&installed.remote_id, &enabled.remote_id, &rotated.remote_id] {
+        assert_eq!(state_of(&server, id).await, "COMPROMISED");
+    }
+
+    // Destroyed: every object gone.
+    kmip.destroy(&compromised).await.unwrap();
+    assert_eq!(kmip.find(None, label).await.unwrap(), None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lifecycle_in_the_negotiated_version() {
+    lifecycle(None).await;
+}
+
+#[tokio::test]
+async fn lifecycle_in_kmip_1_2() {
+    lifecycle(Version::parse("1.2")).await;
+}
+
+#[tokio::test]
+async fn tls_trust_fails_clearly_on_each_side() {
+    let server = PyKmip::start().await.unwrap();
+    let rogue = Authority::new("someone else's CA").unwrap();
+
+    // The server's certificate checked against a CA that did not issue it.
+    let untrusted = connector(&server, &rogue.cert_pem(), &server.client, None)
+        .test()
+        .await
+        .unwrap_err();
+    assert_eq!(untrusted.kind, FailureKind::Rejected, "{untrusted}");
+    assert!(
+        untrusted.message.contains("certificate is not trusted")
+            && untrusted.message.contains("kmip_ca_cert"),
+        "{untrusted}"
+    );
+
+    // A client certificate the server's CA did not issue.
+    let stranger = rogue.client("keyplane").unwrap();
+    let refused = connector(&server, &server.ca.cert_pem(), &stranger, None)
+        .test()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, FailureKind::BadCredentials, "{refused}");
+    assert!(
+        refused.message.contains("refused keyplane's client certificate"),
+        "{refused}"
+    );
+
+    // A pinned version the server does not speak.
+    let pinned = connector(
+        &server,
+        &server.ca.cert_pem(),
+        &server.client,
+        Version::parse("2.1"),
+    )
+    .test()
+    .await
+    .unwrap_err();
+    assert!(pinned.message.contains("does not speak KMIP 2.1"), "{pinned}");
+
+    // Nothing listening.
+    let port = server.port;
+    server.stop().await;
+    let gone = Kmip::new(Settings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsSettings {
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+        },
+        version: None,
+        credential: None,
+    })
+    .unwrap()
+    .test()
+    .await
+    .unwrap_err();
+    assert_eq!(gone.kind, FailureKind::Unreachable, "{gone}");
+}
+
+#[tokio::test]
+async fn objects_keyplane_did_not_register_are_never_changed() {
+    let server = PyKmip::start().await.unwrap();
+    let kmip = connector(&server, &server.ca.cert_pem(), &server.client, None);
+    // Someone else's key under the label keyplane would use.
+    let foreign = server
+        .client_script(
+            &server.client,
+            "from kmip.pie import objects\n\
+             key = objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 256, b'\\x01' * 32, name='shared')\n\
+             print(client.register(key))",
+        )
+        .await
+        .unwrap();
+    let properties = KeystoreKeyProperties::default();
+    let material = random_key();
+    let key_id = uuid::Uuid::new_v4();
+    let refused = kmip
+        .install(&to_install(key_id, "shared", 1, &material, &properties))
+        .await
+        .unwrap_err();
+    assert!(refused.message.contains("not this key's"), "{refused}");
+    assert!(kmip.find(None, "shared").await.is_err());
+    let theirs = RemoteKey {
+        remote_id: foreign.clone(),
+        enabled: false,
+        version: 1,
+    };
+    assert_eq!(
+        kmip.is_labelled_for(&theirs, key_id).await.unwrap(),
+        Some(false)
+    );
+    assert!(kmip.destroy(&theirs).await.is_err());
+    assert_eq!(state_of(&server, &foreign).await, "PRE_ACTIVE");
+    server.stop().await;
+}
