@@ -6,9 +6,9 @@ pub mod google_kms;
 pub mod hashicorp_vault;
 mod http;
 pub mod ibm_key_protect;
+pub mod kmip;
 mod pace;
 pub mod pkcs11;
-pub mod kmip;
 
 use std::sync::Arc;
 

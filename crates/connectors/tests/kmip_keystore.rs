@@ -144,7 +144,10 @@ async fn lifecycle(version: Option<Version>) {
         .await
         .unwrap();
     assert_eq!(again, installed);
-    assert_eq!(kmip.find(None, label).await.unwrap(), Some(installed.clone()));
+    assert_eq!(
+        kmip.find(None, label).await.unwrap(),
+        Some(installed.clone())
+    );
     assert_eq!(
         kmip.prove_copy(&installed, &to_install(key_id, label, 1, &v1, &properties))
             .await
@@ -169,9 +172,15 @@ async fn lifecycle(version: Option<Version>) {
     let disabled = kmip.set_enabled(&installed, false).await.unwrap();
     assert!(!disabled.enabled);
     assert_eq!(state_of(&server, &installed.remote_id).await, "DEACTIVATED");
-    assert_eq!(kmip.find(None, label).await.unwrap(), Some(disabled.clone()));
+    assert_eq!(
+        kmip.find(None, label).await.unwrap(),
+        Some(disabled.clone())
+    );
     let refused = kmip.set_enabled(&disabled, true).await.unwrap_err();
-    assert!(refused.message.contains("cannot be activated again"), "{refused}");
+    assert!(
+        refused.message.contains("cannot be activated again"),
+        "{refused}"
+    );
 
     // Reactivated: the version registered anew; the revoked object stays for old data.
     let enabled = kmip
@@ -207,8 +216,13 @@ async fn lifecycle(version: Option<Version>) {
         assert_eq!(state_of(&server, id).await, "COMPROMISED");
     }
 
+    let held_now = server.objects(label).await.unwrap();
+    assert_eq!(held_now.len(), 3, "{held_now:?}");
+    assert!(held_now.iter().all(|o| o.state == "COMPROMISED"));
+
     // Destroyed: every object gone.
     kmip.destroy(&compromised).await.unwrap();
+    assert_eq!(server.objects(label).await.unwrap(), []);
     assert_eq!(kmip.find(None, label).await.unwrap(), None);
     server.stop().await;
 }
@@ -248,7 +262,9 @@ async fn tls_trust_fails_clearly_on_each_side() {
         .unwrap_err();
     assert_eq!(refused.kind, FailureKind::BadCredentials, "{refused}");
     assert!(
-        refused.message.contains("refused keyplane's client certificate"),
+        refused
+            .message
+            .contains("refused keyplane's client certificate"),
         "{refused}"
     );
 
@@ -262,7 +278,10 @@ async fn tls_trust_fails_clearly_on_each_side() {
     .test()
     .await
     .unwrap_err();
-    assert!(pinned.message.contains("does not speak KMIP 2.1"), "{pinned}");
+    assert!(
+        pinned.message.contains("does not speak KMIP 2.1"),
+        "{pinned}"
+    );
 
     // Nothing listening.
     let port = server.port;

@@ -20,6 +20,16 @@ pub struct Identity {
     pub key_pem: String,
 }
 
+/// One object a KMIP server holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmipObject {
+    pub id: String,
+    /// PyKMIP's state name: `ACTIVE`, `DEACTIVATED`, `COMPROMISED`, …
+    pub state: String,
+    /// The key material in hex.
+    pub material: Option<String>,
+}
+
 /// A CA that issues test certificates.
 pub struct Authority {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -41,7 +51,9 @@ impl Authority {
 
     fn issue(&self, common_name: &str, server: bool) -> anyhow::Result<Identity> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         if server {
             params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -156,6 +168,38 @@ impl PyKmip {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// The objects named `name`, as PyKMIP's own client (the server's client identity) reads
+    /// them, oldest first: id, state and key material in hex (`None` when Get refuses).
+    pub async fn objects(&self, name: &str) -> anyhow::Result<Vec<KmipObject>> {
+        let out = self
+            .client_script(
+                &self.client,
+                &format!(
+                    "from kmip.core.factories.attributes import AttributeFactory\n\
+                     ids = client.locate(attributes=[AttributeFactory().create_attribute(enums.AttributeType.NAME, {name:?})])\n\
+                     for i in sorted(ids, key=int):\n\
+                     \x20   state = client.get_attributes(i, ['State'])[1][0].attribute_value.value.name\n\
+                     \x20   try:\n\
+                     \x20       material = client.get(i).value.hex()\n\
+                     \x20   except Exception:\n\
+                     \x20       material = '-'\n\
+                     \x20   print(i, state, material)"
+                ),
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                Some(KmipObject {
+                    id: parts.next()?.to_owned(),
+                    state: parts.next()?.to_owned(),
+                    material: parts.next().filter(|m| *m != "-").map(str::to_owned),
+                })
+            })
+            .collect())
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -195,7 +239,10 @@ fn start_server(dir: &Path, port: u16) -> anyhow::Result<Child> {
 async fn wait_until_listening(child: &mut Child, port: u16) -> anyhow::Result<bool> {
     // Up to a minute: several test binaries start peers at once on a small machine.
     for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(true);
         }
         if child.try_wait()?.is_some() {

@@ -123,6 +123,10 @@ pub enum KeystoreCommand {
         /// A connection field, `name=value` (repeatable), e.g. `aws_region=eu_central_1`.
         #[arg(long = "field", value_parser = field)]
         fields: Vec<(String, String)>,
+        /// A connection field read from a file, `name=path` (repeatable), e.g.
+        /// `--field-file kmip_ca_cert=ca.pem`.
+        #[arg(long = "field-file", value_parser = field)]
+        field_files: Vec<(String, String)>,
         /// A secret connection field read from standard input, one line per name, in order
         /// (repeatable), e.g. `--secret aws_secret_access_key`; secrets stay off the command line.
         #[arg(long = "secret")]
@@ -148,6 +152,8 @@ pub enum KeystoreCommand {
         groups: Vec<String>,
         #[arg(long = "field", value_parser = field)]
         fields: Vec<(String, String)>,
+        #[arg(long = "field-file", value_parser = field)]
+        field_files: Vec<(String, String)>,
         #[arg(long = "secret")]
         secrets: Vec<String>,
         #[arg(long = "secret-file", value_parser = field)]
@@ -191,6 +197,8 @@ pub enum KeystoreCommand {
 struct Connection {
     groups: Vec<String>,
     fields: Vec<(String, String)>,
+    /// Read from files (certificates).
+    field_files: Vec<(String, String)>,
     /// Read from standard input, one line each.
     secrets: Vec<String>,
     /// Read from files.
@@ -208,6 +216,11 @@ fn with_connection(mut body: Value, connection: Connection) -> anyhow::Result<Va
     }
     for (k, v) in connection.fields {
         body[k] = Value::String(v);
+    }
+    for (name, path) in connection.field_files {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading {name} from {path}: {e}"))?;
+        body[name] = Value::String(text);
     }
     for secret in &connection.secrets {
         body[secret.as_str()] = Value::String(read_secret_line(secret)?);
@@ -285,6 +298,7 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
             groups,
             description,
             fields,
+            field_files,
             secrets,
             secret_files,
             dry_run,
@@ -302,6 +316,7 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
                 Connection {
                     groups,
                     fields,
+                    field_files,
                     secrets,
                     secret_files,
                 },
@@ -329,6 +344,7 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
             description,
             groups,
             fields,
+            field_files,
             secrets,
             secret_files,
             if_match,
@@ -339,6 +355,7 @@ pub async fn run(args: &ConnectArgs, command: KeystoreCommand) -> anyhow::Result
                 Connection {
                     groups,
                     fields,
+                    field_files,
                     secrets,
                     secret_files,
                 },

@@ -15,8 +15,8 @@ pub mod ttlv;
 
 use async_trait::async_trait;
 use keyplane_core::connector::{
-    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey,
-    RemoteResult, TransferWrapping,
+    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
+    TransferWrapping,
 };
 use keyplane_core::model::Algorithm;
 use tokio::sync::OnceCell;
@@ -113,7 +113,9 @@ fn failed(operation: Operation, reason: Reason, message: Option<String>) -> Remo
         reason,
         Reason::OperationNotSupported | Reason::FeatureNotSupported
     ) {
-        text.push_str("; keyplane needs Register, Locate, Get Attributes, Activate, Revoke and Destroy");
+        text.push_str(
+            "; keyplane needs Register, Locate, Get Attributes, Activate, Revoke and Destroy",
+        );
     }
     RemoteFailure::new(kind, text)
 }
@@ -227,7 +229,10 @@ impl Kmip {
         let decoded = Ttlv::decode(&answer).map_err(|e| {
             RemoteFailure::new(
                 FailureKind::Transient,
-                format!("the KMIP server's answer to {} is not TTLV: {e}", operation.name()),
+                format!(
+                    "the KMIP server's answer to {} is not TTLV: {e}",
+                    operation.name()
+                ),
             )
         })?;
         protocol::read_response(&decoded, operation)
@@ -243,7 +248,11 @@ impl Kmip {
     async fn attributes_of(&self, id: &str) -> RemoteResult<Option<protocol::ObjectAttributes>> {
         let version = self.version().await?;
         match self
-            .outcome(version, Operation::GetAttributes, payload::get_attributes(id))
+            .outcome(
+                version,
+                Operation::GetAttributes,
+                payload::get_attributes(id),
+            )
             .await?
         {
             Outcome::Success(p) => Ok(Some(answer::attributes(&p))),
@@ -306,15 +315,20 @@ impl Kmip {
 
     /// The label and objects of the key whose copy `remote` is.
     async fn group_of(&self, remote: &RemoteKey) -> RemoteResult<(String, Vec<Object>)> {
-        let attributes = self.attributes_of(&remote.remote_id).await?.ok_or_else(|| {
-            rejected(format!(
-                "the KMIP server no longer holds object {}",
-                remote.remote_id
-            ))
-        })?;
-        let label = attributes.names.first().cloned().ok_or_else(|| {
-            rejected(format!("KMIP object {} has no name", remote.remote_id))
-        })?;
+        let attributes = self
+            .attributes_of(&remote.remote_id)
+            .await?
+            .ok_or_else(|| {
+                rejected(format!(
+                    "the KMIP server no longer holds object {}",
+                    remote.remote_id
+                ))
+            })?;
+        let label = attributes
+            .names
+            .first()
+            .cloned()
+            .ok_or_else(|| rejected(format!("KMIP object {} has no name", remote.remote_id)))?;
         let objects = self.own_objects(&label).await?;
         Ok((label, objects))
     }
@@ -399,9 +413,7 @@ impl Kmip {
                         Attribute::Name(label.to_owned()),
                         mark(key.key_id, key.version),
                         Attribute::CryptographicAlgorithm(algorithm),
-                        Attribute::CryptographicLength(
-                            i32::try_from(key.size).unwrap_or(i32::MAX),
-                        ),
+                        Attribute::CryptographicLength(i32::try_from(key.size).unwrap_or(i32::MAX)),
                         Attribute::CryptographicUsageMask(usage),
                     ],
                 ),
@@ -423,8 +435,9 @@ impl Kmip {
             .outcome(version, Operation::Get, payload::by_id(id))
             .await?
         {
-            Outcome::Success(p) => Ok(answer::symmetric_key_material(&p)
-                .map(|m| Zeroizing::new(m.to_vec()))),
+            Outcome::Success(p) => {
+                Ok(answer::symmetric_key_material(&p).map(|m| Zeroizing::new(m.to_vec())))
+            }
             Outcome::Failed {
                 reason:
                     Reason::Sensitive
@@ -487,10 +500,7 @@ impl Connector for Kmip {
                 _ => {}
             }
         }
-        Ok(RemoteKey {
-            enabled,
-            ..current
-        })
+        Ok(RemoteKey { enabled, ..current })
     }
 
     async fn enable(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
@@ -509,7 +519,8 @@ impl Connector for Kmip {
         // Older versions decrypt only: revoked as superseded.
         for object in self.own_objects(&label).await? {
             if object.version < key.version && object.state == state::ACTIVE {
-                self.revoke(&object.id, RevocationReason::Superseded).await?;
+                self.revoke(&object.id, RevocationReason::Superseded)
+                    .await?;
             }
         }
         Ok(installed)
@@ -620,14 +631,21 @@ mod tests {
         let Attribute::ApplicationSpecificInformation { namespace, data } = mark(key, 7) else {
             panic!("a mark is application specific information");
         };
-        assert_eq!(parse_mark(&with(&namespace, &data)), Some((key.to_string(), 7)));
+        assert_eq!(
+            parse_mark(&with(&namespace, &data)),
+            Some((key.to_string(), 7))
+        );
         for (namespace, data) in [
             ("other", data.as_str()),
             ("keyplane", "x:1"),
             ("keyplane", ""),
             ("keyplane", &format!("{key}:")),
         ] {
-            assert_eq!(parse_mark(&with(namespace, data)), None, "{namespace} {data}");
+            assert_eq!(
+                parse_mark(&with(namespace, data)),
+                None,
+                "{namespace} {data}"
+            );
         }
     }
 

@@ -212,7 +212,10 @@ impl Attribute {
                 Ttlv::structure(
                     tag::APPLICATION_SPECIFIC_INFORMATION,
                     vec![
-                        Ttlv::new(tag::APPLICATION_NAMESPACE, Value::TextString(namespace.clone())),
+                        Ttlv::new(
+                            tag::APPLICATION_NAMESPACE,
+                            Value::TextString(namespace.clone()),
+                        ),
                         Ttlv::new(tag::APPLICATION_DATA, Value::TextString(data.clone())),
                     ],
                 ),
@@ -266,9 +269,10 @@ impl ObjectAttributes {
             tag::STATE => out.state = value.as_enumeration(),
             tag::APPLICATION_SPECIFIC_INFORMATION => {
                 let text = |t| value.child(t).and_then(Ttlv::as_text).map(str::to_owned);
-                if let (Some(namespace), Some(data)) =
-                    (text(tag::APPLICATION_NAMESPACE), text(tag::APPLICATION_DATA))
-                {
+                if let (Some(namespace), Some(data)) = (
+                    text(tag::APPLICATION_NAMESPACE),
+                    text(tag::APPLICATION_DATA),
+                ) {
                     out.application.push((namespace, data));
                 }
             }
@@ -560,7 +564,9 @@ pub fn read_response(message: &Ttlv, operation: Operation) -> Result<Outcome, Ma
             ),
             message,
         }),
-        2 => Err(bad("the operation is pending (asynchronous answers are not used)")),
+        2 => Err(bad(
+            "the operation is pending (asynchronous answers are not used)",
+        )),
         _ => Err(bad("the operation was undone")),
     }
 }
@@ -690,7 +696,13 @@ mod tests {
             items.push(again);
         }
         assert!(read_response(&two, Operation::Get).is_err());
-        assert!(read_response(&Ttlv::structure(tag::REQUEST_MESSAGE, vec![]), Operation::Get).is_err());
+        assert!(
+            read_response(
+                &Ttlv::structure(tag::REQUEST_MESSAGE, vec![]),
+                Operation::Get
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -76,8 +76,12 @@ impl Transport {
             (Some(_), None) => return Err(("kmip_client_key", "is required".into())),
             (None, Some(_)) => return Err(("kmip_client_cert", "is required".into())),
         };
-        let server_name = ServerName::try_from(host.to_owned())
-            .map_err(|_| ("kmip_host", "is not a host name or an IP address".to_owned()))?;
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            (
+                "kmip_host",
+                "is not a host name or an IP address".to_owned(),
+            )
+        })?;
         Ok(Self {
             host: host.to_owned(),
             port,
@@ -182,7 +186,12 @@ impl Transport {
     ) -> RemoteResult<(TlsStream<TcpStream>, Zeroizing<Vec<u8>>)> {
         let stream = tokio::time::timeout(CALL_TIMEOUT, self.connect())
             .await
-            .map_err(|_| unreachable(format!("{} did not finish the TLS handshake", self.target())))??;
+            .map_err(|_| {
+                unreachable(format!(
+                    "{} did not finish the TLS handshake",
+                    self.target()
+                ))
+            })??;
         match self.timed_exchange(stream, request).await {
             Ok(done) => Ok(done),
             Err(Exchange::Closed) => Err(unreachable(format!(
