@@ -11,7 +11,7 @@ fi
 
 # Peers: SQLite is in-process; the pkcs11 seal is tested on a real SoftHSM2 token (each test
 # makes its own token directory); each OpenBao test starts its own dev server. Other peers
-# (PostgreSQL, LocalStack) are started here.
+# (PostgreSQL, LocalStack) are started here; each KMIP test starts its own PyKMIP server.
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -55,6 +55,20 @@ if [ -z "${KEYPLANE_TEST_BAO:-}" ]; then
     fi
 fi
 export KEYPLANE_TEST_BAO
+
+# PyKMIP (the kmip connector's real target): its server and client in a virtualenv under target/;
+# each KMIP test starts its own server with certificates it makes.
+if [ -z "${KEYPLANE_TEST_PYKMIP:-}" ]; then
+    kmip_venv=target/kmip-venv
+    if [ ! -x "$kmip_venv/bin/pykmip-server" ]; then
+        echo "installing pykmip (PyPI) for the tests" >&2
+        python3 -m venv "$kmip_venv"
+        # Pinned: PyKMIP is no longer maintained, and these versions are known to work with it.
+        "$kmip_venv/bin/pip" install --quiet 'pykmip==0.11.0' 'sqlalchemy==2.1.9' 'cryptography==50.0.2'
+    fi
+    KEYPLANE_TEST_PYKMIP=$PWD/$kmip_venv/bin/pykmip-server
+fi
+export KEYPLANE_TEST_PYKMIP
 
 # IBM's Key Protect clients, run unchanged against the binary: the Node.js one (npm, pinned in
 # tests/clients/package-lock.json) and the Python one (PyPI, pinned in

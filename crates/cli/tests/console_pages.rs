@@ -898,3 +898,90 @@ async fn the_connect_wizard_offers_the_cloud_keystores_with_their_fields() {
     assert_eq!(listed.body["keystores"][0]["type"], "google_kms");
     assert!(!listed.body.to_string().contains("PRIVATE KEY"));
 }
+
+#[tokio::test]
+async fn the_connect_wizard_connects_a_kmip_server_with_pasted_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let c = server.client();
+    let vault = common::new_vault(&c).await;
+    let http = browser();
+    let session = sign_in(&server, &http, TOKEN).await;
+    let kmip = keyplane_testkit::kmip::PyKmip::start().await.unwrap();
+
+    let form = page(&server, &http, &session, "/ui/keystores/new?kind=kmip").await;
+    // Certificates and the key are pasted into text areas; the key is never shown back.
+    for field in ["kmip_ca_cert", "kmip_client_cert", "kmip_client_key"] {
+        assert!(
+            form.contains(&format!(
+                "<textarea id=\"field-{field}\" name=\"field.{field}\""
+            )),
+            "{field}"
+        );
+    }
+    let port = kmip.port.to_string();
+    let ca = kmip.ca.cert_pem();
+    // A failed test shows why and does not show the pasted key back.
+    let failed = submit(
+        &server,
+        &http,
+        &session,
+        "/ui/keystores/new?kind=kmip",
+        "/ui/keystores/new?kind=kmip",
+        &[
+            ("vault", vault.as_str()),
+            ("name", "kmip"),
+            ("groups", "kmip"),
+            ("intent", "test"),
+            ("field.kmip_host", "127.0.0.1"),
+            ("field.kmip_port", port.as_str()),
+            ("field.kmip_ca_cert", kmip.client.cert_pem.as_str()),
+            ("field.kmip_client_cert", kmip.client.cert_pem.as_str()),
+            ("field.kmip_client_key", kmip.client.key_pem.as_str()),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(failed.contains("not trusted"), "{failed}");
+    assert!(!failed.contains("PRIVATE KEY"));
+    let connected = submit(
+        &server,
+        &http,
+        &session,
+        "/ui/keystores/new?kind=kmip",
+        "/ui/keystores/new?kind=kmip",
+        &[
+            ("vault", vault.as_str()),
+            ("name", "kmip"),
+            ("groups", "kmip"),
+            ("intent", "connect"),
+            ("field.kmip_host", "127.0.0.1"),
+            ("field.kmip_port", port.as_str()),
+            ("field.kmip_ca_cert", ca.as_str()),
+            ("field.kmip_client_cert", kmip.client.cert_pem.as_str()),
+            ("field.kmip_client_key", kmip.client.key_pem.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(connected.status(), StatusCode::SEE_OTHER);
+    let listed = c
+        .get(&format!("/api/v4/keystores?vault.id={vault}"))
+        .await
+        .unwrap();
+    assert_eq!(listed.body["keystores"][0]["type"], "kmip");
+    assert!(!listed.body.to_string().contains("PRIVATE KEY"));
+    let shown = page(
+        &server,
+        &http,
+        &session,
+        &format!(
+            "/ui/keystores?selected={}",
+            listed.body["keystores"][0]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert!(!shown.contains("PRIVATE KEY"));
+    kmip.stop().await;
+}
