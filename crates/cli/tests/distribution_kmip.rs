@@ -168,12 +168,47 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     let first: Value = serde_json::from_str(&connected.stdout).unwrap();
     let ks = id(&first);
 
-    // Only AES and HMAC keys go to KMIP servers: another algorithm is refused with the template.
+    // An RSA key goes as a private key (PKCS#8) and its public key (SPKI), both active.
     let r = c
         .post(
             "/api/v4/templates",
             &json!({"vault": {"id": vault}, "name": "RSA",
                     "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
+                    "keystores": [{"type": "kmip", "group": "kmip"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = c
+        .post(
+            "/api/v4/managed_keys",
+            &json!({"vault": {"id": vault}, "template_name": "RSA", "label": "rsa-key"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rsa = r.body;
+    wait_status(&c, &id(&rsa), &ks, |s| s["status"] == "active").await;
+    let private = open_material_version(dir.path(), &rsa, 1);
+    let public = keyplane_crypto::material::public_key_der(private.expose()).unwrap();
+    let held = kmip.objects("rsa-key").await.unwrap();
+    let summary: Vec<(&str, &str, Option<String>)> = held
+        .iter()
+        .map(|o| (o.kind.as_str(), o.state.as_str(), o.material.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("PrivateKey", "ACTIVE", Some(hex::encode(private.expose()))),
+            ("PublicKey", "ACTIVE", Some(hex::encode(&public))),
+        ]
+    );
+    // A key size KMIP keystores do not take is refused with the template.
+    let r = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": vault}, "name": "DES",
+                    "key": {"algorithm": "des", "size": "168", "state": "active"},
                     "keystores": [{"type": "kmip", "group": "kmip"}]}),
         )
         .await

@@ -13,7 +13,7 @@ use keyplane_core::connector::{
 use keyplane_core::model::{Algorithm, KeystoreKeyProperties};
 use keyplane_testkit::kmip::{Authority, Identity, PyKmip};
 
-/// Managed material as the material engine hands it to a KMIP target.
+/// Managed material as the material engine hands it to a KMIP target (PKCS#8 for key pairs).
 struct Material(Vec<u8>);
 
 #[async_trait]
@@ -38,7 +38,7 @@ impl MaterialExport for Material {
     }
 
     async fn public_key_der(&self) -> keyplane_core::error::Result<Option<Vec<u8>>> {
-        Ok(None)
+        Ok(keyplane_crypto::material::public_key_der(&self.0))
     }
 }
 
@@ -338,5 +338,85 @@ async fn objects_keyplane_did_not_register_are_never_changed() {
     );
     assert!(kmip.destroy(&theirs).await.is_err());
     assert_eq!(state_of(&server, &foreign).await, "PRE_ACTIVE");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ec_key_pair_is_a_private_and_a_public_key_object() {
+    let server = PyKmip::start().await.unwrap();
+    let kmip = connector(&server, &server.ca.cert_pem(), &server.client, None);
+    let properties = KeystoreKeyProperties::default();
+    let key_id = uuid::Uuid::new_v4();
+    let pair = |_| {
+        let generated = keyplane_crypto::material::generate_key(
+            keyplane_crypto::material::KeyKind::Ec(keyplane_crypto::material::EcCurve::P256),
+        )
+        .unwrap();
+        Material(generated.material.expose().to_vec())
+    };
+    let (v1, v2) = (pair(1), pair(2));
+    let install = |version, material| KeyToInstall {
+        key_id,
+        label: "signing-key",
+        algorithm: Algorithm::Ec,
+        size: 256,
+        version,
+        material,
+        properties: &properties,
+    };
+    let installed = kmip.install(&install(1, &v1)).await.unwrap();
+    let held = server.objects("signing-key").await.unwrap();
+    let public = keyplane_crypto::material::public_key_der(&v1.0).unwrap();
+    let summary: Vec<(&str, &str, Option<String>)> = held
+        .iter()
+        .map(|o| (o.kind.as_str(), o.state.as_str(), o.material.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("PrivateKey", "ACTIVE", Some(hex::encode(&v1.0))),
+            ("PublicKey", "ACTIVE", Some(hex::encode(&public))),
+        ]
+    );
+    assert_eq!(
+        installed.remote_id, held[0].id,
+        "the private key speaks for the copy"
+    );
+    assert_eq!(
+        kmip.prove_copy(&installed, &install(1, &v1)).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        kmip.prove_copy(&installed, &install(1, &v2)).await.unwrap(),
+        Some(false)
+    );
+
+    // Both halves follow the lifecycle.
+    let disabled = kmip.set_enabled(&installed, false).await.unwrap();
+    let states = |objects: &[keyplane_testkit::kmip::KmipObject]| {
+        objects.iter().map(|o| o.state.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(&server.objects("signing-key").await.unwrap()),
+        ["DEACTIVATED", "DEACTIVATED"]
+    );
+    let enabled = kmip.enable(&disabled, &install(1, &v1)).await.unwrap();
+    let rotated = kmip.rotate(&enabled, &install(2, &v2)).await.unwrap();
+    let held = server.objects("signing-key").await.unwrap();
+    assert_eq!(
+        states(&held),
+        [
+            "DEACTIVATED",
+            "DEACTIVATED",
+            "DEACTIVATED",
+            "DEACTIVATED",
+            "ACTIVE",
+            "ACTIVE"
+        ]
+    );
+    assert_eq!(held[4].material, Some(hex::encode(&v2.0)));
+    assert_eq!(rotated.remote_id, held[4].id);
+    kmip.destroy(&rotated).await.unwrap();
+    assert_eq!(server.objects("signing-key").await.unwrap(), []);
     server.stop().await;
 }

@@ -189,7 +189,7 @@ pub fn supported_sizes(keystore_type: KeystoreType, algorithm: Algorithm) -> &'s
         (GoogleKms, Rsa) => &[2048, 3072, 4096],
         (GoogleKms, Ec) => &[256, 384],
         (GoogleKms, Hmac) => &[256],
-        (Kmip, Aes | Hmac) => algorithm.supported_sizes(),
+        (Kmip, Aes | Hmac | Rsa | Ec) => algorithm.supported_sizes(),
         (Cca, Aes) => &[128, 192, 256],
         _ => &[],
     }
@@ -447,7 +447,9 @@ mod tests {
         assert!(check_algorithm(KeystoreType::AwsKms, Algorithm::Aes, 128).is_err());
         assert!(check_algorithm(KeystoreType::IbmCloudKms, Algorithm::Aes, 100).is_err());
         assert!(check_algorithm(KeystoreType::IbmCloudKms, Algorithm::Des, 168).is_err());
-        assert!(check_algorithm(KeystoreType::Kmip, Algorithm::Rsa, 2048).is_err());
+        assert!(check_algorithm(KeystoreType::Kmip, Algorithm::Rsa, 2048).is_ok());
+        assert!(check_algorithm(KeystoreType::Kmip, Algorithm::Des, 168).is_err());
+        assert!(check_algorithm(KeystoreType::Pkcs11, Algorithm::Rsa, 2048).is_err());
     }
 
     fn key(label: &str, state: KeyState) -> ManagedKey {

@@ -26,6 +26,8 @@ pub struct KmipObject {
     pub id: String,
     /// PyKMIP's state name: `ACTIVE`, `DEACTIVATED`, `COMPROMISED`, …
     pub state: String,
+    /// PyKMIP's class: `SymmetricKey`, `PrivateKey`, `PublicKey` (`-` when Get refuses).
+    pub kind: String,
     /// The key material in hex.
     pub material: Option<String>,
 }
@@ -180,10 +182,11 @@ impl PyKmip {
                      for i in sorted(ids, key=int):\n\
                      \x20   state = client.get_attributes(i, ['State'])[1][0].attribute_value.value.name\n\
                      \x20   try:\n\
-                     \x20       material = client.get(i).value.hex()\n\
+                     \x20       got = client.get(i)\n\
+                     \x20       kind, material = type(got).__name__, got.value.hex()\n\
                      \x20   except Exception:\n\
-                     \x20       material = '-'\n\
-                     \x20   print(i, state, material)"
+                     \x20       kind, material = '-', '-'\n\
+                     \x20   print(i, state, kind, material)"
                 ),
             )
             .await?;
@@ -194,6 +197,7 @@ impl PyKmip {
                 Some(KmipObject {
                     id: parts.next()?.to_owned(),
                     state: parts.next()?.to_owned(),
+                    kind: parts.next()?.to_owned(),
                     material: parts.next().filter(|m| *m != "-").map(str::to_owned),
                 })
             })

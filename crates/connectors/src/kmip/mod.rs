@@ -1,7 +1,8 @@
 //! `kmip` keystores: any KMIP 1.2 – 2.1 server, over mutual TLS in TTLV (decisions.md §3).
 //!
-//! Each version of a managed key is one symmetric-key object, named with the key's label (what
-//! KMIP clients look up) and marked with Application Specific Information in the `keyplane`
+//! Each version of a managed key is one symmetric-key object (AES, HMAC), or a private-key
+//! object and its public-key object (RSA, EC), named with the key's label (what KMIP clients
+//! look up) and marked with Application Specific Information in the `keyplane`
 //! namespace, `{key}:{version}`, which says whose and which version it is. The newest version is Active while the managed key is, and is
 //! revoked (cessation of operation) when it is deactivated; older versions are revoked as
 //! superseded when a new one arrives, so they still decrypt. KMIP has no way back from
@@ -26,8 +27,8 @@ use zeroize::Zeroizing;
 use crate::http::rejected;
 use crate::pace::Pace;
 use protocol::{
-    Attribute, Credential, Operation, Outcome, Reason, RevocationReason, Version, answer, payload,
-    state,
+    Attribute, Credential, ObjectKind, Operation, Outcome, Reason, RevocationReason, Version,
+    answer, payload, state,
 };
 use ttlv::Ttlv;
 
@@ -38,10 +39,75 @@ pub use transport::TlsSettings;
 const MAX_OBJECTS_PER_LABEL: i32 = 1000;
 /// KMIP Cryptographic Algorithm values.
 const ALGORITHM_AES: u32 = 0x03;
+const ALGORITHM_RSA: u32 = 0x04;
 const ALGORITHM_HMAC_SHA256: u32 = 0x09;
+const ALGORITHM_HMAC_SHA384: u32 = 0x0A;
+const ALGORITHM_HMAC_SHA512: u32 = 0x0B;
+const ALGORITHM_EC: u32 = 0x1A;
 /// Cryptographic Usage Mask bits.
-const USAGE_ENCRYPT_DECRYPT_WRAP_UNWRAP: i32 = 0x04 | 0x08 | 0x10 | 0x20;
-const USAGE_MAC_GENERATE_VERIFY: i32 = 0x80 | 0x100;
+const SIGN: i32 = 0x01;
+const VERIFY: i32 = 0x02;
+const ENCRYPT: i32 = 0x04;
+const DECRYPT: i32 = 0x08;
+const WRAP_KEY: i32 = 0x10;
+const UNWRAP_KEY: i32 = 0x20;
+const MAC_GENERATE: i32 = 0x80;
+const MAC_VERIFY: i32 = 0x100;
+
+/// One object a key version is made of at the server, and what it may do there.
+struct Part {
+    kind: ObjectKind,
+    algorithm: u32,
+    usage: i32,
+}
+
+/// The objects a version of a key of this algorithm is: one symmetric key, or a private key
+/// and its public key.
+fn parts(algorithm: Algorithm, size: u32) -> RemoteResult<Vec<Part>> {
+    let part = |kind, algorithm, usage| Part {
+        kind,
+        algorithm,
+        usage,
+    };
+    Ok(match algorithm {
+        Algorithm::Aes => vec![part(
+            ObjectKind::SymmetricKey,
+            ALGORITHM_AES,
+            ENCRYPT | DECRYPT | WRAP_KEY | UNWRAP_KEY,
+        )],
+        // An HMAC key of n bits is for HMAC-SHA-n.
+        Algorithm::Hmac => vec![part(
+            ObjectKind::SymmetricKey,
+            match size {
+                384 => ALGORITHM_HMAC_SHA384,
+                512 => ALGORITHM_HMAC_SHA512,
+                _ => ALGORITHM_HMAC_SHA256,
+            },
+            MAC_GENERATE | MAC_VERIFY,
+        )],
+        Algorithm::Rsa => vec![
+            part(
+                ObjectKind::PrivateKey,
+                ALGORITHM_RSA,
+                SIGN | DECRYPT | UNWRAP_KEY,
+            ),
+            part(
+                ObjectKind::PublicKey,
+                ALGORITHM_RSA,
+                VERIFY | ENCRYPT | WRAP_KEY,
+            ),
+        ],
+        Algorithm::Ec => vec![
+            part(ObjectKind::PrivateKey, ALGORITHM_EC, SIGN),
+            part(ObjectKind::PublicKey, ALGORITHM_EC, VERIFY),
+        ],
+        other => {
+            return Err(rejected(format!(
+                "keyplane distributes AES, HMAC, RSA and EC keys to KMIP servers; this key is {other}"
+            )));
+        }
+    })
+}
 
 pub struct Settings<'a> {
     pub host: String,
@@ -66,6 +132,8 @@ pub struct Kmip {
 #[derive(Debug, Clone)]
 struct Object {
     id: String,
+    /// KMIP Object Type.
+    object_type: u32,
     key_id: String,
     version: u32,
     state: u32,
@@ -130,10 +198,15 @@ fn preference(state: u32) -> u8 {
     }
 }
 
+/// The copy as the newest version's key object (a symmetric or private key) shows it.
 fn remote_of(objects: &[Object]) -> Option<RemoteKey> {
-    let newest = objects.iter().map(|o| o.version).max()?;
-    let object = objects
-        .iter()
+    let keys = || {
+        objects
+            .iter()
+            .filter(|o| o.object_type != ObjectKind::PublicKey.code())
+    };
+    let newest = keys().map(|o| o.version).max()?;
+    let object = keys()
         .filter(|o| o.version == newest)
         .min_by_key(|o| preference(o.state))?;
     Some(RemoteKey {
@@ -290,6 +363,7 @@ impl Kmip {
             match parse_mark(&attributes) {
                 Some((key_id, version)) => marked.push(Object {
                     id,
+                    object_type: attributes.object_type.unwrap_or(0),
                     key_id,
                     version,
                     state: attributes.state.unwrap_or(0),
@@ -345,18 +419,10 @@ impl Kmip {
             .map(drop)
     }
 
-    /// Registers `key`'s newest version under `label` and activates it, unless an object of
-    /// that version is there (what an interrupted attempt left: activated if it is not yet).
+    /// Registers `key`'s newest version under `label` and activates it, unless objects of that
+    /// version are there (what an interrupted attempt left: activated if they are not yet).
     async fn put_version(&self, key: &KeyToInstall<'_>, label: &str) -> RemoteResult<RemoteKey> {
-        let (algorithm, usage) = match key.algorithm {
-            Algorithm::Aes => (ALGORITHM_AES, USAGE_ENCRYPT_DECRYPT_WRAP_UNWRAP),
-            Algorithm::Hmac => (ALGORITHM_HMAC_SHA256, USAGE_MAC_GENERATE_VERIFY),
-            other => {
-                return Err(rejected(format!(
-                    "keyplane distributes AES and HMAC keys to KMIP servers; this key is {other}"
-                )));
-            }
-        };
+        let parts = parts(key.algorithm, key.size)?;
         let _serialised = self.writes.lock().await;
         let objects = self.own_objects(label).await?;
         if objects.iter().any(|o| o.key_id != key.key_id.to_string()) {
@@ -364,25 +430,29 @@ impl Kmip {
                 "the KMIP server holds objects named '{label}' that are another key's"
             )));
         }
-        let present = objects
-            .iter()
-            .filter(|o| o.version == key.version)
-            .min_by_key(|o| preference(o.state))
-            .cloned();
-        let id = match present {
-            Some(o) if o.state == state::ACTIVE => o.id,
-            Some(o) if o.state == state::PRE_ACTIVE => {
-                self.activate(&o.id).await?;
-                o.id
-            }
-            _ => {
-                let id = self.register(key, label, algorithm, usage).await?;
-                self.activate(&id).await?;
-                id
-            }
-        };
+        let mut key_object = None;
+        for part in &parts {
+            let present = objects
+                .iter()
+                .filter(|o| o.version == key.version && o.object_type == part.kind.code())
+                .min_by_key(|o| preference(o.state))
+                .cloned();
+            let id = match present {
+                Some(o) if o.state == state::ACTIVE => o.id,
+                Some(o) if o.state == state::PRE_ACTIVE => {
+                    self.activate(&o.id).await?;
+                    o.id
+                }
+                _ => {
+                    let id = self.register(key, label, part).await?;
+                    self.activate(&id).await?;
+                    id
+                }
+            };
+            key_object.get_or_insert(id);
+        }
         Ok(RemoteKey {
-            remote_id: id,
+            remote_id: key_object.unwrap_or_default(),
             enabled: true,
             version: key.version,
         })
@@ -392,29 +462,40 @@ impl Kmip {
         &self,
         key: &KeyToInstall<'_>,
         label: &str,
-        algorithm: u32,
-        usage: i32,
+        part: &Part,
     ) -> RemoteResult<String> {
         let version = self.version().await?;
-        let material = Zeroizing::new(
-            key.material
-                .wrapped_for(&TransferWrapping::ClearOverMutualTls)
-                .await
-                .map_err(|e| rejected(e.to_string()))?,
-        );
+        let material = match part.kind {
+            ObjectKind::PublicKey => Zeroizing::new(
+                key.material
+                    .public_key_der()
+                    .await
+                    .map_err(|e| rejected(e.to_string()))?
+                    .ok_or_else(|| rejected("the key has no public key"))?,
+            ),
+            _ => Zeroizing::new(
+                key.material
+                    .wrapped_for(&TransferWrapping::ClearOverMutualTls)
+                    .await
+                    .map_err(|e| rejected(e.to_string()))?,
+            ),
+        };
+        let length = i32::try_from(key.size).unwrap_or(i32::MAX);
         let registered = self
             .call(
                 Operation::Register,
-                payload::register_symmetric_key(
+                payload::register_key(
                     version,
+                    part.kind,
                     &material,
-                    algorithm,
+                    part.algorithm,
+                    length,
                     &[
                         Attribute::Name(label.to_owned()),
                         mark(key.key_id, key.version),
-                        Attribute::CryptographicAlgorithm(algorithm),
-                        Attribute::CryptographicLength(i32::try_from(key.size).unwrap_or(i32::MAX)),
-                        Attribute::CryptographicUsageMask(usage),
+                        Attribute::CryptographicAlgorithm(part.algorithm),
+                        Attribute::CryptographicLength(length),
+                        Attribute::CryptographicUsageMask(part.usage),
                     ],
                 ),
             )
@@ -435,9 +516,7 @@ impl Kmip {
             .outcome(version, Operation::Get, payload::by_id(id))
             .await?
         {
-            Outcome::Success(p) => {
-                Ok(answer::symmetric_key_material(&p).map(|m| Zeroizing::new(m.to_vec())))
-            }
+            Outcome::Success(p) => Ok(answer::key_material(&p).map(|m| Zeroizing::new(m.to_vec()))),
             Outcome::Failed {
                 reason:
                     Reason::Sensitive
@@ -487,7 +566,7 @@ impl Connector for Kmip {
                     self.revoke(&object.id, RevocationReason::CessationOfOperation)
                         .await?;
                 }
-                (true, state::PRE_ACTIVE) if object.id == current.remote_id => {
+                (true, state::PRE_ACTIVE) => {
                     self.activate(&object.id).await?;
                 }
                 (true, state::DEACTIVATED | state::COMPROMISED)
@@ -653,6 +732,7 @@ mod tests {
     fn the_newest_version_speaks_for_the_key_by_its_active_object() {
         let object = |id: &str, version, state| Object {
             id: id.into(),
+            object_type: ObjectKind::PrivateKey.code(),
             key_id: "k".into(),
             version,
             state,
@@ -673,5 +753,12 @@ mod tests {
         assert_eq!(remote_of(&objects[..2]).unwrap().remote_id, "2");
         assert!(!remote_of(&objects[..2]).unwrap().enabled);
         assert_eq!(remote_of(&[]), None);
+        // A public key never speaks for the copy.
+        let mut public = object("4", 3, state::ACTIVE);
+        public.object_type = ObjectKind::PublicKey.code();
+        assert_eq!(
+            remote_of(&[objects[2].clone(), public]).unwrap().remote_id,
+            "3"
+        );
     }
 }

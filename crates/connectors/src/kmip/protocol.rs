@@ -31,6 +31,8 @@ pub mod tag {
     pub const NAME_VALUE: u32 = 0x420055;
     pub const OBJECT_TYPE: u32 = 0x420057;
     pub const OPERATION: u32 = 0x42005C;
+    pub const PRIVATE_KEY: u32 = 0x420064;
+    pub const PUBLIC_KEY: u32 = 0x42006D;
     pub const PASSWORD: u32 = 0x4200A1;
     pub const PROTOCOL_VERSION: u32 = 0x420069;
     pub const PROTOCOL_VERSION_MAJOR: u32 = 0x42006A;
@@ -179,8 +181,43 @@ impl RevocationReason {
     }
 }
 
-const OBJECT_TYPE_SYMMETRIC_KEY: u32 = 2;
-const KEY_FORMAT_RAW: u32 = 1;
+/// The kinds of object keyplane registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// Raw key bytes.
+    SymmetricKey,
+    /// PKCS#8 DER.
+    PrivateKey,
+    /// X.509 SubjectPublicKeyInfo DER.
+    PublicKey,
+}
+
+impl ObjectKind {
+    pub fn code(self) -> u32 {
+        match self {
+            Self::SymmetricKey => 2,
+            Self::PublicKey => 3,
+            Self::PrivateKey => 4,
+        }
+    }
+
+    fn tag(self) -> u32 {
+        match self {
+            Self::SymmetricKey => tag::SYMMETRIC_KEY,
+            Self::PrivateKey => tag::PRIVATE_KEY,
+            Self::PublicKey => tag::PUBLIC_KEY,
+        }
+    }
+
+    fn key_format(self) -> u32 {
+        match self {
+            Self::SymmetricKey => 1,
+            Self::PrivateKey => 4,
+            Self::PublicKey => 5,
+        }
+    }
+}
+
 const NAME_TYPE_TEXT: u32 = 1;
 const CREDENTIAL_USERNAME_PASSWORD: u32 = 1;
 
@@ -251,6 +288,7 @@ impl Attribute {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectAttributes {
     pub names: Vec<String>,
+    pub object_type: Option<u32>,
     /// Application Specific Information: (namespace, data).
     pub application: Vec<(String, String)>,
     pub state: Option<u32>,
@@ -267,6 +305,7 @@ impl ObjectAttributes {
                 }
             }
             tag::STATE => out.state = value.as_enumeration(),
+            tag::OBJECT_TYPE => out.object_type = value.as_enumeration(),
             tag::APPLICATION_SPECIFIC_INFORMATION => {
                 let text = |t| value.child(t).and_then(Ttlv::as_text).map(str::to_owned);
                 if let (Some(namespace), Some(data)) = (
@@ -282,6 +321,7 @@ impl ObjectAttributes {
             let tag = match attribute.child(tag::ATTRIBUTE_NAME).and_then(Ttlv::as_text) {
                 Some("Name") => tag::NAME,
                 Some("State") => tag::STATE,
+                Some("Object Type") => tag::OBJECT_TYPE,
                 Some("Application Specific Information") => tag::APPLICATION_SPECIFIC_INFORMATION,
                 _ => continue,
             };
@@ -362,19 +402,21 @@ pub mod payload {
         Version::SUPPORTED.iter().map(|v| v.to_ttlv()).collect()
     }
 
-    /// A symmetric key in Raw format. The caller zeroizes the encoded message.
-    pub fn register_symmetric_key(
+    /// A key object: `material` is raw bytes, PKCS#8 or SPKI DER by `kind`. The caller zeroizes
+    /// the encoded message.
+    pub fn register_key(
         version: Version,
+        kind: ObjectKind,
         material: &[u8],
         algorithm: u32,
+        length: i32,
         attributes: &[Attribute],
     ) -> Vec<Ttlv> {
         let attributes: Vec<Ttlv> = attributes.iter().map(|a| a.encode(version)).collect();
-        let bits = i32::try_from(material.len() * 8).unwrap_or(i32::MAX);
         let key_block = Ttlv::structure(
             tag::KEY_BLOCK,
             vec![
-                Ttlv::new(tag::KEY_FORMAT_TYPE, Value::Enumeration(KEY_FORMAT_RAW)),
+                Ttlv::new(tag::KEY_FORMAT_TYPE, Value::Enumeration(kind.key_format())),
                 Ttlv::structure(
                     tag::KEY_VALUE,
                     vec![Ttlv::new(
@@ -383,7 +425,7 @@ pub mod payload {
                     )],
                 ),
                 Ttlv::new(tag::CRYPTOGRAPHIC_ALGORITHM, Value::Enumeration(algorithm)),
-                Ttlv::new(tag::CRYPTOGRAPHIC_LENGTH, Value::Integer(bits)),
+                Ttlv::new(tag::CRYPTOGRAPHIC_LENGTH, Value::Integer(length)),
             ],
         );
         let attributes = if version.tagged_attributes() {
@@ -392,12 +434,9 @@ pub mod payload {
             Ttlv::structure(tag::TEMPLATE_ATTRIBUTE, attributes)
         };
         vec![
-            Ttlv::new(
-                tag::OBJECT_TYPE,
-                Value::Enumeration(OBJECT_TYPE_SYMMETRIC_KEY),
-            ),
+            Ttlv::new(tag::OBJECT_TYPE, Value::Enumeration(kind.code())),
             attributes,
-            Ttlv::structure(tag::SYMMETRIC_KEY, vec![key_block]),
+            Ttlv::structure(kind.tag(), vec![key_block]),
         ]
     }
 
@@ -601,11 +640,12 @@ pub mod answer {
         ObjectAttributes::read(payload)
     }
 
-    /// The raw bytes of a symmetric key a Get returned (Raw format, or Transparent Symmetric
-    /// Key, whose key value holds a `Key` byte string).
-    pub fn symmetric_key_material(payload: &Ttlv) -> Option<&[u8]> {
-        let key_value = payload
-            .child(tag::SYMMETRIC_KEY)?
+    /// The key bytes a Get returned: a symmetric key's (Raw format, or Transparent Symmetric
+    /// Key, whose key value holds a `Key` byte string), a private or public key's DER.
+    pub fn key_material(payload: &Ttlv) -> Option<&[u8]> {
+        let key_value = [tag::SYMMETRIC_KEY, tag::PRIVATE_KEY, tag::PUBLIC_KEY]
+            .into_iter()
+            .find_map(|t| payload.child(t))?
             .child(tag::KEY_BLOCK)?
             .child(tag::KEY_VALUE)?;
         let material = key_value.child(tag::KEY_MATERIAL)?;
@@ -666,7 +706,14 @@ mod tests {
                 password: zeroize::Zeroizing::new("p".into()),
             }),
             Operation::Register,
-            payload::register_symmetric_key(Version::V1_2, &[7; 32], 3, &[]),
+            payload::register_key(
+                Version::V1_2,
+                ObjectKind::SymmetricKey,
+                &[7; 32],
+                3,
+                256,
+                &[],
+            ),
         );
         let decoded = Ttlv::decode(&message.encode().unwrap()).unwrap();
         assert_eq!(decoded, message);
