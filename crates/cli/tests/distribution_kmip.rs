@@ -1,5 +1,6 @@
 //! Distribution to a KMIP server (PyKMIP) through the real binary: the object the server holds
-//! is the managed key (read back with Get by PyKMIP's own client), through create, deactivate,
+//! is the managed key (read back with Get by PyKMIP's own client; an RSA key as its private and
+//! public key objects), through create, deactivate,
 //! reactivate, rotate, drift, compromise and destroy; every disconnect mode with the seed's
 //! refusal and a re-link after a reconnect; TLS trust failures on either side told apart.
 
@@ -329,6 +330,7 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     let gone = disconnect_keystore(&c, &again, "destroy").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert_eq!(kmip.objects("orders-key").await.unwrap(), []);
+    assert_eq!(kmip.objects("rsa-key").await.unwrap(), []);
     assert_eq!(
         states(&kmip.objects("not-ours").await.unwrap()),
         ["PRE_ACTIVE"]
