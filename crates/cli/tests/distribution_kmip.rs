@@ -261,14 +261,25 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     )
     .await
     .unwrap();
+    let live = c
+        .get(&format!("{key_path}/status_in_keystores"))
+        .await
+        .unwrap();
+    assert!(
+        live.body.to_string().contains("not_active"),
+        "the revoked object is seen: {}",
+        live.body
+    );
     sync(&c, &key_id).await;
+    let held = until_held(&kmip, "orders-key", |o| {
+        o.len() == 4 && o[3].state == "ACTIVE"
+    })
+    .await;
+    assert_eq!(held[3].material.as_deref(), Some(v2.as_str()));
     wait_status(&c, &key_id, &ks, |s| {
         s["status"] == "active" && s["keystore_sync_flag"] == "ok"
     })
     .await;
-    let held = kmip.objects("orders-key").await.unwrap();
-    assert_eq!(states(&held).last(), Some(&"ACTIVE"));
-    assert_eq!(held.last().unwrap().material.as_deref(), Some(v2.as_str()));
 
     // The seed's rule, then deactivate mode: revoked and unlinked.
     let refused = disconnect_keystore(&c, &ks, "restrict").await;
@@ -289,6 +300,8 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     let again = connect_keystore(&c, &connection(&vault, "kmip-again", &kmip)).await;
     sync(&c, &key_id).await;
     wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
+    sync(&c, &id(&rsa)).await;
+    wait_status(&c, &id(&rsa), &again, |s| s["status"] == "active").await;
     let held = kmip.objects("orders-key").await.unwrap();
     assert_eq!(held.iter().filter(|o| o.state == "ACTIVE").count(), 1);
     assert!(

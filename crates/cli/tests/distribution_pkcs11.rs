@@ -1,6 +1,6 @@
 //! Distribution to a PKCS#11 token (SoftHSM2) through the real binary: the token's key object is
 //! the managed key (what the token encrypts opens with the managed material, and the reverse),
-//! through create, deactivate, reactivate, rotate and destroy; every disconnect mode with the
+//! through create, deactivate, reactivate, rotate, drift and destroy; every disconnect mode with the
 //! seed's refusal and a re-link after a reconnect; only modules the operator allows are loaded.
 //!
 //! SoftHSM2 reads `SOFTHSM2_CONF` once per process: the test body runs in a child process of
@@ -33,7 +33,8 @@ fn connection(vault: &str, name: &str) -> Value {
            "pkcs11_module": MODULE, "pkcs11_token_label": TOKEN_LABEL, "pkcs11_pin": PIN})
 }
 
-/// The test's own logged-in session on the token, to see what the server put there.
+/// The test's own logged-in session on the token, to see what the server put there (and change
+/// it, as an operator would).
 fn inspect() -> Session {
     let context = Pkcs11::new(MODULE).unwrap();
     context
@@ -45,7 +46,7 @@ fn inspect() -> Session {
         .into_iter()
         .find(|s| context.get_token_info(*s).unwrap().label().trim_end() == TOKEN_LABEL)
         .unwrap();
-    let session = context.open_ro_session(slot).unwrap();
+    let session = context.open_rw_session(slot).unwrap();
     session
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
@@ -234,6 +235,40 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
     let second = open_material_version(dir.path(), &key, 2);
     let sealed = token_encrypt(&session, found[1].0, b"second").unwrap();
     assert_eq!(open_gcm(second.expose(), &sealed), b"second");
+
+    // Drift: the newest object disabled by hand in the token is seen, and a sync puts it right.
+    session
+        .update_attributes(
+            found[1].0,
+            &[Attribute::Encrypt(false), Attribute::Decrypt(false)],
+        )
+        .unwrap();
+    let live = c
+        .get(&format!("{key_path}/status_in_keystores"))
+        .await
+        .unwrap();
+    assert_eq!(live.status, 200, "{}", live.body);
+    assert!(
+        live.body.to_string().contains("not_active"),
+        "the disabled object is seen: {}",
+        live.body
+    );
+    let r = c
+        .with_etag("POST", &key_path, "/sync_status_in_keystores")
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    for _ in 0..600 {
+        if objects(&session, "payments-key").iter().all(|o| o.2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(objects(&session, "payments-key").iter().all(|o| o.2));
+    wait_status(&c, &key_id, &ks, |s| {
+        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
+    })
+    .await;
 
     // The seed's rule, then deactivate mode: the objects are disabled and the keystore unlinked.
     let refused = disconnect_keystore(&c, &ks, "restrict").await;

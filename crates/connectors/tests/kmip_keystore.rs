@@ -72,6 +72,7 @@ fn to_install<'a>(
 ) -> KeyToInstall<'a> {
     KeyToInstall {
         key_id,
+        enabled: true,
         label,
         algorithm: Algorithm::Aes,
         size: 256,
@@ -291,8 +292,8 @@ async fn tls_trust_fails_clearly_on_each_side() {
         port,
         tls: TlsSettings {
             ca_cert: None,
-            client_cert: None,
-            client_key: None,
+            client_cert: Some(&stranger.cert_pem),
+            client_key: Some(&stranger.key_pem),
         },
         version: None,
         credential: None,
@@ -302,6 +303,20 @@ async fn tls_trust_fails_clearly_on_each_side() {
     .await
     .unwrap_err();
     assert_eq!(gone.kind, FailureKind::Unreachable, "{gone}");
+
+    // Key material goes only over mutual TLS: no client certificate, no connector.
+    let one_way = Kmip::new(Settings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsSettings {
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+        },
+        version: None,
+        credential: None,
+    });
+    assert_eq!(one_way.err().map(|e| e.0), Some("kmip_client_cert"));
 }
 
 #[tokio::test]
@@ -326,7 +341,7 @@ async fn objects_keyplane_did_not_register_are_never_changed() {
         .await
         .unwrap_err();
     assert!(refused.message.contains("not this key's"), "{refused}");
-    assert!(kmip.find(None, "shared").await.is_err());
+    assert_eq!(kmip.find(None, "shared").await.unwrap(), None);
     let theirs = RemoteKey {
         remote_id: foreign.clone(),
         enabled: false,
@@ -357,6 +372,7 @@ async fn an_ec_key_pair_is_a_private_and_a_public_key_object() {
     let (v1, v2) = (pair(1), pair(2));
     let install = |version, material| KeyToInstall {
         key_id,
+        enabled: true,
         label: "signing-key",
         algorithm: Algorithm::Ec,
         size: 256,
@@ -418,5 +434,75 @@ async fn an_ec_key_pair_is_a_private_and_a_public_key_object() {
     assert_eq!(rotated.remote_id, held[4].id);
     kmip.destroy(&rotated).await.unwrap();
     assert_eq!(server.objects("signing-key").await.unwrap(), []);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_to_be_usable_is_never_activated_and_marks_are_proven() {
+    let server = PyKmip::start().await.unwrap();
+    let kmip = connector(&server, &server.ca.cert_pem(), &server.client, None);
+    let properties = KeystoreKeyProperties::default();
+    let key_id = uuid::Uuid::new_v4();
+    let material = random_key();
+
+    // A deactivated key's copy is registered and left pre-active: never usable there.
+    let mut install = to_install(key_id, "dormant-key", 1, &material, &properties);
+    install.enabled = false;
+    let installed = kmip.install(&install).await.unwrap();
+    assert!(!installed.enabled);
+    assert_eq!(state_of(&server, &installed.remote_id).await, "PRE_ACTIVE");
+    // Compromised: revoked so straight from pre-active.
+    kmip.mark_compromised(&installed).await.unwrap();
+    assert_eq!(state_of(&server, &installed.remote_id).await, "COMPROMISED");
+    // Nothing of a compromised key is registered or activated there again.
+    let refused = kmip
+        .install(&to_install(
+            key_id,
+            "dormant-key",
+            1,
+            &material,
+            &properties,
+        ))
+        .await
+        .unwrap_err();
+    assert!(refused.message.contains("compromised"), "{refused}");
+    let refused = kmip.set_enabled(&installed, true).await.unwrap_err();
+    assert!(refused.message.contains("compromised"), "{refused}");
+    assert_eq!(server.objects("dormant-key").await.unwrap().len(), 1);
+
+    // An object carrying a key's mark for a version, planted with other material, is never
+    // taken for the key's copy.
+    let planted_for = uuid::Uuid::new_v4();
+    let other = random_key();
+    let planted = kmip
+        .install(&to_install(
+            planted_for,
+            "planted-key",
+            1,
+            &other,
+            &properties,
+        ))
+        .await
+        .unwrap()
+        .remote_id;
+    let refused = kmip
+        .install(&to_install(
+            planted_for,
+            "planted-key",
+            1,
+            &material,
+            &properties,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("holds other material"),
+        "{refused}"
+    );
+    assert_eq!(
+        held(&server, &planted).await,
+        ("ACTIVE".into(), hex::encode(&other.0))
+    );
+    assert_eq!(server.objects("planted-key").await.unwrap().len(), 1);
     server.stop().await;
 }

@@ -105,6 +105,7 @@ fn install<'a>(
 ) -> KeyToInstall<'a> {
     KeyToInstall {
         key_id,
+        enabled: true,
         label,
         algorithm: Algorithm::Aes,
         size: 256,

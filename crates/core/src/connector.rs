@@ -150,6 +150,10 @@ pub struct ProbeCiphertext {
 /// What a connector needs to know about the key it installs.
 pub struct KeyToInstall<'a> {
     pub key_id: Uuid,
+    /// Whether the copy is to be usable (the managed key is active). A target that can install
+    /// a key disabled does so, so that a key that is not active is never usable there, not
+    /// even for a moment.
+    pub enabled: bool,
     /// The name it gets there (`label_in_keystore`).
     pub label: &'a str,
     pub algorithm: Algorithm,

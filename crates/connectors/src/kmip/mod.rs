@@ -14,6 +14,9 @@ pub mod protocol;
 pub mod transport;
 pub mod ttlv;
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use async_trait::async_trait;
 use keyplane_core::connector::{
     Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
@@ -124,8 +127,23 @@ pub struct Kmip {
     negotiated: OnceCell<Version>,
     credential: Option<Credential>,
     pace: Pace,
-    /// Checking what a label holds and registering into it happen as one step.
-    writes: tokio::sync::Mutex<()>,
+    /// Checking what a name holds and changing it happen as one step, for every connection
+    /// to this server in the process.
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One lock per KMIP server (host and port) in the process: connectors are rebuilt when a
+/// connection changes, and two keystores may name one server.
+type ServerLocks = HashMap<(String, u16), Arc<tokio::sync::Mutex<()>>>;
+
+fn server_lock(host: &str, port: u16) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<ServerLocks>> = LazyLock::new(Mutex::default);
+    LOCKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((host.to_owned(), port))
+        .or_default()
+        .clone()
 }
 
 /// One object keyplane registered: whose, which version, and its state.
@@ -216,6 +234,55 @@ fn remote_of(objects: &[Object]) -> Option<RemoteKey> {
     })
 }
 
+/// The objects a key has left at the server, by their state: destroyed ones are only records.
+fn is_gone(state: u32) -> bool {
+    matches!(state, state::DESTROYED | state::DESTROYED_COMPROMISED)
+}
+
+fn is_compromised(state: u32) -> bool {
+    matches!(state, state::COMPROMISED | state::DESTROYED_COMPROMISED)
+}
+
+/// The material a version's objects hold: the key (raw or PKCS#8) and, for a pair, its public
+/// key (SPKI).
+struct VersionMaterial {
+    key: Zeroizing<Vec<u8>>,
+    public: Option<Vec<u8>>,
+}
+
+impl VersionMaterial {
+    async fn of(key: &KeyToInstall<'_>, parts: &[Part]) -> RemoteResult<Self> {
+        let keyplane = |e: keyplane_core::error::Error| rejected(e.to_string());
+        let public = if parts.iter().any(|p| p.kind == ObjectKind::PublicKey) {
+            Some(
+                key.material
+                    .public_key_der()
+                    .await
+                    .map_err(keyplane)?
+                    .ok_or_else(|| rejected("the key has no public key"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            key: Zeroizing::new(
+                key.material
+                    .wrapped_for(&TransferWrapping::ClearOverMutualTls)
+                    .await
+                    .map_err(keyplane)?,
+            ),
+            public,
+        })
+    }
+
+    fn for_part(&self, kind: ObjectKind) -> &[u8] {
+        match kind {
+            ObjectKind::PublicKey => self.public.as_deref().unwrap_or_default(),
+            _ => &self.key,
+        }
+    }
+}
+
 impl Kmip {
     pub fn new(settings: Settings<'_>) -> Result<Self, transport::SettingsError> {
         Ok(Self {
@@ -226,7 +293,7 @@ impl Kmip {
             // KMIP servers publish no quota: a steady pace that leaves room for their other
             // clients, with bursts for a batch of keys.
             pace: Pace::with_burst(100.0, 20),
-            writes: tokio::sync::Mutex::new(()),
+            writes: server_lock(&settings.host, settings.port),
         })
     }
 
@@ -294,22 +361,32 @@ impl Kmip {
         payload: Vec<Ttlv>,
     ) -> RemoteResult<Outcome> {
         self.pace.ready().await;
-        let message = protocol::request(version, self.credential.as_ref(), operation, payload);
+        let batch_id = Uuid::new_v4().as_bytes()[..8].to_vec();
+        let message = protocol::request(
+            version,
+            self.credential.as_ref(),
+            operation,
+            &batch_id,
+            payload,
+        );
         // The request may hold key material or the password.
         let bytes = Zeroizing::new(message.encode().map_err(|e| rejected(e.to_string()))?);
         drop(message);
-        let answer = self.transport.exchange(&bytes).await?;
-        let decoded = Ttlv::decode(&answer).map_err(|e| {
-            RemoteFailure::new(
-                FailureKind::Transient,
-                format!(
-                    "the KMIP server's answer to {} is not TTLV: {e}",
-                    operation.name()
-                ),
-            )
-        })?;
-        protocol::read_response(&decoded, operation)
-            .map_err(|e| RemoteFailure::new(FailureKind::Transient, e.0))
+        self.transport
+            .exchange(&bytes, operation.is_idempotent(), |answer| {
+                let decoded = Ttlv::decode(answer).map_err(|e| {
+                    RemoteFailure::new(
+                        FailureKind::Transient,
+                        format!(
+                            "the KMIP server's answer to {} is not TTLV: {e}",
+                            operation.name()
+                        ),
+                    )
+                })?;
+                protocol::read_response(&decoded, operation, &batch_id)
+                    .map_err(|e| RemoteFailure::new(FailureKind::Transient, e.0))
+            })
+            .await
     }
 
     async fn call(&self, operation: Operation, payload: Vec<Ttlv>) -> RemoteResult<Ttlv> {
@@ -317,7 +394,7 @@ impl Kmip {
         self.send(version, operation, payload).await
     }
 
-    /// The names and state of one object; `None` when the server has no such object.
+    /// The names, mark and state of one object; `None` when the server has no such object.
     async fn attributes_of(&self, id: &str) -> RemoteResult<Option<protocol::ObjectAttributes>> {
         let version = self.version().await?;
         match self
@@ -339,7 +416,7 @@ impl Kmip {
         }
     }
 
-    /// What the label holds: keyplane's objects, and how many others.
+    /// What the name holds: keyplane's objects (destroyed ones left out), and how many others.
     async fn objects_labelled(&self, label: &str) -> RemoteResult<(Vec<Object>, usize)> {
         let version = self.version().await?;
         let located = self
@@ -348,7 +425,8 @@ impl Kmip {
                 payload::locate_by_name(version, label, MAX_OBJECTS_PER_LABEL),
             )
             .await?;
-        let ids = answer::unique_identifiers(&located);
+        let ids = answer::unique_identifiers(&located)
+            .map_err(|e| RemoteFailure::new(FailureKind::Transient, e.0))?;
         if ids.len() >= MAX_OBJECTS_PER_LABEL as usize {
             return Err(rejected(format!(
                 "the KMIP server holds {MAX_OBJECTS_PER_LABEL} or more objects named '{label}'"
@@ -361,13 +439,18 @@ impl Kmip {
                 continue;
             };
             match parse_mark(&attributes) {
-                Some((key_id, version)) => marked.push(Object {
-                    id,
-                    object_type: attributes.object_type.unwrap_or(0),
-                    key_id,
-                    version,
-                    state: attributes.state.unwrap_or(0),
-                }),
+                Some((key_id, version)) => {
+                    let state = attributes.state.unwrap_or(0);
+                    if !is_gone(state) {
+                        marked.push(Object {
+                            id,
+                            object_type: attributes.object_type.unwrap_or(0),
+                            key_id,
+                            version,
+                            state,
+                        });
+                    }
+                }
                 None => others += 1,
             }
         }
@@ -375,19 +458,20 @@ impl Kmip {
         Ok((marked, others))
     }
 
-    /// This label's objects, all keyplane's and one key's; anything else there is an error.
-    async fn own_objects(&self, label: &str) -> RemoteResult<Vec<Object>> {
-        let (marked, others) = self.objects_labelled(label).await?;
-        let first = marked.first().map(|o| o.key_id.clone());
-        if others > 0 || marked.iter().any(|o| Some(&o.key_id) != first.as_ref()) {
+    /// The objects marked for one key under the name; marks of several keys are an error.
+    /// Objects keyplane did not mark are left out (and never changed).
+    async fn key_objects(&self, label: &str) -> RemoteResult<Vec<Object>> {
+        let (marked, _) = self.objects_labelled(label).await?;
+        if marked.iter().any(|o| o.key_id != marked[0].key_id) {
             return Err(rejected(format!(
-                "the KMIP server holds objects named '{label}' that are not this key's; keyplane does not change them"
+                "the KMIP server holds objects named '{label}' marked for several keys; keyplane does not change them"
             )));
         }
         Ok(marked)
     }
 
-    /// The label and objects of the key whose copy `remote` is.
+    /// The name, key and objects of the copy `remote` is: every object marked for the key the
+    /// remote object itself is marked for, under its name.
     async fn group_of(&self, remote: &RemoteKey) -> RemoteResult<(String, Vec<Object>)> {
         let attributes = self
             .attributes_of(&remote.remote_id)
@@ -398,12 +482,22 @@ impl Kmip {
                     remote.remote_id
                 ))
             })?;
-        let label = attributes
-            .names
-            .first()
-            .cloned()
-            .ok_or_else(|| rejected(format!("KMIP object {} has no name", remote.remote_id)))?;
-        let objects = self.own_objects(&label).await?;
+        let (Some(label), Some((key_id, _))) =
+            (attributes.names.first().cloned(), parse_mark(&attributes))
+        else {
+            return Err(rejected(format!(
+                "KMIP object {} is not one keyplane registered",
+                remote.remote_id
+            )));
+        };
+        let (marked, _) = self.objects_labelled(&label).await?;
+        let objects: Vec<Object> = marked.into_iter().filter(|o| o.key_id == key_id).collect();
+        if !objects.iter().any(|o| o.id == remote.remote_id) {
+            return Err(rejected(format!(
+                "KMIP object {} is not among the objects named '{label}'",
+                remote.remote_id
+            )));
+        }
         Ok((label, objects))
     }
 
@@ -419,41 +513,100 @@ impl Kmip {
             .map(drop)
     }
 
-    /// Registers `key`'s newest version under `label` and activates it, unless objects of that
-    /// version are there (what an interrupted attempt left: activated if they are not yet).
+    /// Whether object `id` holds `expected` (compared in constant time); `None` when the server
+    /// will not give the material out.
+    async fn holds(&self, id: &str, expected: &[u8]) -> RemoteResult<Option<bool>> {
+        let version = self.version().await?;
+        let held = match self
+            .outcome(version, Operation::Get, payload::by_id(id))
+            .await?
+        {
+            Outcome::Success(p) => answer::key_material(&p).map(|m| Zeroizing::new(m.to_vec())),
+            Outcome::Failed {
+                reason:
+                    Reason::Sensitive
+                    | Reason::NotExtractable
+                    | Reason::PermissionDenied
+                    | Reason::KeyFormatTypeNotSupported,
+                ..
+            } => None,
+            Outcome::Failed { reason, message } => {
+                return Err(failed(Operation::Get, reason, message));
+            }
+        };
+        Ok(held
+            .map(|held| aws_lc_rs::constant_time::verify_slices_are_equal(&held, expected).is_ok()))
+    }
+
+    /// Puts `key`'s newest version under `label`: its objects registered, and activated when
+    /// the key is to be usable. Objects of that version already there (what an interrupted
+    /// attempt left) are used once they prove to hold the material.
     async fn put_version(&self, key: &KeyToInstall<'_>, label: &str) -> RemoteResult<RemoteKey> {
         let parts = parts(key.algorithm, key.size)?;
+        let material = VersionMaterial::of(key, &parts).await?;
         let _serialised = self.writes.lock().await;
-        let objects = self.own_objects(label).await?;
-        if objects.iter().any(|o| o.key_id != key.key_id.to_string()) {
+        let (objects, others) = self.objects_labelled(label).await?;
+        if others > 0 || objects.iter().any(|o| o.key_id != key.key_id.to_string()) {
             return Err(rejected(format!(
-                "the KMIP server holds objects named '{label}' that are another key's"
+                "the KMIP server holds objects named '{label}' that are not this key's; keyplane does not change them"
+            )));
+        }
+        if objects.iter().any(|o| is_compromised(o.state)) {
+            return Err(rejected(format!(
+                "the KMIP server holds a compromised object of this key named '{label}'; keyplane does not register or activate the key there again"
             )));
         }
         let mut key_object = None;
         for part in &parts {
+            let expected = material.for_part(part.kind);
             let present = objects
                 .iter()
                 .filter(|o| o.version == key.version && o.object_type == part.kind.code())
                 .min_by_key(|o| preference(o.state))
                 .cloned();
-            let id = match present {
-                Some(o) if o.state == state::ACTIVE => o.id,
-                Some(o) if o.state == state::PRE_ACTIVE => {
-                    self.activate(&o.id).await?;
-                    o.id
-                }
-                _ => {
-                    let id = self.register(key, label, part).await?;
-                    self.activate(&id).await?;
-                    id
-                }
+            let reusable = match &present {
+                Some(o) if o.state == state::ACTIVE || o.state == state::PRE_ACTIVE => true,
+                // A revoked object serves a key that is not to be usable; an active key needs
+                // a new one.
+                Some(o) => o.state == state::DEACTIVATED && !key.enabled,
+                None => false,
             };
-            key_object.get_or_insert(id);
+            let (id, object_state) = match present {
+                Some(o) if reusable => {
+                    match self.holds(&o.id, expected).await? {
+                        Some(true) => {}
+                        Some(false) => {
+                            return Err(rejected(format!(
+                                "KMIP object {} carries this key's mark but holds other material; keyplane leaves it",
+                                o.id
+                            )));
+                        }
+                        None => {
+                            return Err(rejected(format!(
+                                "KMIP object {} carries this key's mark, but the server will not show its material to prove it",
+                                o.id
+                            )));
+                        }
+                    }
+                    (o.id, o.state)
+                }
+                _ => (
+                    self.register(key, label, part, expected).await?,
+                    state::PRE_ACTIVE,
+                ),
+            };
+            let object_state = if key.enabled && object_state == state::PRE_ACTIVE {
+                self.activate(&id).await?;
+                state::ACTIVE
+            } else {
+                object_state
+            };
+            key_object.get_or_insert((id, object_state));
         }
+        let (remote_id, object_state) = key_object.unwrap_or_default();
         Ok(RemoteKey {
-            remote_id: key_object.unwrap_or_default(),
-            enabled: true,
+            remote_id,
+            enabled: object_state == state::ACTIVE,
             version: key.version,
         })
     }
@@ -463,23 +616,9 @@ impl Kmip {
         key: &KeyToInstall<'_>,
         label: &str,
         part: &Part,
+        material: &[u8],
     ) -> RemoteResult<String> {
         let version = self.version().await?;
-        let material = match part.kind {
-            ObjectKind::PublicKey => Zeroizing::new(
-                key.material
-                    .public_key_der()
-                    .await
-                    .map_err(|e| rejected(e.to_string()))?
-                    .ok_or_else(|| rejected("the key has no public key"))?,
-            ),
-            _ => Zeroizing::new(
-                key.material
-                    .wrapped_for(&TransferWrapping::ClearOverMutualTls)
-                    .await
-                    .map_err(|e| rejected(e.to_string()))?,
-            ),
-        };
         let length = i32::try_from(key.size).unwrap_or(i32::MAX);
         let registered = self
             .call(
@@ -487,7 +626,7 @@ impl Kmip {
                 payload::register_key(
                     version,
                     part.kind,
-                    &material,
+                    material,
                     part.algorithm,
                     length,
                     &[
@@ -503,29 +642,23 @@ impl Kmip {
         answer::unique_identifier(&registered).ok_or_else(|| {
             RemoteFailure::new(
                 FailureKind::Transient,
-                "the KMIP server's answer to Register names no object",
+                "the KMIP server's answer to Register names no usable object id",
             )
         })
     }
 
-    /// The key's material as the server holds it in object `id`; `None` when the server will
-    /// not give it out.
-    async fn material_of(&self, id: &str) -> RemoteResult<Option<Zeroizing<Vec<u8>>>> {
+    async fn destroy_object(&self, id: &str) -> RemoteResult<()> {
         let version = self.version().await?;
         match self
-            .outcome(version, Operation::Get, payload::by_id(id))
+            .outcome(version, Operation::Destroy, payload::by_id(id))
             .await?
         {
-            Outcome::Success(p) => Ok(answer::key_material(&p).map(|m| Zeroizing::new(m.to_vec()))),
-            Outcome::Failed {
-                reason:
-                    Reason::Sensitive
-                    | Reason::NotExtractable
-                    | Reason::PermissionDenied
-                    | Reason::KeyFormatTypeNotSupported,
+            Outcome::Success(_)
+            | Outcome::Failed {
+                reason: Reason::ItemNotFound,
                 ..
-            } => Ok(None),
-            Outcome::Failed { reason, message } => Err(failed(Operation::Get, reason, message)),
+            } => Ok(()),
+            Outcome::Failed { reason, message } => Err(failed(Operation::Destroy, reason, message)),
         }
     }
 }
@@ -541,8 +674,8 @@ impl Connector for Kmip {
     }
 
     async fn find(&self, _remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
-        // By label: the object speaking for the key changes when it is registered anew.
-        Ok(remote_of(&self.own_objects(label).await?))
+        // By name: the object speaking for the key changes when it is registered anew.
+        Ok(remote_of(&self.key_objects(label).await?))
     }
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
@@ -550,33 +683,34 @@ impl Connector for Kmip {
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
+        let _serialised = self.writes.lock().await;
         let (_, objects) = self.group_of(remote).await?;
         let Some(current) = remote_of(&objects) else {
             return Err(rejected("the KMIP server holds no object of this key"));
         };
-        for object in objects.iter().filter(|o| o.version == current.version) {
-            match (enabled, object.state) {
-                (false, state::PRE_ACTIVE) => {
-                    // Revoked from Active, so that it decrypts what it may have encrypted.
-                    self.activate(&object.id).await?;
-                    self.revoke(&object.id, RevocationReason::CessationOfOperation)
-                        .await?;
+        if enabled {
+            if objects.iter().any(|o| is_compromised(o.state)) {
+                return Err(rejected(
+                    "the KMIP server holds a compromised object of this key; keyplane does not activate it there",
+                ));
+            }
+            for object in objects.iter().filter(|o| o.version == current.version) {
+                match object.state {
+                    state::PRE_ACTIVE => self.activate(&object.id).await?,
+                    state::DEACTIVATED if object.id == current.remote_id => {
+                        return Err(rejected(
+                            "a revoked KMIP object cannot be activated again; keyplane registers the version anew, which needs the key's material",
+                        ));
+                    }
+                    _ => {}
                 }
-                (false, state::ACTIVE) => {
-                    self.revoke(&object.id, RevocationReason::CessationOfOperation)
-                        .await?;
-                }
-                (true, state::PRE_ACTIVE) => {
-                    self.activate(&object.id).await?;
-                }
-                (true, state::DEACTIVATED | state::COMPROMISED)
-                    if object.id == current.remote_id =>
-                {
-                    return Err(rejected(
-                        "a revoked KMIP object cannot be activated again; keyplane registers the version anew, which needs the key's material",
-                    ));
-                }
-                _ => {}
+            }
+        } else {
+            // Every version: none may stay usable for new data. Pre-active objects are left so:
+            // they are not usable, and activating them would make them so for a moment.
+            for object in objects.iter().filter(|o| o.state == state::ACTIVE) {
+                self.revoke(&object.id, RevocationReason::CessationOfOperation)
+                    .await?;
             }
         }
         Ok(RemoteKey { enabled, ..current })
@@ -590,13 +724,16 @@ impl Connector for Kmip {
     }
 
     async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
-        if remote.version >= key.version {
-            return Ok(remote.clone());
-        }
         let (label, _) = self.group_of(remote).await?;
-        let installed = self.put_version(key, &label).await?;
-        // Older versions decrypt only: revoked as superseded.
-        for object in self.own_objects(&label).await? {
+        let installed = if remote.version < key.version {
+            self.put_version(key, &label).await?
+        } else {
+            remote.clone()
+        };
+        // Older versions decrypt only: revoked as superseded (again after an interruption).
+        let _serialised = self.writes.lock().await;
+        let (_, objects) = self.group_of(&installed).await?;
+        for object in objects {
             if object.version < key.version && object.state == state::ACTIVE {
                 self.revoke(&object.id, RevocationReason::Superseded)
                     .await?;
@@ -606,9 +743,10 @@ impl Connector for Kmip {
     }
 
     async fn mark_compromised(&self, remote: &RemoteKey) -> RemoteResult<RemoteKey> {
+        let _serialised = self.writes.lock().await;
         let (_, objects) = self.group_of(remote).await?;
         for object in &objects {
-            if object.state != state::COMPROMISED {
+            if !is_compromised(object.state) {
                 self.revoke(&object.id, RevocationReason::KeyCompromise)
                     .await?;
             }
@@ -620,6 +758,7 @@ impl Connector for Kmip {
     }
 
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
+        let _serialised = self.writes.lock().await;
         let (_, objects) = self.group_of(remote).await?;
         for object in objects {
             // Servers refuse to destroy an Active object.
@@ -627,20 +766,7 @@ impl Connector for Kmip {
                 self.revoke(&object.id, RevocationReason::CessationOfOperation)
                     .await?;
             }
-            let version = self.version().await?;
-            match self
-                .outcome(version, Operation::Destroy, payload::by_id(&object.id))
-                .await?
-            {
-                Outcome::Success(_)
-                | Outcome::Failed {
-                    reason: Reason::ItemNotFound,
-                    ..
-                } => {}
-                Outcome::Failed { reason, message } => {
-                    return Err(failed(Operation::Destroy, reason, message));
-                }
-            }
+            self.destroy_object(&object.id).await?;
         }
         Ok(())
     }
@@ -662,14 +788,17 @@ impl Connector for Kmip {
         let Some(attributes) = self.attributes_of(&remote.remote_id).await? else {
             return Ok(Some(false));
         };
-        let Some(label) = attributes.names.first() else {
+        let (Some(label), Some((marked_for, _))) =
+            (attributes.names.first(), parse_mark(&attributes))
+        else {
             return Ok(Some(false));
         };
+        if marked_for != key_id.to_string() {
+            return Ok(Some(false));
+        }
         let (marked, others) = self.objects_labelled(label).await?;
         Ok(Some(
-            others == 0
-                && !marked.is_empty()
-                && marked.iter().all(|o| o.key_id == key_id.to_string()),
+            others == 0 && marked.iter().all(|o| o.key_id == key_id.to_string()),
         ))
     }
 
@@ -678,21 +807,13 @@ impl Connector for Kmip {
         remote: &RemoteKey,
         key: &KeyToInstall<'_>,
     ) -> RemoteResult<Option<bool>> {
-        if self.is_labelled_for(remote, key.key_id).await? == Some(false) {
+        if self.is_labelled_for(remote, key.key_id).await? == Some(false)
+            || remote.version != key.version
+        {
             return Ok(Some(false));
         }
-        let Some(held) = self.material_of(&remote.remote_id).await? else {
-            return Ok(None);
-        };
-        let managed = Zeroizing::new(
-            key.material
-                .wrapped_for(&TransferWrapping::ClearOverMutualTls)
-                .await
-                .map_err(|e| rejected(e.to_string()))?,
-        );
-        Ok(Some(
-            aws_lc_rs::constant_time::verify_slices_are_equal(&held, &managed).is_ok(),
-        ))
+        let material = VersionMaterial::of(key, &parts(key.algorithm, key.size)?).await?;
+        self.holds(&remote.remote_id, &material.key).await
     }
 }
 

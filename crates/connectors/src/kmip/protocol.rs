@@ -52,6 +52,7 @@ pub mod tag {
     pub const STATE: u32 = 0x42008D;
     pub const SYMMETRIC_KEY: u32 = 0x42008F;
     pub const TEMPLATE_ATTRIBUTE: u32 = 0x420091;
+    pub const UNIQUE_BATCH_ITEM_ID: u32 = 0x420093;
     pub const UNIQUE_IDENTIFIER: u32 = 0x420094;
     pub const USERNAME: u32 = 0x420099;
     pub const ATTRIBUTES: u32 = 0x420125;
@@ -82,6 +83,14 @@ impl Operation {
             Self::Destroy => 0x14,
             Self::DiscoverVersions => 0x1E,
         }
+    }
+
+    /// Whether sending it twice does no more than sending it once.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Self::Locate | Self::Get | Self::GetAttributes | Self::DiscoverVersions
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -161,6 +170,8 @@ pub mod state {
     pub const ACTIVE: u32 = 2;
     pub const DEACTIVATED: u32 = 3;
     pub const COMPROMISED: u32 = 4;
+    pub const DESTROYED: u32 = 5;
+    pub const DESTROYED_COMPROMISED: u32 = 6;
 }
 
 /// Revocation reason codes keyplane sends.
@@ -284,6 +295,9 @@ impl Attribute {
     }
 }
 
+/// The longest object name read (a key's label is at most 255 characters).
+const MAX_NAME: usize = 256;
+
 /// Attributes as an object holds them, read from a Get Attributes answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectAttributes {
@@ -300,7 +314,12 @@ impl ObjectAttributes {
         let mut out = Self::default();
         let mut take = |tag: u32, value: &Ttlv| match tag {
             tag::NAME => {
-                if let Some(name) = value.child(tag::NAME_VALUE).and_then(Ttlv::as_text) {
+                // A name shows in messages: one keyplane could not have given is skipped.
+                if let Some(name) = value
+                    .child(tag::NAME_VALUE)
+                    .and_then(Ttlv::as_text)
+                    .filter(|n| n.len() <= MAX_NAME && !n.chars().any(char::is_control))
+                {
                     out.names.push(name.to_owned());
                 }
             }
@@ -345,11 +364,12 @@ pub struct Credential {
     pub password: zeroize::Zeroizing<String>,
 }
 
-/// One request message of one batch item.
+/// One request message of one batch item, which `batch_id` names (the answer must name it too).
 pub fn request(
     version: Version,
     credential: Option<&Credential>,
     operation: Operation,
+    batch_id: &[u8],
     payload: Vec<Ttlv>,
 ) -> Ttlv {
     let mut header = vec![version.to_ttlv()];
@@ -383,6 +403,10 @@ pub fn request(
                 tag::BATCH_ITEM,
                 vec![
                     Ttlv::new(tag::OPERATION, Value::Enumeration(operation.code())),
+                    Ttlv::new(
+                        tag::UNIQUE_BATCH_ITEM_ID,
+                        Value::ByteString(batch_id.to_vec()),
+                    ),
                     Ttlv::structure(tag::REQUEST_PAYLOAD, payload),
                 ],
             ),
@@ -562,8 +586,12 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
 
-/// The single batch item of an answer to a request for `operation`.
-pub fn read_response(message: &Ttlv, operation: Operation) -> Result<Outcome, Malformed> {
+/// The single batch item of an answer to the request for `operation` named `batch_id`.
+pub fn read_response(
+    message: &Ttlv,
+    operation: Operation,
+    batch_id: &[u8],
+) -> Result<Outcome, Malformed> {
     let bad = |why: &str| Malformed(format!("the KMIP answer to {}: {why}", operation.name()));
     if message.tag != tag::RESPONSE_MESSAGE {
         return Err(bad("it is not a response message"));
@@ -575,16 +603,26 @@ pub fn read_response(message: &Ttlv, operation: Operation) -> Result<Outcome, Ma
     let (Some(item), None) = (items.next(), items.next()) else {
         return Err(bad("it does not hold exactly one batch item"));
     };
-    // A server may leave the operation out of a failed item; when present it must match.
-    if let Some(op) = item.child(tag::OPERATION).and_then(Ttlv::as_enumeration)
-        && op != operation.code()
+    // An answer to another request (a connection out of step) must never pass for this one's.
+    if item
+        .child(tag::UNIQUE_BATCH_ITEM_ID)
+        .and_then(Ttlv::as_bytes)
+        != Some(batch_id)
     {
-        return Err(bad("it answers another operation"));
+        return Err(bad(
+            "it answers another request (its batch item id differs)",
+        ));
     }
     let status = item
         .child(tag::RESULT_STATUS)
         .and_then(Ttlv::as_enumeration)
         .ok_or_else(|| bad("it has no result status"))?;
+    // A server may leave the operation out of a failed item, never out of a successful one.
+    match item.child(tag::OPERATION).and_then(Ttlv::as_enumeration) {
+        Some(op) if op != operation.code() => return Err(bad("it answers another operation")),
+        None if status == 0 => return Err(bad("it does not name the operation")),
+        _ => {}
+    }
     let message = item
         .child(tag::RESULT_MESSAGE)
         .and_then(Ttlv::as_text)
@@ -614,25 +652,40 @@ pub fn read_response(message: &Ttlv, operation: Operation) -> Result<Outcome, Ma
 pub mod answer {
     use super::*;
 
-    pub fn unique_identifier(payload: &Ttlv) -> Option<String> {
-        payload
-            .child(tag::UNIQUE_IDENTIFIER)
-            .and_then(Ttlv::as_text)
+    /// An object id as keyplane records and shows it: printable and at most this long.
+    const MAX_ID: usize = 128;
+
+    fn usable_id(id: &Ttlv) -> Option<String> {
+        id.as_text()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_ID && !t.chars().any(char::is_control))
             .map(str::to_owned)
     }
 
-    pub fn unique_identifiers(payload: &Ttlv) -> Vec<String> {
+    /// The object id an answer names; `None` when it names none keyplane can use.
+    pub fn unique_identifier(payload: &Ttlv) -> Option<String> {
+        payload.child(tag::UNIQUE_IDENTIFIER).and_then(usable_id)
+    }
+
+    /// Every object id a Locate answer names; `Err` when one is not usable.
+    pub fn unique_identifiers(payload: &Ttlv) -> Result<Vec<String>, Malformed> {
         payload
             .children(tag::UNIQUE_IDENTIFIER)
-            .filter_map(Ttlv::as_text)
-            .map(str::to_owned)
+            .map(|id| {
+                usable_id(id).ok_or_else(|| {
+                    Malformed(format!(
+                        "the KMIP server named an object id that is empty, longer than {MAX_ID} characters or not printable"
+                    ))
+                })
+            })
             .collect()
     }
 
+    /// The versions a Discover Versions answer offers (the first 16).
     pub fn versions(payload: &Ttlv) -> Vec<Version> {
         payload
             .children(tag::PROTOCOL_VERSION)
             .filter_map(Version::from_ttlv)
+            .take(16)
             .collect()
     }
 
@@ -706,6 +759,7 @@ mod tests {
                 password: zeroize::Zeroizing::new("p".into()),
             }),
             Operation::Register,
+            b"1",
             payload::register_key(
                 Version::V1_2,
                 ObjectKind::SymmetricKey,
@@ -721,35 +775,73 @@ mod tests {
 
     #[test]
     fn failures_carry_their_reason_and_malformed_answers_are_refused() {
-        let failed = answer(vec![
-            Ttlv::new(tag::OPERATION, Value::Enumeration(0x0A)),
-            Ttlv::new(tag::RESULT_STATUS, Value::Enumeration(1)),
-            Ttlv::new(tag::RESULT_REASON, Value::Enumeration(0x01)),
-            Ttlv::new(tag::RESULT_MESSAGE, Value::TextString("gone".into())),
-        ]);
-        match read_response(&failed, Operation::Get).unwrap() {
+        let item = |batch: &[u8], status: u32, operation: Option<u32>| {
+            let mut items = vec![
+                Ttlv::new(tag::UNIQUE_BATCH_ITEM_ID, Value::ByteString(batch.to_vec())),
+                Ttlv::new(tag::RESULT_STATUS, Value::Enumeration(status)),
+            ];
+            if let Some(op) = operation {
+                items.push(Ttlv::new(tag::OPERATION, Value::Enumeration(op)));
+            }
+            items
+        };
+        let mut failed = item(b"7", 1, Some(0x0A));
+        failed.push(Ttlv::new(tag::RESULT_REASON, Value::Enumeration(0x01)));
+        failed.push(Ttlv::new(
+            tag::RESULT_MESSAGE,
+            Value::TextString("gone".into()),
+        ));
+        let failed = answer(failed);
+        match read_response(&failed, Operation::Get, b"7").unwrap() {
             Outcome::Failed { reason, message } => {
                 assert_eq!(reason, Reason::ItemNotFound);
                 assert_eq!(message.as_deref(), Some("gone"));
             }
             other => panic!("{other:?}"),
         }
-        // Another operation's answer, no status, two items, not a response.
-        assert!(read_response(&failed, Operation::Destroy).is_err());
-        assert!(read_response(&answer(vec![]), Operation::Get).is_err());
-        let mut two = answer(vec![Ttlv::new(tag::RESULT_STATUS, Value::Enumeration(0))]);
+        // Another request's answer, another operation's, a success that names no operation,
+        // no status, two items, not a response.
+        assert!(read_response(&failed, Operation::Get, b"8").is_err());
+        assert!(read_response(&failed, Operation::Destroy, b"7").is_err());
+        assert!(read_response(&answer(item(b"7", 0, None)), Operation::Get, b"7").is_err());
+        assert!(read_response(&answer(item(b"7", 0, Some(0x0A))), Operation::Get, b"7").is_ok());
+        assert!(read_response(&answer(vec![]), Operation::Get, b"7").is_err());
+        let mut two = answer(item(b"7", 0, Some(0x0A)));
         if let Value::Structure(items) = &mut two.value {
             let again = items[1].clone();
             items.push(again);
         }
-        assert!(read_response(&two, Operation::Get).is_err());
+        assert!(read_response(&two, Operation::Get, b"7").is_err());
         assert!(
             read_response(
                 &Ttlv::structure(tag::REQUEST_MESSAGE, vec![]),
-                Operation::Get
+                Operation::Get,
+                b"7"
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn ids_and_names_keyplane_could_not_show_are_refused() {
+        let ids = |list: &[&str]| {
+            Ttlv::structure(
+                tag::RESPONSE_PAYLOAD,
+                list.iter()
+                    .map(|id| Ttlv::new(tag::UNIQUE_IDENTIFIER, Value::TextString((*id).into())))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            answer::unique_identifiers(&ids(&["1", "2"])).unwrap(),
+            ["1", "2"]
+        );
+        assert!(answer::unique_identifiers(&ids(&["1", &"x".repeat(129)])).is_err());
+        assert!(answer::unique_identifiers(&ids(&["a\u{1b}[31m"])).is_err());
+        assert_eq!(answer::unique_identifier(&ids(&[""])), None);
+        let long = Attribute::Name("n".repeat(300)).encode(Version::V1_2);
+        let read = ObjectAttributes::read(&Ttlv::structure(tag::RESPONSE_PAYLOAD, vec![long]));
+        assert!(read.names.is_empty());
     }
 
     #[test]

@@ -72,9 +72,16 @@ impl Transport {
                     )
                 })?
             }
-            (None, None) => builder.with_no_client_auth(),
+            // Key material goes to a KMIP server in the clear inside TLS: only to a server that
+            // knows whom it talks to.
+            (None, _) => {
+                return Err((
+                    "kmip_client_cert",
+                    "is required: keyplane sends key material to KMIP servers only over mutual TLS"
+                        .into(),
+                ));
+            }
             (Some(_), None) => return Err(("kmip_client_key", "is required".into())),
-            (None, Some(_)) => return Err(("kmip_client_cert", "is required".into())),
         };
         let server_name = ServerName::try_from(host.to_owned()).map_err(|_| {
             (
@@ -118,13 +125,25 @@ impl Transport {
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         match tls {
-            Some(rustls::Error::InvalidCertificate(why)) => RemoteFailure::new(
-                FailureKind::Rejected,
-                format!(
-                    "{}'s certificate is not trusted ({why:?}); kmip_ca_cert must hold the CA that issued it",
-                    self.target()
-                ),
-            ),
+            Some(rustls::Error::InvalidCertificate(why)) => {
+                use rustls::CertificateError as C;
+                let remedy = match why {
+                    C::NotValidForName | C::NotValidForNameContext { .. } => {
+                        "it does not name kmip_host"
+                    }
+                    C::Expired | C::ExpiredContext { .. } => "it has expired",
+                    C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet",
+                    C::Revoked => "it is revoked",
+                    _ => "kmip_ca_cert must hold the CA that issued it",
+                };
+                RemoteFailure::new(
+                    FailureKind::Rejected,
+                    format!(
+                        "{}'s certificate is not trusted ({why:?}): {remedy}",
+                        self.target()
+                    ),
+                )
+            }
             Some(rustls::Error::AlertReceived(alert)) => {
                 use rustls::AlertDescription as A;
                 match alert {
@@ -154,45 +173,73 @@ impl Transport {
         }
     }
 
-    /// Sends one request and reads its answer. `request` is zeroized by the caller; the
-    /// answer (which may hold a key) is zeroized when dropped.
-    pub async fn exchange(&self, request: &[u8]) -> RemoteResult<Zeroizing<Vec<u8>>> {
-        let _slot = tokio::time::timeout(CALL_TIMEOUT, self.slots.acquire())
+    /// Sends one request and reads its answer, which `check` reads: the connection is kept
+    /// for another call only when `check` accepts the answer (one that does not match the
+    /// request may leave the connection out of step). The whole call, waiting for a connection
+    /// included, has [`CALL_TIMEOUT`]. A request that may change something is sent once: a
+    /// kept connection found closed is replaced only for `idempotent` requests, as the server
+    /// may have acted before closing. `request` is zeroized by the caller; the answer (which
+    /// may hold a key) is zeroized when dropped.
+    pub async fn exchange<T>(
+        &self,
+        request: &[u8],
+        idempotent: bool,
+        check: impl FnOnce(&[u8]) -> RemoteResult<T>,
+    ) -> RemoteResult<T> {
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.exchange_untimed(request, idempotent, check),
+        )
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "{} did not answer within {} s",
+                self.target(),
+                CALL_TIMEOUT.as_secs()
+            ))
+        })?
+    }
+
+    async fn exchange_untimed<T>(
+        &self,
+        request: &[u8],
+        idempotent: bool,
+        check: impl FnOnce(&[u8]) -> RemoteResult<T>,
+    ) -> RemoteResult<T> {
+        let _slot = self
+            .slots
+            .acquire()
             .await
-            .map_err(|_| unreachable(format!("{} is not answering", self.target())))?
             .map_err(|_| unreachable("the KMIP transport is closed"))?;
         let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let answer = match reused {
-            Some(stream) => match self.timed_exchange(stream, request).await {
-                Ok(done) => Ok(done),
-                // The server may have closed a kept connection; a closed connection took
-                // nothing in, so the request goes once more on a new one.
-                Err(Exchange::Closed) => self.fresh_exchange(request).await,
-                Err(Exchange::Failed(f)) => Err(f),
+        let (stream, answer) = match reused {
+            Some(stream) => match self.send_on(stream, request).await {
+                Ok(done) => done,
+                Err(Exchange::Closed) if idempotent => self.send_on_fresh(request).await?,
+                Err(Exchange::Closed) => {
+                    return Err(unreachable(format!(
+                        "{} closed a kept connection before answering; the request may have been carried out, and is not sent again",
+                        self.target()
+                    )));
+                }
+                Err(Exchange::Failed(f)) => return Err(f),
             },
-            None => self.fresh_exchange(request).await,
-        }?;
-        let (stream, bytes) = answer;
+            None => self.send_on_fresh(request).await?,
+        };
+        let value = check(&answer)?;
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(stream);
-        Ok(bytes)
+        Ok(value)
     }
 
-    async fn fresh_exchange(
+    async fn send_on_fresh(
         &self,
         request: &[u8],
     ) -> RemoteResult<(TlsStream<TcpStream>, Zeroizing<Vec<u8>>)> {
-        let stream = tokio::time::timeout(CALL_TIMEOUT, self.connect())
-            .await
-            .map_err(|_| {
-                unreachable(format!(
-                    "{} did not finish the TLS handshake",
-                    self.target()
-                ))
-            })??;
-        match self.timed_exchange(stream, request).await {
+        let stream = self.connect().await?;
+        match self.send_on(stream, request).await {
             Ok(done) => Ok(done),
             Err(Exchange::Closed) => Err(unreachable(format!(
                 "{} closed the connection without an answer (a server that does not accept keyplane's client certificate may do so)",
@@ -202,7 +249,7 @@ impl Transport {
         }
     }
 
-    async fn timed_exchange(
+    async fn send_on(
         &self,
         mut stream: TlsStream<TcpStream>,
         request: &[u8],
@@ -214,19 +261,12 @@ impl Transport {
             stream.read_exact(&mut header).await?;
             Ok::<_, std::io::Error>(header)
         };
-        let header = match tokio::time::timeout(CALL_TIMEOUT, io).await {
-            Err(_) => {
-                return Err(Exchange::Failed(unreachable(format!(
-                    "{} did not answer within {} s",
-                    self.target(),
-                    CALL_TIMEOUT.as_secs()
-                ))));
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        let header = match io.await {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(Exchange::Closed);
             }
-            Ok(Err(e)) => return Err(Exchange::Failed(self.tls_failure(&e))),
-            Ok(Ok(header)) => header,
+            Err(e) => return Err(Exchange::Failed(self.tls_failure(&e))),
+            Ok(header) => header,
         };
         let length = ttlv::message_length(&header).map_err(|e| {
             Exchange::Failed(RemoteFailure::new(
@@ -236,14 +276,9 @@ impl Transport {
         })?;
         let mut message = Zeroizing::new(vec![0u8; length]);
         message[..8].copy_from_slice(&header);
-        tokio::time::timeout(CALL_TIMEOUT, stream.read_exact(&mut message[8..]))
+        stream
+            .read_exact(&mut message[8..])
             .await
-            .map_err(|_| {
-                Exchange::Failed(unreachable(format!(
-                    "{} stopped in the middle of an answer",
-                    self.target()
-                )))
-            })?
             .map_err(|e| Exchange::Failed(self.tls_failure(&e)))?;
         Ok((stream, message))
     }

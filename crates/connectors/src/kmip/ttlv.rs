@@ -13,7 +13,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const MAX_DEPTH: usize = 16;
 const HEADER: usize = 8;
 
-/// One TTLV item. Zeroized when dropped: requests and answers carry key material.
+/// One TTLV item. Zeroized when dropped, and shown without its strings: requests and answers
+/// carry key material and passwords.
 #[derive(Debug, Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Ttlv {
     /// The 24-bit tag (KMIP's are `0x42xxxx`).
@@ -22,7 +23,7 @@ pub struct Ttlv {
 }
 
 /// A TTLV value, by its type.
-#[derive(Debug, Clone, PartialEq, Eq, zeroize::Zeroize)]
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize)]
 pub enum Value {
     Structure(Vec<Ttlv>),
     Integer(i32),
@@ -39,6 +40,24 @@ pub enum Value {
     Interval(u32),
     /// Microseconds since the Unix epoch (KMIP 2.0).
     DateTimeExtended(i64),
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Structure(items) => f.debug_list().entries(items).finish(),
+            Self::Integer(v) => write!(f, "Integer({v})"),
+            Self::LongInteger(v) => write!(f, "LongInteger({v})"),
+            Self::BigInteger(v) => write!(f, "BigInteger({} bytes)", v.len()),
+            Self::Enumeration(v) => write!(f, "Enumeration(0x{v:x})"),
+            Self::Boolean(v) => write!(f, "Boolean({v})"),
+            Self::TextString(v) => write!(f, "TextString({} bytes)", v.len()),
+            Self::ByteString(v) => write!(f, "ByteString({} bytes)", v.len()),
+            Self::DateTime(v) => write!(f, "DateTime({v})"),
+            Self::Interval(v) => write!(f, "Interval({v})"),
+            Self::DateTimeExtended(v) => write!(f, "DateTimeExtended({v})"),
+        }
+    }
 }
 
 /// Why bytes are not TTLV.
@@ -150,11 +169,28 @@ impl Ttlv {
         }
     }
 
-    /// The item's bytes. Tags wider than 24 bits are refused.
+    /// The item's bytes. Tags wider than 24 bits are refused. The buffer is allocated once at
+    /// its final size, so no copy of what it holds is left behind by a reallocation.
     pub fn encode(&self) -> Result<Vec<u8>, TtlvError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.encoded_len());
         self.encode_into(&mut out)?;
         Ok(out)
+    }
+
+    /// The length of the item's encoding.
+    fn encoded_len(&self) -> usize {
+        let value = match &self.value {
+            Value::Structure(items) => items.iter().map(Ttlv::encoded_len).sum(),
+            Value::Integer(_) | Value::Enumeration(_) | Value::Interval(_) => 4,
+            Value::LongInteger(_)
+            | Value::Boolean(_)
+            | Value::DateTime(_)
+            | Value::DateTimeExtended(_) => 8,
+            Value::BigInteger(v) => padded(v.len().max(1)),
+            Value::TextString(v) => v.len(),
+            Value::ByteString(v) => v.len(),
+        };
+        HEADER + padded(value)
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), TtlvError> {
@@ -454,6 +490,26 @@ mod tests {
         assert_eq!(
             message_length(&header).unwrap(),
             message.encode().unwrap().len()
+        );
+    }
+
+    #[test]
+    fn an_encoding_is_allocated_once_and_shown_without_its_strings() {
+        let message = Ttlv::structure(
+            0x420078,
+            vec![
+                Ttlv::new(0x4200A1, Value::TextString("hunter2".into())),
+                Ttlv::new(0x420043, Value::ByteString(vec![0xAB; 33])),
+                Ttlv::new(0x420004, Value::BigInteger(vec![1, 2, 3])),
+            ],
+        );
+        let bytes = message.encode().unwrap();
+        assert_eq!(bytes.len(), message.encoded_len());
+        assert_eq!(bytes.capacity(), bytes.len());
+        let shown = format!("{message:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("171"),
+            "{shown}"
         );
     }
 

@@ -119,11 +119,21 @@ struct VersionExport<'a> {
     keyplane: &'a Keyplane,
     binding: MaterialBinding,
     material: SealedMaterial,
+    /// Where the material goes: only a KMIP server takes it unwrapped (over mutual TLS).
+    keystore_type: KeystoreType,
 }
 
 #[async_trait]
 impl MaterialExport for VersionExport<'_> {
     async fn wrapped_for(&self, wrapping: &TransferWrapping) -> Result<Vec<u8>> {
+        if *wrapping == TransferWrapping::ClearOverMutualTls
+            && self.keystore_type != KeystoreType::Kmip
+        {
+            return Err(Error::internal(format!(
+                "a {} keystore asked for key material unwrapped; only KMIP keystores take it so",
+                self.keystore_type
+            )));
+        }
         self.keyplane
             .engine
             .open_vault(self.binding.vault_id)
@@ -191,9 +201,9 @@ fn desired(state: KeyState, targeted: bool, held: bool) -> Option<bool> {
         KeyState::PreActivation | KeyState::Destroyed | KeyState::DestroyedCompromised => None,
         // A keystore the key no longer targets keeps a disabled copy until the key is destroyed.
         KeyState::Active if targeted => Some(true),
-        KeyState::Active | KeyState::Deactivated | KeyState::Compromised if targeted || held => {
-            Some(false)
-        }
+        KeyState::Active | KeyState::Deactivated if targeted || held => Some(false),
+        // A compromised key goes nowhere new: only a copy already there is kept, disabled.
+        KeyState::Compromised if held => Some(false),
         _ => None,
     }
 }
@@ -473,9 +483,10 @@ impl Keyplane {
             }
             (None, None) => (None, recorded.as_ref().map(|_| None)),
             (Some(enabled), found) => {
-                let material = self.export_of(key).await?;
+                let material = self.export_of(key, keystore.keystore_type).await?;
                 let install = KeyToInstall {
                     key_id: key.id,
+                    enabled,
                     label: &label,
                     algorithm: key.algorithm,
                     size: key.size,
@@ -588,6 +599,7 @@ impl Keyplane {
     async fn export_of(
         &self,
         key: &ManagedKey,
+        keystore_type: KeystoreType,
     ) -> std::result::Result<VersionExport<'_>, RemoteFailure> {
         let material = self
             .store
@@ -610,6 +622,7 @@ impl Keyplane {
                 version: key.version,
             },
             material,
+            keystore_type,
         })
     }
 
@@ -630,9 +643,10 @@ impl Keyplane {
             // says it is another key's (or no key's); an unknown one is not adopted.
             return Ok(planned && connector.is_labelled_for(remote, key.id).await? != Some(false));
         }
-        let export = self.export_of(key).await?;
+        let export = self.export_of(key, keystore_type).await?;
         let install = KeyToInstall {
             key_id: key.id,
+            enabled: key.state == KeyState::Active,
             label,
             algorithm: key.algorithm,
             size: key.size,
@@ -760,5 +774,8 @@ mod tests {
         assert_eq!(desired(KeyState::Deactivated, true, false), Some(false));
         assert_eq!(desired(KeyState::Destroyed, true, true), None);
         assert_eq!(desired(KeyState::PreActivation, true, false), None);
+        // A compromised key's material goes nowhere new; a copy already there stays disabled.
+        assert_eq!(desired(KeyState::Compromised, true, false), None);
+        assert_eq!(desired(KeyState::Compromised, true, true), Some(false));
     }
 }
