@@ -810,7 +810,7 @@ impl Connector for AzureKeyVault {
                 self.rotate(&recovered, key).await
             };
         }
-        self.import(key, true).await
+        self.import(key, key.enabled).await
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {

@@ -799,7 +799,8 @@ impl Connector for Pkcs11Keystore {
     }
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
-        self.put_version(key, key.label.to_owned(), true).await
+        self.put_version(key, key.label.to_owned(), key.enabled)
+            .await
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
