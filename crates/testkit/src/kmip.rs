@@ -133,7 +133,8 @@ impl PyKmip {
     }
 
     /// Runs a PyKMIP client script as `identity` against this server: `script` gets a
-    /// connected `client` (kmip.pie.client.ProxyKmipClient) and prints what the test reads.
+    /// connected `client` (kmip.pie.client.ProxyKmipClient), and `connect()` for more, and
+    /// prints what the test reads.
     pub async fn client_script(&self, identity: &Identity, script: &str) -> anyhow::Result<String> {
         let dir = tempfile::tempdir()?;
         let cert = dir.path().join("client.pem");
@@ -149,8 +150,11 @@ impl PyKmip {
             .unwrap_or_else(|| "python3".into());
         let program = format!(
             "import sys\nfrom kmip.pie.client import ProxyKmipClient\nfrom kmip import enums\n\
-             client = ProxyKmipClient(hostname='127.0.0.1', port={port}, cert={cert:?}, key={key:?}, ca={ca:?}, ssl_version='PROTOCOL_TLS', config_file='/dev/null')\n\
-             client.open()\n{script}\nclient.close()\n",
+             def connect():\n\
+             \x20   c = ProxyKmipClient(hostname='127.0.0.1', port={port}, cert={cert:?}, key={key:?}, ca={ca:?}, ssl_version='PROTOCOL_TLS', config_file='/dev/null')\n\
+             \x20   c.open()\n\
+             \x20   return c\n\
+             client = connect()\n{script}\nclient.close()\n",
             port = self.port,
             cert = cert.display().to_string(),
             key = key.display().to_string(),

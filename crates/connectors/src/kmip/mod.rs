@@ -128,21 +128,29 @@ pub struct Kmip {
     credential: Option<Credential>,
     pace: Pace,
     /// Checking what a name holds and changing it happen as one step, for every connection
-    /// to this server in the process.
-    writes: Arc<tokio::sync::Mutex<()>>,
+    /// to this server in the process: one lock of these per name.
+    writes: Arc<[tokio::sync::Mutex<()>]>,
 }
 
-/// One lock per KMIP server (host and port) in the process: connectors are rebuilt when a
-/// connection changes, and two keystores may name one server.
-type ServerLocks = HashMap<(String, u16), Arc<tokio::sync::Mutex<()>>>;
+/// Locks per server: names share them by hash, so unrelated keys rarely wait for each other and
+/// the locks stay few whatever the number of keys.
+const LOCK_STRIPES: usize = 64;
 
-fn server_lock(host: &str, port: u16) -> Arc<tokio::sync::Mutex<()>> {
+type ServerLocks = HashMap<(String, u16), Arc<[tokio::sync::Mutex<()>]>>;
+
+/// The locks of one KMIP server (host and port) in the process: connectors are rebuilt when a
+/// connection changes, and two keystores may name one server.
+fn server_locks(host: &str, port: u16) -> Arc<[tokio::sync::Mutex<()>]> {
     static LOCKS: LazyLock<Mutex<ServerLocks>> = LazyLock::new(Mutex::default);
     LOCKS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .entry((host.to_owned(), port))
-        .or_default()
+        .or_insert_with(|| {
+            (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect()
+        })
         .clone()
 }
 
@@ -292,8 +300,8 @@ impl Kmip {
             credential: settings.credential,
             // KMIP servers publish no quota: a steady pace that leaves room for their other
             // clients, with bursts for a batch of keys.
-            pace: Pace::with_burst(100.0, 20),
-            writes: server_lock(&settings.host, settings.port),
+            pace: Pace::with_burst(100000.0, 20),
+            writes: server_locks(&settings.host, settings.port),
         })
     }
 
@@ -470,9 +478,16 @@ impl Kmip {
         Ok(marked)
     }
 
-    /// The name, key and objects of the copy `remote` is: every object marked for the key the
-    /// remote object itself is marked for, under its name.
-    async fn group_of(&self, remote: &RemoteKey) -> RemoteResult<(String, Vec<Object>)> {
+    /// The lock of a name's objects.
+    fn lock_for(&self, label: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        label.hash(&mut hasher);
+        &self.writes[(hasher.finish() % self.writes.len() as u64) as usize]
+    }
+
+    /// The name of the copy `remote` is, and the key its object is marked for.
+    async fn identity_of(&self, remote: &RemoteKey) -> RemoteResult<(String, String)> {
         let attributes = self
             .attributes_of(&remote.remote_id)
             .await?
@@ -482,23 +497,41 @@ impl Kmip {
                     remote.remote_id
                 ))
             })?;
-        let (Some(label), Some((key_id, _))) =
-            (attributes.names.first().cloned(), parse_mark(&attributes))
-        else {
-            return Err(rejected(format!(
+        match (attributes.names.first().cloned(), parse_mark(&attributes)) {
+            (Some(label), Some((key_id, _))) => Ok((label, key_id)),
+            _ => Err(rejected(format!(
                 "KMIP object {} is not one keyplane registered",
                 remote.remote_id
-            )));
-        };
-        let (marked, _) = self.objects_labelled(&label).await?;
+            ))),
+        }
+    }
+
+    /// Every object marked for `key_id` under the name, which must include `remote_id`.
+    async fn objects_of(
+        &self,
+        label: &str,
+        key_id: &str,
+        remote_id: &str,
+    ) -> RemoteResult<Vec<Object>> {
+        let (marked, _) = self.objects_labelled(label).await?;
         let objects: Vec<Object> = marked.into_iter().filter(|o| o.key_id == key_id).collect();
-        if !objects.iter().any(|o| o.id == remote.remote_id) {
+        if !objects.iter().any(|o| o.id == remote_id) {
             return Err(rejected(format!(
-                "KMIP object {} is not among the objects named '{label}'",
-                remote.remote_id
+                "KMIP object {remote_id} is not among the objects named '{label}'"
             )));
         }
-        Ok((label, objects))
+        Ok(objects)
+    }
+
+    /// The copy's objects, read under the lock of its name (held as long as the guard lives).
+    async fn locked_group_of(
+        &self,
+        remote: &RemoteKey,
+    ) -> RemoteResult<(tokio::sync::MutexGuard<'_, ()>, Vec<Object>)> {
+        let (label, key_id) = self.identity_of(remote).await?;
+        let guard = self.lock_for(&label).lock().await;
+        let objects = self.objects_of(&label, &key_id, &remote.remote_id).await?;
+        Ok((guard, objects))
     }
 
     async fn revoke(&self, id: &str, reason: RevocationReason) -> RemoteResult<()> {
@@ -544,7 +577,7 @@ impl Kmip {
     async fn put_version(&self, key: &KeyToInstall<'_>, label: &str) -> RemoteResult<RemoteKey> {
         let parts = parts(key.algorithm, key.size)?;
         let material = VersionMaterial::of(key, &parts).await?;
-        let _serialised = self.writes.lock().await;
+        let _serialised = self.lock_for(label).lock().await;
         let (objects, others) = self.objects_labelled(label).await?;
         if others > 0 || objects.iter().any(|o| o.key_id != key.key_id.to_string()) {
             return Err(rejected(format!(
@@ -683,8 +716,7 @@ impl Connector for Kmip {
     }
 
     async fn set_enabled(&self, remote: &RemoteKey, enabled: bool) -> RemoteResult<RemoteKey> {
-        let _serialised = self.writes.lock().await;
-        let (_, objects) = self.group_of(remote).await?;
+        let (_serialised, objects) = self.locked_group_of(remote).await?;
         let Some(current) = remote_of(&objects) else {
             return Err(rejected("the KMIP server holds no object of this key"));
         };
@@ -717,22 +749,21 @@ impl Connector for Kmip {
     }
 
     async fn enable(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
-        let (label, _) = self.group_of(remote).await?;
+        let (label, _) = self.identity_of(remote).await?;
         // Active or pre-active objects of this version are used; a revoked one is not touched
         // and the version is registered anew beside it.
         self.put_version(key, &label).await
     }
 
     async fn rotate(&self, remote: &RemoteKey, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
-        let (label, _) = self.group_of(remote).await?;
+        let (label, _) = self.identity_of(remote).await?;
         let installed = if remote.version < key.version {
             self.put_version(key, &label).await?
         } else {
             remote.clone()
         };
         // Older versions decrypt only: revoked as superseded (again after an interruption).
-        let _serialised = self.writes.lock().await;
-        let (_, objects) = self.group_of(&installed).await?;
+        let (_serialised, objects) = self.locked_group_of(&installed).await?;
         for object in objects {
             if object.version < key.version && object.state == state::ACTIVE {
                 self.revoke(&object.id, RevocationReason::Superseded)
@@ -743,8 +774,7 @@ impl Connector for Kmip {
     }
 
     async fn mark_compromised(&self, remote: &RemoteKey) -> RemoteResult<RemoteKey> {
-        let _serialised = self.writes.lock().await;
-        let (_, objects) = self.group_of(remote).await?;
+        let (_serialised, objects) = self.locked_group_of(remote).await?;
         for object in &objects {
             if !is_compromised(object.state) {
                 self.revoke(&object.id, RevocationReason::KeyCompromise)
@@ -758,8 +788,7 @@ impl Connector for Kmip {
     }
 
     async fn destroy(&self, remote: &RemoteKey) -> RemoteResult<()> {
-        let _serialised = self.writes.lock().await;
-        let (_, objects) = self.group_of(remote).await?;
+        let (_serialised, objects) = self.locked_group_of(remote).await?;
         for object in objects {
             // Servers refuse to destroy an Active object.
             if object.state == state::ACTIVE {

@@ -495,6 +495,9 @@ impl Keyplane {
                     properties: properties_for(key, keystore.keystore_type),
                 };
                 let mut installed_version = recorded.as_ref().map_or(0, |c| c.installed_version);
+                // What keyplane last set there; a copy installed now is in the state its install
+                // reports.
+                let mut recorded_enabled = recorded.as_ref().map(|c| c.enabled);
                 let mut remote = match found {
                     Some(r) => r,
                     None => {
@@ -513,13 +516,14 @@ impl Keyplane {
                             .await
                             .map_err(local)?;
                         installed_version = key.version;
-                        connector.install(&install).await?
+                        let installed = connector.install(&install).await?;
+                        recorded_enabled = Some(installed.enabled);
+                        installed
                     }
                 };
                 if installed_version < key.version {
                     remote = connector.rotate(&remote, &install).await?;
                 }
-                let recorded_enabled = recorded.as_ref().map(|c| c.enabled);
                 if remote.enabled != enabled || recorded_enabled != Some(enabled) {
                     remote = if enabled {
                         connector.enable(&remote, &install).await?
