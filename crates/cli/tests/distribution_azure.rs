@@ -53,19 +53,6 @@ async fn managed_hsm_fixture() -> Fixture {
     }
 }
 
-/// Asks for a sync of the key in every keystore it targets.
-async fn sync(c: &Client, key_id: &str) {
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
-}
-
 /// Template `name` (`algorithm`, `size`, active) sending its keys to the `azure` group with
 /// `properties`, and a key `label` of it; the key's body.
 async fn template_and_key(
@@ -489,10 +476,7 @@ async fn every_disconnect_mode_keeps_the_seed_rule_on_azure() {
     wait_status(&c, &key_id, &first, |s| s["status"] == "active").await;
 
     // The seed's rule: an active key blocks a restricted disconnect, and is named.
-    let refused = disconnect_keystore(&c, &first, "restrict").await;
-    assert_eq!(refused.status, 409, "{}", refused.body);
-    assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
-    assert!(refused.body.to_string().contains(&key_id));
+    assert_restrict_refused(&c, &first, &key_id).await;
     assert!(
         hsm.versions("orders-key")
             .iter()
@@ -574,10 +558,7 @@ async fn a_copy_changed_in_azure_is_flagged_as_drift_and_a_sync_restores_it() {
 
     // A sync converges it back to the managed state.
     sync(&c, &key_id).await;
-    wait_status(&c, &key_id, &ks, |s| {
-        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
-    })
-    .await;
+    wait_in_sync(&c, &key_id, &ks).await;
     assert!(
         hsm.versions("drifting-key")
             .iter()

@@ -10,7 +10,6 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use keyplane_testkit::google::GoogleKms;
-use keyplane_testkit::process::Client;
 use serde_json::{Value, json};
 
 const RING: &str = "keyplane-ring";
@@ -32,18 +31,6 @@ fn ring(fake: &GoogleKms) -> String {
 
 fn states(fake: &GoogleKms, name: &str) -> Vec<String> {
     fake.versions(name).into_iter().map(|(_, s, _)| s).collect()
-}
-
-async fn sync(c: &Client, key_id: &str) {
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
 }
 
 async fn until(mut done: impl FnMut() -> bool) {
@@ -539,17 +526,11 @@ async fn every_disconnect_mode_keeps_the_seed_rule_and_a_reconnect_re_links_on_g
     .await;
     assert_eq!(flagged["status"], "not_active", "{flagged}");
     sync(&c, &key_id).await;
-    wait_status(&c, &key_id, &first, |s| {
-        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
-    })
-    .await;
+    wait_in_sync(&c, &key_id, &first).await;
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
 
     // The seed's rule: an active key blocks a restricted disconnect, and is named.
-    let refused = disconnect_keystore(&c, &first, "restrict").await;
-    assert_eq!(refused.status, 409, "{}", refused.body);
-    assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
-    assert!(refused.body.to_string().contains(&key_id));
+    assert_restrict_refused(&c, &first, &key_id).await;
     assert_eq!(states(&kms, "orders-key"), ["ENABLED"]);
 
     // Deactivate mode disables the copy, then unlinks.

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use keyplane_testkit::kmip::{Authority, KmipObject, PyKmip};
-use keyplane_testkit::process::Client;
 use serde_json::{Value, json};
 
 fn connection(vault: &str, name: &str, server: &PyKmip) -> Value {
@@ -17,18 +16,6 @@ fn connection(vault: &str, name: &str, server: &PyKmip) -> Value {
            "kmip_ca_cert": server.ca.cert_pem(),
            "kmip_client_cert": server.client.cert_pem,
            "kmip_client_key": server.client.key_pem})
-}
-
-async fn sync(c: &Client, key_id: &str) {
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
 }
 
 fn states(objects: &[KmipObject]) -> Vec<&str> {
@@ -169,7 +156,7 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     let first: Value = serde_json::from_str(&connected.stdout).unwrap();
     let ks = id(&first);
 
-    // An RSA key goes as a private key (PKCS#8) and its public key (SPKI), both active.
+    // An RSA key goes as its public key (SPKI) and its private key (PKCS#8), both active.
     let r = c
         .post(
             "/api/v4/templates",
@@ -200,8 +187,8 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     assert_eq!(
         summary,
         [
-            ("PrivateKey", "ACTIVE", Some(hex::encode(private.expose()))),
             ("PublicKey", "ACTIVE", Some(hex::encode(&public))),
+            ("PrivateKey", "ACTIVE", Some(hex::encode(private.expose()))),
         ]
     );
     // A key size KMIP keystores do not take is refused with the template.
@@ -276,15 +263,10 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     })
     .await;
     assert_eq!(held[3].material.as_deref(), Some(v2.as_str()));
-    wait_status(&c, &key_id, &ks, |s| {
-        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
-    })
-    .await;
+    wait_in_sync(&c, &key_id, &ks).await;
 
     // The seed's rule, then deactivate mode: revoked and unlinked.
-    let refused = disconnect_keystore(&c, &ks, "restrict").await;
-    assert_eq!(refused.status, 409, "{}", refused.body);
-    assert!(refused.body.to_string().contains(&key_id));
+    assert_restrict_refused(&c, &ks, &key_id).await;
     let gone = disconnect_keystore(&c, &ks, "deactivate").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert!(
@@ -369,5 +351,59 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     let held = kmip.objects("orders-key").await.unwrap();
     assert_eq!(states(&held), ["ACTIVE"]);
     assert_eq!(held[0].material.as_deref(), Some(v2.as_str()));
+    kmip.stop().await;
+}
+
+#[tokio::test]
+async fn changes_made_while_the_server_is_away_never_make_material_usable() {
+    let mut kmip = PyKmip::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = keyplane_testkit::process::Server::start(
+        &binary(),
+        dir.path(),
+        &[
+            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+            ("KEYPLANE_DISTRIBUTION_BACKOFF", "100ms"),
+        ],
+    )
+    .await
+    .unwrap();
+    let c = server.client();
+    let vault = new_vault(&c).await;
+    let ks = connect_keystore(&c, &connection(&vault, "kmip", &kmip)).await;
+    active_aes_template(&c, &vault, "kmip", "kmip").await;
+    let rotated = create_key(&c, &vault, "rotated-key").await;
+    let leaked = create_key(&c, &vault, "leaked-key").await;
+    for key in [&rotated, &leaked] {
+        wait_status(&c, &id(key), &ks, |s| s["status"] == "active").await;
+    }
+
+    // Rotated, then deactivated or compromised, while the server is away.
+    kmip.pause().await;
+    for (key, last) in [(&rotated, "/deactivate"), (&leaked, "/compromise")] {
+        let path = format!("/api/v4/managed_keys/{}", id(key));
+        for action in ["/rotate", last] {
+            let r = c.with_etag("POST", &path, action).await.unwrap();
+            assert_eq!(r.status, 200, "{action}: {}", r.body);
+        }
+    }
+    kmip.resume().await.unwrap();
+    for key in [&rotated, &leaked] {
+        sync(&c, &id(key)).await;
+    }
+
+    // The deactivated key's new version arrives, never usable; nothing of it is active.
+    let held = until_held(&kmip, "rotated-key", |o| o.len() == 2).await;
+    assert_eq!(states(&held), ["DEACTIVATED", "PRE_ACTIVE"], "{held:?}");
+    let v2 = hex::encode(open_material_version(dir.path(), &rotated, 2).expose());
+    assert_eq!(held[1].material.as_deref(), Some(v2.as_str()));
+    // The compromised key's new version goes nowhere; what is there is marked compromised.
+    let held = until_held(&kmip, "leaked-key", |o| {
+        !o.is_empty() && o.iter().all(|o| o.state == "COMPROMISED")
+    })
+    .await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    let v1 = hex::encode(open_material_version(dir.path(), &leaked, 1).expose());
+    assert_eq!(held[0].material.as_deref(), Some(v1.as_str()));
     kmip.stop().await;
 }

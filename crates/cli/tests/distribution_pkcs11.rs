@@ -253,11 +253,7 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
         "the disabled object is seen: {}",
         live.body
     );
-    let r = c
-        .with_etag("POST", &key_path, "/sync_status_in_keystores")
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    sync(&c, &key_id).await;
     for _ in 0..600 {
         if objects(&session, "payments-key").iter().all(|o| o.2) {
             break;
@@ -265,15 +261,10 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(objects(&session, "payments-key").iter().all(|o| o.2));
-    wait_status(&c, &key_id, &ks, |s| {
-        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
-    })
-    .await;
+    wait_in_sync(&c, &key_id, &ks).await;
 
     // The seed's rule, then deactivate mode: the objects are disabled and the keystore unlinked.
-    let refused = disconnect_keystore(&c, &ks, "restrict").await;
-    assert_eq!(refused.status, 409, "{}", refused.body);
-    assert!(refused.body.to_string().contains(&key_id));
+    assert_restrict_refused(&c, &ks, &key_id).await;
     let gone = disconnect_keystore(&c, &ks, "deactivate").await;
     assert_eq!(gone.status, 204, "{}", gone.body);
     assert!(objects(&session, "payments-key").iter().all(|o| !o.2));

@@ -20,8 +20,7 @@ use aws_sdk_kms::types::{
     WrappingKeySpec,
 };
 use keyplane_core::connector::{
-    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
-    TransferWrapping,
+    Connector, FailureKind, KeyToInstall, RemoteFailure, RemoteKey, RemoteResult, TransferWrapping,
 };
 use keyplane_core::model::Algorithm;
 
@@ -472,6 +471,11 @@ impl Connector for AwsKms {
             .create_external_key(key, Some(&remote.remote_id))
             .await?;
         self.import_into(&key_id, key).await?;
+        // Imported material leaves the new KMS key enabled: a copy that is not usable gets a
+        // new key that is not either, before the alias points at it.
+        if !remote.enabled {
+            self.set_key_enabled(&key_id, false).await?;
+        }
         self.quotas.alias.ready().await;
         self.client
             .update_alias()
@@ -495,15 +499,6 @@ impl Connector for AwsKms {
             self.schedule_deletion(&key_id).await?;
         }
         Ok(())
-    }
-
-    async fn encrypt_probe(
-        &self,
-        _remote: &RemoteKey,
-        _plaintext: &[u8],
-    ) -> RemoteResult<Option<ProbeCiphertext>> {
-        // KMS ciphertexts are opaque: a copy cannot be proven by decrypting one.
-        Ok(None)
     }
 
     /// A KMS key is this key when it carries this key's tag and takes this key's material again:

@@ -25,8 +25,7 @@ use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use keyplane_core::connector::{
-    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
-    TransferWrapping,
+    Connector, FailureKind, KeyToInstall, RemoteFailure, RemoteKey, RemoteResult, TransferWrapping,
 };
 use keyplane_core::distribution::google_key_version;
 use keyplane_core::model::ProtectionLevel;
@@ -1015,16 +1014,6 @@ impl Connector for GoogleKms {
             "{} version(s) scheduled for destruction by Cloud KMS, the last at {last}; the key keeps its name in the key ring",
             scheduled.len()
         )))
-    }
-
-    async fn encrypt_probe(
-        &self,
-        _remote: &RemoteKey,
-        _plaintext: &[u8],
-    ) -> RemoteResult<Option<ProbeCiphertext>> {
-        // A symmetric Cloud KMS key's ciphertext is Google's own format, not AES-GCM keyplane
-        // could open: the copy is proven by its label and import jobs instead.
-        Ok(None)
     }
 
     async fn is_labelled_for(

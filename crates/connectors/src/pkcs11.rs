@@ -798,6 +798,24 @@ impl Connector for Pkcs11Keystore {
         .await
     }
 
+    async fn find_copy(
+        &self,
+        remote_id: Option<&str>,
+        label: &str,
+        key_id: uuid::Uuid,
+    ) -> RemoteResult<Option<RemoteKey>> {
+        let label = remote_id.unwrap_or(label).to_owned();
+        self.call(move |_, session, _| {
+            let objects = own_objects(session, &label)?;
+            // Another managed key's objects under the label are not this key's copy.
+            if objects.iter().any(|o| o.key_id != key_id.to_string()) {
+                return Ok(None);
+            }
+            Ok(remote_of(&label, &objects))
+        })
+        .await
+    }
+
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
         self.put_version(key, key.label.to_owned(), key.enabled)
             .await

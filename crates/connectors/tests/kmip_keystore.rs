@@ -390,12 +390,12 @@ async fn an_ec_key_pair_is_a_private_and_a_public_key_object() {
     assert_eq!(
         summary,
         [
-            ("PrivateKey", "ACTIVE", Some(hex::encode(&v1.0))),
             ("PublicKey", "ACTIVE", Some(hex::encode(&public))),
+            ("PrivateKey", "ACTIVE", Some(hex::encode(&v1.0))),
         ]
     );
     assert_eq!(
-        installed.remote_id, held[0].id,
+        installed.remote_id, held[1].id,
         "the private key speaks for the copy"
     );
     assert_eq!(
@@ -430,8 +430,8 @@ async fn an_ec_key_pair_is_a_private_and_a_public_key_object() {
             "ACTIVE"
         ]
     );
-    assert_eq!(held[4].material, Some(hex::encode(&v2.0)));
-    assert_eq!(rotated.remote_id, held[4].id);
+    assert_eq!(held[5].material, Some(hex::encode(&v2.0)));
+    assert_eq!(rotated.remote_id, held[5].id);
     kmip.destroy(&rotated).await.unwrap();
     assert_eq!(server.objects("signing-key").await.unwrap(), []);
     server.stop().await;
@@ -504,5 +504,50 @@ async fn a_key_that_is_not_to_be_usable_is_never_activated_and_marks_are_proven(
         ("ACTIVE".into(), hex::encode(&other.0))
     );
     assert_eq!(server.objects("planted-key").await.unwrap().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_never_acts_on_another_keys_objects_under_its_name() {
+    let server = PyKmip::start().await.unwrap();
+    let kmip = connector(&server, &server.ca.cert_pem(), &server.client, None);
+    let properties = KeystoreKeyProperties::default();
+    let (mine, theirs) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let material = random_key();
+    // Another managed key now holds the name a stale record of this one points at.
+    kmip.install(&to_install(
+        theirs,
+        "reused-name",
+        1,
+        &material,
+        &properties,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        kmip.find_copy(None, "reused-name", mine).await.unwrap(),
+        None,
+        "another key's objects are not this key's copy"
+    );
+    assert!(
+        kmip.find_copy(None, "reused-name", theirs)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let refused = kmip
+        .install(&to_install(
+            mine,
+            "reused-name",
+            1,
+            &random_key(),
+            &properties,
+        ))
+        .await
+        .unwrap_err();
+    assert!(refused.message.contains("not this key's"), "{refused}");
+    let held = server.objects("reused-name").await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].state, "ACTIVE");
     server.stop().await;
 }

@@ -175,6 +175,18 @@ pub trait Connector: Send + Sync {
     /// The copy of a key the target holds, found by its recorded remote id or its name.
     async fn find(&self, remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>>;
 
+    /// [`Connector::find`] for managed key `key_id`: a target that marks each copy with its
+    /// managed key leaves out a copy marked for another key (which a stale record or a reused
+    /// name could otherwise point at), so that nothing done to this key reaches it.
+    async fn find_copy(
+        &self,
+        remote_id: Option<&str>,
+        label: &str,
+        _key_id: Uuid,
+    ) -> RemoteResult<Option<RemoteKey>> {
+        self.find(remote_id, label).await
+    }
+
     /// Transfers the key (or, when it is already there, returns what is there).
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey>;
 
@@ -208,13 +220,16 @@ pub trait Connector: Send + Sync {
     }
 
     /// Has the copy encrypt `plaintext` under its newest version and returns the AES-256-GCM
-    /// result, so keyplane can prove the copy is its key; `None` when the target cannot do that
-    /// for this key.
+    /// result, so keyplane can prove the copy is its key; `None` (the default) when the target
+    /// cannot do that for this key: its ciphertexts are opaque, or it proves copies otherwise
+    /// ([`Connector::prove_copy`]).
     async fn encrypt_probe(
         &self,
-        remote: &RemoteKey,
-        plaintext: &[u8],
-    ) -> RemoteResult<Option<ProbeCiphertext>>;
+        _remote: &RemoteKey,
+        _plaintext: &[u8],
+    ) -> RemoteResult<Option<ProbeCiphertext>> {
+        Ok(None)
+    }
 
     /// Whether the target's own label or tag on `remote` names managed key `key_id`; `None`
     /// when the target keeps no such mark. Asked where no material is left to prove a copy

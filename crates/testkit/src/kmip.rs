@@ -208,6 +208,20 @@ impl PyKmip {
             .collect())
     }
 
+    /// Stops the server, keeping its objects: calls to it fail until [`PyKmip::resume`].
+    pub async fn pause(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts the server again on its port, with the objects it held.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        self.child = start_server(self.dir.path(), self.port)?;
+        if !wait_until_listening(&mut self.child, self.port).await? {
+            bail!("PyKMIP did not start again; its log: {}", self.log());
+        }
+        Ok(())
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }

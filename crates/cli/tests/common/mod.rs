@@ -435,6 +435,40 @@ pub async fn disconnect_keystore(
     .unwrap()
 }
 
+/// Asks for a sync of the key in every keystore it targets.
+pub async fn sync(c: &Client, key_id: &str) {
+    let r = c
+        .with_etag(
+            "POST",
+            &format!("/api/v4/managed_keys/{key_id}"),
+            "/sync_status_in_keystores",
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+}
+
+/// The key's status entry for `keystore` once it is active there and in sync.
+pub async fn wait_in_sync(c: &Client, key_id: &str, keystore: &str) -> Value {
+    wait_status(c, key_id, keystore, |s| {
+        s["status"] == "active" && s["keystore_sync_flag"] == "ok"
+    })
+    .await
+}
+
+/// The seed's rule: key `key_id`, active, blocks a restricted disconnect of `keystore`, and
+/// the refusal names it.
+pub async fn assert_restrict_refused(c: &Client, keystore: &str, key_id: &str) {
+    let refused = disconnect_keystore(c, keystore, "restrict").await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["code"], "keystore_not_empty");
+    assert!(
+        refused.body.to_string().contains(key_id),
+        "{}",
+        refused.body
+    );
+}
+
 /// Asks to change connection field `field` of keystore `keystore` to `value`, and expects a
 /// 400 naming the field (it identifies the keystore: locked once connected).
 pub async fn assert_field_locked(c: &Client, keystore: &str, field: &str, value: &str) {

@@ -19,8 +19,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use keyplane_core::connector::{
-    Connector, FailureKind, KeyToInstall, ProbeCiphertext, RemoteFailure, RemoteKey, RemoteResult,
-    TransferWrapping,
+    Connector, FailureKind, KeyToInstall, RemoteFailure, RemoteKey, RemoteResult, TransferWrapping,
 };
 use keyplane_core::model::Algorithm;
 use tokio::sync::OnceCell;
@@ -64,8 +63,8 @@ struct Part {
     usage: i32,
 }
 
-/// The objects a version of a key of this algorithm is: one symmetric key, or a private key
-/// and its public key.
+/// The objects a version of a key of this algorithm is: one symmetric key, or a public key and
+/// its private key.
 fn parts(algorithm: Algorithm, size: u32) -> RemoteResult<Vec<Part>> {
     let part = |kind, algorithm, usage| Part {
         kind,
@@ -88,21 +87,23 @@ fn parts(algorithm: Algorithm, size: u32) -> RemoteResult<Vec<Part>> {
             },
             MAC_GENERATE | MAC_VERIFY,
         )],
+        // The public key first: a version counts as there once its private key is, so an
+        // interrupted install never leaves a private key without its public one.
         Algorithm::Rsa => vec![
-            part(
-                ObjectKind::PrivateKey,
-                ALGORITHM_RSA,
-                SIGN | DECRYPT | UNWRAP_KEY,
-            ),
             part(
                 ObjectKind::PublicKey,
                 ALGORITHM_RSA,
                 VERIFY | ENCRYPT | WRAP_KEY,
             ),
+            part(
+                ObjectKind::PrivateKey,
+                ALGORITHM_RSA,
+                SIGN | DECRYPT | UNWRAP_KEY,
+            ),
         ],
         Algorithm::Ec => vec![
-            part(ObjectKind::PrivateKey, ALGORITHM_EC, SIGN),
             part(ObjectKind::PublicKey, ALGORITHM_EC, VERIFY),
+            part(ObjectKind::PrivateKey, ALGORITHM_EC, SIGN),
         ],
         other => {
             return Err(rejected(format!(
@@ -299,8 +300,8 @@ impl Kmip {
             negotiated: OnceCell::new(),
             credential: settings.credential,
             // KMIP servers publish no quota: a steady pace that leaves room for their other
-            // clients, with bursts for a batch of keys.
-            pace: Pace::with_burst(100000.0, 20),
+            // clients (PyKMIP answers about 200 calls a second), with bursts for a batch of keys.
+            pace: Pace::with_burst(200.0, 50),
             writes: server_locks(&settings.host, settings.port),
         })
     }
@@ -548,10 +549,15 @@ impl Kmip {
 
     /// Whether object `id` holds `expected` (compared in constant time); `None` when the server
     /// will not give the material out.
-    async fn holds(&self, id: &str, expected: &[u8]) -> RemoteResult<Option<bool>> {
+    async fn holds(
+        &self,
+        id: &str,
+        kind: ObjectKind,
+        expected: &[u8],
+    ) -> RemoteResult<Option<bool>> {
         let version = self.version().await?;
         let held = match self
-            .outcome(version, Operation::Get, payload::by_id(id))
+            .outcome(version, Operation::Get, payload::get(id, kind))
             .await?
         {
             Outcome::Success(p) => answer::key_material(&p).map(|m| Zeroizing::new(m.to_vec())),
@@ -606,7 +612,7 @@ impl Kmip {
             };
             let (id, object_state) = match present {
                 Some(o) if reusable => {
-                    match self.holds(&o.id, expected).await? {
+                    match self.holds(&o.id, part.kind, expected).await? {
                         Some(true) => {}
                         Some(false) => {
                             return Err(rejected(format!(
@@ -634,7 +640,9 @@ impl Kmip {
             } else {
                 object_state
             };
-            key_object.get_or_insert((id, object_state));
+            if part.kind != ObjectKind::PublicKey {
+                key_object = Some((id, object_state));
+            }
         }
         let (remote_id, object_state) = key_object.unwrap_or_default();
         Ok(RemoteKey {
@@ -709,6 +717,19 @@ impl Connector for Kmip {
     async fn find(&self, _remote_id: Option<&str>, label: &str) -> RemoteResult<Option<RemoteKey>> {
         // By name: the object speaking for the key changes when it is registered anew.
         Ok(remote_of(&self.key_objects(label).await?))
+    }
+
+    async fn find_copy(
+        &self,
+        _remote_id: Option<&str>,
+        label: &str,
+        key_id: Uuid,
+    ) -> RemoteResult<Option<RemoteKey>> {
+        // Only this key's objects: another key's under the name are never acted on for it.
+        let (marked, _) = self.objects_labelled(label).await?;
+        let key_id = key_id.to_string();
+        let own: Vec<Object> = marked.into_iter().filter(|o| o.key_id == key_id).collect();
+        Ok(remote_of(&own))
     }
 
     async fn install(&self, key: &KeyToInstall<'_>) -> RemoteResult<RemoteKey> {
@@ -800,15 +821,6 @@ impl Connector for Kmip {
         Ok(())
     }
 
-    async fn encrypt_probe(
-        &self,
-        _remote: &RemoteKey,
-        _plaintext: &[u8],
-    ) -> RemoteResult<Option<ProbeCiphertext>> {
-        // The copy is proven by its material (Get), not by a probe.
-        Ok(None)
-    }
-
     async fn is_labelled_for(
         &self,
         remote: &RemoteKey,
@@ -841,8 +853,14 @@ impl Connector for Kmip {
         {
             return Ok(Some(false));
         }
-        let material = VersionMaterial::of(key, &parts(key.algorithm, key.size)?).await?;
-        self.holds(&remote.remote_id, &material.key).await
+        let parts = parts(key.algorithm, key.size)?;
+        let kind = parts
+            .iter()
+            .map(|p| p.kind)
+            .find(|k| *k != ObjectKind::PublicKey)
+            .unwrap_or(ObjectKind::SymmetricKey);
+        let material = VersionMaterial::of(key, &parts).await?;
+        self.holds(&remote.remote_id, kind, &material.key).await
     }
 }
 

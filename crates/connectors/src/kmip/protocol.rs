@@ -484,6 +484,14 @@ pub mod payload {
         vec![unique_identifier(id)]
     }
 
+    /// Get of a key object in the format keyplane registered it in (so that the bytes compare).
+    pub fn get(id: &str, kind: ObjectKind) -> Vec<Ttlv> {
+        vec![
+            unique_identifier(id),
+            Ttlv::new(tag::KEY_FORMAT_TYPE, Value::Enumeration(kind.key_format())),
+        ]
+    }
+
     pub fn revoke(id: &str, reason: RevocationReason) -> Vec<Ttlv> {
         vec![
             unique_identifier(id),
@@ -626,7 +634,7 @@ pub fn read_response(
     let message = item
         .child(tag::RESULT_MESSAGE)
         .and_then(Ttlv::as_text)
-        .map(|m| m.chars().take(300).collect());
+        .map(|m| m.chars().filter(|c| !c.is_control()).take(300).collect());
     match status {
         0 => Ok(Outcome::Success(
             item.child(tag::RESPONSE_PAYLOAD)

@@ -3,7 +3,7 @@
 //! most [`MAX_CONNECTIONS`] are open to a server.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyplane_core::connector::{FailureKind, RemoteFailure, RemoteResult};
 use rustls::pki_types::pem::PemObject;
@@ -22,6 +22,8 @@ pub const MAX_CONNECTIONS: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One whole exchange: connection, handshake, request and answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A kept connection unused for longer is closed rather than reused: servers drop idle ones.
+const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// The TLS side of a keystore's connection settings.
 pub struct TlsSettings<'a> {
@@ -35,7 +37,8 @@ pub struct Transport {
     port: u16,
     server_name: ServerName<'static>,
     connector: TlsConnector,
-    idle: Mutex<Vec<TlsStream<TcpStream>>>,
+    /// Connections kept for the next call, with when they were last used.
+    idle: Mutex<Vec<(TlsStream<TcpStream>, Instant)>>,
     slots: Semaphore,
 }
 
@@ -211,7 +214,11 @@ impl Transport {
             .acquire()
             .await
             .map_err(|_| unreachable("the KMIP transport is closed"))?;
-        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|(_, since)| since.elapsed() < MAX_IDLE);
+            idle.pop().map(|(stream, _)| stream)
+        };
         let (stream, answer) = match reused {
             Some(stream) => match self.send_on(stream, request).await {
                 Ok(done) => done,
@@ -230,7 +237,7 @@ impl Transport {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(stream);
+            .push((stream, Instant::now()));
         Ok(value)
     }
 
@@ -262,7 +269,16 @@ impl Transport {
             Ok::<_, std::io::Error>(header)
         };
         let header = match io.await {
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // Closed or reset before any answer: the connection was gone.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
                 return Err(Exchange::Closed);
             }
             Err(e) => return Err(Exchange::Failed(self.tls_failure(&e))),
@@ -281,11 +297,6 @@ impl Transport {
             .await
             .map_err(|e| Exchange::Failed(self.tls_failure(&e)))?;
         Ok((stream, message))
-    }
-
-    /// Open connections kept for reuse (for tests of the bound).
-    pub fn idle_connections(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 

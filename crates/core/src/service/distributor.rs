@@ -414,9 +414,10 @@ impl Keyplane {
             |c| c.label.clone(),
         );
         let mut found = connector
-            .find(
+            .find_copy(
                 recorded.as_ref().and_then(|c| c.remote_id.as_deref()),
                 &label,
+                key.id,
             )
             .await?;
         let mut recorded = recorded;
@@ -498,6 +499,7 @@ impl Keyplane {
                 // What keyplane last set there; a copy installed now is in the state its install
                 // reports.
                 let mut recorded_enabled = recorded.as_ref().map(|c| c.enabled);
+                let mut installed_now = false;
                 let mut remote = match found {
                     Some(r) => r,
                     None => {
@@ -518,11 +520,24 @@ impl Keyplane {
                         installed_version = key.version;
                         let installed = connector.install(&install).await?;
                         recorded_enabled = Some(installed.enabled);
+                        installed_now = true;
                         installed
                     }
                 };
-                if installed_version < key.version {
+                if installed_version < key.version && key.state != KeyState::Compromised {
+                    // A copy that is not to be usable is disabled before a new version joins
+                    // it, so that the new version is never usable there either. A compromised
+                    // key's newer material goes nowhere.
+                    if !enabled && remote.enabled {
+                        remote = connector.set_enabled(&remote, false).await?;
+                    }
                     remote = connector.rotate(&remote, &install).await?;
+                    installed_version = key.version;
+                }
+                // A copy installed now reports its state; one that is not to be usable is
+                // still disabled everywhere, for what an earlier attempt may have left.
+                if installed_now && !enabled {
+                    recorded_enabled = None;
                 }
                 if remote.enabled != enabled || recorded_enabled != Some(enabled) {
                     remote = if enabled {
@@ -539,7 +554,7 @@ impl Keyplane {
                     managed_key_id: key.id,
                     remote_id: Some(remote.remote_id.clone()),
                     label: label.clone(),
-                    installed_version: key.version,
+                    installed_version,
                     enabled,
                 };
                 (Some(remote), Some(Some(copy)))
@@ -711,9 +726,10 @@ impl Keyplane {
             |c| c.label.clone(),
         );
         match connector
-            .find(
+            .find_copy(
                 recorded.as_ref().and_then(|c| c.remote_id.as_deref()),
                 &label,
+                key.id,
             )
             .await
         {

@@ -454,7 +454,7 @@ impl Keyplane {
                 ))
             };
             let Some(remote) = connector
-                .find(copy.remote_id.as_deref(), &copy.label)
+                .find_copy(copy.remote_id.as_deref(), &copy.label, key.id)
                 .await
                 .map_err(failed)?
             else {
