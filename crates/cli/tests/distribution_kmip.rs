@@ -356,6 +356,7 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
 
 #[tokio::test]
 async fn changes_made_while_the_server_is_away_never_make_material_usable() {
+    // Also: the identifying fields are locked, and health follows the server.
     let mut kmip = PyKmip::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = keyplane_testkit::process::Server::start(
@@ -378,8 +379,15 @@ async fn changes_made_while_the_server_is_away_never_make_material_usable() {
         wait_status(&c, &id(key), &ks, |s| s["status"] == "active").await;
     }
 
+    // What identifies the server is locked once connected; its health is read live.
+    assert_field_locked(&c, &ks, "kmip_host", "10.0.0.9").await;
+    assert_field_locked(&c, &ks, "kmip_port", "5697").await;
+    assert_eq!(keystore_health(&c, &ks).await.0, "ok");
+
     // Rotated, then deactivated or compromised, while the server is away.
     kmip.pause().await;
+    let (health, detail) = keystore_health(&c, &ks).await;
+    assert_eq!(health, "not_responding", "{detail}");
     for (key, last) in [(&rotated, "/deactivate"), (&leaked, "/compromise")] {
         let path = format!("/api/v4/managed_keys/{}", id(key));
         for action in ["/rotate", last] {
@@ -388,6 +396,7 @@ async fn changes_made_while_the_server_is_away_never_make_material_usable() {
         }
     }
     kmip.resume().await.unwrap();
+    assert_eq!(keystore_health(&c, &ks).await.0, "ok");
     for key in [&rotated, &leaked] {
         sync(&c, &id(key)).await;
     }
