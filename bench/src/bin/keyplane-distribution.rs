@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "../distribution.rs"]
+mod distribution;
 use keyplane_testkit::peers::{Fault, FaultProxy, OpenBao};
-use keyplane_testkit::process::Server;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -24,7 +26,6 @@ struct Args {
     binary: PathBuf,
 }
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
 const ROOT: &str = "bench-root-token";
 
 async fn transit_count(bao: &OpenBao) -> anyhow::Result<usize> {
@@ -44,48 +45,20 @@ async fn main() -> anyhow::Result<()> {
     let bao = OpenBao::start(ROOT).await?;
     let proxy = FaultProxy::start(&bao.address).await?;
     let dir = tempfile::tempdir()?;
-    let concurrency = args.concurrency.to_string();
-    let server = Server::start(
-        &args.binary,
-        dir.path(),
-        &[
-            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
-            ("KEYPLANE_LOG", "warn"),
-            ("KEYPLANE_RATE_LIMIT", "0"),
-            ("KEYPLANE_KEYSTORE_CONCURRENCY", &concurrency),
-        ],
-    )
-    .await?;
+    let (server, vault) =
+        distribution::server_with_vault(&args.binary, dir.path(), args.concurrency).await?;
     let c = server.client();
-    let vault = c.post("/api/v4/vaults", &json!({"name": "bench"})).await?;
-    let vault = vault.body["id"].as_str().unwrap_or_default().to_owned();
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao", "groups": ["bao"],
-                    "hashicorp_address": proxy.address, "hashicorp_token": ROOT}),
-        )
-        .await?;
-    anyhow::ensure!(ks.status == 201, "keystore: {}", ks.body);
-    c.post(
-        "/api/v4/templates",
-        &json!({"vault": {"id": vault}, "name": "T1",
-                "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                "keystores": [{"type": "hashicorp_vault", "group": "bao"}]}),
+    distribution::keystore_with_template(
+        &c,
+        &vault,
+        json!({"type": "hashicorp_vault", "name": "bao", "groups": ["bao"],
+               "hashicorp_address": proxy.address, "hashicorp_token": ROOT}),
     )
     .await?;
     proxy.set(Fault::Latency(Duration::from_millis(args.latency_ms)));
     let before = proxy.forwarded();
     let started = Instant::now();
-    for i in 0..args.keys {
-        let r = c
-            .post(
-                "/api/v4/managed_keys",
-                &json!({"vault": {"id": vault}, "template_name": "T1", "label": format!("k{i}")}),
-            )
-            .await?;
-        anyhow::ensure!(r.status == 201, "key: {}", r.body);
-    }
+    distribution::create_keys(&c, &vault, args.keys).await?;
     let created = started.elapsed();
     while transit_count(&bao).await? < args.keys {
         anyhow::ensure!(

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
+
+#[path = "../distribution.rs"]
+mod distribution;
 use keyplane_testkit::kmip::PyKmip;
-use keyplane_testkit::process::Server;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -22,8 +24,6 @@ struct Args {
     #[arg(long, default_value = "target/release/keyplane")]
     binary: PathBuf,
 }
-
-const TOKEN: &str = "bench-token-0123456789abcdef";
 
 /// How many active keys the server holds.
 async fn active_keys(kmip: &PyKmip) -> anyhow::Result<usize> {
@@ -111,50 +111,22 @@ async fn main() -> anyhow::Result<()> {
     let baseline = active_keys(&kmip).await?;
 
     let dir = tempfile::tempdir()?;
-    let concurrency = args.concurrency.to_string();
-    let server = Server::start(
-        &args.binary,
-        dir.path(),
-        &[
-            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
-            ("KEYPLANE_LOG", "warn"),
-            ("KEYPLANE_RATE_LIMIT", "0"),
-            ("KEYPLANE_KEYSTORE_CONCURRENCY", &concurrency),
-        ],
-    )
-    .await?;
+    let (server, vault) =
+        distribution::server_with_vault(&args.binary, dir.path(), args.concurrency).await?;
     let c = server.client();
-    let vault = c.post("/api/v4/vaults", &json!({"name": "bench"})).await?;
-    let vault = vault.body["id"].as_str().unwrap_or_default().to_owned();
-    let ks = c
-        .post(
-            "/api/v4/keystores",
-            &json!({"type": "kmip", "vault": {"id": vault}, "name": "kmip", "groups": ["kmip"],
-                    "kmip_host": "127.0.0.1", "kmip_port": kmip.port,
-                    "kmip_ca_cert": kmip.ca.cert_pem(),
-                    "kmip_client_cert": kmip.client.cert_pem,
-                    "kmip_client_key": kmip.client.key_pem}),
-        )
-        .await?;
-    anyhow::ensure!(ks.status == 201, "keystore: {}", ks.body);
-    c.post(
-        "/api/v4/templates",
-        &json!({"vault": {"id": vault}, "name": "T1",
-                "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                "keystores": [{"type": "kmip", "group": "kmip"}]}),
+    let ks = distribution::keystore_with_template(
+        &c,
+        &vault,
+        json!({"type": "kmip", "name": "kmip", "groups": ["kmip"],
+               "kmip_host": "127.0.0.1", "kmip_port": kmip.port,
+               "kmip_ca_cert": kmip.ca.cert_pem(),
+               "kmip_client_cert": kmip.client.cert_pem,
+               "kmip_client_key": kmip.client.key_pem}),
     )
     .await?;
     let started = unix_now();
     let clock = Instant::now();
-    for i in 0..args.keys {
-        let r = c
-            .post(
-                "/api/v4/managed_keys",
-                &json!({"vault": {"id": vault}, "template_name": "T1", "label": format!("k{i}")}),
-            )
-            .await?;
-        anyhow::ensure!(r.status == 201, "key: {}", r.body);
-    }
+    distribution::create_keys(&c, &vault, args.keys).await?;
     let created = clock.elapsed();
     until_active(&kmip, baseline + args.keys).await?;
     anyhow::ensure!(
@@ -162,8 +134,7 @@ async fn main() -> anyhow::Result<()> {
         "distribution did not finish"
     );
     // When the last distribution task finished, by the server's own record.
-    let ks_id = ks.body["id"].as_str().unwrap_or_default();
-    let tasks = c.get(&format!("/api/v4/keystores/{ks_id}/tasks")).await?;
+    let tasks = c.get(&format!("/api/v4/keystores/{ks}/tasks")).await?;
     let mut last = started;
     for task in tasks.body["tasks"].as_array().into_iter().flatten() {
         anyhow::ensure!(task["state"] == "done", "task not done: {task}");

@@ -66,15 +66,7 @@ async fn template_and_key(
     if let (Some(e), Value::Object(p)) = (entry.as_object_mut(), properties) {
         e.extend(p);
     }
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": name,
-                    "key": {"algorithm": algorithm, "size": size, "state": "active"},
-                    "keystores": [entry]}),
-        )
-        .await
-        .unwrap();
+    let t = post_template(c, vault, name, (algorithm, size), entry).await;
     assert_eq!(t.status, 201, "{}", t.body);
     let r = c
         .post(

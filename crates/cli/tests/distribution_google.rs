@@ -356,14 +356,7 @@ async fn rsa_and_ec_keys_go_as_the_template_says_and_misfits_are_refused_up_fron
         if let (Some(e), Value::Object(p)) = (entry.as_object_mut(), properties) {
             e.extend(p);
         }
-        c.post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": name,
-                    "key": {"algorithm": algorithm, "size": size, "state": "active"},
-                    "keystores": [entry]}),
-        )
-        .await
-        .unwrap()
+        post_template(&c, &vault, name, (algorithm, size), entry).await
     };
     let key_of = async |template: &str, label: &str| {
         let r = c

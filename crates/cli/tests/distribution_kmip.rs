@@ -157,25 +157,10 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     let ks = id(&first);
 
     // An RSA key goes as its public key (SPKI) and its private key (PKCS#8), both active.
-    let r = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "RSA",
-                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
-                    "keystores": [{"type": "kmip", "group": "kmip"}]}),
-        )
-        .await
-        .unwrap();
+    let kmip_group = || json!({"type": "kmip", "group": "kmip"});
+    let r = post_template(&c, &vault, "RSA", ("rsa", "2048"), kmip_group()).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = c
-        .post(
-            "/api/v4/managed_keys",
-            &json!({"vault": {"id": vault}, "template_name": "RSA", "label": "rsa-key"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    let rsa = r.body;
+    let rsa = create_key_from(&c, &vault, "RSA", "rsa-key").await;
     wait_status(&c, &id(&rsa), &ks, |s| s["status"] == "active").await;
     let private = open_material_version(dir.path(), &rsa, 1);
     let public = keyplane_crypto::material::public_key_der(private.expose()).unwrap();
@@ -192,15 +177,7 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
         ]
     );
     // A key size KMIP keystores do not take is refused with the template.
-    let r = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "DES",
-                    "key": {"algorithm": "des", "size": "168", "state": "active"},
-                    "keystores": [{"type": "kmip", "group": "kmip"}]}),
-        )
-        .await
-        .unwrap();
+    let r = post_template(&c, &vault, "DES", ("des", "168"), kmip_group()).await;
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Created: one Active object holding the managed material.
@@ -248,14 +225,10 @@ async fn a_kmip_server_holds_the_managed_key_through_its_lifecycle_and_disconnec
     )
     .await
     .unwrap();
-    let live = c
-        .get(&format!("{key_path}/status_in_keystores"))
-        .await
-        .unwrap();
+    let live = live_statuses(&c, &key_id).await;
     assert!(
-        live.body.to_string().contains("not_active"),
-        "the revoked object is seen: {}",
-        live.body
+        live.to_string().contains("not_active"),
+        "the revoked object is seen: {live}"
     );
     sync(&c, &key_id).await;
     let held = until_held(&kmip, "orders-key", |o| {

@@ -171,15 +171,14 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
 
     let ks = connect_keystore(&c, &connection(&vault, "hsm")).await;
     // Keyplane installs AES keys in tokens: another algorithm is refused with the template.
-    let r = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "RSA",
-                    "key": {"algorithm": "rsa", "size": "2048", "state": "active"},
-                    "keystores": [{"type": "pkcs11", "group": "hsm"}]}),
-        )
-        .await
-        .unwrap();
+    let r = post_template(
+        &c,
+        &vault,
+        "RSA",
+        ("rsa", "2048"),
+        json!({"type": "pkcs11", "group": "hsm"}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body.to_string().contains("do not accept rsa keys"),
@@ -243,15 +242,10 @@ async fn a_pkcs11_token_holds_the_managed_key_through_its_lifecycle_and_disconne
             &[Attribute::Encrypt(false), Attribute::Decrypt(false)],
         )
         .unwrap();
-    let live = c
-        .get(&format!("{key_path}/status_in_keystores"))
-        .await
-        .unwrap();
-    assert_eq!(live.status, 200, "{}", live.body);
+    let live = live_statuses(&c, &key_id).await;
     assert!(
-        live.body.to_string().contains("not_active"),
-        "the disabled object is seen: {}",
-        live.body
+        live.to_string().contains("not_active"),
+        "the disabled object is seen: {live}"
     );
     sync(&c, &key_id).await;
     for _ in 0..600 {

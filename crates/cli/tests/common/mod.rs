@@ -70,15 +70,51 @@ pub async fn setup(
 }
 
 pub async fn create_key(c: &Client, vault: &str, label: &str) -> Value {
+    create_key_from(c, vault, "T1", label).await
+}
+
+/// Creates key `label` from template `template`; the created key.
+pub async fn create_key_from(c: &Client, vault: &str, template: &str, label: &str) -> Value {
     let k = c
         .post(
             "/api/v4/managed_keys",
-            &json!({"vault": {"id": vault}, "template_name": "T1", "label": label}),
+            &json!({"vault": {"id": vault}, "template_name": template, "label": label}),
         )
         .await
         .unwrap();
     assert_eq!(k.status, 201, "{}", k.body);
     k.body
+}
+
+/// Posts template `name`: keys of `algorithm` and `size`, active on creation, for the keystores
+/// of `entry` (a template's keystore entry: type, group and key properties).
+pub async fn post_template(
+    c: &Client,
+    vault: &str,
+    name: &str,
+    (algorithm, size): (&str, &str),
+    entry: Value,
+) -> keyplane_testkit::process::Reply {
+    c.post(
+        "/api/v4/templates",
+        &json!({"vault": {"id": vault}, "name": name,
+                "key": {"algorithm": algorithm, "size": size, "state": "active"},
+                "keystores": [entry]}),
+    )
+    .await
+    .unwrap()
+}
+
+/// The key's statuses in its keystores, read live from them.
+pub async fn live_statuses(c: &Client, key_id: &str) -> Value {
+    let r = c
+        .get(&format!(
+            "/api/v4/managed_keys/{key_id}/status_in_keystores"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
 }
 
 /// The database files and the server's log.
@@ -333,15 +369,14 @@ pub async fn connect_keystore(c: &Client, body: &Value) -> String {
 
 /// Template `T1`: AES-256 keys, active at once, distributed to `keystore_type` keystores of `group`.
 pub async fn active_aes_template(c: &Client, vault: &str, keystore_type: &str, group: &str) {
-    let t = c
-        .post(
-            "/api/v4/templates",
-            &json!({"vault": {"id": vault}, "name": "T1",
-                    "key": {"algorithm": "aes", "size": "256", "state": "active"},
-                    "keystores": [{"type": keystore_type, "group": group}]}),
-        )
-        .await
-        .unwrap();
+    let t = post_template(
+        c,
+        vault,
+        "T1",
+        ("aes", "256"),
+        json!({"type": keystore_type, "group": group}),
+    )
+    .await;
     assert_eq!(t.status, 201, "{}", t.body);
 }
 
