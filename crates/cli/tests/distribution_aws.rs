@@ -197,15 +197,7 @@ async fn a_reconnected_aws_keystore_is_re_linked_by_a_sync_only_for_its_own_keys
         .unwrap();
     assert_eq!(gone.status, 204, "{}", gone.body);
     let again = connect_keystore(&c, &keystore("aws-again")).await;
-    let r = c
-        .with_etag(
-            "POST",
-            &format!("/api/v4/managed_keys/{key_id}"),
-            "/sync_status_in_keystores",
-        )
-        .await
-        .unwrap();
-    assert!(r.status == 200 || r.status == 202, "{}", r.body);
+    sync(&c, &key_id).await;
     let entry = wait_status(&c, &key_id, &again, |s| s["status"] == "active").await;
     assert_eq!(entry["key_id_in_keystore"], kms_key.as_str(), "{entry}");
     assert_eq!(count().await, before, "no duplicate KMS key");

@@ -87,12 +87,6 @@ pub struct PyKmip {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn binary() -> PathBuf {
     std::env::var_os("KEYPLANE_TEST_PYKMIP")
         .map(PathBuf::from)
@@ -112,7 +106,7 @@ impl PyKmip {
         std::fs::create_dir(path("policies"))?;
         // The free port can be taken between choosing it and PyKMIP binding it.
         for _ in 0..3 {
-            let port = free_port()?;
+            let port = crate::peers::free_port()?;
             let mut child = start_server(dir.path(), port)?;
             if wait_until_listening(&mut child, port).await? {
                 return Ok(Self {
