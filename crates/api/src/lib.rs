@@ -186,6 +186,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         .merge(api)
         .merge(identity)
         .route("/health", axum::routing::get(routes::health))
+        .route("/ready", axum::routing::get(routes::ready))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());

@@ -533,6 +533,7 @@ fn table() -> Vec<Entry> {
         // Outside the API: the token exchange (its body is an API key) and liveness.
         entry(M::POST, "/identity/token", catalog::SIGN_IN),
         entry(M::GET, "/health", read("keyplane.health.read")),
+        entry(M::GET, "/ready", read("keyplane.ready.read")),
     ]
 }
 
@@ -684,7 +685,12 @@ mod tests {
             }
         }
         for (method, path) in described {
-            let outside_the_document = ["/identity/token", "/health", "/api/v4/openapi.json"];
+            let outside_the_document = [
+                "/identity/token",
+                "/health",
+                "/ready",
+                "/api/v4/openapi.json",
+            ];
             assert!(
                 outside_the_document.contains(&path) || documented(&doc, &method, path).is_some(),
                 "{method} {path} is described but not documented"

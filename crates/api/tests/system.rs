@@ -31,6 +31,9 @@ async fn sealing_stops_key_operations_until_unsealed() {
     }
     app.key(&vault, "T1", "k2").await.expect(503);
     app.get("/health").await.expect(503);
+    let not_ready = app.get("/ready").await.expect(503);
+    assert_eq!(not_ready.body["status"], "not_ready");
+    assert_eq!(not_ready.body["reasons"], json!(["sealed"]));
     app.post("/api/v4/system/rotate_master_key", json!({}))
         .await
         .expect(503);
@@ -55,6 +58,8 @@ async fn sealing_stops_key_operations_until_unsealed() {
         .expect(200);
     assert_eq!(unsealed.body["sealed"], false);
     assert_eq!(unsealed.body["master_key_id"], master.as_str());
+    let ready = app.get("/ready").await.expect(200);
+    assert_eq!(ready.body, json!({"status": "ready"}));
     app.post("/api/v4/system/unseal", json!({}))
         .await
         .expect(409);

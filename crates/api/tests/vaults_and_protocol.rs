@@ -557,12 +557,20 @@ async fn missing_or_wrong_credentials_are_401_with_an_error_body() {
 }
 
 #[tokio::test]
-async fn health_needs_no_auth() {
+async fn health_and_readiness_need_no_auth() {
     let app = TestApp::new().await;
     let r = raw(&app, "GET", "/health", &[], Vec::new())
         .await
         .expect(200);
     assert_eq!(r.body["status"], "ok", "{}", r.body);
+    let r = raw(&app, "GET", "/ready", &[], Vec::new())
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "ready", "{}", r.body);
+    // Only GET: a probe cannot change anything.
+    raw(&app, "POST", "/ready", &[], Vec::new())
+        .await
+        .expect(405);
 }
 
 // ---- protocol: correlation ----

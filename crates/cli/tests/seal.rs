@@ -29,6 +29,16 @@ async fn assert_sealed(c: &Client, keystore: Option<(&str, &str)>) {
     assert_eq!(health.status(), 503);
     let body: Value = health.json().await.unwrap();
     assert_eq!(body["status"], "sealed");
+    // Not ready either, and the load balancer is told why.
+    let ready = c
+        .http
+        .get(format!("{}/ready", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["reasons"], json!(["sealed"]), "{body}");
     let (status, body) = get(c, "/api/v4/vaults").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["errors"][0]["code"], "sealed");
@@ -146,13 +156,15 @@ async fn shamir_ceremony_unseal_emergency_seal_and_restart() {
     assert!(cli.stdout.contains("\"progress\": 2"), "{}", cli.stdout);
     let (status, s) = unseal(&c, json!({ "key": shares[4] })).await;
     assert_eq!((status, s["sealed"].clone()), (200, json!(false)));
-    let health = c
-        .http
-        .get(format!("{}/health", c.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    for probe in ["health", "ready"] {
+        let r = c
+            .http
+            .get(format!("{}/{probe}", c.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{probe}");
+    }
 
     let (vault, keystore) = setup(&c, "active", "aes", "256").await;
     let key = create_key(&c, &vault, "custodied").await;

@@ -277,6 +277,19 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn schema_versions(&self) -> Result<(i64, i64)> {
+        let c = self.reader().await?;
+        let current: i64 = c
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0);
+        Ok((current, migrate::newest_schema_version()))
+    }
+
     fn commit_generation(&self) -> u64 {
         self.generations.commits.current()
     }

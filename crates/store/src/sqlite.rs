@@ -204,6 +204,18 @@ impl Store for SqliteStore {
             .with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
     }
 
+    async fn schema_versions(&self) -> Result<(i64, i64)> {
+        let current = self.reader.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)
+        })?;
+        Ok((current, newest_schema_version()))
+    }
+
     fn commit_generation(&self) -> u64 {
         self.generation.current()
     }

@@ -61,6 +61,15 @@ fn event(action: &str, vault_id: Option<Uuid>) -> AuditEvent {
 }
 
 #[tokio::test]
+async fn a_migrated_store_is_at_the_schema_this_build_knows() {
+    let s = store().await;
+    s.ping().await.unwrap();
+    let (current, known) = s.schema_versions().await.unwrap();
+    assert!(known > 0);
+    assert_eq!(current, known);
+}
+
+#[tokio::test]
 async fn settings_are_kept_and_the_first_insert_wins() {
     let s = store().await;
     assert_eq!(s.get_setting("a").await.unwrap(), None);

@@ -149,6 +149,22 @@ pub(crate) async fn health(axum::extract::State(s): axum::extract::State<AppStat
     }
 }
 
+/// Readiness, for load balancers and orchestrators: 200 when this node can serve, else 503 with
+/// the reasons (the store does not answer, migrations are not done, sealed). No credentials:
+/// it says nothing secret.
+pub(crate) async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let reasons = s.keyplane.readiness().await;
+    if reasons.is_empty() {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "reasons": reasons })),
+        )
+            .into_response()
+    }
+}
+
 /// A single resource with its `ETag` (and `Location` when created).
 pub(crate) fn resource<T: Serialize>(
     status: StatusCode,

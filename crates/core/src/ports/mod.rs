@@ -48,6 +48,10 @@ pub trait Store:
 {
     async fn ping(&self) -> Result<()>;
 
+    /// The schema version the database is at, and the newest this build knows: equal once
+    /// this node's migrations are done.
+    async fn schema_versions(&self) -> Result<(i64, i64)>;
+
     /// A counter that advances with every commit, before the committing caller is answered: what
     /// was read after observing a value is current while the counter still shows that value.
     fn commit_generation(&self) -> u64;

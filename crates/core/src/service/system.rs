@@ -17,6 +17,30 @@ impl Keyplane {
         self.engine.seal_status()
     }
 
+    /// Whether this node can serve: its store answers (within two seconds), the database schema
+    /// is the one this build knows (its migrations are done), and it is unsealed. The reasons
+    /// it cannot, in words for an operator; none when it is ready. For load balancers and
+    /// orchestrators: it says nothing secret.
+    pub async fn readiness(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let store = async {
+            self.store.ping().await?;
+            self.store.schema_versions().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(2), store).await {
+            Err(_) => reasons.push("the database did not answer within 2 s".to_owned()),
+            Ok(Err(_)) => reasons.push("the database does not answer".to_owned()),
+            Ok(Ok((current, known))) if current != known => reasons.push(format!(
+                "the database schema is at version {current}; this keyplane needs {known}"
+            )),
+            Ok(Ok(_)) => {}
+        }
+        if self.engine.is_sealed() {
+            reasons.push("sealed".to_owned());
+        }
+        reasons
+    }
+
     /// The seal's state and unseal progress, for administrators.
     pub fn read_seal_status(&self, caller: &Caller) -> Result<SealStatus> {
         caller.require(Permission::Administer)?;

@@ -73,6 +73,11 @@ async fn apply(conn: &mut deadpool_postgres::Object) -> Result<(), tokio_postgre
     Ok(())
 }
 
+/// The newest schema version this keyplane knows.
+pub(crate) fn newest_schema_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
 /// The schema version the database is at, and whether this keyplane knows it.
 pub(crate) async fn check_version(pool: &Pool) -> Result<()> {
     let conn = super::writer::connection(pool).await?;
@@ -84,7 +89,7 @@ pub(crate) async fn check_version(pool: &Pool) -> Result<()> {
         .await
         .map_err(super::db_err)?
         .get(0);
-    let newest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let newest = newest_schema_version();
     if current > newest {
         return Err(Error::internal(format!(
             "the database schema (version {current}) is newer than this keyplane knows ({newest}); upgrade keyplane"
