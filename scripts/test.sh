@@ -72,14 +72,14 @@ export KEYPLANE_TEST_PYKMIP
 
 # IBM's Key Protect clients, run unchanged against the binary: the Node.js one (npm, pinned in
 # tests/clients/package-lock.json) and the Python one (PyPI, pinned in
-# tests/clients/requirements.txt, in a virtualenv under target/).
+# tests/clients/requirements.txt, in a virtualenv under target/; its Python also parses the metrics).
 if [ ! -d tests/clients/node_modules/@ibm-cloud/ibm-key-protect ]; then
     echo "installing IBM's Key Protect Node.js client (npm) for the tests" >&2
     (cd tests/clients && npm ci --silent --no-audit --no-fund)
 fi
 if [ -z "${KEYPLANE_TEST_KP_PYTHON:-}" ]; then
     kp_venv=target/clients-venv
-    if [ ! -x "$kp_venv/bin/python" ] || ! "$kp_venv/bin/python" -c 'import keyprotect, cryptography' 2>/dev/null; then
+    if [ ! -x "$kp_venv/bin/python" ] || ! "$kp_venv/bin/python" -c 'import keyprotect, cryptography, prometheus_client' 2>/dev/null; then
         echo "installing IBM's Key Protect Python client (PyPI) for the tests" >&2
         python3 -m venv "$kp_venv"
         "$kp_venv/bin/pip" install --quiet -r tests/clients/requirements.txt

@@ -15,6 +15,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::operation::Routed;
 
+/// The access log's target: one line per API call (`KEYPLANE_LOG=keyplane::access=off` turns
+/// it off). It names the route, never the path's query or body.
+pub(crate) const ACCESS_LOG: &str = "keyplane::access";
+
 /// Runs `call` inside the request's audit scope, within the request's deadline, then records
 /// what no store write did. A change's body is added to its event once the caller is
 /// authenticated (`read_body`), so what anyone can send unauthenticated never reaches the trail.
@@ -39,6 +43,10 @@ where
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let changes_state = operation.changes_state();
+    let started = std::time::Instant::now();
+    // The access log's line, when it is on (a cheap check of the log's filter).
+    let access_log = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
+        .then(|| (trace.clone(), method.clone()));
     let describe = || {
         let mut request = serde_json::json!({ "method": method.as_str(), "path": path });
         // A withheld body's path may carry secrets in its query too (an API key in a token URL).
@@ -73,6 +81,20 @@ where
     .await
     .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
     let status = response.status().as_u16();
+    if let Some((correlation_id, method)) = access_log {
+        let caller = scope.initiator();
+        tracing::info!(
+            target: ACCESS_LOG,
+            correlation_id,
+            method = method.as_str(),
+            route = routed.template,
+            operation = operation.action,
+            caller = caller.as_deref().unwrap_or("anonymous"),
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "call answered"
+        );
+    }
     let outcome = match status {
         // Throttled calls are not recorded one by one: an event each would let a flood of calls
         // become a flood of writes.

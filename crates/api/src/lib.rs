@@ -5,6 +5,7 @@ mod contract;
 pub mod error;
 pub mod extract;
 mod limits;
+mod metrics;
 mod operation;
 pub mod params;
 mod routes;
@@ -30,6 +31,7 @@ use crate::operation::{Dialect, Owner};
 use crate::wire::Links;
 
 pub use keyplane_core::authn::{AccessToken, Authenticator, Identity};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 
 /// What every handler and middleware shares. The router clones its state for each request and
 /// each middleware layer: one `Arc` keeps that to a single reference-count change.
@@ -43,6 +45,7 @@ pub struct Shared {
     operations: operation::Operations,
     /// How long a call may take, body included; the audit scope enforces it.
     request_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,6 +62,8 @@ pub struct HttpSettings {
     /// Base of absolute hrefs and `Location` (e.g. `http://127.0.0.1:8080`).
     pub public_url: String,
     pub request_timeout: Duration,
+    /// Where the edge records every call; shared with a separate metrics listener.
+    pub metrics: Arc<Metrics>,
 }
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -151,6 +156,7 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         auth,
         operations: operation::Operations::from_document(&openapi()),
         request_timeout: settings.request_timeout,
+        metrics: settings.metrics.clone(),
     }));
     let (api, doc) = routes::api(ApiDoc::openapi()).split_for_parts();
     let doc = Arc::new(document(doc));
@@ -198,6 +204,28 @@ pub fn app(keyplane: Keyplane, auth: Arc<dyn Authenticator>, settings: &HttpSett
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .service(routes);
     Router::new().fallback_service(Front { state, routed })
+}
+
+/// The metrics listener's application (`KEYPLANE_METRICS_LISTEN`): `GET /metrics` without
+/// authentication, nothing else. It records nothing itself; the API listener's calls are counted.
+pub fn metrics_app(keyplane: Keyplane, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (keyplane, metrics) = (keyplane.clone(), metrics.clone());
+                async move {
+                    match keyplane
+                        .operational_view(keyplane_core::service::MetricsReader::MetricsListener)
+                        .await
+                    {
+                        Ok(view) => routes::metrics_answer(&metrics, &view),
+                        Err(e) => ApiError::from(e).into_response(),
+                    }
+                }
+            }),
+        )
+        .fallback(fallback)
 }
 
 async fn fallback(uri: axum::http::Uri) -> ApiError {
@@ -549,11 +577,19 @@ where
             .state
             .operations
             .resolve(req.method(), req.uri().path());
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let route = if resolved.operation.is_known() {
+            resolved.operation.template
+        } else {
+            UNMATCHED_ROUTE
+        };
         let dialect = resolved.operation.dialect;
         let fast = fast_path(&req, &resolved);
         let (trace, key_protect_header) = correlation_id(&req, dialect);
         // The data plane's calls get what the router's get from the request's extensions
         // directly (an insert each is a noticeable part of a call this small).
+        let metrics = self.state.metrics.clone();
         let next = match fast {
             Some(call) => Onward::DataPlane(self.state.clone(), call, resolved, trace.clone(), req),
             None => {
@@ -577,15 +613,21 @@ where
                     Err(never) => match never {},
                 },
             };
-            Ok(with_correlation(
-                response,
-                &trace,
-                dialect,
-                key_protect_header,
-            ))
+            let response = with_correlation(response, &trace, dialect, key_protect_header);
+            metrics.observe(
+                &method,
+                route,
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            Ok(response)
         })
     }
 }
+
+/// The route label of calls that resolved to no operation (unknown paths, `/health`, `/ready`):
+/// one series for all, whatever paths anyone sends.
+const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Where the edge sends a call. It lives inside the call's one boxed future, so its size is
 /// allocated once either way.

@@ -381,6 +381,12 @@ fn table() -> Vec<Entry> {
             "/api/v4/openapi.json",
             read("keyplane.openapi.read"),
         ),
+        // Readable while sealed: the seal's state is one of the metrics.
+        entry(
+            M::GET,
+            "/metrics",
+            read("keyplane.system.metrics").answering_while_sealed(),
+        ),
         // Key Protect: key management changes managed keys; the data plane uses them.
         entry(M::GET, "/api/v2/keys", data("keyplane.data-plane.read")),
         entry(M::POST, "/api/v2/keys", kp("keyplane.key-protect.create")),

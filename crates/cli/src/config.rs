@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Also append every audit event to this file, as JSON lines, once committed.
     #[arg(long, env = "KEYPLANE_AUDIT_FILE")]
     pub audit_file: Option<PathBuf>,
+    /// A second address serving `GET /metrics` without authentication, for a Prometheus
+    /// scraper on a private network (on the API listener, /metrics takes an administrator).
+    #[arg(long, env = "KEYPLANE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -113,6 +117,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     public_url: Option<String>,
     destroy_grace_period: Option<String>,
@@ -179,6 +184,8 @@ fn secret(
 
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None`: metrics only on the API listener, for administrators.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub bootstrap_token: Option<String>,
     /// `None`: derived from the bound address.
@@ -329,6 +336,7 @@ impl Config {
         }
         Ok(Self {
             listen,
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

@@ -104,17 +104,33 @@ fn run_client(work: impl std::future::Future<Output = anyhow::Result<()>>) -> an
     Ok(())
 }
 
+/// Logs go to standard error, filtered by `KEYPLANE_LOG`, as text or, with
+/// `KEYPLANE_LOG_FORMAT=json`, one JSON object per line.
+fn init_logging() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPLANE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let format = std::env::var("KEYPLANE_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format.trim() {
+        "" | "text" => builder.init(),
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        other => anyhow::bail!("KEYPLANE_LOG_FORMAT '{other}' is not text or json"),
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One TLS provider for every client and server in the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYPLANE_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
+    init_logging()?;
     match cli.command {
         Command::Serve(args) => {
             let config = config::Config::resolve(*args)?;

@@ -229,12 +229,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let auth: Arc<dyn keyplane_api::Authenticator> =
         Arc::new(crate::tokens::Tokens::new(keyplane.clone())?);
+    let metrics = Arc::new(keyplane_api::Metrics::new());
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics listener {address}"))?;
+        announce(&format!(
+            "metrics on http://{}/metrics",
+            listener.local_addr()?
+        ));
+        let app = keyplane_api::metrics_app(keyplane.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let app = keyplane_api::app(
         keyplane.clone(),
         auth.clone(),
         &HttpSettings {
             public_url,
             request_timeout: config.request_timeout,
+            metrics,
         },
     );
     // The console calls the same services, signing users in with the same authenticator.

@@ -28,6 +28,7 @@ async fn no_secret_escapes_into_logs_events_or_responses() {
             ("KEYPLANE_SEAL", "passphrase"),
             ("KEYPLANE_SEAL_PASSPHRASE", PASSPHRASE),
             ("KEYPLANE_LOG", "debug"),
+            ("KEYPLANE_LOG_FORMAT", "json"),
         ],
     )
     .await
@@ -162,6 +163,33 @@ async fn no_secret_escapes_into_logs_events_or_responses() {
     assert!(server.terminate().await.unwrap());
 
     let log = std::fs::read_to_string(dir.path().join(SERVER_LOG)).unwrap();
+    // The log is one JSON object per line; each call has its access line.
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let unwrap_call = lines
+        .iter()
+        .find(|l| {
+            l["target"] == "keyplane::access"
+                && l["route"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/actions/unwrap"))
+        })
+        .expect("an access line for the unwrap");
+    assert_eq!(unwrap_call["status"], 200, "{unwrap_call}");
+    assert_eq!(unwrap_call["method"], "POST");
+    assert!(
+        unwrap_call["caller"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty() && c != "anonymous")
+    );
+    assert!(unwrap_call["latency_ms"].as_f64().is_some());
+    assert_eq!(
+        unwrap_call["correlation_id"].as_str().map(str::len),
+        Some(36),
+        "{unwrap_call}"
+    );
     let answers: String = seen.iter().map(Value::to_string).collect();
     let canaries = [
         AWS_SECRET.to_owned(),

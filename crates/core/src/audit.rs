@@ -214,6 +214,16 @@ impl AuditScope {
         }
     }
 
+    /// Who made the call, once authenticated.
+    pub fn initiator(&self) -> Option<String> {
+        let state = self.state();
+        state
+            .pending
+            .as_ref()
+            .filter(|_| state.named)
+            .map(|p| p.initiator.clone())
+    }
+
     /// Whether the caller was authenticated (and named) before the call ended.
     pub fn named(&self) -> bool {
         self.state().named

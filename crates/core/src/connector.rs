@@ -35,6 +35,17 @@ impl FailureKind {
         matches!(self, Self::Unreachable | Self::Throttled | Self::Transient)
     }
 
+    /// The keystore's health this failure shows.
+    pub fn health(self) -> crate::model::HealthStatus {
+        use crate::model::HealthStatus;
+        match self {
+            Self::Unreachable | Self::Transient | Self::Throttled => HealthStatus::NotResponding,
+            Self::BadCredentials | Self::MissingPermission | Self::Rejected => {
+                HealthStatus::ConfigurationError
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unreachable => "unreachable",

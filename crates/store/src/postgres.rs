@@ -36,7 +36,7 @@ use uuid::Uuid;
 use keyplane_core::audit::{self as audit_trail};
 use keyplane_core::error::{Error, Result};
 use keyplane_core::model::*;
-use keyplane_core::ports::Store;
+use keyplane_core::ports::{ConnectionUse, OperationalCounts, Store, TaskCount};
 use keyplane_core::service::UsageContext;
 
 use crate::read_cache::ReadCache;
@@ -288,6 +288,73 @@ impl Store for PostgresStore {
             .map_err(db_err)?
             .get(0);
         Ok((current, migrate::newest_schema_version()))
+    }
+
+    async fn operational_counts(&self) -> Result<OperationalCounts> {
+        let c = self.reader().await?;
+        let count = |n: i64| n.max(0).cast_unsigned();
+        let keys_by_state = c
+            .query(
+                "SELECT state, SUM(n)::BIGINT FROM key_counts GROUP BY state HAVING SUM(n) > 0 ORDER BY state",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), count(r.get(1))))
+            .collect();
+        let tasks = c
+            .query(
+                "SELECT t.keystore_id, COALESCE(k.name, ''), t.state, COUNT(*), MIN(t.created_at)
+                   FROM keystore_tasks t LEFT JOIN keystores k ON k.id = t.keystore_id
+                  WHERE t.state <> 'done' GROUP BY t.keystore_id, k.name, t.state ORDER BY 1, 3",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| TaskCount {
+                keystore_id: r.get(0),
+                keystore_name: r.get(1),
+                state: r.get(2),
+                count: count(r.get(3)),
+                oldest: r.get(4),
+            })
+            .collect();
+        let audit_events: i64 = c
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM audit_events", &[])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        let key_pool = c
+            .query(
+                "SELECT algorithm, size, COUNT(*) FROM key_pool GROUP BY algorithm, size ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    u32::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                    count(r.get(2)),
+                )
+            })
+            .collect();
+        drop(c);
+        let pool = self.pool.status();
+        Ok(OperationalCounts {
+            keys_by_state,
+            tasks,
+            audit_events: count(audit_events),
+            key_pool,
+            connections: ConnectionUse {
+                open: pool.size as u64,
+                in_use: pool.size.saturating_sub(pool.available) as u64,
+                max: pool.max_size as u64,
+            },
+        })
     }
 
     fn commit_generation(&self) -> u64 {

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use keyplane_core::audit::{self as audit_trail};
 use keyplane_core::error::Result;
 use keyplane_core::model::*;
-use keyplane_core::ports::Store;
+use keyplane_core::ports::{OperationalCounts, Store, TaskCount};
 use keyplane_core::service::UsageContext;
 
 use crate::read_cache::{Generation, ReadCache};
@@ -214,6 +214,92 @@ impl Store for SqliteStore {
             .map_err(sql_err)
         })?;
         Ok((current, newest_schema_version()))
+    }
+
+    async fn operational_counts(&self) -> Result<OperationalCounts> {
+        let mut counts = self.reader.with(|c| {
+            let rows = |sql: &str| -> Result<Vec<(String, i64)>> {
+                let mut st = c.prepare_cached(sql).map_err(sql_err)?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(sql_err)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(sql_err)
+            };
+            let keys_by_state = rows(
+                "SELECT state, SUM(n) FROM key_counts GROUP BY state HAVING SUM(n) > 0 ORDER BY state",
+            )?;
+            let mut st = c
+                .prepare_cached(
+                    "SELECT t.keystore_id, COALESCE(k.name, ''), t.state, COUNT(*), MIN(t.created_at)
+                       FROM keystore_tasks t LEFT JOIN keystores k ON k.id = t.keystore_id
+                      WHERE t.state <> 'done' GROUP BY t.keystore_id, t.state ORDER BY 1, 3",
+                )
+                .map_err(sql_err)?;
+            let tasks = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?
+                .into_iter()
+                .map(|(id, name, state, count, oldest)| {
+                    Ok(TaskCount {
+                        keystore_id: id.parse().map_err(|_| rows::corrupt("keystore_id"))?,
+                        keystore_name: name,
+                        state,
+                        count: count.max(0).cast_unsigned(),
+                        oldest: chrono::DateTime::parse_from_rfc3339(&oldest)
+                            .map_err(|_| rows::corrupt("created_at"))?
+                            .to_utc(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let audit_events: i64 = c
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_events", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sql_err)?;
+            let mut st = c
+                .prepare_cached(
+                    "SELECT algorithm, size, COUNT(*) FROM key_pool GROUP BY algorithm, size ORDER BY 1, 2",
+                )
+                .map_err(sql_err)?;
+            let key_pool = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(sql_err)?
+                .map(|row| {
+                    row.map(|(a, size, n)| {
+                        (
+                            a,
+                            u32::try_from(size).unwrap_or(0),
+                            n.max(0).cast_unsigned(),
+                        )
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            Ok(OperationalCounts {
+                keys_by_state: keys_by_state
+                    .into_iter()
+                    .map(|(s, n)| (s, n.max(0).cast_unsigned()))
+                    .collect(),
+                tasks,
+                audit_events: audit_events.max(0).cast_unsigned(),
+                key_pool,
+                connections: Default::default(),
+            })
+        })?;
+        counts.connections = self.reader.connection_use();
+        Ok(counts)
     }
 
     fn commit_generation(&self) -> u64 {

@@ -175,6 +175,7 @@ impl TestApp {
             &HttpSettings {
                 public_url: PUBLIC_URL.into(),
                 request_timeout,
+                metrics: Default::default(),
             },
         );
         Self {

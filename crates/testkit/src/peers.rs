@@ -16,7 +16,7 @@ pub struct OpenBao {
 }
 
 /// A loopback port free now (another process may take it before it is bound).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

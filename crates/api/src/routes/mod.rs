@@ -110,6 +110,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(system::unseal))
         .routes(routes!(system::seal))
         .routes(routes!(system::rotate_master_key))
+        .routes(routes!(system::metrics))
         .routes(routes!(audit_events::list))
         .routes(routes!(audit_events::verification))
         .routes(routes!(access::list_principals, access::create_principal))
@@ -131,6 +132,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
 
 pub(crate) use access::token as identity_token;
 pub(crate) use approvals::pending as approval_pending;
+pub(crate) use system::metrics_answer;
 
 /// Liveness and the seal: 200 when keys can be used, 503 while sealed. Of several nodes on one
 /// database, each answers for itself: which are sealed, and which one runs scheduled work.

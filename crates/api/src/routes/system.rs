@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::Error;
 use keyplane_core::ports::{MasterKeyRotation, SealStatus, UnsealSecret};
+use keyplane_core::service::{MetricsReader, OperationalView};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
@@ -82,4 +83,32 @@ pub(crate) async fn rotate_master_key(
     Caller(actor): Caller,
 ) -> ApiResult<Json<MasterKeyRotation>> {
     Ok(Json(s.keyplane.rotate_master_key(&actor).await?))
+}
+
+/// The metrics, in the OpenMetrics text format Prometheus reads: calls by route and status with
+/// their latency, distribution tasks and keystore health, keys by state, the seal, the audit
+/// chain, the key pool and the database pool. For administrators (a separate listener,
+/// `KEYPLANE_METRICS_LISTEN`, serves them without authentication).
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Response> {
+    let view = s
+        .keyplane
+        .operational_view(MetricsReader::Caller(&caller))
+        .await?;
+    Ok(metrics_answer(&s.metrics, &view))
+}
+
+pub(crate) fn metrics_answer(metrics: &crate::Metrics, view: &OperationalView) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::METRICS_CONTENT_TYPE,
+        )],
+        metrics.render(view),
+    )
+        .into_response()
 }

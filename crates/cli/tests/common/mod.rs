@@ -537,3 +537,19 @@ pub async fn keystore_health(c: &Client, keystore: &str) -> (String, String) {
         r.body["message"].as_str().unwrap_or_default().to_owned(),
     )
 }
+
+/// An access token for an API key, from `POST /identity/token` as IBM's clients ask for one.
+pub async fn access_token(server: &Server, apikey: &str) -> String {
+    let r = keyplane_testkit::http_client()
+        .post(format!("{}/identity/token", server.base))
+        .form(&[
+            ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
+            ("apikey", apikey),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}

@@ -31,6 +31,38 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 
+/// What [`Store::operational_counts`] reports.
+#[derive(Debug, Clone, Default)]
+pub struct OperationalCounts {
+    /// Managed keys per state (`pre_active`, `active`…), over every vault.
+    pub keys_by_state: Vec<(String, u64)>,
+    /// Distribution tasks not yet done, per keystore and state (`pending`, `running`, `failed`).
+    pub tasks: Vec<TaskCount>,
+    /// Events in the audit trail: the hash chain's length.
+    pub audit_events: u64,
+    /// Pregenerated keys waiting, per algorithm and size.
+    pub key_pool: Vec<(String, u32, u64)>,
+    /// The database connection pool: connections open and in use, and the most it opens.
+    pub connections: ConnectionUse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCount {
+    pub keystore_id: uuid::Uuid,
+    pub keystore_name: String,
+    pub state: String,
+    pub count: u64,
+    /// When the oldest of them was queued.
+    pub oldest: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionUse {
+    pub open: u64,
+    pub in_use: u64,
+    pub max: u64,
+}
+
 /// Persistence of every resource. Implementations enforce uniqueness (409 `duplicate_name`) and
 /// optimistic concurrency: an update or delete carrying `revision` fails with `EtagMismatch`
 /// unless the stored revision is the one the caller read.
@@ -51,6 +83,11 @@ pub trait Store:
     /// The schema version the database is at, and the newest this build knows: equal once
     /// this node's migrations are done.
     async fn schema_versions(&self) -> Result<(i64, i64)>;
+
+    /// What an operator watches, counted in the database: keys by state, distribution tasks
+    /// waiting or failed per keystore, the audit chain's length, the key pool's depth, and the
+    /// connection pool's use.
+    async fn operational_counts(&self) -> Result<OperationalCounts>;
 
     /// A counter that advances with every commit, before the committing caller is answered: what
     /// was read after observing a value is current while the counter still shows that value.

@@ -303,6 +303,15 @@ impl Keyplane {
             };
             self.converge(&task).await
         };
+        self.health.note(
+            task.keystore_id,
+            match &outcome {
+                Ok(_) => HealthStatus::Ok,
+                // A refusal of one request is an answer: the keystore itself is up.
+                Err((failure, _)) if failure.kind == FailureKind::Rejected => HealthStatus::Ok,
+                Err((failure, _)) => failure.kind.health(),
+            },
+        );
         let result = match outcome {
             Ok(attempt) => TaskResult {
                 outcome: TaskOutcome::Done,

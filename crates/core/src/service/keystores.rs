@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Keyplane, now, set};
 use crate::authz::{Caller, Permission};
-use crate::connector::{Connector, FailureKind};
+use crate::connector::Connector;
 use crate::distribution;
 use crate::error::{Error, Result};
 use crate::etag::{self, IfMatch};
@@ -490,7 +490,7 @@ impl Keyplane {
             });
         };
         let at = now();
-        Ok(match connector.test().await {
+        let status = match connector.test().await {
             Ok(()) => KeystoreStatus {
                 health_status: HealthStatus::Ok,
                 last_heartbeat: Some(at),
@@ -500,16 +500,13 @@ impl Keyplane {
                 ),
             },
             Err(failure) => KeystoreStatus {
-                health_status: match failure.kind {
-                    FailureKind::Unreachable | FailureKind::Transient | FailureKind::Throttled => {
-                        HealthStatus::NotResponding
-                    }
-                    _ => HealthStatus::ConfigurationError,
-                },
+                health_status: failure.kind.health(),
                 last_heartbeat: None,
                 message: format!("Keystore '{}' failed its check: {failure}", k.name),
             },
-        })
+        };
+        self.health.note(k.id, status.health_status);
+        Ok(status)
     }
 
     /// Keystores in the vaults the caller may list, within the query's filters.

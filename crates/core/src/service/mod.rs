@@ -14,6 +14,7 @@ mod key_protect_rings;
 mod keys;
 mod keystores;
 mod leadership;
+mod observability;
 mod system;
 mod templates;
 mod vaults;
@@ -45,6 +46,7 @@ pub use key_protect_rings::{KEY_RING_PATTERN, MAX_KEY_RINGS, check_key_ring};
 pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use leadership::LEADER_LEASE;
+pub use observability::{KeystoreHealth, MetricsReader, OperationalView};
 pub use templates::{
     KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch,
 };
@@ -68,6 +70,8 @@ pub struct Keyplane {
     call_rate: Arc<crate::authn::CallRate>,
     /// Whether this node runs scheduled work.
     leadership: Arc<leadership::Leadership>,
+    /// External keystores' health as this node last saw it.
+    health: Arc<observability::HealthBoard>,
 }
 
 impl Keyplane {
@@ -87,6 +91,7 @@ impl Keyplane {
             failed_exchanges: Arc::default(),
             call_rate: Arc::default(),
             leadership: Arc::default(),
+            health: Arc::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keyplane_core::error::Result;
@@ -17,6 +18,8 @@ const MAX_IDLE: usize = 16;
 pub(crate) struct Reader {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Connections lent out right now, for the metrics.
+    in_use: AtomicU64,
 }
 
 impl Reader {
@@ -24,6 +27,7 @@ impl Reader {
         Self {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            in_use: AtomicU64::new(0),
         }
     }
 
@@ -53,12 +57,25 @@ impl Reader {
             Some(c) => c,
             None => self.open()?,
         };
+        self.in_use.fetch_add(1, Ordering::Relaxed);
         let result = read(&conn);
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
         result
+    }
+
+    /// Read connections kept open and lent out, and the most kept idle.
+    pub(crate) fn connection_use(&self) -> keyplane_core::ports::ConnectionUse {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+        let in_use = self.in_use.load(Ordering::Relaxed);
+        keyplane_core::ports::ConnectionUse {
+            open: idle + in_use,
+            in_use,
+            max: MAX_IDLE as u64,
+        }
     }
 
     pub(crate) fn close(&self) {
