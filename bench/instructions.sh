@@ -47,4 +47,8 @@ PY
 KEYPLANE_DATA_DIR=$DATA/keyplane KEYPLANE_LISTEN=127.0.0.1:$KP_PORT KEYPLANE_BOOTSTRAP_TOKEN=$TOKEN \
 KEYPLANE_LOG=warn KEYPLANE_RSA_POOL=0 KEYPLANE_RATE_LIMIT=0 \
     measure keyplane "http://127.0.0.1:$KP_PORT" wrap cg.keyplane "$PWD/target/release/keyplane" serve
+# The same binary recording no call metrics: what recording them costs a call.
+KEYPLANE_DATA_DIR=$DATA/keyplane-unmetered KEYPLANE_LISTEN=127.0.0.1:$KP_PORT KEYPLANE_BOOTSTRAP_TOKEN=$TOKEN \
+KEYPLANE_LOG=warn KEYPLANE_RSA_POOL=0 KEYPLANE_RATE_LIMIT=0 KEYPLANE_METRICS=off \
+    measure unmetered "http://127.0.0.1:$KP_PORT" wrap cg.unmetered "$PWD/target/release/keyplane" serve
 measure bare "http://127.0.0.1:$BARE_PORT" bare-wrap cg.bare "$PWD/target/release/keyplane-bare" --listen "127.0.0.1:$BARE_PORT"

@@ -36,6 +36,9 @@ type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 /// What the edge records. One per process, shared by the API listener and the metrics
 /// listener.
 pub struct Metrics {
+    /// Whether calls are recorded (`KEYPLANE_METRICS=off` records none; the operational
+    /// counts are still served).
+    recording: bool,
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     latency: LatencyFamily,
@@ -49,7 +52,7 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 
@@ -59,7 +62,7 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(recording: bool) -> Self {
         let mut registry = Registry::with_prefix("keyplane");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -75,6 +78,7 @@ impl Metrics {
             latency.clone(),
         );
         Self {
+            recording,
             registry,
             calls,
             latency,
@@ -89,6 +93,9 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
+        if !self.recording {
+            return;
+        }
         let method = method_name(method);
         self.calls
             .get_or_create(&CallLabels {
@@ -191,6 +198,11 @@ fn operational_registry(view: &OperationalView) -> Registry {
         .set(i64::try_from(*n).unwrap_or(i64::MAX));
     }
     r.register("managed_keys", "Managed keys by state", keys);
+    r.register(
+        "managed_keys_expiring",
+        "Active keys whose expiration date is within 30 days or past",
+        gauge(counts.keys_expiring),
+    );
 
     let tasks = Family::<TaskLabels, Gauge>::default();
     let oldest = Family::<KeystoreLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();

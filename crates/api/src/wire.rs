@@ -141,6 +141,13 @@ pub struct KeyPropertiesBody {
     #[schema(value_type = Option<crate::schema::InitialKeyStateName>)]
     pub state: Option<InitialKeyState>,
     pub deactivate_on_rotation: Option<bool>,
+    /// Extension: keys made from the template rotate every this long (ISO-8601); `""` clears.
+    pub rotation_interval: Option<String>,
+    /// Extension: keys made from the template are deactivated as their expiration date begins.
+    pub deactivate_on_expiration: Option<bool>,
+    /// Extension: keys made from the template are destroyed this long (ISO-8601) after their
+    /// deactivation, never sooner than the destroy grace period; `""` clears.
+    pub destroy_after_deactivation: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -190,6 +197,9 @@ impl TemplateBody {
                 expiration_date: k.expiration_date,
                 state: k.state,
                 deactivate_on_rotation: k.deactivate_on_rotation,
+                rotation_interval: k.rotation_interval,
+                deactivate_on_expiration: k.deactivate_on_expiration,
+                destroy_after_deactivation: k.destroy_after_deactivation,
             }),
         };
         let keystores = match self.keystores {
@@ -250,6 +260,9 @@ impl TemplatePatchBody {
                 expiration_date: k.expiration_date,
                 state: k.state,
                 deactivate_on_rotation: k.deactivate_on_rotation,
+                rotation_interval: k.rotation_interval,
+                deactivate_on_expiration: k.deactivate_on_expiration,
+                destroy_after_deactivation: k.destroy_after_deactivation,
             }),
         };
         Ok(service::TemplatePatch {
@@ -410,6 +423,12 @@ pub struct KeyUpdateBody {
     pub expiration_date: Option<String>,
     pub description: Option<String>,
     pub tags: Option<Vec<TagBody>>,
+    /// Extension: rotate every this long (ISO-8601); `""` clears it.
+    pub rotation_interval: Option<String>,
+    /// Extension: deactivate as the expiration date begins.
+    pub deactivate_on_expiration: Option<bool>,
+    /// Extension: destroy this long (ISO-8601) after deactivation; `""` clears it.
+    pub destroy_after_deactivation: Option<String>,
 }
 
 impl KeyUpdateBody {
@@ -420,7 +439,9 @@ impl KeyUpdateBody {
             expiration_date: self.expiration_date,
             description: self.description,
             tags: tags(self.tags),
-            rotation_interval: None,
+            rotation_interval: self.rotation_interval,
+            deactivate_on_expiration: self.deactivate_on_expiration,
+            destroy_after_deactivation: self.destroy_after_deactivation,
         }
     }
 }
@@ -497,6 +518,20 @@ pub struct KeyPropertiesOut {
     pub expiration_date: String,
     pub state: String,
     pub deactivate_on_rotation: bool,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub schedule: ScheduleOut,
+}
+
+/// Extension: a template's or key's schedules, shown when set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_interval: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deactivate_on_expiration: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destroy_after_deactivation: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -544,6 +579,11 @@ pub fn template(l: &Links, t: &Template) -> TemplateOut {
             expiration_date: t.key.expiration_date.clone(),
             state: t.key.state.to_string(),
             deactivate_on_rotation: t.key.deactivate_on_rotation,
+            schedule: ScheduleOut {
+                rotation_interval: t.key.schedule.rotation_interval.clone(),
+                deactivate_on_expiration: t.key.schedule.deactivate_on_expiration,
+                destroy_after_deactivation: t.key.schedule.destroy_after_deactivation.clone(),
+            },
         },
         description: t.description.clone(),
         created_at: time(&t.stamps.created_at),
@@ -728,6 +768,22 @@ pub struct ManagedKeyOut {
     pub managing_systems: Vec<String>,
     /// Extension: false once the template changed after this key was last aligned with it.
     pub aligned: bool,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub schedule: ScheduleOut,
+    /// Extension: what a schedule does next to the key and when, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_action: Option<ScheduledOut>,
+    /// Extension: true while the key is active and its expiration date is within 30 days or past.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expiration_warning: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduledOut {
+    /// `rotate`, `deactivate` or `destroy`.
+    pub action: &'static str,
+    pub at: String,
 }
 
 fn instance(i: &KeyInstance) -> Value {
@@ -788,6 +844,19 @@ pub fn managed_key(l: &Links, k: &ManagedKey, trace: &str) -> ManagedKeyOut {
         deactivate_on_rotation: k.deactivate_on_rotation,
         managing_systems: strs(&k.managing_systems),
         aligned: k.template.version == k.template_version,
+        schedule: ScheduleOut {
+            rotation_interval: k.rotation_interval.clone(),
+            deactivate_on_expiration: k.deactivate_on_expiration,
+            destroy_after_deactivation: k.destroy_after_deactivation.clone(),
+        },
+        next_scheduled_action: keyplane_core::schedule::next(k).map(|(at, action)| ScheduledOut {
+            action: action.as_str(),
+            at: time(&at),
+        }),
+        expiration_warning: keyplane_core::schedule::expires_soon(
+            k,
+            chrono::Utc::now().date_naive(),
+        ),
     }
 }
 

@@ -108,6 +108,16 @@ pub struct ServeArgs {
     /// scraper on a private network (on the API listener, /metrics takes an administrator).
     #[arg(long, env = "KEYPLANE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// `off` records no calls in the metrics (the deployment's counts are still served).
+    #[arg(long, env = "KEYPLANE_METRICS")]
+    pub metrics: Option<String>,
+    /// How often the scheduler looks for keys whose schedules are due (e.g. 30s, the default).
+    #[arg(long, env = "KEYPLANE_SCHEDULE_EVERY")]
+    pub schedule_every: Option<String>,
+    /// The shortest schedule interval templates and keys may set (default 1d; shorter only
+    /// for tests and trials).
+    #[arg(long, env = "KEYPLANE_SCHEDULE_MIN_INTERVAL")]
+    pub schedule_min_interval: Option<String>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "KEYPLANE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -118,6 +128,9 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    metrics: Option<String>,
+    schedule_every: Option<String>,
+    schedule_min_interval: Option<String>,
     data_dir: Option<PathBuf>,
     public_url: Option<String>,
     destroy_grace_period: Option<String>,
@@ -186,6 +199,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `None`: metrics only on the API listener, for administrators.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether calls are recorded in the metrics.
+    pub record_metrics: bool,
+    pub schedules: keyplane_core::service::SchedulePolicy,
     pub data_dir: PathBuf,
     pub bootstrap_token: Option<String>,
     /// `None`: derived from the bound address.
@@ -337,6 +353,25 @@ impl Config {
         Ok(Self {
             listen,
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            schedules: keyplane_core::service::SchedulePolicy {
+                every: duration(
+                    "schedule period",
+                    args.schedule_every.or(file.schedule_every),
+                    "30s",
+                )?
+                .max(Duration::from_millis(100)),
+                min_interval: chrono::Duration::from_std(duration(
+                    "schedule minimum interval",
+                    args.schedule_min_interval.or(file.schedule_min_interval),
+                    "1d",
+                )?)?,
+                ..Default::default()
+            },
+            record_metrics: match args.metrics.or(file.metrics).as_deref().map(str::trim) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => bail!("KEYPLANE_METRICS '{other}' is not on or off"),
+            },
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

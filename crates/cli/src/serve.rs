@@ -200,10 +200,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }))
         .with_distribution_policy(config.distribution.clone())
         .with_call_rate(config.rate_limit)
-        .with_key_pool(config.rsa_pool.clone());
+        .with_key_pool(config.rsa_pool.clone())
+        .with_schedule_policy(config.schedules);
     tokio::spawn(keyplane.clone().run_leadership());
     tokio::spawn(keyplane.clone().run_key_pool());
     tokio::spawn(keyplane.clone().run_distribution());
+    tokio::spawn(keyplane.clone().run_schedules());
     tokio::spawn(keyplane.clone().run_denial_summaries());
     if !config.drift_interval.is_zero() {
         tokio::spawn(keyplane.clone().run_drift_checks(config.drift_interval));
@@ -229,7 +231,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let auth: Arc<dyn keyplane_api::Authenticator> =
         Arc::new(crate::tokens::Tokens::new(keyplane.clone())?);
-    let metrics = Arc::new(keyplane_api::Metrics::new());
+    let metrics = Arc::new(keyplane_api::Metrics::new(config.record_metrics));
     if let Some(address) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await

@@ -216,3 +216,209 @@ async fn metrics_count_calls_and_show_the_deployment() {
     let r = http.post(&open_metrics).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+/// Polls `check` every 200 ms for up to 20 s; the last value it saw.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> serde_json::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, serde_json::Value)>,
+{
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (done, seen) = check().await;
+        if done {
+            return seen;
+        }
+        last = seen;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen: {last}");
+}
+
+#[tokio::test]
+async fn schedules_run_on_sqlite() {
+    schedules_rotate_deactivate_and_destroy_keys_as_the_scheduler(None).await;
+}
+
+/// On PostgreSQL the leader runs them (one node here; `nodes.rs` tests the leader's election).
+#[tokio::test]
+async fn schedules_run_on_postgres() {
+    let database = std::env::var("KEYPLANE_TEST_POSTGRES").expect(
+        "KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)",
+    );
+    let url = keyplane_store::new_postgres_schema(&database)
+        .await
+        .unwrap();
+    schedules_rotate_deactivate_and_destroy_keys_as_the_scheduler(Some(&url)).await;
+}
+
+async fn schedules_rotate_deactivate_and_destroy_keys_as_the_scheduler(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![
+        ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+        ("KEYPLANE_SCHEDULE_EVERY", "200ms"),
+        ("KEYPLANE_SCHEDULE_MIN_INTERVAL", "1s"),
+        ("KEYPLANE_ROTATION_MIN_INTERVAL", "0s"),
+        ("KEYPLANE_DESTROY_GRACE_PERIOD", "1s"),
+    ];
+    if let Some(url) = database {
+        env.push(("KEYPLANE_DATABASE_URL", url));
+    }
+    let server = Server::start(&binary(), dir.path(), &env).await.unwrap();
+    let c = server.client();
+    let (vault, _) = setup(&c, "active", "aes", "256").await;
+    let entry = json!({"type": "ibm_cloud_kms", "group": "prod"});
+    let template = |name: &str, key: serde_json::Value| json!({"vault": {"id": vault}, "name": name, "key": key, "keystores": [entry]});
+
+    // Bad schedules are refused, naming the field, and create nothing.
+    for (key, field) in [
+        (
+            json!({"rotation_interval": "PT0S"}),
+            "key.rotation_interval",
+        ),
+        (
+            json!({"rotation_interval": "every day"}),
+            "key.rotation_interval",
+        ),
+        (
+            json!({"rotation_interval": "PT0.5S"}),
+            "key.rotation_interval",
+        ),
+        // Never sooner than the destroy grace period (1 s here).
+        (
+            json!({"destroy_after_deactivation": "P"}),
+            "key.destroy_after_deactivation",
+        ),
+    ] {
+        let mut body = json!({"algorithm": "aes", "size": "256", "state": "active"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(key.as_object().unwrap().clone());
+        let r = c
+            .post("/api/v4/templates", &template("BAD", body))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["target"]["name"], field, "{}", r.body);
+    }
+    assert_eq!(
+        c.get("/api/v4/templates?name=BAD").await.unwrap().body["total_count"],
+        0
+    );
+
+    // A template rotating its keys every second: its keys get new versions by themselves.
+    let r = c
+        .post(
+            "/api/v4/templates",
+            &template(
+                "ROTATING",
+                json!({"algorithm": "aes", "size": "256", "state": "active", "rotation_interval": "PT1S"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["key"]["rotation_interval"], "PT1S");
+    let rotating = [
+        create_key_from(&c, &vault, "ROTATING", "rotating-1").await,
+        create_key_from(&c, &vault, "ROTATING", "rotating-2").await,
+    ];
+    assert_eq!(rotating[0]["rotation_interval"], "PT1S");
+    assert_eq!(rotating[0]["next_scheduled_action"]["action"], "rotate");
+    for key in &rotating {
+        let path = format!("/api/v4/managed_keys/{}", id(key));
+        eventually("two scheduled rotations", || async {
+            let k = c.get(&path).await.unwrap().body;
+            (k["version"].as_u64().unwrap_or(0) >= 2, k)
+        })
+        .await;
+    }
+    // Each rotation is the ordinary operation, audited with initiator `scheduler`.
+    let events = c
+        .get("/api/v4/audit_events?initiator=scheduler&limit=100")
+        .await
+        .unwrap()
+        .body;
+    let events = events["audit_events"].as_array().unwrap();
+    for key in &rotating {
+        assert!(
+            events.iter().any(|e| e["outcome"] == "success"
+                && e["initiator"] == "scheduler"
+                && e.to_string().contains(&id(key))),
+            "{events:?}"
+        );
+    }
+    // A key whose schedule is cleared is rotated no more.
+    let path = format!("/api/v4/managed_keys/{}", id(&rotating[0]));
+    let current = c.get(&path).await.unwrap();
+    let r = c
+        .send(
+            "PATCH",
+            &path,
+            Some(&json!({"rotation_interval": ""})),
+            Some(&current.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.get("next_scheduled_action").is_none(), "{}", r.body);
+    let version = r.body["version"].as_u64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(c.get(&path).await.unwrap().body["version"], version);
+
+    // A key deactivated as its expiration date begins, then destroyed two seconds later.
+    let r = c
+        .post(
+            "/api/v4/templates",
+            &template(
+                "EXPIRING",
+                json!({"algorithm": "aes", "size": "256", "state": "active",
+                       "deactivate_on_expiration": true, "destroy_after_deactivation": "PT2S"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let expiring = create_key_from(&c, &vault, "EXPIRING", "expiring-1").await;
+    assert_eq!(expiring["deactivate_on_expiration"], true);
+    assert_eq!(expiring["destroy_after_deactivation"], "PT2S");
+    let path = format!("/api/v4/managed_keys/{}", id(&expiring));
+    let today = chrono::Utc::now().date_naive().to_string();
+    let current = c.get(&path).await.unwrap();
+    assert!(current.body.get("expiration_warning").is_none());
+    let r = c
+        .send(
+            "PATCH",
+            &path,
+            Some(&json!({"expiration_date": today})),
+            Some(&current.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deactivated = eventually("deactivation on expiration", || async {
+        let k = c.get(&path).await.unwrap().body;
+        (k["state"] != "active", k)
+    })
+    .await;
+    assert_eq!(deactivated["state"], "deactivated", "{deactivated}");
+    let destroyed = eventually("destruction after deactivation", || async {
+        let k = c.get(&path).await.unwrap().body;
+        (k["state"] == "destroyed", k)
+    })
+    .await;
+    assert!(destroyed.get("next_scheduled_action").is_none());
+    let events = c
+        .get("/api/v4/audit_events?initiator=scheduler&limit=200")
+        .await
+        .unwrap()
+        .body;
+    let on_expiring = events["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.to_string().contains(&id(&expiring)))
+        .count();
+    assert_eq!(on_expiring, 2, "a deactivation and a destruction: {events}");
+    assert!(server.terminate().await.unwrap());
+}

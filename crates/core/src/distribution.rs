@@ -486,6 +486,8 @@ mod tests {
             deactivated_at: None,
             label_from_scheme: false,
             rotation_interval: None,
+            deactivate_on_expiration: false,
+            destroy_after_deactivation: None,
             stamps: Stamps::new(&Actor("t".into()), now),
             revision: 1,
         }

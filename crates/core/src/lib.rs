@@ -15,6 +15,7 @@ pub mod naming;
 pub mod operation;
 pub mod ports;
 pub mod query;
+pub mod schedule;
 pub mod service;
 pub mod validate;
 

@@ -44,6 +44,10 @@ pub(crate) struct KeyDoc {
     pub label_from_scheme: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivate_on_expiration: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_after_deactivation: Option<String>,
 }
 
 impl KeyDoc {
@@ -60,6 +64,8 @@ impl KeyDoc {
             deactivated_at: k.deactivated_at,
             label_from_scheme: k.label_from_scheme,
             rotation_interval: k.rotation_interval.clone(),
+            deactivate_on_expiration: k.deactivate_on_expiration,
+            destroy_after_deactivation: k.destroy_after_deactivation.clone(),
         }
     }
 }

@@ -321,6 +321,20 @@ impl Store for PostgresStore {
                 oldest: r.get(4),
             })
             .collect();
+        let today = chrono::Utc::now().date_naive();
+        let limit = today
+            .checked_add_days(chrono::Days::new(
+                keyplane_core::schedule::EXPIRATION_WARNING_DAYS,
+            ))
+            .unwrap_or(today);
+        let keys_expiring: i64 = c
+            .query_one(
+                "SELECT COUNT(*) FROM managed_keys WHERE state = 'active' AND expiration_date <= $1",
+                &[&limit],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0);
         let audit_events: i64 = c
             .query_one("SELECT COALESCE(MAX(seq), 0) FROM audit_events", &[])
             .await
@@ -346,6 +360,7 @@ impl Store for PostgresStore {
         let pool = self.pool.status();
         Ok(OperationalCounts {
             keys_by_state,
+            keys_expiring: count(keys_expiring),
             tasks,
             audit_events: count(audit_events),
             key_pool,

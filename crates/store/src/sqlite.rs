@@ -197,6 +197,16 @@ pub(crate) fn one<T>(
     rows.next().map_err(sql_err)?.map(map).transpose()
 }
 
+/// The last expiration date within the expiration warning window.
+fn warning_limit() -> chrono::NaiveDate {
+    let today = chrono::Utc::now().date_naive();
+    today
+        .checked_add_days(chrono::Days::new(
+            keyplane_core::schedule::EXPIRATION_WARNING_DAYS,
+        ))
+        .unwrap_or(today)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
@@ -261,6 +271,13 @@ impl Store for SqliteStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let keys_expiring: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM managed_keys WHERE state = 'active' AND expiration_date <= ?",
+                    [warning_limit().to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
             let audit_events: i64 = c
                 .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_events", [], |r| {
                     r.get(0)
@@ -292,6 +309,7 @@ impl Store for SqliteStore {
                     .into_iter()
                     .map(|(s, n)| (s, n.max(0).cast_unsigned()))
                     .collect(),
+                keys_expiring: keys_expiring.max(0).cast_unsigned(),
                 tasks,
                 audit_events: audit_events.max(0).cast_unsigned(),
                 key_pool,

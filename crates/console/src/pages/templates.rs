@@ -338,7 +338,7 @@ impl TemplateForm {
                 activation_date: None,
                 expiration_date: None,
                 state: Some(state),
-                deactivate_on_rotation: None,
+                ..KeyPropertiesInput::default()
             }),
             keystores: Some(self.keystores()?),
             ..NewTemplate::default()

@@ -144,6 +144,21 @@ pub struct KeyProperties {
     pub expiration_date: String,
     pub state: InitialKeyState,
     pub deactivate_on_rotation: bool,
+    /// Schedules, copied into each key made from the template (`spec/decisions.md` §5).
+    #[serde(flatten)]
+    pub schedule: KeySchedule,
+}
+
+/// A key's schedules: rotation every `rotation_interval`, deactivation on its expiration date,
+/// destruction `destroy_after_deactivation` after deactivation. Empty: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySchedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivate_on_expiration: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_after_deactivation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +315,10 @@ pub struct ManagedKey {
     pub label_from_scheme: bool,
     /// How often the key is to be rotated, as an ISO-8601 duration; `None`: when someone does.
     pub rotation_interval: Option<String>,
+    /// Deactivated by the scheduler as its expiration date begins.
+    pub deactivate_on_expiration: bool,
+    /// Destroyed by the scheduler this long (ISO-8601) after its deactivation.
+    pub destroy_after_deactivation: Option<String>,
     pub stamps: Stamps,
     pub revision: i64,
 }

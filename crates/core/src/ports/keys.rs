@@ -54,6 +54,14 @@ pub struct KeyAlias {
 /// Managed keys, their versions and sealed material, and the copies internal keystores hold.
 #[async_trait]
 pub trait KeyRecords: Send + Sync + 'static {
+    /// Keys whose schedule is due at `now` (their stored next due time has passed), the
+    /// longest due first, at most `limit`.
+    async fn due_scheduled_keys(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>>;
+
     /// The copy an internal keystore holds for a key whose label is `label`, if any.
     async fn internal_copy_by_key_label(
         &self,

@@ -36,6 +36,9 @@ use crate::error::Result;
 pub struct OperationalCounts {
     /// Managed keys per state (`pre_active`, `active`…), over every vault.
     pub keys_by_state: Vec<(String, u64)>,
+    /// Active keys whose expiration date is within the warning window
+    /// (`schedule::EXPIRATION_WARNING_DAYS`) or past.
+    pub keys_expiring: u64,
     /// Distribution tasks not yet done, per keystore and state (`pending`, `running`, `failed`).
     pub tasks: Vec<TaskCount>,
     /// Events in the audit trail: the hash chain's length.

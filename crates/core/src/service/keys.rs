@@ -32,6 +32,9 @@ pub struct KeyPatch {
     pub tags: Option<Vec<Tag>>,
     /// An ISO-8601 duration; empty clears it.
     pub rotation_interval: Option<String>,
+    pub deactivate_on_expiration: Option<bool>,
+    /// An ISO-8601 duration; empty clears it.
+    pub destroy_after_deactivation: Option<String>,
 }
 
 fn naming_error(e: NamingError) -> Error {
@@ -263,7 +266,9 @@ impl Keyplane {
             rotated_at: None,
             deactivated_at: None,
             label_from_scheme,
-            rotation_interval: None,
+            rotation_interval: template.key.schedule.rotation_interval.clone(),
+            deactivate_on_expiration: template.key.schedule.deactivate_on_expiration,
+            destroy_after_deactivation: template.key.schedule.destroy_after_deactivation.clone(),
             stamps: Stamps::new(&caller.actor, created),
             revision: 1,
         };
@@ -680,14 +685,25 @@ impl Keyplane {
             validate::tags("tags", &tags)?;
             key.tags = tags;
         }
+        let cleared = |text: String| Some(text).filter(|t| !t.is_empty());
+        let mut schedule = KeySchedule {
+            rotation_interval: key.rotation_interval.clone(),
+            deactivate_on_expiration: key.deactivate_on_expiration,
+            destroy_after_deactivation: key.destroy_after_deactivation.clone(),
+        };
         if let Some(interval) = patch.rotation_interval {
-            key.rotation_interval = if interval.is_empty() {
-                None
-            } else {
-                validate::schedule_interval("rotation_interval", &interval)?;
-                Some(interval)
-            };
+            schedule.rotation_interval = cleared(interval);
         }
+        if let Some(on) = patch.deactivate_on_expiration {
+            schedule.deactivate_on_expiration = on;
+        }
+        if let Some(after) = patch.destroy_after_deactivation {
+            schedule.destroy_after_deactivation = cleared(after);
+        }
+        self.check_schedule(&schedule, "")?;
+        key.rotation_interval = schedule.rotation_interval;
+        key.deactivate_on_expiration = schedule.deactivate_on_expiration;
+        key.destroy_after_deactivation = schedule.destroy_after_deactivation;
         key.stamps.touch(&caller.actor, now());
         key.revision += 1;
         let targets = self.current_targets(&key).await?;
@@ -843,6 +859,9 @@ impl Keyplane {
         key.instances[0].group = entry.group.clone();
         key.instances[0].properties = entry.properties.clone();
         key.deactivate_on_rotation = template.key.deactivate_on_rotation;
+        key.rotation_interval = template.key.schedule.rotation_interval.clone();
+        key.deactivate_on_expiration = template.key.schedule.deactivate_on_expiration;
+        key.destroy_after_deactivation = template.key.schedule.destroy_after_deactivation.clone();
         key.template.name = template.name.clone();
         key.template_version = template.version;
         self.distribute(&mut key, &targets, &copies, &mut write);

@@ -15,6 +15,7 @@ mod keys;
 mod keystores;
 mod leadership;
 mod observability;
+mod schedules;
 mod system;
 mod templates;
 mod vaults;
@@ -47,6 +48,7 @@ pub use keys::{KeyPatch, NewKey};
 pub use keystores::{KeystorePatch, NewKeystore};
 pub use leadership::LEADER_LEASE;
 pub use observability::{KeystoreHealth, MetricsReader, OperationalView};
+pub use schedules::{SCHEDULER, SchedulePolicy};
 pub use templates::{
     KeyPropertiesInput, KeyPropertiesPatch, NewTemplate, TemplateKeystorePatch, TemplatePatch,
 };
@@ -72,6 +74,8 @@ pub struct Keyplane {
     leadership: Arc<leadership::Leadership>,
     /// External keystores' health as this node last saw it.
     health: Arc<observability::HealthBoard>,
+    /// How the scheduler runs.
+    schedules: SchedulePolicy,
 }
 
 impl Keyplane {
@@ -92,6 +96,7 @@ impl Keyplane {
             call_rate: Arc::default(),
             leadership: Arc::default(),
             health: Arc::default(),
+            schedules: SchedulePolicy::default(),
         }
     }
 

@@ -19,6 +19,11 @@ pub struct KeyPropertiesInput {
     pub expiration_date: Option<String>,
     pub state: Option<InitialKeyState>,
     pub deactivate_on_rotation: Option<bool>,
+    /// An ISO-8601 duration; empty clears it.
+    pub rotation_interval: Option<String>,
+    pub deactivate_on_expiration: Option<bool>,
+    /// An ISO-8601 duration; empty clears it.
+    pub destroy_after_deactivation: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +49,11 @@ pub struct KeyPropertiesPatch {
     pub expiration_date: Option<String>,
     pub state: Option<InitialKeyState>,
     pub deactivate_on_rotation: Option<bool>,
+    /// An ISO-8601 duration; empty clears it.
+    pub rotation_interval: Option<String>,
+    pub deactivate_on_expiration: Option<bool>,
+    /// An ISO-8601 duration; empty clears it.
+    pub destroy_after_deactivation: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -173,8 +183,16 @@ impl Keyplane {
             expiration_date: key.expiration_date.unwrap_or_else(|| "P1Y".to_owned()),
             state: key.state.unwrap_or(InitialKeyState::PreActivation),
             deactivate_on_rotation: key.deactivate_on_rotation.unwrap_or(false),
+            schedule: KeySchedule {
+                rotation_interval: key.rotation_interval.filter(|t| !t.is_empty()),
+                deactivate_on_expiration: key.deactivate_on_expiration.unwrap_or(false),
+                destroy_after_deactivation: key
+                    .destroy_after_deactivation
+                    .filter(|t| !t.is_empty()),
+            },
         };
         check_dates(&key.activation_date, &key.expiration_date)?;
+        self.check_schedule(&key.schedule, "key.")?;
         let keystores = input
             .keystores
             .ok_or_else(|| Error::missing_field("keystores"))?;
@@ -288,7 +306,18 @@ impl Keyplane {
             set(&mut t.key.expiration_date, k.expiration_date);
             set(&mut t.key.state, k.state);
             set(&mut t.key.deactivate_on_rotation, k.deactivate_on_rotation);
+            if let Some(interval) = k.rotation_interval {
+                t.key.schedule.rotation_interval = Some(interval).filter(|t| !t.is_empty());
+            }
+            set(
+                &mut t.key.schedule.deactivate_on_expiration,
+                k.deactivate_on_expiration,
+            );
+            if let Some(after) = k.destroy_after_deactivation {
+                t.key.schedule.destroy_after_deactivation = Some(after).filter(|t| !t.is_empty());
+            }
             check_dates(&t.key.activation_date, &t.key.expiration_date)?;
+            self.check_schedule(&t.key.schedule, "key.")?;
         }
         if let Some(entries) = patch.keystores {
             if entries.len() != 1 {

@@ -120,6 +120,23 @@ async fn insert_alias(c: &impl GenericClient, alias: &KeyAlias, max_per_key: usi
 
 #[async_trait]
 impl KeyRecords for PostgresStore {
+    async fn due_scheduled_keys(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        let c = self.reader().await?;
+        let rows = c
+            .query(
+                "SELECT id FROM managed_keys WHERE next_scheduled_at IS NOT NULL AND next_scheduled_at <= $1
+                  ORDER BY next_scheduled_at LIMIT $2",
+                &[&now, &i64::from(limit)],
+            )
+            .await
+            .map_err(super::db_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn internal_copy_by_key_label(
         &self,
         keystore_id: Uuid,

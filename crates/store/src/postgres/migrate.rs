@@ -11,6 +11,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_key_day_counts.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_key_schedules.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations run under ("keyplane" in ASCII, as an integer).

@@ -52,6 +52,31 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
 
 #[async_trait]
 impl KeyRecords for SqliteStore {
+    async fn due_scheduled_keys(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        self.reader.with(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id FROM managed_keys WHERE next_scheduled_at IS NOT NULL AND next_scheduled_at <= ?1
+                      ORDER BY next_scheduled_at LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let ids = st
+                .query_map(rusqlite::params![super::rows::ts(&now), limit], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            ids.iter()
+                .map(|id| id.parse().map_err(|_| super::rows::corrupt("id")))
+                .collect()
+        })
+    }
+
     async fn internal_copy_by_key_label(
         &self,
         keystore_id: Uuid,

@@ -70,6 +70,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         18,
         include_str!("../../migrations/sqlite/0018_key_day_counts.sql"),
     ),
+    (
+        19,
+        include_str!("../../migrations/sqlite/0019_key_schedules.sql"),
+    ),
 ];
 
 /// The schema version this release brings a SQLite database to.

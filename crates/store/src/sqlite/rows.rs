@@ -201,6 +201,8 @@ pub(crate) fn key_from_row(r: &Row<'_>) -> Result<ManagedKey> {
         deactivated_at: doc.deactivated_at,
         label_from_scheme: doc.label_from_scheme,
         rotation_interval: doc.rotation_interval,
+        deactivate_on_expiration: doc.deactivate_on_expiration,
+        destroy_after_deactivation: doc.destroy_after_deactivation,
         stamps: stamps(r)?,
         revision: col(r, "revision")?,
     })

@@ -306,12 +306,13 @@ pub(crate) fn save_key(
     let id = k.id.to_string();
     let sql = match read_revision {
         None => "INSERT INTO managed_keys (label, state, algorithm, size, version, activation_date, expiration_date, rotated_at,
-                 instance_keystore_type, updated_at, updated_by, revision, doc, template_id, created_at, created_by, vault_id, id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 instance_keystore_type, updated_at, updated_by, revision, doc, template_id, created_at, created_by, vault_id, id,
+                 next_scheduled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         Some(_) => "UPDATE managed_keys SET label = ?1, state = ?2, algorithm = ?3, size = ?4, version = ?5, activation_date = ?6,
                  expiration_date = ?7, rotated_at = ?8, instance_keystore_type = ?9, updated_at = ?10, updated_by = ?11,
-                 revision = ?12, doc = ?13
-                 WHERE template_id = ?14 AND created_at = ?15 AND created_by = ?16 AND vault_id = ?17 AND id = ?18 AND revision = ?19",
+                 revision = ?12, doc = ?13, next_scheduled_at = ?19
+                 WHERE template_id = ?14 AND created_at = ?15 AND created_by = ?16 AND vault_id = ?17 AND id = ?18 AND revision = ?20",
     };
     let instance_type = k.instances.first().map_or("", |i| i.keystore_type.as_str());
     let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
@@ -333,6 +334,7 @@ pub(crate) fn save_key(
         Box::new(k.stamps.created_by.clone()),
         Box::new(k.vault.id.to_string()),
         Box::new(id.clone()),
+        Box::new(keyplane_core::schedule::next_due(k).as_ref().map(ts)),
     ];
     if let Some(r) = read_revision {
         values.push(Box::new(r));
