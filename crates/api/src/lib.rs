@@ -3,6 +3,7 @@
 mod audit;
 mod contract;
 pub mod error;
+mod export;
 pub mod extract;
 mod limits;
 mod metrics;
@@ -579,11 +580,7 @@ where
             .resolve(req.method(), req.uri().path());
         let started = std::time::Instant::now();
         let method = req.method().clone();
-        let route = if resolved.operation.is_known() {
-            resolved.operation.template
-        } else {
-            UNMATCHED_ROUTE
-        };
+        let operation = resolved.operation.clone();
         let dialect = resolved.operation.dialect;
         let fast = fast_path(&req, &resolved);
         let (trace, key_protect_header) = correlation_id(&req, dialect);
@@ -615,8 +612,8 @@ where
             };
             let response = with_correlation(response, &trace, dialect, key_protect_header);
             metrics.observe(
+                &operation,
                 &method,
-                route,
                 response.status().as_u16(),
                 started.elapsed(),
             );
@@ -624,10 +621,6 @@ where
         })
     }
 }
-
-/// The route label of calls that resolved to no operation (unknown paths, `/health`, `/ready`):
-/// one series for all, whatever paths anyone sends.
-const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Where the edge sends a call. It lives inside the call's one boxed future, so its size is
 /// allocated once either way.

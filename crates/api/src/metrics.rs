@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::operation::Routed;
+
 /// The content type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -85,11 +87,11 @@ impl Metrics {
         }
     }
 
-    /// Records one answered call.
+    /// Records one answered call of the operation `routed`.
     pub(crate) fn observe(
         &self,
+        routed: &Routed,
         method: &axum::http::Method,
-        route: &'static str,
         status: u16,
         took: Duration,
     ) {
@@ -97,6 +99,39 @@ impl Metrics {
             return;
         }
         let method = method_name(method);
+        let route = if routed.is_known() {
+            routed.template
+        } else {
+            UNMATCHED_ROUTE
+        };
+        let series = routed.series.get_or_init(|| RouteSeries {
+            method,
+            success_status: routed.success,
+            success: self.calls.get_or_create_owned(&CallLabels {
+                method,
+                route,
+                status: routed.success,
+            }),
+            latency: self
+                .latency
+                .get_or_create_owned(&RouteLabels { method, route }),
+        });
+        // The operation's own method and success: the series in hand.
+        if series.method == method {
+            if status == series.success_status {
+                series.success.inc();
+            } else {
+                self.calls
+                    .get_or_create(&CallLabels {
+                        method,
+                        route,
+                        status,
+                    })
+                    .inc();
+            }
+            series.latency.observe(took.as_secs_f64());
+            return;
+        }
         self.calls
             .get_or_create(&CallLabels {
                 method,
@@ -119,6 +154,19 @@ impl Metrics {
         text
     }
 }
+
+/// An operation's series for its own method, kept with the operation.
+#[derive(Debug)]
+pub(crate) struct RouteSeries {
+    method: &'static str,
+    success_status: u16,
+    success: Counter,
+    latency: Histogram,
+}
+
+/// The route label of calls that resolved to no operation (unknown paths, `/health`, `/ready`):
+/// one series for all, whatever paths anyone sends.
+const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Method names as static strings (the label holds no allocation); other methods are counted
 /// together.

@@ -43,6 +43,9 @@ pub(crate) struct Routed {
     pub dialect: Dialect,
     pub owner: Option<Owner>,
     pub data_plane: Option<DataPlaneAction>,
+    /// Its metric series, made at its first call (what most calls record is then one atomic
+    /// add and one histogram observation, no label lookup).
+    pub series: std::sync::OnceLock<crate::metrics::RouteSeries>,
 }
 
 /// A call's operation, with the `{id}` its path carried when that is a UUID, read as the
@@ -567,6 +570,7 @@ impl Operations {
                 dialect: dialect_of(e.path),
                 owner: e.owner,
                 data_plane: e.data_plane,
+                series: std::sync::OnceLock::new(),
             });
             by_method
                 .entry(e.method.clone())
@@ -582,6 +586,7 @@ impl Operations {
                 dialect,
                 owner: None,
                 data_plane: None,
+                series: std::sync::OnceLock::new(),
             })
         };
         let mut take = |method: Method| by_method.remove(&method).unwrap_or_default();

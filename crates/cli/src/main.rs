@@ -82,6 +82,9 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), generated from these commands' definitions.
+    #[command(hide = true)]
+    Manual,
     /// Key templates: list, get, create.
     Template {
         #[command(flatten)]
@@ -168,6 +171,11 @@ fn main() -> anyhow::Result<()> {
         Command::Login { connect } => run_client(remote::login(&connect)),
         Command::Approval { connect, command } => {
             run_client(remote::approvals::run(&connect, command))
+        }
+        Command::Manual => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(())
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

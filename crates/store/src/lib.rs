@@ -1,12 +1,14 @@
 //! Persistence adapters for `keyplane_core::ports::Store`. SQLite is the embedded engine;
 //! PostgreSQL serves several nodes sharing one database.
 
+mod backup;
 mod common;
 mod postgres;
 mod read_cache;
 mod sqlite;
 mod transfer;
 
+pub use backup::{BackupReport, DATABASE_FILE, backup_postgres, backup_sqlite, restore_sqlite};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteStore};
 pub use transfer::{TransferReport, copy_sqlite_to_postgres};

@@ -197,6 +197,18 @@ pub(crate) fn one<T>(
     rows.next().map_err(sql_err)?.map(map).transpose()
 }
 
+/// A timestamp as the SQLite engine stores it.
+pub(crate) fn timestamp_text(t: &chrono::DateTime<chrono::Utc>) -> String {
+    rows::ts(t)
+}
+
+/// Verifies the audit chain of an open SQLite database (a backup being checked).
+pub(crate) fn verify_audit_chain_of(
+    conn: &rusqlite::Connection,
+) -> Result<keyplane_core::ports::AuditChainReport> {
+    audit::verify(conn)
+}
+
 /// The last expiration date within the expiration warning window.
 fn warning_limit() -> chrono::NaiveDate {
     let today = chrono::Utc::now().date_naive();

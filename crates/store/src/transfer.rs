@@ -15,7 +15,7 @@ use crate::postgres::{PostgresOptions, PostgresStore, db_err};
 
 /// Tables in the order their references allow. `key_counts` and `key_day_counts` are rebuilt by
 /// their triggers as keys arrive; the leader lease and schema versions belong to the target.
-const TABLES: &[&str] = &[
+pub(crate) const TABLES: &[&str] = &[
     "settings",
     "api_tokens",
     "vaults",

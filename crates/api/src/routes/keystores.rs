@@ -6,6 +6,7 @@ use keyplane_core::model::KeystoreDeleteMode;
 
 use super::resource;
 use crate::error::{ApiResult, ErrorBody};
+use crate::export;
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
 use crate::wire::{self, KeystoreBody, KeystoreOut, KeystorePatchBody, KeystoreStatusOut};
@@ -24,8 +25,23 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     Caller(caller): Caller,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<params::ListBody<KeystoreOut>>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let query = params::keystore_query(&Params::new(&q))?;
+    if let Some(format) = export::requested(&headers, export::Entity::Keystore)? {
+        let read: export::PageReader = Box::new(move |paging| {
+            let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
+            query.paging = paging;
+            Box::pin(async move {
+                let page = s.keyplane.list_keystores(&caller, query).await?;
+                export::page_of(
+                    page.items.iter().map(|x| wire::keystore(&s.links, x)),
+                    page.total_count,
+                )
+            })
+        });
+        return export::answer(format, export::Entity::Keystore, read).await;
+    }
     let paging = query.paging;
     let page = s.keyplane.list_keystores(&caller, query).await?;
     let items = page
@@ -41,7 +57,8 @@ pub(crate) async fn list(
         page.total_count,
         "keystores",
         items,
-    )))
+    ))
+    .into_response())
 }
 
 /// Create (connect) a keystore; `dry_run=true` validates without saving (200).
@@ -188,8 +205,26 @@ pub(crate) async fn managed_keys(
     PathId(id): PathId,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
-) -> ApiResult<Json<params::ListBody<wire::ManagedKeyOut>>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let query = params::key_query(&Params::new(&q), true)?;
+    if let Some(format) = export::requested(&headers, export::Entity::ManagedKey)? {
+        let read: export::PageReader = Box::new(move |paging| {
+            let (s, caller, mut query, trace) =
+                (s.clone(), caller.clone(), query.clone(), trace.clone());
+            query.paging = paging;
+            Box::pin(async move {
+                let page = s.keyplane.list_keystore_keys(&caller, id, query).await?;
+                export::page_of(
+                    page.items
+                        .iter()
+                        .map(|x| wire::managed_key(&s.links, x, &trace)),
+                    page.total_count,
+                )
+            })
+        });
+        return export::answer(format, export::Entity::ManagedKey, read).await;
+    }
     let paging = query.paging;
     let page = s.keyplane.list_keystore_keys(&caller, id, query).await?;
     let items = page
@@ -206,7 +241,8 @@ pub(crate) async fn managed_keys(
         page.total_count,
         "managed_keys",
         items,
-    )))
+    ))
+    .into_response())
 }
 
 /// Resources associated with a keystore's keys (only IBM Cloud KMS registrations produce any).

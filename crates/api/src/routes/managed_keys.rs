@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::resource;
 use crate::error::{ApiResult, ErrorBody};
+use crate::export;
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
 use crate::wire::{self, KeyCreateBody, KeyUpdateBody, ManagedKeyOut, StatusInKeystoresOut};
@@ -47,8 +48,26 @@ pub(crate) async fn list(
     Caller(caller): Caller,
     RawQuery(q): RawQuery,
     Trace(trace): Trace,
-) -> ApiResult<Json<params::ListBody<ManagedKeyOut>>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let query = params::key_query(&Params::new(&q), true)?;
+    if let Some(format) = export::requested(&headers, export::Entity::ManagedKey)? {
+        let read: export::PageReader = Box::new(move |paging| {
+            let (s, caller, mut query, trace) =
+                (s.clone(), caller.clone(), query.clone(), trace.clone());
+            query.paging = paging;
+            Box::pin(async move {
+                let page = s.keyplane.list_keys(&caller, query).await?;
+                export::page_of(
+                    page.items
+                        .iter()
+                        .map(|x| wire::managed_key(&s.links, x, &trace)),
+                    page.total_count,
+                )
+            })
+        });
+        return export::answer(format, export::Entity::ManagedKey, read).await;
+    }
     let paging = query.paging;
     let page = s.keyplane.list_keys(&caller, query).await?;
     let items = page
@@ -64,7 +83,8 @@ pub(crate) async fn list(
         page.total_count,
         "managed_keys",
         items,
-    )))
+    ))
+    .into_response())
 }
 
 /// Create a managed key from a template.

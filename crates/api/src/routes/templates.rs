@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::resource;
 use crate::error::{ApiResult, ErrorBody};
+use crate::export;
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
 use crate::wire::{self, TemplateBody, TemplateOut, TemplatePatchBody};
@@ -28,8 +29,23 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     Caller(caller): Caller,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<params::ListBody<TemplateOut>>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let query = params::template_query(&Params::new(&q))?;
+    if let Some(format) = export::requested(&headers, export::Entity::KeyTemplate)? {
+        let read: export::PageReader = Box::new(move |paging| {
+            let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
+            query.paging = paging;
+            Box::pin(async move {
+                let page = s.keyplane.list_templates(&caller, query).await?;
+                export::page_of(
+                    page.items.iter().map(|x| wire::template(&s.links, x)),
+                    page.total_count,
+                )
+            })
+        });
+        return export::answer(format, export::Entity::KeyTemplate, read).await;
+    }
     let paging = query.paging;
     let page = s.keyplane.list_templates(&caller, query).await?;
     let items = page
@@ -45,7 +61,8 @@ pub(crate) async fn list(
         page.total_count,
         "templates",
         items,
-    )))
+    ))
+    .into_response())
 }
 
 /// Create a key template.

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::resource;
 use crate::error::{ApiResult, ErrorBody};
+use crate::export;
 use crate::extract::{IfMatch, JsonBody, PathId, RawQuery};
 use crate::params::{self, Params};
 use crate::wire::{self, VaultBody, VaultOut, VaultPatchBody};
@@ -21,8 +22,23 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     Caller(caller): Caller,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<params::ListBody<VaultOut>>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let query = params::vault_query(&Params::new(&q))?;
+    if let Some(format) = export::requested(&headers, export::Entity::Vault)? {
+        let read: export::PageReader = Box::new(move |paging| {
+            let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
+            query.paging = paging;
+            Box::pin(async move {
+                let page = s.keyplane.list_vaults(&caller, query).await?;
+                export::page_of(
+                    page.items.iter().map(|x| wire::vault(&s.links, x)),
+                    page.total_count,
+                )
+            })
+        });
+        return export::answer(format, export::Entity::Vault, read).await;
+    }
     let paging = query.paging;
     let page = s.keyplane.list_vaults(&caller, query).await?;
     let items = page
@@ -38,7 +54,8 @@ pub(crate) async fn list(
         page.total_count,
         "vaults",
         items,
-    )))
+    ))
+    .into_response())
 }
 
 /// Create a vault.
