@@ -135,30 +135,27 @@ impl Entity {
     }
 }
 
-/// The format the `Accept` header asks for: the first type it names that a list serves. No
-/// header, `*/*` or JSON is the ordinary list; a header naming nothing served is 406.
+/// The format the `Accept` header asks for: of the types it names that a list serves, the one
+/// it prefers most (`q`), the first among equals; a type refused with `q=0` is never chosen. A
+/// header naming none of them is the ordinary JSON list, as before exports existed, unless it
+/// names only UKO list types this list does not serve (another entity's): 406.
 pub(crate) fn negotiate(headers: &HeaderMap, entity: Entity) -> Result<Format, ApiError> {
-    let accept: Vec<&str> = headers
+    let vendor = format!("application/vnd.ibm.uko.{}-list.v4.1", entity.name());
+    let mut named_uko = false;
+    let mut best: Option<(f32, Format)> = None;
+    for range in headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .collect();
-    if accept.is_empty() {
-        return Ok(Format::Json);
-    }
-    let vendor = format!("application/vnd.ibm.uko.{}-list.v4.1", entity.name());
-    for range in &accept {
+    {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        // A type the client refuses (`q=0`) is not chosen.
-        if parts.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
-        }) {
-            continue;
-        }
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        named_uko |= media.starts_with("application/vnd.ibm.uko.");
         let format = match media.as_str() {
             "*/*" | "application/*" | "application/json" => Format::Json,
             "text/csv" => Format::Csv,
@@ -168,16 +165,43 @@ pub(crate) fn negotiate(headers: &HeaderMap, entity: Entity) -> Result<Format, A
             m if m == format!("{vendor}.json+zip") => Format::JsonZip,
             _ => continue,
         };
-        return Ok(format);
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, format));
+        }
     }
-    Err(ApiError::new(
-        StatusCode::NOT_ACCEPTABLE,
-        ErrorCode::NotAcceptable,
-        format!(
-            "this list answers application/json, text/csv, application/zip, {vendor}+json, {vendor}.csv+zip or {vendor}.json+zip"
-        ),
-    ))
+    match best {
+        Some((_, format)) => Ok(format),
+        None if named_uko => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            ErrorCode::NotAcceptable,
+            format!(
+                "this list answers application/json, text/csv, application/zip, {vendor}+json, {vendor}.csv+zip or {vendor}.json+zip"
+            ),
+        )),
+        None => Ok(Format::Json),
+    }
 }
+
+/// Marks a list's answer as chosen by `Accept`, for caches between client and server.
+pub(crate) fn varied(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+/// The order exports read in: by creation, which no change moves, so a page boundary never
+/// skips or repeats an item updated meanwhile.
+pub(crate) fn stable_order() -> Vec<keyplane_core::query::SortKey> {
+    vec![keyplane_core::query::SortKey {
+        field: "created_at",
+        descending: false,
+    }]
+}
+
+/// Exports streaming at once, over the whole server: each holds a database read a page at a
+/// time for as long as its client reads.
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// The export the `Accept` header asks for; `None` for the ordinary JSON list.
 pub(crate) fn requested(headers: &HeaderMap, entity: Entity) -> Result<Option<Format>, ApiError> {
@@ -230,7 +254,7 @@ fn cell(item: &Value, path: &str) -> String {
             .map(text)
             .unwrap_or_default()
     };
-    if text.starts_with(['=', '+', '-', '@']) {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
         text
@@ -383,6 +407,13 @@ pub(crate) async fn answer(
     entity: Entity,
     mut read: PageReader,
 ) -> Result<Response, ApiError> {
+    let Ok(slot) = EXPORTS.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many exports are running; try again when one has finished",
+        ));
+    };
     let limit = MAX_LIMIT;
     let (first, total) = read(Paging { limit, offset: 0 }).await?;
     let internal = |e: std::io::Error| {
@@ -395,6 +426,8 @@ pub(crate) async fn answer(
     let more = first.len() == limit as usize;
     struct State {
         read: PageReader,
+        /// Held while the export streams.
+        _slot: tokio::sync::SemaphorePermit<'static>,
         encoder: Option<Encoder>,
         offset: u64,
         more: bool,
@@ -402,6 +435,7 @@ pub(crate) async fn answer(
     }
     let state = State {
         read,
+        _slot: slot,
         encoder: Some(encoder),
         offset: u64::from(limit),
         more,
@@ -439,7 +473,7 @@ pub(crate) async fn answer(
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         _ => ("application/zip", "zip"),
     };
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = varied((StatusCode::OK, body).into_response());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -474,6 +508,12 @@ mod tests {
             Format::CsvZip
         );
         assert_eq!(
+            accept("text/csv;q=0.1, application/json").unwrap(),
+            Format::Json
+        );
+        // What no list serves falls back to JSON, as before exports.
+        assert_eq!(accept("application/problem+json").unwrap(), Format::Json);
+        assert_eq!(
             accept("application/vnd.ibm.uko.managed-key-list.v4.1.json+zip").unwrap(),
             Format::JsonZip
         );
@@ -483,7 +523,7 @@ mod tests {
         );
         // Another entity's type is not this list's.
         assert!(accept("application/vnd.ibm.uko.vault-list.v4.1.csv+zip").is_err());
-        assert!(accept("text/html").is_err());
+        assert_eq!(accept("text/html").unwrap(), Format::Json);
     }
 
     #[test]
@@ -497,5 +537,7 @@ mod tests {
         assert_eq!(cell(&item, "referenced_keystores[]/name"), "k1;k2");
         assert_eq!(cell(&item, "description"), "'=HYPERLINK(\"x\")");
         assert_eq!(cell(&item, "missing"), "");
+        let tabbed = serde_json::json!({"description": "\t=1+2"});
+        assert_eq!(cell(&tabbed, "description"), "'\t=1+2");
     }
 }

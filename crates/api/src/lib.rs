@@ -227,6 +227,11 @@ pub fn metrics_app(keyplane: Keyplane, metrics: Arc<Metrics>) -> Router {
             }),
         )
         .fallback(fallback)
+        // A scraper that stalls is cut off; the view itself is read once a second at most.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
 }
 
 async fn fallback(uri: axum::http::Uri) -> ApiError {

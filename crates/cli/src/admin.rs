@@ -196,23 +196,24 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 }
             }
             .context("taking the backup")?;
-            print_report(&report.rows, &report.audit, "backed up")
+            print_report(
+                &report.rows,
+                report.audit.events,
+                &report.audit.head,
+                "backed up",
+            )
         }
         AdminCommand::Restore { from, store } => match store.database_url {
             Some(url) => {
                 let report = keyplane_store::copy_sqlite_to_postgres(&from, &url)
                     .await
                     .context("restoring into PostgreSQL")?;
-                let mut out = std::io::stdout().lock();
-                for (table, rows) in &report.rows {
-                    writeln!(out, "{table:<22} {rows:>10} rows")?;
-                }
-                writeln!(
-                    out,
-                    "audit chain intact: {} events, head {}\nrestored",
-                    report.audit_events, report.audit_head
-                )?;
-                Ok(())
+                print_report(
+                    &report.rows,
+                    report.audit_events,
+                    &report.audit_head,
+                    "restored",
+                )
             }
             None => {
                 let data_dir = store.data_dir.clone();
@@ -221,7 +222,12 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 })
                 .await?
                 .context("restoring the backup")?;
-                print_report(&report.rows, &report.audit, "restored")
+                print_report(
+                    &report.rows,
+                    report.audit.events,
+                    &report.audit.head,
+                    "restored",
+                )
             }
         },
         AdminCommand::Seal(server) => {
@@ -256,20 +262,12 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
 }
 
 /// Rows per table and the verified chain, then what was done.
-fn print_report(
-    rows: &[(&str, i64)],
-    audit: &keyplane_core::ports::AuditChainReport,
-    done: &str,
-) -> anyhow::Result<()> {
+fn print_report(rows: &[(&str, i64)], events: u64, head: &str, done: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for (table, n) in rows {
         writeln!(out, "{table:<22} {n:>10} rows")?;
     }
-    writeln!(
-        out,
-        "audit chain intact: {} events, head {}",
-        audit.events, audit.head
-    )?;
+    writeln!(out, "audit chain intact: {events} events, head {head}")?;
     writeln!(out, "{done}")?;
     Ok(())
 }
@@ -295,18 +293,10 @@ async fn migrate_store(from: &str, to: &str) -> anyhow::Result<()> {
             .await?;
         store.close().await;
     }
-    let mut out = std::io::stdout().lock();
-    for (table, rows) in &report.rows {
-        writeln!(out, "{table:<22} {rows:>10} rows")?;
-    }
-    writeln!(
-        out,
-        "audit chain intact in PostgreSQL: {} events, head {}",
-        report.audit_events, report.audit_head
-    )?;
-    writeln!(
-        out,
-        "moved; start every node with KEYPLANE_DATABASE_URL set to the new database"
-    )?;
-    Ok(())
+    print_report(
+        &report.rows,
+        report.audit_events,
+        &report.audit_head,
+        "moved; start every node with KEYPLANE_DATABASE_URL set to the new database",
+    )
 }

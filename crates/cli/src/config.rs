@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Also append every audit event to this file, as JSON lines, once committed.
     #[arg(long, env = "KEYPLANE_AUDIT_FILE")]
     pub audit_file: Option<PathBuf>,
+    /// Where the first admin token, made at the first start, is written (a new file readable
+    /// by its owner only) instead of standard output, which a service manager keeps in its log.
+    #[arg(long, env = "KEYPLANE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// A second address serving `GET /metrics` without authentication, for a Prometheus
     /// scraper on a private network (on the API listener, /metrics takes an administrator).
     #[arg(long, env = "KEYPLANE_METRICS_LISTEN")]
@@ -129,6 +133,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
     metrics: Option<String>,
+    admin_token_file: Option<PathBuf>,
     schedule_every: Option<String>,
     schedule_min_interval: Option<String>,
     data_dir: Option<PathBuf>,
@@ -197,6 +202,8 @@ fn secret(
 
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None`: the first admin token is printed.
+    pub admin_token_file: Option<PathBuf>,
     /// `None`: metrics only on the API listener, for administrators.
     pub metrics_listen: Option<SocketAddr>,
     /// Whether calls are recorded in the metrics.
@@ -353,6 +360,7 @@ impl Config {
         Ok(Self {
             listen,
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            admin_token_file: args.admin_token_file.or(file.admin_token_file),
             schedules: keyplane_core::service::SchedulePolicy {
                 every: duration(
                     "schedule period",

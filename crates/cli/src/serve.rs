@@ -24,7 +24,11 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-async fn ensure_admin_token(store: &dyn Store, bootstrap: Option<&str>) -> anyhow::Result<()> {
+async fn ensure_admin_token(
+    store: &dyn Store,
+    bootstrap: Option<&str>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     if let Some(token) = bootstrap {
         if token.len() < 16 {
             bail!("KEYPLANE_BOOTSTRAP_TOKEN must be at least 16 characters long");
@@ -43,16 +47,43 @@ async fn ensure_admin_token(store: &dyn Store, bootstrap: Option<&str>) -> anyho
     }
     if store.count_api_tokens().await? == 0 {
         let token = new_token().context("generating the admin token")?;
-        store
+        // Written before it is registered: a token that cannot be handed over is never made.
+        if let Some(path) = token_file {
+            write_private(path, &format!("{token}\n"))
+                .with_context(|| format!("writing the admin token to {}", path.display()))?;
+        }
+        let registered = store
             .insert_api_token(&ApiToken {
                 id: Uuid::new_v4(),
                 name: "admin".into(),
                 token_hash: token_digest(&token),
             })
-            .await?;
-        announce(&format!("admin token (shown once, store it now): {token}"));
+            .await;
+        if let Err(e) = registered {
+            if let Some(path) = token_file {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+        match token_file {
+            Some(path) => announce(&format!(
+                "admin token written to {} (read it once, store it, then delete the file)",
+                path.display()
+            )),
+            None => announce(&format!("admin token (shown once, store it now): {token}")),
+        }
     }
     Ok(())
+}
+
+/// Creates `path` with `text`, readable by its owner only; an existing file is refused.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// Registers the shutdown signals now, so a signal that arrives right after the "listening" line
@@ -188,7 +219,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = KeyHierarchy::start(dyn_store.clone(), seal_mode(&config))
         .await
         .context("opening the key hierarchy")?;
-    ensure_admin_token(store.as_ref(), config.bootstrap_token.as_deref()).await?;
+    ensure_admin_token(
+        store.as_ref(),
+        config.bootstrap_token.as_deref(),
+        config.admin_token_file.as_deref(),
+    )
+    .await?;
 
     let policy = LifecyclePolicy {
         destroy_grace_period: chrono::Duration::from_std(config.destroy_grace_period)?,

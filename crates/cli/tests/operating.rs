@@ -134,6 +134,8 @@ async fn metrics_count_calls_and_show_the_deployment() {
     assert_eq!(status, 400);
     assert!(!ciphertext.is_empty());
 
+    // The deployment's counts are read at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, after) = scrape(&http, &open_metrics, None).await;
     assert_eq!(
         status, 200,
@@ -244,12 +246,7 @@ async fn schedules_run_on_sqlite() {
 /// On PostgreSQL the leader runs them (one node here; `nodes.rs` tests the leader's election).
 #[tokio::test]
 async fn schedules_run_on_postgres() {
-    let database = std::env::var("KEYPLANE_TEST_POSTGRES").expect(
-        "KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)",
-    );
-    let url = keyplane_store::new_postgres_schema(&database)
-        .await
-        .unwrap();
+    let url = postgres_schema().await;
     schedules_rotate_deactivate_and_destroy_keys_as_the_scheduler(Some(&url)).await;
 }
 
@@ -421,6 +418,53 @@ async fn schedules_rotate_deactivate_and_destroy_keys_as_the_scheduler(database:
         .filter(|e| e.to_string().contains(&id(&expiring)))
         .count();
     assert_eq!(on_expiring, 2, "a deactivation and a destruction: {events}");
+
+    // A vault put under dual control after its schedule was set: the key is deactivated on
+    // time, but never destroyed by the scheduler, nor is destruction asked for in its name.
+    let (guarded_vault, _) = setup(&c, "active", "aes", "256").await;
+    let r = c
+        .post(
+            "/api/v4/templates",
+            &json!({"vault": {"id": guarded_vault}, "name": "EXPIRING", "keystores": [entry],
+                    "key": {"algorithm": "aes", "size": "256", "state": "active",
+                            "deactivate_on_expiration": true, "destroy_after_deactivation": "PT2S"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let guarded = create_key_from(&c, &guarded_vault, "EXPIRING", "guarded-1").await;
+    let r = c
+        .send(
+            "PUT",
+            &format!("/api/v4/vaults/{guarded_vault}/dual_control"),
+            Some(&json!({"enabled": true})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let path = format!("/api/v4/managed_keys/{}", id(&guarded));
+    let current = c.get(&path).await.unwrap();
+    let r = c
+        .send(
+            "PATCH",
+            &path,
+            Some(&json!({"expiration_date": today})),
+            Some(&current.etag),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("deactivation under dual control", || async {
+        let k = c.get(&path).await.unwrap().body;
+        (k["state"] == "deactivated", k)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(c.get(&path).await.unwrap().body["state"], "deactivated");
+    let approvals = c.get("/api/v4/approvals").await.unwrap();
+    assert_eq!(approvals.status, 200, "{}", approvals.body);
+    assert_eq!(approvals.body["approvals"], json!([]), "{}", approvals.body);
     assert!(server.terminate().await.unwrap());
 }
 
@@ -583,8 +627,16 @@ async fn list_exports_hold_exactly_the_filtered_items_past_one_page() {
         assert_eq!(text.lines().count(), 3, "a header and two rows: {text}");
     }
 
-    // What no list serves is 406 in the API's error body; a bad filter is still 400.
-    let (status, _, body) = export(&c, &filtered, "text/html").await;
+    // Another list's UKO type is 406 in the API's error body; other types get the JSON list, as
+    // before exports; a bad filter is still 400.
+    let (status, content_type, _) = export(&c, &filtered, "text/html").await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    let (status, _, body) = export(
+        &c,
+        &filtered,
+        "application/vnd.ibm.uko.vault-list.v4.1.csv+zip",
+    )
+    .await;
     assert_eq!(status, 406);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["errors"][0]["code"], "not_acceptable");
@@ -619,12 +671,7 @@ async fn a_sqlite_backup_taken_during_writes_restores_every_acknowledged_write()
 /// A PostgreSQL deployment's backup is the same kind of file: restored here into SQLite.
 #[tokio::test]
 async fn a_postgres_backup_taken_during_writes_restores_every_acknowledged_write() {
-    let database = std::env::var("KEYPLANE_TEST_POSTGRES").expect(
-        "KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)",
-    );
-    let url = keyplane_store::new_postgres_schema(&database)
-        .await
-        .unwrap();
+    let url = postgres_schema().await;
     a_backup_taken_during_writes_restores_every_acknowledged_write_under_the_same_seal(Some(&url))
         .await;
 }
@@ -812,5 +859,43 @@ async fn a_backup_taken_during_writes_restores_every_acknowledged_write_under_th
         unwrap_ok(&c, &keystore, &key_ref(&key), &ciphertext).await,
         plaintext
     );
+    assert!(server.terminate().await.unwrap());
+}
+
+/// Under a service manager the first admin token goes to a private file, not to the log.
+#[tokio::test]
+async fn the_first_admin_token_can_go_to_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("first-admin-token");
+    let server = Server::start(
+        &binary(),
+        &dir.path().join("data"),
+        &[("KEYPLANE_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())],
+    )
+    .await
+    .unwrap();
+    assert!(server.token.is_empty(), "the token is not printed");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let c = keyplane_testkit::process::Client {
+        token: token.clone(),
+        ..server.client()
+    };
+    assert_eq!(c.get("/api/v4/vaults").await.unwrap().status, 200);
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join("data")
+            .join(keyplane_testkit::process::SERVER_LOG),
+    )
+    .unwrap();
+    assert!(!log.contains(&token));
     assert!(server.terminate().await.unwrap());
 }

@@ -93,6 +93,8 @@ fn the_debian_package_installs_a_hardened_service() {
             "PrivateTmp=yes",
             "ProtectSystem=strict",
             "StateDirectory=keyplane",
+            "LimitCORE=0",
+            "Environment=KEYPLANE_ADMIN_TOKEN_FILE=/var/lib/keyplane/first-admin-token",
             "ExecStart=/usr/bin/keyplane serve --config /etc/keyplane/keyplane.toml",
         ] {
             assert!(unit.contains(setting), "{setting}");

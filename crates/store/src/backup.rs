@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags};
 use keyplane_core::error::{Error, Result};
 use keyplane_core::ports::AuditChainReport;
 
-use crate::postgres::{PostgresOptions, PostgresStore, db_err};
-use crate::transfer::TABLES;
+use crate::postgres::db_err;
+use crate::transfer::{TABLES, sqlite_columns};
 
 /// The database file in a data directory.
 pub const DATABASE_FILE: &str = "keyplane.sqlite";
@@ -32,25 +32,43 @@ fn sqlite_err(e: rusqlite::Error) -> Error {
     Error::internal(format!("SQLite: {e}"))
 }
 
-/// Creates `path` empty and readable by its owner only; an existing file is refused.
-fn create_private(path: &Path, what: &str) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::invalid_field(what, format!("{} already exists", path.display()))
-        } else {
-            Error::internal(format!("creating {}: {e}", path.display()))
-        }
-    })
-}
-
 /// Reads what a database file holds and verifies it: integrity, rows per table, the chain.
 fn inspect(path: &Path) -> Result<BackupReport> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite_err)?;
+    // Nothing in the file runs: its schema is checked against Keyplane's own first.
+    conn.pragma_update(None, "trusted_schema", "OFF")
+        .map_err(sqlite_err)?;
+    let version: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|_| {
+            Error::invalid_field(
+                "from",
+                format!("{} is not a Keyplane database", path.display()),
+            )
+        })?;
+    let expected = crate::sqlite::schema_at(version)?.ok_or_else(|| {
+        Error::invalid_field(
+            "from",
+            format!(
+                "{} is at schema version {version}, which this keyplane does not know: restore it with a release that does",
+                path.display()
+            ),
+        )
+    })?;
+    if crate::sqlite::schema_of(&conn)? != expected {
+        return Err(Error::invalid_field(
+            "from",
+            format!(
+                "{} holds tables, indexes or triggers Keyplane's schema does not: it is not a backup Keyplane wrote",
+                path.display()
+            ),
+        ));
+    }
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(sqlite_err)?;
@@ -79,6 +97,52 @@ fn inspect(path: &Path) -> Result<BackupReport> {
     Ok(BackupReport { rows, audit })
 }
 
+/// A directory of this process's own beside `near`, readable by its owner only, removed when
+/// dropped: a file made there cannot be swapped or read by anyone else before it is linked to
+/// its name.
+struct PrivateDir(std::path::PathBuf);
+
+impl PrivateDir {
+    fn beside(near: &Path) -> Result<Self> {
+        let parent = near
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = parent.join(format!(".keyplane-{}", uuid::Uuid::new_v4().simple()));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Gives the finished file in a private directory its name `to`, which must not exist (a
+/// link never replaces a file or follows a link planted there), readable by its owner only.
+fn publish(made: &Path, to: &Path, what: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(made, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::internal(format!("restricting {}: {e}", made.display())))?;
+    }
+    std::fs::hard_link(made, to).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::invalid_field(what, format!("{} already exists", to.display()))
+        } else {
+            Error::internal(format!("creating {}: {e}", to.display()))
+        }
+    })
+}
+
 /// Takes an online backup of the SQLite database `database` into the new file `to`, while the
 /// server may be writing, and checks it.
 pub fn backup_sqlite(database: &Path, to: &Path) -> Result<BackupReport> {
@@ -88,31 +152,36 @@ pub fn backup_sqlite(database: &Path, to: &Path) -> Result<BackupReport> {
             format!("no Keyplane database at {}", database.display()),
         ));
     }
-    create_private(to, "to")?;
-    let taken = (|| {
-        let conn = Connection::open_with_flags(
-            database,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(sqlite_err)?;
-        // One read transaction: a consistent snapshot, taken without stopping the writer.
-        let target = to
-            .to_str()
-            .ok_or_else(|| Error::invalid_field("to", "the backup path must be UTF-8"))?;
-        conn.execute("VACUUM INTO ?1", [target])
-            .map_err(sqlite_err)?;
-        inspect(to)
-    })();
-    if taken.is_err() {
-        let _ = std::fs::remove_file(to);
+    if to.symlink_metadata().is_ok() {
+        return Err(Error::invalid_field(
+            "to",
+            format!("{} already exists", to.display()),
+        ));
     }
-    taken
+    let private = PrivateDir::beside(to)?;
+    let made = private.0.join("backup.sqlite");
+    let conn = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(sqlite_err)?;
+    let target = made
+        .to_str()
+        .ok_or_else(|| Error::invalid_field("to", "the backup path must be UTF-8"))?;
+    // One read transaction: a consistent snapshot, taken without stopping the writer.
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(sqlite_err)?;
+    drop(conn);
+    let report = inspect(&made)?;
+    publish(&made, to, "to")?;
+    Ok(report)
 }
 
 /// Restores the backup `from` into the data directory `data_dir`, which must be empty or
-/// absent, and checks the copy against the backup.
+/// absent (an existing one must be this user's; it is made private), and checks the copy
+/// against the backup.
 pub fn restore_sqlite(from: &Path, data_dir: &Path) -> Result<BackupReport> {
     let expected = inspect(from)?;
     if data_dir.exists() {
@@ -127,6 +196,27 @@ pub fn restore_sqlite(from: &Path, data_dir: &Path) -> Result<BackupReport> {
                 ),
             ));
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = std::fs::symlink_metadata(data_dir)
+                .map_err(|e| Error::internal(format!("reading {}: {e}", data_dir.display())))?;
+            // A directory this process makes has this user as its owner: the target must too.
+            let probe = PrivateDir::beside(&data_dir.join(DATABASE_FILE))?;
+            let me = std::fs::metadata(&probe.0).map(|m| m.uid()).ok();
+            drop(probe);
+            if !meta.is_dir() || Some(meta.uid()) != me {
+                return Err(Error::invalid_field(
+                    "data_dir",
+                    format!(
+                        "{} is not a directory of the user restoring: restore as the user the server runs as",
+                        data_dir.display()
+                    ),
+                ));
+            }
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::internal(format!("restricting {}: {e}", data_dir.display())))?;
+        }
     } else {
         let mut dir = std::fs::DirBuilder::new();
         dir.recursive(true);
@@ -135,24 +225,16 @@ pub fn restore_sqlite(from: &Path, data_dir: &Path) -> Result<BackupReport> {
         dir.create(data_dir)
             .map_err(|e| Error::internal(format!("creating {}: {e}", data_dir.display())))?;
     }
-    let target = data_dir.join(DATABASE_FILE);
-    create_private(&target, "data_dir")?;
-    let copied = std::fs::copy(from, &target)
-        .map_err(|e| Error::internal(format!("copying the backup: {e}")))
-        .and_then(|_| inspect(&target));
-    let restored = match copied {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&target);
-            return Err(e);
-        }
-    };
+    let private = PrivateDir::beside(&data_dir.join(DATABASE_FILE))?;
+    let made = private.0.join(DATABASE_FILE);
+    std::fs::copy(from, &made).map_err(|e| Error::internal(format!("copying the backup: {e}")))?;
+    let restored = inspect(&made)?;
     if restored.rows != expected.rows || restored.audit.head != expected.audit.head {
-        let _ = std::fs::remove_file(&target);
         return Err(Error::internal(
             "the restored database does not hold what the backup holds",
         ));
     }
+    publish(&made, &data_dir.join(DATABASE_FILE), "data_dir")?;
     Ok(restored)
 }
 
@@ -214,17 +296,17 @@ fn sqlite_value(
 /// while every node may be writing: one repeatable-read snapshot, copied row by row, then the
 /// file checked against the snapshot's counts and its audit chain verified.
 pub async fn backup_postgres(url: &str, to: &Path) -> Result<BackupReport> {
-    create_private(to, "to")?;
-    let taken = copy_postgres_snapshot(url, to).await;
-    if taken.is_err() {
-        let _ = std::fs::remove_file(to);
-        for suffix in ["-wal", "-shm"] {
-            let mut side = to.as_os_str().to_owned();
-            side.push(suffix);
-            let _ = std::fs::remove_file(side);
-        }
+    if to.symlink_metadata().is_ok() {
+        return Err(Error::invalid_field(
+            "to",
+            format!("{} already exists", to.display()),
+        ));
     }
-    taken
+    let private = PrivateDir::beside(to)?;
+    let made = private.0.join("backup.sqlite");
+    let report = copy_postgres_snapshot(url, &made).await?;
+    publish(&made, to, "to")?;
+    Ok(report)
 }
 
 async fn copy_postgres_snapshot(url: &str, to: &Path) -> Result<BackupReport> {
@@ -232,16 +314,7 @@ async fn copy_postgres_snapshot(url: &str, to: &Path) -> Result<BackupReport> {
     let schema = crate::SqliteStore::open(to, crate::Durability::Normal).await?;
     keyplane_core::ports::Store::close(&schema).await;
     drop(schema);
-    let source = PostgresStore::open(
-        url,
-        PostgresOptions {
-            pool_size: 2,
-            writers: 1,
-            ..PostgresOptions::default()
-        },
-    )
-    .await?;
-    let mut client = source.reader().await?;
+    let mut client = crate::postgres::read_only_connection(url).await?;
     let snapshot = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -253,15 +326,7 @@ async fn copy_postgres_snapshot(url: &str, to: &Path) -> Result<BackupReport> {
     let file = target.transaction().map_err(sqlite_err)?;
     let mut counted = Vec::new();
     for table in TABLES {
-        let columns: Vec<String> = {
-            let mut stmt = file
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                .map_err(sqlite_err)?;
-            let names = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(sqlite_err)?;
-            names.collect::<rusqlite::Result<_>>().map_err(sqlite_err)?
-        };
+        let columns = sqlite_columns(&file, table)?;
         let present: Vec<String> = snapshot
             .query(
                 "SELECT a.attname::text FROM pg_attribute a
@@ -336,7 +401,6 @@ async fn copy_postgres_snapshot(url: &str, to: &Path) -> Result<BackupReport> {
     file.commit().map_err(sqlite_err)?;
     snapshot.commit().await.map_err(db_err)?;
     drop(client);
-    source.close().await;
     target
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
         .map_err(sqlite_err)?;

@@ -197,3 +197,10 @@ impl ChainCheck {
         }
     }
 }
+
+/// Active or deactivated keys whose record names a schedule but whose next due time is not
+/// indexed (written by a release before the index). Both engines keep the record as JSON text.
+pub(crate) const UNINDEXED_SCHEDULES: &str = r#"SELECT id FROM managed_keys
+    WHERE next_scheduled_at IS NULL AND state IN ('active', 'deactivated')
+      AND (doc LIKE '%"rotation_interval"%' OR doc LIKE '%"deactivate_on_expiration"%'
+           OR doc LIKE '%"destroy_after_deactivation"%')"#;

@@ -243,6 +243,35 @@ pub(crate) async fn one_once<T>(
 }
 
 /// Runs a statement; the number of rows it changed.
+/// A connection to the database `url` names, for reading it as it is: no migration, no
+/// background work (a backup of a deployment other nodes serve). Refused unless the database's
+/// schema is the one this build writes.
+pub(crate) async fn read_only_connection(url: &str) -> Result<Object> {
+    let pool = connect::Target::parse(url)?.pool(&PostgresOptions {
+        pool_size: 2,
+        ..PostgresOptions::default()
+    })?;
+    let c = writer::connection(&pool).await?;
+    let current: i64 = c
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    let newest = migrate::newest_schema_version();
+    if current != newest {
+        return Err(Error::invalid_field(
+            "database_url",
+            format!(
+                "the database's schema is at version {current}, this keyplane's is {newest}: back it up with the release that serves it"
+            ),
+        ));
+    }
+    Ok(c)
+}
+
 pub(crate) async fn exec(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64> {
     let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
     c.execute(&stmt, params).await.map_err(db_err)

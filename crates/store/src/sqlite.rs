@@ -32,7 +32,7 @@ use keyplane_core::ports::{OperationalCounts, Store, TaskCount};
 use keyplane_core::service::UsageContext;
 
 use crate::read_cache::{Generation, ReadCache};
-pub(crate) use migrate::newest_schema_version;
+pub(crate) use migrate::{newest_schema_version, schema_at, schema_of};
 use rows::*;
 use writer::sql_err;
 

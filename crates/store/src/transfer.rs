@@ -59,6 +59,17 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::invalid_field("from", message)
 }
 
+/// The columns of a SQLite table, in order.
+pub(crate) fn sqlite_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .map_err(sqlite_err)?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(sqlite_err)?;
+    names.collect::<rusqlite::Result<_>>().map_err(sqlite_err)
+}
+
 /// One column of the target, as the copy converts it.
 struct Column {
     name: String,
@@ -184,15 +195,7 @@ pub async fn copy_sqlite_to_postgres(sqlite: &Path, postgres_url: &str) -> Resul
                 ty: Type::from_oid(r.get("ty")).unwrap_or(Type::TEXT),
             })
             .collect();
-        let present: Vec<String> = {
-            let mut stmt = source
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                .map_err(sqlite_err)?;
-            let names = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(sqlite_err)?;
-            names.collect::<rusqlite::Result<_>>().map_err(sqlite_err)?
-        };
+        let present = sqlite_columns(&source, table)?;
         // Columns only the target has (task leases) start empty.
         let select: Vec<String> = columns
             .iter()

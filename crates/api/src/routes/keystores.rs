@@ -32,6 +32,7 @@ pub(crate) async fn list(
         let read: export::PageReader = Box::new(move |paging| {
             let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
             query.paging = paging;
+            query.sort = export::stable_order();
             Box::pin(async move {
                 let page = s.keyplane.list_keystores(&caller, query).await?;
                 export::page_of(
@@ -49,16 +50,18 @@ pub(crate) async fn list(
         .iter()
         .map(|k| wire::keystore(&s.links, k))
         .collect::<Vec<_>>();
-    Ok(Json(params::envelope(
-        &s.links,
-        PATH,
-        &q,
-        paging,
-        page.total_count,
-        "keystores",
-        items,
+    Ok(export::varied(
+        Json(params::envelope(
+            &s.links,
+            PATH,
+            &q,
+            paging,
+            page.total_count,
+            "keystores",
+            items,
+        ))
+        .into_response(),
     ))
-    .into_response())
 }
 
 /// Create (connect) a keystore; `dry_run=true` validates without saving (200).
@@ -213,6 +216,7 @@ pub(crate) async fn managed_keys(
             let (s, caller, mut query, trace) =
                 (s.clone(), caller.clone(), query.clone(), trace.clone());
             query.paging = paging;
+            query.sort = export::stable_order();
             Box::pin(async move {
                 let page = s.keyplane.list_keystore_keys(&caller, id, query).await?;
                 export::page_of(
@@ -233,16 +237,18 @@ pub(crate) async fn managed_keys(
         .map(|k| wire::managed_key(&s.links, k, &trace))
         .collect::<Vec<_>>();
     let path = format!("{PATH}/{id}/managed_keys");
-    Ok(Json(params::envelope(
-        &s.links,
-        &path,
-        &q,
-        paging,
-        page.total_count,
-        "managed_keys",
-        items,
+    Ok(export::varied(
+        Json(params::envelope(
+            &s.links,
+            &path,
+            &q,
+            paging,
+            page.total_count,
+            "managed_keys",
+            items,
+        ))
+        .into_response(),
     ))
-    .into_response())
 }
 
 /// Resources associated with a keystore's keys (only IBM Cloud KMS registrations produce any).

@@ -56,6 +56,7 @@ pub(crate) async fn list(
             let (s, caller, mut query, trace) =
                 (s.clone(), caller.clone(), query.clone(), trace.clone());
             query.paging = paging;
+            query.sort = export::stable_order();
             Box::pin(async move {
                 let page = s.keyplane.list_keys(&caller, query).await?;
                 export::page_of(
@@ -75,16 +76,18 @@ pub(crate) async fn list(
         .iter()
         .map(|k| wire::managed_key(&s.links, k, &trace))
         .collect::<Vec<_>>();
-    Ok(Json(params::envelope(
-        &s.links,
-        PATH,
-        &q,
-        paging,
-        page.total_count,
-        "managed_keys",
-        items,
+    Ok(export::varied(
+        Json(params::envelope(
+            &s.links,
+            PATH,
+            &q,
+            paging,
+            page.total_count,
+            "managed_keys",
+            items,
+        ))
+        .into_response(),
     ))
-    .into_response())
 }
 
 /// Create a managed key from a template.

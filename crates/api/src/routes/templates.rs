@@ -36,6 +36,7 @@ pub(crate) async fn list(
         let read: export::PageReader = Box::new(move |paging| {
             let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
             query.paging = paging;
+            query.sort = export::stable_order();
             Box::pin(async move {
                 let page = s.keyplane.list_templates(&caller, query).await?;
                 export::page_of(
@@ -53,16 +54,18 @@ pub(crate) async fn list(
         .iter()
         .map(|t| wire::template(&s.links, t))
         .collect::<Vec<_>>();
-    Ok(Json(params::envelope(
-        &s.links,
-        PATH,
-        &q,
-        paging,
-        page.total_count,
-        "templates",
-        items,
+    Ok(export::varied(
+        Json(params::envelope(
+            &s.links,
+            PATH,
+            &q,
+            paging,
+            page.total_count,
+            "templates",
+            items,
+        ))
+        .into_response(),
     ))
-    .into_response())
 }
 
 /// Create a key template.

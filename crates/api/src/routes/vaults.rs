@@ -29,6 +29,7 @@ pub(crate) async fn list(
         let read: export::PageReader = Box::new(move |paging| {
             let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
             query.paging = paging;
+            query.sort = export::stable_order();
             Box::pin(async move {
                 let page = s.keyplane.list_vaults(&caller, query).await?;
                 export::page_of(
@@ -46,16 +47,18 @@ pub(crate) async fn list(
         .iter()
         .map(|v| wire::vault(&s.links, v))
         .collect::<Vec<_>>();
-    Ok(Json(params::envelope(
-        &s.links,
-        PATH,
-        &q,
-        paging,
-        page.total_count,
-        "vaults",
-        items,
+    Ok(export::varied(
+        Json(params::envelope(
+            &s.links,
+            PATH,
+            &q,
+            paging,
+            page.total_count,
+            "vaults",
+            items,
+        ))
+        .into_response(),
     ))
-    .into_response())
 }
 
 /// Create a vault.

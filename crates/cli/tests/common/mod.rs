@@ -553,3 +553,14 @@ pub async fn access_token(server: &Server, apikey: &str) -> String {
     let body: Value = r.json().await.unwrap();
     body["access_token"].as_str().unwrap().to_owned()
 }
+
+/// A PostgreSQL schema of its own in the database `KEYPLANE_TEST_POSTGRES` names (the test
+/// command makes one); the URL of a database whose tables live there.
+pub async fn postgres_schema() -> String {
+    let database = std::env::var("KEYPLANE_TEST_POSTGRES").expect(
+        "KEYPLANE_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh makes one)",
+    );
+    keyplane_store::new_postgres_schema(&database)
+        .await
+        .unwrap()
+}

@@ -54,6 +54,19 @@ pub struct KeyAlias {
 /// Managed keys, their versions and sealed material, and the copies internal keystores hold.
 #[async_trait]
 pub trait KeyRecords: Send + Sync + 'static {
+    /// Sets when the scheduler next looks at a key, changing nothing else of it: an action
+    /// that failed or waits for a person is postponed; a key written before schedules were
+    /// indexed is indexed. The key's next write computes it anew.
+    async fn set_next_scheduled_at(
+        &self,
+        id: Uuid,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<()>;
+
+    /// Active or deactivated keys whose record holds a schedule but whose next due time was
+    /// never indexed (written by a release before the index), at most `limit`.
+    async fn unindexed_scheduled_keys(&self, limit: u32) -> Result<Vec<Uuid>>;
+
     /// Keys whose schedule is due at `now` (their stored next due time has passed), the
     /// longest due first, at most `limit`.
     async fn due_scheduled_keys(

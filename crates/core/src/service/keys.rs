@@ -686,11 +686,12 @@ impl Keyplane {
             key.tags = tags;
         }
         let cleared = |text: String| Some(text).filter(|t| !t.is_empty());
-        let mut schedule = KeySchedule {
+        let before = KeySchedule {
             rotation_interval: key.rotation_interval.clone(),
             deactivate_on_expiration: key.deactivate_on_expiration,
             destroy_after_deactivation: key.destroy_after_deactivation.clone(),
         };
+        let mut schedule = before.clone();
         if let Some(interval) = patch.rotation_interval {
             schedule.rotation_interval = cleared(interval);
         }
@@ -700,7 +701,8 @@ impl Keyplane {
         if let Some(after) = patch.destroy_after_deactivation {
             schedule.destroy_after_deactivation = cleared(after);
         }
-        self.check_schedule(&schedule, "")?;
+        self.check_schedule_change(caller, key.vault.id, &before, &schedule, "")
+            .await?;
         key.rotation_interval = schedule.rotation_interval;
         key.deactivate_on_expiration = schedule.deactivate_on_expiration;
         key.destroy_after_deactivation = schedule.destroy_after_deactivation;

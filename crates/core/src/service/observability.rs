@@ -44,18 +44,25 @@ pub struct KeystoreHealth {
 /// Each external keystore's health as its last call (a distribution task, a status check)
 /// showed it.
 #[derive(Debug, Default)]
-pub(crate) struct HealthBoard(Mutex<HashMap<Uuid, HealthStatus>>);
+pub(crate) struct HealthBoard {
+    seen: Mutex<HashMap<Uuid, HealthStatus>>,
+    /// The last view read, and when.
+    view: tokio::sync::Mutex<Option<(std::time::Instant, OperationalView)>>,
+}
+
+/// How long a view read for the metrics is served again.
+const VIEW_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl HealthBoard {
     pub(crate) fn note(&self, keystore: Uuid, health: HealthStatus) {
-        self.0
+        self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(keystore, health);
     }
 
     fn seen(&self) -> Vec<(Uuid, HealthStatus)> {
-        let board = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let board = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         board.iter().map(|(id, h)| (*id, *h)).collect()
     }
 }
@@ -66,6 +73,20 @@ impl Keyplane {
         if let MetricsReader::Caller(caller) = reader {
             caller.require(Permission::Administer)?;
         }
+        // One read at a time, reused for a second: scrapes, however many, cost the database
+        // at most one read a second.
+        let mut cached = self.health.view.lock().await;
+        if let Some((at, view)) = cached.as_ref()
+            && at.elapsed() < VIEW_REUSED_FOR
+        {
+            return Ok(view.clone());
+        }
+        let view = self.read_operational_view().await?;
+        *cached = Some((std::time::Instant::now(), view.clone()));
+        Ok(view)
+    }
+
+    async fn read_operational_view(&self) -> Result<OperationalView> {
         let counts = self.store.operational_counts().await?;
         let mut keystores = Vec::new();
         for (id, health) in self.health.seen() {

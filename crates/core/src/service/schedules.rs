@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{Decided, Keyplane, Origin};
 use crate::audit::Target;
-use crate::authz::Caller;
-use crate::error::Result;
+use crate::authz::{Caller, Permission};
+use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Actor, KeySchedule, ManagedKey};
 use crate::operation::catalog;
 use crate::schedule::{self, Interval, ScheduledAction};
@@ -44,24 +44,17 @@ impl Default for SchedulePolicy {
     }
 }
 
-/// Keys whose scheduled action failed, and when to try again (doubling from a minute to an
-/// hour), so that a key that cannot be rotated is not retried, and audited, every pass.
+/// Failures per key, for the wait before the next attempt: a minute, doubling to an hour. The
+/// wait is written into the key's indexed due time, so a key that cannot be acted on steps out
+/// of the way of the others.
 #[derive(Debug, Default)]
-struct Retries(HashMap<Uuid, (Instant, u32)>);
+struct Retries(HashMap<Uuid, u32>);
 
 impl Retries {
-    fn waiting(&self, key: Uuid, now: Instant) -> bool {
-        self.0.get(&key).is_some_and(|(at, _)| *at > now)
-    }
-
-    fn failed(&mut self, key: Uuid, now: Instant) {
-        let failures = self.0.get(&key).map_or(0, |(_, n)| *n) + 1;
-        let wait = Duration::from_secs(60 << failures.min(6)).min(Duration::from_secs(3600));
-        self.0.insert(key, (now + wait, failures));
-    }
-
-    fn postpone(&mut self, key: Uuid, now: Instant, wait: Duration) {
-        self.0.insert(key, (now + wait, 0));
+    fn failed(&mut self, key: Uuid) -> Duration {
+        let failures = self.0.entry(key).or_default();
+        *failures += 1;
+        Duration::from_secs(60 << (*failures - 1).min(6)).min(Duration::from_secs(3600))
     }
 }
 
@@ -73,28 +66,57 @@ impl Keyplane {
         self
     }
 
-    /// Checks a template's or key's schedules: intervals no shorter than the deployment's
-    /// minimum (nor, for rotation, the minimum between two rotations), and destruction never
-    /// sooner than the destroy grace period allows. `prefix` names the fields as the request
-    /// does (`key.` in a template).
-    pub(crate) fn check_schedule(&self, s: &KeySchedule, prefix: &str) -> Result<()> {
-        if let Some(text) = &s.rotation_interval {
+    /// Checks a change of a template's or key's schedules, from `before` to `after`, in
+    /// `vault`. Setting a schedule is ordering its action in advance, so the caller must be
+    /// allowed that action there: rotation to set `rotation_interval`, deactivation to set
+    /// `deactivate_on_expiration`, destroying deactivated keys to set
+    /// `destroy_after_deactivation` — which no one may set in a vault under dual control,
+    /// where destruction waits for a second person. Clearing a schedule needs no more than the
+    /// edit itself. Intervals are no shorter than the deployment's minimum (nor, for rotation,
+    /// the minimum between two rotations), and destruction never comes sooner than the destroy
+    /// grace period allows. Only what changes is checked: a setting made under looser limits
+    /// stays until someone changes it. `prefix` names the fields as the request does (`key.`
+    /// in a template).
+    pub(crate) async fn check_schedule_change(
+        &self,
+        caller: &Caller,
+        vault: Uuid,
+        before: &KeySchedule,
+        after: &KeySchedule,
+        prefix: &str,
+    ) -> Result<()> {
+        let hidden = || Error::not_found("vault", vault);
+        if let Some(text) = &after.rotation_interval
+            && after.rotation_interval != before.rotation_interval
+        {
+            caller.require_in(Permission::KeyRotate, vault, hidden)?;
             let minimum = self
                 .schedules
                 .min_interval
                 .max(self.policy.rotation_min_interval);
             Interval::at_least(&format!("{prefix}rotation_interval"), text, minimum)?;
         }
-        if let Some(text) = &s.destroy_after_deactivation {
+        if after.deactivate_on_expiration && !before.deactivate_on_expiration {
+            caller.require_in(Permission::KeyDeactivate, vault, hidden)?;
+        }
+        if let Some(text) = &after.destroy_after_deactivation
+            && after.destroy_after_deactivation != before.destroy_after_deactivation
+        {
+            caller.require_in(Permission::KeyDestroyDeactivated, vault, hidden)?;
+            let field = format!("{prefix}destroy_after_deactivation");
             let minimum = self
                 .schedules
                 .min_interval
                 .max(self.policy.destroy_grace_period);
-            Interval::at_least(
-                &format!("{prefix}destroy_after_deactivation"),
-                text,
-                minimum,
-            )?;
+            Interval::at_least(&field, text, minimum)?;
+            if self.store.dual_control(vault).await? {
+                return Err(Error::conflict(
+                    ErrorCode::InvalidStateTransition,
+                    format!(
+                        "{field} cannot be set in a vault under dual control: destroying a key there needs a second person's approval"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -102,10 +124,17 @@ impl Keyplane {
     /// Runs due schedules every `SchedulePolicy::every`, on the leader, while unsealed.
     pub async fn run_schedules(self) {
         let mut retries = Retries::default();
+        let mut indexed = false;
         loop {
             tokio::time::sleep(self.schedules.every).await;
             if self.engine.is_sealed() || self.leader_term().await.is_none() {
                 continue;
+            }
+            if !indexed {
+                match self.index_unindexed_schedules().await {
+                    Ok(()) => indexed = true,
+                    Err(e) => tracing::warn!(error = %e, "indexing earlier keys' schedules failed"),
+                }
             }
             if let Err(e) = self.run_due_schedules(&mut retries).await {
                 tracing::warn!(error = %e, "looking for due schedules failed");
@@ -113,15 +142,33 @@ impl Keyplane {
         }
     }
 
+    /// Indexes the schedules of keys written before schedules were indexed (a Key Protect
+    /// rotation policy set by an earlier release), once per start.
+    async fn index_unindexed_schedules(&self) -> Result<()> {
+        loop {
+            let ids = self.store.unindexed_scheduled_keys(DUE_PER_PASS).await?;
+            let mut indexed = 0;
+            for id in &ids {
+                let Ok(key) = self.load_key(*id).await else {
+                    continue;
+                };
+                if let Some(at) = schedule::next_due(&key) {
+                    self.store.set_next_scheduled_at(*id, Some(at)).await?;
+                    indexed += 1;
+                }
+            }
+            // What is left names a schedule that no longer parses: nothing to index.
+            if indexed == 0 || ids.len() < DUE_PER_PASS as usize {
+                return Ok(());
+            }
+        }
+    }
+
     /// One pass: every key due now, its action run, at most `per_vault` at once per vault.
     async fn run_due_schedules(&self, retries: &mut Retries) -> Result<()> {
         let now = Utc::now();
-        let started = Instant::now();
         let mut due = Vec::new();
         for id in self.store.due_scheduled_keys(now, DUE_PER_PASS).await? {
-            if retries.waiting(id, started) {
-                continue;
-            }
             // Read again: the index may lag a change made since, which decides.
             let Ok(key) = self.load_key(id).await else {
                 continue;
@@ -150,17 +197,23 @@ impl Keyplane {
             let Ok((id, action, outcome)) = joined else {
                 continue;
             };
-            match outcome {
+            let wait = match outcome {
                 Ok(Ran::Done) => {
                     retries.0.remove(&id);
+                    continue;
                 }
-                // Under dual control the request waits for a second person; asking again
-                // every pass would only repeat it.
-                Ok(Ran::AwaitsApproval) => retries.postpone(id, started, Duration::from_secs(3600)),
+                Ok(Ran::NeedsAPerson) => {
+                    tracing::warn!(key = %id, "a scheduled destruction waits: the key's vault is under dual control, where a person asks and a second approves");
+                    Duration::from_secs(3600)
+                }
                 Err(e) => {
                     tracing::warn!(key = %id, action = action.as_str(), error = %e, "a scheduled action failed");
-                    retries.failed(id, started);
+                    retries.failed(id)
                 }
+            };
+            let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+            if let Err(e) = self.store.set_next_scheduled_at(id, Some(at)).await {
+                tracing::warn!(key = %id, error = %e, "postponing a scheduled action failed");
             }
         }
         Ok(())
@@ -204,6 +257,11 @@ impl Keyplane {
                 )
                 .await
                 .map(|_| Ran::Done),
+            // Under dual control a person asks and a second approves: never the scheduler, whose
+            // request its schedule's author could approve alone.
+            ScheduledAction::Destroy if self.store.dual_control(key.vault.id).await? => {
+                Ok(Ran::NeedsAPerson)
+            }
             ScheduledAction::Destroy => self
                 .recorded(
                     &catalog::KEY_DESTROY,
@@ -214,7 +272,8 @@ impl Keyplane {
                 .await
                 .map(|decided| match decided {
                     Decided::Done(_) => Ran::Done,
-                    Decided::Requested(_) => Ran::AwaitsApproval,
+                    // Dual control turned on meanwhile: the request stands for people to decide.
+                    Decided::Requested(_) => Ran::NeedsAPerson,
                 }),
         }
     }
@@ -222,5 +281,5 @@ impl Keyplane {
 
 enum Ran {
     Done,
-    AwaitsApproval,
+    NeedsAPerson,
 }

@@ -192,7 +192,14 @@ impl Keyplane {
             },
         };
         check_dates(&key.activation_date, &key.expiration_date)?;
-        self.check_schedule(&key.schedule, "key.")?;
+        self.check_schedule_change(
+            caller,
+            vault_id,
+            &KeySchedule::default(),
+            &key.schedule,
+            "key.",
+        )
+        .await?;
         let keystores = input
             .keystores
             .ok_or_else(|| Error::missing_field("keystores"))?;
@@ -306,6 +313,7 @@ impl Keyplane {
             set(&mut t.key.expiration_date, k.expiration_date);
             set(&mut t.key.state, k.state);
             set(&mut t.key.deactivate_on_rotation, k.deactivate_on_rotation);
+            let before = t.key.schedule.clone();
             if let Some(interval) = k.rotation_interval {
                 t.key.schedule.rotation_interval = Some(interval).filter(|t| !t.is_empty());
             }
@@ -317,7 +325,8 @@ impl Keyplane {
                 t.key.schedule.destroy_after_deactivation = Some(after).filter(|t| !t.is_empty());
             }
             check_dates(&t.key.activation_date, &t.key.expiration_date)?;
-            self.check_schedule(&t.key.schedule, "key.")?;
+            self.check_schedule_change(caller, t.vault.id, &before, &t.key.schedule, "key.")
+                .await?;
         }
         if let Some(entries) = patch.keystores {
             if entries.len() != 1 {

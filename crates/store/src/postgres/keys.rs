@@ -120,6 +120,38 @@ async fn insert_alias(c: &impl GenericClient, alias: &KeyAlias, max_per_key: usi
 
 #[async_trait]
 impl KeyRecords for PostgresStore {
+    async fn set_next_scheduled_at(
+        &self,
+        id: Uuid,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<()> {
+        let at = at.as_ref().map(ts);
+        self.write(Box::new(move |c| {
+            Box::pin(async move {
+                exec(
+                    c,
+                    "UPDATE managed_keys SET next_scheduled_at = $1 WHERE id = $2",
+                    &[&at, &id],
+                )
+                .await
+                .map(drop)
+            })
+        }))
+        .await
+    }
+
+    async fn unindexed_scheduled_keys(&self, limit: u32) -> Result<Vec<Uuid>> {
+        let c = self.reader().await?;
+        let rows = c
+            .query(
+                &format!("{} LIMIT $1", crate::common::UNINDEXED_SCHEDULES),
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn due_scheduled_keys(
         &self,
         now: chrono::DateTime<chrono::Utc>,

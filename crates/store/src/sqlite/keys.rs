@@ -52,6 +52,40 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> Result<KeyVersion> {
 
 #[async_trait]
 impl KeyRecords for SqliteStore {
+    async fn set_next_scheduled_at(
+        &self,
+        id: Uuid,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<()> {
+        let at = at.as_ref().map(super::rows::ts);
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE managed_keys SET next_scheduled_at = ?1 WHERE id = ?2",
+                    params![at, id.to_string()],
+                )
+                .map(drop)
+                .map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn unindexed_scheduled_keys(&self, limit: u32) -> Result<Vec<Uuid>> {
+        self.reader.with(|c| {
+            let mut st = c
+                .prepare_cached(&format!("{} LIMIT ?1", crate::common::UNINDEXED_SCHEDULES))
+                .map_err(sql_err)?;
+            let ids = st
+                .query_map([limit], |r| r.get::<_, String>(0))
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)?;
+            ids.iter()
+                .map(|id| id.parse().map_err(|_| super::rows::corrupt("id")))
+                .collect()
+        })
+    }
+
     async fn due_scheduled_keys(
         &self,
         now: chrono::DateTime<chrono::Utc>,

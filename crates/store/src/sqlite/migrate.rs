@@ -81,6 +81,39 @@ pub(crate) fn newest_schema_version() -> i64 {
     MIGRATIONS.last().map_or(0, |(v, _)| *v)
 }
 
+/// What the schema at `version` is made of (tables, indexes, triggers with their SQL), as a
+/// database migrated to it holds it; `None` for a version this build does not know.
+pub(crate) fn schema_at(version: i64) -> Result<Option<Vec<(String, String, String)>>> {
+    if !(1..=newest_schema_version()).contains(&version) {
+        return Ok(None);
+    }
+    let err = |e: rusqlite::Error| Error::internal(format!("building the schema: {e}"));
+    let conn = Connection::open_in_memory().map_err(err)?;
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .map_err(err)?;
+    for (_, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= version) {
+        conn.execute_batch(sql).map_err(err)?;
+    }
+    schema_of(&conn).map(Some)
+}
+
+/// The schema objects of a database, in a stable order.
+pub(crate) fn schema_of(conn: &Connection) -> Result<Vec<(String, String, String)>> {
+    let err = |e: rusqlite::Error| Error::internal(format!("reading the schema: {e}"));
+    let mut stmt = conn
+        .prepare(
+            "SELECT type, name, COALESCE(sql, '') FROM sqlite_master
+              WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+        )
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err)
+}
+
 pub(crate) fn run(conn: &mut Connection) -> Result<()> {
     let err = |e: rusqlite::Error| Error::internal(format!("database migration: {e}"));
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
