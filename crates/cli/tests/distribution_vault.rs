@@ -369,10 +369,58 @@ async fn a_target_that_throttles_or_goes_down_converges_when_it_returns() {
         "{}",
         status.body
     );
+    // The metrics show the queue waiting on that keystore, and its health.
+    let http = reqwest::Client::new();
+    let metrics = format!("{}/metrics", server.base);
+    let (_, samples) = scrape(&http, &metrics, Some(TOKEN)).await;
+    let on_keystore = [("keystore", ks.as_str()), ("keystore_name", "bao")];
+    let pending = value(
+        &samples,
+        "keyplane_distribution_tasks",
+        &[on_keystore[0], on_keystore[1], ("state", "pending")],
+    );
+    assert!(pending.is_some_and(|n| n >= 1.0), "pending: {pending:?}");
+    let age = value(
+        &samples,
+        "keyplane_distribution_oldest_task_age_seconds",
+        &on_keystore,
+    );
+    assert!(age.is_some_and(|a| a > 0.0), "oldest task's age: {age:?}");
+    assert_eq!(
+        value(
+            &samples,
+            "keyplane_keystore_health",
+            &[
+                on_keystore[0],
+                ("type", "hashicorp_vault"),
+                ("health", "not_responding")
+            ]
+        ),
+        Some(1.0)
+    );
     proxy.set(Fault::None);
     for key in &keys {
         wait_status(&c, key, &ks, |s| s["status"] == "active").await;
     }
+    // Once it answers again: healthy, nothing waiting (the counts are read once a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, samples) = scrape(&http, &metrics, Some(TOKEN)).await;
+    assert_eq!(
+        value(
+            &samples,
+            "keyplane_keystore_health",
+            &[on_keystore[0], ("health", "ok")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "keyplane_distribution_tasks",
+            &[on_keystore[0], ("state", "pending")]
+        ),
+        None
+    );
 
     // Down: connections are dropped; everything converges once it is back.
     proxy.set(Fault::Down);

@@ -564,3 +564,80 @@ pub async fn postgres_schema() -> String {
         .await
         .unwrap()
 }
+
+/// One sample of the metrics: its name, labels and value (a histogram's buckets are samples
+/// of their own, named `…_bucket` with an `le` label).
+#[derive(Debug, serde::Deserialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::HashMap<String, String>,
+    pub value: f64,
+}
+
+/// The Prometheus project's own OpenMetrics parser (its Python client), which refuses any
+/// text that is not well-formed OpenMetrics.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+           for family in text_string_to_metric_families(sys.stdin.read()) for s in family.samples]
+print(json.dumps(samples))
+"#;
+
+/// The metrics as a scraper reads them: (status, samples).
+pub async fn scrape(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Vec<Sample>) {
+    let mut req = http.get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    assert!(
+        r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    let text = r.text().await.unwrap();
+    // The Python of the client libraries' virtualenv (scripts/test.sh) has the parser.
+    let python = std::env::var("KEYPLANE_TEST_KP_PYTHON").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/clients-venv/bin/python"
+        )
+        .into()
+    });
+    let mut child = tokio::process::Command::new(python)
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut child.stdin.take().unwrap(), text.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the metrics do not parse: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (200, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The value of the sample `name` whose labels include every pair of `labels`.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .find(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
