@@ -190,13 +190,44 @@ pub(crate) fn varied(mut response: Response) -> Response {
     response
 }
 
-/// The order exports read in: by creation, which no change moves, so a page boundary never
-/// skips or repeats an item updated meanwhile.
-pub(crate) fn stable_order() -> Vec<keyplane_core::query::SortKey> {
-    vec![keyplane_core::query::SortKey {
-        field: "created_at",
-        descending: false,
-    }]
+/// A list query an export reads page after page, from the start, in creation order: no
+/// change moves an item in that order, so a page boundary never skips or repeats one updated
+/// meanwhile.
+pub(crate) trait Exportable: Clone + Send + Sync + 'static {
+    fn page(&self, paging: Paging) -> Self;
+}
+
+macro_rules! exportable {
+    ($($query:ty),*) => {$(
+        impl Exportable for $query {
+            fn page(&self, paging: Paging) -> Self {
+                let mut query = self.clone();
+                query.paging = paging;
+                query.sort = vec![keyplane_core::query::SortKey {
+                    field: "created_at",
+                    descending: false,
+                }];
+                query
+            }
+        }
+    )*};
+}
+
+exportable!(
+    keyplane_core::query::VaultQuery,
+    keyplane_core::query::TemplateQuery,
+    keyplane_core::query::KeystoreQuery,
+    keyplane_core::query::KeyQuery
+);
+
+/// The reader of an export of `query`'s list: `read` lists one page of it.
+pub(crate) fn reader<Q, F, Fut>(query: Q, read: F) -> PageReader
+where
+    Q: Exportable,
+    F: Fn(Q) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(Vec<Value>, u64), ApiError>> + Send + 'static,
+{
+    Box::new(move |paging| Box::pin(read(query.page(paging))))
 }
 
 /// Exports streaming at once, over the whole server: each holds a database read a page at a

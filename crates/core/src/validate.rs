@@ -216,23 +216,6 @@ impl DateDuration {
     }
 }
 
-/// A schedule's interval (`rotation_interval`): an ISO-8601 date duration of at least a day.
-pub fn schedule_interval(field: &str, value: &str) -> Result<DateDuration> {
-    let d = DateDuration::parse(field, value)?;
-    if d == (DateDuration {
-        years: 0,
-        months: 0,
-        weeks: 0,
-        days: 0,
-    }) {
-        return Err(Error::invalid_field(
-            field,
-            format!("{field} must be at least one day"),
-        ));
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

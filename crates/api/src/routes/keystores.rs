@@ -29,17 +29,15 @@ pub(crate) async fn list(
 ) -> ApiResult<Response> {
     let query = params::keystore_query(&Params::new(&q))?;
     if let Some(format) = export::requested(&headers, export::Entity::Keystore)? {
-        let read: export::PageReader = Box::new(move |paging| {
-            let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
-            query.paging = paging;
-            query.sort = export::stable_order();
-            Box::pin(async move {
+        let read = export::reader(query, move |query| {
+            let (s, caller) = (s.clone(), caller.clone());
+            async move {
                 let page = s.keyplane.list_keystores(&caller, query).await?;
                 export::page_of(
                     page.items.iter().map(|x| wire::keystore(&s.links, x)),
                     page.total_count,
                 )
-            })
+            }
         });
         return export::answer(format, export::Entity::Keystore, read).await;
     }
@@ -212,12 +210,9 @@ pub(crate) async fn managed_keys(
 ) -> ApiResult<Response> {
     let query = params::key_query(&Params::new(&q), true)?;
     if let Some(format) = export::requested(&headers, export::Entity::ManagedKey)? {
-        let read: export::PageReader = Box::new(move |paging| {
-            let (s, caller, mut query, trace) =
-                (s.clone(), caller.clone(), query.clone(), trace.clone());
-            query.paging = paging;
-            query.sort = export::stable_order();
-            Box::pin(async move {
+        let read = export::reader(query, move |query| {
+            let (s, caller, trace) = (s.clone(), caller.clone(), trace.clone());
+            async move {
                 let page = s.keyplane.list_keystore_keys(&caller, id, query).await?;
                 export::page_of(
                     page.items
@@ -225,7 +220,7 @@ pub(crate) async fn managed_keys(
                         .map(|x| wire::managed_key(&s.links, x, &trace)),
                     page.total_count,
                 )
-            })
+            }
         });
         return export::answer(format, export::Entity::ManagedKey, read).await;
     }

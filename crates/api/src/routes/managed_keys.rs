@@ -52,12 +52,9 @@ pub(crate) async fn list(
 ) -> ApiResult<Response> {
     let query = params::key_query(&Params::new(&q), true)?;
     if let Some(format) = export::requested(&headers, export::Entity::ManagedKey)? {
-        let read: export::PageReader = Box::new(move |paging| {
-            let (s, caller, mut query, trace) =
-                (s.clone(), caller.clone(), query.clone(), trace.clone());
-            query.paging = paging;
-            query.sort = export::stable_order();
-            Box::pin(async move {
+        let read = export::reader(query, move |query| {
+            let (s, caller, trace) = (s.clone(), caller.clone(), trace.clone());
+            async move {
                 let page = s.keyplane.list_keys(&caller, query).await?;
                 export::page_of(
                     page.items
@@ -65,7 +62,7 @@ pub(crate) async fn list(
                         .map(|x| wire::managed_key(&s.links, x, &trace)),
                     page.total_count,
                 )
-            })
+            }
         });
         return export::answer(format, export::Entity::ManagedKey, read).await;
     }

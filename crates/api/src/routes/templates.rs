@@ -33,17 +33,15 @@ pub(crate) async fn list(
 ) -> ApiResult<Response> {
     let query = params::template_query(&Params::new(&q))?;
     if let Some(format) = export::requested(&headers, export::Entity::KeyTemplate)? {
-        let read: export::PageReader = Box::new(move |paging| {
-            let (s, caller, mut query) = (s.clone(), caller.clone(), query.clone());
-            query.paging = paging;
-            query.sort = export::stable_order();
-            Box::pin(async move {
+        let read = export::reader(query, move |query| {
+            let (s, caller) = (s.clone(), caller.clone());
+            async move {
                 let page = s.keyplane.list_templates(&caller, query).await?;
                 export::page_of(
                     page.items.iter().map(|x| wire::template(&s.links, x)),
                     page.total_count,
                 )
-            })
+            }
         });
         return export::answer(format, export::Entity::KeyTemplate, read).await;
     }

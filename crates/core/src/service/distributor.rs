@@ -303,7 +303,7 @@ impl Keyplane {
             };
             self.converge(&task).await
         };
-        self.health.note(
+        self.observed.note(
             task.keystore_id,
             match &outcome {
                 Ok(_) => HealthStatus::Ok,

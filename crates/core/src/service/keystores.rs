@@ -505,7 +505,7 @@ impl Keyplane {
                 message: format!("Keystore '{}' failed its check: {failure}", k.name),
             },
         };
-        self.health.note(k.id, status.health_status);
+        self.observed.note(k.id, status.health_status);
         Ok(status)
     }
 

@@ -72,8 +72,8 @@ pub struct Keyplane {
     call_rate: Arc<crate::authn::CallRate>,
     /// Whether this node runs scheduled work.
     leadership: Arc<leadership::Leadership>,
-    /// External keystores' health as this node last saw it.
-    health: Arc<observability::HealthBoard>,
+    /// External keystores' health as this node last saw it, and the last operational view.
+    observed: Arc<observability::Observations>,
     /// How the scheduler runs.
     schedules: SchedulePolicy,
 }
@@ -95,7 +95,7 @@ impl Keyplane {
             failed_exchanges: Arc::default(),
             call_rate: Arc::default(),
             leadership: Arc::default(),
-            health: Arc::default(),
+            observed: Arc::default(),
             schedules: SchedulePolicy::default(),
         }
     }

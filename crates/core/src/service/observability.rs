@@ -42,9 +42,9 @@ pub struct KeystoreHealth {
 }
 
 /// Each external keystore's health as its last call (a distribution task, a status check)
-/// showed it.
+/// showed it, and the operational view last read for the metrics.
 #[derive(Debug, Default)]
-pub(crate) struct HealthBoard {
+pub(crate) struct Observations {
     seen: Mutex<HashMap<Uuid, HealthStatus>>,
     /// The last view read, and when.
     view: tokio::sync::Mutex<Option<(std::time::Instant, OperationalView)>>,
@@ -53,7 +53,7 @@ pub(crate) struct HealthBoard {
 /// How long a view read for the metrics is served again.
 const VIEW_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl HealthBoard {
+impl Observations {
     pub(crate) fn note(&self, keystore: Uuid, health: HealthStatus) {
         self.seen
             .lock()
@@ -75,7 +75,7 @@ impl Keyplane {
         }
         // One read at a time, reused for a second: scrapes, however many, cost the database
         // at most one read a second.
-        let mut cached = self.health.view.lock().await;
+        let mut cached = self.observed.view.lock().await;
         if let Some((at, view)) = cached.as_ref()
             && at.elapsed() < VIEW_REUSED_FOR
         {
@@ -89,7 +89,7 @@ impl Keyplane {
     async fn read_operational_view(&self) -> Result<OperationalView> {
         let counts = self.store.operational_counts().await?;
         let mut keystores = Vec::new();
-        for (id, health) in self.health.seen() {
+        for (id, health) in self.observed.seen() {
             // A keystore deleted since drops out.
             if let Some(k) = self.store.get_keystore(id).await? {
                 keystores.push(KeystoreHealth {
