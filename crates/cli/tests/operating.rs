@@ -583,6 +583,30 @@ async fn list_exports_hold_exactly_the_filtered_items_past_one_page() {
     let text = String::from_utf8(body).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.contains("elsewhere"));
+    // A caller with no role anywhere gets the API's refusal, not an empty file.
+    let apikey = principal_with_api_key(&c, "export-nobody", "service", &[]).await;
+    let nobody = keyplane_testkit::process::Client {
+        token: access_token(&server, &apikey).await,
+        ..c.clone()
+    };
+    let (status, content_type, body) = export(&nobody, "/api/v4/managed_keys", "text/csv").await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(content_type.starts_with("application/json"));
+    // HEAD answers as GET would, without the body.
+    let r = c
+        .http
+        .head(format!("{}{filtered}", c.base))
+        .bearer_auth(&c.token)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()[reqwest::header::CONTENT_TYPE],
+        "text/csv; charset=utf-8"
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
     assert!(server.terminate().await.unwrap());
 }
 
@@ -649,18 +673,21 @@ async fn a_backup_taken_during_writes_restores_every_acknowledged_write_under_th
         Some(url) => ["--database-url", url],
         None => ["--data-dir", data_dir],
     };
-    let taken = admin(
-        &[
-            "backup",
-            source[0],
-            source[1],
-            "--to",
-            backup.to_str().unwrap(),
-        ],
-        None,
-        "",
-    )
-    .await;
+    let take_backup = async || {
+        admin(
+            &[
+                "backup",
+                source[0],
+                source[1],
+                "--to",
+                backup.to_str().unwrap(),
+            ],
+            None,
+            "",
+        )
+        .await
+    };
+    let taken = take_backup().await;
     assert!(taken.success, "{}{}", taken.stdout, taken.stderr);
     assert!(
         taken.stdout.contains("audit chain intact"),
@@ -682,50 +709,31 @@ async fn a_backup_taken_during_writes_restores_every_acknowledged_write_under_th
         let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let again = admin(
-        &[
-            "backup",
-            source[0],
-            source[1],
-            "--to",
-            backup.to_str().unwrap(),
-        ],
-        None,
-        "",
-    )
-    .await;
+    let again = take_backup().await;
     assert!(!again.success);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 
     // Restored into an empty directory, checked; a non-empty one is refused.
     let restored_dir = tempfile::tempdir().unwrap();
     let target = restored_dir.path().join("restored");
-    let restored = admin(
-        &[
-            "restore",
-            "--from",
-            backup.to_str().unwrap(),
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-        None,
-        "",
-    )
-    .await;
+    let restore_into = async || {
+        admin(
+            &[
+                "restore",
+                "--from",
+                backup.to_str().unwrap(),
+                "--data-dir",
+                target.to_str().unwrap(),
+            ],
+            None,
+            "",
+        )
+        .await
+    };
+    let restored = restore_into().await;
     assert!(restored.success, "{}{}", restored.stdout, restored.stderr);
     assert!(restored.stdout.contains("restored"));
-    let refused = admin(
-        &[
-            "restore",
-            "--from",
-            backup.to_str().unwrap(),
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-        None,
-        "",
-    )
-    .await;
+    let refused = restore_into().await;
     assert!(!refused.success);
     assert!(refused.stderr.contains("not empty"), "{}", refused.stderr);
     // The same file restores into an empty PostgreSQL database too.
