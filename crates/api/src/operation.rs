@@ -211,6 +211,7 @@ fn table() -> Vec<Entry> {
         // Managed keys.
         entry(M::GET, "/api/v4/managed_keys", catalog::KEY_LIST),
         entry(M::POST, "/api/v4/managed_keys", catalog::KEY_CREATE),
+        entry(M::POST, "/api/v4/managed_keys/adopt", catalog::KEY_ADOPT),
         entry(M::GET, "/api/v4/managed_keys/{id}", catalog::KEY_READ).owned_by(ManagedKey),
         entry(M::PATCH, "/api/v4/managed_keys/{id}", catalog::KEY_UPDATE).owned_by(ManagedKey),
         entry(M::DELETE, "/api/v4/managed_keys/{id}", catalog::KEY_DELETE).owned_by(ManagedKey),

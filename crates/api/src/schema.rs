@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use keyplane_core::model::{
-    Algorithm, IbmVariant, InitialKeyState, KeystoreType, ManagingSystem, TemplateState,
+    Algorithm, IbmVariant, InitialKeyState, KeyState, KeystoreType, ManagingSystem, TemplateState,
     TemplateType,
 };
 use utoipa::openapi::RefOr;
@@ -44,6 +44,8 @@ spellings! {
     IbmVariantName => IbmVariant::WIRE.iter().copied(),
     /// A key algorithm.
     AlgorithmName => Algorithm::WIRE.iter().copied(),
+    /// A managed key's state.
+    KeyStateName => KeyState::WIRE.iter().copied(),
     /// The state a template's keys start in.
     InitialKeyStateName => InitialKeyState::WIRE.iter().copied(),
     /// A template type.

@@ -415,6 +415,151 @@ impl KeyCreateBody {
     }
 }
 
+/// Extension: a key to adopt (migration), as its source describes it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAdoptBody {
+    /// The id to keep; refused (409) when a key has it.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Option<String>,
+    /// The id the source knows the key by, which keystores' marks name; `id` when absent.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub source_id: Option<String>,
+    #[schema(required, nullable = false, value_type = IdRef)]
+    pub vault: Option<IdRef>,
+    #[schema(required, nullable = false, value_type = String)]
+    pub template_name: Option<String>,
+    #[schema(required, nullable = false, value_type = String)]
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<TagBody>>,
+    pub label_tags: Option<Vec<TagBody>>,
+    #[schema(required, nullable = false, value_type = crate::schema::KeyStateName)]
+    pub state: Option<KeyState>,
+    #[schema(required, nullable = false, value_type = crate::schema::AlgorithmName)]
+    pub algorithm: Option<Algorithm>,
+    #[schema(required, nullable = false, value_type = String)]
+    pub size: Option<Size>,
+    /// The key's current version; versions 1 to it are adopted.
+    #[schema(required, nullable = false, value_type = u32)]
+    pub version: Option<u32>,
+    /// Earlier versions' states, where they differ from the key's.
+    pub versions: Option<Vec<AdoptedVersionBody>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub verification_patterns: Option<Vec<VerificationPattern>>,
+    pub activation_date: Option<String>,
+    pub expiration_date: Option<String>,
+    pub created_at: Option<String>,
+    pub rotated_at: Option<String>,
+    pub deactivated_at: Option<String>,
+    /// The copies external keystores hold; each is proven there before anything is recorded.
+    pub copies: Option<Vec<AdoptedCopyBody>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptedVersionBody {
+    pub version: u32,
+    #[schema(value_type = crate::schema::KeyStateName)]
+    pub state: KeyState,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptedCopyBody {
+    #[schema(required, nullable = false, value_type = IdRef)]
+    pub keystore: Option<IdRef>,
+    #[schema(required, nullable = false, value_type = String)]
+    pub key_id_in_keystore: Option<String>,
+    pub label_in_keystore: Option<String>,
+}
+
+impl KeyAdoptBody {
+    pub fn into_adoption(self) -> Result<service::AdoptKey, ApiError> {
+        use keyplane_core::Error;
+        let uuid = |field: &str, v: Option<String>| -> Result<Option<Uuid>, ApiError> {
+            v.map(|s| {
+                Uuid::parse_str(&s).map_err(|_| {
+                    ApiError::from(Error::invalid_field(
+                        field,
+                        format!("{field} '{s}' is not a UUID"),
+                    ))
+                })
+            })
+            .transpose()
+        };
+        let date =
+            |field: &str, v: Option<String>| -> Result<Option<chrono::NaiveDate>, ApiError> {
+                Ok(v.map(|s| keyplane_core::validate::date(field, &s, false))
+                    .transpose()?)
+            };
+        let time = |field: &str,
+                    v: Option<String>|
+         -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+            v.map(|s| {
+                chrono::DateTime::parse_from_rfc3339(&s)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| {
+                        ApiError::from(Error::invalid_field(
+                            field,
+                            format!("{field} '{s}' is not an RFC 3339 date and time"),
+                        ))
+                    })
+            })
+            .transpose()
+        };
+        let mut copies = Vec::new();
+        for (i, c) in self.copies.unwrap_or_default().into_iter().enumerate() {
+            let keystore_id = vault_id(&format!("copies[{i}].keystore.id"), c.keystore)?
+                .ok_or_else(|| Error::missing_field(&format!("copies[{i}].keystore.id")))?;
+            copies.push(service::CopyToAdopt {
+                keystore_id,
+                key_id_in_keystore: c.key_id_in_keystore.ok_or_else(|| {
+                    Error::missing_field(&format!("copies[{i}].key_id_in_keystore"))
+                })?,
+                label_in_keystore: c.label_in_keystore,
+            });
+        }
+        Ok(service::AdoptKey {
+            id: uuid("id", self.id)?,
+            source_id: uuid("source_id", self.source_id)?,
+            vault_id: vault_id("vault.id", self.vault)?
+                .ok_or_else(|| Error::missing_field("vault.id"))?,
+            template_name: self
+                .template_name
+                .ok_or_else(|| Error::missing_field("template_name"))?,
+            label: self.label.ok_or_else(|| Error::missing_field("label"))?,
+            description: self.description.unwrap_or_default(),
+            tags: tags(self.tags).unwrap_or_default(),
+            label_tags: tags(self.label_tags).unwrap_or_default(),
+            state: self.state.ok_or_else(|| Error::missing_field("state"))?,
+            algorithm: self
+                .algorithm
+                .ok_or_else(|| Error::missing_field("algorithm"))?,
+            size: self
+                .size
+                .ok_or_else(|| Error::missing_field("size"))?
+                .parse("size")?,
+            version: self
+                .version
+                .ok_or_else(|| Error::missing_field("version"))?,
+            version_states: self
+                .versions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| (v.version, v.state))
+                .collect(),
+            verification_patterns: self.verification_patterns.unwrap_or_default(),
+            activation_date: date("activation_date", self.activation_date)?,
+            expiration_date: date("expiration_date", self.expiration_date)?,
+            created_at: time("created_at", self.created_at)?,
+            rotated_at: time("rotated_at", self.rotated_at)?,
+            deactivated_at: time("deactivated_at", self.deactivated_at)?,
+            copies,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdateBody {
@@ -777,6 +922,9 @@ pub struct ManagedKeyOut {
     /// Extension: true while the key is active and its expiration date is within 30 days or past.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub expiration_warning: bool,
+    /// `held` when Keyplane holds this version's material, `external` for an adopted key whose
+    /// material only its keystore copies hold.
+    pub material: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -857,6 +1005,7 @@ pub fn managed_key(l: &Links, k: &ManagedKey, trace: &str) -> ManagedKeyOut {
             k,
             chrono::Utc::now().date_naive(),
         ),
+        material: k.material().as_str(),
     }
 }
 

@@ -224,6 +224,11 @@ impl AwsKms {
 
     /// Whether a KMS key carries the tag of managed key `key_id`.
     async fn tagged_for(&self, kms_key: &str, key_id: uuid::Uuid) -> RemoteResult<bool> {
+        Ok(self.managed_key_tag(kms_key).await? == Some(key_id.to_string()))
+    }
+
+    /// The managed key a KMS key's tag names, if it carries one.
+    async fn managed_key_tag(&self, kms_key: &str) -> RemoteResult<Option<String>> {
         self.quotas.read.ready().await;
         let tags = match self
             .client
@@ -233,14 +238,14 @@ impl AwsKms {
             .await
         {
             Ok(t) => t,
-            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(failure("reading the KMS key's tags", &e)),
         };
-        let key_id = key_id.to_string();
         Ok(tags
             .tags()
             .iter()
-            .any(|t| t.tag_key() == MANAGED_KEY_TAG && t.tag_value() == key_id))
+            .find(|t| t.tag_key() == MANAGED_KEY_TAG)
+            .map(|t| t.tag_value().to_owned()))
     }
 
     /// The KMS keys of the versions before `current`, newest first.
@@ -509,6 +514,10 @@ impl Connector for AwsKms {
         key_id: uuid::Uuid,
     ) -> RemoteResult<Option<bool>> {
         Ok(Some(self.tagged_for(&remote.remote_id, key_id).await?))
+    }
+
+    async fn mark(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        self.managed_key_tag(&remote.remote_id).await
     }
 
     async fn prove_copy(

@@ -253,6 +253,13 @@ pub trait Connector: Send + Sync {
         Ok(None)
     }
 
+    /// The managed-key id the target's own mark on `remote` names (a tag or label), when it
+    /// keeps such marks and the copy has one; `None` otherwise. Adoption refuses a copy marked
+    /// for another key.
+    async fn mark(&self, _remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Proves, the target's own way, whether `remote` holds `key`'s newest version; `None` when
     /// the target has no such way (the encryption probe is used then).
     async fn prove_copy(

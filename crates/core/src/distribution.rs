@@ -488,6 +488,7 @@ mod tests {
             rotation_interval: None,
             deactivate_on_expiration: false,
             destroy_after_deactivation: None,
+            adopted_versions: 0,
             stamps: Stamps::new(&Actor("t".into()), now),
             revision: 1,
         }

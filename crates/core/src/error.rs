@@ -39,6 +39,10 @@ pub enum ErrorCode {
     VaultNotEmpty,
     TemplateInUse,
     TemplateArchived,
+    /// The operation needs key material Keyplane does not hold (an adopted key).
+    MaterialNotHeld,
+    /// A keystore copy named for adoption is missing or is not the key it is said to be.
+    CopyNotProven,
     EtagMismatch,
     PreconditionRequired,
     Unauthorized,
@@ -72,6 +76,8 @@ impl ErrorCode {
             Self::VaultNotEmpty => "vault_not_empty",
             Self::TemplateInUse => "template_in_use",
             Self::TemplateArchived => "template_archived",
+            Self::MaterialNotHeld => "material_not_held",
+            Self::CopyNotProven => "copy_not_proven",
             Self::EtagMismatch => "etag_mismatch",
             Self::PreconditionRequired => "precondition_required",
             Self::Unauthorized => "unauthorized",

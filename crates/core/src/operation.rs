@@ -181,6 +181,8 @@ pub mod catalog {
     pub const KEY_LIST: Operation = Operation::reads("keyplane.managed-keys.list");
     /// `POST /api/v4/managed_keys`.
     pub const KEY_CREATE: Operation = KEY_WRITE;
+    /// `POST /api/v4/managed_keys/adopt`: a key recorded by reference to its keystore copies.
+    pub const KEY_ADOPT: Operation = Operation::changes("keyplane.managed-keys.adopt", Critical);
     /// `GET /api/v4/managed_keys/{id}`.
     pub const KEY_READ: Operation = KEY_READING;
     /// `PATCH /api/v4/managed_keys/{id}`.

@@ -48,6 +48,12 @@ pub(crate) struct KeyDoc {
     pub deactivate_on_expiration: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy_after_deactivation: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adopted_versions: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl KeyDoc {
@@ -66,6 +72,7 @@ impl KeyDoc {
             rotation_interval: k.rotation_interval.clone(),
             deactivate_on_expiration: k.deactivate_on_expiration,
             destroy_after_deactivation: k.destroy_after_deactivation.clone(),
+            adopted_versions: k.adopted_versions,
         }
     }
 }

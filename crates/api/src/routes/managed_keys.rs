@@ -13,7 +13,9 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::export;
 use crate::extract::{IfMatch, JsonBody, LegacyVault, PathId, RawQuery};
 use crate::params::{self, Params};
-use crate::wire::{self, KeyCreateBody, KeyUpdateBody, ManagedKeyOut, StatusInKeystoresOut};
+use crate::wire::{
+    self, KeyAdoptBody, KeyCreateBody, KeyUpdateBody, ManagedKeyOut, StatusInKeystoresOut,
+};
 use crate::{AppState, Caller, Trace};
 
 const PATH: &str = "/api/v4/managed_keys";
@@ -102,6 +104,21 @@ pub(crate) async fn create(
         legacy.check(v)?;
     }
     let k = s.keyplane.create_key(&actor, input).await?;
+    Ok(key_response(&s, &k, &trace, StatusCode::CREATED))
+}
+
+/// Extension: adopt a key whose material only external keystores hold (migration). Each copy is
+/// proven at its keystore first; the key answers `"material": "external"`.
+#[utoipa::path(post, path = "/api/v4/managed_keys/adopt", tag = "managed_keys", request_body = KeyAdoptBody,
+    responses((status = 201, body = ManagedKeyOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 424, body = ErrorBody)))]
+pub(crate) async fn adopt(
+    State(s): State<AppState>,
+    Caller(actor): Caller,
+    Trace(trace): Trace,
+    JsonBody(body): JsonBody<KeyAdoptBody>,
+) -> ApiResult<Response> {
+    let k = s.keyplane.adopt_key(&actor, body.into_adoption()?).await?;
     Ok(key_response(&s, &k, &trace, StatusCode::CREATED))
 }
 

@@ -50,6 +50,7 @@ pub(crate) fn api(doc: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(keystores::managed_keys))
         .routes(routes!(keystores::associated_resources))
         .routes(routes!(managed_keys::list, managed_keys::create))
+        .routes(routes!(managed_keys::adopt))
         .routes(routes!(
             managed_keys::get,
             managed_keys::update,

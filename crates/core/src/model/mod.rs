@@ -319,11 +319,47 @@ pub struct ManagedKey {
     pub deactivate_on_expiration: bool,
     /// Destroyed by the scheduler this long (ISO-8601) after its deactivation.
     pub destroy_after_deactivation: Option<String>,
+    /// Versions 1 to this one were adopted (migration): their material lives only in the
+    /// external keystores' copies. 0 for a key whose every version Keyplane made.
+    pub adopted_versions: u32,
     pub stamps: Stamps,
     pub revision: i64,
 }
 
+/// Whether Keyplane holds a key version's material (`spec/decisions.md` §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMaterial {
+    /// Generated or imported here, sealed under the vault's key.
+    Held,
+    /// Adopted: only the copies in external keystores hold it.
+    External,
+}
+
+impl KeyMaterial {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::External => "external",
+        }
+    }
+}
+
 impl ManagedKey {
+    /// Whether Keyplane holds the material of the key's current version.
+    pub fn material(&self) -> KeyMaterial {
+        self.material_of(self.version)
+    }
+
+    /// Whether Keyplane holds the material of `version`.
+    pub fn material_of(&self, version: u32) -> KeyMaterial {
+        if version <= self.adopted_versions {
+            KeyMaterial::External
+        } else {
+            KeyMaterial::Held
+        }
+    }
+
     /// Keystores the key currently targets (removed ones excluded).
     pub fn referenced_keystores(&self) -> impl Iterator<Item = &KeystoreRef> {
         self.status_in_keystores

@@ -28,6 +28,19 @@ pub struct KeyWrite {
     /// The ring and aliases a key created through Key Protect has in its internal keystore,
     /// written with the key.
     pub key_protect: Option<KeyProtectPlacement>,
+    /// Versions of an adopted key: recorded without material, which only its copies hold.
+    pub adopted_versions: Vec<AdoptedVersion>,
+    /// The external copies an adoption proved, recorded with the key.
+    pub adopted_copies: Vec<crate::ports::ExternalCopy>,
+}
+
+/// One version of an adopted key, as its source recorded it.
+#[derive(Debug, Clone)]
+pub struct AdoptedVersion {
+    pub version: u32,
+    pub state: KeyState,
+    pub verification_patterns: Vec<VerificationPattern>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Where a key created through an internal keystore's Key Protect API sits there.

@@ -195,6 +195,36 @@ impl MaterialExport for VersionExport<'_> {
     }
 }
 
+/// The material of an adopted key's version, which only its copies hold: nothing can be wrapped
+/// or proven with it here.
+struct NotHeld;
+
+#[async_trait]
+impl MaterialExport for NotHeld {
+    async fn wrapped_for(&self, _wrapping: &TransferWrapping) -> Result<Vec<u8>> {
+        Err(not_held())
+    }
+
+    async fn opens_probe(&self, _probe: &ProbeCiphertext, _expected: &[u8]) -> bool {
+        false
+    }
+
+    async fn encrypt_nonce(&self, _nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        Err(not_held())
+    }
+
+    async fn public_key_der(&self) -> Result<Option<Vec<u8>>> {
+        Err(not_held())
+    }
+}
+
+fn not_held() -> Error {
+    Error::conflict(
+        ErrorCode::MaterialNotHeld,
+        "this version of the key was adopted: Keyplane does not hold its material",
+    )
+}
+
 /// The copy a keystore should hold: `None` none, `Some(enabled)` one in that state.
 fn desired(state: KeyState, targeted: bool, held: bool) -> Option<bool> {
     match state {
@@ -492,8 +522,22 @@ impl Keyplane {
                 (None, Some(None))
             }
             (None, None) => (None, recorded.as_ref().map(|_| None)),
+            (Some(_), None) if key.material() == KeyMaterial::External => {
+                return Err(RemoteFailure::new(
+                    FailureKind::Rejected,
+                    format!(
+                        "material_not_held: keystore '{}' holds no copy of this adopted key and                          Keyplane does not hold its material to install one",
+                        keystore.name
+                    ),
+                ));
+            }
             (Some(enabled), found) => {
-                let material = self.export_of(key, keystore.keystore_type).await?;
+                let material: Box<dyn MaterialExport + '_> = match key.material() {
+                    KeyMaterial::Held => {
+                        Box::new(self.export_of(key, keystore.keystore_type).await?)
+                    }
+                    KeyMaterial::External => Box::new(NotHeld),
+                };
                 let install = KeyToInstall {
                     key_id: key.id,
                     enabled,
@@ -501,7 +545,7 @@ impl Keyplane {
                     algorithm: key.algorithm,
                     size: key.size,
                     version: key.version,
-                    material: &material,
+                    material: material.as_ref(),
                     properties: properties_for(key, keystore.keystore_type),
                 };
                 let mut installed_version = recorded.as_ref().map_or(0, |c| c.installed_version);
@@ -666,6 +710,11 @@ impl Keyplane {
         keystore_type: KeystoreType,
         planned: bool,
     ) -> std::result::Result<bool, RemoteFailure> {
+        if key.material() == KeyMaterial::External {
+            // An adopted key's copies were proven and recorded when it was adopted; a copy found
+            // anywhere else cannot be proven without the material.
+            return Ok(false);
+        }
         if !key.state.lives_in_keystores() {
             // No material to prove with: a planned copy is trusted unless the target's own mark
             // says it is another key's (or no key's); an unknown one is not adopted.

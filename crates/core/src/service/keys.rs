@@ -269,6 +269,7 @@ impl Keyplane {
             rotation_interval: template.key.schedule.rotation_interval.clone(),
             deactivate_on_expiration: template.key.schedule.deactivate_on_expiration,
             destroy_after_deactivation: template.key.schedule.destroy_after_deactivation.clone(),
+            adopted_versions: 0,
             stamps: Stamps::new(&caller.actor, created),
             revision: 1,
         };
@@ -525,7 +526,8 @@ impl Keyplane {
         let mut write = KeyWrite::default();
         match action {
             KeyAction::Activate => {
-                if key.verification_patterns.is_empty() {
+                // An adopted key's material is its copies': nothing is made for it here.
+                if key.verification_patterns.is_empty() && key.material() == KeyMaterial::Held {
                     self.add_material(&mut key, &mut write, None).await?;
                 }
                 key.deactivated_at = None;
@@ -805,6 +807,7 @@ impl Keyplane {
                 }
             }
         }
+        self.refuse_unheld_targets(&key, &targets).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
         self.distribute(&mut key, &targets, &copies, &mut write);
@@ -855,6 +858,7 @@ impl Keyplane {
             .into_iter()
             .cloned()
             .collect();
+        self.refuse_unheld_targets(&key, &targets).await?;
         let copies = self.store.internal_copies_of_key(id).await?;
         let mut write = KeyWrite::default();
         key.status_in_keystores.retain(|s| s.removed);

@@ -2,6 +2,7 @@
 //! persisting through the ports.
 
 mod access;
+mod adoption;
 mod approvals;
 mod audit_events;
 mod dataplane;
@@ -29,6 +30,7 @@ use crate::lifecycle::LifecyclePolicy;
 use crate::ports::{MaterialEngine, Store};
 
 pub use access::{MAX_PRINCIPAL_DESCRIPTION, NewPrincipal};
+pub use adoption::{AdoptKey, CopyToAdopt, MAX_ADOPTED_COPIES, MAX_ADOPTED_VERSIONS};
 pub use approvals::{APPROVAL_TTL, Decided};
 pub use audit_events::Origin;
 pub use dataplane::{

@@ -479,6 +479,25 @@ pub(crate) async fn save_key(
             ],
         ));
     }
+    let adopted = w
+        .adopted_versions
+        .iter()
+        .map(|v| {
+            Ok((
+                i64::from(v.version),
+                v.state.as_str(),
+                json(&v.verification_patterns)?,
+                ts(&v.created_at),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (version, version_state, patterns, created) in &adopted {
+        batch.push((
+            "INSERT INTO key_material (key_id, version, state, sealed, verification_patterns, created_at, imported)
+             VALUES ($1, $2, $3, NULL, $4, $5, FALSE)",
+            vec![&id, version, version_state, patterns, created],
+        ));
+    }
     let set_state = "UPDATE key_material SET state = $1 WHERE key_id = $2 AND version = $3";
     let version_states: Vec<(&str, i64)> = w
         .version_states
@@ -501,6 +520,9 @@ pub(crate) async fn save_key(
         ));
     }
     super::exec_pipelined(c, &batch).await?;
+    for copy in &w.adopted_copies {
+        super::distribution::save_copy(c, copy).await?;
+    }
     super::distribution::enqueue(c, k.id, &w.converge_in, &k.stamps.updated_at).await?;
     for keystore_id in &w.remove_copies_from {
         // Remembered under its id there: Key Protect's purge and restore name it so.

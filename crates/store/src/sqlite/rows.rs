@@ -203,6 +203,7 @@ pub(crate) fn key_from_row(r: &Row<'_>) -> Result<ManagedKey> {
         rotation_interval: doc.rotation_interval,
         deactivate_on_expiration: doc.deactivate_on_expiration,
         destroy_after_deactivation: doc.destroy_after_deactivation,
+        adopted_versions: doc.adopted_versions,
         stamps: stamps(r)?,
         revision: col(r, "revision")?,
     })

@@ -387,6 +387,25 @@ pub(crate) fn save_key(
         })
         .map_err(sql_err)?;
     }
+    for v in &w.adopted_versions {
+        let patterns = json(&v.verification_patterns)?;
+        conn.prepare_cached(
+            "INSERT INTO key_material (key_id, version, state, sealed, verification_patterns, created_at, imported) VALUES (?, ?, ?, NULL, ?, ?, 0)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id,
+                i64::from(v.version),
+                v.state.as_str(),
+                patterns,
+                ts(&v.created_at)
+            ])
+        })
+        .map_err(sql_err)?;
+    }
+    for copy in &w.adopted_copies {
+        super::distribution::save_copy(conn, copy)?;
+    }
     for (version, state) in &w.version_states {
         conn.prepare_cached("UPDATE key_material SET state = ? WHERE key_id = ? AND version = ?")
             .and_then(|mut st| st.execute(params![state.as_str(), id, i64::from(*version)]))

@@ -1,0 +1,424 @@
+//! Adoption (`spec/decisions.md` §5): a key whose material lives only in external keystores,
+//! brought under Keyplane's governance by reference. Each copy is proven at its keystore before
+//! anything is recorded; the key is recorded with its versions (without material) and its
+//! copies in one write.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::{Keyplane, distributor, now};
+use crate::authz::{Caller, Permission};
+use crate::connector::RemoteKey;
+use crate::distribution;
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::*;
+use crate::ports::{AdoptedVersion, ExternalCopy, KeyWrite};
+use crate::validate;
+
+/// Versions an adopted key may bring (a key rotated daily for a decade stays under it).
+pub const MAX_ADOPTED_VERSIONS: u32 = 4096;
+/// Copies one adoption may name.
+pub const MAX_ADOPTED_COPIES: usize = 16;
+
+/// A key to adopt, as its source describes it.
+#[derive(Debug, Clone)]
+pub struct AdoptKey {
+    /// The id to keep (the source's) when no key has it; a new one otherwise is the caller's
+    /// choice: an id in use is refused.
+    pub id: Option<Uuid>,
+    /// The id the source knows the key by, which keystores' marks name; `id` when absent.
+    pub source_id: Option<Uuid>,
+    pub vault_id: Uuid,
+    pub template_name: String,
+    pub label: String,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    pub label_tags: Vec<Tag>,
+    pub state: KeyState,
+    pub algorithm: Algorithm,
+    pub size: u32,
+    /// The key's current version; versions 1 to it are adopted.
+    pub version: u32,
+    /// States of earlier versions, where the source tells them; others take the key's state.
+    pub version_states: Vec<(u32, KeyState)>,
+    pub verification_patterns: Vec<VerificationPattern>,
+    pub activation_date: Option<NaiveDate>,
+    pub expiration_date: Option<NaiveDate>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub deactivated_at: Option<DateTime<Utc>>,
+    pub copies: Vec<CopyToAdopt>,
+}
+
+/// A copy the source says a keystore holds.
+#[derive(Debug, Clone)]
+pub struct CopyToAdopt {
+    pub keystore_id: Uuid,
+    pub key_id_in_keystore: String,
+    /// Its name there (alias, transit name); the key's label fitted to the keystore when absent.
+    pub label_in_keystore: Option<String>,
+}
+
+impl Keyplane {
+    /// Adopts a key: proves every copy at its keystore, then records the key, its versions and
+    /// its copies in one write. Nothing is recorded when any copy fails its proof.
+    pub async fn adopt_key(&self, caller: &Caller, input: AdoptKey) -> Result<ManagedKey> {
+        // Adoption creates a key and links it into keystores.
+        let vault = self
+            .target_vault(caller, Permission::KeyCreate, input.vault_id)
+            .await?;
+        self.target_vault(caller, Permission::KeyDistribute, input.vault_id)
+            .await?;
+        validate::key_label(&input.label)?;
+        validate::description("description", &input.description)?;
+        validate::tags("tags", &input.tags)?;
+        validate::tags("label_tags", &input.label_tags)?;
+        validate::template_name("template_name", &input.template_name)?;
+        if input.version == 0 || input.version > MAX_ADOPTED_VERSIONS {
+            return Err(Error::invalid_field(
+                "version",
+                format!("version must be between 1 and {MAX_ADOPTED_VERSIONS}"),
+            ));
+        }
+        if input.copies.len() > MAX_ADOPTED_COPIES {
+            return Err(Error::invalid_field(
+                "copies",
+                format!("at most {MAX_ADOPTED_COPIES} copies can be adopted with a key"),
+            ));
+        }
+        match input.state {
+            KeyState::PreActivation => {
+                return Err(Error::invalid_field(
+                    "state",
+                    "a pre-active key has no copy in any keystore, so there is nothing to adopt; \
+                     create it anew in Keyplane",
+                ));
+            }
+            s if s.lives_in_keystores() && input.copies.is_empty() => {
+                return Err(Error::invalid_field(
+                    "copies",
+                    format!(
+                        "a {s} key is adopted through its copies: name at least one keystore copy"
+                    ),
+                ));
+            }
+            s if !s.lives_in_keystores() && !input.copies.is_empty() => {
+                return Err(Error::invalid_field(
+                    "copies",
+                    format!("a {s} key has no copies to adopt"),
+                ));
+            }
+            _ => {}
+        }
+        if let (Some(a), Some(e)) = (input.activation_date, input.expiration_date)
+            && e < a
+        {
+            return Err(Error::invalid_field(
+                "expiration_date",
+                "expiration_date must not be before activation_date",
+            ));
+        }
+        for (version, _) in &input.version_states {
+            if *version == 0 || *version > input.version {
+                return Err(Error::invalid_field(
+                    "versions",
+                    format!(
+                        "version {version} is not one of the key's 1 to {}",
+                        input.version
+                    ),
+                ));
+            }
+        }
+        let template = self
+            .store
+            .find_template(input.vault_id, &input.template_name)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid_field(
+                    "template_name",
+                    format!(
+                        "no template named '{}' exists in vault '{}'",
+                        input.template_name, vault.name
+                    ),
+                )
+            })?;
+        if template.state == TemplateState::Archived {
+            return Err(Error::conflict(
+                ErrorCode::TemplateArchived,
+                format!(
+                    "template '{}' is archived; no keys can be adopted into it",
+                    template.name
+                ),
+            ));
+        }
+        if (input.algorithm, input.size) != (template.key.algorithm, template.key.size) {
+            return Err(Error::invalid_field(
+                "algorithm",
+                format!(
+                    "the key is {} {} but template '{}' makes {} {} keys",
+                    input.algorithm,
+                    input.size,
+                    template.name,
+                    template.key.algorithm,
+                    template.key.size
+                ),
+            ));
+        }
+        let id = input.id.unwrap_or_else(new_id);
+        if self.store.get_managed_key(id).await?.is_some() {
+            return Err(Error::Conflict {
+                code: ErrorCode::DuplicateName,
+                message: format!("a managed key with id '{id}' already exists"),
+                params: vec![id.to_string()],
+            });
+        }
+        let entry = template.keystore();
+        let vault_keystores = self.store.vault_keystores(input.vault_id).await?;
+        let reached = distribution::resolve_targets(entry, &vault_keystores);
+        let mut targets: Vec<Keystore> = Vec::with_capacity(input.copies.len());
+        for (i, copy) in input.copies.iter().enumerate() {
+            let field = format!("copies[{i}].keystore.id");
+            let Some(keystore) = reached.iter().find(|k| k.id == copy.keystore_id) else {
+                return Err(Error::invalid_field(
+                    &field,
+                    format!(
+                        "keystore '{}' is not one template '{}' reaches in vault '{}' (its type \
+                         and group)",
+                        copy.keystore_id, template.name, vault.name
+                    ),
+                ));
+            };
+            if keystore.is_internal() || !self.has_connector(keystore.keystore_type) {
+                return Err(Error::invalid_field(
+                    &field,
+                    format!(
+                        "keystore '{}' is not an external keystore Keyplane reaches; only copies \
+                         in those can be adopted",
+                        keystore.name
+                    ),
+                ));
+            }
+            if targets.iter().any(|t| t.id == keystore.id) {
+                return Err(Error::invalid_field(
+                    &field,
+                    format!("keystore '{}' is named twice", keystore.name),
+                ));
+            }
+            if copy.key_id_in_keystore.is_empty() || copy.key_id_in_keystore.len() > 512 {
+                return Err(Error::invalid_field(
+                    &format!("copies[{i}].key_id_in_keystore"),
+                    "key_id_in_keystore must be 1 to 512 characters",
+                ));
+            }
+            targets.push((*keystore).clone());
+        }
+        let at = now();
+        let marked_as = input.source_id.or(input.id).unwrap_or(id);
+        let label_in_keystore = |keystore: &Keystore, copy: &CopyToAdopt| {
+            copy.label_in_keystore.clone().unwrap_or_else(|| {
+                distribution::label_in_keystore(&input.label, keystore.keystore_type)
+            })
+        };
+        // Proven before anything is written: a copy missing, or not the key the source says,
+        // keeps the whole key out.
+        let mut statuses = Vec::with_capacity(targets.len());
+        let mut copies = Vec::with_capacity(targets.len());
+        for (keystore, copy) in targets.iter().zip(&input.copies) {
+            let remote = self
+                .prove_adopted_copy(keystore, copy, marked_as, input.state)
+                .await?;
+            statuses.push(distributor::observed_status(
+                input.state,
+                &keystore.reference(),
+                Some(&remote),
+                Some(remote.enabled),
+            ));
+            copies.push(ExternalCopy {
+                keystore_id: keystore.id,
+                managed_key_id: id,
+                remote_id: Some(remote.remote_id.clone()),
+                label: label_in_keystore(keystore, copy),
+                installed_version: input.version,
+                enabled: remote.enabled,
+            });
+        }
+        let instance_label = input.copies.first().zip(targets.first()).map_or_else(
+            || distribution::label_in_keystore(&input.label, entry.keystore_type),
+            |(copy, keystore)| label_in_keystore(keystore, copy),
+        );
+        let created_at = input.created_at.unwrap_or(at).min(at);
+        let mut stamps = Stamps::new(&caller.actor, at);
+        stamps.created_at = created_at;
+        let key = ManagedKey {
+            id,
+            vault,
+            template: TemplateRef {
+                id: template.id,
+                name: template.name.clone(),
+                types: template.types.clone(),
+                version: template.version,
+            },
+            template_version: template.version,
+            version: input.version,
+            label: input.label,
+            description: input.description,
+            state: input.state,
+            algorithm: input.algorithm,
+            size: input.size,
+            verification_patterns: input.verification_patterns.clone(),
+            activation_date: input.activation_date,
+            expiration_date: input.expiration_date,
+            label_tags: input.label_tags,
+            tags: input.tags,
+            instances: vec![KeyInstance {
+                id: new_id(),
+                label_in_keystore: instance_label,
+                instance_type: template.key.algorithm.instance_type(),
+                keystore_type: entry.keystore_type,
+                group: entry.group.clone(),
+                properties: entry.properties.clone(),
+            }],
+            status_in_keystores: statuses,
+            deactivate_on_rotation: template.key.deactivate_on_rotation,
+            managing_systems: template.managing_systems.clone(),
+            rotated_at: input.rotated_at,
+            deactivated_at: input.deactivated_at.or_else(|| {
+                matches!(input.state, KeyState::Deactivated | KeyState::Compromised).then_some(at)
+            }),
+            label_from_scheme: false,
+            rotation_interval: template.key.schedule.rotation_interval.clone(),
+            deactivate_on_expiration: template.key.schedule.deactivate_on_expiration,
+            destroy_after_deactivation: template.key.schedule.destroy_after_deactivation.clone(),
+            adopted_versions: input.version,
+            stamps,
+            revision: 1,
+        };
+        let adopted_versions = (1..=input.version)
+            .map(|version| AdoptedVersion {
+                version,
+                state: input
+                    .version_states
+                    .iter()
+                    .find(|(v, _)| *v == version)
+                    .map_or(input.state, |(_, s)| *s),
+                verification_patterns: if version == input.version {
+                    input.verification_patterns.clone()
+                } else {
+                    Vec::new()
+                },
+                created_at: if version == 1 {
+                    created_at
+                } else {
+                    input.rotated_at.unwrap_or(created_at).min(at)
+                },
+            })
+            .collect();
+        let write = KeyWrite {
+            // The worker confirms each copy's state as it does for every key.
+            converge_in: targets.iter().map(|t| t.id).collect(),
+            adopted_versions,
+            adopted_copies: copies,
+            ..KeyWrite::default()
+        };
+        self.store.save_managed_key(&key, None, &write).await?;
+        if !write.converge_in.is_empty() {
+            self.distribution_queued();
+        }
+        Ok(key)
+    }
+
+    /// Reads the copy at its keystore and checks it is the key the source says: it exists under
+    /// that id, its state fits the key's, and a mark the keystore keeps names the source's key.
+    async fn prove_adopted_copy(
+        &self,
+        keystore: &Keystore,
+        copy: &CopyToAdopt,
+        marked_as: Uuid,
+        state: KeyState,
+    ) -> Result<RemoteKey> {
+        let unproven = |why: String| Error::Conflict {
+            code: ErrorCode::CopyNotProven,
+            message: format!(
+                "the copy '{}' in keystore '{}' was not adopted: {why}; nothing was recorded",
+                copy.key_id_in_keystore, keystore.name
+            ),
+            params: vec![keystore.id.to_string(), copy.key_id_in_keystore.clone()],
+        };
+        let connector = self
+            .connector(keystore)
+            .await?
+            .ok_or_else(|| Error::internal("no connector for an external keystore"))?;
+        let remote = connector
+            .find(Some(&copy.key_id_in_keystore), &copy.key_id_in_keystore)
+            .await
+            .map_err(|f| {
+                Error::KeystoreUnavailable(format!(
+                    "keystore '{}' could not be read to prove copy '{}': {f}; nothing was recorded",
+                    keystore.name, copy.key_id_in_keystore
+                ))
+            })?
+            .ok_or_else(|| {
+                unproven("the keystore holds no such key (absent, or pending deletion)".into())
+            })?;
+        // Transit keeps no disabled state: every copy there reads as enabled.
+        let has_states = keystore.keystore_type != KeystoreType::HashicorpVault;
+        if state == KeyState::Active && !remote.enabled {
+            return Err(unproven(
+                "it is disabled there while the key is active".into(),
+            ));
+        }
+        if has_states && state != KeyState::Active && remote.enabled {
+            return Err(unproven(format!(
+                "it is enabled there while the key is {state}"
+            )));
+        }
+        let marked = connector.mark(&remote).await.map_err(|f| {
+            Error::KeystoreUnavailable(format!(
+                "keystore '{}' could not be read to prove copy '{}': {f}; nothing was recorded",
+                keystore.name, copy.key_id_in_keystore
+            ))
+        })?;
+        if let Some(mark) = marked {
+            let expected = marked_as.to_string();
+            if mark != expected {
+                return Err(unproven(format!(
+                    "the keystore marks it as managed key '{mark}', not '{expected}'"
+                )));
+            }
+        }
+        Ok(remote)
+    }
+
+    /// Refuses to reach keystores without a copy of an adopted key: Keyplane does not hold the
+    /// material it would have to send there.
+    pub(crate) async fn refuse_unheld_targets(
+        &self,
+        key: &ManagedKey,
+        targets: &[Keystore],
+    ) -> Result<()> {
+        if key.material() == KeyMaterial::Held || !key.state.lives_in_keystores() {
+            return Ok(());
+        }
+        let copies = self.store.external_copies_of_key(key.id).await?;
+        let missing: Vec<&str> = targets
+            .iter()
+            .filter(|t| !copies.iter().any(|c| c.keystore_id == t.id))
+            .map(|t| t.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Conflict {
+            code: ErrorCode::MaterialNotHeld,
+            message: format!(
+                "key '{}' was adopted: Keyplane does not hold the material of its version {}, so \
+                 it cannot be distributed to keystore(s) '{}'; rotate the key to give it a \
+                 version Keyplane holds, which then distributes",
+                key.label,
+                key.version,
+                missing.join("', '")
+            ),
+            params: missing.into_iter().map(str::to_owned).collect(),
+        })
+    }
+}
