@@ -97,6 +97,7 @@ pub(crate) async fn call(
         url: server.url.clone(),
         credential: keyplane_client::Credential::Token(server.token.clone()),
         ca_cert_pem: None,
+        iam_url: None,
     })
     .await?;
     match client.send(method, path, body.as_ref(), None).await {

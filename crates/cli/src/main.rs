@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod audit_stream;
 mod config;
+mod migrate;
 mod remote;
 mod serve;
 mod tls;
@@ -85,6 +86,9 @@ enum Command {
     /// Print the manual page (roff), generated from these commands' definitions.
     #[command(hide = true)]
     Manual,
+    /// Move an estate into Keyplane from another key orchestrator.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
     /// Key templates: list, get, create.
     Template {
         #[command(flatten)]
@@ -169,6 +173,7 @@ fn main() -> anyhow::Result<()> {
             run_client(remote::templates::run(&connect, command))
         }
         Command::Login { connect } => run_client(remote::login(&connect)),
+        Command::Migrate(command) => run_client(migrate::run(command)),
         Command::Approval { connect, command } => {
             run_client(remote::approvals::run(&connect, command))
         }

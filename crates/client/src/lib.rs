@@ -29,6 +29,9 @@ pub struct Settings {
     pub credential: Credential,
     /// PEM certificates trusted instead of the system's roots.
     pub ca_cert_pem: Option<String>,
+    /// Where an API key is exchanged (`{iam_url}/identity/token`): IBM Cloud IAM for a UKO
+    /// server; the server itself when `None`.
+    pub iam_url: Option<String>,
 }
 
 /// What went wrong, in terms a caller can act on.
@@ -158,7 +161,11 @@ impl Client {
         let bearer = match settings.credential {
             Credential::Token(token) => token,
             Credential::ApiKey(key) => {
-                let url = format!("{base}/identity/token");
+                let iam = settings
+                    .iam_url
+                    .as_deref()
+                    .map_or(base.as_str(), |u| u.trim_end_matches('/'));
+                let url = format!("{iam}/identity/token");
                 let response = http
                     .post(&url)
                     .header("Accept", "application/json")

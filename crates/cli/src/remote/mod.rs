@@ -111,6 +111,7 @@ impl ConnectArgs {
             url,
             credential,
             ca_cert_pem,
+            iam_url: None,
         })
         .await?)
     }
@@ -143,6 +144,7 @@ pub async fn login(args: &ConnectArgs) -> anyhow::Result<()> {
         url: url.clone(),
         credential: Credential::ApiKey(api_key.clone()),
         ca_cert_pem,
+        iam_url: None,
     })
     .await?;
     let name = args.profile.clone().unwrap_or_else(|| "default".to_owned());
