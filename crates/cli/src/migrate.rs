@@ -231,9 +231,7 @@ impl Source {
                     wait = (wait * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("reading {path} from the source"))
-                    );
+                    return Err(anyhow::anyhow!("reading {path} from the source: {e}"));
                 }
             }
         }
@@ -430,27 +428,29 @@ impl Planner<'_> {
         step
     }
 
-    /// The first secret connection field the source masks and the mapping does not supply.
+    /// The secret connection fields the source masks, the keystore needs, and the mapping does
+    /// not supply.
     fn missing_secrets(&self, keystore: &Value) -> Option<String> {
-        let mapping = self.mapping.of(keystore);
-        let Some(fields) = keystore.as_object() else {
-            return Some("connection".into());
+        let mapped = |name: &str| {
+            self.mapping
+                .of(keystore)
+                .is_some_and(|m| m.secrets.contains_key(name))
         };
-        let missing: Vec<&str> = fields
-            .keys()
-            .filter(|name| keystore_types::is_secret_field(name))
-            .filter(|name| !mapping.is_some_and(|m| m.secrets.contains_key(*name)))
-            .map(String::as_str)
+        let Some(keystore_type) = KeystoreType::parse(text(keystore, "/type")) else {
+            return Some("connection for an unknown keystore type".into());
+        };
+        let variant = IbmVariant::parse(text(keystore, "/ibm_variant"));
+        // Either a token or an AppRole secret opens OpenBao/Vault.
+        if keystore_type == KeystoreType::HashicorpVault {
+            return (!mapped("hashicorp_token") && !mapped("hashicorp_approle_secret_id"))
+                .then(|| "hashicorp_token or hashicorp_approle_secret_id".into());
+        }
+        let missing: Vec<&str> = keystore_types::connection_fields(keystore_type, variant)
+            .iter()
+            .filter(|spec| spec.secret && spec.required && !mapped(spec.name))
+            .map(|spec| spec.name)
             .collect();
-        // Either a token or an AppRole secret opens OpenBao/Vault: one of them is enough.
-        let needed = match text(keystore, "/type") {
-            "hashicorp_vault" => {
-                missing.contains(&"hashicorp_token")
-                    && missing.contains(&"hashicorp_approle_secret_id")
-            }
-            _ => !missing.is_empty(),
-        };
-        needed.then(|| missing.join(", "))
+        (!missing.is_empty()).then(|| missing.join(", "))
     }
 
     fn key_step(&self, key: &Value, keystores: &[Step], present_keys: &[String]) -> Step {
@@ -647,7 +647,7 @@ async fn from_uko(args: FromUko) -> anyhow::Result<()> {
             iam_url: Some(args.iam_url.clone()),
         })
         .await
-        .context("signing in to the source")?,
+        .map_err(|e| anyhow::anyhow!("signing in to the source: {e}"))?,
         every: Duration::from_secs(1) / args.source_rate.max(1),
         last: tokio::sync::Mutex::new(None),
     };
@@ -656,7 +656,7 @@ async fn from_uko(args: FromUko) -> anyhow::Result<()> {
         .target
         .client()
         .await
-        .context("signing in to Keyplane")?;
+        .map_err(|e| anyhow::anyhow!("signing in to Keyplane: {e:#}"))?;
     let estate = read_estate(&source).await?;
     let present = read_present(&target).await?;
     let mut present_keys = Vec::new();
@@ -921,7 +921,8 @@ async fn from_uko(args: FromUko) -> anyhow::Result<()> {
     )
     .await?;
     if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+        let whole = json!({"report": report, "successor_offers": offers});
+        std::fs::write(path, serde_json::to_vec_pretty(&whole)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     print_report(args.target.output, &report, &offers);
@@ -970,6 +971,10 @@ fn copies_of(estate: &Estate, key: &Value, keystores: &[Step]) -> Vec<(Step, Val
 
 /// The adoption body's copies: each in the keystore it was migrated to.
 fn adopted_copies(estate: &Estate, state: &State, key: &Value, keystores: &[Step]) -> Vec<Value> {
+    // A destroyed key is kept as a record: whatever its keystores still show is not adopted.
+    if text(key, "/state").starts_with("destroyed") {
+        return Vec::new();
+    }
     copies_of(estate, key, keystores)
         .into_iter()
         .filter_map(|(step, status)| {

@@ -175,6 +175,9 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
     if error.is::<Declined>() {
         return exit::DECLINED;
     }
+    if error.is::<crate::migrate::MigrationIncomplete>() {
+        return exit::REFUSED;
+    }
     if error.is::<keys::WaitTimedOut>() {
         return exit::UNAVAILABLE;
     }

@@ -227,11 +227,14 @@ impl Keyplane {
             let remote = self
                 .prove_adopted_copy(keystore, copy, marked_as, input.state)
                 .await?;
+            // What the key's state makes it there; the proof checked the keystore agrees where it
+            // keeps a state of its own.
+            let enabled = input.state == KeyState::Active;
             statuses.push(distributor::observed_status(
                 input.state,
                 &keystore.reference(),
                 Some(&remote),
-                Some(remote.enabled),
+                Some(enabled),
             ));
             copies.push(ExternalCopy {
                 keystore_id: keystore.id,
@@ -239,7 +242,7 @@ impl Keyplane {
                 remote_id: Some(remote.remote_id.clone()),
                 label: label_in_keystore(keystore, copy),
                 installed_version: input.version,
-                enabled: remote.enabled,
+                enabled,
             });
         }
         let instance_label = input.copies.first().zip(targets.first()).map_or_else(
