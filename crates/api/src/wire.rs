@@ -419,7 +419,7 @@ impl KeyCreateBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAdoptBody {
-    /// The id to keep; refused (409) when a key has it.
+    /// The id to keep when no key has it; a new one is given otherwise.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub id: Option<String>,
     /// The id the source knows the key by, which keystores' marks name; `id` when absent.

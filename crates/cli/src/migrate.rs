@@ -856,21 +856,6 @@ async fn from_uko(args: FromUko) -> anyhow::Result<()> {
                     .insert(step.source_id.clone(), text(&reply.body, "/id").to_owned());
                 state.save(&args.state)?;
             }
-            // Adopted by a run that died before it could note it.
-            Err(e) if e.status() == Some(409) && e.code() == Some("duplicate_name") => {
-                if target
-                    .get(&format!("/api/v4/managed_keys/{}", step.source_id))
-                    .await
-                    .is_ok()
-                {
-                    state
-                        .keys
-                        .insert(step.source_id.clone(), step.source_id.clone());
-                    state.save(&args.state)?;
-                } else {
-                    refused.insert(step.source_id.clone(), e.to_string());
-                }
-            }
             Err(e @ ClientError::Api { .. }) => {
                 refused.insert(step.source_id.clone(), e.to_string());
             }

@@ -1007,6 +1007,13 @@ impl Connector for AzureKeyVault {
         }))
     }
 
+    async fn mark(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        Ok(self
+            .key_bundle(&remote.remote_id)
+            .await?
+            .and_then(|bundle| bundle["tags"][TAG_KEY_ID].as_str().map(str::to_owned)))
+    }
+
     async fn is_labelled_for(
         &self,
         remote: &RemoteKey,

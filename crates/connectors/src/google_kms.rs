@@ -1016,6 +1016,13 @@ impl Connector for GoogleKms {
         )))
     }
 
+    async fn mark(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
+        Ok(self
+            .crypto_key(&remote.remote_id)
+            .await?
+            .and_then(|k| owner(&k).map(str::to_owned)))
+    }
+
     async fn is_labelled_for(
         &self,
         remote: &RemoteKey,

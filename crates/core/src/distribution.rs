@@ -348,6 +348,19 @@ pub fn check_algorithm(keystore_type: KeystoreType, algorithm: Algorithm, size: 
 }
 
 /// The name a key copy gets in a keystore: the key's label, fitted to the target's naming rule (spec §6).
+/// The refusal of an adoption naming a remote key another managed key already governs.
+pub fn copy_governed(copy: &crate::ports::ExternalCopy, holder: uuid::Uuid) -> crate::Error {
+    let remote = copy.remote_id.as_deref().unwrap_or_default();
+    crate::Error::Conflict {
+        code: crate::error::ErrorCode::CopyNotProven,
+        message: format!(
+            "the remote key '{remote}' is already governed by managed key '{holder}'; a remote \
+             key is adopted by one managed key only, and nothing was recorded"
+        ),
+        params: vec![holder.to_string(), remote.to_owned()],
+    }
+}
+
 pub fn label_in_keystore(label: &str, keystore_type: KeystoreType) -> String {
     let (max, allowed): (usize, fn(char) -> bool) = match keystore_type {
         KeystoreType::AwsKms => (250, |c| c.is_ascii_alphanumeric() || "/_-".contains(c)),

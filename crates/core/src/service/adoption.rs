@@ -23,8 +23,7 @@ pub const MAX_ADOPTED_COPIES: usize = 16;
 /// A key to adopt, as its source describes it.
 #[derive(Debug, Clone)]
 pub struct AdoptKey {
-    /// The id to keep (the source's) when no key has it; a new one otherwise is the caller's
-    /// choice: an id in use is refused.
+    /// The id to keep (the source's) when no key has it; a new one is given otherwise.
     pub id: Option<Uuid>,
     /// The id the source knows the key by, which keystores' marks name; `id` when absent.
     pub source_id: Option<Uuid>,
@@ -164,14 +163,12 @@ impl Keyplane {
                 ),
             ));
         }
-        let id = input.id.unwrap_or_else(new_id);
-        if self.store.get_managed_key(id).await?.is_some() {
-            return Err(Error::Conflict {
-                code: ErrorCode::DuplicateName,
-                message: format!("a managed key with id '{id}' already exists"),
-                params: vec![id.to_string()],
-            });
-        }
+        // The source's id where it is free; another key's id is never taken over. Adopting the
+        // same copies twice is refused when they are recorded (one remote key, one managed key).
+        let id = match input.id {
+            Some(id) if self.store.get_managed_key(id).await?.is_none() => id,
+            _ => new_id(),
+        };
         let entry = template.keystore();
         let vault_keystores = self.store.vault_keystores(input.vault_id).await?;
         let reached = distribution::resolve_targets(entry, &vault_keystores);

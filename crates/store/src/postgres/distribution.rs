@@ -339,6 +339,30 @@ pub(crate) async fn copies_of_key(
     .await
 }
 
+/// Records an adopted copy, refused when another key already records that remote key: one
+/// remote key is governed by one managed key. The lock orders concurrent adoptions of it.
+pub(crate) async fn adopt_copy(c: &impl GenericClient, copy: &ExternalCopy) -> Result<()> {
+    let remote = copy.remote_id.as_deref().unwrap_or_default();
+    let lock = format!("adopt/{}/{remote}", copy.keystore_id);
+    exec(
+        c,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&lock],
+    )
+    .await?;
+    let holder = one(
+        c,
+        "SELECT managed_key_id FROM external_copies WHERE keystore_id = $1 AND remote_id = $2 AND managed_key_id <> $3",
+        &[&copy.keystore_id, &remote, &copy.managed_key_id],
+        |r| col::<Uuid>(r, "managed_key_id"),
+    )
+    .await?;
+    if let Some(holder) = holder {
+        return Err(keyplane_core::distribution::copy_governed(copy, holder));
+    }
+    save_copy(c, copy).await
+}
+
 pub(crate) async fn save_copy(c: &impl GenericClient, copy: &ExternalCopy) -> Result<()> {
     exec(
         c,

@@ -15,6 +15,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_key_schedules.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_external_copy_remote_ids.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations run under ("keyplane" in ASCII, as an integer).

@@ -521,7 +521,7 @@ pub(crate) async fn save_key(
     }
     super::exec_pipelined(c, &batch).await?;
     for copy in &w.adopted_copies {
-        super::distribution::save_copy(c, copy).await?;
+        super::distribution::adopt_copy(c, copy).await?;
     }
     super::distribution::enqueue(c, k.id, &w.converge_in, &k.stamps.updated_at).await?;
     for keystore_id in &w.remove_copies_from {

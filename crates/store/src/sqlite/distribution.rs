@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use keyplane_core::error::Result;
@@ -225,6 +225,31 @@ pub(crate) fn copies_of_key(conn: &Connection, key_id: Uuid) -> Result<Vec<Exter
         [key_id.to_string()],
         copy_from_row,
     )
+}
+
+/// Records an adopted copy, refused when another key already records that remote key: one
+/// remote key is governed by one managed key.
+pub(crate) fn adopt_copy(conn: &Connection, c: &ExternalCopy) -> Result<()> {
+    let holder: Option<String> = conn
+        .prepare_cached(
+            "SELECT managed_key_id FROM external_copies WHERE keystore_id = ? AND remote_id = ? AND managed_key_id <> ?",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    c.keystore_id.to_string(),
+                    c.remote_id,
+                    c.managed_key_id.to_string()
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(sql_err)?;
+    if let Some(holder) = holder.and_then(|h| Uuid::parse_str(&h).ok()) {
+        return Err(keyplane_core::distribution::copy_governed(c, holder));
+    }
+    save_copy(conn, c)
 }
 
 pub(crate) fn save_copy(conn: &Connection, c: &ExternalCopy) -> Result<()> {

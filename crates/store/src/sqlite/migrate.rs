@@ -74,6 +74,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         19,
         include_str!("../../migrations/sqlite/0019_key_schedules.sql"),
     ),
+    (
+        20,
+        include_str!("../../migrations/sqlite/0020_external_copy_remote_ids.sql"),
+    ),
 ];
 
 /// The schema version this release brings a SQLite database to.

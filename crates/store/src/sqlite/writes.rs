@@ -404,7 +404,7 @@ pub(crate) fn save_key(
         .map_err(sql_err)?;
     }
     for copy in &w.adopted_copies {
-        super::distribution::save_copy(conn, copy)?;
+        super::distribution::adopt_copy(conn, copy)?;
     }
     for (version, state) in &w.version_states {
         conn.prepare_cached("UPDATE key_material SET state = ? WHERE key_id = ? AND version = ?")
