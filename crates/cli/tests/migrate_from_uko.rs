@@ -134,19 +134,19 @@ async fn snapshot(c: &Client) -> Vec<String> {
 }
 
 /// A node that lets keys rotate again at once (the adopted key was rotated at the source just
-/// before).
-async fn start_node(dir: &Path) -> Server {
-    Server::start(
-        &binary(),
-        dir,
-        &[
-            ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
-            ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
-            ("KEYPLANE_ROTATION_MIN_INTERVAL", "0s"),
-        ],
-    )
-    .await
-    .expect("server starts")
+/// before), on SQLite or on the PostgreSQL database `database`.
+async fn start_node(dir: &Path, database: Option<&str>) -> Server {
+    let mut env = vec![
+        ("KEYPLANE_BOOTSTRAP_TOKEN", TOKEN),
+        ("KEYPLANE_DESTROY_GRACE_PERIOD", "0s"),
+        ("KEYPLANE_ROTATION_MIN_INTERVAL", "0s"),
+    ];
+    if let Some(url) = database {
+        env.push(("KEYPLANE_DATABASE_URL", url));
+    }
+    Server::start(&binary(), dir, &env)
+        .await
+        .expect("server starts")
 }
 
 fn report_entry<'a>(report: &'a Value, source_id: &str) -> &'a Value {
@@ -164,8 +164,9 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     let source_dir = tempfile::tempdir().unwrap();
     let target_dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let source = start_node(source_dir.path()).await;
-    let target = start_node(target_dir.path()).await;
+    // The source on SQLite, the target on PostgreSQL: both engines record adoptions.
+    let source = start_node(source_dir.path(), None).await;
+    let target = start_node(target_dir.path(), Some(&postgres_schema().await)).await;
     let s = source.client();
     let t = target.client();
 
@@ -628,6 +629,13 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     assert_eq!(act(&t, &active, "destroy").await.status, 200);
     wait_status(&t, &active, &target_bao, |e| e["status"] == "not_present").await;
     assert!(transit_key(&bao, &label("orders")).await.is_none());
+
+    // Disconnecting in `destroy` mode destroys the adopted copies still there.
+    assert!(transit_key(&bao, &label("archive")).await.is_some());
+    let r = disconnect_keystore(&t, &target_bao, "destroy").await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(transit_key(&bao, &label("archive")).await.is_none());
+    assert!(transit_key(&bao, &label("ledger")).await.is_none());
 
     // The adoptions are audited on the target as operations of their own.
     let events = t
