@@ -240,3 +240,182 @@ async fn only_those_who_create_and_distribute_keys_in_the_vault_adopt() {
         );
     }
 }
+
+#[tokio::test]
+async fn adoption_refuses_dates_ids_and_names_that_could_reach_past_the_key() {
+    let app = TestApp::new().await;
+    let vault = app.vault("careful").await;
+    app.internal_keystore(&vault, "internal", &["g"]).await;
+    app.template(&vault, "T1", "aes", "256", "active", "g")
+        .await;
+    let aws = app
+        .post(
+            "/api/v4/keystores",
+            json!({"type": "aws_kms", "vault": {"id": vault}, "name": "aws", "groups": ["cloud"],
+                   "aws_region": "us_east_1", "aws_access_key_id": "a",
+                   "aws_secret_access_key": "b"}),
+        )
+        .await
+        .expect(201)
+        .id();
+    let bao = app
+        .post(
+            "/api/v4/keystores",
+            json!({"type": "hashicorp_vault", "vault": {"id": vault}, "name": "bao",
+                   "groups": ["bao"], "hashicorp_address": "https://bao.example:8200",
+                   "hashicorp_token": "t"}),
+        )
+        .await
+        .expect(201)
+        .id();
+    for (name, keystore_type, group) in
+        [("TA", "aws_kms", "cloud"), ("TB", "hashicorp_vault", "bao")]
+    {
+        app.post(
+            "/api/v4/templates",
+            json!({"vault": {"id": vault}, "name": name,
+                   "key": {"algorithm": "aes", "size": "256", "state": "active"},
+                   "keystores": [{"type": keystore_type, "group": group}]}),
+        )
+        .await
+        .expect(201);
+    }
+    let good = destroyed_key(&vault, &Uuid::now_v7().to_string());
+    let with = |field: &str, value: Value| {
+        let mut body = good.clone();
+        body[field] = value;
+        body
+    };
+    let live = |template: &str, keystore: &str, remote: &str, label: Option<&str>| {
+        let mut body = with("state", json!("active"));
+        body["template_name"] = json!(template);
+        body["versions"] = json!([]);
+        body["copies"] = json!([{"keystore": {"id": keystore}, "key_id_in_keystore": remote}]);
+        if let Some(l) = label {
+            body["copies"][0]["label_in_keystore"] = json!(l);
+        }
+        body
+    };
+    let later = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let cases = [
+        // History is not in the future, and an active key was never deactivated.
+        (with("created_at", json!(later)), "created_at"),
+        (with("rotated_at", json!(later)), "rotated_at"),
+        (with("deactivated_at", json!(later)), "deactivated_at"),
+        (
+            {
+                let mut body = live("TA", &aws, "1234abcd-12ab-34cd-56ef-1234567890ab", None);
+                body["deactivated_at"] = json!("2020-01-01T00:00:00Z");
+                body
+            },
+            "deactivated_at",
+        ),
+        (
+            with(
+                "versions",
+                json!([{"version": 1, "state": "destroyed"}, {"version": 1, "state": "destroyed"}]),
+            ),
+            "versions",
+        ),
+        (
+            with(
+                "versions",
+                json!([{"version": 2, "state": "pre_activation"}]),
+            ),
+            "versions",
+        ),
+        (
+            with(
+                "verification_patterns",
+                json!([{"method": "ENC-ZERO", "value": "a\u{7}b"}]),
+            ),
+            "verification_patterns",
+        ),
+        (
+            with(
+                "verification_patterns",
+                json!(
+                    (0..9)
+                        .map(|_| json!({"method": "M", "value": "V"}))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            "verification_patterns",
+        ),
+        // A keystore's id for a key never steps outside it.
+        (
+            live("TB", &bao, "../../kv/app", None),
+            "copies[0].key_id_in_keystore",
+        ),
+        (
+            live("TB", &bao, "orders?x=1", None),
+            "copies[0].key_id_in_keystore",
+        ),
+        (
+            live("TA", &aws, "arn:aws:kms:us-east-1:1:key/../x", None),
+            "copies[0].key_id_in_keystore",
+        ),
+        (live("TA", &aws, "", None), "copies[0].key_id_in_keystore"),
+        (
+            live("TB", &bao, "orders", Some("orders?x")),
+            "copies[0].label_in_keystore",
+        ),
+        (
+            live(
+                "TA",
+                &aws,
+                "1234abcd-12ab-34cd-56ef-1234567890ab",
+                Some("aws/reserved"),
+            ),
+            "copies[0].label_in_keystore",
+        ),
+    ];
+    for (body, target) in cases {
+        let r = app.post(ADOPT, body.clone()).await;
+        assert_eq!(r.status.as_u16(), 400, "{body}: {}", r.body);
+        assert_eq!(r.target(), target, "{body}: {}", r.body);
+    }
+    // A well-formed id reaches the next check: no connector here for the keystore.
+    let r = app.post(ADOPT, live("TB", &bao, "orders", None)).await;
+    assert_eq!(r.status.as_u16(), 400);
+    assert_eq!(r.target(), "copies[0].keystore.id", "{}", r.body);
+}
+
+#[tokio::test]
+async fn adopting_orders_the_templates_schedules_and_follows_its_naming_scheme() {
+    let app = TestApp::new().await;
+    let vault = app.vault("scheduled-adoption").await;
+    app.internal_keystore(&vault, "internal", &["g"]).await;
+    app.post(
+        "/api/v4/templates",
+        json!({"vault": {"id": vault}, "name": "T1", "naming_scheme": "<APP>-<ENV>",
+               "key": {"algorithm": "aes", "size": "256", "state": "active",
+                       "destroy_after_deactivation": "P30D"},
+               "keystores": [{"type": "ibm_cloud_kms", "group": "g"}]}),
+    )
+    .await
+    .expect(201);
+    let vault_id: Uuid = vault.parse().unwrap();
+    app.add_caller(
+        "creator",
+        "creator",
+        &[(Role::KeyCustodianCreator, Some(vault_id))],
+    );
+    let mut body = destroyed_key(&vault, &Uuid::now_v7().to_string());
+    body["label"] = json!("billing-prod");
+    // The template destroys keys on a schedule: adopting one under it takes that right.
+    let r = app
+        .call_as("creator", "POST", ADOPT, Some(body.clone()), &[])
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    let adopted = app.post(ADOPT, body.clone()).await.expect(201).body;
+    assert_eq!(
+        adopted["label_tags"],
+        json!([{"name": "APP", "value": "billing"}, {"name": "ENV", "value": "prod"}])
+    );
+    body["id"] = json!(Uuid::now_v7().to_string());
+    body["label"] = json!("nohyphen");
+    let r = app.post(ADOPT, body).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert_eq!(r.target(), "label");
+}

@@ -526,6 +526,96 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     assert_eq!(again.code, Some(6), "{}", again.stderr);
     assert_eq!(snapshot(&t).await, settled);
 
+    // A remote key is governed by one managed key: adopting a copy again, under another id, is
+    // refused whether the keystore marks its keys (AWS tags) or not (transit names).
+    let adopt_again =
+        |keystore: &str, remote: &str, label_in_keystore: &str, source_id: Option<&str>| {
+            let mut body = json!({
+                "vault": {"id": target_vault["id"]}, "template_name": "T-bao",
+                "label": format!("again-{}", Uuid::new_v4()), "state": "active",
+                "algorithm": "aes", "size": "256", "version": 1,
+                "copies": [{"keystore": {"id": keystore}, "key_id_in_keystore": remote,
+                            "label_in_keystore": label_in_keystore}],
+            });
+            if let Some(s) = source_id {
+                body["source_id"] = json!(s);
+                body["template_name"] = json!("T-aws");
+            }
+            body
+        };
+    let again = t
+        .post(
+            "/api/v4/managed_keys/adopt",
+            &adopt_again(&target_bao, &label("ledger"), &label("ledger"), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already governed"),
+        "{}",
+        again.body
+    );
+    let again = t
+        .post(
+            "/api/v4/managed_keys/adopt",
+            &adopt_again(&target_aws, &cloud_kms_key, &label("cloud"), Some(&cloud)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("of this Keyplane"),
+        "{}",
+        again.body
+    );
+    // A copy whose name there (the alias a rotation would move) names another key is refused.
+    kms()
+        .enable_key()
+        .key_id(&tampered_kms_key)
+        .send()
+        .await
+        .unwrap();
+    let borrowed_alias = t
+        .post(
+            "/api/v4/managed_keys/adopt",
+            &adopt_again(
+                &target_aws,
+                &tampered_kms_key,
+                &label("cloud"),
+                Some(&tampered),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(borrowed_alias.status, 409, "{}", borrowed_alias.body);
+    assert!(
+        borrowed_alias.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names another key"),
+        "{}",
+        borrowed_alias.body
+    );
+    // Destroying a keystore that holds an adopted key's only copy is refused: Keyplane could not
+    // make that material again.
+    let refused = disconnect_keystore(&t, &target_aws, "destroy").await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["code"], "material_not_held");
+    assert!(
+        refused.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&label("cloud"))
+    );
+    assert_eq!(kms_state(&cloud_kms_key).await, KeyState::Enabled);
+
     // Data encrypted before the move still decrypts through the same keystores.
     assert_eq!(
         bao_decrypt(&bao, &label("orders"), &orders_secret).await,
@@ -630,12 +720,31 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     wait_status(&t, &active, &target_bao, |e| e["status"] == "not_present").await;
     assert!(transit_key(&bao, &label("orders")).await.is_none());
 
-    // Disconnecting in `destroy` mode destroys the adopted copies still there.
+    // Once their adopted versions are destroyed with them, `destroy` mode takes the copies:
+    // here the keys go first, then the keystore.
+    let r = disconnect_keystore(&t, &target_bao, "destroy").await;
+    assert_eq!(r.status, 409, "{}", r.body);
     assert!(transit_key(&bao, &label("archive")).await.is_some());
+    for key in [&resting, &rotated] {
+        if key == &rotated {
+            assert_eq!(act(&t, key, "deactivate").await.status, 200);
+        }
+        let r = act(&t, key, "destroy").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     let r = disconnect_keystore(&t, &target_bao, "destroy").await;
     assert_eq!(r.status, 204, "{}", r.body);
-    assert!(transit_key(&bao, &label("archive")).await.is_none());
-    assert!(transit_key(&bao, &label("ledger")).await.is_none());
+    for name in ["archive", "ledger"] {
+        let mut gone = false;
+        for _ in 0..100 {
+            if transit_key(&bao, &label(name)).await.is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "{name} was destroyed in OpenBao");
+    }
 
     // The adoptions are audited on the target as operations of their own.
     let events = t

@@ -442,7 +442,10 @@ impl Connector for HashicorpVault {
             }
         }
         let (status, value) = self.call(Method::DELETE, &path, None).await?;
-        if (200..300).contains(&status) || status == 404 {
+        // Deleted meanwhile by another caller (OpenBao answers 400 "not found" then).
+        let gone = status == 404
+            || (status == 400 && self.find(Some(&remote.remote_id), "").await?.is_none());
+        if (200..300).contains(&status) || gone {
             Ok(())
         } else {
             Err(http::status_failure(

@@ -12,8 +12,63 @@ use crate::connector::RemoteKey;
 use crate::distribution;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::*;
+use crate::naming::{NamingContext, NamingScheme};
 use crate::ports::{AdoptedVersion, ExternalCopy, KeyWrite};
 use crate::validate;
+
+/// Verification patterns an adopted key may bring, and their sizes.
+const MAX_PATTERNS: usize = 8;
+const MAX_PATTERN_TEXT: usize = 512;
+
+fn check_patterns(patterns: &[VerificationPattern]) -> Result<()> {
+    if patterns.len() > MAX_PATTERNS {
+        return Err(Error::invalid_field(
+            "verification_patterns",
+            format!("at most {MAX_PATTERNS} verification patterns"),
+        ));
+    }
+    let printable = |t: &str| {
+        !t.is_empty() && t.len() <= MAX_PATTERN_TEXT && t.chars().all(|c| c.is_ascii_graphic())
+    };
+    if patterns
+        .iter()
+        .any(|p| !printable(&p.method) || !printable(&p.value))
+    {
+        return Err(Error::invalid_field(
+            "verification_patterns",
+            format!(
+                "a verification pattern's method and value are 1 to {MAX_PATTERN_TEXT} printable ASCII characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A keystore's own id for a key, in the form the keystore type gives them: it becomes part of
+/// the paths connectors call, so nothing in it may step outside the key it names.
+fn check_remote_id(field: &str, keystore_type: KeystoreType, id: &str) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    let valid = match keystore_type {
+        // A transit key name, an Azure key name: one path segment.
+        KeystoreType::HashicorpVault | KeystoreType::AzureKeyVault => {
+            id.chars().all(plain) && id != "." && id != ".."
+        }
+        // Key ids, ARNs and resource names: segments of those characters and ':'.
+        _ => {
+            id.chars().all(|c| plain(c) || c == '/' || c == ':')
+                && id
+                    .split('/')
+                    .all(|s| !s.is_empty() && s != "." && s != "..")
+        }
+    };
+    if id.is_empty() || id.len() > 512 || !valid {
+        return Err(Error::invalid_field(
+            field,
+            format!("'{id}' is not a {keystore_type} keystore's id for a key"),
+        ));
+    }
+    Ok(())
+}
 
 /// Versions an adopted key may bring (a key rotated daily for a decade stays under it).
 pub const MAX_ADOPTED_VERSIONS: u32 = 4096;
@@ -117,7 +172,8 @@ impl Keyplane {
                 "expiration_date must not be before activation_date",
             ));
         }
-        for (version, _) in &input.version_states {
+        let mut seen = std::collections::HashSet::new();
+        for (version, state) in &input.version_states {
             if *version == 0 || *version > input.version {
                 return Err(Error::invalid_field(
                     "versions",
@@ -127,6 +183,41 @@ impl Keyplane {
                     ),
                 ));
             }
+            if !seen.insert(*version) {
+                return Err(Error::invalid_field(
+                    "versions",
+                    format!("version {version} is given twice"),
+                ));
+            }
+            if *state == KeyState::PreActivation {
+                return Err(Error::invalid_field(
+                    "versions",
+                    format!("version {version} cannot be pre-active in a key that was in use"),
+                ));
+            }
+        }
+        check_patterns(&input.verification_patterns)?;
+        // Dates are history: none is later than now. Schedules count from them, so a date in
+        // the future would hold a rotation back, and one that says "deactivated" of a key in
+        // use would start its destruction clock.
+        let at = now();
+        for (field, value) in [
+            ("created_at", input.created_at),
+            ("rotated_at", input.rotated_at),
+            ("deactivated_at", input.deactivated_at),
+        ] {
+            if value.is_some_and(|v| v > at) {
+                return Err(Error::invalid_field(
+                    field,
+                    format!("{field} must not be later than now"),
+                ));
+            }
+        }
+        if input.deactivated_at.is_some() && input.state == KeyState::Active {
+            return Err(Error::invalid_field(
+                "deactivated_at",
+                "an active key has no deactivation date",
+            ));
         }
         let template = self
             .store
@@ -141,15 +232,8 @@ impl Keyplane {
                     ),
                 )
             })?;
-        if template.state == TemplateState::Archived {
-            return Err(Error::conflict(
-                ErrorCode::TemplateArchived,
-                format!(
-                    "template '{}' is archived; no keys can be adopted into it",
-                    template.name
-                ),
-            ));
-        }
+        // An archived template takes no new keys, but an adopted key is not new: the source
+        // made it before archiving its template.
         if (input.algorithm, input.size) != (template.key.algorithm, template.key.size) {
             return Err(Error::invalid_field(
                 "algorithm",
@@ -169,6 +253,37 @@ impl Keyplane {
             Some(id) if self.store.get_managed_key(id).await?.is_none() => id,
             _ => new_id(),
         };
+        // The template's schedules act on the key from now on: adopting it orders them, which
+        // takes the rights to their actions, as setting them on a key does.
+        self.check_schedule_change(
+            caller,
+            input.vault_id,
+            &KeySchedule::default(),
+            &template.key.schedule,
+            "template.key.",
+        )
+        .await?;
+        let (label_tags, label_from_scheme) = match &template.naming_scheme {
+            Some(raw) => {
+                let scheme =
+                    NamingScheme::parse(raw).map_err(|e| Error::internal(e.to_string()))?;
+                let ctx = NamingContext {
+                    created: input.created_at.unwrap_or(at).date_naive(),
+                    expiration: input.expiration_date,
+                };
+                let tags = scheme.match_label(&input.label, &ctx).map_err(|e| {
+                    Error::invalid_field(
+                        "label",
+                        format!(
+                            "label '{}' does not follow template '{}''s naming scheme: {e}",
+                            input.label, template.name
+                        ),
+                    )
+                })?;
+                (super::keys::tags_of(tags), true)
+            }
+            None => (input.label_tags.clone(), false),
+        };
         let entry = template.keystore();
         let vault_keystores = self.store.vault_keystores(input.vault_id).await?;
         let reached = distribution::resolve_targets(entry, &vault_keystores);
@@ -185,6 +300,23 @@ impl Keyplane {
                     ),
                 ));
             };
+            check_remote_id(
+                &format!("copies[{i}].key_id_in_keystore"),
+                keystore.keystore_type,
+                &copy.key_id_in_keystore,
+            )?;
+            if let Some(label) = &copy.label_in_keystore
+                && (label.is_empty()
+                    || *label != distribution::label_in_keystore(label, keystore.keystore_type))
+            {
+                return Err(Error::invalid_field(
+                    &format!("copies[{i}].label_in_keystore"),
+                    format!(
+                        "'{label}' is not a name a {} keystore gives a key",
+                        keystore.keystore_type
+                    ),
+                ));
+            }
             if keystore.is_internal() || !self.has_connector(keystore.keystore_type) {
                 return Err(Error::invalid_field(
                     &field,
@@ -201,16 +333,12 @@ impl Keyplane {
                     format!("keystore '{}' is named twice", keystore.name),
                 ));
             }
-            if copy.key_id_in_keystore.is_empty() || copy.key_id_in_keystore.len() > 512 {
-                return Err(Error::invalid_field(
-                    &format!("copies[{i}].key_id_in_keystore"),
-                    "key_id_in_keystore must be 1 to 512 characters",
-                ));
-            }
             targets.push((*keystore).clone());
         }
-        let at = now();
         let marked_as = input.source_id.or(input.id).unwrap_or(id);
+        // A copy marked as a key Keyplane has is that key's, whoever names it.
+        let marked_key_exists =
+            marked_as != id && self.store.get_managed_key(marked_as).await?.is_some();
         let label_in_keystore = |keystore: &Keystore, copy: &CopyToAdopt| {
             copy.label_in_keystore.clone().unwrap_or_else(|| {
                 distribution::label_in_keystore(&input.label, keystore.keystore_type)
@@ -222,7 +350,13 @@ impl Keyplane {
         let mut copies = Vec::with_capacity(targets.len());
         for (keystore, copy) in targets.iter().zip(&input.copies) {
             let remote = self
-                .prove_adopted_copy(keystore, copy, marked_as, input.state)
+                .prove_adopted_copy(
+                    keystore,
+                    copy,
+                    &label_in_keystore(keystore, copy),
+                    (marked_as, marked_key_exists),
+                    input.state,
+                )
                 .await?;
             // What the key's state makes it there; the proof checked the keystore agrees where it
             // keeps a state of its own.
@@ -268,7 +402,7 @@ impl Keyplane {
             verification_patterns: input.verification_patterns.clone(),
             activation_date: input.activation_date,
             expiration_date: input.expiration_date,
-            label_tags: input.label_tags,
+            label_tags,
             tags: input.tags,
             instances: vec![KeyInstance {
                 id: new_id(),
@@ -285,7 +419,7 @@ impl Keyplane {
             deactivated_at: input.deactivated_at.or_else(|| {
                 matches!(input.state, KeyState::Deactivated | KeyState::Compromised).then_some(at)
             }),
-            label_from_scheme: false,
+            label_from_scheme,
             rotation_interval: template.key.schedule.rotation_interval.clone(),
             deactivate_on_expiration: template.key.schedule.deactivate_on_expiration,
             destroy_after_deactivation: template.key.schedule.destroy_after_deactivation.clone(),
@@ -333,7 +467,8 @@ impl Keyplane {
         &self,
         keystore: &Keystore,
         copy: &CopyToAdopt,
-        marked_as: Uuid,
+        label: &str,
+        (marked_as, marked_key_exists): (Uuid, bool),
         state: KeyState,
     ) -> Result<RemoteKey> {
         let unproven = |why: String| Error::Conflict {
@@ -372,21 +507,69 @@ impl Keyplane {
                 "it is enabled there while the key is {state}"
             )));
         }
-        let marked = connector.mark(&remote).await.map_err(|f| {
+        let unreadable = |f: crate::connector::RemoteFailure| {
             Error::KeystoreUnavailable(format!(
                 "keystore '{}' could not be read to prove copy '{}': {f}; nothing was recorded",
                 keystore.name, copy.key_id_in_keystore
             ))
-        })?;
-        if let Some(mark) = marked {
+        };
+        if let Some(mark) = connector.mark(&remote).await.map_err(unreadable)? {
             let expected = marked_as.to_string();
             if mark != expected {
                 return Err(unproven(format!(
                     "the keystore marks it as managed key '{mark}', not '{expected}'"
                 )));
             }
+            if marked_key_exists {
+                return Err(unproven(format!(
+                    "it is managed key '{mark}' of this Keyplane, which governs it"
+                )));
+            }
+        }
+        // Rotations and reinstalls address the copy by this name (an AWS alias, a transit
+        // name): it must name this very key, not another one there.
+        if let Some(named) = connector.find(None, label).await.map_err(unreadable)?
+            && named.remote_id != remote.remote_id
+        {
+            return Err(unproven(format!(
+                "its name there, '{label}', names another key ('{}')",
+                named.remote_id
+            )));
         }
         Ok(remote)
+    }
+
+    /// Refuses a keystore delete in `destroy` mode that would destroy the last copy of an adopted
+    /// key still in use: Keyplane holds no material to make it again.
+    pub(crate) async fn refuse_destroying_last_copies(
+        &self,
+        keystore: &Keystore,
+        targeting: &[ManagedKey],
+    ) -> Result<()> {
+        let mut blocking = Vec::new();
+        for key in targeting
+            .iter()
+            .filter(|k| k.adopted_versions > 0 && k.state.lives_in_keystores())
+        {
+            let copies = self.store.external_copies_of_key(key.id).await?;
+            if copies.iter().all(|c| c.keystore_id == keystore.id) {
+                blocking.push(format!("{} ({}, {})", key.id, key.label, key.state));
+            }
+        }
+        if blocking.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Conflict {
+            code: ErrorCode::MaterialNotHeld,
+            message: format!(
+                "keystore '{}' holds the only copy of adopted key(s) {}: destroying it would \
+                 destroy material Keyplane does not hold. Destroy those keys first, or use \
+                 mode=deactivate or mode=disconnect",
+                keystore.name,
+                blocking.join(", ")
+            ),
+            params: blocking,
+        })
     }
 
     /// Refuses to reach keystores without a copy of an adopted key: Keyplane does not hold the

@@ -54,7 +54,7 @@ fn naming_error(e: NamingError) -> Error {
     }
 }
 
-fn tags_of(pairs: Vec<(String, String)>) -> Vec<Tag> {
+pub(super) fn tags_of(pairs: Vec<(String, String)>) -> Vec<Tag> {
     pairs
         .into_iter()
         .map(|(name, value)| Tag { name, value })

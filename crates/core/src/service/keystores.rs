@@ -393,6 +393,10 @@ impl Keyplane {
             mode,
             KeystoreDeleteMode::Deactivate | KeystoreDeleteMode::Destroy
         );
+        if mode == KeystoreDeleteMode::Destroy && !keystore.is_internal() {
+            self.refuse_destroying_last_copies(&keystore, &targeting)
+                .await?;
+        }
         if acts_remotely
             && !keystore.is_internal()
             && let Some(connector) = self.connector(&keystore).await?
