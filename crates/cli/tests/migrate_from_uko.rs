@@ -431,33 +431,15 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     ] {
         assert_eq!(report_entry(&report, key)["result"], "migrated", "{report}");
     }
-    let tampered_entry = report_entry(&report, &tampered);
-    assert_eq!(tampered_entry["result"], "not_migrated");
-    assert!(
-        tampered_entry["detail"]
-            .as_str()
-            .unwrap()
-            .contains("disabled there"),
-        "{tampered_entry}"
-    );
-    let vanished_entry = report_entry(&report, &vanished);
-    assert_eq!(vanished_entry["result"], "not_migrated");
-    assert!(
-        vanished_entry["detail"]
-            .as_str()
-            .unwrap()
-            .contains("holds no such key"),
-        "{vanished_entry}"
-    );
-    let hsm_entry = report_entry(&report, &in_hsm);
-    assert_eq!(hsm_entry["result"], "cannot_move");
-    assert!(
-        hsm_entry["detail"]
-            .as_str()
-            .unwrap()
-            .contains("successor key"),
-        "{hsm_entry}"
-    );
+    for (key, result, why) in [
+        (&tampered, "not_migrated", "disabled there"),
+        (&vanished, "not_migrated", "holds no such key"),
+        (&in_hsm, "cannot_move", "successor key"),
+    ] {
+        let entry = report_entry(&report, key);
+        assert_eq!(entry["result"], result, "{entry}");
+        assert!(entry["detail"].as_str().unwrap().contains(why), "{entry}");
+    }
 
     // The target shows the estate: same names, same key ids, material external.
     let vaults = t.get("/api/v4/vaults").await.unwrap().body;

@@ -12,13 +12,14 @@ mod report;
 mod source;
 mod state;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::remote::ConnectArgs;
+use crate::remote::{self, ConnectArgs, Output};
 
 #[derive(Subcommand)]
 pub enum MigrateCommand {
@@ -158,4 +159,22 @@ pub(super) fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
 
 pub(super) fn is_internal(keystore: &Value) -> bool {
     text(keystore, "/type") == "ibm_cloud_kms" && text(keystore, "/ibm_variant") == "internal"
+}
+
+/// `whole` as JSON or YAML; or, as a table, `rows` in `columns`, then `notes` a line each.
+fn print_rows(
+    output: Output,
+    whole: &Value,
+    rows: &[Value],
+    columns: &[(&str, &str)],
+    notes: &[String],
+) {
+    if remote::print_data(output, whole) {
+        return;
+    }
+    remote::print_list(output, rows, columns, None);
+    let mut out = std::io::stdout().lock();
+    for note in notes {
+        let _ = writeln!(out, "{note}");
+    }
 }

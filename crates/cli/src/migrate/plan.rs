@@ -2,7 +2,6 @@
 //! source's estate, the mapping, the state file and what Keyplane already holds.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use keyplane_client::Client;
 use keyplane_core::keystore_types;
@@ -14,7 +13,7 @@ use super::mapping::{Mapping, test_connection};
 use super::source::Estate;
 use super::state::State;
 use super::{is_internal, text};
-use crate::remote::{self, Output};
+use crate::remote::Output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -384,16 +383,21 @@ impl Plan {
             .iter()
             .map(|s| serde_json::to_value(s).unwrap_or_default())
             .collect();
-        if output != Output::Table {
-            remote::print_data(
-                output,
-                &json!({"plan": items, "successor_offers": self.offers,
-                        "connection_failures": unreachable}),
-            );
-            return;
-        }
-        remote::print_list(
+        let whole = json!({"plan": items, "successor_offers": self.offers,
+                           "connection_failures": unreachable});
+        let notes: Vec<String> = self
+            .offers
+            .iter()
+            .cloned()
+            .chain(
+                unreachable
+                    .iter()
+                    .map(|f| format!("connection failed: {f}")),
+            )
+            .collect();
+        super::print_rows(
             output,
+            &whole,
             &items,
             &[
                 ("KIND", "/kind"),
@@ -402,14 +406,7 @@ impl Plan {
                 ("ACTION", "/action"),
                 ("WHY", "/reason"),
             ],
-            None,
+            &notes,
         );
-        let mut out = std::io::stdout().lock();
-        for offer in &self.offers {
-            let _ = writeln!(out, "{offer}");
-        }
-        for failure in unreachable {
-            let _ = writeln!(out, "connection failed: {failure}");
-        }
     }
 }

@@ -1,7 +1,6 @@
 //! The verification report: each source object against what Keyplane now shows, field by field.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use keyplane_client::Client;
 use serde::Serialize;
@@ -14,7 +13,7 @@ use super::plan::{Action, Plan};
 use super::source::Estate;
 use super::state::State;
 use super::text;
-use crate::remote::{self, Output};
+use crate::remote::Output;
 
 /// What the run did, per object, for the report.
 #[derive(Debug, Clone, Serialize)]
@@ -35,15 +34,9 @@ pub(super) fn print(output: Output, report: &[Outcome], offers: &[String]) {
         .iter()
         .map(|o| serde_json::to_value(o).unwrap_or_default())
         .collect();
-    if output != Output::Table {
-        remote::print_data(
-            output,
-            &json!({"report": items, "successor_offers": offers}),
-        );
-        return;
-    }
-    remote::print_list(
+    super::print_rows(
         output,
+        &json!({"report": items, "successor_offers": offers}),
         &items,
         &[
             ("KIND", "/kind"),
@@ -53,12 +46,8 @@ pub(super) fn print(output: Output, report: &[Outcome], offers: &[String]) {
             ("RESULT", "/result"),
             ("DETAIL", "/detail"),
         ],
-        None,
+        offers,
     );
-    let mut out = std::io::stdout().lock();
-    for offer in offers {
-        let _ = writeln!(out, "{offer}");
-    }
 }
 
 fn differences(source: &Value, target: &Value, fields: &[&str]) -> Vec<String> {

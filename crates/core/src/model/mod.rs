@@ -183,6 +183,16 @@ impl Template {
     pub fn keystore(&self) -> &TemplateKeystore {
         &self.keystores[0]
     }
+
+    /// How a key made from (or adopted into) this template names it.
+    pub fn reference(&self) -> TemplateRef {
+        TemplateRef {
+            id: self.id,
+            name: self.name.clone(),
+            types: self.types.clone(),
+            version: self.version,
+        }
+    }
 }
 
 /// A keystore's connection: non-secret fields in clear, secret fields sealed as one blob.

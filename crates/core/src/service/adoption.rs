@@ -386,12 +386,7 @@ impl Keyplane {
         let key = ManagedKey {
             id,
             vault,
-            template: TemplateRef {
-                id: template.id,
-                name: template.name.clone(),
-                types: template.types.clone(),
-                version: template.version,
-            },
+            template: template.reference(),
             template_version: template.version,
             version: input.version,
             label: input.label,

@@ -231,12 +231,7 @@ impl Keyplane {
         let mut key = ManagedKey {
             id: new_id(),
             vault,
-            template: TemplateRef {
-                id: template.id,
-                name: template.name.clone(),
-                types: template.types.clone(),
-                version: template.version,
-            },
+            template: template.reference(),
             template_version: template.version,
             version: 1,
             label,
