@@ -108,11 +108,14 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "413", "42
 # Protect keeps out (a UUID, one of its path words). Every other operation must accept
 # whatever the document allows.
 # A keystore whose type has a connector is tested on connect: a valid body naming a target that
-# cannot be reached from here (a cloud's public endpoint) is 424, as documented.
+# cannot be reached from here (a cloud's public endpoint) is 424, as documented. An adoption names
+# a vault, a template and keystores that must exist, ids in the form each keystore's type gives
+# them, and history no later than now; its copies are read at their keystores (424 unreachable).
 [[operations]]
 include-name = [
     "POST /api/v4/keystores",
     "PATCH /api/v4/keystores/{id}",
+    "POST /api/v4/managed_keys/adopt",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "412", "413", "424", "428", "429", "5xx"]
 

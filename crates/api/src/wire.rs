@@ -427,9 +427,9 @@ pub struct KeyAdoptBody {
     pub source_id: Option<String>,
     #[schema(required, nullable = false, value_type = IdRef)]
     pub vault: Option<IdRef>,
-    #[schema(required, nullable = false, value_type = String)]
+    #[schema(required, nullable = false, value_type = String, min_length = 1, max_length = 30)]
     pub template_name: Option<String>,
-    #[schema(required, nullable = false, value_type = String)]
+    #[schema(required, nullable = false, value_type = String, min_length = 1)]
     pub label: Option<String>,
     pub description: Option<String>,
     pub tags: Option<Vec<TagBody>>,
@@ -438,10 +438,11 @@ pub struct KeyAdoptBody {
     pub state: Option<KeyState>,
     #[schema(required, nullable = false, value_type = crate::schema::AlgorithmName)]
     pub algorithm: Option<Algorithm>,
-    #[schema(required, nullable = false, value_type = String)]
+    /// Bits, as a string or a number.
+    #[schema(required, nullable = false, value_type = String, pattern = "^[0-9]{1,9}$")]
     pub size: Option<Size>,
     /// The key's current version; versions 1 to it are adopted.
-    #[schema(required, nullable = false, value_type = u32)]
+    #[schema(required, nullable = false, value_type = u32, minimum = 1, maximum = 4096)]
     pub version: Option<u32>,
     /// Earlier versions' states, where they differ from the key's.
     pub versions: Option<Vec<AdoptedVersionBody>>,

@@ -174,7 +174,7 @@ async fn adoption_refuses_bad_bodies_and_changes_nothing() {
         .await;
     assert_eq!(r.status.as_u16(), 400);
     let keys = app
-        .get("/api/v4/managed_keys?state=destroyed")
+        .get("/api/v4/managed_keys?state=pre_activation,active,deactivated,compromised,destroyed,destroyed_compromised")
         .await
         .expect(200)
         .body;

@@ -160,3 +160,59 @@ async fn no_schedule_destroys_keys_under_dual_control() {
     .await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Realigning a key with its template copies the template's schedules onto the key: that
+/// orders their actions, so it takes the rights to them as a key's PATCH does.
+#[tokio::test]
+async fn realigning_a_key_with_a_scheduling_template_takes_the_rights_to_its_actions() {
+    let app = TestApp::new().await;
+    let vault = app.vault("realigned").await;
+    app.internal_keystore(&vault, "internal", &["g"]).await;
+    let template = app
+        .template(&vault, "T1", "aes", "256", "active", "g")
+        .await;
+    let key = app
+        .key(&vault, "T1", "realigned-key")
+        .await
+        .expect(201)
+        .id();
+    let (status, answer) = patch_as(
+        &app,
+        TEST_TOKEN,
+        &format!("/api/v4/templates/{template}"),
+        json!({"key": {"destroy_after_deactivation": "P30D"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let vault_id: Uuid = vault.parse().unwrap();
+    // A creator distributes keys but may not destroy deactivated ones.
+    app.add_caller(
+        "creator",
+        "creator",
+        &[(Role::KeyCustodianCreator, Some(vault_id))],
+    );
+    let path = format!("/api/v4/managed_keys/{key}");
+    let etag = app.get(&path).await.expect(200).etag();
+    let r = app
+        .call_as(
+            "creator",
+            "POST",
+            &format!("{path}/update_from_template"),
+            None,
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    assert!(
+        app.get(&path)
+            .await
+            .body
+            .get("destroy_after_deactivation")
+            .is_none()
+    );
+    let r = app
+        .with_etag("POST", &path, "/update_from_template", None)
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["destroy_after_deactivation"], "P30D");
+}

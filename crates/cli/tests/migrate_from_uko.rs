@@ -512,8 +512,13 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     // refused whether the keystore marks its keys (AWS tags) or not (transit names).
     let adopt_again =
         |keystore: &str, remote: &str, label_in_keystore: &str, source_id: Option<&str>| {
+            let template = if keystore == target_aws.as_str() {
+                "T-aws"
+            } else {
+                "T-bao"
+            };
             let mut body = json!({
-                "vault": {"id": target_vault["id"]}, "template_name": "T-bao",
+                "vault": {"id": target_vault["id"]}, "template_name": template,
                 "label": format!("again-{}", Uuid::new_v4()), "state": "active",
                 "algorithm": "aes", "size": "256", "version": 1,
                 "copies": [{"keystore": {"id": keystore}, "key_id_in_keystore": remote,
@@ -521,7 +526,6 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
             });
             if let Some(s) = source_id {
                 body["source_id"] = json!(s);
-                body["template_name"] = json!("T-aws");
             }
             body
         };
@@ -553,7 +557,7 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
         again.body["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("of this Keyplane"),
+            .contains("this Keyplane already governs"),
         "{}",
         again.body
     );
@@ -585,6 +589,50 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
         "{}",
         borrowed_alias.body
     );
+    // Copies Keyplane could not govern are refused: a transit key OpenBao generated (no version
+    // could be imported into it), and a KMS key no alias names (a rotation moves the alias).
+    bao.call(
+        "POST",
+        "transit/keys/generated-here",
+        Some(json!({"type": "aes256-gcm96"})),
+    )
+    .await
+    .unwrap();
+    let generated = t
+        .post(
+            "/api/v4/managed_keys/adopt",
+            &adopt_again(&target_bao, "generated-here", "generated-here", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(generated.status, 409, "{}", generated.body);
+    assert!(
+        generated.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("generated"),
+        "{}",
+        generated.body
+    );
+    let unnamed = kms().create_key().send().await.unwrap();
+    let unnamed = unnamed.key_metadata().unwrap().key_id().to_owned();
+    let refused = t
+        .post(
+            "/api/v4/managed_keys/adopt",
+            &adopt_again(&target_aws, &unnamed, "nobody-names-this", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names no key"),
+        "{}",
+        refused.body
+    );
+
     // Destroying a keystore that holds an adopted key's only copy is refused: Keyplane could not
     // make that material again.
     let refused = disconnect_keystore(&t, &target_aws, "destroy").await;

@@ -1016,6 +1016,22 @@ impl Connector for GoogleKms {
         )))
     }
 
+    async fn cannot_govern(
+        &self,
+        remote: &RemoteKey,
+        key_id: uuid::Uuid,
+    ) -> RemoteResult<Option<String>> {
+        let labelled = self
+            .crypto_key(&remote.remote_id)
+            .await?
+            .is_some_and(|k| owner(&k) == Some(key_id.to_string().as_str()));
+        Ok((!labelled).then(|| {
+            format!(
+                "Keyplane changes only Cloud KMS keys labelled {LABEL_KEY_ID}={key_id}, and this one is not"
+            )
+        }))
+    }
+
     async fn mark(&self, remote: &RemoteKey) -> RemoteResult<Option<String>> {
         Ok(self
             .crypto_key(&remote.remote_id)

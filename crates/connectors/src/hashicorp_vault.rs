@@ -355,6 +355,29 @@ impl Connector for HashicorpVault {
         }
     }
 
+    async fn cannot_govern(
+        &self,
+        remote: &RemoteKey,
+        _key_id: uuid::Uuid,
+    ) -> RemoteResult<Option<String>> {
+        let (status, value) = self
+            .call(Method::GET, &self.key_path(&remote.remote_id), None)
+            .await?;
+        if status != 200 {
+            return Err(http::status_failure(
+                status,
+                &format!("reading transit key '{}'", remote.remote_id),
+                &errors(&value),
+            ));
+        }
+        // Transit takes new versions only into keys that were imported.
+        Ok((value["data"]["imported_key"] == false).then(|| {
+            "transit generated this key rather than importing it, so no version Keyplane makes can \
+             be added to it"
+                .to_owned()
+        }))
+    }
+
     async fn set_enabled(&self, remote: &RemoteKey, _enabled: bool) -> RemoteResult<RemoteKey> {
         Ok(remote.clone())
     }

@@ -260,6 +260,17 @@ pub trait Connector: Send + Sync {
         Ok(None)
     }
 
+    /// Why this connector could not govern `remote` as managed key `key_id` (what it would need
+    /// of the copy to change its state, rotate or destroy it); `None` when it can. Asked before
+    /// a copy is adopted.
+    async fn cannot_govern(
+        &self,
+        _remote: &RemoteKey,
+        _key_id: Uuid,
+    ) -> RemoteResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Proves, the target's own way, whether `remote` holds `key`'s newest version; `None` when
     /// the target has no such way (the encryption probe is used then).
     async fn prove_copy(

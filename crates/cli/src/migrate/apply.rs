@@ -240,6 +240,26 @@ impl Apply<'_> {
 }
 
 /// The adoption body's copies: each in the keystore it was migrated to.
+/// The id Keyplane's connector knows a key by, from the form a UKO server may show it in: an
+/// Azure key's name from its URL (`https://{vault}/keys/{name}/{version}`), a Cloud KMS key's
+/// id from its resource name (`projects/…/cryptoKeys/{id}[/cryptoKeyVersions/…]`). Others
+/// (AWS key ids and ARNs, transit names, Key Protect ids) are used as they are.
+fn keystore_key_id(keystore_type: &str, shown: &str) -> String {
+    let after = |marker: &str| {
+        shown
+            .split_once(marker)
+            .and_then(|(_, rest)| rest.split('/').next())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    match keystore_type {
+        "azure_key_vault" => after("/keys/"),
+        "google_kms" => after("cryptoKeys/"),
+        _ => None,
+    }
+    .unwrap_or_else(|| shown.to_owned())
+}
+
 fn adopted_copies(estate: &Estate, state: &State, key: &Value, keystores: &[Step]) -> Vec<Value> {
     // A destroyed key is kept as a record: whatever its keystores still show is not adopted.
     if text(key, "/state").starts_with("destroyed") {
@@ -252,9 +272,14 @@ fn adopted_copies(estate: &Estate, state: &State, key: &Value, keystores: &[Step
             let label = key
                 .pointer("/instances/0/label_in_keystore")
                 .and_then(Value::as_str);
+            let keystore_type = estate
+                .keystores
+                .iter()
+                .find(|k| text(k, "/id") == step.source_id)
+                .map_or("", |k| text(k, "/type"));
             let mut copy = json!({
                 "keystore": {"id": target},
-                "key_id_in_keystore": text(&status, "/key_id_in_keystore"),
+                "key_id_in_keystore": keystore_key_id(keystore_type, text(&status, "/key_id_in_keystore")),
             });
             if let Some(l) = label {
                 copy["label_in_keystore"] = json!(l);
@@ -343,5 +368,26 @@ mod tests {
         );
         assert_eq!(body["template_name"], "T");
         assert!(body.get("expiration_date").is_none());
+    }
+
+    #[test]
+    fn keystore_ids_are_read_as_the_connectors_know_them() {
+        assert_eq!(
+            keystore_key_id(
+                "azure_key_vault",
+                "https://v.vault.azure.net/keys/orders/0a1b2c"
+            ),
+            "orders"
+        );
+        assert_eq!(
+            keystore_key_id(
+                "google_kms",
+                "projects/p/locations/l/keyRings/r/cryptoKeys/orders/cryptoKeyVersions/3"
+            ),
+            "orders"
+        );
+        assert_eq!(keystore_key_id("google_kms", "orders"), "orders");
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(keystore_key_id("aws_kms", arn), arn);
     }
 }

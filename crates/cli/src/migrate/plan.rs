@@ -299,7 +299,11 @@ impl Plan {
                 continue;
             }
             match target.get(&format!("/api/v4/managed_keys/{id}")).await {
-                Ok(_) => present_keys.push(id.to_owned()),
+                // The same key only when it has the label: a key that took the id is another.
+                Ok(found) if found.body["label"] == key["label"] => {
+                    present_keys.push(id.to_owned())
+                }
+                Ok(_) => {}
                 Err(e) if e.status() == Some(404) => {}
                 Err(e) => return Err(e.into()),
             }

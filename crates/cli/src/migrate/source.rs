@@ -173,7 +173,8 @@ pub(super) async fn read_estate(source: &Source) -> anyhow::Result<Estate> {
             let id = text(key, "/id");
             let list = source
                 .list(
-                    &format!("/api/v4/managed_keys/{id}/versions"),
+                    // UKO lists only pre-active and active versions unless told.
+                    &format!("/api/v4/managed_keys/{id}/versions?state={EVERY_STATE}"),
                     "managed_keys",
                 )
                 .await?;

@@ -354,7 +354,7 @@ impl Keyplane {
                     keystore,
                     copy,
                     &label_in_keystore(keystore, copy),
-                    (marked_as, marked_key_exists),
+                    (id, marked_as, marked_key_exists),
                     input.state,
                 )
                 .await?;
@@ -442,6 +442,8 @@ impl Keyplane {
                 },
             })
             .collect();
+        // Recorded in one order, so concurrent adoptions on several nodes take their locks alike.
+        copies.sort_by(|a, b| (a.keystore_id, &a.remote_id).cmp(&(b.keystore_id, &b.remote_id)));
         let write = KeyWrite {
             // The worker confirms each copy's state as it does for every key.
             converge_in: targets.iter().map(|t| t.id).collect(),
@@ -463,7 +465,7 @@ impl Keyplane {
         keystore: &Keystore,
         copy: &CopyToAdopt,
         label: &str,
-        (marked_as, marked_key_exists): (Uuid, bool),
+        (key_id, marked_as, marked_key_exists): (Uuid, Uuid, bool),
         state: KeyState,
     ) -> Result<RemoteKey> {
         let unproven = |why: String| Error::Conflict {
@@ -516,20 +518,33 @@ impl Keyplane {
                 )));
             }
             if marked_key_exists {
-                return Err(unproven(format!(
-                    "it is managed key '{mark}' of this Keyplane, which governs it"
-                )));
+                return Err(unproven(
+                    "the keystore marks it as a key this Keyplane already governs".into(),
+                ));
             }
         }
         // Rotations and reinstalls address the copy by this name (an AWS alias, a transit
-        // name): it must name this very key, not another one there.
-        if let Some(named) = connector.find(None, label).await.map_err(unreadable)?
-            && named.remote_id != remote.remote_id
+        // name): it must name this very key.
+        match connector.find(None, label).await.map_err(unreadable)? {
+            Some(named) if named.remote_id == remote.remote_id => {}
+            Some(named) => {
+                return Err(unproven(format!(
+                    "its name there, '{label}', names another key ('{}')",
+                    named.remote_id
+                )));
+            }
+            None => {
+                return Err(unproven(format!(
+                    "its name there, '{label}', names no key; give the copy's label_in_keystore"
+                )));
+            }
+        }
+        if let Some(why) = connector
+            .cannot_govern(&remote, key_id)
+            .await
+            .map_err(unreadable)?
         {
-            return Err(unproven(format!(
-                "its name there, '{label}', names another key ('{}')",
-                named.remote_id
-            )));
+            return Err(unproven(why));
         }
         Ok(remote)
     }

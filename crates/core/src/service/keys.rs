@@ -847,6 +847,21 @@ impl Keyplane {
             )));
         }
         let read_revision = key.revision;
+        // Realigning copies the template's schedules onto the key: changing them takes the
+        // rights to their actions, as a key's PATCH does.
+        let before = KeySchedule {
+            rotation_interval: key.rotation_interval.clone(),
+            deactivate_on_expiration: key.deactivate_on_expiration,
+            destroy_after_deactivation: key.destroy_after_deactivation.clone(),
+        };
+        self.check_schedule_change(
+            caller,
+            key.vault.id,
+            &before,
+            &template.key.schedule,
+            "template.key.",
+        )
+        .await?;
         let entry = template.keystore();
         let all = self.store.vault_keystores(key.vault.id).await?;
         let targets: Vec<Keystore> = distribution::resolve_targets(entry, &all)

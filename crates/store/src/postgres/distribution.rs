@@ -352,8 +352,14 @@ pub(crate) async fn adopt_copy(c: &impl GenericClient, copy: &ExternalCopy) -> R
     .await?;
     let holder = one(
         c,
-        "SELECT managed_key_id FROM external_copies WHERE keystore_id = $1 AND remote_id = $2 AND managed_key_id <> $3",
-        &[&copy.keystore_id, &remote, &copy.managed_key_id],
+        "SELECT managed_key_id FROM external_copies
+         WHERE keystore_id = $1 AND managed_key_id <> $3 AND (remote_id = $2 OR label = $4)",
+        &[
+            &copy.keystore_id,
+            &remote,
+            &copy.managed_key_id,
+            &copy.label,
+        ],
         |r| col::<Uuid>(r, "managed_key_id"),
     )
     .await?;

@@ -232,14 +232,16 @@ pub(crate) fn copies_of_key(conn: &Connection, key_id: Uuid) -> Result<Vec<Exter
 pub(crate) fn adopt_copy(conn: &Connection, c: &ExternalCopy) -> Result<()> {
     let holder: Option<String> = conn
         .prepare_cached(
-            "SELECT managed_key_id FROM external_copies WHERE keystore_id = ? AND remote_id = ? AND managed_key_id <> ?",
+            "SELECT managed_key_id FROM external_copies
+             WHERE keystore_id = ?1 AND managed_key_id <> ?3 AND (remote_id = ?2 OR label = ?4)",
         )
         .and_then(|mut s| {
             s.query_row(
                 params![
                     c.keystore_id.to_string(),
                     c.remote_id,
-                    c.managed_key_id.to_string()
+                    c.managed_key_id.to_string(),
+                    c.label
                 ],
                 |r| r.get(0),
             )
