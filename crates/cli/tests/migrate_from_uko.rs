@@ -149,6 +149,15 @@ async fn start_node(dir: &Path, database: Option<&str>) -> Server {
         .expect("server starts")
 }
 
+/// An adoption the target refuses as `copy_not_proven`, saying `why`.
+async fn refused_adoption(t: &Client, body: &Value, why: &str) {
+    let r = t.post("/api/v4/managed_keys/adopt", body).await.unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["code"], "copy_not_proven", "{}", r.body);
+    let message = r.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains(why), "{}", r.body);
+}
+
 fn report_entry<'a>(report: &'a Value, source_id: &str) -> &'a Value {
     report["report"]
         .as_array()
@@ -529,38 +538,18 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
             }
             body
         };
-    let again = t
-        .post(
-            "/api/v4/managed_keys/adopt",
-            &adopt_again(&target_bao, &label("ledger"), &label("ledger"), None),
-        )
-        .await
-        .unwrap();
-    assert_eq!(again.status, 409, "{}", again.body);
-    assert!(
-        again.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already governed"),
-        "{}",
-        again.body
-    );
-    let again = t
-        .post(
-            "/api/v4/managed_keys/adopt",
-            &adopt_again(&target_aws, &cloud_kms_key, &label("cloud"), Some(&cloud)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(again.status, 409, "{}", again.body);
-    assert!(
-        again.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("this Keyplane already governs"),
-        "{}",
-        again.body
-    );
+    refused_adoption(
+        &t,
+        &adopt_again(&target_bao, &label("ledger"), &label("ledger"), None),
+        "already governed",
+    )
+    .await;
+    refused_adoption(
+        &t,
+        &adopt_again(&target_aws, &cloud_kms_key, &label("cloud"), Some(&cloud)),
+        "this Keyplane already governs",
+    )
+    .await;
     // A copy whose name there (the alias a rotation would move) names another key is refused.
     kms()
         .enable_key()
@@ -568,27 +557,17 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
         .send()
         .await
         .unwrap();
-    let borrowed_alias = t
-        .post(
-            "/api/v4/managed_keys/adopt",
-            &adopt_again(
-                &target_aws,
-                &tampered_kms_key,
-                &label("cloud"),
-                Some(&tampered),
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(borrowed_alias.status, 409, "{}", borrowed_alias.body);
-    assert!(
-        borrowed_alias.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("names another key"),
-        "{}",
-        borrowed_alias.body
-    );
+    refused_adoption(
+        &t,
+        &adopt_again(
+            &target_aws,
+            &tampered_kms_key,
+            &label("cloud"),
+            Some(&tampered),
+        ),
+        "names another key",
+    )
+    .await;
     // Copies Keyplane could not govern are refused: a transit key OpenBao generated (no version
     // could be imported into it), and a KMS key no alias names (a rotation moves the alias).
     bao.call(
@@ -598,40 +577,20 @@ async fn a_uko_estate_moves_in_and_its_keys_keep_working() {
     )
     .await
     .unwrap();
-    let generated = t
-        .post(
-            "/api/v4/managed_keys/adopt",
-            &adopt_again(&target_bao, "generated-here", "generated-here", None),
-        )
-        .await
-        .unwrap();
-    assert_eq!(generated.status, 409, "{}", generated.body);
-    assert!(
-        generated.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("generated"),
-        "{}",
-        generated.body
-    );
+    refused_adoption(
+        &t,
+        &adopt_again(&target_bao, "generated-here", "generated-here", None),
+        "generated",
+    )
+    .await;
     let unnamed = kms().create_key().send().await.unwrap();
     let unnamed = unnamed.key_metadata().unwrap().key_id().to_owned();
-    let refused = t
-        .post(
-            "/api/v4/managed_keys/adopt",
-            &adopt_again(&target_aws, &unnamed, "nobody-names-this", None),
-        )
-        .await
-        .unwrap();
-    assert_eq!(refused.status, 409, "{}", refused.body);
-    assert!(
-        refused.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("names no key"),
-        "{}",
-        refused.body
-    );
+    refused_adoption(
+        &t,
+        &adopt_again(&target_aws, &unnamed, "nobody-names-this", None),
+        "names no key",
+    )
+    .await;
 
     // Destroying a keystore that holds an adopted key's only copy is refused: Keyplane could not
     // make that material again.
