@@ -7,7 +7,6 @@ mod common;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
 use aes_gcm::{AesGcm, Nonce};
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
 use common::*;
@@ -19,16 +18,6 @@ const REGION: &str = "us-west-2";
 
 fn kms() -> aws_sdk_kms::Client {
     kms_in(REGION)
-}
-
-fn kms_in(region: &'static str) -> aws_sdk_kms::Client {
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(keyplane_testkit::peers::localstack())
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
 }
 
 /// LocalStack's ciphertext: 36-byte key id ‖ 16-byte IV ‖ 16-byte tag ‖ AES-256-GCM of the

@@ -32,18 +32,6 @@ fn decrypt_transit(material: &[u8], ciphertext: &str) -> Vec<u8> {
     .to_vec()
 }
 
-async fn bao_encrypt(bao: &OpenBao, name: &str, text: &str) -> String {
-    let r = bao
-        .call(
-            "POST",
-            &format!("transit/encrypt/{name}"),
-            Some(json!({"plaintext": B64.encode(text)})),
-        )
-        .await
-        .unwrap();
-    r["data"]["ciphertext"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn openbao_holds_the_managed_key_through_its_lifecycle() {
     let bao = OpenBao::start(ROOT).await.unwrap();

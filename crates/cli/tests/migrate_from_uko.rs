@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
 use base64::Engine as _;
@@ -23,13 +22,7 @@ const REGION: &str = "eu-central-1";
 const ROOT: &str = "migration-root-token";
 
 fn kms() -> aws_sdk_kms::Client {
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(keyplane_testkit::peers::localstack())
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
+    kms_in(REGION)
 }
 
 async fn kms_state(key: &str) -> KeyState {
@@ -44,18 +37,6 @@ async fn kms_state(key: &str) -> KeyState {
         .key_state()
         .unwrap()
         .clone()
-}
-
-async fn bao_encrypt(bao: &OpenBao, name: &str, text: &str) -> String {
-    let r = bao
-        .call(
-            "POST",
-            &format!("transit/encrypt/{name}"),
-            Some(json!({"plaintext": B64.encode(text)})),
-        )
-        .await
-        .unwrap();
-    r["data"]["ciphertext"].as_str().unwrap().to_owned()
 }
 
 async fn bao_decrypt(bao: &OpenBao, name: &str, ciphertext: &str) -> String {

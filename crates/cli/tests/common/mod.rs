@@ -641,3 +641,29 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
         })
         .map(|s| s.value)
 }
+
+/// A KMS client of the LocalStack the test command starts, in `region` (regions keep tests
+/// apart on the shared LocalStack).
+pub fn kms_in(region: &'static str) -> aws_sdk_kms::Client {
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(keyplane_testkit::peers::localstack())
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+/// `text` encrypted by OpenBao's transit key `name`: its ciphertext (`vault:vN:…`).
+pub async fn bao_encrypt(bao: &keyplane_testkit::peers::OpenBao, name: &str, text: &str) -> String {
+    let r = bao
+        .call(
+            "POST",
+            &format!("transit/encrypt/{name}"),
+            Some(json!({"plaintext": base64::engine::general_purpose::STANDARD.encode(text)})),
+        )
+        .await
+        .unwrap();
+    r["data"]["ciphertext"].as_str().unwrap().to_owned()
+}
